@@ -1,0 +1,1 @@
+"""Sink families, one module each; the public names are re-exported by ``aiologsinks``."""

@@ -1,0 +1,111 @@
+"""StreamSink and NullSink: the async counterparts of StreamHandler and NullHandler."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+from typing import IO, Any
+
+from .._fileio import FileWorker
+from .._sink import Sink
+
+__all__ = ["NullSink", "StreamSink"]
+
+
+class StreamSink(Sink):
+    """Write formatted records to a stream (``sys.stderr`` by default).
+
+    As ``logging.StreamHandler``: each record is formatted and followed by
+    :attr:`terminator` (``'\\n'``). A batch is written with one ``write`` and one
+    ``flush`` on a worker thread, so a slow pipe or terminal never blocks the loop.
+    """
+
+    terminator = "\n"
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        super().__init__()
+        self.stream: IO[str] = sys.stderr if stream is None else stream
+        self._worker = FileWorker(type(self).__name__)
+
+    def render(self, records: Sequence[logging.LogRecord]) -> str:
+        """Format ``records`` into one chunk of text; a record that cannot be formatted
+        goes to :meth:`handleError` and is left out."""
+        term = self.terminator
+        fmt = self.format
+        parts: list[str] = []
+        append = parts.append
+        for record in records:
+            try:
+                append(fmt(record))
+            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                self._fail(record)
+                continue
+            append(term)
+        return "".join(parts)
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        """Format and write one record (a batch of one)."""
+        await self.emit_batch((record,))
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Format every record, then write them with one write and one flush.
+
+        Returns when the stream accepted the batch. A write error goes to
+        :meth:`handleError` with the batch's first record.
+        """
+        text = self.render(records)
+        if not text:
+            return
+        try:
+            await self.write(text)
+        except Exception:  # noqa: BLE001 - the batch failed as a whole
+            self._fail_batch(records)
+
+    def _fail_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """A write of the whole batch failed: count every record, report the first."""
+        self.error_count += max(len(records) - 1, 0)
+        self._fail(records[0])
+
+    async def write(self, text: str) -> None:
+        """Write ``text`` to the stream and flush it, on the worker thread."""
+        await self._worker.run(_write_flush, self.stream, text)
+
+    async def flush(self) -> None:
+        """Flush the stream (on the worker thread)."""
+        flush = getattr(self.stream, "flush", None)
+        if flush is not None:
+            await self._worker.run(flush)
+
+    async def _aclose(self) -> None:
+        # as StreamHandler.close: the stream is the caller's, it is flushed, not closed
+        try:
+            await self.flush()
+        finally:
+            self._worker.shutdown()
+
+    def __repr__(self) -> str:
+        name = getattr(self.stream, "name", "")
+        level = logging.getLevelName(self.level)
+        return f"<{type(self).__name__} {name} ({level})>"
+
+
+def _write_flush(stream: Any, text: str) -> None:
+    stream.write(text)
+    flush = getattr(stream, "flush", None)
+    if flush is not None:
+        flush()
+
+
+class NullSink(Sink):
+    """A sink that does nothing (``logging.NullHandler``), for libraries and tests."""
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        """Do nothing."""
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Do nothing."""
+
+    async def handle(self, record: logging.LogRecord) -> bool:
+        """Do nothing; return ``True``."""
+        return True

@@ -1,0 +1,61 @@
+"""Shared test fixtures.
+
+* ``blockbuster`` (autouse): fails a test in which aiologsinks makes a blocking call
+  on the event loop (guarantee 1 of DESIGN.md, enforced by the suite itself).
+* ``require_program``: a test that needs an external peer (rsyslogd, logrotate) skips
+  locally when it is missing, but fails when ``CI=true``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+@pytest.fixture(autouse=True)
+def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
+    """Fail the test if aiologsinks code makes a blocking call on a running loop."""
+    if request.node.get_closest_marker("allow_blocking"):
+        yield None
+        return
+    with blockbuster_ctx(scanned_modules=["aiologsinks"]) as bb:
+        yield bb
+
+
+def require_program(name: str) -> str:
+    """Return the path of ``name``; skip when missing locally, fail when CI=true."""
+    path = shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/sbin/{name}") if os.access(p, os.X_OK)), None
+    )
+    if path is None:
+        msg = f"{name} is not installed (.ci/run installs it)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger() -> Iterator[None]:
+    """Each test starts and ends with the root logger's handlers and level unchanged."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+class RecordingSinkMixin:
+    """Mixin for test sinks: collects records that reached handleError."""
+
+    errors: list[logging.LogRecord]
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.errors.append(record)
