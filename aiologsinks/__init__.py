@@ -8,6 +8,7 @@ was delivered; :func:`install` wires it all to a logger for the life of an app.
 
 from __future__ import annotations
 
+from ._dispatcher import Dispatcher, DispatcherStats, SinkStats, install
 from ._exceptions import (
     AiologsinksError,
     DispatcherStateError,
@@ -15,6 +16,8 @@ from ._exceptions import (
     SinkConnectError,
     SinkDeliveryError,
 )
+from ._handler_sink import HandlerSink
+from ._shim import QueueHandler
 from ._sink import Sink, SinkState
 from .sinks.file import FileSink
 from .sinks.stream import NullSink, StreamSink
@@ -23,13 +26,19 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AiologsinksError",
+    "Dispatcher",
     "DispatcherStateError",
+    "DispatcherStats",
     "FileSink",
+    "HandlerSink",
     "NullSink",
+    "QueueHandler",
     "RecordTooLargeError",
     "Sink",
     "SinkConnectError",
     "SinkDeliveryError",
     "SinkState",
+    "SinkStats",
     "StreamSink",
+    "install",
 ]

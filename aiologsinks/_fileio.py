@@ -28,7 +28,8 @@ def resolve_encoding(mode: str, encoding: str | None) -> str | None:
     """Return the encoding the stdlib ``FileHandler`` would use for ``mode``."""
     if "b" in mode:
         return encoding
-    return io.text_encoding(encoding)
+    resolved: str = io.text_encoding(encoding)  # type: ignore[attr-defined,unused-ignore]
+    return resolved
 
 
 class FileWorker:
@@ -101,6 +102,8 @@ class AsyncTextFile:
     ) -> None:
         self._raw = raw
         self._worker = worker
+        # the wrapped blocking file: used only on the worker thread
+        self._sync_file: io.TextIOBase = raw._file  # type: ignore[attr-defined]
 
     @classmethod
     async def open(
@@ -112,14 +115,14 @@ class AsyncTextFile:
         worker: FileWorker,
     ) -> AsyncTextFile:
         """Open ``path`` on the worker thread, as ``open(path, mode, encoding=..., errors=...)``."""
-        raw = await aiofiles.open(
+        raw = await aiofiles.open(  # type: ignore[call-overload]
             path, mode, encoding=encoding, errors=errors, executor=worker.executor
         )
-        return cls(raw, worker)  # type: ignore[arg-type]
+        return cls(raw, worker)
 
     async def write(self, data: str) -> None:
         """Write ``data`` and flush it to the OS in one worker-thread call."""
-        await self._worker.run(_write_and_flush, self._raw._file, data)
+        await self._worker.run(_write_and_flush, self._sync_file, data)
 
     async def flush(self) -> None:
         """Flush Python's buffer to the OS."""
@@ -127,7 +130,7 @@ class AsyncTextFile:
 
     async def fstat(self) -> os.stat_result:
         """``os.fstat`` of the open file."""
-        return await self._worker.run(os.fstat, self._raw._file.fileno())
+        return await self._worker.run(os.fstat, self._sync_file.fileno())
 
     async def tell(self) -> int:
         """The current position (the file size in append mode)."""

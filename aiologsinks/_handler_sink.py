@@ -1,0 +1,68 @@
+"""HandlerSink: runs a plain ``logging.Handler`` inside a Dispatcher, off the loop."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from ._fileio import FileWorker
+from ._sink import Sink
+
+__all__ = ["HandlerSink"]
+
+
+class HandlerSink(Sink):
+    """Adapt a synchronous ``logging.Handler`` to the Sink interface.
+
+    The handler runs on its own worker thread, one record at a time, through its own
+    ``handle()`` (so its filters, lock and ``handleError`` apply as usual). Its level
+    is the handler's level. ``flush``/``aclose`` call the handler's ``flush``/``close``
+    on that thread.
+    """
+
+    def __init__(self, handler: logging.Handler) -> None:
+        super().__init__()
+        self.handler = handler
+        self.name = handler.get_name()
+        self._worker = FileWorker(type(handler).__name__)
+
+    @property
+    def level(self) -> int:
+        """The wrapped handler's level."""
+        return self.handler.level
+
+    @level.setter
+    def level(self, value: int) -> None:
+        # Sink.__init__ assigns NOTSET; the handler's own level wins
+        pass
+
+    def setLevel(self, level: int | str) -> None:
+        """Set the wrapped handler's level."""
+        self.handler.setLevel(level)
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Pass each record to the handler's ``handle`` on the worker thread."""
+        await self._worker.run(_handle_all, self.handler, records)
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        """Pass one record to the handler on the worker thread."""
+        await self._worker.run(self.handler.handle, record)
+
+    async def flush(self) -> None:
+        """Call the handler's ``flush()`` on the worker thread."""
+        await self._worker.run(self.handler.flush)
+
+    async def _aclose(self) -> None:
+        try:
+            await self._worker.run(self.handler.close)
+        finally:
+            self._worker.shutdown()
+
+    def __repr__(self) -> str:
+        return f"<HandlerSink {self.handler!r}>"
+
+
+def _handle_all(handler: logging.Handler, records: Sequence[logging.LogRecord]) -> None:
+    handle = handler.handle
+    for record in records:
+        handle(record)

@@ -1,0 +1,255 @@
+"""A sink's lane: a bounded queue and the one worker task that feeds the sink."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ._sink import Sink
+
+if TYPE_CHECKING:
+    from ._dispatcher import Overflow, SinkStats
+
+__all__ = ["Lane"]
+
+
+class _FlushMarker:
+    """Travels through the queue and every lane; done once each lane flushed its sink."""
+
+    __slots__ = ("_pending", "done")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, lanes: int) -> None:
+        self.done: asyncio.Future[None] = loop.create_future()
+        self._pending = lanes
+        if lanes == 0:
+            self.done.set_result(None)
+
+    def ack(self) -> None:
+        self._pending -= 1
+        if self._pending <= 0 and not self.done.done():
+            self.done.set_result(None)
+
+
+def _notice(msg: str, *args: object) -> logging.LogRecord:
+    """A WARNING record from aiologsinks itself (drop announcements and the like)."""
+    record = logging.LogRecord("aiologsinks", logging.WARNING, __file__, 0, msg, args, None)
+    record.msg, record.args = record.getMessage(), None
+    return record
+
+
+class Lane:
+    """One sink's bounded queue and worker; owned by a Dispatcher."""
+
+    def __init__(
+        self,
+        sink: Sink,
+        name: str,
+        size: int,
+        overflow: Overflow,
+        batch_size: int,
+    ) -> None:
+        self.sink = sink
+        self.name = name
+        self.size = size
+        self.overflow = overflow
+        self.batch_size = batch_size
+        self.items: deque[Any] = deque()
+        self.received = 0
+        self.emitted = 0
+        self.filtered = 0
+        self.dropped = 0
+        self.errors = 0
+        self.undelivered = 0
+        self._unannounced = 0
+        self._in_flight: list[logging.LogRecord] = []
+        self._marker: _FlushMarker | None = None
+        self._idle = False
+        self._has_items: asyncio.Event | None = None
+        self._has_room: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- producer side (the dispatcher's pump, on the loop) ------------------------
+
+    def start(self) -> None:
+        self._has_items = asyncio.Event()
+        self._has_room = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(), name=f"aiologsinks-lane-{self.name}"
+        )
+
+    def put(self, record: logging.LogRecord) -> bool:
+        """Offer a record; False only when the lane is full and its policy is block."""
+        items = self.items
+        if len(items) >= self.size:
+            if self.overflow == "block":
+                return False
+            self.received += 1
+            self.dropped += 1
+            self._unannounced += 1
+            if self.overflow == "drop_newest":
+                return True
+            self._drop_oldest()
+        else:
+            self.received += 1
+        items.append(record)
+        if self._idle and self._has_items is not None:
+            self._idle = False
+            self._has_items.set()
+        return True
+
+    def _drop_oldest(self) -> None:
+        items = self.items
+        for i, item in enumerate(items):
+            if type(item) is not _FlushMarker:
+                del items[i]
+                return
+
+    def put_marker(self, marker: _FlushMarker) -> None:
+        """Markers bypass the bound: they are tiny and must never be dropped."""
+        self.items.append(marker)
+        if self._has_items is not None:
+            self._idle = False
+            self._has_items.set()
+
+    async def wait_for_room(self) -> None:
+        """Wait until the worker has taken records out of a full lane."""
+        assert self._has_room is not None
+        while len(self.items) >= self.size:
+            if self._task is None or self._task.done():
+                return
+            self._has_room.clear()
+            await self._has_room.wait()
+
+    @property
+    def depth(self) -> int:
+        """Records waiting in the lane or being delivered now."""
+        waiting = sum(1 for r in self.items if type(r) is not _FlushMarker)
+        return waiting + len(self._in_flight)
+
+    # -- the worker ------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._has_items is not None and self._has_room is not None
+        has_items, has_room = self._has_items, self._has_room
+        items = self.items
+        sink = self.sink
+        try:
+            await sink.aopen()
+        except Exception:  # noqa: BLE001 - the sink retries on its first write
+            self._sink_error("could not open")
+        while True:
+            if not items:
+                self._idle = True
+                has_items.clear()
+                await has_items.wait()
+            batch: list[logging.LogRecord] = []
+            marker: _FlushMarker | None = None
+            limit = self.batch_size
+            while items and len(batch) < limit:
+                item = items.popleft()
+                if type(item) is _FlushMarker:
+                    marker = item
+                    break
+                batch.append(item)
+            has_room.set()
+            if batch:
+                self._in_flight = batch
+                await self._deliver(batch)
+                self._in_flight = []
+            if marker is not None:
+                self._marker = marker
+                await self._flush()
+                self._marker = None
+                marker.ack()
+
+    async def _deliver(self, batch: list[logging.LogRecord]) -> None:
+        sink = self.sink
+        records = sink.passes(batch) if sink.filters else batch
+        self.filtered += len(batch) - len(records)
+        if not records:
+            return
+        before = sink.error_count
+        try:
+            await sink.emit_batch(records)
+        except Exception:  # noqa: BLE001 - lane boundary: the sink failed the whole batch
+            sink.error_count += len(records) - 1
+            sink._fail(records[0])
+        errors = min(sink.error_count - before, len(records))
+        self.errors += errors
+        self.emitted += len(records) - errors
+        if self._unannounced and errors < len(records):
+            await self._announce()
+
+    async def _announce(self) -> None:
+        count, self._unannounced = self._unannounced, 0
+        record = _notice(
+            "aiologsinks: %d record(s) dropped for sink %s: its lane was full (overflow=%s)",
+            count,
+            self.name,
+            self.overflow,
+        )
+        try:
+            await self.sink.emit_batch([record])
+        except Exception:  # noqa: BLE001 - the announcement must not kill the lane
+            self.sink._fail(record)
+
+    async def _flush(self) -> None:
+        try:
+            await self.sink.flush()
+        except Exception:  # noqa: BLE001 - a failed flush is the sink's error, not ours
+            self._sink_error("flush failed")
+
+    def _sink_error(self, what: str) -> None:
+        # called inside an except block: handleError prints the active exception
+        self.errors += 1
+        self.sink._fail(_notice("aiologsinks: %s sink %s", what, self.name))
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def take_all(self) -> list[Any]:
+        """Remove and return what was not delivered; acknowledge pending markers."""
+        left: list[Any] = list(self._in_flight)
+        self._in_flight = []
+        marker, self._marker = self._marker, None
+        if marker is not None:
+            marker.ack()
+        for item in self.items:
+            if type(item) is _FlushMarker:
+                item.ack()
+            else:
+                left.append(item)
+        self.items.clear()
+        return left
+
+    async def stop(self) -> list[Any]:
+        """Stop the worker; return the records it had not delivered."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return self.take_all()
+
+    async def close_sink(self) -> None:
+        """Close the sink; an error goes to its handleError."""
+        try:
+            await self.sink.aclose()
+        except Exception:  # noqa: BLE001 - aclose() must close every other sink too
+            self._sink_error("could not close")
+
+    def stats(self) -> SinkStats:
+        from ._dispatcher import SinkStats
+
+        return SinkStats(
+            name=self.name,
+            received=self.received,
+            emitted=self.emitted,
+            filtered=self.filtered,
+            dropped=self.dropped,
+            errors=self.errors,
+            depth=self.depth,
+            undelivered=self.undelivered,
+        )

@@ -1,0 +1,86 @@
+"""QueueHandler: the synchronous ``logging.Handler`` that feeds a Dispatcher."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._dispatcher import Dispatcher
+
+__all__ = ["QueueHandler"]
+
+_exc_formatter = logging.Formatter()
+_new_record = object.__new__
+
+
+class QueueHandler(logging.Handler):
+    """A plain ``logging.Handler`` that hands records to a :class:`Dispatcher`.
+
+    Attach it to any logger. :meth:`emit` never raises into the caller and never
+    blocks the event loop: on the dispatcher's loop thread the hand-off is an O(1)
+    append; from another thread it is a thread-safe append that wakes the loop at
+    most once per burst (and, with ``overflow="block"`` and a full queue, waits for
+    room — foreign threads only). After the dispatcher is closed, or once its loop is
+    gone, records go to the fallback (``logging.lastResort``) and are counted.
+
+    Unlike the stdlib ``QueueHandler`` it does not format records: :meth:`prepare`
+    merges ``msg % args`` and renders exception text, and each sink formats with its
+    own formatter.
+    """
+
+    def __init__(self, dispatcher: Dispatcher, level: int | str = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.dispatcher = dispatcher
+
+    def createLock(self) -> None:
+        # enqueue() is thread-safe without a handler-level lock, and a lock taken
+        # per record would be the most expensive thing on the hot path
+        self.lock = None
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        """Return a copy of ``record`` that is safe to hand to another thread.
+
+        ``msg % args`` is merged into ``msg`` (so mutating an argument after the
+        logging call cannot change the output) and ``args`` is cleared;
+        ``exc_info`` is rendered into ``exc_text`` and dropped, as tracebacks hold
+        frames that must not outlive the call or cross threads. When the merge
+        fails, ``msg`` and ``args`` are kept so that each sink reports the error to
+        its own ``handleError`` (and counts it in ``stats()``).
+        """
+        new: Any = _new_record(type(record))
+        new.__dict__.update(record.__dict__)
+        if record.args or not isinstance(record.msg, str):
+            try:
+                new.msg = record.getMessage()
+                new.args = None
+            except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
+                pass
+        if record.exc_info:
+            if not record.exc_text:
+                new.exc_text = _exc_formatter.formatException(record.exc_info)
+            new.exc_info = None
+        return new  # type: ignore[no-any-return]
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        """Hand a prepared record to the dispatcher (never blocks the loop)."""
+        self.dispatcher.submit(record)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Prepare and enqueue ``record``; errors go to :meth:`handleError`."""
+        try:
+            self.enqueue(self.prepare(record))
+        except Exception:  # noqa: BLE001 - a logging call must never raise
+            self.handleError(record)
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter and emit without the per-record handler lock (enqueue is thread-safe)."""
+        rv: Any = self.filter(record)
+        if isinstance(rv, logging.LogRecord):
+            record = rv
+        if rv:
+            self.emit(record)
+        return rv
+
+    def __repr__(self) -> str:
+        return f"<QueueHandler {self.dispatcher!r}>"
