@@ -20,6 +20,7 @@ from ._handler_sink import HandlerSink
 from ._shim import QueueHandler
 from ._sink import Sink, SinkState
 from .sinks.file import FileSink
+from .sinks.smtp import SMTPSink
 from .sinks.stream import NullSink, StreamSink
 
 __version__ = "0.1.0"
@@ -34,6 +35,7 @@ __all__ = [
     "NullSink",
     "QueueHandler",
     "RecordTooLargeError",
+    "SMTPSink",
     "Sink",
     "SinkConnectError",
     "SinkDeliveryError",

@@ -1,0 +1,350 @@
+"""SMTPSink: the async counterpart of ``logging.handlers.SMTPHandler`` over aiosmtplib."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+import ssl
+from collections.abc import Sequence
+from email.message import EmailMessage
+
+import aiosmtplib
+
+from .. import _wire
+from .._exceptions import SinkConnectError, SinkDeliveryError
+from .._sink import Sink
+
+__all__ = ["SMTPSink"]
+
+#: the port of implicit TLS ("submissions", RFC 8314), used when ``use_tls`` is set
+SMTPS_PORT = 465
+
+
+class SMTPSink(Sink):
+    """Mail each record, as ``SMTPHandler`` does, without blocking the event loop.
+
+    The parameters mean what they mean for ``SMTPHandler``: ``mailhost`` is a host or
+    a ``(host, port)`` pair (port 25 by default); the mail goes from ``fromaddr`` to
+    ``toaddrs`` (a list of addresses; a plain string is accepted as *one* address,
+    as the newest stdlib does) with the subject :meth:`getSubject` returns, the same
+    From, To (comma-joined), Subject and Date headers and the formatted record as the
+    body. ``credentials`` is a ``(username, password)`` pair to log in with; when it
+    is given and ``secure`` is a tuple — ``()``, ``(keyfile,)`` or
+    ``(keyfile, certfile)`` — the connection is upgraded with STARTTLS first, with
+    that client certificate. ``timeout`` bounds each SMTP operation, in seconds.
+
+    Differences from the stdlib, all keyword-only and off by default:
+
+    * ``use_tls=True`` speaks implicit TLS from the first byte (port 465 when
+      ``mailhost`` names no port) instead of plain SMTP.
+    * ``context``: the ``ssl.SSLContext`` for STARTTLS and implicit TLS. Without it,
+      a default context is built off the loop, and it *verifies* the server's
+      certificate and host name (the stdlib's ``starttls()`` does not verify).
+    * Digest mode, so that an error storm does not become a mail storm:
+      ``digest_interval`` (seconds) collects the records that arrive during that
+      window after the first one into one mail; ``digest_max`` sends the digest as
+      soon as it holds that many records. Either one alone enables it.
+      :meth:`flush` and :meth:`aclose` send what is pending.
+
+    A record's mail is one connection's work; a batch of records shares one
+    connection (one mail per record, or one digest). A CR/LF in the subject is
+    folded into a space (never a new header); an address with CR/LF is rejected
+    here, at construction, and — if changed later — at delivery, through
+    :meth:`handleError`. Credentials never appear in ``repr`` or error messages.
+    """
+
+    def __init__(
+        self,
+        mailhost: str | tuple[str, int],
+        fromaddr: str,
+        toaddrs: str | Sequence[str],
+        subject: str,
+        credentials: tuple[str, str] | None = None,
+        secure: tuple[()] | tuple[str] | tuple[str, str] | None = None,
+        timeout: float = 1.0,
+        *,
+        use_tls: bool = False,
+        context: ssl.SSLContext | None = None,
+        digest_interval: float | None = None,
+        digest_max: int | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(mailhost, (list, tuple)):
+            if len(mailhost) != 2:
+                raise ValueError(f"mailhost: expected a host or (host, port), got {mailhost!r}")
+            self.mailhost: str = str(mailhost[0])
+            self.mailport: int | None = int(mailhost[1])
+        elif isinstance(mailhost, str):
+            self.mailhost, self.mailport = mailhost, None
+        else:
+            raise TypeError(f"mailhost: expected a host or (host, port), got {mailhost!r}")
+        if isinstance(credentials, (list, tuple)):
+            if len(credentials) != 2:
+                raise ValueError("credentials: expected a (username, password) pair")
+            self.username: str | None = credentials[0]
+            self.password: str | None = credentials[1]
+        elif credentials is None:
+            self.username = self.password = None
+        else:
+            raise TypeError("credentials: expected a (username, password) pair or None")
+        if not isinstance(fromaddr, str):
+            raise TypeError(f"fromaddr: expected a str, got {fromaddr!r}")
+        self.fromaddr = _wire.check_address("fromaddr", fromaddr)
+        if isinstance(toaddrs, str):
+            # The newest stdlib treats a plain string as one address; joining the
+            # characters of "ops@example.com" with commas is never what was meant.
+            toaddrs = [toaddrs]
+        toaddrs = list(toaddrs)
+        if not toaddrs or not all(isinstance(a, str) for a in toaddrs):
+            raise ValueError(f"toaddrs: expected a non-empty list of addresses, got {toaddrs!r}")
+        self.toaddrs: list[str] = [_wire.check_address("toaddrs", a) for a in toaddrs]
+        if not isinstance(subject, str):
+            raise TypeError(f"subject: expected a str, got {subject!r}")
+        if "\r" in subject or "\n" in subject:
+            raise ValueError("subject: must not contain CR or LF")
+        self.subject = subject
+        if secure is not None and (not isinstance(secure, tuple) or len(secure) > 2):
+            raise ValueError("secure: expected None, (), (keyfile,) or (keyfile, certfile)")
+        if secure and context is not None:
+            # smtplib.starttls() has the same rule: files or a context, not both.
+            raise ValueError("secure: key/cert files and context are mutually exclusive")
+        self.secure = secure
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ValueError(f"timeout: expected a positive number, got {timeout!r}")
+        self.timeout = float(timeout)
+        self.use_tls = bool(use_tls)
+        if context is not None and not isinstance(context, ssl.SSLContext):
+            raise TypeError("context: expected an ssl.SSLContext or None")
+        self.context = context
+        if digest_interval is not None and (
+            isinstance(digest_interval, bool)
+            or not isinstance(digest_interval, (int, float))
+            or digest_interval <= 0
+        ):
+            raise ValueError(
+                f"digest_interval: expected a positive number of seconds, got {digest_interval!r}"
+            )
+        if digest_max is not None and (
+            isinstance(digest_max, bool) or not isinstance(digest_max, int) or digest_max < 1
+        ):
+            raise ValueError(f"digest_max: expected an int >= 1, got {digest_max!r}")
+        self.digest_interval = digest_interval
+        self.digest_max = digest_max
+        self._pending: list[logging.LogRecord] = []
+        self._timer: asyncio.Task[None] | None = None
+        # True while the digest timer sleeps: only then may aclose() cancel it.
+        self._timer_waiting = False
+        # Digest timer and lane worker may both want to send; one SMTP session at a time.
+        self._send_lock: asyncio.Lock | None = None
+        self._tls_context: ssl.SSLContext | None = None
+
+    # -- hooks ---------------------------------------------------------------------------
+
+    def getSubject(self, record: logging.LogRecord) -> str:
+        """Return the subject of the mail for ``record``; override for a per-record one."""
+        return self.subject
+
+    def get_digest_subject(self, records: Sequence[logging.LogRecord]) -> str:
+        """Return the subject of a digest mail: the first record's, with the count."""
+        first = self.getSubject(records[0])
+        return first if len(records) == 1 else f"{first} ({len(records)} records)"
+
+    def build_message(self, record: logging.LogRecord) -> EmailMessage:
+        """Return the mail for ``record`` (the same one ``SMTPHandler`` builds)."""
+        return _wire.mail_message(
+            self.fromaddr, self.toaddrs, self.getSubject(record), self.format(record)
+        )
+
+    def build_digest(self, records: Sequence[logging.LogRecord]) -> EmailMessage:
+        """Return one mail whose body is every record formatted, one after another.
+
+        A record that cannot be formatted goes to :meth:`handleError` and is left out.
+        """
+        parts: list[str] = []
+        for record in records:
+            try:
+                parts.append(self.format(record))
+            except Exception:  # noqa: BLE001 - per-record boundary: the digest goes on
+                self._fail(record)
+        return _wire.mail_message(
+            self.fromaddr, self.toaddrs, self.get_digest_subject(records), "\n".join(parts)
+        )
+
+    @property
+    def digest(self) -> bool:
+        """True when digest mode is on (``digest_interval`` or ``digest_max`` given)."""
+        return self.digest_interval is not None or self.digest_max is not None
+
+    # -- delivery ------------------------------------------------------------------------
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        """Mail one record (or add it to the pending digest)."""
+        await self.emit_batch((record,))
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Mail each record over one connection, or add them to the digest.
+
+        Returns when every mail was accepted by the server or its record went to
+        :meth:`handleError`. In digest mode, returns once the records are pending
+        (and sends the digest first when it reached ``digest_max``).
+        """
+        if not records:
+            return
+        if self.digest:
+            self._pending.extend(records)
+            if self.digest_max is not None and len(self._pending) >= self.digest_max:
+                await self._send_digest()
+            elif self.digest_interval is not None:
+                self._arm_timer()
+            elif self.digest_max is None:  # pragma: no cover - digest implies one of them
+                await self._send_digest()
+            return
+        mails: list[tuple[EmailMessage, Sequence[logging.LogRecord]]] = []
+        for record in records:
+            try:
+                mails.append((self.build_message(record), (record,)))
+            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                self._fail(record)
+        await self._deliver(mails)
+
+    async def flush(self) -> None:
+        """Send the pending digest, if any; returns when the server accepted it."""
+        await self._send_digest()
+
+    async def _aclose(self) -> None:
+        timer, self._timer = self._timer, None
+        if timer is not None:
+            if self._timer_waiting:
+                timer.cancel()
+            # A timer that is already sending finishes its mail; never cut it off.
+            await asyncio.gather(timer, return_exceptions=True)
+        await self._send_digest()
+
+    def _arm_timer(self) -> None:
+        if self._timer is None or self._timer.done():
+            self._timer = asyncio.get_running_loop().create_task(
+                self._digest_after_window(), name=f"{type(self).__name__} digest"
+            )
+
+    async def _digest_after_window(self) -> None:
+        assert self.digest_interval is not None
+        self._timer_waiting = True
+        try:
+            await asyncio.sleep(self.digest_interval)
+        finally:
+            self._timer_waiting = False
+        await self._send_digest()
+
+    async def _send_digest(self) -> None:
+        while self._pending:
+            chunk_size = self.digest_max or len(self._pending)
+            records, self._pending = self._pending[:chunk_size], self._pending[chunk_size:]
+            try:
+                mail = self.build_digest(records)
+            except Exception:  # noqa: BLE001 - per-mail boundary: later digests go on
+                self._fail_all(records)
+                continue
+            await self._deliver([(mail, records)])
+
+    def _fail_all(self, records: Sequence[logging.LogRecord]) -> None:
+        # One traceback per failed mail, but every record is counted as lost.
+        self.error_count += len(records) - 1
+        self._fail(records[0])
+
+    async def _deliver(self, mails: list[tuple[EmailMessage, Sequence[logging.LogRecord]]]) -> None:
+        """Send ``mails`` over one connection; a failure goes to ``handleError``."""
+        if not mails:
+            return
+        if self._send_lock is None:
+            self._send_lock = asyncio.Lock()
+        async with self._send_lock:
+            try:
+                smtp = await self._connect()
+            except Exception:  # noqa: BLE001 - per-batch boundary: the next batch retries
+                for _, records in mails:
+                    self._fail_all(records)
+                return
+            try:
+                for index, (mail, records) in enumerate(mails):
+                    try:
+                        await smtp.send_message(mail)
+                    except aiosmtplib.SMTPServerDisconnected:
+                        for _, rest in mails[index:]:
+                            self._fail_rest(rest)
+                        return
+                    except Exception:  # noqa: BLE001 - per-mail boundary: next mail goes on
+                        self._fail_all(records)
+            finally:
+                await self._quit(smtp)
+
+    def _fail_rest(self, records: Sequence[logging.LogRecord]) -> None:
+        try:
+            raise SinkDeliveryError(f"{self!r}: the SMTP server closed the connection")
+        except SinkDeliveryError:
+            self._fail_all(records)
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        """Connect, STARTTLS and log in as ``SMTPHandler`` does; errors are mapped."""
+        context = await self._get_tls_context()
+        port = self.mailport or (SMTPS_PORT if self.use_tls else smtplib.SMTP_PORT)
+        smtp = aiosmtplib.SMTP(
+            hostname=self.mailhost,
+            port=port,
+            timeout=self.timeout,
+            use_tls=self.use_tls,
+            # As the stdlib: STARTTLS only when asked for, never opportunistically.
+            start_tls=False,
+            tls_context=context,
+        )
+        try:
+            await smtp.connect()
+        except (aiosmtplib.SMTPConnectError, aiosmtplib.SMTPTimeoutError, OSError) as exc:
+            raise SinkConnectError(
+                f"{self!r}: cannot connect to {self.mailhost}:{port}: {exc}"
+            ) from exc
+        try:
+            if self.username:
+                if self.secure is not None and not self.use_tls:
+                    await smtp.ehlo()
+                    await smtp.starttls(tls_context=context)
+                    await smtp.ehlo()
+                await smtp.login(self.username, self.password or "")
+        except BaseException:
+            await self._quit(smtp)
+            raise
+        return smtp
+
+    async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
+        if not smtp.is_connected:
+            return
+        try:
+            await smtp.quit()
+        except (aiosmtplib.SMTPException, OSError):
+            # The mails were handed over already; a failing QUIT loses nothing.
+            smtp.close()
+
+    async def _get_tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context, built once off the loop (it reads CA and key files)."""
+        if not self.use_tls and not (self.username and self.secure is not None):
+            return None
+        if self.context is not None:
+            return self.context
+        if self._tls_context is None:
+            self._tls_context = await asyncio.to_thread(self._make_tls_context)
+        return self._tls_context
+
+    def _make_tls_context(self) -> ssl.SSLContext:
+        """A verifying default context with the ``secure`` client certificate, if any."""
+        context = ssl.create_default_context()
+        if self.secure:
+            keyfile = self.secure[0]
+            certfile = self.secure[1] if len(self.secure) > 1 else None
+            # (keyfile,) alone: the file holds both, as load_cert_chain allows.
+            context.load_cert_chain(certfile or keyfile, keyfile)
+        return context
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        port = f":{self.mailport}" if self.mailport else ""
+        return f"<{type(self).__name__} {self.mailhost}{port} ({level})>"

@@ -1,0 +1,309 @@
+"""SMTPSink against a real aiosmtpd server on 127.0.0.1, side by side with SMTPHandler."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import ssl
+from typing import Any
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks.sinks.smtp import SMTPSink
+from tests.conftest import RecordingSinkMixin
+from tests.peers.smtp import Mail, TLSMaterial, make_tls, smtp_peer
+
+
+class RecordingSMTPSink(RecordingSinkMixin, SMTPSink):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.errors = []
+
+
+def make_record(
+    msg: str = "disk %s is full", *args: Any, level: int = logging.ERROR
+) -> logging.LogRecord:
+    if not args and msg == "disk %s is full":
+        args = ("sda1",)
+    return logging.LogRecord("app.db", level, "/srv/app.py", 42, msg, args, None)
+
+
+@pytest.fixture(scope="module")
+def tls() -> TLSMaterial:
+    return make_tls()
+
+
+def comparable(mail: Mail) -> dict[str, Any]:
+    """Everything of a mail except the Date header (it is the send time)."""
+    headers = [(k, v) for k, v in mail.message.items() if k.lower() != "date"]
+    return {
+        "mail_from": mail.mail_from,
+        "rcpt_tos": mail.rcpt_tos,
+        "headers": headers,
+        "body": mail.body,
+    }
+
+
+async def test_same_mail_as_stdlib_smtphandler() -> None:
+    async with smtp_peer() as peer:
+        args = (
+            ("127.0.0.1", peer.port),
+            "app@example.com",
+            ["ops@example.com", "dev@example.com"],
+            "Trouble",
+        )
+        record = make_record()
+        stdlib = logging.handlers.SMTPHandler(*args)
+        stdlib.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        await asyncio.to_thread(stdlib.handle, record)
+        async with SMTPSink(*args) as sink:
+            sink.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+            await sink.handle(record)
+        theirs, ours = await peer.wait_for(2)
+    assert comparable(ours) == comparable(theirs)
+    assert ours.message["Subject"] == "Trouble"
+    assert b"\r\nTo: ops@example.com,dev@example.com\r\n" in ours.content
+    assert ours.body == "ERROR app.db: disk sda1 is full\n"
+    assert ours.message["Date"]
+
+
+async def test_plain_string_toaddrs_is_one_address() -> None:
+    async with smtp_peer() as peer:
+        async with SMTPSink(
+            ("127.0.0.1", peer.port), "a@example.com", "ops@example.com", "s"
+        ) as sink:
+            assert sink.toaddrs == ["ops@example.com"]
+            await sink.emit(make_record())
+        (mail,) = await peer.wait_for(1)
+    assert mail.rcpt_tos == ["ops@example.com"]
+
+
+async def test_starttls_and_auth_deliver(tls: TLSMaterial) -> None:
+    async with smtp_peer(tls_context=tls.server, accepted={("alice", "s3cret")}) as peer:
+        host = ("127.0.0.1", peer.port)
+        sink = RecordingSMTPSink(
+            host,
+            "a@example.com",
+            ["b@example.com"],
+            "s",
+            credentials=("alice", "s3cret"),
+            secure=(),
+            context=tls.client,
+        )
+        async with sink:
+            await sink.emit(make_record())
+        (mail,) = await peer.wait_for(1)
+    assert sink.errors == []
+    assert peer.auth_attempts == [("alice", True)]
+    assert mail.body.startswith("disk sda1 is full")
+
+
+async def test_starttls_matches_stdlib(tls: TLSMaterial) -> None:
+    async with smtp_peer(tls_context=tls.server, accepted={("alice", "s3cret")}) as peer:
+        args = (("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "TLS")
+        record = make_record()
+        stdlib = logging.handlers.SMTPHandler(*args, credentials=("alice", "s3cret"), secure=())
+        await asyncio.to_thread(stdlib.handle, record)
+        async with SMTPSink(
+            *args, credentials=("alice", "s3cret"), secure=(), context=tls.client
+        ) as sink:
+            await sink.emit(record)
+        theirs, ours = await peer.wait_for(2)
+    assert comparable(ours) == comparable(theirs)
+    assert peer.auth_attempts == [("alice", True), ("alice", True)]
+
+
+async def test_starttls_verifies_the_certificate_by_default(tls: TLSMaterial) -> None:
+    async with smtp_peer(tls_context=tls.server, accepted={("alice", "s3cret")}) as peer:
+        sink = RecordingSMTPSink(
+            ("127.0.0.1", peer.port),
+            "a@example.com",
+            ["b@example.com"],
+            "s",
+            credentials=("alice", "s3cret"),
+            secure=(),
+        )
+        async with sink:
+            await sink.emit(make_record())
+    assert len(sink.errors) == 1
+    assert peer.mails == []
+
+
+async def test_implicit_tls(tls: TLSMaterial) -> None:
+    async with smtp_peer(tls_context=tls.server, implicit_tls=True) as peer:
+        sink = RecordingSMTPSink(
+            ("127.0.0.1", peer.port),
+            "a@example.com",
+            ["b@example.com"],
+            "s",
+            use_tls=True,
+            context=tls.client,
+        )
+        async with sink:
+            await sink.emit(make_record())
+        (mail,) = await peer.wait_for(1)
+    assert sink.errors == []
+    assert mail.rcpt_tos == ["b@example.com"]
+
+
+async def test_wrong_credentials_go_to_handle_error_then_recover(tls: TLSMaterial) -> None:
+    async with smtp_peer(tls_context=tls.server, accepted={("alice", "right")}) as peer:
+        sink = RecordingSMTPSink(
+            ("127.0.0.1", peer.port),
+            "a@example.com",
+            ["b@example.com"],
+            "s",
+            credentials=("alice", "wrong"),
+            secure=(),
+            context=tls.client,
+        )
+        async with sink:
+            await sink.emit_batch([make_record("first"), make_record("second")])
+            assert [r.msg for r in sink.errors] == ["first", "second"]
+            assert sink.error_count == 2
+            peer.accepted.add(("alice", "wrong"))  # the server is fixed
+            await sink.emit(make_record("third %s", "ok"))
+        (mail,) = await peer.wait_for(1)
+    assert mail.body == "third ok\n"
+    assert "wrong" not in repr(sink)
+
+
+async def test_unreachable_server_goes_to_handle_error() -> None:
+    async with smtp_peer() as peer:
+        port = peer.port
+    sink = RecordingSMTPSink(("127.0.0.1", port), "a@example.com", ["b@example.com"], "s")
+    async with sink:
+        await sink.emit(make_record())
+    assert len(sink.errors) == 1
+
+
+async def test_crlf_in_subject_never_adds_a_header() -> None:
+    class RecordSubject(SMTPSink):
+        def getSubject(self, record: logging.LogRecord) -> str:
+            return record.getMessage()
+
+    async with smtp_peer() as peer:
+        async with RecordSubject(
+            ("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "s"
+        ) as sink:
+            await sink.emit(make_record("boom\r\nBcc: evil@example.com\nX-Evil: 1"))
+            await sink.emit(make_record("next"))
+        first, second = await peer.wait_for(2)
+    assert first.message["Subject"] == "boom Bcc: evil@example.com X-Evil: 1"
+    assert first.message["Bcc"] is None and first.message["X-Evil"] is None
+    assert first.rcpt_tos == ["b@example.com"]
+    assert second.body == "next\n"
+
+
+async def test_crlf_in_address_is_refused_and_the_pipeline_goes_on() -> None:
+    with pytest.raises(ValueError, match="toaddrs"):
+        SMTPSink("localhost", "a@example.com", ["b@example.com\r\nBcc: evil@example.com"], "s")
+    with pytest.raises(ValueError, match="fromaddr"):
+        SMTPSink("localhost", "a@example.com\n", ["b@example.com"], "s")
+    with pytest.raises(ValueError, match="subject"):
+        SMTPSink("localhost", "a@example.com", ["b@example.com"], "s\r\nBcc: x")
+    async with smtp_peer() as peer:
+        sink = RecordingSMTPSink(("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "s")
+        async with sink:
+            sink.toaddrs = ["b@example.com\nBcc: evil@example.com"]
+            await sink.emit(make_record("lost"))
+            sink.toaddrs = ["b@example.com"]
+            await sink.emit(make_record("kept"))
+        (mail,) = await peer.wait_for(1)
+    assert [r.msg for r in sink.errors] == ["lost"]
+    assert mail.body == "kept\n"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"mailhost": ("h",)}, "mailhost"),
+        ({"toaddrs": []}, "toaddrs"),
+        ({"credentials": ("only-user",)}, "credentials"),
+        ({"secure": ("k", "c", "x")}, "secure"),
+        ({"timeout": 0}, "timeout"),
+        ({"digest_interval": -1}, "digest_interval"),
+        ({"digest_max": 0}, "digest_max"),
+        ({"secure": ("key.pem",), "context": ssl.create_default_context()}, "secure"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(kwargs: dict[str, Any], match: str) -> None:
+    base: dict[str, Any] = {
+        "mailhost": "localhost",
+        "fromaddr": "a@example.com",
+        "toaddrs": ["b@example.com"],
+        "subject": "s",
+    }
+    with pytest.raises(ValueError, match=match):
+        SMTPSink(**{**base, **kwargs})
+
+
+async def test_digest_bounds_an_error_storm() -> None:
+    async with smtp_peer() as peer:
+        async with SMTPSink(
+            ("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "Storm", digest_max=100
+        ) as sink:
+            for start in range(0, 1000, 50):  # batches as the dispatcher would hand them
+                await sink.emit_batch(
+                    [make_record("error %d", i) for i in range(start, start + 50)]
+                )
+        mails = await peer.wait_for(10)
+    assert len(mails) == 10
+    lines = [line for mail in mails for line in mail.body.splitlines()]
+    assert lines == [f"error {i}" for i in range(1000)]
+    assert mails[0].message["Subject"] == "Storm (100 records)"
+
+
+async def test_digest_window_sends_one_mail_after_the_window() -> None:
+    async with smtp_peer() as peer:
+        async with SMTPSink(
+            ("127.0.0.1", peer.port),
+            "a@example.com",
+            ["b@example.com"],
+            "Storm",
+            digest_interval=0.2,
+        ) as sink:
+            for start in range(0, 1000, 100):
+                await sink.emit_batch(
+                    [make_record("error %d", i) for i in range(start, start + 100)]
+                )
+            assert peer.mails == []  # still inside the window
+            (mail,) = await peer.wait_for(1)  # the timer sends it, no flush needed
+        assert len(peer.mails) == 1
+    assert mail.body.splitlines() == [f"error {i}" for i in range(1000)]
+
+
+async def test_digest_flush_and_close_send_what_is_pending() -> None:
+    async with smtp_peer() as peer:
+        sink = SMTPSink(
+            ("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "s", digest_interval=60
+        )
+        async with sink:
+            await sink.emit(make_record("one"))
+            await sink.flush()
+            assert len(peer.mails) == 1
+            await sink.emit(make_record("two"))
+        mails = await peer.wait_for(2)
+    assert [m.body for m in mails] == ["one\n", "two\n"]
+
+
+async def test_end_to_end_through_install() -> None:
+    if not hasattr(als, "install"):
+        pytest.skip("the dispatcher has not landed yet")
+    async with smtp_peer() as peer:
+        sink = SMTPSink(
+            ("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "s", digest_max=500
+        )
+        logger = logging.getLogger("test.smtp.e2e")
+        logger.propagate = False
+        async with als.install(sink, logger=logger, level=logging.INFO) as dispatcher:
+            for i in range(20):
+                logger.error("failure %d", i)
+            await dispatcher.flush()
+            assert sum(len(m.body.splitlines()) for m in peer.mails) == 20
+        logger.propagate = True
+    assert [line for m in peer.mails for line in m.body.splitlines()] == [
+        f"failure {i}" for i in range(20)
+    ]
