@@ -19,7 +19,14 @@ from ._exceptions import (
 from ._handler_sink import HandlerSink
 from ._shim import QueueHandler
 from ._sink import Sink, SinkState
-from .sinks.file import FileSink
+from .sinks.file import FileSink, WatchedFileSink
+from .sinks.rotating import (
+    BaseRotatingSink,
+    RotatingFileSink,
+    TimedRotatingFileSink,
+    gzip_namer,
+    gzip_rotator,
+)
 from .sinks.smtp import SMTPSink
 from .sinks.stream import NullSink, StreamSink
 
@@ -27,6 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AiologsinksError",
+    "BaseRotatingSink",
     "Dispatcher",
     "DispatcherStateError",
     "DispatcherStats",
@@ -35,6 +43,7 @@ __all__ = [
     "NullSink",
     "QueueHandler",
     "RecordTooLargeError",
+    "RotatingFileSink",
     "SMTPSink",
     "Sink",
     "SinkConnectError",
@@ -42,5 +51,9 @@ __all__ = [
     "SinkState",
     "SinkStats",
     "StreamSink",
+    "TimedRotatingFileSink",
+    "WatchedFileSink",
+    "gzip_namer",
+    "gzip_rotator",
     "install",
 ]

@@ -9,9 +9,14 @@ Files are opened through ``aiofiles`` bound to that worker's executor.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import functools
+import gzip
 import io
+import locale
 import os
+import shutil
+import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -19,7 +24,14 @@ from typing import Any, TypeVar
 import aiofiles
 import aiofiles.threadpool.text
 
-__all__ = ["AsyncTextFile", "FileWorker", "resolve_encoding"]
+__all__ = [
+    "AsyncTextFile",
+    "ByteCounter",
+    "FileWorker",
+    "gzip_file",
+    "resolve_encoding",
+    "shift_backups",
+]
 
 T = TypeVar("T")
 
@@ -84,6 +96,61 @@ class FileWorker:
         """``os.listdir(path)``."""
         return await self.run(os.listdir, path)
 
+    async def remove_all(self, paths: list[str]) -> None:
+        """``os.remove`` each of ``paths``, in order, in one worker call."""
+        await self.run(_remove_all, paths)
+
+    async def rename_if_exists(self, source: str, dest: str) -> None:
+        """``os.rename(source, dest)`` when ``source`` exists (it may not, with ``delay``)."""
+        await self.run(_rename_if_exists, source, dest)
+
+
+def _remove_all(paths: list[str]) -> None:
+    for path in paths:
+        os.remove(path)
+
+
+def _rename_if_exists(source: str, dest: str) -> None:
+    # bpo-18940: with delay=True the file may never have been created
+    if os.path.exists(source):
+        os.rename(source, dest)
+
+
+def shift_backups(moves: list[tuple[str, str]], clear: str) -> None:
+    """Move each existing ``source`` over ``dest`` in order, then remove ``clear``.
+
+    The backup shuffle of ``RotatingFileHandler.doRollover`` (``app.log.4`` ->
+    ``app.log.5``, ..., then make room for ``app.log.1``), done in one worker call.
+    """
+    for source, dest in moves:
+        if os.path.exists(source):
+            if os.path.exists(dest):
+                os.remove(dest)
+            os.rename(source, dest)
+    if os.path.exists(clear):
+        os.remove(clear)
+
+
+def gzip_file(source: str, dest: str) -> None:
+    """Compress ``source`` into ``dest`` (gzip) and remove ``source``; blocking.
+
+    Writes to a temporary name first and renames it into place, so ``dest`` is never
+    a truncated archive. The gzip header carries the source's mtime, so compressing
+    the same file twice yields the same bytes. A missing ``source`` (``delay=True``
+    and nothing logged yet) is not an error.
+    """
+    try:
+        st = os.stat(source)
+    except FileNotFoundError:
+        return
+    tmp = dest + ".tmp"
+    with open(source, "rb") as f_in, open(tmp, "wb") as raw:
+        name = os.path.basename(dest[:-3] if dest.endswith(".gz") else dest)
+        with gzip.GzipFile(filename=name, mode="wb", fileobj=raw, mtime=int(st.st_mtime)) as out:
+            shutil.copyfileobj(f_in, out, 1 << 20)
+    os.replace(tmp, dest)
+    os.remove(source)
+
 
 def _stat_or_none(path: str) -> os.stat_result | None:
     try:
@@ -132,6 +199,19 @@ class AsyncTextFile:
         """``os.fstat`` of the open file."""
         return await self._worker.run(os.fstat, self._sync_file.fileno())
 
+    async def append(self, data: str) -> int:
+        """Write ``data``, flush it, and return the OS file position after the write.
+
+        In append mode that position is the file's size as of this write, including
+        what other writers appended before it (what ``stream.tell()`` reports to the
+        stdlib ``RotatingFileHandler``).
+        """
+        return await self._worker.run(_write_flush_position, self._sync_file, data)
+
+    async def probe(self) -> tuple[int, bool]:
+        """Return ``(position, is_regular_file)`` of the open file, in one worker call."""
+        return await self._worker.run(_probe, self._sync_file)
+
     async def tell(self) -> int:
         """The current position (the file size in append mode)."""
         return await self._raw.tell()
@@ -141,8 +221,52 @@ class AsyncTextFile:
         await self._raw.close()
 
 
+def _write_flush_position(f: io.TextIOBase, data: str) -> int:
+    f.write(data)
+    f.flush()
+    return os.lseek(f.fileno(), 0, os.SEEK_CUR)
+
+
+def _probe(f: io.TextIOBase) -> tuple[int, bool]:
+    fd = f.fileno()
+    return os.lseek(fd, 0, os.SEEK_CUR), stat.S_ISREG(os.fstat(fd).st_mode)
+
+
 def _write_and_flush(f: io.TextIOBase, data: str) -> None:
     # one hop to the worker per batch: write and flush together, as the stdlib
     # StreamHandler flushes after every record
     f.write(data)
     f.flush()
+
+
+class ByteCounter:
+    """Count the bytes a text-mode file writes for a string, as ``TextIOWrapper`` would.
+
+    Used to track a rotating file's size record by record without asking the disk.
+    ``count`` raises ``UnicodeEncodeError`` (nothing counted) for text the file could
+    not write either, so a bad record is found before it joins a chunk.
+    """
+
+    def __init__(self, encoding: str | None, errors: str | None, at_start: bool) -> None:
+        name = encoding or "locale"
+        if name == "locale":
+            name = locale.getpreferredencoding(False)
+        self._encoder = codecs.getincrementalencoder(name)(errors or "strict")
+        if not at_start:
+            # as TextIOWrapper does when it opens a non-empty file: no second BOM
+            self._encoder.setstate(0)
+        # plain ASCII text is one byte per character in these codecs: skip encoding
+        self._ascii_fast = codecs.lookup(name).name in _ASCII_COMPATIBLE
+        # text mode translates "\n" to os.linesep on write
+        self._extra_per_newline = len(os.linesep) - 1
+
+    def count(self, text: str) -> int:
+        """Return how many bytes writing ``text`` adds to the file."""
+        fast = self._ascii_fast and text.isascii()
+        n = len(text) if fast else len(self._encoder.encode(text))
+        if self._extra_per_newline:
+            n += text.count("\n") * self._extra_per_newline
+        return n
+
+
+_ASCII_COMPATIBLE = frozenset({"utf-8", "ascii", "latin-1", "iso8859-15", "cp1252", "iso8859-1"})

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 
 from .._fileio import AsyncTextFile, FileWorker, resolve_encoding
 from .stream import StreamSink
 
-__all__ = ["FileSink"]
+__all__ = ["FileSink", "WatchedFileSink"]
 
 
 def _abspath(filename: str) -> str:
@@ -65,6 +66,54 @@ class FileSink(StreamSink):
             self.baseFilename, self.mode, self.encoding, self.errors, self._worker
         )
 
+    def render_each(
+        self, records: Sequence[logging.LogRecord]
+    ) -> tuple[list[str], list[logging.LogRecord]]:
+        """Format each record and add :attr:`terminator`; return the texts and their records.
+
+        A record that cannot be formatted goes to :meth:`handleError` and is left out.
+        """
+        term = self.terminator
+        texts: list[str] = []
+        kept: list[logging.LogRecord] = []
+        for record in records:
+            try:
+                texts.append(self.format(record) + term)
+            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                self._fail(record)
+                continue
+            kept.append(record)
+        return texts, kept
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Format every record, then append them with one write and one flush.
+
+        Returns when the batch reached the OS. A record that cannot be formatted or
+        encoded goes to :meth:`handleError`; the others are written.
+        """
+        texts, kept = self.render_each(records)
+        await self.write_texts(texts, kept)
+
+    async def write_texts(self, texts: list[str], records: list[logging.LogRecord]) -> None:
+        """Write ``texts`` (one per record) as one chunk; errors go to :meth:`handleError`.
+
+        When the chunk cannot be encoded, nothing of it was written (``TextIOWrapper``
+        encodes a whole chunk before buffering it), so the records are written one by
+        one and only the ones that cannot be encoded fail.
+        """
+        if not texts:
+            return
+        try:
+            await self.write("".join(texts))
+        except UnicodeError:
+            for text, record in zip(texts, records, strict=True):
+                try:
+                    await self.write(text)
+                except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                    self._fail(record)
+        except Exception:  # noqa: BLE001 - the chunk failed as a whole
+            self._fail_batch(records)
+
     async def write(self, text: str) -> None:
         """Append ``text`` to the file (opening it if needed) and flush it."""
         if self._file is None:
@@ -91,3 +140,66 @@ class FileSink(StreamSink):
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
         return f"<{type(self).__name__} {self.baseFilename} ({level})>"
+
+
+class WatchedFileSink(FileSink):
+    """A :class:`FileSink` that reopens its file when it was moved or removed.
+
+    As ``logging.handlers.WatchedFileHandler`` (for ``newsyslog`` and ``logrotate``):
+    before each batch is written the sink compares the device and inode of
+    :attr:`baseFilename` with those of its open file, off the loop; when they differ,
+    or the file vanished, it closes its file and opens the path again, so every record
+    of the batch goes to the new file. Meant for POSIX systems, as the stdlib handler.
+    """
+
+    def __init__(
+        self,
+        filename: str | os.PathLike[str],
+        mode: str = "a",
+        encoding: str | None = None,
+        delay: bool = False,
+        errors: str | None = None,
+    ) -> None:
+        super().__init__(filename, mode, encoding, delay, errors)
+        #: device and inode of the open file (-1 while no file is open)
+        self.dev = -1
+        self.ino = -1
+
+    async def _open(self) -> AsyncTextFile:
+        f = await super()._open()
+        try:
+            st = await f.fstat()
+        except BaseException:
+            await f.close()
+            raise
+        self.dev, self.ino = st.st_dev, st.st_ino
+        return f
+
+    async def reopenIfNeeded(self) -> None:
+        """Reopen the file when the path now names another file or nothing.
+
+        Returns at once when no file is open (the next write opens one). Awaits one
+        ``stat`` on the worker thread, plus a close and an open when it reopens.
+        """
+        if self._file is None:
+            return
+        st = await self._worker.stat(self.baseFilename)
+        if st is not None and st.st_dev == self.dev and st.st_ino == self.ino:
+            return
+        await self.close_file()
+        self._file = await self._open()
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Reopen the file if it changed (see :meth:`reopenIfNeeded`), then write the batch.
+
+        Returns when the batch reached the OS; errors go to :meth:`handleError`.
+        """
+        texts, kept = self.render_each(records)
+        if not texts:
+            return
+        try:
+            await self.reopenIfNeeded()
+        except Exception:  # noqa: BLE001 - the batch cannot be written anywhere
+            self._fail_batch(kept)
+            return
+        await self.write_texts(texts, kept)
