@@ -219,8 +219,8 @@ class Dispatcher:
         Records submitted after the call go to the fallback. With ``timeout``,
         delivery that has not finished after ``timeout`` seconds is abandoned:
         what is left in the lanes is counted as ``undelivered`` and written to the
-        fallback, and the sinks are closed anyway. Idempotent: a second call waits
-        for the first and returns the same final stats. Cancelling the awaiting task
+        fallback, and the sinks are closed anyway. Returns the final :meth:`stats`.
+        Idempotent: a second call waits for the first. Cancelling the awaiting task
         does not stop the close, which the dispatcher owns.
         """
         if self.state is DispatcherState.NEW:
@@ -237,7 +237,8 @@ class Dispatcher:
             self._close_task = asyncio.get_running_loop().create_task(
                 self._close(timeout), name="aiologsinks-close"
             )
-        return await asyncio.shield(self._close_task)
+        await asyncio.shield(self._close_task)
+        return self.stats()
 
     async def _close(self, timeout: float | None) -> DispatcherStats:
         marker = _FlushMarker(asyncio.get_running_loop(), len(self._lanes))

@@ -1,0 +1,96 @@
+"""Small test sinks and waiting helpers shared by the test modules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import aiologsinks as als
+
+
+async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(0.005)
+
+
+class ListSink(als.Sink):
+    """Keeps formatted records; counts batches; records handleError calls."""
+
+    def __init__(self, level: int | str = logging.NOTSET) -> None:
+        super().__init__(level)
+        self.lines: list[str] = []
+        self.records: list[logging.LogRecord] = []
+        self.batches = 0
+        self.errors: list[logging.LogRecord] = []
+        self.flushes = 0
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        self.batches += 1
+        for record in records:
+            try:
+                line = self.format(record)
+            except Exception:
+                self._fail(record)
+                continue
+            self.records.append(record)
+            self.lines.append(line)
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.errors.append(record)
+
+
+class RaisingSink(als.Sink):
+    """Raises on every record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[logging.LogRecord] = []
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        raise OSError("peer is on fire")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.errors.append(record)
+
+
+class GatedSink(ListSink):
+    """Delivers only once ``gate`` is set: a stalled destination."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().emit_batch(records)
+
+
+class CaptureHandler(logging.Handler):
+    """A plain handler that keeps the records it was given (used as a fallback)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def fresh_logger(name: str) -> logging.Logger:
+    """A logger with no handlers that does not propagate to the root."""
+    logger = logging.getLogger(name)
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    return logger

@@ -1,0 +1,449 @@
+"""The dispatcher: delivery, flush, isolation, overflow, levels, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import aiologsinks as als
+
+from .helpers import CaptureHandler, GatedSink, ListSink, RaisingSink, fresh_logger, wait_until
+
+
+def read_lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+async def test_flush_covers_records_from_the_loop_and_four_threads(tmp_path: Path) -> None:
+    log = fresh_logger("t.flush")
+    path = tmp_path / "out.log"
+    async with als.install(als.FileSink(path), logger=log) as dispatcher:
+        barrier = threading.Barrier(5)
+
+        def produce(k: int) -> None:
+            barrier.wait()
+            for i in range(2000):
+                log.info("thread-%d %d", k, i)
+
+        threads = [threading.Thread(target=produce, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        await asyncio.to_thread(barrier.wait)
+        for i in range(2000):
+            log.info("loop %d", i)
+        await asyncio.to_thread(lambda: [t.join() for t in threads])
+        await dispatcher.flush()
+        # no waiting after flush(): the file must already be complete
+        lines = read_lines(path)
+        assert len(lines) == 10_000
+        assert sum(line.startswith("loop ") for line in lines) == 2000
+        for k in range(4):
+            assert sum(line.startswith(f"thread-{k} ") for line in lines) == 2000
+
+
+async def test_aclose_after_200k_records_keeps_everything_in_order_per_producer(
+    tmp_path: Path,
+) -> None:
+    log = fresh_logger("t.bulk")
+    path = tmp_path / "bulk.log"
+    dispatcher = als.Dispatcher(als.FileSink(path))
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+
+    def produce(k: int) -> None:
+        for i in range(50_000):
+            log.info("p%d %d", k, i)
+
+    threads = [threading.Thread(target=produce, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(50_000):
+        log.info("p3 %d", i)
+        if i % 1000 == 0:
+            await asyncio.sleep(0)
+    await asyncio.to_thread(lambda: [t.join() for t in threads])
+    stats = await dispatcher.aclose()
+    log.removeHandler(dispatcher.handler)
+
+    lines = read_lines(path)
+    assert len(lines) == 200_000
+    seen: dict[str, int] = {}
+    for line in lines:
+        producer, n = line.split()
+        assert int(n) == seen.get(producer, -1) + 1, f"{producer} out of order at {n}"
+        seen[producer] = int(n)
+    assert seen == {f"p{k}": 49_999 for k in range(4)}
+    assert stats.lost == 0
+    assert next(iter(stats.sinks.values())).emitted == 200_000
+
+
+async def test_a_raising_sink_does_not_affect_a_file_sink_beside_it(tmp_path: Path) -> None:
+    log = fresh_logger("t.raise")
+    path = tmp_path / "ok.log"
+    bad = RaisingSink()
+    async with als.install(bad, als.FileSink(path), logger=log) as dispatcher:
+        for i in range(500):
+            log.warning("record %d", i)
+        await dispatcher.flush()
+        stats = dispatcher.stats()
+    assert len(read_lines(path)) == 500
+    assert len(bad.errors) == 500
+    assert [r.getMessage() for r in bad.errors[:2]] == ["record 0", "record 1"]
+    bad_stats = stats.sinks["RaisingSink#0"]
+    assert (bad_stats.errors, bad_stats.emitted) == (500, 0)
+    assert stats.sinks["FileSink#1"].emitted == 500
+
+
+async def test_a_stalled_sink_does_not_delay_the_file_sink(tmp_path: Path) -> None:
+    log = fresh_logger("t.stall")
+    path = tmp_path / "fast.log"
+    stalled = GatedSink()
+    file_sink = als.FileSink(path)
+    async with als.install(stalled, file_sink, logger=log) as dispatcher:
+        for i in range(300):
+            log.info("r %d", i)
+        await asyncio.wait_for(stalled.entered.wait(), 5)
+        await wait_until(lambda: dispatcher.stats().sinks["FileSink#1"].emitted == 300)
+        assert len(read_lines(path)) == 300
+        assert stalled.lines == []  # still stuck on its first batch
+        stalled.gate.set()
+    assert len(stalled.lines) == 300
+
+
+async def test_a_sink_sleeping_one_second_per_record_does_not_delay_others(
+    tmp_path: Path,
+) -> None:
+    class SleepySink(ListSink):
+        async def emit_batch(self, records):  # type: ignore[no-untyped-def]
+            for record in records:
+                await asyncio.sleep(1)
+                await super().emit_batch([record])
+
+    log = fresh_logger("t.sleepy")
+    path = tmp_path / "fast.log"
+    sleepy = SleepySink()
+    dispatcher = als.Dispatcher(sleepy, als.FileSink(path))
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    for i in range(20):
+        log.info("r %d", i)
+    await wait_until(lambda: dispatcher.stats().sinks["FileSink#1"].emitted == 20)
+    assert len(read_lines(path)) == 20
+    assert len(sleepy.lines) < 20
+    stats = await dispatcher.aclose(timeout=0.1)
+    log.removeHandler(dispatcher.handler)
+    sleepy_stats = stats.sinks["SleepySink#0"]
+    assert sleepy_stats.emitted + sleepy_stats.undelivered == 20
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest"])
+async def test_overflow_drops_per_policy_counts_exactly_and_announces_once(
+    policy: str,
+) -> None:
+    log = fresh_logger(f"t.overflow.{policy}")
+    stalled = GatedSink()
+    dispatcher = als.Dispatcher(stalled, lane_size=10, batch_size=5, overflow=policy)  # type: ignore[arg-type]
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    log.info("first")  # taken by the worker, which then stalls on it
+    await asyncio.wait_for(stalled.entered.wait(), 5)
+    for i in range(100):
+        log.info("n %d", i)
+    await wait_until(lambda: dispatcher.stats().queued == 0)
+    stats = dispatcher.stats().sinks["GatedSink#0"]
+    assert (stats.received, stats.dropped, stats.depth) == (101, 90, 11)
+    stalled.gate.set()
+    await dispatcher.flush()
+    messages = [r.getMessage() for r in stalled.records]
+    kept = [f"n {i}" for i in (range(90, 100) if policy == "drop_oldest" else range(10))]
+    # the announcement follows the first batch that got through again
+    notice = (
+        f"aiologsinks: 90 record(s) dropped for sink GatedSink#0: its lane was full "
+        f"(overflow={policy})"
+    )
+    assert messages == ["first", notice, *kept]
+    assert stalled.records[1].levelno == logging.WARNING
+    log.info("later")
+    await dispatcher.flush()
+    assert [r.getMessage() for r in stalled.records][-1] == "later"
+    assert sum("dropped" in r.getMessage() for r in stalled.records) == 1
+    final = await dispatcher.aclose()
+    assert final.sinks["GatedSink#0"].dropped == 90
+    log.removeHandler(dispatcher.handler)
+
+
+async def test_block_policy_makes_a_foreign_thread_wait_and_loses_nothing() -> None:
+    log = fresh_logger("t.block")
+    stalled = GatedSink()
+    dispatcher = als.Dispatcher(stalled, queue_size=5, lane_size=5, batch_size=5)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    done = threading.Event()
+
+    def produce() -> None:
+        for i in range(200):
+            log.info("b %d", i)
+        done.set()
+
+    thread = threading.Thread(target=produce)
+    thread.start()
+    await asyncio.wait_for(stalled.entered.wait(), 5)
+    # the producer is held back by the full queue and lane, not dropping
+    await wait_until(lambda: dispatcher.stats().queued >= 5)
+    assert not done.is_set()
+    stalled.gate.set()
+    await asyncio.to_thread(thread.join, 10)
+    assert done.is_set()
+    stats = await dispatcher.aclose()
+    log.removeHandler(dispatcher.handler)
+    assert [r.getMessage() for r in stalled.records] == [f"b {i}" for i in range(200)]
+    assert stats.lost == 0
+
+
+async def test_levels_filters_and_formatters_are_per_sink() -> None:
+    log = fresh_logger("t.levels")
+    everything, errors_only, filtered = ListSink(), ListSink(logging.ERROR), ListSink()
+    everything.setFormatter(logging.Formatter("%(levelname)s:%(message)s"))
+    errors_only.setFormatter(logging.Formatter("!%(message)s"))
+    filtered.addFilter(lambda r: "keep" in r.getMessage())
+    async with als.install(everything, errors_only, filtered, logger=log) as dispatcher:
+        log.debug("keep debug")
+        log.info("drop info")
+        log.error("keep error")
+        await dispatcher.flush()
+        stats = dispatcher.stats()
+    assert everything.lines == ["DEBUG:keep debug", "INFO:drop info", "ERROR:keep error"]
+    assert errors_only.lines == ["!keep error"]
+    assert [r.getMessage() for r in filtered.records] == ["keep debug", "keep error"]
+    assert stats.sinks["ListSink#2"].filtered == 1
+    assert stats.sinks["ListSink#1"].received == 1
+
+
+async def test_respect_handler_level_false_passes_everything_like_queue_listener() -> None:
+    log = fresh_logger("t.norespect")
+    errors_only = ListSink(logging.ERROR)
+    async with als.install(errors_only, logger=log, respect_handler_level=False) as d:
+        log.info("info")
+        log.error("error")
+        await d.flush()
+    assert [r.getMessage() for r in errors_only.records] == ["info", "error"]
+
+
+async def test_a_plain_logging_handler_runs_off_the_loop(tmp_path: Path) -> None:
+    log = fresh_logger("t.plain")
+    path = tmp_path / "plain.log"
+    handler = logging.FileHandler(path, delay=True)
+    threads: set[str] = set()
+
+    class Spy(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            threads.add(threading.current_thread().name)
+            return True
+
+    handler.addFilter(Spy())
+    async with als.install(handler, logger=log) as dispatcher:
+        for i in range(100):
+            log.info("plain %d", i)
+        await dispatcher.flush()
+        assert len(read_lines(path)) == 100
+    assert threading.current_thread().name not in threads
+    assert handler.stream is None  # closed by aclose()
+
+
+async def test_mutating_an_argument_after_the_call_does_not_change_the_output() -> None:
+    log = fresh_logger("t.mutate")
+    sink = ListSink()
+    async with als.install(sink, logger=log) as dispatcher:
+        payload = {"state": "before"}
+        items = [1, 2]
+        log.info("payload=%s items=%s", payload, items)
+        payload["state"] = "after"
+        items.append(3)
+        await dispatcher.flush()
+    assert sink.lines == ["payload={'state': 'before'} items=[1, 2]"]
+
+
+async def test_a_record_with_bad_arguments_goes_to_handle_error_and_the_next_arrives() -> None:
+    log = fresh_logger("t.badargs")
+    sink = ListSink()
+    async with als.install(sink, logger=log) as dispatcher:
+        log.info("number %d", "not a number")
+        log.info("fine %d", 2)
+        await dispatcher.flush()
+        stats = dispatcher.stats().sinks["ListSink#0"]
+    assert sink.lines == ["fine 2"]
+    assert [r.msg for r in sink.errors] == ["number %d"]
+    assert (stats.errors, stats.emitted) == (1, 1)
+
+
+async def test_exception_text_is_rendered_and_the_traceback_dropped() -> None:
+    log = fresh_logger("t.exc")
+    sink = ListSink()
+    async with als.install(sink, logger=log) as dispatcher:
+        try:
+            raise KeyError("boom")
+        except KeyError:
+            log.exception("failed")
+        await dispatcher.flush()
+    (record,) = sink.records
+    assert record.exc_info is None
+    assert record.exc_text is not None and "KeyError: 'boom'" in record.exc_text
+    assert sink.lines[0].startswith("failed\nTraceback (most recent call last):")
+
+
+async def test_emitting_after_aclose_returns_promptly_to_the_fallback() -> None:
+    log = fresh_logger("t.afterclose")
+    fallback = CaptureHandler()
+    sink = ListSink()
+    dispatcher = als.Dispatcher(sink, fallback=fallback)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    log.info("before")
+    await dispatcher.aclose()
+    log.info("after %s", "close")
+    await asyncio.to_thread(log.info, "from a thread")
+    assert [r.getMessage() for r in sink.records] == ["before"]
+    messages = [r.getMessage() for r in fallback.records]
+    assert messages[1:] == ["after close", "from a thread"]
+    assert "closed" in messages[0]
+    assert dispatcher.stats().after_close == 2
+    assert await dispatcher.aclose() == dispatcher.stats()  # idempotent
+
+
+def test_emitting_from_a_thread_after_the_loop_closed_returns_promptly(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, logging, threading, warnings
+        import aiologsinks as als
+
+        warnings.simplefilter("ignore", ResourceWarning)
+        log = logging.getLogger("late")
+        log.propagate = False
+        holder = {}
+
+        async def main():
+            d = als.Dispatcher(als.NullSink(), queue_size=2)
+            d.start()
+            log.addHandler(d.handler)
+            holder["d"] = d
+            log.info("while running")
+
+        asyncio.run(main())  # ends without aclose(): the loop is closed now
+
+        def late():
+            for i in range(50):  # queue_size=2 and overflow=block: must not hang
+                log.warning("late %d", i)
+
+        t = threading.Thread(target=late)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), "a logging call hung after the loop closed"
+        print("after_close", holder["d"].stats().after_close)
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "after_close 50" in proc.stdout
+    assert "late 49" in proc.stderr  # the fallback (stderr) got the records
+
+
+async def test_aclose_timeout_reports_what_a_stalled_sink_did_not_deliver() -> None:
+    log = fresh_logger("t.timeout")
+    stalled = GatedSink()
+    fallback = CaptureHandler()
+    dispatcher = als.Dispatcher(stalled, batch_size=10, fallback=fallback)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    for i in range(25):
+        log.info("s %d", i)
+    await asyncio.wait_for(stalled.entered.wait(), 5)
+    stats = await dispatcher.aclose(timeout=0.05)
+    log.removeHandler(dispatcher.handler)
+    assert stats.sinks["GatedSink#0"].undelivered == 25
+    assert [r.getMessage() for r in fallback.records if r.name != "aiologsinks"] == [
+        f"s {i}" for i in range(25)
+    ]
+    assert stalled.closed
+
+
+async def test_install_attaches_and_detaches_and_restores_the_level() -> None:
+    log = fresh_logger("t.install")
+    log.setLevel(logging.WARNING)
+    sink = ListSink()
+    async with als.install(sink, logger="t.install", level="DEBUG") as dispatcher:
+        assert dispatcher.handler in log.handlers
+        assert log.level == logging.DEBUG
+        log.debug("inside")
+    assert dispatcher.handler not in log.handlers
+    assert log.level == logging.WARNING
+    assert dispatcher.state.value == "closed"
+    assert sink.closed and sink.flushes >= 1
+    assert [r.getMessage() for r in sink.records] == ["inside"]
+
+
+async def test_install_defaults_to_the_root_logger() -> None:
+    sink = ListSink()
+    async with als.install(sink) as dispatcher:
+        assert dispatcher.handler in logging.getLogger().handlers
+    assert dispatcher.handler not in logging.getLogger().handlers
+
+
+async def test_records_queued_before_start_are_delivered() -> None:
+    sink = ListSink()
+    dispatcher = als.Dispatcher(sink)
+    dispatcher.handler.handle(logging.makeLogRecord({"msg": "early", "levelno": 20}))
+    async with dispatcher:
+        await dispatcher.flush()
+    assert [r.getMessage() for r in sink.records] == ["early"]
+
+
+def test_start_needs_a_running_loop() -> None:
+    with pytest.raises(als.DispatcherStateError, match="running event loop"):
+        als.Dispatcher(ListSink()).start()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"queue_size": 0}, "queue_size: expected an int >= 1, got 0"),
+        ({"lane_size": "10"}, "lane_size: expected an int >= 1"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"overflow": "spill"}, "overflow: expected one of drop_oldest, drop_newest, block"),
+    ],
+)
+def test_invalid_options_name_the_parameter(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        als.Dispatcher(ListSink(), **kwargs)  # type: ignore[arg-type]
+
+
+def test_a_non_sink_is_rejected_with_its_position() -> None:
+    with pytest.raises(TypeError, match=r"sinks\[1\]: expected a Sink or a logging.Handler"):
+        als.Dispatcher(ListSink(), "stderr")  # type: ignore[arg-type]
+
+
+async def test_per_sink_lane_overrides() -> None:
+    quiet, loud = GatedSink(), ListSink()
+    log = fresh_logger("t.lanes")
+    dispatcher = als.Dispatcher(quiet, loud, lanes={quiet: {"size": 2, "overflow": "drop_newest"}})
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    log.info("x0")
+    await asyncio.wait_for(quiet.entered.wait(), 5)
+    for i in range(1, 10):
+        log.info("x%d", i)
+    await wait_until(lambda: dispatcher.stats().sinks["ListSink#1"].emitted == 10)
+    assert dispatcher.stats().sinks["GatedSink#0"].dropped == 7
+    quiet.gate.set()
+    await dispatcher.aclose()
+    log.removeHandler(dispatcher.handler)
+    with pytest.raises(TypeError, match="unknown option"):
+        als.Dispatcher(quiet, lanes={quiet: {"sise": 2}})

@@ -1,0 +1,140 @@
+"""The QueueHandler shim: prepare(), the hand-off, and never raising."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+import threading
+from typing import Any
+
+import aiologsinks as als
+
+from .helpers import ListSink, fresh_logger
+
+
+def make_record(msg: str = "m %s", args: Any = ("a",), **extra: Any) -> logging.LogRecord:
+    record = logging.LogRecord("n", logging.INFO, __file__, 1, msg, args, None)
+    record.__dict__.update(extra)
+    return record
+
+
+def test_prepare_copies_merges_args_and_keeps_extras() -> None:
+    handler = als.Dispatcher(ListSink()).handler
+    record = make_record("user=%s n=%d", ("ann", 3), request_id="r-1")
+    prepared = handler.prepare(record)
+    assert prepared is not record
+    assert (prepared.msg, prepared.args) == ("user=ann n=3", None)
+    assert prepared.request_id == "r-1"  # type: ignore[attr-defined]
+    assert (record.msg, record.args) == ("user=%s n=%d", ("ann", 3))  # original untouched
+    assert prepared.getMessage() == record.getMessage()
+
+
+def test_prepare_renders_exc_info_so_the_record_pickles() -> None:
+    handler = als.Dispatcher(ListSink()).handler
+    try:
+        raise ValueError("bad")
+    except ValueError:
+        import sys
+
+        record = logging.LogRecord("n", 40, __file__, 1, "oops", None, sys.exc_info())
+    prepared = handler.prepare(record)
+    assert prepared.exc_info is None
+    assert prepared.exc_text and prepared.exc_text.endswith("ValueError: bad")
+    assert record.exc_info is not None
+    pickle.dumps(prepared.__dict__)  # no traceback, no frames
+
+
+def test_prepare_with_a_dict_argument_and_a_non_string_message() -> None:
+    handler = als.Dispatcher(ListSink()).handler
+    assert handler.prepare(make_record("%(a)s-%(b)s", ({"a": 1, "b": 2},))).msg == "1-2"
+    assert handler.prepare(make_record(12345, None)).msg == "12345"  # type: ignore[arg-type]
+
+
+def test_prepare_keeps_unmergeable_records_for_the_sinks_to_report() -> None:
+    handler = als.Dispatcher(ListSink()).handler
+    prepared = handler.prepare(make_record("%d", ("x",)))
+    assert (prepared.msg, prepared.args) == ("%d", ("x",))
+
+
+def test_emit_never_raises_into_the_caller(monkeypatch: Any) -> None:
+    dispatcher = als.Dispatcher(ListSink())
+    handler = dispatcher.handler
+    calls: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", calls.append)
+
+    def broken_submit(record: logging.LogRecord) -> None:
+        raise RuntimeError("queue is broken")
+
+    monkeypatch.setattr(dispatcher, "submit", broken_submit)
+    record = make_record()
+    handler.handle(record)  # must not raise
+    assert calls == [record]
+
+
+def test_the_shim_takes_no_per_record_lock() -> None:
+    assert als.Dispatcher(ListSink()).handler.lock is None
+
+
+async def test_a_burst_from_a_thread_wakes_the_loop_a_few_times_not_per_record() -> None:
+    sink = ListSink()
+    log = fresh_logger("t.wakeups")
+    dispatcher = als.Dispatcher(sink)
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    original = loop.call_soon_threadsafe
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal wakeups
+        wakeups += 1
+        return original(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    try:
+        async with dispatcher:
+            log.addHandler(dispatcher.handler)
+
+            def burst() -> None:
+                for i in range(5000):
+                    log.info("t %d", i)
+
+            await asyncio.to_thread(burst)
+            await dispatcher.flush()
+    finally:
+        loop.call_soon_threadsafe = original  # type: ignore[method-assign]
+    assert len(sink.records) == 5000
+    assert wakeups < 500, wakeups  # at most once per drained burst, not per record
+
+
+async def test_handler_filters_and_level_apply_before_the_queue() -> None:
+    sink = ListSink()
+    log = fresh_logger("t.shimfilter")
+    async with als.install(sink, logger=log) as dispatcher:
+        dispatcher.handler.setLevel(logging.WARNING)
+        dispatcher.handler.addFilter(lambda r: "secret" not in r.getMessage())
+        log.info("below the shim's level")
+        log.warning("secret stuff")
+        log.warning("visible")
+        await dispatcher.flush()
+    assert [r.getMessage() for r in sink.records] == ["visible"]
+
+
+async def test_records_from_many_threads_all_arrive_exactly_once() -> None:
+    sink = ListSink()
+    log = fresh_logger("t.many")
+    async with als.install(sink, logger=log, queue_size=64) as dispatcher:
+
+        def produce(k: int) -> None:
+            for i in range(1000):
+                log.info("%d:%d", k, i)
+
+        threads = [threading.Thread(target=produce, args=(k,)) for k in range(8)]
+        for t in threads:
+            t.start()
+        await asyncio.to_thread(lambda: [t.join() for t in threads])
+        await dispatcher.flush()
+    got = [r.getMessage() for r in sink.records]
+    assert len(got) == len(set(got)) == 8000
+    for k in range(8):
+        mine = [int(m.split(":")[1]) for m in got if m.startswith(f"{k}:")]
+        assert mine == list(range(1000))
