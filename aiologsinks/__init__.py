@@ -20,6 +20,7 @@ from ._handler_sink import HandlerSink
 from ._shim import QueueHandler
 from ._sink import Sink, SinkState
 from .sinks.file import FileSink, WatchedFileSink
+from .sinks.http import HTTPSink, InsecureCredentialsWarning
 from .sinks.rotating import (
     BaseRotatingSink,
     RotatingFileSink,
@@ -39,7 +40,9 @@ __all__ = [
     "DispatcherStateError",
     "DispatcherStats",
     "FileSink",
+    "HTTPSink",
     "HandlerSink",
+    "InsecureCredentialsWarning",
     "NullSink",
     "QueueHandler",
     "RecordTooLargeError",

@@ -1,0 +1,132 @@
+"""A real aiohttp web server on the test's loop, on 127.0.0.1, that keeps every request.
+
+It records method, path, raw query, body and headers of each request, counts the TCP
+connections it accepted (to prove keep-alive reuse), can answer after a ``delay``,
+can answer with planned statuses first (``statuses=[500, 500]`` then 200s), and can be
+stopped and started again on the same port ("down for a while").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+
+@dataclass
+class Request:
+    """One captured request."""
+
+    method: str
+    path: str
+    query: str
+    body: bytes
+    headers: CIMultiDict[str]
+    status: int
+
+
+@dataclass
+class HTTPPeer:
+    """The server: captured ``requests`` (including failed ones), ``connections`` made."""
+
+    ssl_context: ssl.SSLContext | None = None
+    host: str = "127.0.0.1"
+    port: int = 0
+    delay: float = 0.0
+    statuses: list[int] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    connections: int = 0
+    _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _server: asyncio.AbstractServer | None = None
+    _web: web.Server | None = None
+
+    @property
+    def netloc(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def ok(self) -> list[Request]:
+        """The requests that were answered with 2xx."""
+        return [r for r in self.requests if r.status < 300]
+
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        body = await request.read()
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status = self.statuses.pop(0) if self.statuses else 200
+        self.requests.append(
+            Request(
+                request.method,
+                request.rel_url.raw_path,
+                request.rel_url.raw_query_string,
+                body,
+                CIMultiDict(request.headers),
+                status,
+            )
+        )
+        async with self._changed:
+            self._changed.notify_all()
+        return web.Response(status=status, text="ok" if status < 300 else "no")
+
+    async def start(self) -> None:
+        """Listen (again) on ``port`` (a free one the first time)."""
+        loop = asyncio.get_running_loop()
+        self._web = web.Server(self._handle)
+        server = self._web
+
+        def factory() -> asyncio.Protocol:
+            self.connections += 1
+            return server()
+
+        self._server = await loop.create_server(factory, self.host, self.port, ssl=self.ssl_context)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Stop listening and close every open connection."""
+        if self._server is not None:
+            self._server.close()
+            assert self._web is not None
+            await self._web.shutdown(1.0)
+            await self._server.wait_closed()
+            self._server = None
+
+    async def wait_ok(self, count: int, timeout: float = 5.0) -> list[Request]:
+        """Wait until ``count`` requests were answered with 2xx; return those."""
+
+        async def arrived() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.ok) >= count)
+
+        await asyncio.wait_for(arrived(), timeout)
+        return self.ok
+
+    async def wait_requests(self, count: int, timeout: float = 5.0) -> list[Request]:
+        """Wait until ``count`` requests arrived, whatever the answer."""
+
+        async def arrived() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.requests) >= count)
+
+        await asyncio.wait_for(arrived(), timeout)
+        return self.requests
+
+
+@asynccontextmanager
+async def http_peer(
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    delay: float = 0.0,
+    statuses: list[int] | None = None,
+) -> AsyncIterator[HTTPPeer]:
+    """Serve HTTP (HTTPS with ``ssl_context``) on 127.0.0.1 until the block exits."""
+    peer = HTTPPeer(ssl_context=ssl_context, delay=delay, statuses=list(statuses or ()))
+    await peer.start()
+    try:
+        yield peer
+    finally:
+        await peer.stop()

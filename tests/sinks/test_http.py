@@ -1,0 +1,331 @@
+"""HTTPSink against a real aiohttp server on 127.0.0.1, side by side with HTTPHandler."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import logging.handlers
+import urllib.parse
+from typing import Any
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks._backoff import Backoff
+from aiologsinks.sinks.http import HTTPSink, InsecureCredentialsWarning
+from tests.conftest import RecordingSinkMixin
+from tests.peers.http import HTTPPeer, Request, http_peer
+from tests.peers.smtp import TLSMaterial, make_tls
+
+FAST = {"retryStart": 0.01, "retryFactor": 2.0, "retryMax": 0.05}
+
+
+class RecordingHTTPSink(RecordingSinkMixin, HTTPSink):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.errors = []
+        self.excs: list[BaseException] = []
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        import sys
+
+        exc = sys.exc_info()[1]
+        assert exc is not None
+        self.excs.append(exc)
+        super().handleError(record)
+
+
+class ClosingHTTPHandler(logging.handlers.HTTPHandler):
+    """The stdlib handler, unchanged on the wire; it leaves its connection to the GC
+    (a ResourceWarning under filterwarnings=error), so the test closes it."""
+
+    def getConnection(self, host: str, secure: bool) -> Any:
+        self.connection = super().getConnection(host, secure)
+        return self.connection
+
+    def handle_and_close(self, record: logging.LogRecord) -> None:
+        try:
+            self.handle(record)
+        finally:
+            self.connection.close()
+
+
+def make_record(msg: str = "user %s logged in", *args: Any) -> logging.LogRecord:
+    if not args and "%s" in msg:
+        args = ("bob & alice?",)
+    return logging.LogRecord("app.web", logging.INFO, "/srv/app.py", 7, msg, args, None)
+
+
+def msgs(requests: list[Request]) -> list[str]:
+    return [urllib.parse.parse_qs(r.body.decode() or r.query)["msg"][0] for r in requests]
+
+
+@pytest.fixture(scope="module")
+def tls() -> TLSMaterial:
+    return make_tls()
+
+
+def wire(request: Request) -> dict[str, Any]:
+    """What the stdlib and we must agree on, byte for byte."""
+    return {
+        "method": request.method,
+        "path": request.path,
+        "query": request.query,
+        "body": request.body,
+        "content-type": request.headers.get("Content-Type"),
+        "content-length": request.headers.get("Content-Length"),
+        "authorization": request.headers.get("Authorization"),
+        "headers": sorted(k.lower() for k in request.headers),
+    }
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize("url", ["/log", "/log?source=app"])
+@pytest.mark.parametrize("credentials", [None, ("bob", "pa:ss wörd")])
+async def test_same_request_as_stdlib_httphandler(
+    method: str, url: str, credentials: tuple[str, str] | None
+) -> None:
+    async with http_peer() as peer:
+        record = make_record()
+        stdlib = ClosingHTTPHandler(peer.netloc, url, method, credentials=credentials)
+        await asyncio.to_thread(stdlib.handle_and_close, record)
+        if credentials:
+            with pytest.warns(InsecureCredentialsWarning, match="clear text"):
+                sink = HTTPSink(peer.netloc, url, method, credentials=credentials)
+        else:
+            sink = HTTPSink(peer.netloc, url, method)
+        async with sink:
+            await sink.handle(record)
+        theirs, ours = await peer.wait_ok(2)
+    assert wire(ours) == wire(theirs)
+    assert ours.method == method
+    assert msgs([ours]) == ["user %s logged in"]
+    if method == "POST":
+        assert ours.headers["Content-Type"] == "application/x-www-form-urlencoded"
+        assert ours.query == ("source=app" if "?" in url else "")
+    if credentials:
+        assert ours.headers["Authorization"].startswith("Basic ")
+
+
+async def test_https_with_a_custom_context(tls: TLSMaterial) -> None:
+    async with http_peer(ssl_context=tls.server) as peer:
+        sink = RecordingHTTPSink(
+            peer.netloc,
+            "/log",
+            "POST",
+            secure=True,
+            credentials=("bob", "s3cret"),
+            context=tls.client,
+        )
+        async with sink:
+            await sink.emit(make_record())
+        (request,) = await peer.wait_ok(1)
+    assert sink.errors == []
+    assert msgs([request]) == ["user %s logged in"]
+
+
+async def test_https_verifies_the_server_by_default(tls: TLSMaterial) -> None:
+    async with http_peer(ssl_context=tls.server) as peer:
+        sink = RecordingHTTPSink(peer.netloc, "/log", secure=True)
+        async with sink:
+            await sink.emit(make_record())
+    assert len(sink.errors) == 1
+    assert peer.requests == []
+
+
+async def test_connections_are_reused() -> None:
+    async with http_peer() as peer:
+        async with HTTPSink(peer.netloc, "/log", "POST") as sink:
+            await sink.emit_batch([make_record(f"n {i}") for i in range(10)])
+            for i in range(10, 20):
+                await sink.emit(make_record(f"n {i}"))
+        await peer.wait_ok(20)
+    assert peer.connections == 1
+    assert msgs(peer.requests) == [f"n {i}" for i in range(20)]
+
+
+async def test_set_formatter_has_no_effect() -> None:
+    async with http_peer() as peer:
+        async with HTTPSink(peer.netloc, "/log") as sink:
+            record = make_record()
+            await sink.emit(record)
+            sink.setFormatter(logging.Formatter("CHANGED %(message)s"))
+            await sink.emit(record)
+        first, second = await peer.wait_ok(2)
+    assert first.query == second.query
+
+
+async def test_map_log_record_is_the_hook() -> None:
+    class Small(HTTPSink):
+        def mapLogRecord(self, record: logging.LogRecord) -> dict[str, Any]:
+            return {"level": record.levelname, "msg": record.getMessage()}
+
+    async with http_peer() as peer:
+        async with Small(peer.netloc, "/log") as sink:
+            await sink.emit(make_record())
+        (request,) = await peer.wait_ok(1)
+    assert request.query == "level=INFO&msg=user+bob+%26+alice%3F+logged+in"
+
+
+@pytest.mark.parametrize("compress", [False, True])
+async def test_json_batch_is_one_post_per_batch(compress: bool) -> None:
+    async with http_peer() as peer:
+        async with HTTPSink(peer.netloc, "/bulk", json_batch=True, gzip=compress) as sink:
+            await sink.emit_batch([make_record(f"n {i}") for i in range(100)])
+            await sink.emit_batch([make_record(f"n {i}") for i in range(100, 150)])
+        first, second = await peer.wait_ok(2)
+    assert first.method == "POST" and first.path == "/bulk"
+    assert first.headers["Content-Type"] == "application/json"
+    # aiohttp's server inflates a gzip request body before the handler sees it
+    assert (first.headers.get("Content-Encoding") == "gzip") is compress
+    wire_size = int(first.headers["Content-Length"])
+    assert (wire_size < len(first.body) // 4) is compress
+    items = json.loads(first.body)
+    assert [item["msg"] for item in items] == [f"n {i}" for i in range(100)]
+    assert len(json.loads(second.body)) == 50
+    assert peer.connections == 1
+
+
+async def test_error_status_goes_to_handle_error_without_retry() -> None:
+    async with http_peer(statuses=[500, 404]) as peer:
+        sink = RecordingHTTPSink(peer.netloc, "/log")
+        async with sink:
+            await sink.emit_batch([make_record("a"), make_record("b"), make_record("c")])
+        await peer.wait_requests(3)
+    assert [r.msg for r in sink.errors] == ["a", "b"]
+    assert msgs(peer.ok) == ["c"]
+
+
+@pytest.mark.parametrize("json_batch", [False, True])
+async def test_retry_mode_500_then_200_loses_nothing(json_batch: bool) -> None:
+    async with http_peer(statuses=[500, 503, 500]) as peer:
+        sink = RecordingHTTPSink(
+            peer.netloc, "/log", "POST", json_batch=json_batch, retry=True, backoff=Backoff(**FAST)
+        )
+        async with sink:
+            await sink.emit_batch([make_record(f"n {i}") for i in range(10)])
+            await sink.emit_batch([make_record(f"n {i}") for i in range(10, 20)])
+            expected = 1 if json_batch else 20
+            ok = await peer.wait_ok(expected)
+    assert sink.errors == []
+    if json_batch:
+        assert [item["msg"] for item in json.loads(ok[0].body)] == [f"n {i}" for i in range(20)]
+    else:
+        assert msgs(ok) == [f"n {i}" for i in range(20)]
+    assert len(peer.requests) == expected + 3
+
+
+async def test_retry_mode_survives_a_server_down_for_a_while() -> None:
+    async with http_peer() as peer:
+        await peer.stop()
+        sink = RecordingHTTPSink(peer.netloc, "/log", retry=True, backoff=Backoff(**FAST))
+        async with sink:
+            await sink.emit_batch([make_record(f"n {i}") for i in range(5)])
+            assert len(sink.buffer) == 5  # refused: waiting, not lost
+            await sink.emit_batch([make_record(f"n {i}") for i in range(5, 8)])
+            await peer.start()  # back on the same port
+            ok = await peer.wait_ok(8)
+            await sink.emit(make_record("n 8"))
+            ok = await peer.wait_ok(9)
+    assert sink.errors == []
+    assert msgs(ok) == [f"n {i}" for i in range(9)]
+
+
+async def test_retry_buffer_overflow_is_counted() -> None:
+    async with http_peer() as peer:
+        await peer.stop()
+        sink = RecordingHTTPSink(
+            peer.netloc, "/log", retry=True, buffer_size=3, backoff=Backoff(retryStart=60)
+        )
+        async with sink:
+            await sink.emit_batch([make_record(f"n {i}") for i in range(5)])
+            assert sink.error_count == 2
+            assert [r.msg for r in sink.buffer.take()] == ["n 2", "n 3", "n 4"]
+    assert len(sink.errors) == 1
+
+
+async def test_close_reports_what_retry_could_not_deliver() -> None:
+    async with http_peer() as peer:
+        await peer.stop()
+        sink = RecordingHTTPSink(peer.netloc, "/log", retry=True, backoff=Backoff(retryStart=60))
+        async with sink:
+            await sink.emit_batch([make_record(f"n {i}") for i in range(4)])
+    assert sink.error_count == 4
+    assert "undelivered when the sink closed" in str(sink.excs[-1])
+
+
+async def test_request_timeout() -> None:
+    async with http_peer(delay=0.5) as peer:
+        sink = RecordingHTTPSink(peer.netloc, "/log", timeout=0.05)
+        async with sink:
+            await sink.emit(make_record())
+    assert len(sink.errors) == 1
+    assert isinstance(sink.excs[0], als.SinkConnectError)
+
+
+async def test_credentials_never_in_repr_or_errors() -> None:
+    async with http_peer() as peer:
+        await peer.stop()
+        with pytest.warns(InsecureCredentialsWarning):
+            sink = RecordingHTTPSink(peer.netloc, "/log?token=abc", credentials=("bob", "hunter2"))
+        async with sink:
+            await sink.emit(make_record())
+    assert "hunter2" not in repr(sink) and "abc" not in repr(sink)
+    texts = []
+    exc: BaseException | None = sink.excs[0]
+    while exc is not None:
+        texts.append(str(exc))
+        exc = exc.__cause__ or exc.__context__
+    assert texts and not any("hunter2" in t or "Basic" in t for t in texts)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"method": "PUT"}, ValueError, "method"),
+        ({"context": object()}, ValueError, "context"),
+        ({"gzip": True}, ValueError, "gzip"),
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"credentials": ("only",), "secure": True}, ValueError, "credentials"),
+        ({"buffer_size": -1}, ValueError, "buffer_size"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(
+    kwargs: dict[str, Any], exc: type[Exception], match: str
+) -> None:
+    with pytest.raises(exc, match=match):
+        HTTPSink("localhost", "/log", **kwargs)
+
+
+def test_method_is_case_insensitive_as_in_the_stdlib() -> None:
+    assert HTTPSink("localhost", "/log", "post").method == "POST"
+
+
+async def _install_and_log(peer: HTTPPeer, sink: HTTPSink, count: int) -> None:
+    logger = logging.getLogger("test.http.e2e")
+    logger.propagate = False
+    try:
+        async with als.install(sink, logger=logger, level=logging.INFO) as dispatcher:
+            for i in range(count):
+                logger.info("event %d", i)
+            await dispatcher.flush()
+    finally:
+        logger.propagate = True
+
+
+async def test_end_to_end_through_install_per_record() -> None:
+    async with http_peer() as peer:
+        await _install_and_log(peer, HTTPSink(peer.netloc, "/log", "POST"), 50)
+        ok = peer.ok
+    assert msgs(ok) == [f"event {i}" for i in range(50)]
+    assert peer.connections == 1
+
+
+async def test_end_to_end_through_install_json_batch() -> None:
+    async with http_peer() as peer:
+        await _install_and_log(peer, HTTPSink(peer.netloc, "/bulk", json_batch=True), 500)
+        ok = peer.ok
+    items = [item for r in ok for item in json.loads(r.body)]
+    assert [item["msg"] for item in items] == [f"event {i}" for i in range(500)]
+    assert len(ok) < 500
