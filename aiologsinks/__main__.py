@@ -1,4 +1,4 @@
-"""Command line: ``python -m aiologsinks demo``."""
+"""Command line: ``python -m aiologsinks demo`` and ``python -m aiologsinks receive``."""
 
 from __future__ import annotations
 
@@ -9,18 +9,58 @@ from collections.abc import Sequence
 __all__ = ["main"]
 
 
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {text}")
+    return value
+
+
+def _records(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``aiologsinks`` command line; return the exit code."""
     parser = argparse.ArgumentParser(prog="aiologsinks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="log records through every sink and report delivery")
-    demo.add_argument("--records", type=int, default=10_000, help="records to log (10000)")
+    demo = sub.add_parser(
+        "demo",
+        help="log records through every sink to embedded loopback peers and report delivery",
+    )
+    demo.add_argument("--records", type=_records, default=10_000, help="records to log (10000)")
     demo.add_argument("--json", action="store_true", help="print machine-readable results")
+    recv = sub.add_parser(
+        "receive",
+        help="receive records from socket, datagram, syslog and HTTP sinks (or stdlib handlers)",
+        description="Serve until SIGINT/SIGTERM; print one line per record (or append to --out). "
+        "Port 0 picks a free port; the bound ports are printed on stderr.",
+    )
+    recv.add_argument("--tcp", type=_port, help="pickled frames over TCP (SocketSink)")
+    recv.add_argument("--udp", type=_port, help="pickled frames over UDP (DatagramSink)")
+    recv.add_argument("--syslog", type=_port, help="syslog over UDP and TCP on this port")
+    recv.add_argument("--http", type=_port, help="HTTPSink / HTTPHandler requests")
+    recv.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    recv.add_argument("--out", help="append lines to this file instead of stdout")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._cli.demo import run_demo
 
         return run_demo(records=args.records, as_json=args.json)
+    if args.command == "receive":
+        from ._cli.receive import run_receive
+
+        return run_receive(
+            tcp=args.tcp,
+            udp=args.udp,
+            syslog=args.syslog,
+            http=args.http,
+            host=args.host,
+            out=args.out,
+        )
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover
 

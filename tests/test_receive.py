@@ -1,0 +1,319 @@
+"""The receiver decodes what stdlib handlers and our sinks send, and refuses hostile frames."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import os
+import pickle
+import signal
+import socket
+import struct
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks._cli.receive import Receiver, decode_frame, parse_syslog
+
+N = 50
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    got: list[tuple[str, dict[str, Any]]] = []
+    rx = Receiver(tcp=0, udp=0, syslog=0, http=0, on_record=lambda c, f: got.append((c, f)))
+    rx.got = got  # type: ignore[attr-defined]
+    async with rx:
+        yield rx
+
+
+def records(n: int = N, name: str = "stdlib", merged: bool = False) -> list[logging.LogRecord]:
+    if merged:  # HTTPHandler sends msg and args unmerged, as str()
+        return [
+            logging.LogRecord(name, logging.WARNING, __file__, i, f"record {i}", None, None)
+            for i in range(n)
+        ]
+    return [
+        logging.LogRecord(name, logging.WARNING, __file__, i, "record %d", (i,), None)
+        for i in range(n)
+    ]
+
+
+class ClosingHTTPHandler(logging.handlers.HTTPHandler):
+    """HTTPHandler leaves each request's connection open; close them all on close()."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.connections: list[Any] = []
+
+    def getConnection(self, host: str, secure: bool) -> Any:
+        conn = super().getConnection(host, secure)
+        self.connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+        super().close()
+
+
+def drive(handler: logging.Handler, recs: list[logging.LogRecord]) -> None:
+    """Run a blocking stdlib handler (called in a worker thread)."""
+    try:
+        for r in recs:
+            handler.handle(r)
+    finally:
+        handler.close()
+
+
+async def wait_count(rx: Receiver, channel: str, n: int, timeout: float = 10.0) -> None:
+    await rx.wait_for(lambda r: r.counts[channel].received >= n, timeout)
+
+
+def messages(rx: Receiver, channel: str) -> list[str]:
+    return [str(f["msg"]) for c, f in rx.got if c == channel]  # type: ignore[attr-defined]
+
+
+# -- stdlib senders ------------------------------------------------------------------
+
+
+async def test_decodes_socket_handler_frames(receiver: Receiver) -> None:
+    handler = logging.handlers.SocketHandler("127.0.0.1", receiver.ports["tcp"])
+    await asyncio.to_thread(drive, handler, records())
+    await wait_count(receiver, "tcp", N)
+    assert messages(receiver, "tcp") == [f"record {i}" for i in range(N)]
+    _, first = receiver.got[0]  # type: ignore[attr-defined]
+    assert first["name"] == "stdlib" and first["levelno"] == logging.WARNING
+    assert receiver.invalid == 0
+
+
+async def test_decodes_datagram_handler_frames(receiver: Receiver) -> None:
+    handler = logging.handlers.DatagramHandler("127.0.0.1", receiver.ports["udp"])
+    await asyncio.to_thread(drive, handler, records())
+    await wait_count(receiver, "udp", N)
+    assert sorted(messages(receiver, "udp")) == sorted(f"record {i}" for i in range(N))
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_decodes_syslog_handler_messages(receiver: Receiver, transport: str) -> None:
+    socktype = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    handler = await asyncio.to_thread(
+        logging.handlers.SysLogHandler,
+        ("127.0.0.1", receiver.ports["syslog"]),
+        logging.handlers.SysLogHandler.LOG_LOCAL3,
+        socktype,
+    )
+    await asyncio.to_thread(drive, handler, records())
+    channel = f"syslog_{transport}"
+    await wait_count(receiver, channel, N)
+    _, first = receiver.got[0]  # type: ignore[attr-defined]
+    assert first["facility"] == 19 and first["severity"] == 4
+    assert sorted(messages(receiver, channel)) == sorted(f"record {i}" for i in range(N))
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_decodes_http_handler_requests(receiver: Receiver, method: str) -> None:
+    handler = ClosingHTTPHandler(
+        f"127.0.0.1:{receiver.ports['http']}", "/log?x=1" if method == "GET" else "/log", method
+    )
+    await asyncio.to_thread(drive, handler, records(5, merged=True))
+    await wait_count(receiver, "http", 5)
+    assert messages(receiver, "http") == [f"record {i}" for i in range(5)]
+
+
+def test_decodes_octet_counted_syslog_and_rejects_bad_pri() -> None:
+    assert parse_syslog(b"<134>app: hi\x00") == {"facility": 16, "severity": 6, "msg": "app: hi"}
+    for bad in (b"no pri", b"<999>x", b"<x>y", b""):
+        with pytest.raises(ValueError):
+            parse_syslog(bad)
+
+
+async def test_syslog_tcp_octet_counting_and_mixed_framing(receiver: Receiver) -> None:
+    stream = b"".join(b"%d %s" % (len(m), m) for m in (b"<14>one", b"<14>two", b"<14>thr ee"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", receiver.ports["syslog"])
+    writer.write(stream[:5])
+    await writer.drain()
+    writer.write(stream[5:])
+    await writer.drain()
+    await wait_count(receiver, "syslog_tcp", 3)
+    writer.close()
+    await writer.wait_closed()
+    assert messages(receiver, "syslog_tcp") == ["one", "two", "thr ee"]
+
+
+# -- hostile and broken input ------------------------------------------------------------
+
+
+class Evil:
+    def __reduce__(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        return (os.system, ("touch /nonexistent-aiologsinks-pwned",))
+
+
+def frame(obj: Any, protocol: int = 1) -> bytes:
+    data = pickle.dumps(obj, protocol)
+    return struct.pack(">L", len(data)) + data
+
+
+def test_decode_frame_refuses_globals_and_non_dicts() -> None:
+    for proto in (0, 1, 2, 5):
+        with pytest.raises(ValueError, match="posix.system|os.system|not allowed"):
+            decode_frame(pickle.dumps(Evil(), proto))
+    with pytest.raises(ValueError, match="not allowed"):
+        decode_frame(pickle.dumps({"msg": logging.LogRecord}))
+    with pytest.raises(ValueError, match="plain record dict"):
+        decode_frame(pickle.dumps(["a", "list"]))
+    with pytest.raises(ValueError):
+        decode_frame(b"\x80\x05garbage")
+    assert decode_frame(pickle.dumps({"msg": "ok", "args": None, "n": (1, 2.5)}, 1))["msg"] == "ok"
+
+
+async def test_malicious_pickle_is_counted_and_receiver_keeps_serving(
+    receiver: Receiver,
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", receiver.ports["tcp"])
+    writer.write(frame(Evil()) + frame({"msg": "after evil"}) + frame(Evil(), 4))
+    writer.write(frame({"msg": "still here"}))
+    await writer.drain()
+    await wait_count(receiver, "tcp", 2)
+    assert receiver.counts["tcp"].invalid == 2
+    assert messages(receiver, "tcp") == ["after evil", "still here"]
+
+    # a length prefix beyond any sane frame breaks the stream: that connection is dropped
+    writer.write(struct.pack(">L", 0xFFFFFFF0) + b"x" * 10)
+    await writer.drain()
+    assert await asyncio.wait_for(reader.read(), 5) == b""
+    writer.close()
+    await writer.wait_closed()
+    assert receiver.counts["tcp"].invalid == 3
+
+    # ... and the receiver still serves new connections and datagrams
+    udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=("127.0.0.1", receiver.ports["udp"])
+    )
+    udp.sendto(frame(Evil()))
+    udp.sendto(b"\x00\x00\x00\x09short")
+    udp.sendto(frame({"msg": "udp ok"}))
+    await wait_count(receiver, "udp", 1)
+    udp.close()
+    assert receiver.counts["udp"].invalid == 2
+    handler = logging.handlers.SocketHandler("127.0.0.1", receiver.ports["tcp"])
+    await asyncio.to_thread(drive, handler, records(1))
+    await wait_count(receiver, "tcp", 3)
+    assert not Path("/nonexistent-aiologsinks-pwned").exists()
+
+
+async def test_bad_http_bodies_are_rejected_and_counted(receiver: Receiver) -> None:
+    import aiohttp
+
+    url = f"http://127.0.0.1:{receiver.ports['http']}/log"
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            url, data=b"{not json", headers={"Content-Type": "application/json"}
+        ) as r:
+            assert r.status == 400
+        async with session.get(url) as r:
+            assert r.status == 400
+        async with session.post(url, json=[{"msg": "a"}, {"msg": "b"}]) as r:
+            assert r.status == 200
+    assert receiver.counts["http"].invalid == 2
+    assert messages(receiver, "http") == ["a", "b"]
+
+
+# -- our sinks -----------------------------------------------------------------------------
+
+
+def sink_class(name: str) -> type[als.Sink]:
+    cls = getattr(als, name, None)
+    if cls is None:
+        pytest.skip(f"{name} has not landed yet")
+    return cls  # type: ignore[no-any-return]
+
+
+async def log_through(sink: als.Sink, n: int) -> None:
+    logger = logging.getLogger(f"test_receive.{type(sink).__name__}")
+    logger.propagate = False
+    async with als.install(sink, logger=logger, level=logging.INFO):
+        for i in range(n):
+            logger.info("sink record %d", i)
+
+
+async def test_decodes_socket_sink(receiver: Receiver) -> None:
+    cls: Any = sink_class("SocketSink")
+    await log_through(cls("127.0.0.1", receiver.ports["tcp"]), N)
+    await wait_count(receiver, "tcp", N)
+    assert messages(receiver, "tcp") == [f"sink record {i}" for i in range(N)]
+
+
+async def test_decodes_datagram_sink(receiver: Receiver) -> None:
+    cls: Any = sink_class("DatagramSink")
+    await log_through(cls("127.0.0.1", receiver.ports["udp"]), N)
+    await wait_count(receiver, "udp", N)
+    assert sorted(messages(receiver, "udp")) == sorted(f"sink record {i}" for i in range(N))
+
+
+@pytest.mark.parametrize("socktype", [socket.SOCK_DGRAM, socket.SOCK_STREAM])
+async def test_decodes_syslog_sink(receiver: Receiver, socktype: int) -> None:
+    cls: Any = sink_class("SysLogSink")
+    await log_through(cls(("127.0.0.1", receiver.ports["syslog"]), socktype=socktype), N)
+    channel = "syslog_udp" if socktype == socket.SOCK_DGRAM else "syslog_tcp"
+    await wait_count(receiver, channel, N)
+    assert sorted(messages(receiver, channel)) == sorted(f"sink record {i}" for i in range(N))
+    assert receiver.invalid == 0
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_decodes_http_sink(receiver: Receiver, method: str) -> None:
+    cls: Any = sink_class("HTTPSink")
+    await log_through(cls(f"127.0.0.1:{receiver.ports['http']}", "/log", method), 10)
+    await wait_count(receiver, "http", 10)
+    assert messages(receiver, "http") == [f"sink record {i}" for i in range(10)]
+
+
+# -- the command --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_receive_command_writes_lines_and_stops_on_signal(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    out = tmp_path / "received.log"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiologsinks", "receive", "--tcp", "0", "--syslog", "0",
+        "--out", str(out),
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+        assert "listening on" in line and "127.0.0.1:" in line, line
+        ports = dict(part.split(" 127.0.0.1:") for part in line.split("on ", 1)[1].split(", "))
+        tcp = int(ports["tcp"])
+        handler = logging.handlers.SocketHandler("127.0.0.1", tcp)
+        await asyncio.to_thread(drive, handler, records(3, name="cli"))
+
+        async def written() -> None:
+            while True:
+                text = await asyncio.to_thread(lambda: out.read_text() if out.exists() else "")
+                if text.count("\n") >= 3:
+                    return
+                await asyncio.sleep(0.02)
+
+        await asyncio.wait_for(written(), 10)
+        proc.send_signal(sig)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+        tail = (await proc.stderr.read()).decode()
+        assert "tcp 3 received/0 invalid" in tail
+        lines = (await asyncio.to_thread(out.read_text)).splitlines()
+        assert [ln.split("] ", 1)[1] for ln in lines] == [
+            f"WARNING cli: record {i}" for i in range(3)
+        ]
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
