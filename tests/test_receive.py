@@ -10,7 +10,6 @@ import pickle
 import signal
 import socket
 import struct
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -136,7 +135,7 @@ def test_decodes_octet_counted_syslog_and_rejects_bad_pri() -> None:
 
 async def test_syslog_tcp_octet_counting_and_mixed_framing(receiver: Receiver) -> None:
     stream = b"".join(b"%d %s" % (len(m), m) for m in (b"<14>one", b"<14>two", b"<14>thr ee"))
-    reader, writer = await asyncio.open_connection("127.0.0.1", receiver.ports["syslog"])
+    _, writer = await asyncio.open_connection("127.0.0.1", receiver.ports["syslog"])
     writer.write(stream[:5])
     await writer.drain()
     writer.write(stream[5:])
@@ -162,7 +161,7 @@ def frame(obj: Any, protocol: int = 1) -> bytes:
 
 def test_decode_frame_refuses_globals_and_non_dicts() -> None:
     for proto in (0, 1, 2, 5):
-        with pytest.raises(ValueError, match="posix.system|os.system|not allowed"):
+        with pytest.raises(ValueError, match="not allowed"):
             decode_frame(pickle.dumps(Evil(), proto))
     with pytest.raises(ValueError, match="not allowed"):
         decode_frame(pickle.dumps({"msg": logging.LogRecord}))
