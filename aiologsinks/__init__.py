@@ -21,6 +21,7 @@ from ._shim import QueueHandler
 from ._sink import Sink, SinkState
 from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink, InsecureCredentialsWarning
+from .sinks.memory import BufferingSink, MemorySink
 from .sinks.rotating import (
     BaseRotatingSink,
     RotatingFileSink,
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AiologsinksError",
     "BaseRotatingSink",
+    "BufferingSink",
     "Dispatcher",
     "DispatcherStateError",
     "DispatcherStats",
@@ -43,6 +45,7 @@ __all__ = [
     "HTTPSink",
     "HandlerSink",
     "InsecureCredentialsWarning",
+    "MemorySink",
     "NullSink",
     "QueueHandler",
     "RecordTooLargeError",

@@ -1,0 +1,210 @@
+"""BufferingSink and MemorySink behave as BufferingHandler and MemoryHandler do."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import threading
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import aiologsinks as als
+from aiologsinks.sinks.memory import BufferingSink, MemorySink
+
+
+class ListHandler(logging.Handler):
+    """A stdlib target that remembers what it got and on which thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.got: list[str] = []
+        self.threads: set[int] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.threads.add(threading.get_ident())
+        self.got.append(record.getMessage())
+
+
+class ListSink(als.Sink):
+    """An async target that remembers each batch it got."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    @property
+    def got(self) -> list[str]:
+        return [m for batch in self.batches for m in batch]
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        self.batches.append([r.getMessage() for r in records])
+
+
+def rec(msg: str, level: int = logging.INFO) -> logging.LogRecord:
+    return logging.LogRecord("app", level, __file__, 1, msg, None, None)
+
+
+# One step of a scenario: ("emit", level) | ("flush", 0) | ("target", 0/1)
+steps = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("emit"),
+            st.sampled_from(
+                [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.CRITICAL]
+            ),
+        ),
+        st.tuples(st.just("flush"), st.just(0)),
+        st.tuples(st.just("target"), st.integers(0, 1)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=steps,
+    capacity=st.integers(1, 6),
+    flush_level=st.sampled_from([logging.WARNING, logging.ERROR, logging.CRITICAL]),
+    flush_on_close=st.booleans(),
+    start_with_target=st.booleans(),
+)
+def test_memory_sink_matches_memory_handler(
+    steps: list[tuple[str, int]],
+    capacity: int,
+    flush_level: int,
+    flush_on_close: bool,
+    start_with_target: bool,
+) -> None:
+    """After every step and after close, the targets got the same records."""
+    theirs_target = ListHandler()
+    theirs = logging.handlers.MemoryHandler(
+        capacity, flush_level, theirs_target if start_with_target else None, flush_on_close
+    )
+
+    async def run() -> None:
+        ours_target = ListSink()
+        ours = MemorySink(
+            capacity, flush_level, ours_target if start_with_target else None, flush_on_close
+        )
+        for i, (op, arg) in enumerate(steps):
+            if op == "emit":
+                theirs.handle(rec(f"m{i}", arg))
+                await ours.handle(rec(f"m{i}", arg))
+            elif op == "flush":
+                theirs.flush()
+                await ours.flush()
+            else:
+                theirs.setTarget(theirs_target if arg else None)
+                ours.setTarget(ours_target if arg else None)
+            assert ours_target.got == theirs_target.got
+            assert [r.getMessage() for r in ours.buffer] == [r.getMessage() for r in theirs.buffer]
+        theirs.close()
+        await ours.aclose()
+        assert ours_target.got == theirs_target.got
+        assert ours.target is None and theirs.target is None
+        assert ours.closed
+
+    asyncio.run(run())
+
+
+async def test_capacity_flushes_one_batch_to_a_sink_target() -> None:
+    target = ListSink()
+    async with MemorySink(3, target=target) as sink:
+        for i in range(7):
+            await sink.handle(rec(f"m{i}"))
+        assert target.batches == [["m0", "m1", "m2"], ["m3", "m4", "m5"]]
+        assert [r.msg for r in sink.buffer] == ["m6"]
+    assert target.batches[-1] == ["m6"]  # flushOnClose
+
+
+async def test_flush_level_flushes_early() -> None:
+    target = ListSink()
+    sink = MemorySink(100, flushLevel=logging.WARNING, target=target)
+    await sink.handle(rec("a"))
+    await sink.handle(rec("b", logging.WARNING))
+    assert target.batches == [["a", "b"]]
+    await sink.aclose()
+
+
+async def test_flush_on_close_false_drops_the_buffer() -> None:
+    target = ListSink()
+    sink = MemorySink(100, target=target, flushOnClose=False)
+    await sink.handle(rec("a"))
+    await sink.aclose()
+    assert target.batches == []
+    assert sink.buffer == [] and sink.target is None
+    await sink.aclose()  # idempotent
+
+
+async def test_without_target_records_wait_for_set_target() -> None:
+    sink = MemorySink(2)
+    for i in range(5):
+        await sink.handle(rec(f"m{i}"))
+    assert len(sink.buffer) == 5  # kept, as the stdlib keeps them
+    target = ListSink()
+    sink.setTarget(target)
+    await sink.flush()
+    assert target.got == [f"m{i}" for i in range(5)]
+    await sink.aclose()
+
+
+async def test_target_filters_apply() -> None:
+    target = ListSink()
+    target.addFilter(lambda r: r.msg != "skip")
+    async with MemorySink(3, target=target) as sink:
+        for msg in ("a", "skip", "c"):
+            await sink.handle(rec(msg))
+    assert target.got == ["a", "c"]
+
+
+async def test_plain_handler_target_runs_off_the_loop() -> None:
+    target = ListHandler()
+    async with MemorySink(2, target=target) as sink:
+        for i in range(5):
+            await sink.handle(rec(f"m{i}"))
+    assert target.got == [f"m{i}" for i in range(5)]
+    assert threading.get_ident() not in target.threads
+
+
+async def test_buffering_sink_only_empties_its_buffer() -> None:
+    class Counting(BufferingSink):
+        flushed: list[list[str]] = []
+
+        async def flush(self) -> None:
+            self.flushed.append([r.getMessage() for r in self.buffer])
+            await super().flush()
+
+    sink = Counting(2)
+    for i in range(5):
+        await sink.handle(rec(f"m{i}"))
+    assert sink.flushed == [["m0", "m1"], ["m2", "m3"]]
+    assert [r.msg for r in sink.buffer] == ["m4"]
+    await sink.aclose()
+    assert sink.flushed[-1] == ["m4"] and sink.buffer == []
+
+
+async def test_bad_arguments() -> None:
+    with pytest.raises(TypeError, match="capacity"):
+        BufferingSink("10")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="target"):
+        MemorySink(10, target=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="flushLevel"):
+        MemorySink(10, flushLevel="ERROR")  # type: ignore[arg-type]
+
+
+async def test_end_to_end_through_install() -> None:
+    target = ListSink()
+    logger = logging.getLogger("test.memory.e2e")
+    logger.propagate = False
+    try:
+        async with als.install(MemorySink(10, target=target), logger=logger, level=logging.INFO):
+            for i in range(25):
+                logger.info("m%d", i)
+    finally:
+        logger.propagate = True
+    assert target.got == [f"m{i}" for i in range(25)]
+    assert target.batches[0] == [f"m{i}" for i in range(10)]
