@@ -22,6 +22,7 @@ from ._sink import Sink, SinkState
 from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink, InsecureCredentialsWarning
 from .sinks.memory import BufferingSink, MemorySink
+from .sinks.nteventlog import NTEventLogSink
 from .sinks.rotating import (
     BaseRotatingSink,
     RotatingFileSink,
@@ -46,6 +47,7 @@ __all__ = [
     "HandlerSink",
     "InsecureCredentialsWarning",
     "MemorySink",
+    "NTEventLogSink",
     "NullSink",
     "QueueHandler",
     "RecordTooLargeError",
