@@ -138,7 +138,7 @@ class Dispatcher:
             _check_positive(f"lanes[{sink!r}].size", size)
             _check_overflow(f"lanes[{sink!r}].overflow", policy)
             name = _unique_name(sink, i, names)
-            self._lanes.append(Lane(sink, name, size, policy, batch_size))
+            self._lanes.append(Lane(sink, name, size, policy, batch_size, self._spill))
         if overrides:
             raise ValueError(f"lanes: {list(overrides)!r} are not sinks of this dispatcher")
         self.sinks: tuple[Sink, ...] = tuple(lane.sink for lane in self._lanes)
@@ -243,20 +243,31 @@ class Dispatcher:
     async def _close(self, timeout: float | None) -> DispatcherStats:
         marker = _FlushMarker(asyncio.get_running_loop(), len(self._lanes))
         self._put_marker(marker)
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(marker.done), timeout)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(marker.done), timeout)
+        except asyncio.CancelledError:
+            # asyncio.run() is shutting down while aclose() runs: the lanes still
+            # deliver what they hold (within their grace period) and close the sinks
+            await self._shutdown(rescue=True)
+            raise
+        await self._shutdown(rescue=False)
+        return self.stats()
+
+    async def _shutdown(self, rescue: bool) -> None:
         if self._pump_task is not None:
             self._pump_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._pump_task
+        if rescue:
+            self._hand_over_queue()
         self._spill(self._drain_queue())
         for lane in self._lanes:
-            self._spill(await lane.stop(), lane)
+            self._spill(await lane.stop(rescue=rescue), lane)
         await asyncio.gather(*(_aclose_quietly(lane) for lane in self._lanes))
         self.state = DispatcherState.CLOSED
         with self._room:
             self._room.notify_all()
-        return self.stats()
 
     # -- the hand-off (called by QueueHandler from any thread) --------------------
 
@@ -386,6 +397,16 @@ class Dispatcher:
                 self._accepting = False
                 self._abandoned()
 
+    def _hand_over_queue(self) -> None:
+        """Move the shared queue into the lanes, past their bounds (shutdown only)."""
+        for item in self._drain_queue():
+            if type(item) is _FlushMarker:
+                continue
+            for lane in self._lanes:
+                if not self.respect_handler_level or item.levelno >= lane.sink.level:
+                    lane.received += 1
+                    lane.items.append(item)
+
     def _announce_queue_drops(self) -> None:
         count, self._unannounced = self._unannounced, 0
         record = _notice(
@@ -397,18 +418,18 @@ class Dispatcher:
             lane.put(record)
 
     def _abandoned(self) -> None:
-        items = self._drain_queue()
-        pending = sum(lane.depth for lane in self._lanes) + len(items)
-        if pending:
-            warnings.warn(
-                f"aiologsinks: the event loop stopped before Dispatcher.aclose(); "
-                f"{pending} record(s) not delivered were written to the fallback",
-                ResourceWarning,
-                stacklevel=1,
-            )
-        self._spill(items)
-        for lane in self._lanes:
-            self._spill(lane.take_all(), lane)
+        # Hand what is queued to the lanes, past their bounds: each lane worker is
+        # being cancelled too, and on its way out it delivers its lane to its sink
+        # (within the grace period) and closes it. See Lane.rescue().
+        self._hand_over_queue()
+        pending = sum(lane.depth for lane in self._lanes)
+        warnings.warn(
+            f"aiologsinks: {self!r} was not closed before its event loop stopped; "
+            f"delivering {pending} pending record(s) during shutdown (await aclose() "
+            f"or use install() to flush and close deterministically)",
+            ResourceWarning,
+            stacklevel=1,
+        )
 
     # -- fallback ----------------------------------------------------------------------
 

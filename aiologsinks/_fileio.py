@@ -182,9 +182,18 @@ class AsyncTextFile:
         worker: FileWorker,
     ) -> AsyncTextFile:
         """Open ``path`` on the worker thread, as ``open(path, mode, encoding=..., errors=...)``."""
-        raw = await aiofiles.open(  # type: ignore[call-overload]
-            path, mode, encoding=encoding, errors=errors, executor=worker.executor
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(
+            worker.executor, functools.partial(open, path, mode, encoding=encoding, errors=errors)
         )
+        try:
+            f = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            # the open still completes on the worker: close what it returns, or the
+            # file object would leak (the loop may be shutting down right now)
+            opening.add_done_callback(_close_orphan)
+            raise
+        raw = aiofiles.threadpool.wrap(f, loop=loop, executor=worker.executor)
         return cls(raw, worker)
 
     async def write(self, data: str) -> None:
@@ -230,6 +239,12 @@ def _write_flush_position(f: io.TextIOBase, data: str) -> int:
 def _probe(f: io.TextIOBase) -> tuple[int, bool]:
     fd = f.fileno()
     return os.lseek(fd, 0, os.SEEK_CUR), stat.S_ISREG(os.fstat(fd).st_mode)
+
+
+def _close_orphan(opening: asyncio.Future[Any]) -> None:
+    if opening.cancelled() or opening.exception() is not None:
+        return
+    opening.result().close()
 
 
 def _write_and_flush(f: io.TextIOBase, data: str) -> None:

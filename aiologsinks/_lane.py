@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ._sink import Sink
@@ -50,12 +51,15 @@ class Lane:
         size: int,
         overflow: Overflow,
         batch_size: int,
+        on_orphans: Callable[[list[Any], Lane], None],
     ) -> None:
         self.sink = sink
         self.name = name
         self.size = size
         self.overflow = overflow
         self.batch_size = batch_size
+        # receives what a lane could not deliver while the loop shut down
+        self._on_orphans = on_orphans
         self.items: deque[Any] = deque()
         self.received = 0
         self.emitted = 0
@@ -70,6 +74,9 @@ class Lane:
         self._has_items: asyncio.Event | None = None
         self._has_room: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        #: seconds a cancelled worker may spend delivering its lane on the way out
+        self.grace = 2.0
 
     # -- producer side (the dispatcher's pump, on the loop) ------------------------
 
@@ -137,9 +144,19 @@ class Lane:
         items = self.items
         sink = self.sink
         try:
-            await sink.aopen()
-        except Exception:  # noqa: BLE001 - the sink retries on its first write
-            self._sink_error("could not open")
+            try:
+                await sink.aopen()
+            except Exception:  # noqa: BLE001 - the sink retries on its first write
+                self._sink_error("could not open")
+            await self._work(items, has_items, has_room)
+        finally:
+            if not self._stopping:
+                # cancelled by the loop's shutdown, not by Dispatcher.aclose()
+                await self._rescue()
+
+    async def _work(
+        self, items: deque[Any], has_items: asyncio.Event, has_room: asyncio.Event
+    ) -> None:
         while True:
             if not items:
                 self._idle = True
@@ -164,6 +181,37 @@ class Lane:
                 await self._flush()
                 self._marker = None
                 marker.ack()
+
+    async def _rescue(self) -> None:
+        """Deliver the lane to the sink and close it while the loop shuts down.
+
+        The batch that was interrupted may or may not have reached the sink: it is
+        counted as undelivered and left to the fallback rather than risk writing it
+        twice. What cannot be delivered within :attr:`grace` seconds is left there
+        too (the dispatcher writes it to the fallback).
+        """
+        await asyncio.sleep(0)  # the pump hands over the shared queue first
+        interrupted, self._in_flight = self._in_flight, []
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._drain_and_close(), self.grace)
+        self._on_orphans(interrupted + self.take_all(), self)
+
+    async def _drain_and_close(self) -> None:
+        items = self.items
+        while items:
+            batch: list[logging.LogRecord] = []
+            while items and len(batch) < self.batch_size:
+                item = items.popleft()
+                if type(item) is _FlushMarker:
+                    item.ack()
+                else:
+                    batch.append(item)
+            if batch:
+                self._in_flight = batch
+                await self._deliver(batch)
+                self._in_flight = []
+        await self._flush()
+        await self.close_sink()
 
     async def _deliver(self, batch: list[logging.LogRecord]) -> None:
         sink = self.sink
@@ -224,8 +272,13 @@ class Lane:
         self.items.clear()
         return left
 
-    async def stop(self) -> list[Any]:
-        """Stop the worker; return the records it had not delivered."""
+    async def stop(self, rescue: bool = False) -> list[Any]:
+        """Stop the worker; return the records it had not delivered.
+
+        With ``rescue``, the worker first delivers its lane and closes the sink,
+        within :attr:`grace` seconds (what it could not deliver is reported).
+        """
+        self._stopping = not rescue
         task, self._task = self._task, None
         if task is not None and not task.done():
             task.cancel()

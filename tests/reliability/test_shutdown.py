@@ -1,0 +1,152 @@
+"""Shutdown under pressure: timeouts, cancellation, and a loop that ends without aclose().
+
+Figures: each scenario logs 5,000-20,000 records into a FileSink and checks every one
+is in the file (0 lost), or is counted as undelivered and written to the fallback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import aiologsinks as als
+
+from ..helpers import fresh_logger
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-W", "always::ResourceWarning", "-c", textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+
+
+def count_lines(path: Path) -> int:
+    return len(path.read_text(encoding="utf-8").splitlines())
+
+
+async def test_cancelling_the_task_awaiting_aclose_still_flushes_and_closes(
+    tmp_path: Path,
+) -> None:
+    """20,000 records; the closer is cancelled at once; 0 lost, file closed."""
+    path = tmp_path / "cancel.log"
+    sink = als.FileSink(path)
+    log = fresh_logger("t.cancelclose")
+    dispatcher = als.Dispatcher(sink)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    for i in range(20_000):
+        log.info("c %d", i)
+    closer = asyncio.ensure_future(dispatcher.aclose())
+    await asyncio.sleep(0)
+    closer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closer
+    stats = await dispatcher.aclose()  # waits for the close the dispatcher owns
+    log.removeHandler(dispatcher.handler)
+    assert sink.closed
+    assert count_lines(path) == 20_000
+    assert stats.lost == 0
+
+
+def test_asyncio_run_cancelling_an_unfinished_aclose_still_closes_the_file(
+    tmp_path: Path,
+) -> None:
+    """10,000 records; asyncio.run() ends while aclose() runs; 0 lost."""
+    path = tmp_path / "run.log"
+    proc = run_script(
+        """
+        import asyncio, logging, sys
+        import aiologsinks as als
+
+        async def main():
+            sink = als.FileSink(sys.argv[1])
+            d = als.Dispatcher(sink)
+            d.start()
+            log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+            for i in range(10_000):
+                log.warning("r %d", i)
+            main.closer = asyncio.ensure_future(d.aclose())
+            main.sink = sink
+            await asyncio.sleep(0)  # returns with aclose() still running
+
+        asyncio.run(main())
+        print("closed", main.sink.closed)
+        """,
+        str(path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "closed True" in proc.stdout
+    assert count_lines(path) == 10_000
+
+
+def test_asyncio_run_ending_without_aclose_delivers_and_warns(tmp_path: Path) -> None:
+    """5,000 records handed to a FileSink; the loop ends without aclose(); 0 lost.
+
+    Documented behaviour: the dispatcher delivers what it holds while the loop's tasks
+    are cancelled (within a grace period), closes the sinks, and says so with a
+    ResourceWarning.
+    """
+    path = tmp_path / "noclose.log"
+    proc = run_script(
+        """
+        import asyncio, logging, sys
+        import aiologsinks as als
+
+        async def main():
+            sink = als.FileSink(sys.argv[1])
+            d = als.Dispatcher(sink)
+            d.start()
+            log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+            for i in range(5_000):
+                log.warning("r %d", i)
+            main.sink = sink
+
+        asyncio.run(main())
+        print("closed", main.sink.closed)
+        """,
+        str(path),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert count_lines(path) == 5_000
+    assert "closed True" in proc.stdout
+    assert "ResourceWarning" in proc.stderr and "was not closed" in proc.stderr
+
+
+def test_a_stalled_sink_at_loop_end_does_not_hang_the_program(tmp_path: Path) -> None:
+    """A sink that never returns: the program still exits, records go to stderr."""
+    proc = run_script(
+        """
+        import asyncio, logging
+        import aiologsinks as als
+
+        class Stuck(als.Sink):
+            async def emit_batch(self, records):
+                await asyncio.Event().wait()
+
+        async def main():
+            d = als.Dispatcher(Stuck())
+            d._lanes[0].grace = 0.2
+            d.start()
+            log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+            for i in range(3):
+                log.warning("stuck %d", i)
+            await asyncio.sleep(0.05)
+
+        asyncio.run(main())
+        print("exited")
+        """
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "exited" in proc.stdout
+    for i in range(3):
+        assert f"stuck {i}" in proc.stderr
