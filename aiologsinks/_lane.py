@@ -75,6 +75,7 @@ class Lane:
         self._has_room: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._rescuing = False
         #: seconds a cancelled worker may spend delivering its lane on the way out
         self.grace = 2.0
 
@@ -190,6 +191,7 @@ class Lane:
         twice. What cannot be delivered within :attr:`grace` seconds is left there
         too (the dispatcher writes it to the fallback).
         """
+        self._rescuing = True
         await asyncio.sleep(0)  # the pump hands over the shared queue first
         interrupted, self._in_flight = self._in_flight, []
         with contextlib.suppress(asyncio.TimeoutError):
@@ -281,7 +283,8 @@ class Lane:
         self._stopping = not rescue
         task, self._task = self._task, None
         if task is not None and not task.done():
-            task.cancel()
+            if not self._rescuing:  # a rescuing worker ends by itself within its grace
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         return self.take_all()
