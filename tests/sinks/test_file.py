@@ -1,0 +1,117 @@
+"""FileSink: FileHandler's file, mode, encoding, errors and delay, written off the loop."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+import aiologsinks as als
+
+from ._oracle import make_records
+
+
+class Recorder(als.FileSink):
+    failures: list[logging.LogRecord]
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failures.append(record)
+
+
+def recorder(path: Path, **kwargs: object) -> Recorder:
+    sink = Recorder(path, **kwargs)  # type: ignore[arg-type]
+    sink.failures = []
+    sink.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    return sink
+
+
+async def test_appends_formatted_records_with_the_terminator(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_text("kept\n")
+    async with recorder(path) as sink:
+        await sink.emit_batch(make_records(["a", "b"], 1.0))
+        await sink.handle(make_records(["c"], 1.0)[0])
+    assert path.read_text() == "kept\nINFO a\nINFO b\nINFO c\n"
+
+
+async def test_mode_w_truncates(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    path.write_text("old\n")
+    async with recorder(path, mode="w") as sink:
+        await sink.emit_batch(make_records(["new"], 1.0))
+    assert path.read_text() == "INFO new\n"
+
+
+def test_invalid_mode_names_the_parameter(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mode"):
+        als.FileSink(tmp_path / "x.log", mode="r")
+    with pytest.raises(ValueError, match="mode"):
+        als.FileSink(tmp_path / "x.log", mode="ab")
+
+
+async def test_encoding_and_errors_are_the_files(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    async with recorder(path, encoding="ascii", errors="backslashreplace") as sink:
+        await sink.emit_batch(make_records(["größe"], 1.0))
+    assert path.read_bytes() == b"INFO gr\\xf6\\xdfe\n"
+
+
+async def test_default_encoding_is_the_stdlibs(tmp_path: Path) -> None:
+    sink = als.FileSink(tmp_path / "app.log")
+    assert sink.encoding == logging.FileHandler(tmp_path / "ref.log", delay=True).encoding
+
+
+async def test_a_record_that_cannot_be_encoded_fails_alone(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    async with recorder(path, encoding="latin-1") as sink:
+        await sink.emit_batch(make_records(["first", "日本", "third"], 1.0))
+    assert path.read_text(encoding="latin-1") == "INFO first\nINFO third\n"
+    assert [r.msg for r in sink.failures] == ["日本"]
+    assert sink.error_count == 1
+
+
+async def test_a_record_that_cannot_be_formatted_fails_alone(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    bad = logging.makeLogRecord({"msg": "%d items", "args": ("many",)})
+    async with recorder(path) as sink:
+        await sink.emit_batch([*make_records(["ok"], 1.0), bad, *make_records(["fine"], 1.0)])
+    assert path.read_text() == "INFO ok\nINFO fine\n"
+    assert sink.failures == [bad]
+
+
+async def test_delay_creates_the_file_on_first_record(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    async with recorder(path, delay=True) as sink:
+        assert not path.exists()
+        await sink.emit_batch(make_records(["now"], 1.0))
+        assert path.exists()
+    assert path.read_text() == "INFO now\n"
+
+
+async def test_without_delay_the_file_exists_once_opened(tmp_path: Path) -> None:
+    path = tmp_path / "app.log"
+    async with recorder(path):
+        assert path.exists()
+
+
+async def test_unwritable_path_goes_to_handle_error(tmp_path: Path) -> None:
+    sink = recorder(tmp_path / "missing-dir" / "app.log", delay=True)
+    async with sink:
+        await sink.emit_batch(make_records(["x", "y"], 1.0))
+    assert len(sink.failures) == 1
+    assert sink.error_count == 2
+
+
+async def test_aclose_is_idempotent_and_closes_the_file(tmp_path: Path) -> None:
+    sink = recorder(tmp_path / "app.log")
+    await sink.aopen()
+    await sink.aclose()
+    await sink.aclose()
+    assert sink.closed and sink._file is None
+
+
+def test_base_filename_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # resolved at construction, as the stdlib (os.getcwd: outside the loop here)
+    monkeypatch.chdir(tmp_path)
+    assert als.FileSink("rel.log", delay=True).baseFilename == str(tmp_path / "rel.log")
