@@ -49,7 +49,7 @@ class QueueHandler(logging.Handler):
         its own ``handleError`` (and counts it in ``stats()``).
         """
         new: Any = _new_record(type(record))
-        new.__dict__.update(record.__dict__)
+        new.__dict__ = record.__dict__.copy()  # half the cost of update() on a new dict
         if record.args or not isinstance(record.msg, str):
             try:
                 new.msg = record.getMessage()
