@@ -8,6 +8,7 @@ worker thread, in order with its writes.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import inspect
 import logging
@@ -28,6 +29,7 @@ __all__ = [
 ]
 
 _MIDNIGHT = 24 * 60 * 60  # seconds in a day
+_YIELD_EVERY = 128  # records formatted between two yields to the loop
 
 #: a namer: ``namer(default_name) -> name``, plain or async
 Namer = Callable[[str], str | Awaitable[str]]
@@ -145,7 +147,11 @@ class BaseRotatingSink(FileSink):
         term = self.terminator
         texts: list[str] = []
         kept: list[logging.LogRecord] = []
-        for record in records:
+        for n, record in enumerate(records, 1):
+            if not n % _YIELD_EVERY:
+                # formatting runs on the loop: let other tasks in between slices of a
+                # large batch, so a batch never stalls the loop for long
+                await asyncio.sleep(0)
             try:
                 await self._prepare_check()
                 if self.shouldRollover(record):
