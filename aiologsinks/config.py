@@ -51,13 +51,13 @@ import os
 import socket
 import sys
 import typing
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from ._config_types import coerce
 from ._config_types import hints as _hints
-from ._dispatcher import Dispatcher
+from ._dispatcher import Dispatcher, DispatcherState
 from ._exceptions import AiologsinksError
 from ._shim import QueueHandler
 from ._sink import Sink
@@ -579,19 +579,12 @@ def dictconfig_handler(config: Mapping[str, Any] | str) -> QueueHandler:
     return dispatcher.handler
 
 
-def _pending() -> Iterator[Dispatcher]:
-    from ._dispatcher import DispatcherState
-
-    for d in _dictconfig_dispatchers:
-        if d.state is DispatcherState.NEW:
-            yield d
-
-
 async def start_dictconfig() -> None:
     """Start, on the running loop, every Dispatcher :func:`dictconfig_handler` made
     that is not started yet (records logged so far are delivered now)."""
-    for dispatcher in list(_pending()):
-        dispatcher.start()
+    for dispatcher in _dictconfig_dispatchers:
+        if dispatcher.state is DispatcherState.NEW:
+            dispatcher.start()
 
 
 async def aclose_dictconfig() -> None:

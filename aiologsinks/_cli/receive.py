@@ -248,9 +248,13 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 def _udp_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-    sock.bind((host, port))
-    sock.setblocking(False)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
     return sock
 
 
@@ -286,7 +290,39 @@ class Receiver:
         self._changed: asyncio.Event | None = None
 
     async def start(self) -> None:
-        """Bind every requested channel; returns once all of them are listening."""
+        """Bind every requested channel; returns once all of them are listening.
+
+        Raises ``OSError`` when a port cannot be bound (nothing is left open then).
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _start_syslog(self, loop: asyncio.AbstractEventLoop, host: str, wanted: int) -> None:
+        # one port number for both transports, as syslog daemons do: bind UDP (an
+        # ephemeral pick when 0), then TCP on the same number; when that TCP port is
+        # taken, pick again
+        for attempt in range(20):
+            sock = _udp_socket(host, wanted)
+            port = sock.getsockname()[1]
+            try:
+                server = await loop.create_server(lambda: _Stream(self, syslog=True), host, port)
+            except OSError:
+                sock.close()
+                if wanted != 0 or attempt == 19:
+                    raise
+                continue
+            self._servers.append(server)
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(self, "syslog_udp"), sock=sock
+            )
+            self._transports.append(transport)
+            self.ports["syslog"] = port
+            return
+
+    async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._changed = asyncio.Event()
         host = self.host
@@ -303,26 +339,20 @@ class Receiver:
             self._transports.append(transport)
             self.ports["udp"] = transport.get_extra_info("sockname")[1]
         if self._wanted["syslog"] is not None:
-            # one port number for both transports, as syslog daemons do: bind UDP first
-            # (an ephemeral pick), then TCP on the same number
-            transport, _ = await loop.create_datagram_endpoint(
-                lambda: _Datagrams(self, "syslog_udp"),
-                sock=_udp_socket(host, self._wanted["syslog"]),
-            )
-            self._transports.append(transport)
-            port = transport.get_extra_info("sockname")[1]
-            server = await loop.create_server(lambda: _Stream(self, syslog=True), host, port)
-            self._servers.append(server)
-            self.ports["syslog"] = port
+            await self._start_syslog(loop, host, self._wanted["syslog"])
         if self._wanted["http"] is not None:
             app = web.Application(client_max_size=MAX_FRAME)
             app.router.add_route("*", "/{tail:.*}", self._http)
             self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await self._runner.setup()
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((host, self._wanted["http"]))
-            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((host, self._wanted["http"]))
+                sock.setblocking(False)
+            except OSError:
+                sock.close()
+                raise
             site = web.SockSite(self._runner, sock)
             await site.start()
             self.ports["http"] = sock.getsockname()[1]
