@@ -312,6 +312,14 @@ class OursHTTP(Ours):
         return als.HTTPSink(f"127.0.0.1:{self.peer.port}", "/log", method="POST")
 
 
+class OursHTTPBatch(OursHTTP):
+    def make(self) -> Any:
+        import aiologsinks as als
+
+        assert self.peer is not None
+        return als.HTTPSink(f"127.0.0.1:{self.peer.port}", "/log", method="POST", json_batch=True)
+
+
 #: name -> (class, label, group, module it needs, aiologsinks name it needs)
 CONTENDERS: dict[str, tuple[type[Contender], str, str, str | None]] = {
     "null": (Null, "stdlib logging + NullHandler (floor)", "file", None),
@@ -328,6 +336,12 @@ CONTENDERS: dict[str, tuple[type[Contender], str, str, str | None]] = {
     "aiologsinks-syslog": (OursSyslog, "aiologsinks SysLogSink (UDP)", "syslog", None),
     "stdlib-http": (StdHTTP, "stdlib HTTPHandler (2 ms server) on the loop", "http", None),
     "aiologsinks-http": (OursHTTP, "aiologsinks HTTPSink (2 ms server)", "http", None),
+    "aiologsinks-http-batch": (
+        OursHTTPBatch,
+        "aiologsinks HTTPSink json_batch=True (2 ms server)",
+        "http",
+        None,
+    ),
 }
 
 
@@ -345,6 +359,14 @@ def unavailable(name: str) -> str | None:
 
 
 def _rss_mb() -> float:
+    """Peak RSS of this process since exec (ru_maxrss would include the parent's)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -353,10 +375,14 @@ def _current_rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / (1 << 20)
 
 
-async def trial(name: str, n: int, burst: int, thread: bool) -> dict[str, Any]:
+async def trial(
+    name: str, n: int, burst: int, thread: bool, options: dict[str, Any] | None = None
+) -> dict[str, Any]:
     cls = CONTENDERS[name][0]
     with tempfile.TemporaryDirectory(prefix="aiologsinks-bench-") as tmp:
         c = cls(tmp)
+        if options and isinstance(c, Ours):
+            c.options = options
         try:
             await c.setup()
             return await _measure(c, n, burst, thread)
@@ -451,7 +477,13 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     with contextlib.redirect_stdout(sys.stderr):
         result = asyncio.run(
-            trial(spec["contender"], spec["n"], spec.get("burst", 1000), spec.get("thread", False))
+            trial(
+                spec["contender"],
+                spec["n"],
+                spec.get("burst", 1000),
+                spec.get("thread", False),
+                spec.get("options"),
+            )
         )
     print(json.dumps(result))
 

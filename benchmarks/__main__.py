@@ -1,0 +1,282 @@
+"""The benchmark suite: ``python -m benchmarks [--quick] [--json] [--trials N]``.
+
+Every contender runs in its own process; rounds are interleaved; each cell is the
+median with the min-max of the trials; ratios are against the stdlib NullHandler
+floor (call cost) and stdlib FileHandler (throughput) of the same run. Writes
+``benchmarks/results/results.json``, ``results.md`` and ``results.png``. Exits 1
+when a stdlib or aiologsinks contender lost a record or a trial failed (third-party
+peers' losses are reported loudly; ``--strict-peers`` makes them fail too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from typing import Any
+
+from ._harness import Case, available, fmt_span, ratio, run_interleaved, run_trial
+from ._scenarios import CONTENDERS
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+FILE_GROUP = ("null", "stdlib-file", "stdlib-queue", "loguru", "aiologger", "aiologsinks")
+PAIRS = (
+    ("stdlib-rotating", "aiologsinks-rotating"),
+    ("stdlib-socket", "aiologsinks-socket"),
+    ("stdlib-syslog", "aiologsinks-syslog"),
+    ("stdlib-http", "aiologsinks-http"),
+    ("stdlib-http", "aiologsinks-http-batch"),
+)
+THIRD_PARTY = {"loguru", "aiologger"}
+#: bytes per queued record used by the RSS bound (measured: see README)
+RSS_OPTIONS = {"queue_size": 10_000, "lane_size": 10_000, "batch_size": 1000}
+
+
+def build_cases(n: int, n_http: int, n_rss: int) -> tuple[list[Case], dict[str, str], Case | None]:
+    names = list(FILE_GROUP) + list(dict.fromkeys(name for pair in PAIRS for name in pair))
+    ok, skipped = available(names)
+    cases: list[Case] = []
+    for name in ok:
+        count = n_http if CONTENDERS[name][2] == "http" else n
+        cases.append(Case(name, name, count))
+        if name in ("null", "aiologsinks"):
+            cases.append(Case(name + "@thread", name, count, thread=True))
+    rss = Case("aiologsinks@1M", "aiologsinks", n_rss, label="aiologsinks FileSink, 1M burst")
+    return cases, skipped, rss if n_rss else None
+
+
+def markdown(cases: list[Case], skipped: dict[str, str], rss: dict[str, Any] | None) -> str:
+    by = {c.key: c for c in cases}
+    floor = by["null"].median("call_us") if "null" in by else None
+    floor_t = by["null@thread"].median("call_us") if "null@thread" in by else None
+    file_rps = by["stdlib-file"].median("e2e_rps") if "stdlib-file" in by else None
+    lines = [
+        "| option | µs per call | x floor | records/s end to end | x FileHandler "
+        "| lost | loop lag p99 ms | lag max ms | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for c in cases:
+        base = floor_t if c.thread else floor
+        is_floor = c.contender == "null"
+        group = CONTENDERS[c.contender][2]
+        ref = file_rps if group in ("file", "rotating") else _pair_rps(c, by)
+        lost = c.lost()
+        lines.append(
+            f"| {c.label}{f' (n={c.n:,})' if group == 'http' else ''} "
+            f"| {fmt_span(c, 'call_us', 2)} | {ratio(c.median('call_us'), base)} "
+            f"| {'—' if is_floor else fmt_span(c, 'e2e_rps', 0)} "
+            f"| {'—' if is_floor else ratio(c.median('e2e_rps'), ref)} "
+            f"| {'—' if lost is None else ('**' + str(lost) + '**' if lost else '0')} "
+            f"| {fmt_span(c, 'lag_p99_ms', 1)} | {fmt_span(c, 'lag_max_ms', 1)} "
+            f"| {fmt_span(c, 'rss_peak_mb', 0)} |"
+        )
+    out = "\n".join(lines)
+    out += (
+        "\n\nx floor: against the NullHandler floor measured the same way "
+        "(loop, or foreign thread); x FileHandler: against stdlib FileHandler for the file rows, "
+        "against the stdlib handler of the same destination for the network rows."
+    )
+    for name, why in skipped.items():
+        out += f"\n\nskipped {name}: {why}"
+    if rss:
+        out += (
+            f"\n\nRSS under a {rss['n']:,}-record burst: grew {rss['growth_mb']:.1f} MB "
+            f"(bound {rss['bound_mb']:.1f} MB = (queue_size + lane_size + 2 x batch_size) x "
+            f"{rss['per_record_kb']:.2f} KB + {rss['fixed_mb']:.0f} MB fixed); "
+            f"{'holds' if rss['holds'] else 'EXCEEDED'}; lost {rss['lost']}"
+        )
+    return out
+
+
+def _pair_rps(c: Case, by: dict[str, Case]) -> float | None:
+    for std, ours in PAIRS:
+        if c.key in (std, ours) and std in by:
+            return by[std].median("e2e_rps")
+    return None
+
+
+def targets(cases: list[Case]) -> list[tuple[str, bool, str]]:
+    by = {c.key: c for c in cases}
+    out: list[tuple[str, bool, str]] = []
+
+    def med(key: str, metric: str) -> float | None:
+        return by[key].median(metric) if key in by else None
+
+    floor, ours = med("null", "call_us"), med("aiologsinks", "call_us")
+    if floor and ours:
+        out.append(("call on the loop <= 1.3x floor", ours <= 1.3 * floor, f"{ours / floor:.2f}x"))
+    ft, ot = med("null@thread", "call_us"), med("aiologsinks@thread", "call_us")
+    if floor and ot:
+        out.append(
+            ("call from a thread <= 2x floor", ot <= 2 * floor, f"{ot / floor:.2f}x (loop floor)")
+        )
+    if ft and ot:
+        out.append(("  (vs the thread floor)", ot <= 2 * ft, f"{ot / ft:.2f}x"))
+    fr, orps = med("stdlib-file", "e2e_rps"), med("aiologsinks", "e2e_rps")
+    if fr and orps:
+        out.append(("file throughput >= 1.5x FileHandler", orps >= 1.5 * fr, f"{orps / fr:.2f}x"))
+    lag = med("null", "lag_p99_ms")
+    for key in ("aiologsinks", "aiologsinks-socket", "aiologsinks-http-batch"):
+        mine = med(key, "lag_p99_ms")
+        if lag is not None and mine is not None:
+            out.append(
+                (f"{key} lag p99 <= floor + 1 ms", mine <= lag + 1, f"{mine:.1f} vs {lag:.1f} ms")
+            )
+    sh, oh = med("stdlib-http", "e2e_rps"), med("aiologsinks-http-batch", "e2e_rps")
+    if sh and oh:
+        out.append(
+            ("HTTP (json_batch) records/s >= 20x HTTPHandler", oh >= 20 * sh, f"{oh / sh:.1f}x")
+        )
+    return out
+
+
+def rss_check(case: Case, per_record_kb: float, fixed_mb: float) -> dict[str, Any] | None:
+    if not case.trials:
+        return None
+    t = case.trials[-1]
+    growth = t["rss_peak_mb"] - t["rss_base_mb"]
+    o = RSS_OPTIONS
+    records = o["queue_size"] + o["lane_size"] + 2 * o["batch_size"]
+    bound = records * per_record_kb / 1024 + fixed_mb
+    return {
+        "n": case.n,
+        "growth_mb": growth,
+        "bound_mb": bound,
+        "per_record_kb": per_record_kb,
+        "fixed_mb": fixed_mb,
+        "holds": growth <= bound,
+        "lost": t["lost"],
+    }
+
+
+def chart(cases: list[Case], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [c for c in cases if c.trials]
+    labels = [c.label.replace(", from a foreign thread", " (thread)") for c in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 0.42 * len(rows) + 1.6), sharey=True)
+    specs = (
+        ("call_us", "µs per logging call (lower is better)"),
+        ("e2e_rps", "records/s end to end (higher is better)"),
+        ("lag_p99_ms", "loop lag p99, ms (lower is better)"),
+    )
+    for ax, (metric, title) in zip(axes, specs, strict=True):
+        meds = [c.median(metric) or 0.0 for c in rows]
+        spans = [c.span(metric) or (0.0, 0.0) for c in rows]
+        err = [
+            [m - s[0] for m, s in zip(meds, spans, strict=True)],
+            [s[1] - m for m, s in zip(meds, spans, strict=True)],
+        ]
+        colors = [
+            "tab:green" if c.contender.startswith("aiologsinks") else "tab:gray" for c in rows
+        ]
+        ax.barh(range(len(rows)), meds, xerr=err, color=colors, capsize=2)
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.invert_yaxis()
+    axes[0].set_yticks(range(len(rows)))
+    axes[0].set_yticklabels(labels, fontsize=8)
+    fig.suptitle(
+        f"aiologsinks vs stdlib and peers — {platform.python_implementation()} "
+        f"{platform.python_version()}, {os.cpu_count()} CPUs; median and min-max of trials",
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small N, one round (sanity)")
+    parser.add_argument("--trials", type=int, help="interleaved rounds (3; quick: 1)")
+    parser.add_argument("--n", type=int, help="records per trial (100000; quick: 10000)")
+    parser.add_argument("--only", help="comma-separated contender keys to run")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--no-rss", action="store_true", help="skip the 1M-record RSS run")
+    parser.add_argument("--strict-peers", action="store_true", help="peers' losses fail too")
+    args = parser.parse_args(argv)
+    n = args.n or (10_000 if args.quick else 100_000)
+    trials = args.trials or (1 if args.quick else 3)
+    n_http = 300 if args.quick else 2000
+    n_rss = 0 if args.no_rss else (100_000 if args.quick else 1_000_000)
+    cases, skipped, rss_case = build_cases(min(n, n), n_http, n_rss)
+    if args.only:
+        keep = set(args.only.split(","))
+        cases = [c for c in cases if c.key in keep or c.contender in keep]
+    log = (lambda s: print(s, file=sys.stderr)) if args.json else print
+    log(f"{len(cases)} contenders, n={n:,} (HTTP {n_http:,}), {trials} interleaved rounds")
+    for name, why in skipped.items():
+        log(f"  skipped {name}: {why}")
+    started = time.perf_counter()
+    run_interleaved(cases, trials, 1000, progress=log)
+    rss = None
+    if rss_case is not None:
+        log(f"  RSS run: {rss_case.n:,} records ...")
+        run_trial(rss_case, 1000, {"options": RSS_OPTIONS})
+        rss = rss_check(rss_case, per_record_kb=PER_RECORD_KB, fixed_mb=FIXED_MB)
+    table = markdown(cases, skipped, rss)
+    checks = targets(cases)
+    check_text = "\n".join(
+        f"- {'PASS' if ok else 'FAIL'} {what}: {value}" for what, ok, value in checks
+    )
+    if rss is not None:
+        check_text += f"\n- {'PASS' if rss['holds'] else 'FAIL'} peak RSS within the bound"
+    os.makedirs(RESULTS, exist_ok=True)
+    doc = {
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "n": n,
+        "trials": trials,
+        "seconds": time.perf_counter() - started,
+        "cases": [c.summary() for c in cases],
+        "skipped": skipped,
+        "rss": rss,
+        "targets": [{"target": w, "pass": ok, "value": v} for w, ok, v in checks],
+    }
+    with open(os.path.join(RESULTS, "results.json"), "w") as f:
+        json.dump(doc, f, indent=1)
+    with open(os.path.join(RESULTS, "results.md"), "w") as f:
+        f.write(table + "\n\n" + check_text + "\n")
+    try:
+        chart(cases, os.path.join(RESULTS, "results.png"))
+    except ImportError:
+        log("  matplotlib is not installed: no chart")
+    if args.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print()
+        print(table)
+        print()
+        print(check_text)
+        print(f"\nwritten to {RESULTS}/results.{{json,md,png}}")
+    failed = False
+    for c in cases:
+        lost = c.lost()
+        peer = c.contender in THIRD_PARTY
+        if c.errors or not c.trials:
+            print(f"FAILED {c.key}: {'; '.join(c.errors) or 'no trial'}", file=sys.stderr)
+            failed = True
+        elif lost:
+            print(f"LOST {lost} record(s): {c.label}", file=sys.stderr)
+            failed |= args.strict_peers or not peer
+    if rss is not None and rss["lost"]:
+        print(f"LOST {rss['lost']} record(s) in the RSS run", file=sys.stderr)
+        failed = True
+    return 1 if failed else 0
+
+
+#: measured size of one prepared record while queued (see benchmarks/README.md)
+PER_RECORD_KB = 1.0
+#: the file worker thread, the rendered batch and allocator slack
+FIXED_MB = 8.0
+
+if __name__ == "__main__":
+    sys.exit(main())
