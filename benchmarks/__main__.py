@@ -33,7 +33,7 @@ PAIRS = (
 )
 THIRD_PARTY = {"loguru", "aiologger"}
 #: bytes per queued record used by the RSS bound (measured: see README)
-RSS_OPTIONS = {"queue_size": 10_000, "lane_size": 10_000, "batch_size": 1000}
+RSS_OPTIONS = {"queue_size": 10_000, "lane_size": 10_000, "batch_size": 4000}
 
 
 def build_cases(n: int, n_http: int, n_rss: int) -> tuple[list[Case], dict[str, str], Case | None]:
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 #: measured size of one prepared record while queued (see benchmarks/README.md)
-PER_RECORD_KB = 1.0
+PER_RECORD_KB = 0.75
 #: the file worker thread, the rendered batch and allocator slack
 FIXED_MB = 8.0
 
