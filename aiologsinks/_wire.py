@@ -41,12 +41,21 @@ def basic_auth(credentials: tuple[str, str]) -> str:
     return "Basic " + base64.b64encode(raw).strip().decode("ascii")
 
 
-def json_batch(items: Iterable[Mapping[str, Any]], *, compress: bool = False) -> bytes:
-    """A JSON array of ``items`` (non-JSON values as ``str``), gzip-compressed on request.
+def json_items(items: Iterable[Mapping[str, Any]]) -> bytes:
+    """``items`` as comma-separated JSON objects (non-JSON values as ``str``).
+
+    A piece of an array: a sink encodes a large batch piece by piece, yielding to
+    the loop in between, and joins the pieces with :func:`json_array`.
+    """
+    return json.dumps(list(items), default=str, separators=(",", ":")).encode("utf-8")[1:-1]
+
+
+def json_array(pieces: Iterable[bytes], *, compress: bool = False) -> bytes:
+    """Join :func:`json_items` pieces into one JSON array, gzip-compressed on request.
 
     ``mtime=0`` keeps the gzip output a pure function of the input.
     """
-    body = json.dumps(list(items), default=str, separators=(",", ":")).encode("utf-8")
+    body = b"[" + b",".join(p for p in pieces if p) + b"]"
     if compress:
         return _gzip.compress(body, mtime=0)
     return body

@@ -20,6 +20,8 @@ from .._sink import Sink
 __all__ = ["HTTPSink", "InsecureCredentialsWarning"]
 
 _FORM = "application/x-www-form-urlencoded"
+#: records encoded between two yields to the loop in JSON batch mode (~1 ms of work)
+_JSON_PIECE = 100
 
 
 class InsecureCredentialsWarning(UserWarning):
@@ -242,7 +244,12 @@ class HTTPSink(Sink):
             if not items:
                 return
             method, url = "POST", self.url
-            body: bytes | None = _wire.json_batch(items, compress=self.gzip)
+            pieces = []
+            for start in range(0, len(items), _JSON_PIECE):
+                pieces.append(_wire.json_items(items[start : start + _JSON_PIECE]))
+                # Encoding 1,000 records takes ~10 ms: let the loop run between pieces.
+                await asyncio.sleep(0)
+            body: bytes | None = _wire.json_array(pieces, compress=self.gzip)
             headers["Content-Type"] = "application/json"
             if self.gzip:
                 headers["Content-Encoding"] = "gzip"
