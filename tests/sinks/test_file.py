@@ -115,3 +115,12 @@ def test_base_filename_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     # resolved at construction, as the stdlib (os.getcwd: outside the loop here)
     monkeypatch.chdir(tmp_path)
     assert als.FileSink("rel.log", delay=True).baseFilename == str(tmp_path / "rel.log")
+
+
+async def test_a_relative_file_name_resolves_against_the_cwd_inside_async_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    sink = als.FileSink("relative.log")
+    assert sink.baseFilename == str(tmp_path / "relative.log")
+    await sink.aclose()
