@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from multidict import CIMultiDict
 
+from ._waiting import wait_until
+
 
 @dataclass
 class Request:
@@ -97,22 +99,12 @@ class HTTPPeer:
 
     async def wait_ok(self, count: int, timeout: float = 5.0) -> list[Request]:
         """Wait until ``count`` requests were answered with 2xx; return those."""
-
-        async def arrived() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: len(self.ok) >= count)
-
-        await asyncio.wait_for(arrived(), timeout)
+        await wait_until(self._changed, lambda: len(self.ok) >= count, timeout)
         return self.ok
 
     async def wait_requests(self, count: int, timeout: float = 5.0) -> list[Request]:
         """Wait until ``count`` requests arrived, whatever the answer."""
-
-        async def arrived() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: len(self.requests) >= count)
-
-        await asyncio.wait_for(arrived(), timeout)
+        await wait_until(self._changed, lambda: len(self.requests) >= count, timeout)
         return self.requests
 
 

@@ -24,6 +24,8 @@ from typing import Any, cast
 import trustme
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+from ._waiting import wait_until
+
 
 @dataclass
 class Mail:
@@ -74,12 +76,7 @@ class SMTPPeer:
 
     async def wait_for(self, count: int, timeout: float = 5.0) -> list[Mail]:
         """Wait until at least ``count`` mails arrived; return them all."""
-
-        async def arrived() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: len(self.mails) >= count)
-
-        await asyncio.wait_for(arrived(), timeout)
+        await wait_until(self._changed, lambda: len(self.mails) >= count, timeout)
         return self.mails
 
 
