@@ -32,6 +32,7 @@ from .sinks.rotating import (
     gzip_rotator,
 )
 from .sinks.smtp import SMTPSink
+from .sinks.socket import DatagramSink, SocketSink
 from .sinks.stream import NullSink, StreamSink
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "AiologsinksError",
     "BaseRotatingSink",
     "BufferingSink",
+    "DatagramSink",
     "Dispatcher",
     "DispatcherStateError",
     "DispatcherStats",
@@ -59,6 +61,7 @@ __all__ = [
     "SinkDeliveryError",
     "SinkState",
     "SinkStats",
+    "SocketSink",
     "StreamSink",
     "TimedRotatingFileSink",
     "WatchedFileSink",
