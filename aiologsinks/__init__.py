@@ -34,6 +34,7 @@ from .sinks.rotating import (
 from .sinks.smtp import SMTPSink
 from .sinks.socket import DatagramSink, SocketSink
 from .sinks.stream import NullSink, StreamSink
+from .sinks.syslog import RFC5424Formatter, SysLogSink
 
 __version__ = "0.1.0"
 
@@ -53,6 +54,7 @@ __all__ = [
     "NTEventLogSink",
     "NullSink",
     "QueueHandler",
+    "RFC5424Formatter",
     "RecordTooLargeError",
     "RotatingFileSink",
     "SMTPSink",
@@ -63,6 +65,7 @@ __all__ = [
     "SinkStats",
     "SocketSink",
     "StreamSink",
+    "SysLogSink",
     "TimedRotatingFileSink",
     "WatchedFileSink",
     "gzip_namer",

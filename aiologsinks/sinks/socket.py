@@ -96,6 +96,8 @@ class StreamLinkSink(Sink):
         # the lane worker and the retry task both deliver; one writer at a time
         self._lock = asyncio.Lock()
         self._retry_task: asyncio.Task[None] | None = None
+        # True from a connect until the first write on it succeeded
+        self._fresh = False
 
     # -- the seed's attributes, kept in the shared Backoff ------------------------------
 
@@ -164,12 +166,23 @@ class StreamLinkSink(Sink):
         if self.sock is not None or not self.backoff.ready():
             return
         try:
-            self._reader, self.sock = await self.makeSocket(self.timeout)
+            await self._connect()
         except (OSError, asyncio.TimeoutError):
             self.backoff.failed()
             return
         self.connects += 1
+        self._fresh = True
         self.backoff.succeeded()
+
+    async def _connect(self) -> None:
+        self._reader, self.sock = await self.makeSocket(self.timeout)
+
+    def _write_failed(self) -> None:
+        # A connection that fails its very first write (accepted, then reset) must
+        # not make the retry task reconnect in a tight loop: count it as a failure.
+        if self._fresh:
+            self.backoff.failed()
+        self._fresh = False
 
     async def send(self, s: bytes) -> None:
         """Write ``s`` to the connection and wait until the transport accepted it.
@@ -190,8 +203,10 @@ class StreamLinkSink(Sink):
             writer.write(s)
             await writer.drain()
         except OSError:
+            self._write_failed()
             await self._close_connection()
             raise
+        self._fresh = False
 
     # -- delivery ----------------------------------------------------------------------
 
@@ -220,16 +235,27 @@ class StreamLinkSink(Sink):
         """Send the buffer now if the back-off allows an attempt; never waits for one."""
         await self._deliver()
 
+    async def _write_chunk(self, chunk: list[tuple[logging.LogRecord, bytes]]) -> int:
+        """Write ``chunk``; return how many of its records were delivered.
+
+        Raising ``OSError`` means none was: the whole chunk goes back to the buffer.
+        The stream version makes one write of the joined frames.
+        """
+        await self.send(b"".join(p for _, p in chunk))
+        return len(chunk)
+
     async def _deliver(self) -> None:
         async with self._lock:
             while self.buffer:
                 chunk = self.buffer.take(_CHUNK)
                 try:
-                    await self.send(b"".join(p for _, p in chunk))
+                    sent = await self._write_chunk(chunk)
                 except OSError:
                     self._drop(self.buffer.appendleft_all(chunk))
                     self._arm_retry()
                     return
+                if sent < len(chunk):
+                    self._drop(self.buffer.appendleft_all(chunk[sent:]))
 
     def _drop(self, dropped: list[tuple[logging.LogRecord, bytes]]) -> None:
         for record, _ in dropped:

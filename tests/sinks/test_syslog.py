@@ -1,0 +1,331 @@
+"""SysLogSink: SysLogHandler's bytes over UDP and Unix, RFC 6587 over TCP, real rsyslogd."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import logging.handlers
+import re
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks.sinks.syslog import RFC5424Formatter, SysLogSink
+from tests.conftest import RecordingSinkMixin
+from tests.peers.records import AsyncReceiver
+from tests.peers.rsyslog import Rsyslog, rsyslog  # noqa: F401 - the fixture
+
+SH = logging.handlers.SysLogHandler
+
+
+class RecordingSysLogSink(RecordingSinkMixin, SysLogSink):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.errors = []
+
+
+class Datagrams(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        self.queue.put_nowait(data)
+
+    async def get(self) -> bytes:
+        return await asyncio.wait_for(self.queue.get(), 5)
+
+
+@contextlib.asynccontextmanager
+async def datagram_peer(path: str | None = None) -> AsyncIterator[tuple[Datagrams, object]]:
+    loop = asyncio.get_running_loop()
+    if path is None:
+        transport, proto = await loop.create_datagram_endpoint(
+            Datagrams, local_addr=("127.0.0.1", 0)
+        )
+        address: object = transport.get_extra_info("sockname")
+    else:
+        transport, proto = await loop.create_datagram_endpoint(
+            Datagrams, local_addr=path, family=socket.AF_UNIX
+        )
+        address = path
+    try:
+        yield proto, address
+    finally:
+        transport.close()
+        await asyncio.sleep(0)  # let the transport close its socket
+
+
+def record(level: int, msg: str = "hello %s", args: tuple[object, ...] = ("wörld",)):  # type: ignore[no-untyped-def]
+    return logging.LogRecord("sys.test", level, __file__, 1, msg, args, None)
+
+
+COMBOS = list(
+    itertools.product(
+        [SH.LOG_USER, SH.LOG_LOCAL7, "daemon", SH.LOG_KERN, "authpriv"],
+        [logging.DEBUG, logging.INFO, 25, logging.WARNING, logging.ERROR, logging.CRITICAL],
+        ["", "myapp[42]: "],
+        [True, False],
+    )
+)
+
+
+@pytest.mark.parametrize("transport", ["udp", "unix"])
+async def test_datagram_bytes_equal_syslog_handler_for_many_combinations(
+    transport: str, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "dg.sock") if transport == "unix" else None
+    async with datagram_peer(path) as (peer, address):
+        for facility, level, ident, nul in COMBOS:
+            stdlib = SH(address, facility)  # type: ignore[arg-type]
+            stdlib.ident, stdlib.append_nul = ident, nul
+            sink = RecordingSysLogSink(address, facility)  # type: ignore[arg-type]
+            sink.ident, sink.append_nul = ident, nul
+            fmt = logging.Formatter("%(name)s %(levelname)s: %(message)s")
+            stdlib.setFormatter(fmt)
+            sink.setFormatter(fmt)
+            try:
+                stdlib.emit(record(level))
+                expected = await peer.get()
+                async with sink:
+                    await sink.emit(record(level))
+                    got = await peer.get()
+            finally:
+                stdlib.close()
+            assert got == expected, (facility, level, ident, nul)
+            assert sink.errors == []
+    assert len(COMBOS) == 120
+
+
+async def test_tcp_frames_are_octet_counted_or_lf_terminated() -> None:
+    received = bytearray()
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.extend(await reader.read())
+        writer.close()
+        await writer.wait_closed()
+        done.set()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        expected = []
+        for framing in ("octet", "lf"):
+            received.clear()
+            done.clear()
+            sink = SysLogSink(("127.0.0.1", port), "local3", socket.SOCK_STREAM, framing=framing)  # type: ignore[arg-type]
+            sink.ident = "app: "
+            async with sink:
+                for i, level in enumerate([logging.INFO, logging.ERROR, logging.DEBUG]):
+                    await sink.emit(record(level, "line %d\nsecond line", (i,)))
+            await asyncio.wait_for(done.wait(), 5)
+            expected.append(bytes(received))
+    finally:
+        server.close()
+        await server.wait_closed()
+    octet, lf = expected
+    frames = []
+    rest = octet
+    while rest:
+        m = re.match(rb"(\d+) ", rest)
+        assert m, rest
+        n = int(m.group(1))
+        frames.append(rest[m.end() : m.end() + n])
+        rest = rest[m.end() + n :]
+    assert frames == [
+        b"<158>app: line 0\nsecond line",
+        b"<155>app: line 1\nsecond line",
+        b"<159>app: line 2\nsecond line",
+    ]
+    assert lf == b"".join(f + b"\n" for f in frames)
+
+
+async def test_oversize_udp_is_truncated_and_the_next_record_goes_normally() -> None:
+    async with datagram_peer() as (peer, address):
+        async with RecordingSysLogSink(address, max_size=100) as sink:
+            await sink.emit(record(logging.INFO, "é" * 200, ()))
+            await sink.emit(record(logging.INFO, "short", ()))
+            cut, short = await peer.get(), await peer.get()
+        async with RecordingSysLogSink(address) as sink:
+            await sink.emit(record(logging.INFO, "x" * 70_000, ()))
+            big = await peer.get()
+    assert len(cut) <= 100 and cut.endswith(b"\x00") and cut.startswith(b"<14>\xc3\xa9")
+    cut[:-1].decode("utf-8")  # cut at a character boundary
+    assert short == b"<14>short\x00"
+    assert len(big) == 65507 and big.endswith(b"x\x00")
+    assert sink.errors == []
+
+
+async def test_unix_datagram_socket_is_reconnected_after_the_daemon_restarts(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "log.sock")
+    sink = RecordingSysLogSink(path)
+    try:
+        async with datagram_peer(path) as (peer, _):
+            await sink.emit(record(logging.WARNING, "first", ()))
+            assert await peer.get() == b"<12>first\x00"
+        Path(path).unlink()
+        async with datagram_peer(path) as (peer, _):
+            await sink.emit(record(logging.WARNING, "second", ()))
+            assert await peer.get() == b"<12>second\x00"
+    finally:
+        await sink.aclose()
+    assert sink.errors == [] and sink.socktype == socket.SOCK_DGRAM
+
+
+async def test_unix_stream_socket_is_used_when_there_is_no_datagram_socket(
+    tmp_path: Path,
+) -> None:
+    received = bytearray()
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.extend(await reader.read())
+        writer.close()
+        await writer.wait_closed()
+        done.set()
+
+    path = str(tmp_path / "st.sock")
+    server = await asyncio.start_unix_server(serve, path)
+    try:
+        async with SysLogSink(path, "mail") as sink:
+            await sink.emit(record(logging.ERROR, "over a stream", ()))
+            assert sink.socktype == socket.SOCK_STREAM
+        await asyncio.wait_for(done.wait(), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
+    # what SysLogHandler sends on a Unix stream socket: no framing, NUL-terminated
+    assert bytes(received) == b"<19>over a stream\x00"
+
+
+def test_rfc5424_formatter_builds_the_header_and_structured_data() -> None:
+    fmt = RFC5424Formatter(hostname="web 1", app_name="shop", msgid="ORDER")
+    rec = record(logging.INFO, "paid", ())
+    rec.created = 0.25
+    rec.structured_data = {"ctx@32473": {"user": 'a"b]c\\'}}
+    line = fmt.format(rec)
+    assert line == (
+        f"1 1970-01-01T00:00:00.250000Z web_1 shop {rec.process} ORDER"
+        ' [ctx@32473 user="a\\"b\\]c\\\\"] paid'
+    )
+    assert RFC5424Formatter(hostname="h", app_name="a").format(record(10, "m", ())).split()[
+        4:7
+    ] == [str(rec.process), "-", "-"]
+
+
+async def test_rfc5424_option_over_udp() -> None:
+    async with datagram_peer() as (peer, address):
+        async with SysLogSink(address, "local0", rfc5424=True) as sink:  # type: ignore[arg-type]
+            sink.append_nul = False
+            await sink.emit(record(logging.ERROR, "bad", ()))
+            got = await peer.get()
+    assert re.fullmatch(rb"<131>1 \S+Z \S+ \S+ \d+ - - bad", got), got
+
+
+def test_priority_maps_and_hooks_match_the_stdlib() -> None:
+    sink = SysLogSink(("localhost", 514))
+    stdlib = SH(("localhost", 514))
+    try:
+        for name in dir(SH):
+            if name.startswith("LOG_"):
+                assert getattr(SysLogSink, name) == getattr(SH, name), name
+        assert sink.priority_names == SH.priority_names
+        assert sink.facility_names == SH.facility_names
+        assert sink.priority_map == SH.priority_map
+        assert (sink.ident, sink.append_nul) == ("", True)
+        for fac, pri in itertools.product(["user", 3, "local7"], ["err", 6, "warning"]):
+            assert sink.encodePriority(fac, pri) == stdlib.encodePriority(fac, pri)
+        for level in ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "Level 25"]:
+            assert sink.mapPriority(level) == stdlib.mapPriority(level)
+    finally:
+        stdlib.close()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"address": 514}, TypeError, "address"),
+        ({"address": ("h", "514")}, TypeError, "address"),
+        ({"address": ("h", 0)}, ValueError, "address"),
+        ({"facility": "nope"}, ValueError, "facility"),
+        ({"facility": 1.5}, TypeError, "facility"),
+        ({"socktype": 99}, ValueError, "socktype"),
+        ({"framing": "nul"}, ValueError, "framing"),
+        ({"max_size": 0}, ValueError, "max_size"),
+        ({"buffer_size": -1}, ValueError, "buffer_size"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(
+    kwargs: dict[str, object], error: type[Exception], name: str
+) -> None:
+    with pytest.raises(error, match=name):
+        SysLogSink(**kwargs)  # type: ignore[arg-type]
+
+
+# -- a real rsyslogd ---------------------------------------------------------------------
+
+
+@pytest.mark.peer
+@pytest.mark.parametrize("transport", ["udp", "tcp", "unix", "tcp-lf"])
+async def test_rsyslogd_receives_the_right_facility_and_severity(
+    transport: str,
+    rsyslog: Rsyslog,  # noqa: F811 - the fixture
+) -> None:
+    if transport == "unix":
+        sink = SysLogSink(rsyslog.socket_path, "local4")
+    elif transport == "udp":
+        sink = SysLogSink(("127.0.0.1", rsyslog.udp_port), SH.LOG_DAEMON)
+    else:
+        sink = SysLogSink(
+            ("127.0.0.1", rsyslog.tcp_port),
+            "local1",
+            socket.SOCK_STREAM,
+            framing="lf" if transport == "tcp-lf" else "octet",
+        )
+    tag = f"tag-{transport}"
+    logger = logging.getLogger(f"rsys.{transport}")
+    logger.propagate = False
+    async with als.install(sink, logger=logger, level=logging.DEBUG):
+        logger.debug("%s debug", tag)
+        logger.info("%s info", tag)
+        logger.warning("%s warning", tag)
+        logger.error("%s error", tag)
+        logger.critical("%s critical", tag)
+    lines = await rsyslog.wait_for(tag, 5)
+    facility = {"unix": "local4", "udp": "daemon"}.get(transport, "local1")
+    got = sorted((line.split("|")[0], line.split("|")[1], line.split("|")[2]) for line in lines)
+    expected = sorted(
+        (facility, severity, f"{tag} {word}")
+        for severity, word in [
+            ("debug", "debug"),
+            ("info", "info"),
+            ("warning", "warning"),
+            ("err", "error"),
+            ("crit", "critical"),
+        ]
+    )
+    assert [(f, s) for f, s, _ in got] == [(f, s) for f, s, _ in expected]
+    assert all(msg.strip().endswith(text) for (_, _, msg), (_, _, text) in zip(got, expected))
+
+
+@pytest.mark.peer
+async def test_rsyslogd_receives_records_logged_before_its_tcp_port_was_reachable(
+    rsyslog: Rsyslog,  # noqa: F811 - the fixture
+) -> None:
+    receiver = AsyncReceiver()  # a free port, nothing listening: the outage
+    sink = SysLogSink(("127.0.0.1", receiver.port), "user", socket.SOCK_STREAM)  # type: ignore[arg-type]
+    sink.retryStart = 0.01
+    await sink.emit(record(logging.INFO, "buffered-1", ()))
+    assert len(sink.buffer) == 1
+    sink.address = ("127.0.0.1", rsyslog.tcp_port)  # the daemon "comes back" here
+    await sink.emit(record(logging.INFO, "buffered-2", ()))
+    lines = await rsyslog.wait_for("buffered-", 2)
+    await sink.aclose()
+    assert [line.split("|")[2].strip() for line in lines] == ["buffered-1", "buffered-2"]
