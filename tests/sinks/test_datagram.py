@@ -1,0 +1,106 @@
+"""DatagramSink: one stdlib pickle frame per datagram, over UDP and Unix datagram sockets."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+from pathlib import Path
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks.sinks.socket import DatagramSink
+from tests.conftest import RecordingSinkMixin
+from tests.peers.records import StdlibReceiver
+from tests.sinks.test_syslog import datagram_peer
+
+
+class RecordingDatagramSink(RecordingSinkMixin, DatagramSink):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.errors = []
+
+
+@pytest.mark.parametrize("kind", ["udp", "unixdgram", "udp6"])
+async def test_stdlib_receiver_rebuilds_every_record(kind: str, tmp_path: Path) -> None:
+    host = "::1" if kind == "udp6" else "127.0.0.1"
+    try:
+        receiver = StdlibReceiver(kind.rstrip("6"), str(tmp_path / "d"), host)
+    except OSError:
+        pytest.skip(f"cannot listen on {host}")
+    with receiver:
+        logger = logging.getLogger(f"dgram.{kind}")
+        logger.propagate = False
+        async with als.install(DatagramSink(*receiver.address), logger=logger, level=logging.DEBUG):
+            logger.warning("hello %s", "world", extra={"user": "ann"})
+            try:
+                raise KeyError("k")
+            except KeyError:
+                logger.exception("failed")
+        got = await receiver.wait_for(2)
+    got.sort(key=lambda r: r.created)  # datagrams may be reordered in theory
+    assert [(r.name, r.levelno, r.getMessage()) for r in got] == [
+        (f"dgram.{kind}", logging.WARNING, "hello world"),
+        (f"dgram.{kind}", logging.ERROR, "failed"),
+    ]
+    assert got[0].user == "ann" and "KeyError" in got[1].exc_text
+
+
+async def test_datagrams_equal_the_stdlib_datagram_handler() -> None:
+    async with datagram_peer() as (peer, address):
+        host, port = address  # type: ignore[misc]
+        record = logging.LogRecord("d", logging.INFO, "f.py", 1, "m %d", (1,), None)
+        record.extra_field = {"a": [1, 2]}
+        stdlib = logging.handlers.DatagramHandler(host, port)
+        try:
+            stdlib.emit(logging.makeLogRecord(dict(record.__dict__)))
+            expected = await peer.get()
+        finally:
+            stdlib.close()
+        async with DatagramSink(host, port) as sink:
+            await sink.emit(logging.makeLogRecord(dict(record.__dict__)))
+            assert await peer.get() == expected
+
+
+@pytest.mark.parametrize("kind", ["udp", "unix"])
+async def test_a_record_too_large_goes_to_handle_error_and_the_next_is_sent(
+    kind: str, tmp_path: Path
+) -> None:
+    path = str(tmp_path / "big.sock") if kind == "unix" else None
+    async with datagram_peer(path) as (peer, address):
+        sink = (
+            RecordingDatagramSink(path, None) if path else RecordingDatagramSink(*address)  # type: ignore[misc]
+        )
+        async with sink:
+            big = logging.makeLogRecord({"msg": "x" * 2_000_000})
+            small = logging.makeLogRecord({"msg": "small"})
+            await sink.emit_batch([big, small])
+            data = await peer.get()
+    assert sink.errors == [big]
+    assert b"small" in data
+
+
+async def test_a_missing_unix_socket_goes_to_handle_error(tmp_path: Path) -> None:
+    async with RecordingDatagramSink(str(tmp_path / "none.sock"), None) as sink:
+        rec = logging.makeLogRecord({"msg": "lost"})
+        await sink.emit_batch([rec])
+    assert sink.errors == [rec]
+
+
+def test_bad_arguments_name_the_parameter() -> None:
+    with pytest.raises(TypeError, match="host"):
+        DatagramSink(None, 9)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="port"):
+        DatagramSink("h", -1)
+
+
+async def test_send_error_from_the_transport_is_raised_to_the_sender() -> None:
+    # asyncio reports sendto errors to error_received; the channel raises them
+    sink = DatagramSink("127.0.0.1", 9)
+    await sink.createSocket()
+    assert sink.sock is not None
+    try:
+        with pytest.raises(als.RecordTooLargeError):
+            await sink.send(b"x" * 70_000)
+    finally:
+        await sink.aclose()
