@@ -29,6 +29,8 @@ __all__ = ["DatagramSink", "SocketSink", "StreamLinkSink"]
 
 #: most records joined into one write; bounds what a broken write re-sends
 _CHUNK = 512
+#: records encoded between two yields to the loop
+_ENCODE_SLICE = 128
 #: the largest UDP payload over IPv4 (65535 - 8 byte UDP - 20 byte IP header)
 MAX_UDP_PAYLOAD = 65507
 
@@ -223,11 +225,14 @@ class StreamLinkSink(Sink):
         and the retry task delivers them when the back-off allows.
         """
         packets: list[tuple[logging.LogRecord, bytes]] = []
-        for record in records:
+        for i, record in enumerate(records, 1):
             try:
                 packets.append((record, self.encode(record)))
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                 self._fail(record)
+            if i % _ENCODE_SLICE == 0:
+                # pickling a 1000-record batch takes milliseconds: let the loop breathe
+                await asyncio.sleep(0)
         self._drop(self.buffer.extend(packets))
         await self._deliver()
 
