@@ -66,54 +66,6 @@ class FileSink(StreamSink):
             self.baseFilename, self.mode, self.encoding, self.errors, self._worker
         )
 
-    def render_each(
-        self, records: Sequence[logging.LogRecord]
-    ) -> tuple[list[str], list[logging.LogRecord]]:
-        """Format each record and add :attr:`terminator`; return the texts and their records.
-
-        A record that cannot be formatted goes to :meth:`handleError` and is left out.
-        """
-        term = self.terminator
-        texts: list[str] = []
-        kept: list[logging.LogRecord] = []
-        for record in records:
-            try:
-                texts.append(self.format(record) + term)
-            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
-                continue
-            kept.append(record)
-        return texts, kept
-
-    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        """Format every record, then append them with one write and one flush.
-
-        Returns when the batch reached the OS. A record that cannot be formatted or
-        encoded goes to :meth:`handleError`; the others are written.
-        """
-        texts, kept = self.render_each(records)
-        await self.write_texts(texts, kept)
-
-    async def write_texts(self, texts: list[str], records: list[logging.LogRecord]) -> None:
-        """Write ``texts`` (one per record) as one chunk; errors go to :meth:`handleError`.
-
-        When the chunk cannot be encoded, nothing of it was written (``TextIOWrapper``
-        encodes a whole chunk before buffering it), so the records are written one by
-        one and only the ones that cannot be encoded fail.
-        """
-        if not texts:
-            return
-        try:
-            await self.write("".join(texts))
-        except UnicodeError:
-            for text, record in zip(texts, records, strict=True):
-                try:
-                    await self.write(text)
-                except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                    self._fail(record)
-        except Exception:  # noqa: BLE001 - the chunk failed as a whole
-            self._fail_batch(records)
-
     async def write(self, text: str) -> None:
         """Append ``text`` to the file (opening it if needed) and flush it."""
         if self._file is None:

@@ -85,6 +85,8 @@ class BaseRotatingSink(FileSink):
         errors: str | None = None,
     ) -> None:
         super().__init__(filename, mode, encoding, delay, errors)
+        #: the per-record formatter of the batch being written (see formatter_for_batch)
+        self._batch_format: Callable[[logging.LogRecord], str] = self.format
 
     def rotation_filename(self, default_name: str) -> str | Awaitable[str]:
         """Return the name for a rotated file: ``namer(default_name)``, or unchanged.
@@ -144,6 +146,13 @@ class BaseRotatingSink(FileSink):
 
         Returns when every record was written or handed to :meth:`handleError`.
         """
+        self._batch_format = self.formatter_for_batch()
+        try:
+            await self._emit_records(records)
+        finally:
+            self._batch_format = self.format
+
+    async def _emit_records(self, records: Sequence[logging.LogRecord]) -> None:
         term = self.terminator
         texts: list[str] = []
         kept: list[logging.LogRecord] = []
@@ -241,7 +250,7 @@ class RotatingFileSink(BaseRotatingSink):
         last = self._last
         if last is not None and last[0] is record:
             return last[1]
-        msg = self.format(record)
+        msg = self._batch_format(record)
         self._last = (record, msg)
         return msg
 

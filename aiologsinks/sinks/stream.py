@@ -29,26 +29,37 @@ class StreamSink(Sink):
         self.stream: IO[str] = sys.stderr if stream is None else stream
         self._worker = FileWorker(type(self).__name__)
 
-    def render(self, records: Sequence[logging.LogRecord]) -> str:
-        """Format ``records`` into one chunk of text; a record that cannot be formatted
-        goes to :meth:`handleError` and is left out."""
-        term = self.terminator
-        fmt = self.format
-        parts: list[str] = []
-        append = parts.append
+    def formatter_for_batch(self) -> Callable[[logging.LogRecord], str]:
+        """The function that formats one record for the batch about to be written.
+
+        :meth:`format` itself, or — when the formatter is a plain
+        ``logging.Formatter`` — an inline equivalent that produces the same text with
+        the date cached per second (about 3x cheaper per record).
+        """
         plain = _plain_percent_format(self)
-        if plain is not None:
-            # the formatter is a plain logging.Formatter: the same text, computed
-            # inline with the date cached per second (3x cheaper per record)
-            fmt = _PlainFormat(fmt, *plain)
+        if plain is None:
+            return self.format
+        return _PlainFormat(self.format, *plain)
+
+    def render_each(
+        self, records: Sequence[logging.LogRecord]
+    ) -> tuple[list[str], list[logging.LogRecord]]:
+        """Format each record and add :attr:`terminator`; return the texts and their records.
+
+        A record that cannot be formatted goes to :meth:`handleError` and is left out.
+        """
+        term = self.terminator
+        fmt = self.formatter_for_batch()
+        texts: list[str] = []
+        kept: list[logging.LogRecord] = []
         for record in records:
             try:
-                append(fmt(record))
+                texts.append(fmt(record) + term)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                 self._fail(record)
                 continue
-            append(term)
-        return "".join(parts)
+            kept.append(record)
+        return texts, kept
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Format and write one record (a batch of one)."""
@@ -57,15 +68,30 @@ class StreamSink(Sink):
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Format every record, then write them with one write and one flush.
 
-        Returns when the stream accepted the batch. A write error goes to
-        :meth:`handleError` with the batch's first record.
+        Returns when the batch was written. A record that cannot be formatted or
+        encoded goes to :meth:`handleError`; the others are written.
         """
-        text = self.render(records)
-        if not text:
+        texts, kept = self.render_each(records)
+        await self.write_texts(texts, kept)
+
+    async def write_texts(self, texts: list[str], records: list[logging.LogRecord]) -> None:
+        """Write ``texts`` (one per record) as one chunk; errors go to :meth:`handleError`.
+
+        When the chunk cannot be encoded, nothing of it was written (``TextIOWrapper``
+        encodes a whole chunk before buffering it), so the records are written one by
+        one and only the ones that cannot be encoded fail.
+        """
+        if not texts:
             return
         try:
-            await self.write(text)
-        except Exception:  # noqa: BLE001 - the batch failed as a whole
+            await self.write("".join(texts))
+        except UnicodeError:
+            for text, record in zip(texts, records, strict=True):
+                try:
+                    await self.write(text)
+                except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                    self._fail(record)
+        except Exception:  # noqa: BLE001 - the chunk failed as a whole
             self._fail_batch(records)
 
     def _fail_batch(self, records: Sequence[logging.LogRecord]) -> None:

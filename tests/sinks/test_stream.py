@@ -102,3 +102,37 @@ async def test_sink_handle_filters_and_routes_errors_to_handle_error() -> None:
     assert await sink.handle(loud) is True
     assert sink.errors == [loud]
     assert sink.error_count == 1
+
+
+FORMATS = [
+    None,
+    "%(asctime)s %(levelname)s %(name)s %(message)s",
+    "%(asctime)s.%(msecs)03d [%(process)d:%(thread)d] %(module)s:%(lineno)d %(message)s",
+    "%(relativeCreated)d %(levelno)s %(pathname)s %(funcName)s %(message)r",
+    "%(message)s|%(exc_text)s",
+]
+
+
+async def test_the_batch_formatter_writes_what_logging_formatter_writes() -> None:
+    records = []
+    for i, created in enumerate([1_700_000_000.0, 1_700_000_000.999, 1_700_000_001.5]):
+        record = logging.LogRecord("app.db", 10 * (i + 1), "/a/b.py", 7, "m %s", ("x",), None)
+        record.created, record.msecs = created, (created % 1) * 1000
+        records.append(record)
+    merged = logging.LogRecord("n", 20, "/a/b.py", 1, "merged already", None, None)
+    with_exc = logging.LogRecord("n", 40, "/a/b.py", 1, "boom", None, None)
+    with_exc.exc_text = "Traceback...\nValueError: x"
+    with_stack = logging.LogRecord("n", 40, "/a/b.py", 1, "s", None, None, sinfo="Stack:")
+    records += [merged, with_exc, with_stack]
+    for fmt in FORMATS:
+        for datefmt in (None, "%H:%M:%S"):
+            formatter = logging.Formatter(fmt, datefmt)
+            sink = als.StreamSink(io.StringIO())
+            sink.setFormatter(formatter)
+            fast = sink.formatter_for_batch()
+            assert fast is not sink.format  # the inline path is in use
+            for record in records:
+                assert fast(record) == formatter.format(record), (fmt, datefmt)
+    custom = als.StreamSink(io.StringIO())
+    custom.setFormatter(logging.Formatter("{message}", style="{"))
+    assert custom.formatter_for_batch() == custom.format  # other styles: the real thing
