@@ -101,7 +101,9 @@ class Dispatcher:
       ``"drop_oldest"`` or ``"drop_newest"``. Every drop is counted in
       :meth:`stats` and announced by one WARNING record when delivery resumes.
     * ``lanes``: per-sink overrides, ``{sink: {"size": int, "overflow": ...}}``.
-    * ``batch_size``: most records per ``emit_batch`` call.
+    * ``batch_size``: most records per ``emit_batch`` call. Large enough that a lane
+      keeps up with a loop that logs in bursts: a lane completes one batch per write
+      round trip, so a small batch lets the backlog (and memory) grow.
     * ``fallback``: where records go after close (default ``logging.lastResort``).
     """
 
@@ -112,7 +114,7 @@ class Dispatcher:
         queue_size: int = 10_000,
         lane_size: int = 10_000,
         overflow: Overflow = "block",
-        batch_size: int = 1000,
+        batch_size: int = 4000,
         lanes: Mapping[Sink | logging.Handler, Mapping[str, Any]] | None = None,
         fallback: logging.Handler | None = None,
     ) -> None:
