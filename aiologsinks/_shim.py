@@ -50,9 +50,15 @@ class QueueHandler(logging.Handler):
         """
         new: Any = _new_record(type(record))
         new.__dict__ = record.__dict__.copy()  # half the cost of update() on a new dict
-        if record.args or not isinstance(record.msg, str):
+        msg, args = record.msg, record.args
+        if args or type(msg) is not str:
             try:
-                new.msg = record.getMessage()
+                if type(record) is logging.LogRecord:
+                    # getMessage() inlined: this runs once per logging call
+                    text = msg if type(msg) is str else str(msg)
+                    new.msg = text % args if args else text
+                else:  # a LogRecord subclass may build its message differently
+                    new.msg = record.getMessage()
                 new.args = None
             except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
                 pass

@@ -138,3 +138,13 @@ async def test_records_from_many_threads_all_arrive_exactly_once() -> None:
     for k in range(8):
         mine = [int(m.split(":")[1]) for m in got if m.startswith(f"{k}:")]
         assert mine == list(range(1000))
+
+
+def test_prepare_uses_a_record_subclass_own_get_message() -> None:
+    class Braces(logging.LogRecord):
+        def getMessage(self) -> str:
+            return str(self.msg).format(*self.args)
+
+    handler = als.Dispatcher(ListSink()).handler
+    record = Braces("n", logging.INFO, __file__, 1, "user={} id={}", ("ann", 7), None)
+    assert handler.prepare(record).msg == "user=ann id=7"
