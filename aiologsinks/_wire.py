@@ -295,7 +295,9 @@ class RFC5424Formatter(logging.Formatter):
 # HTTPSink, and SMTPHandler's message with header-injection-safe Subject/From/To.
 
 
-_CRLF_RUN = re.compile(r"[\r\n]+[ \t]*")
+# every character str.splitlines() breaks on: the email package refuses a header
+# value that contains any of them, which would cost the mail
+_CRLF_RUN = re.compile("[\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]+[ \t]*")
 
 
 def http_form(mapping: Mapping[str, Any]) -> str:
@@ -336,7 +338,7 @@ def json_array(pieces: Iterable[bytes], *, compress: bool = False) -> bytes:
 
 
 def safe_subject(subject: str) -> str:
-    """Fold CR/LF (and the whitespace after them) into one space.
+    """Fold CR/LF and other line breaks (and the whitespace after them) into one space.
 
     A subject is often built from record data (``getSubject``); a line break there
     must never start a new header, and must not cost the mail either.
