@@ -53,8 +53,15 @@ def coerce(value: Any, hint: Any, path: str, error: Callable[[str, str], Excepti
     tuple is expected); raise ``error(path, message)`` when it does not fit."""
     ok, out = _fit(value, hint)
     if not ok:
-        raise error(path, f"expected {_type_name(hint)}, got {value!r}")
+        shown = repr(value)
+        if path.rpartition(".")[2] in _SECRET_KEYS:
+            shown = f"a {type(value).__name__} (not shown: it may hold a secret)"
+        raise error(path, f"expected {_type_name(hint)}, got {shown}")
     return out
+
+
+#: parameters whose values an error message must never repeat
+_SECRET_KEYS = frozenset({"credentials", "password"})
 
 
 def _fit(value: Any, hint: Any) -> tuple[bool, Any]:
