@@ -9,7 +9,7 @@ import logging
 import logging.handlers
 import re
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -60,6 +60,20 @@ async def datagram_peer(path: str | None = None) -> AsyncIterator[tuple[Datagram
         await asyncio.sleep(0)  # let the transport close its socket
 
 
+def read_until_eof() -> tuple[bytearray, asyncio.Event, Callable[..., Awaitable[None]]]:
+    """A stream server callback keeping every byte of a connection until the sink closes it."""
+    received = bytearray()
+    done = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        received.extend(await reader.read())
+        writer.close()
+        await writer.wait_closed()
+        done.set()
+
+    return received, done, serve
+
+
 def record(level: int, msg: str = "hello %s", args: tuple[object, ...] = ("wörld",)):  # type: ignore[no-untyped-def]
     return logging.LogRecord("sys.test", level, __file__, 1, msg, args, None)
 
@@ -102,15 +116,7 @@ async def test_datagram_bytes_equal_syslog_handler_for_many_combinations(
 
 
 async def test_tcp_frames_are_octet_counted_or_lf_terminated() -> None:
-    received = bytearray()
-    done = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        received.extend(await reader.read())
-        writer.close()
-        await writer.wait_closed()
-        done.set()
-
+    received, done, serve = read_until_eof()
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
     try:
@@ -182,15 +188,7 @@ async def test_unix_datagram_socket_is_reconnected_after_the_daemon_restarts(
 async def test_unix_stream_socket_is_used_when_there_is_no_datagram_socket(
     tmp_path: Path,
 ) -> None:
-    received = bytearray()
-    done = asyncio.Event()
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        received.extend(await reader.read())
-        writer.close()
-        await writer.wait_closed()
-        done.set()
-
+    received, done, serve = read_until_eof()
     path = str(tmp_path / "st.sock")
     server = await asyncio.start_unix_server(serve, path)
     try:
