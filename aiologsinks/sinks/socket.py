@@ -233,8 +233,17 @@ class StreamLinkSink(Sink):
             if i % _ENCODE_SLICE == 0:
                 # pickling a 1000-record batch takes milliseconds: let the loop breathe
                 await asyncio.sleep(0)
-        self._drop(self.buffer.extend(packets))
-        await self._deliver()
+        # The bound is for an outage: while the peer takes records, a batch larger than
+        # the buffer goes out piece by piece instead of losing its oldest records.
+        step = max(1, min(_CHUNK, self.buffer.maxlen))
+        start = 0
+        while start < len(packets) and not (self.buffer and self.backoff.in_outage):
+            self._drop(self.buffer.extend(packets[start : start + step]))
+            start += step
+            await self._deliver()
+        if start < len(packets):
+            self._drop(self.buffer.extend(packets[start:]))  # unreachable: keep the newest
+            await self._deliver()
 
     async def flush(self) -> None:
         """Send the buffer now if the back-off allows an attempt; never waits for one."""
