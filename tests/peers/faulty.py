@@ -1,0 +1,196 @@
+"""Faulty peers: a TCP proxy that misbehaves on demand, and a syslog TCP receiver.
+
+:class:`FaultyProxy` listens on 127.0.0.1 in front of a real peer (the records, syslog,
+HTTP or SMTP peers of this package) and does what its :attr:`~FaultyProxy.mode` says
+with each *new* connection:
+
+* ``"pass"`` — forward bytes both ways, unchanged;
+* ``"slow"`` — forward, waiting :attr:`~FaultyProxy.delay` seconds before each chunk;
+* ``"reset"`` — accept, then reset the connection at once (RST, no byte read);
+* ``"blackhole"`` — accept, never read a byte, never answer;
+* ``"refuse"`` is :meth:`~FaultyProxy.kill`: nothing listens, connections are refused.
+
+:meth:`~FaultyProxy.kill` also resets every open connection (a crashed peer);
+:meth:`~FaultyProxy.start` listens again on the same port (a restarted peer).
+
+:class:`SyslogTCPReceiver` reads RFC 6587 octet-counted syslog frames
+(``<len> <msg>``), as ``SysLogSink(socktype=SOCK_STREAM)`` sends them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from typing import Literal
+
+from .records import free_port
+
+Mode = Literal["pass", "slow", "reset", "blackhole"]
+
+
+def _reset(writer: asyncio.StreamWriter) -> None:
+    """Close with RST instead of FIN (SO_LINGER 0), as a crashed host's kernel does."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class FaultyProxy:
+    """A TCP proxy on 127.0.0.1 in front of ``upstream`` that injects faults."""
+
+    def __init__(self, upstream: tuple[str, int], mode: Mode = "pass", delay: float = 0.0) -> None:
+        self.upstream = upstream
+        self.mode: Mode = mode
+        self.delay = delay
+        self.port = free_port()
+        #: connections accepted so far, whatever the mode
+        self.accepted = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._released = asyncio.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    @property
+    def netloc(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Listen (again) on the proxy's port."""
+        self._released.clear()
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def kill(self) -> None:
+        """Stop listening (new connections are refused) and reset every open one."""
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for writer in list(self._writers):
+            _reset(writer)
+        self._released.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        self.accepted += 1
+        mode = self.mode
+        up_writer: asyncio.StreamWriter | None = None
+        try:
+            if mode == "reset":
+                _reset(writer)
+                return
+            if mode == "blackhole":
+                writer.transport.pause_reading()
+                await self._released.wait()
+                return
+            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            await asyncio.gather(
+                self._pipe(reader, up_writer, mode), self._pipe(up_reader, writer, "pass")
+            )
+        except (OSError, asyncio.IncompleteReadError):
+            _reset(writer)
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    w.close()
+                    with contextlib.suppress(OSError, asyncio.CancelledError):
+                        await w.wait_closed()
+            self._writers.discard(writer)
+            self._tasks.discard(task)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, mode: Mode) -> None:
+        while chunk := await src.read(65536):
+            if mode == "slow":
+                await asyncio.sleep(self.delay)  # the fault itself: a slow peer
+            dst.write(chunk)
+            await dst.drain()
+        if dst.can_write_eof():
+            with contextlib.suppress(OSError):
+                dst.write_eof()
+
+    async def __aenter__(self) -> FaultyProxy:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.kill()
+
+
+class SyslogTCPReceiver:
+    """An asyncio server reading octet-counted syslog frames; keeps each message."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.messages: list[bytes] = []
+        self._changed = asyncio.Event()
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            while True:
+                try:
+                    length = int(await reader.readuntil(b" "))
+                    self.messages.append(await reader.readexactly(length))
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    break
+                self._changed.set()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, asyncio.CancelledError):
+                await writer.wait_closed()
+            self._tasks.discard(task)
+
+    async def wait_for(self, n: int, timeout: float = 10.0) -> list[bytes]:
+        """Wait until ``n`` messages arrived; return them."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self.messages) < n:
+            self._changed.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError(f"{len(self.messages)} of {n} syslog messages arrived")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), left)
+        return list(self.messages)
+
+    async def __aenter__(self) -> SyslogTCPReceiver:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
