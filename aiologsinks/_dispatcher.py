@@ -46,13 +46,14 @@ class SinkStats:
     name: str
     #: records offered to the lane (after the sink's level)
     received: int
-    #: records handed to the sink that did not go to its handleError
+    #: records the sink accepted (a network sink may still give up on one later:
+    #: then it is also counted in ``errors``)
     emitted: int
     #: records the sink's filters rejected
     filtered: int
     #: records dropped because the lane was full
     dropped: int
-    #: records that went to the sink's handleError
+    #: records the sink reported to its handleError, whenever that happened
     errors: int
     #: records waiting in the lane now
     depth: int

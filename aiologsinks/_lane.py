@@ -65,7 +65,6 @@ class Lane:
         self.emitted = 0
         self.filtered = 0
         self.dropped = 0
-        self.errors = 0
         self.undelivered = 0
         self._unannounced = 0
         self._in_flight: list[logging.LogRecord] = []
@@ -228,7 +227,6 @@ class Lane:
             sink.error_count += len(records) - 1
             sink._fail(records[0])
         errors = min(sink.error_count - before, len(records))
-        self.errors += errors
         self.emitted += len(records) - errors
         if self._unannounced and errors < len(records):
             await self._announce()
@@ -254,7 +252,6 @@ class Lane:
 
     def _sink_error(self, what: str) -> None:
         # called inside an except block: handleError prints the active exception
-        self.errors += 1
         self.sink._fail(_notice("aiologsinks: %s sink %s", what, self.name))
 
     # -- shutdown ---------------------------------------------------------------------
@@ -305,7 +302,9 @@ class Lane:
             emitted=self.emitted,
             filtered=self.filtered,
             dropped=self.dropped,
-            errors=self.errors,
+            # the sink's own count: it also reports records it gives up on later
+            # (an outage buffer overflowing, what is still buffered at close)
+            errors=self.sink.error_count,
             depth=self.depth,
             undelivered=self.undelivered,
         )

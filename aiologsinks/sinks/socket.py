@@ -233,6 +233,9 @@ class StreamLinkSink(Sink):
             if i % _ENCODE_SLICE == 0:
                 # pickling a 1000-record batch takes milliseconds: let the loop breathe
                 await asyncio.sleep(0)
+        if self.buffer.maxlen == 0:
+            await self._send_unbuffered(packets)
+            return
         # The bound is for an outage: while the peer takes records, a batch larger than
         # the buffer goes out piece by piece instead of losing its oldest records.
         step = max(1, min(_CHUNK, self.buffer.maxlen))
@@ -270,6 +273,17 @@ class StreamLinkSink(Sink):
                     return
                 if sent < len(chunk):
                     self._drop(self.buffer.appendleft_all(chunk[sent:]))
+
+    async def _send_unbuffered(self, packets: list[tuple[logging.LogRecord, bytes]]) -> None:
+        # buffer_size=0: the seed's behaviour, send now or drop (counted, reported)
+        async with self._lock:
+            for start in range(0, len(packets), _CHUNK):
+                chunk = packets[start : start + _CHUNK]
+                try:
+                    sent = await self._write_chunk(chunk)
+                except OSError:
+                    sent = 0
+                self._drop(chunk[sent:])
 
     def _drop(self, dropped: list[tuple[logging.LogRecord, bytes]]) -> None:
         for record, _ in dropped:

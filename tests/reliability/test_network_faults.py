@@ -281,11 +281,6 @@ async def test_records_buffered_when_the_dispatcher_closes_are_counted_by_the_si
     assert len(r.sink.failed) == 200
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core: errors a sink reports from aclose() (or its retry task) are not in "
-    "stats(); reported to the lead",
-)
 async def test_records_lost_when_the_dispatcher_closes_are_in_stats(tmp_path: Path) -> None:
     """200 records buffered for an unreachable peer when aclose() runs: stats().lost == 200."""
     async with stream_rig("socket", tmp_path) as r:

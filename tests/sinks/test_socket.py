@@ -335,3 +335,21 @@ def test_seed_attributes_and_defaults() -> None:
     assert (sink.retryStart, sink.retryFactor, sink.retryMax) == (1.0, 2.0, 30.0)
     assert sink.address == ("localhost", 9020) and sink.sock is None
     assert SocketSink("/tmp/x", None).address == "/tmp/x"
+
+
+async def test_buffer_size_zero_sends_while_connected_and_drops_while_not() -> None:
+    """The seed's behaviour: no buffer, but nothing dropped while the peer is up."""
+    records = [logging.makeLogRecord({"msg": f"m{i}"}) for i in range(50)]
+    with StdlibReceiver("tcp") as receiver:
+        sink = SocketSink(*receiver.address, buffer_size=0)
+        sink.handleError = lambda record: None  # type: ignore[method-assign]
+        await sink.emit_batch(records)
+        got = await receiver.wait_for(50)
+        assert [r.getMessage() for r in got] == [f"m{i}" for i in range(50)]
+        assert sink.error_count == 0
+        await sink.aclose()
+    down = SocketSink("127.0.0.1", free_port(), buffer_size=0)
+    down.handleError = lambda record: None  # type: ignore[method-assign]
+    await down.emit_batch(records[:5])
+    assert down.error_count == 5
+    await down.aclose()
