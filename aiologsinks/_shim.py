@@ -48,24 +48,25 @@ class QueueHandler(logging.Handler):
         fails, ``msg`` and ``args`` are kept so that each sink reports the error to
         its own ``handleError`` (and counts it in ``stats()``).
         """
-        new: Any = _new_record(type(record))
-        new.__dict__ = record.__dict__.copy()  # half the cost of update() on a new dict
-        msg, args = record.msg, record.args
+        d = record.__dict__.copy()
+        msg, args = d["msg"], d["args"]
         if args or type(msg) is not str:
             try:
                 if type(record) is logging.LogRecord:
                     # getMessage() inlined: this runs once per logging call
                     text = msg if type(msg) is str else str(msg)
-                    new.msg = text % args if args else text
+                    d["msg"] = text % args if args else text
                 else:  # a LogRecord subclass may build its message differently
-                    new.msg = record.getMessage()
-                new.args = None
+                    d["msg"] = record.getMessage()
+                d["args"] = None
             except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
                 pass
-        if record.exc_info:
-            if not record.exc_text:
-                new.exc_text = _exc_formatter.formatException(record.exc_info)
-            new.exc_info = None
+        if d.get("exc_info"):
+            if not d.get("exc_text"):
+                d["exc_text"] = _exc_formatter.formatException(d["exc_info"])
+            d["exc_info"] = None
+        new: Any = _new_record(type(record))
+        new.__dict__ = d
         return new  # type: ignore[no-any-return]
 
     def enqueue(self, record: logging.LogRecord) -> None:
@@ -81,12 +82,26 @@ class QueueHandler(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit without the per-record handler lock (enqueue is thread-safe)."""
-        rv: Any = self.filter(record)
-        if isinstance(rv, logging.LogRecord):
-            record = rv
-        if rv:
+        if self.filters:
+            rv: Any = self.filter(record)
+            if isinstance(rv, logging.LogRecord):
+                record = rv
+            if not rv:
+                return rv
+        cls = type(self)
+        if cls.emit is _emit and cls.enqueue is _enqueue:
+            # the hooks are not overridden: skip two calls per record on the hot path
+            try:
+                self.dispatcher.submit(self.prepare(record))
+            except Exception:  # noqa: BLE001 - a logging call must never raise
+                self.handleError(record)
+        else:
             self.emit(record)
-        return rv
+        return record
 
     def __repr__(self) -> str:
         return f"<QueueHandler {self.dispatcher!r}>"
+
+
+_emit = QueueHandler.emit
+_enqueue = QueueHandler.enqueue
