@@ -85,7 +85,16 @@ async def _serve(kind: str) -> None:
         port = server.sockets[0].getsockname()[1]
     elif kind == "udp":
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        # UDP has no flow control: size the receive buffer for a whole batch of
+        # datagrams (SO_RCVBUFFORCE passes net.core.rmem_max where we may), so the
+        # table measures the senders, not the kernel's drops
+        rcvbufforce = getattr(socket, "SO_RCVBUFFORCE", 33 if sys.platform == "linux" else None)
+        try:
+            if rcvbufforce is None:
+                raise OSError("no SO_RCVBUFFORCE")
+            sock.setsockopt(socket.SOL_SOCKET, rcvbufforce, 64 << 20)
+        except OSError:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         await loop.create_datagram_endpoint(_Datagrams, sock=sock)
