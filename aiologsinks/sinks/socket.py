@@ -31,6 +31,8 @@ __all__ = ["DatagramSink", "SocketSink", "StreamLinkSink"]
 _CHUNK = 512
 #: records encoded between two yields to the loop
 _ENCODE_SLICE = 128
+#: datagrams sent between two yields to the loop
+SEND_SLICE = 128
 #: the largest UDP payload over IPv4 (65535 - 8 byte UDP - 20 byte IP header)
 MAX_UDP_PAYLOAD = 65507
 
@@ -544,6 +546,20 @@ class DatagramSink(Sink):
     async def emit(self, record: logging.LogRecord) -> None:
         """Pickle and send one record as one datagram (errors raise to the caller)."""
         await self.send(self.makePickle(record))
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Send each record as one datagram; a failing record goes to :meth:`handleError`.
+
+        Returns when every datagram was handed to the kernel.
+        """
+        for i, record in enumerate(records, 1):
+            try:
+                await self.emit(record)
+            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                self._fail(record)
+            if not i % SEND_SLICE:
+                # one sendto per record never suspends: let the loop run between slices
+                await asyncio.sleep(0)
 
     async def _aclose(self) -> None:
         sock, self.sock = self.sock, None

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from .. import _wire
 from .._exceptions import RecordTooLargeError, SinkConnectError
 from .._wire import RFC5424Formatter
-from .socket import MAX_UDP_PAYLOAD, DatagramChannel, StreamLinkSink
+from .socket import MAX_UDP_PAYLOAD, SEND_SLICE, DatagramChannel, StreamLinkSink
 
 __all__ = ["RFC5424Formatter", "SysLogSink"]
 
@@ -233,11 +233,14 @@ class SysLogSink(StreamLinkSink):
         if self.unixsocket or self._tcp:
             await super().emit_batch(records)
             return
-        for record in records:
+        for i, record in enumerate(records, 1):
             try:
                 await self._send_udp(self.encode(record))
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                 self._fail(record)
+            if not i % SEND_SLICE:
+                # one sendto per record never suspends: let the loop run between slices
+                await asyncio.sleep(0)
 
     async def _send_udp(self, data: bytes) -> None:
         if self._channel is None:
@@ -258,6 +261,9 @@ class SysLogSink(StreamLinkSink):
         if channel is None:
             return await super()._write_chunk(chunk)
         for i, (record, data) in enumerate(chunk):
+            if i and not i % SEND_SLICE:
+                # one sendto per record never suspends: let the loop run between slices
+                await asyncio.sleep(0)
             data = _wire.truncate_utf8(data, self.max_size, keep_nul=self.append_nul)
             try:
                 await channel.send(data)
