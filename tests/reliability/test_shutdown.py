@@ -58,32 +58,34 @@ async def test_cancelling_the_task_awaiting_aclose_still_flushes_and_closes(
     assert stats.lost == 0
 
 
+#: logs argv[2] records into a FileSink; argv[3] == "closing" returns mid-aclose()
+LOOP_ENDS_SCRIPT = """
+import asyncio, logging, sys
+import aiologsinks as als
+
+async def main():
+    sink = als.FileSink(sys.argv[1])
+    d = als.Dispatcher(sink)
+    d.start()
+    log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+    for i in range(int(sys.argv[2])):
+        log.warning("r %d", i)
+    main.sink = sink
+    if sys.argv[3] == "closing":
+        main.closer = asyncio.ensure_future(d.aclose())
+        await asyncio.sleep(0)  # returns with aclose() still running
+
+asyncio.run(main())
+print("closed", main.sink.closed)
+"""
+
+
 def test_asyncio_run_cancelling_an_unfinished_aclose_still_closes_the_file(
     tmp_path: Path,
 ) -> None:
     """10,000 records; asyncio.run() ends while aclose() runs; 0 lost."""
     path = tmp_path / "run.log"
-    proc = run_script(
-        """
-        import asyncio, logging, sys
-        import aiologsinks as als
-
-        async def main():
-            sink = als.FileSink(sys.argv[1])
-            d = als.Dispatcher(sink)
-            d.start()
-            log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
-            for i in range(10_000):
-                log.warning("r %d", i)
-            main.closer = asyncio.ensure_future(d.aclose())
-            main.sink = sink
-            await asyncio.sleep(0)  # returns with aclose() still running
-
-        asyncio.run(main())
-        print("closed", main.sink.closed)
-        """,
-        str(path),
-    )
+    proc = run_script(LOOP_ENDS_SCRIPT, str(path), "10000", "closing")
     assert proc.returncode == 0, proc.stderr
     assert "closed True" in proc.stdout
     assert count_lines(path) == 10_000
@@ -97,25 +99,7 @@ def test_asyncio_run_ending_without_aclose_delivers_and_warns(tmp_path: Path) ->
     ResourceWarning.
     """
     path = tmp_path / "noclose.log"
-    proc = run_script(
-        """
-        import asyncio, logging, sys
-        import aiologsinks as als
-
-        async def main():
-            sink = als.FileSink(sys.argv[1])
-            d = als.Dispatcher(sink)
-            d.start()
-            log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
-            for i in range(5_000):
-                log.warning("r %d", i)
-            main.sink = sink
-
-        asyncio.run(main())
-        print("closed", main.sink.closed)
-        """,
-        str(path),
-    )
+    proc = run_script(LOOP_ENDS_SCRIPT, str(path), "5000", "open")
     assert proc.returncode == 0, proc.stderr
     assert count_lines(path) == 5_000
     assert "closed True" in proc.stdout
