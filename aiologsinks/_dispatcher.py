@@ -17,6 +17,7 @@ from typing import Any, Literal
 from ._exceptions import DispatcherStateError
 from ._handler_sink import HandlerSink
 from ._lane import Lane, _FlushMarker, _notice
+from ._record import Item, as_record, level_of, passing
 from ._shim import QueueHandler
 from ._sink import Sink
 
@@ -148,6 +149,9 @@ class Dispatcher:
         self.handler = QueueHandler(self)
         self.state = DispatcherState.NEW
         self._queue: deque[Any] = deque()
+        # flush markers now in the queue: while there are none, the pump moves
+        # records to the lanes in bulk
+        self._markers = 0
         self._accepting = True
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = -1
@@ -274,7 +278,7 @@ class Dispatcher:
 
     # -- the hand-off (called by QueueHandler from any thread) --------------------
 
-    def submit(self, record: logging.LogRecord) -> None:
+    def submit(self, record: Item) -> None:
         """Queue a prepared record for delivery; never blocks the loop thread.
 
         From a foreign thread with ``overflow="block"`` and a full queue, waits for
@@ -315,10 +319,14 @@ class Dispatcher:
             self._count_drop()
             return False
         try:
-            self._queue.popleft()
+            head = self._queue.popleft()
         except IndexError:
             return True
         self._count_drop()
+        if type(head) is _FlushMarker:
+            # a flush marker is never dropped: the record being logged is, instead
+            self._queue.appendleft(head)
+            return False
         return True
 
     def _count_drop(self) -> None:
@@ -346,14 +354,31 @@ class Dispatcher:
             self._wakeup.set()
 
     def _put_marker(self, marker: _FlushMarker) -> None:
+        self._markers += 1
         self._queue.append(marker)
         self._wake_pending = True
         self._wake()
 
     def _drain_queue(self) -> list[Any]:
-        items = list(self._queue)
-        self._queue.clear()
+        items = self._take(len(self._queue))
+        self._markers -= sum(1 for i in items if type(i) is _FlushMarker)
         return items
+
+    def _take(self, n: int) -> list[Any]:
+        """Pop up to ``n`` items off the head of the queue.
+
+        Item by item, not ``list()`` + ``clear()``: foreign threads append meanwhile,
+        and with ``overflow="drop_oldest"`` they also pop, so the queue may hold
+        fewer than ``n`` by the time we get there.
+        """
+        chunk: list[Any] = []
+        append, popleft = chunk.append, self._queue.popleft
+        try:
+            for _ in range(n):
+                append(popleft())
+        except IndexError:
+            pass
+        return chunk
 
     # -- the pump: shared queue -> lanes ------------------------------------------
 
@@ -361,8 +386,6 @@ class Dispatcher:
         assert self._wakeup is not None
         wakeup = self._wakeup
         queue = self._queue
-        lanes = self._lanes
-        respect = self.respect_handler_level
         try:
             while True:
                 await wakeup.wait()
@@ -372,19 +395,10 @@ class Dispatcher:
                 self._wake_pending = False
                 while queue:
                     n = min(len(queue), self.batch_size)
-                    for _ in range(n):
-                        item = queue.popleft()
-                        if type(item) is _FlushMarker:
-                            for lane in lanes:
-                                lane.put_marker(item)
-                            continue
-                        level = item.levelno
-                        for lane in lanes:
-                            if respect and level < lane.sink.level:
-                                continue
-                            if not lane.put(item):
-                                await lane.wait_for_room()
-                                lane.put(item)
+                    if self._markers:
+                        await self._pump_each(n)
+                    else:
+                        await self._pump_bulk(self._take(n))
                     if self._blocked:
                         with self._room:
                             self._room.notify_all()
@@ -400,15 +414,65 @@ class Dispatcher:
                 self._accepting = False
                 self._abandoned()
 
+    async def _pump_bulk(self, chunk: list[Item]) -> None:
+        """Move records (no markers among them) to every lane, in bulk when there is room."""
+        respect, lanes = self.respect_handler_level, self._lanes
+        for k, lane in enumerate(lanes):
+            items = passing(chunk, lane.sink.level) if respect else chunk
+            if not items or lane.put_many(items):
+                continue
+            for i, item in enumerate(items):
+                if lane.put(item):
+                    continue
+                try:
+                    await lane.wait_for_room()
+                except asyncio.CancelledError:
+                    # shut down while this lane was full: what it and the lanes after
+                    # it did not get yet goes in past their bounds, where close counts
+                    # and spills it, instead of vanishing with this coroutine
+                    lane.force(items[i:])
+                    for later in lanes[k + 1 :]:
+                        later.force(passing(chunk, later.sink.level) if respect else chunk)
+                    raise
+                if not lane.put(item):
+                    lane.force([item])  # the worker is gone: stop() will spill it
+
+    async def _pump_each(self, n: int) -> None:
+        """Move ``n`` queued items, flush markers among them, to the lanes one by one."""
+        lanes = self._lanes
+        respect = self.respect_handler_level
+        chunk = self._take(n)
+        for j, item in enumerate(chunk):
+            if type(item) is _FlushMarker:
+                self._markers -= 1
+                for lane in lanes:
+                    lane.put_marker(item)
+                continue
+            level = level_of(item)
+            for k, lane in enumerate(lanes):
+                if (respect and level < lane.sink.level) or lane.put(item):
+                    continue
+                try:
+                    await lane.wait_for_room()
+                except asyncio.CancelledError:
+                    # as in _pump_bulk; the items no lane has seen go back to the queue
+                    for later in lanes[k:]:
+                        if not respect or level >= later.sink.level:
+                            later.force([item])
+                    self._requeue(chunk[j + 1 :])
+                    raise
+                if not lane.put(item):
+                    lane.force([item])
+
+    def _requeue(self, items: list[Any]) -> None:
+        self._queue.extendleft(reversed(items))
+        self._markers += sum(1 for i in items if type(i) is _FlushMarker)
+
     def _hand_over_queue(self) -> None:
         """Move the shared queue into the lanes, past their bounds (shutdown only)."""
-        for item in self._drain_queue():
-            if type(item) is _FlushMarker:
-                continue
-            for lane in self._lanes:
-                if not self.respect_handler_level or item.levelno >= lane.sink.level:
-                    lane.received += 1
-                    lane.items.append(item)
+        items = [i for i in self._drain_queue() if type(i) is not _FlushMarker]
+        for lane in self._lanes:
+            lane.force(passing(items, lane.sink.level) if self.respect_handler_level else items)
 
     def _announce_queue_drops(self) -> None:
         count, self._unannounced = self._unannounced, 0
@@ -459,7 +523,7 @@ class Dispatcher:
                 _notice("aiologsinks: dispatcher is closed; records go to the fallback handler")
             )
         for record in records:
-            handler.handle(record)
+            handler.handle(as_record(record))
 
     # -- introspection --------------------------------------------------------------
 

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ._record import Item, RecordBatch
 from ._sink import Sink
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class Lane:
         self.dropped = 0
         self.undelivered = 0
         self._unannounced = 0
-        self._in_flight: list[logging.LogRecord] = []
+        self._in_flight: list[Item] = []
         self._marker: _FlushMarker | None = None
         self._idle = False
         self._has_items: asyncio.Event | None = None
@@ -87,7 +88,7 @@ class Lane:
             self._run(), name=f"aiologsinks-lane-{self.name}"
         )
 
-    def put(self, record: logging.LogRecord) -> bool:
+    def put(self, record: Item) -> bool:
         """Offer a record; False only when the lane is full and its policy is block."""
         items = self.items
         if len(items) >= self.size:
@@ -106,6 +107,26 @@ class Lane:
             self._idle = False
             self._has_items.set()
         return True
+
+    def put_many(self, records: list[Any]) -> bool:
+        """Offer records (no markers) at once; False, taking none, when they do not fit."""
+        items = self.items
+        if len(items) + len(records) > self.size:
+            return False
+        self.received += len(records)
+        items.extend(records)
+        if self._idle and self._has_items is not None:
+            self._idle = False
+            self._has_items.set()
+        return True
+
+    def force(self, records: list[Any]) -> None:
+        """Append records past the bound (shutdown: the lane is drained or spilled next)."""
+        self.received += len(records)
+        self.items.extend(records)
+        if self._idle and self._has_items is not None:
+            self._idle = False
+            self._has_items.set()
 
     def _drop_oldest(self) -> None:
         items = self.items
@@ -162,7 +183,7 @@ class Lane:
                 self._idle = True
                 has_items.clear()
                 await has_items.wait()
-            batch: list[logging.LogRecord] = []
+            batch: list[Item] = []
             marker: _FlushMarker | None = None
             limit = self.batch_size
             while items and len(batch) < limit:
@@ -200,7 +221,7 @@ class Lane:
     async def _drain_and_close(self) -> None:
         items = self.items
         while items:
-            batch: list[logging.LogRecord] = []
+            batch: list[Item] = []
             while items and len(batch) < self.batch_size:
                 item = items.popleft()
                 if type(item) is _FlushMarker:
@@ -214,9 +235,11 @@ class Lane:
         await self._flush()
         await self.close_sink()
 
-    async def _deliver(self, batch: list[logging.LogRecord]) -> None:
+    async def _deliver(self, batch: list[Item]) -> None:
         sink = self.sink
-        records = sink.passes(batch) if sink.filters else batch
+        records: Sequence[logging.LogRecord] = RecordBatch(batch)
+        if sink.filters:
+            records = sink.passes(records)
         self.filtered += len(batch) - len(records)
         if not records:
             return

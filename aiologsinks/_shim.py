@@ -5,13 +5,12 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from ._record import freeze, prepared_copy
+
 if TYPE_CHECKING:
     from ._dispatcher import Dispatcher
 
 __all__ = ["QueueHandler"]
-
-_exc_formatter = logging.Formatter()
-_new_record = object.__new__
 
 
 class QueueHandler(logging.Handler):
@@ -32,6 +31,9 @@ class QueueHandler(logging.Handler):
     def __init__(self, dispatcher: Dispatcher, level: int | str = logging.NOTSET) -> None:
         super().__init__(level)
         self.dispatcher = dispatcher
+        cls = type(self)
+        # with none of the hooks overridden, handle() can take the short path
+        self._plain = cls.emit is _emit and cls.enqueue is _enqueue and cls.prepare is _prepare
 
     def createLock(self) -> None:
         # enqueue() is thread-safe without a handler-level lock, and a lock taken
@@ -48,26 +50,7 @@ class QueueHandler(logging.Handler):
         fails, ``msg`` and ``args`` are kept so that each sink reports the error to
         its own ``handleError`` (and counts it in ``stats()``).
         """
-        d = record.__dict__.copy()
-        msg, args = d["msg"], d["args"]
-        if args or type(msg) is not str:
-            try:
-                if type(record) is logging.LogRecord:
-                    # getMessage() inlined: this runs once per logging call
-                    text = msg if type(msg) is str else str(msg)
-                    d["msg"] = text % args if args else text
-                else:  # a LogRecord subclass may build its message differently
-                    d["msg"] = record.getMessage()
-                d["args"] = None
-            except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
-                pass
-        if d.get("exc_info"):
-            if not d.get("exc_text"):
-                d["exc_text"] = _exc_formatter.formatException(d["exc_info"])
-            d["exc_info"] = None
-        new: Any = _new_record(type(record))
-        new.__dict__ = d
-        return new  # type: ignore[no-any-return]
+        return prepared_copy(record)
 
     def enqueue(self, record: logging.LogRecord) -> None:
         """Hand a prepared record to the dispatcher (never blocks the loop)."""
@@ -88,11 +71,11 @@ class QueueHandler(logging.Handler):
                 record = rv
             if not rv:
                 return rv
-        cls = type(self)
-        if cls.emit is _emit and cls.enqueue is _enqueue:
-            # the hooks are not overridden: skip two calls per record on the hot path
+        if self._plain:
+            # skip two calls per record on the hot path, and queue the record frozen
+            # (see _record.py: queued records then cost the cyclic GC nothing)
             try:
-                self.dispatcher.submit(self.prepare(record))
+                self.dispatcher.submit(freeze(record))
             except Exception:  # noqa: BLE001 - a logging call must never raise
                 self.handleError(record)
         else:
@@ -103,5 +86,6 @@ class QueueHandler(logging.Handler):
         return f"<QueueHandler {self.dispatcher!r}>"
 
 
+_prepare = QueueHandler.prepare
 _emit = QueueHandler.emit
 _enqueue = QueueHandler.enqueue

@@ -1,0 +1,221 @@
+"""Frozen records: how a record travels from the shim to the sinks.
+
+A prepared ``LogRecord`` held in a queue is a GC-tracked instance plus a tracked dict;
+records that wait a few thousand calls in the pipeline survive collections, get
+promoted to the oldest generation and make the cyclic GC run full collections (tens
+of milliseconds each, inside some unlucky logging call). So a plain ``LogRecord`` is
+frozen into a flat tuple of its attribute values, in the order ``LogRecord.__init__``
+sets them. Its values are strings, numbers and ``None``: the GC untracks such a tuple
+at its first collection, so a queued record costs the collector nothing.
+
+A frozen record is thawed into a ``LogRecord`` equal to the one the stdlib's
+``QueueHandler.prepare`` would build — only when a sink asks for one. Sinks that can
+format straight from the tuple (the stream and file sinks with a plain
+``logging.Formatter``) never thaw it at all.
+
+Only exact ``LogRecord`` instances with exactly the standard attributes are frozen;
+anything else (a subclass, ``extra=`` keys, attributes added by a filter) travels as
+a prepared ``LogRecord`` copy, as before. Both kinds can sit in the same queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from collections.abc import Iterator, Sequence
+from typing import Any, overload
+
+__all__ = [
+    "FIELDS",
+    "Frozen",
+    "Item",
+    "RecordBatch",
+    "as_record",
+    "freeze",
+    "level_of",
+    "passing",
+    "prepared_copy",
+    "thaw",
+]
+
+#: a frozen record: the values of ``FIELDS``, in that order
+Frozen = tuple[Any, ...]
+#: what travels through the queue and the lanes (besides flush markers)
+Item = Frozen | logging.LogRecord
+
+# The attribute names LogRecord.__init__ sets, in its order (it differs between
+# Python versions: 3.12 added taskName). Thawing restores this order, so a thawed
+# record's __dict__ — and a pickle of it — is the same as the original's.
+FIELDS: tuple[str, ...] = tuple(
+    logging.LogRecord("", logging.NOTSET, "", 0, "", None, None).__dict__
+)
+_N = len(FIELDS)
+_take = operator.itemgetter(*FIELDS)
+MSG = FIELDS.index("msg")
+ARGS = FIELDS.index("args")
+LEVELNO = FIELDS.index("levelno")
+EXC_INFO = FIELDS.index("exc_info")
+EXC_TEXT = FIELDS.index("exc_text")
+STACK_INFO = FIELDS.index("stack_info")
+CREATED = FIELDS.index("created")
+if FIELDS[:3] != ("name", "msg", "args"):  # freeze() builds (name, msg, args, *rest)
+    raise ImportError(f"aiologsinks: unexpected LogRecord layout {FIELDS}")
+_take_tail = operator.itemgetter(*FIELDS[3:])
+MSECS = FIELDS.index("msecs")
+
+_exc_formatter = logging.Formatter()
+_LogRecord = logging.LogRecord
+_new = object.__new__
+
+
+def freeze(record: logging.LogRecord) -> Item:
+    """Return what the shim queues for ``record``: a frozen tuple when it can be.
+
+    Either way the result is safe to hand to another thread and to keep: ``msg %
+    args`` is merged into ``msg`` now (so mutating an argument after the call cannot
+    change the output), exception info is rendered into ``exc_text`` and dropped
+    (tracebacks hold frames).
+    """
+    d = record.__dict__
+    if type(record) is not _LogRecord or len(d) != _N:
+        return prepared_copy(record)
+    try:
+        tail: Frozen = _take_tail(d)
+        name, msg, args = d["name"], d["msg"], d["args"]
+    except KeyError:  # as many attributes, but not the standard ones
+        return prepared_copy(record)
+    if not d["exc_info"]:
+        try:
+            if type(msg) is not str:
+                msg = str(msg)
+            if args:
+                # The args tuple must not travel inside the frozen one: the GC
+                # untracks a tuple only when its items are untracked already, so a
+                # nested tuple would keep the record tracked one collection longer.
+                return (name, msg % args, None) + tail  # noqa: RUF005 - one copy, not two
+            return (name, msg, args) + tail  # noqa: RUF005
+        except Exception:  # noqa: BLE001, S110 - kept unmerged below: each sink reports it
+            pass
+    fixed = list(_take(d))
+    _merge_into(fixed, fixed[MSG], fixed[ARGS])
+    exc_info = fixed[EXC_INFO]
+    if exc_info and not fixed[EXC_TEXT]:
+        fixed[EXC_TEXT] = _exc_formatter.formatException(exc_info)
+    fixed[EXC_INFO] = None
+    return tuple(fixed)
+
+
+def _merge_into(values: list[Any], msg: Any, args: Any) -> None:
+    try:
+        text = msg if type(msg) is str else str(msg)
+        values[MSG] = text % args if args else text
+        values[ARGS] = None
+    except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
+        pass
+
+
+def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
+    """A copy of ``record`` with ``msg % args`` merged and exception text rendered.
+
+    When the merge fails, ``msg`` and ``args`` are kept so that each sink reports the
+    error to its own ``handleError``.
+    """
+    d = record.__dict__.copy()
+    msg, args = d["msg"], d["args"]
+    if args or type(msg) is not str:
+        try:
+            if type(record) is _LogRecord:
+                text = msg if type(msg) is str else str(msg)
+                d["msg"] = text % args if args else text
+            else:  # a LogRecord subclass may build its message differently
+                d["msg"] = record.getMessage()
+            d["args"] = None
+        except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
+            pass
+    if d.get("exc_info"):
+        if not d.get("exc_text"):
+            d["exc_text"] = _exc_formatter.formatException(d["exc_info"])
+        d["exc_info"] = None
+    new: Any = _new(type(record))
+    new.__dict__ = d
+    return new  # type: ignore[no-any-return]
+
+
+def thaw(values: Frozen) -> logging.LogRecord:
+    """The ``LogRecord`` a frozen record stands for, with ``msg % args`` merged."""
+    d = dict(zip(FIELDS, values, strict=True))
+    args, msg = d["args"], d["msg"]
+    if args and type(msg) is str:  # frozen with immutable args still to merge
+        try:
+            d["msg"] = msg % args
+            d["args"] = None
+        except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
+            pass
+    record: Any = _new(_LogRecord)
+    record.__dict__ = d
+    return record  # type: ignore[no-any-return]
+
+
+def as_record(item: Item) -> logging.LogRecord:
+    """``item`` as a ``LogRecord`` (thawed when it is frozen)."""
+    return thaw(item) if type(item) is tuple else item  # type: ignore[return-value]
+
+
+def level_of(item: Item) -> int:
+    """The ``levelno`` of a frozen or plain record."""
+    if type(item) is tuple:
+        return item[LEVELNO]  # type: ignore[no-any-return]
+    return item.levelno  # type: ignore[union-attr]
+
+
+class RecordBatch(Sequence[logging.LogRecord]):
+    """The records of one ``emit_batch`` call: a sequence of ``LogRecord``.
+
+    Frozen records are thawed on first access to the sequence (all of them, once);
+    sinks that can work from :attr:`items` directly never pay for it.
+    """
+
+    __slots__ = ("_records", "items")
+
+    def __init__(self, items: list[Item]) -> None:
+        #: the records as they travelled: frozen tuples and ``LogRecord`` objects
+        self.items = items
+        self._records: list[logging.LogRecord] | None = None
+
+    @property
+    def thawed(self) -> bool:
+        """True once the records were built (a sink or a filter asked for them)."""
+        return self._records is not None
+
+    def records(self) -> list[logging.LogRecord]:
+        """Every record as a ``LogRecord`` (thawed once, then cached)."""
+        if self._records is None:
+            self._records = [
+                thaw(i) if type(i) is tuple else i  # type: ignore[misc]
+                for i in self.items
+            ]
+        return self._records
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @overload
+    def __getitem__(self, index: int) -> logging.LogRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[logging.LogRecord]: ...
+
+    def __getitem__(self, index: int | slice) -> logging.LogRecord | list[logging.LogRecord]:
+        return self.records()[index]
+
+    def __iter__(self) -> Iterator[logging.LogRecord]:
+        return iter(self.records())
+
+    def __repr__(self) -> str:
+        return f"<RecordBatch of {len(self.items)}>"
+
+
+def passing(items: list[Item], level: int) -> list[Item]:
+    """The records of ``items`` whose level is at least ``level`` (``items`` if all are)."""
+    out = [i for i in items if (i[LEVELNO] if type(i) is tuple else i.levelno) >= level]  # type: ignore[union-attr]
+    return items if len(out) == len(items) else out
