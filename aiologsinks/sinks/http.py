@@ -7,15 +7,15 @@ import logging
 import ssl
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import Any
-
-import aiohttp
-from yarl import URL
+from typing import TYPE_CHECKING, Any
 
 from .. import _wire
 from .._backoff import Backoff, OutageBuffer
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._sink import Sink
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = ["HTTPSink", "InsecureCredentialsWarning"]
 
@@ -83,6 +83,10 @@ class HTTPSink(Sink):
         timeout: float | None = None,
     ) -> None:
         super().__init__()
+        # aiohttp is loaded by the first HTTPSink, not by `import aiologsinks` (it is
+        # most of the package's import time and heap), and not later on the loop
+        import aiohttp  # noqa: F401
+
         if not isinstance(host, str) or not host:
             raise ValueError(f"host: expected 'host' or 'host:port', got {host!r}")
         if not isinstance(url, str):
@@ -285,6 +289,9 @@ class HTTPSink(Sink):
         self, method: str, url: str, body: bytes | None, headers: dict[str, str]
     ) -> None:
         """Send one request; map transport errors once, here, without credentials."""
+        import aiohttp
+        from yarl import URL
+
         scheme = "https" if self.secure else "http"
         # encoded=True: the query is already url-encoded and must go out byte for byte.
         target = URL(f"{scheme}://{self.host}{url}", encoded=True)
@@ -312,6 +319,8 @@ class HTTPSink(Sink):
             raise SinkDeliveryError(f"{self!r}: {self.host} answered {status}")
 
     def _get_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
         if self._session is None:
             ssl_arg: ssl.SSLContext | bool = self.context if self.context is not None else True
             self._session = aiohttp.ClientSession(

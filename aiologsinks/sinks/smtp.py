@@ -8,12 +8,14 @@ import smtplib
 import ssl
 from collections.abc import Sequence
 from email.message import EmailMessage
-
-import aiosmtplib
+from typing import TYPE_CHECKING
 
 from .. import _wire
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._sink import Sink
+
+if TYPE_CHECKING:
+    import aiosmtplib
 
 __all__ = ["SMTPSink"]
 
@@ -70,6 +72,9 @@ class SMTPSink(Sink):
         digest_max: int | None = None,
     ) -> None:
         super().__init__()
+        # loaded by the first SMTPSink, not by `import aiologsinks`, nor on the loop
+        import aiosmtplib  # noqa: F401
+
         if isinstance(mailhost, (list, tuple)):
             if len(mailhost) != 2:
                 raise ValueError(f"mailhost: expected a host or (host, port), got {mailhost!r}")
@@ -254,6 +259,8 @@ class SMTPSink(Sink):
 
     async def _deliver(self, mails: list[tuple[EmailMessage, Sequence[logging.LogRecord]]]) -> None:
         """Send ``mails`` over one connection; a failure goes to ``handleError``."""
+        import aiosmtplib
+
         if not mails:
             return
         if self._send_lock is None:
@@ -286,6 +293,8 @@ class SMTPSink(Sink):
 
     async def _connect(self) -> aiosmtplib.SMTP:
         """Connect, STARTTLS and log in as ``SMTPHandler`` does; errors are mapped."""
+        import aiosmtplib
+
         context = await self._get_tls_context()
         port = self.mailport or (SMTPS_PORT if self.use_tls else smtplib.SMTP_PORT)
         smtp = aiosmtplib.SMTP(
@@ -316,6 +325,8 @@ class SMTPSink(Sink):
         return smtp
 
     async def _quit(self, smtp: aiosmtplib.SMTP) -> None:
+        import aiosmtplib
+
         if not smtp.is_connected:
             return
         try:
