@@ -87,7 +87,7 @@ def freeze(record: logging.LogRecord) -> Item:
     if not d["exc_info"]:
         try:
             if type(msg) is not str:
-                msg = str(msg)
+                return (name, str(msg) % args if args else str(msg), None) + tail  # noqa: RUF005
             if args:
                 # The args tuple must not travel inside the frozen one: the GC
                 # untracks a tuple only when its items are untracked already, so a

@@ -375,6 +375,31 @@ async def test_aclose_timeout_reports_what_a_stalled_sink_did_not_deliver() -> N
     assert stalled.closed
 
 
+async def test_records_the_pump_holds_for_a_full_lane_are_not_lost_at_close() -> None:
+    # lane of 5, batches of 100: the pump holds most of a chunk while the lane is full
+    log = fresh_logger("t.pump.held")
+    stalled, beside = GatedSink(), ListSink()
+    fallback = CaptureHandler()
+    dispatcher = als.Dispatcher(
+        stalled, beside, batch_size=100, fallback=fallback, lanes={stalled: {"size": 5}}
+    )
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    for i in range(300):
+        log.info("r %d", i)
+    await asyncio.wait_for(stalled.entered.wait(), 5)
+    stats = await dispatcher.aclose(timeout=0.1)
+    log.removeHandler(dispatcher.handler)
+    gated, other = stats.sinks["GatedSink#0"], stats.sinks["ListSink#1"]
+    assert gated.emitted == 0 and gated.dropped == 0
+    # the chunk the pump held: in the lanes, undelivered; the rest: still queued
+    assert gated.received == gated.undelivered == 100
+    assert other.received == other.emitted + other.undelivered == 100
+    assert stats.after_close == 200
+    spilled = [r.getMessage() for r in fallback.records if r.name != "aiologsinks"]
+    assert set(spilled) == {f"r {i}" for i in range(300)}
+
+
 async def test_install_attaches_and_detaches_and_restores_the_level() -> None:
     log = fresh_logger("t.install")
     log.setLevel(logging.WARNING)

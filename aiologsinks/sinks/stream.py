@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import operator
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from .._fileio import FileWorker
 from .._record import (
@@ -64,7 +65,7 @@ class StreamSink(Sink):
         """
         if type(records) is RecordBatch and not records.thawed:
             plain = _plain_percent_format(self)
-            fast = _FrozenFormat.compile(*plain) if plain is not None else None
+            fast = _FrozenFormat.compile(*plain, self.terminator) if plain is not None else None
             if fast is not None:
                 return self._render_frozen(records.items, fast)
         term = self.terminator
@@ -85,20 +86,23 @@ class StreamSink(Sink):
     ) -> tuple[list[str], RecordBatch]:
         # formats straight from the frozen tuples: no LogRecord is ever built for them
         term = self.terminator
-        slow = self.format
-        texts: list[str] = []
-        kept: list[Item] = []
-        for item in items:
+        failed = False
+
+        def slow(item: Item) -> str | None:
+            nonlocal failed
+            record = as_record(item)
             try:
-                text = fast(item) if type(item) is tuple else None
-                if text is None:
-                    text = slow(as_record(item))
+                return self.format(record) + term
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(as_record(item))
-                continue
-            texts.append(text + term)
-            kept.append(item)
-        return texts, RecordBatch(kept)
+                self._fail(record)
+                failed = True
+                return None
+
+        texts = fast.lines(items, slow)
+        if not failed:
+            return cast("list[str]", texts), RecordBatch(items)
+        kept = [item for item, text in zip(items, texts, strict=True) if text is not None]
+        return [t for t in texts if t is not None], RecordBatch(kept)
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Format and write one record (a batch of one)."""
@@ -230,100 +234,150 @@ class _PlainFormat:
         return self._fmt % record.__dict__
 
 
-_FIELD = re.compile(r"%%|%\((\w+)\)")
+# a %-style field, as logging.PercentStyle validates it, or an escaped percent sign
+_FIELD = re.compile(r"%%|%\((\w+)\)([#0+ -]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxefgcrsa%])")
 _SAMPLE: Frozen = tuple(
     logging.LogRecord("name", logging.INFO, "path", 1, "m", None, None).__dict__.values()
 )
 
 
 class _FrozenFormat:
-    """``logging.Formatter.format`` on a frozen record, for the common case.
+    """``logging.Formatter.format`` on frozen records, for the common case.
 
-    The formatter's ``%(key)`` fields are turned into positional ones once, so each
-    record is one ``%`` with a tuple: no ``LogRecord``, no dict. Returns ``None``
-    for a record it does not cover (exception or stack text, a message that cannot
-    be built): the caller formats the thawed record with the real formatter, which
-    produces the same text or reports the error.
+    The formatter's ``%(key)`` fields are turned into positional ones once and the
+    time stamp is written into the format itself (it changes once a millisecond), so
+    each record is one ``%`` of an ``itemgetter`` tuple: no ``LogRecord``, no dict.
+    Records it does not cover (exception or stack text, a message that could not be
+    merged) go to the real formatter, which produces the same text or reports the
+    error.
     """
 
-    __slots__ = ("_datefmt", "_fields", "_fmt", "_mfmt", "_sec", "_stamp", "_tfmt", "_uses_time")
+    __slots__ = ("_datefmt", "_fields", "_mfmt", "_pieces", "_sec", "_stamp", "_tfmt")
 
     def __init__(
         self,
-        fmt: str,
-        fields: Callable[[Frozen, str, Any, str], tuple[Any, ...]],
-        uses_time: bool,
+        pieces: list[str],
+        fields: Callable[[Frozen], tuple[Any, ...]],
         datefmt: str | None,
         tfmt: str,
         mfmt: str,
     ) -> None:
-        self._fmt, self._fields = fmt, fields
-        self._uses_time, self._datefmt = uses_time, datefmt
-        self._tfmt, self._mfmt = tfmt, mfmt
+        #: positional format text, with a ``%(asctime)`` spec at every odd index
+        self._pieces = pieces
+        self._fields = fields
+        self._datefmt, self._tfmt, self._mfmt = datefmt, tfmt, mfmt
         self._sec = -1
         self._stamp = ""
 
     @classmethod
     def compile(
-        cls, fmt: str, uses_time: bool, datefmt: str | None, tfmt: str, mfmt: str
+        cls, fmt: str, uses_time: bool, datefmt: str | None, tfmt: str, mfmt: str, term: str
     ) -> _FrozenFormat | None:
-        """The formatter for the %-style ``fmt``; None when a field is not a record's."""
-        exprs: list[str] = []
-
-        def positional(m: re.Match[str]) -> str:
-            key = m.group(1)
+        """The formatter for the %-style ``fmt`` followed by ``term``, or None when a
+        field is not one every frozen record has (the real formatter then decides)."""
+        pieces: list[str] = []
+        text: list[str] = []
+        indices: list[int] = []
+        pos = 0
+        for m in _FIELD.finditer(fmt):
+            if "%" in fmt[pos : m.start()]:
+                return None  # a stray "%": the real formatter reports it
+            text.append(fmt[pos : m.start()])
+            pos = m.end()
+            key, spec = m.group(1), m.group(2)
             if key is None:
-                return "%%"
-            exprs.append(_field_expr(key))
-            return "%"
-
-        pfmt = _FIELD.sub(positional, fmt)
-        if "" in exprs:
-            return None  # e.g. an extra= key: the real formatter raises or finds it
-        # Only integer indices and fixed names go into the source (the keys were
-        # checked against the record's fields above), as in collections.namedtuple.
-        source = f"lambda v, message, args, asctime: ({''.join(e + ', ' for e in exprs)})"
-        fields = eval(source, {})  # noqa: S307 - generated from integers and fixed names
+                text.append("%%")
+            elif key == "asctime":
+                pieces.append("".join(text))
+                pieces.append("%" + spec)
+                text = []
+            else:
+                index = _field_index(key)
+                if index < 0:
+                    return None
+                indices.append(index)
+                text.append("%" + spec)
+        rest = fmt[pos:]
+        if "%" in rest:
+            return None
+        text.append(rest + term.replace("%", "%%"))
+        pieces.append("".join(text))
+        if len(pieces) > 1 and not uses_time:
+            return None
+        fields = _getter(indices)
+        self = cls(pieces, fields, datefmt, tfmt, mfmt)
         try:
-            pfmt % fields(_SAMPLE, "message", None, "asctime")
+            self._timed("asctime") % fields(_SAMPLE)
         except (TypeError, ValueError):
             return None  # a conversion the positional form does not take (e.g. "*")
-        return cls(pfmt, fields, uses_time, datefmt, tfmt, mfmt)
+        return self
 
-    def __call__(self, v: Frozen) -> str | None:
-        if v[EXC_TEXT] or v[STACK_INFO]:
-            return None
-        msg, args = v[MSG], v[ARGS]
-        if type(msg) is not str:
-            return None
-        if args:
-            try:
-                msg = msg % args
-            except Exception:  # noqa: BLE001 - the real formatter reports it
-                return None
-            args = None
-        asctime = ""
-        if self._uses_time:
-            created = v[CREATED]
-            sec = int(created) if created >= 0 else -1
-            if sec != self._sec or sec < 0:
-                stamp = time.strftime(self._datefmt or self._tfmt, time.localtime(created))
-                self._sec, self._stamp = sec, stamp
-            else:
-                stamp = self._stamp
-            asctime = stamp if self._datefmt else self._mfmt % (stamp, v[MSECS])
-        return self._fmt % self._fields(v, msg, args, asctime)
+    def _timed(self, asctime: str) -> str:
+        """The positional format with ``asctime`` written in."""
+        pieces = self._pieces
+        if len(pieces) == 1:
+            return pieces[0]
+        out = [pieces[0]]
+        for i in range(1, len(pieces), 2):
+            out.append((pieces[i] % asctime).replace("%", "%%"))
+            out.append(pieces[i + 1])
+        return "".join(out)
+
+    def lines(self, items: list[Item], slow: Callable[[Item], str | None]) -> list[str | None]:
+        """The line of each item; ``slow(item)`` for those this formatter does not cover.
+
+        Not covered: a record that is not frozen, has exception or stack text, or
+        whose message could not be merged (``args`` kept).
+        """
+        fields, timed = self._fields, len(self._pieces) > 1
+        fmt = self._pieces[0]
+        out: list[str | None] = []
+        append = out.append
+        # the time stamp is the same within one millisecond of one second
+        lo, hi, ms = 0.0, -1.0, -1.0
+        for v in items:
+            if (
+                type(v) is not tuple
+                or v[EXC_TEXT]
+                or v[STACK_INFO]
+                or v[ARGS]
+                or type(v[MSG]) is not str
+            ):
+                append(slow(v))
+                continue
+            if timed:
+                created = v[CREATED]
+                if v[MSECS] != ms or not lo <= created < hi:
+                    ms = v[MSECS]
+                    lo = float(int(created))
+                    hi = lo + 1.0
+                    fmt = self._timed(self._asctime(created, ms))
+            append(fmt % fields(v))
+        return out
+
+    def _asctime(self, created: float, msecs: float) -> str:
+        """``Formatter.formatTime`` with ``converter=time.localtime``, cached per second."""
+        sec = int(created) if created >= 0 else -1
+        if sec != self._sec or sec < 0:
+            self._stamp = time.strftime(self._datefmt or self._tfmt, time.localtime(created))
+            self._sec = sec
+        return self._stamp if self._datefmt else self._mfmt % (self._stamp, msecs)
 
 
-def _field_expr(key: str) -> str:
-    """The expression for a format field over a frozen record ("" when it has none)."""
-    if key in ("message", "msg"):
-        return "message"  # a prepared record's msg is its merged message
-    if key in ("args", "asctime"):
-        return key
-    if key in FIELDS:
-        return f"v[{FIELDS.index(key)}]"
-    return ""
+def _field_index(key: str) -> int:
+    """Where a format field's value is in a frozen record (-1: it has none)."""
+    if key == "message":
+        return MSG  # a covered record's msg is its merged message
+    return FIELDS.index(key) if key in FIELDS else -1
+
+
+def _getter(indices: list[int]) -> Callable[[Frozen], tuple[Any, ...]]:
+    if len(indices) > 1:
+        return operator.itemgetter(*indices)
+    if indices:
+        i = indices[0]
+        return lambda v: (v[i],)
+    return lambda v: ()
 
 
 def _write_flush(stream: Any, text: str) -> None:

@@ -1,0 +1,132 @@
+"""Frozen records: what the shim queues is the stdlib's prepared record, and the GC
+never has to look at it twice."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+from typing import Any
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks._record import FIELDS, RecordBatch, freeze, thaw
+
+from .helpers import ListSink, fresh_logger
+
+
+def logged(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """The record a real logging call makes (captured before any handler sees it)."""
+    seen: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    log = fresh_logger("t.record")
+    log.addHandler(Capture())
+    log.info(*args, **kwargs)
+    return seen[0]
+
+
+def prepared(record: logging.LogRecord) -> dict[str, Any]:
+    return als.QueueHandler(als.Dispatcher()).prepare(record).__dict__
+
+
+CASES = [
+    ("plain %d and %.3f", (7, 1.5)),
+    ("no args", ()),
+    ("%(user)s logged in", ({"user": "ann"},)),
+    ("a list %s", ([1, 2],)),
+    ("bad %d", ("x",)),
+]
+
+
+@pytest.mark.parametrize(("msg", "args"), CASES)
+def test_a_thawed_record_is_the_prepared_record(msg: str, args: tuple[Any, ...]) -> None:
+    record = logged(msg, *args)
+    frozen = freeze(record)
+    assert type(frozen) is tuple
+    back = thaw(frozen)
+    assert type(back) is logging.LogRecord
+    # same keys in the same order (pickles and dict dumps match), same values
+    assert list(back.__dict__.items()) == list(prepared(record).items())
+
+
+def test_exception_info_is_rendered_and_dropped() -> None:
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = logged("failed %s", "job", exc_info=True)
+    back = thaw(freeze(record))  # type: ignore[arg-type]
+    assert back.exc_info is None
+    assert back.exc_text is not None and "ValueError: boom" in back.exc_text
+    assert back.__dict__ == prepared(record)
+
+
+def test_stack_info_travels_as_text() -> None:
+    record = logged("here", stack_info=True)
+    back = thaw(freeze(record))  # type: ignore[arg-type]
+    assert back.stack_info == record.stack_info and back.stack_info
+
+
+def test_records_that_are_not_plain_travel_as_prepared_copies() -> None:
+    extra = logged("with extra", extra={"request_id": "r-1"})
+
+    class Mine(logging.LogRecord):
+        pass
+
+    sub = Mine("t", logging.INFO, __file__, 1, "sub %d", (1,), None)
+    for record in (extra, sub):
+        item = freeze(record)
+        assert isinstance(item, logging.LogRecord) and item is not record
+        assert item.__dict__ == prepared(record)
+    assert freeze(sub).msg == "sub 1"  # type: ignore[union-attr]
+
+
+def test_same_number_of_attributes_but_not_the_standard_ones() -> None:
+    record = logged("renamed")
+    del record.__dict__["funcName"]
+    record.__dict__["custom"] = 1
+    item = freeze(record)
+    assert isinstance(item, logging.LogRecord) and item.custom == 1  # type: ignore[attr-defined]
+
+
+def test_the_gc_untracks_a_frozen_record_at_its_first_collection() -> None:
+    # queued records then cost the cyclic collector nothing, however long they wait
+    frozen = [freeze(logged("request %d in %.3f ms", i, 1.5)) for i in range(50)]
+    gc.collect(0)
+    assert not any(gc.is_tracked(f) for f in frozen)
+
+
+def test_mutating_arguments_after_the_call_changes_nothing() -> None:
+    items = [1]
+    frozen = freeze(logged("items %s", items))
+    items.append(2)
+    assert thaw(frozen).msg == "items [1]"  # type: ignore[arg-type]
+
+
+def test_a_record_batch_is_a_sequence_of_records() -> None:
+    records = [logged("one"), logged("two %d", 2)]
+    batch = RecordBatch([freeze(records[0]), records[1]])
+    assert not batch.thawed
+    assert len(batch) == 2
+    assert [r.getMessage() for r in batch] == ["one", "two 2"]
+    assert batch.thawed
+    assert batch[0] is batch[0]  # thawed once
+    assert [r.msg for r in batch[0:1]] == ["one"]
+
+
+def test_the_field_order_is_this_pythons() -> None:
+    fresh = logging.LogRecord("n", logging.INFO, "p", 1, "m", None, None)
+    assert tuple(fresh.__dict__) == FIELDS
+    assert ("taskName" in FIELDS) == (sys.version_info >= (3, 12))
+
+
+async def test_sinks_get_records_with_the_message_merged() -> None:
+    sink = ListSink()
+    log = fresh_logger("t.record.sink")
+    async with als.install(sink, logger=log):
+        log.info("merged %s", "here")
+    assert [(r.msg, r.args) for r in sink.records] == [("merged here", None)]
