@@ -470,7 +470,8 @@ def json_oracle(records: list[logging.LogRecord]) -> list[str]:
             json.dumps(record.__dict__, default=str)
         except Exception:
             continue
-        out.append(record.msg)
+        # what a JSON reader gets back: an escaped surrogate pair reads as one character
+        out.append(json.loads(json.dumps(record.msg)))
     return out
 
 
