@@ -62,6 +62,8 @@ class Lane:
         # receives what a lane could not deliver while the loop shut down
         self._on_orphans = on_orphans
         self.items: deque[Any] = deque()
+        # flush markers now in items: while there are none, batches are taken in bulk
+        self._markers = 0
         self.received = 0
         self.emitted = 0
         self.filtered = 0
@@ -137,6 +139,7 @@ class Lane:
 
     def put_marker(self, marker: _FlushMarker) -> None:
         """Markers bypass the bound: they are tiny and must never be dropped."""
+        self._markers += 1
         self.items.append(marker)
         if self._has_items is not None:
             self._idle = False
@@ -183,15 +186,25 @@ class Lane:
                 self._idle = True
                 has_items.clear()
                 await has_items.wait()
-            batch: list[Item] = []
+            batch: list[Item]
             marker: _FlushMarker | None = None
             limit = self.batch_size
-            while items and len(batch) < limit:
-                item = items.popleft()
-                if type(item) is _FlushMarker:
-                    marker = item
-                    break
-                batch.append(item)
+            if not self._markers:
+                # only records: take them in bulk (the lane is the loop's alone)
+                if len(items) <= limit:
+                    batch = list(items)
+                    items.clear()
+                else:
+                    batch = [items.popleft() for _ in range(limit)]
+            else:
+                batch = []
+                while items and len(batch) < limit:
+                    item = items.popleft()
+                    if type(item) is _FlushMarker:
+                        self._markers -= 1
+                        marker = item
+                        break
+                    batch.append(item)
             has_room.set()
             if batch:
                 self._in_flight = batch
@@ -225,6 +238,7 @@ class Lane:
             while items and len(batch) < self.batch_size:
                 item = items.popleft()
                 if type(item) is _FlushMarker:
+                    self._markers -= 1
                     item.ack()
                 else:
                     batch.append(item)
@@ -292,6 +306,7 @@ class Lane:
             else:
                 left.append(item)
         self.items.clear()
+        self._markers = 0
         return left
 
     async def stop(self, rescue: bool = False) -> list[Any]:

@@ -27,6 +27,7 @@ from typing import Any, overload
 
 __all__ = [
     "FIELDS",
+    "N_FIELDS",
     "Frozen",
     "Item",
     "RecordBatch",
@@ -38,7 +39,8 @@ __all__ = [
     "thaw",
 ]
 
-#: a frozen record: the values of ``FIELDS``, in that order
+#: a frozen record: the values of ``FIELDS``, in that order; when ``msg`` is still to
+#: be merged (its arguments are immutable), ``args`` is None and they follow
 Frozen = tuple[Any, ...]
 #: what travels through the queue and the lanes (besides flush markers)
 Item = Frozen | logging.LogRecord
@@ -49,7 +51,7 @@ Item = Frozen | logging.LogRecord
 FIELDS: tuple[str, ...] = tuple(
     logging.LogRecord("", logging.NOTSET, "", 0, "", None, None).__dict__
 )
-_N = len(FIELDS)
+N_FIELDS = _N = len(FIELDS)
 _take = operator.itemgetter(*FIELDS)
 MSG = FIELDS.index("msg")
 ARGS = FIELDS.index("args")
@@ -63,6 +65,8 @@ if FIELDS[:3] != ("name", "msg", "args"):  # freeze() builds (name, msg, args, *
 _take_tail = operator.itemgetter(*FIELDS[3:])
 MSECS = FIELDS.index("msecs")
 
+#: exact types whose values cannot change after the logging call
+_IMMUTABLE = frozenset((str, int, float, bool, bytes, type(None)))
 _exc_formatter = logging.Formatter()
 _LogRecord = logging.LogRecord
 _new = object.__new__
@@ -85,14 +89,22 @@ def freeze(record: logging.LogRecord) -> Item:
     except KeyError:  # as many attributes, but not the standard ones
         return prepared_copy(record)
     if not d["exc_info"]:
+        if type(msg) is str and type(args) is tuple and args:
+            # Arguments of immutable types cannot change after the call: they travel
+            # after the fields, unmerged, and are merged where the record is formatted
+            # (or thawed) - off the logging call. Not as a nested tuple: the GC
+            # untracks a tuple only once its items are untracked, so a nested one
+            # would keep the record tracked a collection longer.
+            for arg in args:
+                if type(arg) not in _IMMUTABLE:
+                    break
+            else:
+                return (name, msg, None) + tail + args  # noqa: RUF005 - two copies, not three
         try:
             if type(msg) is not str:
                 return (name, str(msg) % args if args else str(msg), None) + tail  # noqa: RUF005
             if args:
-                # The args tuple must not travel inside the frozen one: the GC
-                # untracks a tuple only when its items are untracked already, so a
-                # nested tuple would keep the record tracked one collection longer.
-                return (name, msg % args, None) + tail  # noqa: RUF005 - one copy, not two
+                return (name, msg % args, None) + tail  # noqa: RUF005
             return (name, msg, args) + tail  # noqa: RUF005
         except Exception:  # noqa: BLE001, S110 - kept unmerged below: each sink reports it
             pass
@@ -143,14 +155,13 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
 
 def thaw(values: Frozen) -> logging.LogRecord:
     """The ``LogRecord`` a frozen record stands for, with ``msg % args`` merged."""
-    d = dict(zip(FIELDS, values, strict=True))
-    args, msg = d["args"], d["msg"]
-    if args and type(msg) is str:  # frozen with immutable args still to merge
+    d = dict(zip(FIELDS, values))  # noqa: B905 - deferred arguments follow the fields
+    if len(values) > _N:
+        args = values[_N:]
         try:
-            d["msg"] = msg % args
-            d["args"] = None
-        except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
-            pass
+            d["msg"] = d["msg"] % args
+        except Exception:  # noqa: BLE001 - kept unmerged: each sink reports it
+            d["args"] = args
     record: Any = _new(_LogRecord)
     record.__dict__ = d
     return record  # type: ignore[no-any-return]

@@ -54,6 +54,14 @@ def test_a_thawed_record_is_the_prepared_record(msg: str, args: tuple[Any, ...])
     assert list(back.__dict__.items()) == list(prepared(record).items())
 
 
+def test_immutable_arguments_are_merged_off_the_call() -> None:
+    # they follow the fields; the merge happens where the record is formatted
+    record = logged("%s took %.3f ms", "job", 1.5)
+    frozen = freeze(record)
+    assert type(frozen) is tuple and frozen[len(FIELDS) :] == ("job", 1.5)
+    assert thaw(frozen).__dict__ == prepared(record)
+
+
 def test_exception_info_is_rendered_and_dropped() -> None:
     try:
         raise ValueError("boom")

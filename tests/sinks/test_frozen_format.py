@@ -67,6 +67,15 @@ def log_everything(log: logging.Logger) -> None:
     log.info("no args, 100%% literal")
     log.info({"not": "a string"})
     log.info("bad %d", "x")
+    log.info("bad %d", 7)  # the same template, now with values that fit
+    log.info("%s and %s", "one")  # too few arguments
+    log.info("%s", "one", "two")  # too many
+    log.info("%s", "one")
+    log.info("%s %s", "one", "two")  # one template, two argument counts
+    log.info("%s %s", "one", "two", "three")
+    log.info("width %*d|%-*s|100%%", 5, 42, 4, "ab")
+    log.info("%(key)s", "not a mapping")
+    log.info("bytes %r %s", b"\x00", None)
     log.info(BadStr())
     log.info("with user", extra={"user": "ann"})
     log.info("stack", stack_info=True)
