@@ -21,8 +21,8 @@ import logging
 import operator
 import re
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, cast
 
 from ._record import (
     ARGS,
@@ -35,10 +35,12 @@ from ._record import (
     STACK_INFO,
     Frozen,
     Item,
+    RecordBatch,
+    as_record,
 )
 from ._sink import Sink, _default_formatter
 
-__all__ = ["FrozenFormat", "PlainFormat", "plain_percent_format"]
+__all__ = ["FrozenFormat", "PlainFormat", "format_batch", "plain_percent_format"]
 
 PlainSpec = tuple[str, bool, "str | None", str, str]
 
@@ -63,6 +65,48 @@ def plain_percent_format(sink: Sink) -> PlainSpec | None:
 _FORMATTER_HOOKS = frozenset(
     ("format", "formatTime", "formatMessage", "usesTime", "formatException", "formatStack")
 )
+
+
+def format_batch(
+    sink: Sink, records: Sequence[logging.LogRecord], term: str
+) -> tuple[list[str], RecordBatch] | None:
+    """``(texts, kept)``: each record formatted by ``sink`` plus ``term``, and the
+    records that were; None unless the frozen fast path applies (a dispatcher's batch,
+    not thawed, and a plain formatter). A record that cannot be formatted goes to the
+    sink's ``handleError`` (counted) and is left out.
+    """
+    if type(records) is not RecordBatch or records.thawed:
+        return None
+    spec = plain_percent_format(sink)
+    if spec is None:
+        return None
+    # compiled once per sink and format; it also remembers the message templates
+    cached = sink.__dict__.get("_frozen_format")
+    if cached is not None and cached[0] == (spec, term):
+        fast: FrozenFormat | None = cached[1]
+    else:
+        fast = FrozenFormat.compile(spec, term)
+        sink.__dict__["_frozen_format"] = ((spec, term), fast)
+    if fast is None:
+        return None
+    items = records.items
+    failed = False
+
+    def slow(item: Item) -> str | None:
+        nonlocal failed
+        record = as_record(item)
+        try:
+            return sink.format(record) + term
+        except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+            sink._fail(record)
+            failed = True
+            return None
+
+    texts = fast.lines(items, slow)
+    if not failed:
+        return cast("list[str]", texts), RecordBatch(items)
+    kept = [item for item, text in zip(items, texts, strict=True) if text is not None]
+    return [t for t in texts if t is not None], RecordBatch(kept)
 
 
 class _Stamps:

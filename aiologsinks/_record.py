@@ -33,6 +33,7 @@ __all__ = [
     "RecordBatch",
     "as_record",
     "freeze",
+    "level_name_of",
     "level_of",
     "passing",
     "prepared_copy",
@@ -56,6 +57,7 @@ _take = operator.itemgetter(*FIELDS)
 MSG = FIELDS.index("msg")
 ARGS = FIELDS.index("args")
 LEVELNO = FIELDS.index("levelno")
+LEVELNAME = FIELDS.index("levelname")
 EXC_INFO = FIELDS.index("exc_info")
 EXC_TEXT = FIELDS.index("exc_text")
 STACK_INFO = FIELDS.index("stack_info")
@@ -170,6 +172,13 @@ def thaw(values: Frozen) -> logging.LogRecord:
 def as_record(item: Item) -> logging.LogRecord:
     """``item`` as a ``LogRecord`` (thawed when it is frozen)."""
     return thaw(item) if type(item) is tuple else item  # type: ignore[return-value]
+
+
+def level_name_of(item: Item) -> str:
+    """The ``levelname`` of a frozen or plain record."""
+    if type(item) is tuple:
+        return item[LEVELNAME]  # type: ignore[no-any-return]
+    return item.levelname  # type: ignore[union-attr]
 
 
 def level_of(item: Item) -> int:

@@ -430,6 +430,11 @@ class _DatagramProtocol(asyncio.DatagramProtocol):
     def resume_writing(self) -> None:
         self._writable.set()
 
+    @property
+    def writable(self) -> bool:
+        """False while the transport is paused (its buffer is over the high mark)."""
+        return self._writable.is_set()
+
     async def drain(self) -> None:
         await self._writable.wait()
 
@@ -465,6 +470,12 @@ class DatagramChannel:
 
     async def send(self, data: bytes, addr: Any = None) -> None:
         """Send one datagram; raise what the kernel refused it with."""
+        if not self.send_nowait(data, addr):
+            await self.protocol.drain()
+
+    def send_nowait(self, data: bytes, addr: Any = None) -> bool:
+        """Send one datagram (raising as :meth:`send`); False when the transport now
+        buffers, and the caller must ``await protocol.drain()`` before the next."""
         protocol = self.protocol
         if protocol.lost or self.transport.is_closing():
             raise ConnectionResetError("datagram transport is closed")
@@ -478,7 +489,7 @@ class DatagramChannel:
             if getattr(error, "errno", None) == errno.EMSGSIZE:
                 raise RecordTooLargeError(f"{len(data)} bytes do not fit one datagram") from error
             raise error
-        await protocol.drain()
+        return protocol.writable
 
     async def aclose(self) -> None:
         """Close the transport and wait until its socket is closed."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import IO, Any, cast
+from typing import IO, Any
 
-from .._fastformat import FrozenFormat, PlainFormat, plain_percent_format
+from .._fastformat import PlainFormat, format_batch, plain_percent_format
 from .._fileio import FileWorker
-from .._record import Item, RecordBatch, as_record
 from .._sink import Sink
 
 __all__ = ["NullSink", "StreamSink"]
@@ -49,11 +48,9 @@ class StreamSink(Sink):
 
         A record that cannot be formatted goes to :meth:`handleError` and is left out.
         """
-        if type(records) is RecordBatch and not records.thawed:
-            plain = plain_percent_format(self)
-            fast = FrozenFormat.compile(plain, self.terminator) if plain is not None else None
-            if fast is not None:
-                return self._render_frozen(records.items, fast)
+        fast = format_batch(self, records, self.terminator)
+        if fast is not None:
+            return fast
         term = self.terminator
         fmt = self.formatter_for_batch()
         texts: list[str] = []
@@ -66,29 +63,6 @@ class StreamSink(Sink):
                 continue
             kept.append(record)
         return texts, kept
-
-    def _render_frozen(
-        self, items: list[Item], fast: FrozenFormat
-    ) -> tuple[list[str], RecordBatch]:
-        # formats straight from the frozen tuples: no LogRecord is ever built for them
-        term = self.terminator
-        failed = False
-
-        def slow(item: Item) -> str | None:
-            nonlocal failed
-            record = as_record(item)
-            try:
-                return self.format(record) + term
-            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
-                failed = True
-                return None
-
-        texts = fast.lines(items, slow)
-        if not failed:
-            return cast("list[str]", texts), RecordBatch(items)
-        kept = [item for item, text in zip(items, texts, strict=True) if text is not None]
-        return [t for t in texts if t is not None], RecordBatch(kept)
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Format and write one record (a batch of one)."""

@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from .. import _wire
 from .._exceptions import RecordTooLargeError, SinkConnectError
+from .._fastformat import format_batch
+from .._record import Item, as_record, level_name_of
 from .._wire import RFC5424Formatter
 from .socket import MAX_UDP_PAYLOAD, SEND_SLICE, DatagramChannel, StreamLinkSink
 
@@ -182,8 +184,10 @@ class SysLogSink(StreamLinkSink):
 
     def encode(self, record: logging.LogRecord) -> bytes:
         """The bytes for ``record``: ``SysLogHandler``'s, RFC 6587-framed over TCP."""
-        msg = self.format(record)
-        pri = self.encodePriority(self.facility, self.mapPriority(record.levelname))
+        return self._encode_message(self.format(record), record.levelname)
+
+    def _encode_message(self, msg: str, levelname: str) -> bytes:
+        pri = self.encodePriority(self.facility, self.mapPriority(levelname))
         if self._tcp:
             data = _wire.syslog_message(pri, msg, self.ident, append_nul=False)
             return _wire.octet_frame(data) if self.framing == "octet" else _wire.lf_frame(data)
@@ -233,14 +237,40 @@ class SysLogSink(StreamLinkSink):
         if self.unixsocket or self._tcp:
             await super().emit_batch(records)
             return
-        for i, record in enumerate(records, 1):
+        for i, (item, data) in enumerate(self._datagrams(records), 1):
             try:
-                await self._send_udp(self.encode(record))
+                channel = self._channel
+                if channel is None:
+                    await self._send_udp(data)  # opens the socket first
+                else:
+                    data = _wire.truncate_utf8(data, self.max_size, keep_nul=self.append_nul)
+                    if not channel.send_nowait(data, self._udp_target):
+                        await channel.protocol.drain()
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self._fail(as_record(item))
             if not i % SEND_SLICE:
                 # one sendto per record never suspends: let the loop run between slices
                 await asyncio.sleep(0)
+
+    def _datagrams(self, records: Sequence[logging.LogRecord]) -> list[tuple[Item, bytes]]:
+        """Each record's bytes (see :meth:`encode`); a record that fails goes to
+        ``handleError``. A dispatcher's batch is formatted without building records."""
+        out: list[tuple[Item, bytes]] = []
+        fast = format_batch(self, records, "") if type(self).encode is _encode else None
+        if fast is None:
+            for record in records:
+                try:
+                    out.append((record, self.encode(record)))
+                except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                    self._fail(record)
+            return out
+        texts, kept = fast
+        for text, item in zip(texts, kept.items, strict=True):
+            try:
+                out.append((item, self._encode_message(text, level_name_of(item))))
+            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                self._fail(as_record(item))
+        return out
 
     async def _send_udp(self, data: bytes) -> None:
         if self._channel is None:
@@ -293,3 +323,6 @@ class SysLogSink(StreamLinkSink):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.address!r}>"
+
+
+_encode = SysLogSink.encode
