@@ -173,7 +173,8 @@ _SAMPLE: Frozen = tuple(
 # in FrozenFormat's token list: literal positional text, an asctime spec, the message
 _TEXT, _TIME, _MESSAGE = 0, 1, 2
 _MESSAGE_AT = -1  # stands for the message's place in the field indices
-_CACHE_MAX = 256  # message templates remembered (call sites; bounded for f-strings)
+_CACHE_MAX = 256
+_UNSEEN: Any = object()  # message templates remembered (call sites; bounded for f-strings)
 
 
 class FrozenFormat:
@@ -308,6 +309,9 @@ class FrozenFormat:
         fmt = formats.get(None) or self._format(asctime, None)
         out: list[str | None] = []
         append = out.append
+        last: str | None = None  # the template of the previous deferred record ...
+        entry: tuple[int, Any] | None = None  # ... what is known of it ...
+        last_joined: str | None = None  # ... and its format for the current time stamp
         # the time stamp is the same within one millisecond of one second
         lo, hi, ms = 0.0, -1.0, -1.0
         for v in items:
@@ -329,21 +333,28 @@ class FrozenFormat:
                     asctime = self._stamps.asctime(created, ms)
                     formats.clear()
                     fmt = formats[None] = self._format(asctime, None)
+                    last_joined = None
             if len(v) == N_FIELDS:
                 append(fmt % fields(v))
                 continue
             # arguments deferred by the shim: merge while formatting
             template = v[MSG]
-            entry = templates.get(template) if template in templates else self._learn(template, v)
+            if template is not last:  # consecutive records mostly share their template
+                entry = templates.get(template, _UNSEEN)
+                if entry is _UNSEEN:
+                    entry = self._learn(template, v)
+                last, last_joined = template, None
             if entry is not None and entry[0] == len(v) - N_FIELDS:
-                joined = formats.get(template)
-                if joined is None:
-                    if len(formats) >= _CACHE_MAX:
-                        formats.clear()
-                        formats[None] = fmt
-                    joined = formats[template] = self._format(asctime, template)
+                if last_joined is None:
+                    joined = formats.get(template)
+                    if joined is None:
+                        if len(formats) >= _CACHE_MAX:
+                            formats.clear()
+                            formats[None] = fmt
+                        joined = formats[template] = self._format(asctime, template)
+                    last_joined = joined
                 try:
-                    append(joined % entry[1](v))
+                    append(last_joined % entry[1](v))
                 except Exception:  # noqa: BLE001 - these values do not fit: the real formatter reports it
                     append(slow(v))
                 continue
