@@ -33,6 +33,7 @@ __all__ = [
     "RecordBatch",
     "as_record",
     "freeze",
+    "frozen_dict",
     "level_name_of",
     "level_of",
     "passing",
@@ -157,6 +158,13 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
 
 def thaw(values: Frozen) -> logging.LogRecord:
     """The ``LogRecord`` a frozen record stands for, with ``msg % args`` merged."""
+    record: Any = _new(_LogRecord)
+    record.__dict__ = frozen_dict(values)
+    return record  # type: ignore[no-any-return]
+
+
+def frozen_dict(values: Frozen) -> dict[str, Any]:
+    """The ``__dict__`` of the record :func:`thaw` builds (a new dict)."""
     d = dict(zip(FIELDS, values))  # noqa: B905 - deferred arguments follow the fields
     if len(values) > _N:
         args = values[_N:]
@@ -164,9 +172,7 @@ def thaw(values: Frozen) -> logging.LogRecord:
             d["msg"] = d["msg"] % args
         except Exception:  # noqa: BLE001 - kept unmerged: each sink reports it
             d["args"] = args
-    record: Any = _new(_LogRecord)
-    record.__dict__ = d
-    return record  # type: ignore[no-any-return]
+    return d
 
 
 def as_record(item: Item) -> logging.LogRecord:

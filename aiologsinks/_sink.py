@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
+from ._record import Frozen, as_record
+
 __all__ = ["Sink", "SinkState"]
 
 _default_formatter = logging.Formatter()
@@ -110,10 +112,11 @@ class Sink(logging.Filterer):
         finally:
             del exc_type, exc, tb
 
-    def _fail(self, record: logging.LogRecord) -> None:
-        """Count a delivery error for ``record`` and pass it to :meth:`handleError`."""
+    def _fail(self, record: logging.LogRecord | Frozen) -> None:
+        """Count a delivery error for ``record`` (thawed if frozen) and pass it to
+        :meth:`handleError`."""
         self.error_count += 1
-        self.handleError(record)
+        self.handleError(as_record(record))
 
     # -- the I/O surface ----------------------------------------------------------------
 

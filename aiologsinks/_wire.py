@@ -53,7 +53,12 @@ def pickle_frame(
     """
     if record.exc_info and format is not None:
         format(record)
-    s = pickle.dumps(pickle_dict(record), 1)
+    return dict_frame(pickle_dict(record))
+
+
+def dict_frame(d: dict[str, Any]) -> bytes:
+    """The frame of a ``makePickle`` dict: 4-byte big-endian length + pickle."""
+    s = pickle.dumps(d, 1)
     return struct.pack(">L", len(s)) + s
 
 

@@ -138,3 +138,24 @@ async def test_sinks_get_records_with_the_message_merged() -> None:
     async with als.install(sink, logger=log):
         log.info("merged %s", "here")
     assert [(r.msg, r.args) for r in sink.records] == [("merged here", None)]
+
+
+@pytest.mark.parametrize(("msg", "args"), CASES)
+def test_a_frozen_records_pickle_frame_is_the_stdlibs(msg: str, args: tuple[Any, ...]) -> None:
+    import logging.handlers
+
+    from aiologsinks.sinks.socket import _frame_of
+
+    record = logged(msg, *args)
+    stdlib = logging.handlers.SocketHandler("127.0.0.1", 9)
+    sink = als.SocketSink("127.0.0.1", 9)
+    as_prepared = als.QueueHandler(als.Dispatcher()).prepare(record)
+    try:
+        expected = stdlib.makePickle(as_prepared)
+    except TypeError:  # the message cannot be merged: both raise
+        with pytest.raises(TypeError):
+            _frame_of(freeze(record), sink.makePickle)  # type: ignore[arg-type]
+        return
+    finally:
+        stdlib.close()
+    assert _frame_of(freeze(record), sink.makePickle) == expected  # type: ignore[arg-type]

@@ -17,12 +17,13 @@ import errno
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import _wire
 from .._backoff import Backoff, OutageBuffer
 from .._exceptions import RecordTooLargeError, SinkConnectError
+from .._record import Item, RecordBatch, as_record, frozen_dict
 from .._sink import Sink
 
 __all__ = ["DatagramSink", "SocketSink", "StreamLinkSink"]
@@ -89,7 +90,7 @@ class StreamLinkSink(Sink):
         #: seconds allowed for one connection attempt (``makeSocket(timeout=1)``)
         self.timeout = float(timeout)
         self.backoff = Backoff()
-        self.buffer: OutageBuffer[tuple[logging.LogRecord, bytes]] = OutageBuffer(
+        self.buffer: OutageBuffer[tuple[Item, bytes]] = OutageBuffer(
             _check_buffer_size(buffer_size)
         )
         #: the connection's writer, ``None`` while disconnected (the seed's ``sock``)
@@ -181,6 +182,11 @@ class StreamLinkSink(Sink):
     async def _connect(self) -> None:
         self._reader, self.sock = await self.makeSocket(self.timeout)
 
+    def _item_encoder(self) -> Callable[[Item], bytes]:
+        """What encodes one queued record: :meth:`encode` of the (thawed) record."""
+        encode = self.encode
+        return lambda item: encode(as_record(item))
+
     def _write_failed(self) -> None:
         # A connection that fails its very first write (accepted, then reset) must
         # not make the retry task reconnect in a tight loop: count it as a failure.
@@ -226,12 +232,13 @@ class StreamLinkSink(Sink):
         ``drain``), or at once when the peer is unreachable: the records stay buffered
         and the retry task delivers them when the back-off allows.
         """
-        packets: list[tuple[logging.LogRecord, bytes]] = []
-        for i, record in enumerate(records, 1):
+        packets: list[tuple[Item, bytes]] = []
+        encode = self._item_encoder()
+        for i, item in enumerate(_items(records), 1):
             try:
-                packets.append((record, self.encode(record)))
+                packets.append((item, encode(item)))
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self._fail(item)
             if i % _ENCODE_SLICE == 0:
                 # pickling a 1000-record batch takes milliseconds: let the loop breathe
                 await asyncio.sleep(0)
@@ -254,7 +261,7 @@ class StreamLinkSink(Sink):
         """Send the buffer now if the back-off allows an attempt; never waits for one."""
         await self._deliver()
 
-    async def _write_chunk(self, chunk: list[tuple[logging.LogRecord, bytes]]) -> int:
+    async def _write_chunk(self, chunk: list[tuple[Item, bytes]]) -> int:
         """Write ``chunk``; return how many of its records were delivered.
 
         Raising ``OSError`` means none was: the whole chunk goes back to the buffer.
@@ -276,7 +283,7 @@ class StreamLinkSink(Sink):
                 if sent < len(chunk):
                     self._drop(self.buffer.appendleft_all(chunk[sent:]))
 
-    async def _send_unbuffered(self, packets: list[tuple[logging.LogRecord, bytes]]) -> None:
+    async def _send_unbuffered(self, packets: list[tuple[Item, bytes]]) -> None:
         # buffer_size=0: the seed's behaviour, send now or drop (counted, reported)
         async with self._lock:
             for start in range(0, len(packets), _CHUNK):
@@ -287,7 +294,7 @@ class StreamLinkSink(Sink):
                     sent = 0
                 self._drop(chunk[sent:])
 
-    def _drop(self, dropped: list[tuple[logging.LogRecord, bytes]]) -> None:
+    def _drop(self, dropped: list[tuple[Item, bytes]]) -> None:
         for record, _ in dropped:
             try:
                 raise SinkConnectError(
@@ -386,6 +393,15 @@ class SocketSink(StreamLinkSink):
     def encode(self, record: logging.LogRecord) -> bytes:
         """Return :meth:`makePickle` of ``record``."""
         return self.makePickle(record)
+
+    def _item_encoder(self) -> Callable[[Item], bytes]:
+        cls = type(self)
+        if cls.makePickle is SocketSink.makePickle and cls.encode is SocketSink.encode:
+            return self._frame
+        return super()._item_encoder()
+
+    def _frame(self, item: Item) -> bytes:
+        return _frame_of(item, self.makePickle)
 
     async def makeSocket(
         self, timeout: float = 1.0
@@ -563,11 +579,15 @@ class DatagramSink(Sink):
 
         Returns when every datagram was handed to the kernel.
         """
-        for i, record in enumerate(records, 1):
+        plain = type(self).makePickle is DatagramSink.makePickle and type(self).emit is _dgram_emit
+        for i, item in enumerate(_items(records), 1):
             try:
-                await self.emit(record)
+                if plain:
+                    await self.send(_frame_of(item, self.makePickle))
+                else:
+                    await self.emit(as_record(item))
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self._fail(item)
             if not i % SEND_SLICE:
                 # one sendto per record never suspends: let the loop run between slices
                 await asyncio.sleep(0)
@@ -579,3 +599,23 @@ class DatagramSink(Sink):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.address!r}>"
+
+
+_dgram_emit = DatagramSink.emit
+
+
+def _items(records: Sequence[logging.LogRecord]) -> Sequence[Item]:
+    """A dispatcher's batch as it travelled (frozen records stay frozen), or ``records``."""
+    if type(records) is RecordBatch and not records.thawed:
+        return records.items
+    return records
+
+
+def _frame_of(item: Item, make_pickle: Callable[[logging.LogRecord], bytes]) -> bytes:
+    """``makePickle``'s frame; a frozen record's is built without a LogRecord."""
+    if type(item) is tuple:
+        d = frozen_dict(item)
+        if not d["args"]:  # merged (a failed merge goes the stdlib's way, and raises)
+            d["args"] = None
+            return _wire.dict_frame(d)
+    return make_pickle(as_record(item))

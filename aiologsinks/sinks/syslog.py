@@ -284,7 +284,7 @@ class SysLogSink(StreamLinkSink):
         data = _wire.truncate_utf8(data, self.max_size, keep_nul=self.append_nul)
         await self._channel.send(data, self._udp_target)
 
-    async def _write_chunk(self, chunk: list[tuple[logging.LogRecord, bytes]]) -> int:
+    async def _write_chunk(self, chunk: list[tuple[Item, bytes]]) -> int:
         if self.sock is None and self._channel is None:
             await self.createSocket()
         channel = self._channel
