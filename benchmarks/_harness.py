@@ -109,7 +109,10 @@ def run_interleaved(
         shift = r % len(cases) if cases else 0
         for case in list(cases[shift:]) + list(cases[:shift]):
             t0 = time.perf_counter()
+            before = len(case.trials)
             run_trial(case, burst)
+            if len(case.trials) > before:
+                case.trials[-1]["round"] = r
             if progress is not None:
                 last = case.trials[-1] if case.trials else None
                 what = (
@@ -144,6 +147,28 @@ def fmt_span(case: Case, metric: str, digits: int = 1, scale: float = 1.0) -> st
     if len(case.trials) == 1:
         return f.format(med * scale)
     return f"{f.format(med * scale)} ({f.format(span[0] * scale)}-{f.format(span[1] * scale)})"
+
+
+def paired(a: Case, b: Case, metric: str, op: str = "ratio") -> float | None:
+    """The median over rounds of ``a/b`` (or ``a-b``) for ``metric``, each round's
+    trials of the two cases compared with each other.
+
+    The rounds are interleaved, so a drift of the shared machine during one round
+    moves both; the median of the paired values is what a noisy machine still
+    measures reliably (the ratio of two medians mixes rounds)."""
+    mine = {t.get("round"): t.get(metric) for t in a.trials}
+    theirs = {t.get("round"): t.get(metric) for t in b.trials}
+    vals = []
+    for r, x in mine.items():
+        y = theirs.get(r)
+        if x is None or y is None or (op == "ratio" and not y):
+            continue
+        vals.append(x / y if op == "ratio" else x - y)
+    return statistics.median(vals) if vals else None
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "—" if value is None else f"{value:.2f}x"
 
 
 def ratio(a: float | None, b: float | None) -> str:

@@ -270,6 +270,17 @@ class Ours(Contender):
         self.lost_in_stats = stats.lost
 
 
+class OursDevNull(Ours):
+    """The FileSink row without the disk: what the pipeline itself costs the loop."""
+
+    counts = False
+
+    def make(self) -> Any:
+        import aiologsinks as als
+
+        return als.FileSink(os.devnull)
+
+
 class OursRotating(Ours):
     sink_name = "RotatingFileSink"
 
@@ -328,6 +339,7 @@ CONTENDERS: dict[str, tuple[type[Contender], str, str, str | None]] = {
     "loguru": (Loguru, "loguru, file sink, enqueue=True", "file", "loguru"),
     "aiologger": (Aiologger, "aiologger AsyncFileHandler", "file", "aiologger"),
     "aiologsinks": (Ours, "aiologsinks FileSink", "file", None),
+    "aiologsinks-devnull": (OursDevNull, "aiologsinks FileSink to /dev/null", "file", None),
     "stdlib-rotating": (StdRotating, "stdlib RotatingFileHandler on the loop", "rotating", None),
     "aiologsinks-rotating": (OursRotating, "aiologsinks RotatingFileSink", "rotating", None),
     "stdlib-socket": (StdSocket, "stdlib SocketHandler (TCP) on the loop", "tcp", None),
@@ -443,7 +455,8 @@ async def _measure(c: Contender, n: int, burst: int, thread: bool) -> dict[str, 
         "e2e_s": t_end - t_start,
         "e2e_rps": n / (t_end - t_start),
         "delivered": delivered,
-        "lost": None if delivered is None else max(n - delivered, 0),
+        # counted at the destination; where there is none (/dev/null), by the pipeline
+        "lost": getattr(c, "lost_in_stats", None) if delivered is None else max(n - delivered, 0),
         "lost_in_stats": getattr(c, "lost_in_stats", None),
         "lag_p99_ms": lags[min(len(lags) - 1, int(len(lags) * 0.99))] * 1e3 if lags else 0.0,
         "lag_max_ms": lags[-1] * 1e3 if lags else 0.0,
