@@ -17,7 +17,7 @@ from typing import Any, Literal
 from ._exceptions import DispatcherStateError
 from ._handler_sink import HandlerSink
 from ._lane import Lane, _FlushMarker, _notice
-from ._record import Item, as_record, level_of, passing
+from ._record import Item, as_record, passing
 from ._shim import QueueHandler
 from ._sink import Sink
 
@@ -371,8 +371,12 @@ class Dispatcher:
         and with ``overflow="drop_oldest"`` they also pop, so the queue may hold
         fewer than ``n`` by the time we get there.
         """
+        popleft = self._queue.popleft
+        if self.overflow != "drop_oldest":
+            # only this loop thread ever pops: the queue holds at least n
+            return [popleft() for _ in range(n)]
         chunk: list[Any] = []
-        append, popleft = chunk.append, self._queue.popleft
+        append = chunk.append
         try:
             for _ in range(n):
                 append(popleft())
@@ -438,31 +442,24 @@ class Dispatcher:
                     lane.force([item])  # the worker is gone: stop() will spill it
 
     async def _pump_each(self, n: int) -> None:
-        """Move ``n`` queued items, flush markers among them, to the lanes one by one."""
-        lanes = self._lanes
-        respect = self.respect_handler_level
+        """Move ``n`` queued items, flush markers among them, to the lanes: the records
+        between two markers in bulk, each marker after the records before it."""
         chunk = self._take(n)
-        for j, item in enumerate(chunk):
-            if type(item) is _FlushMarker:
-                self._markers -= 1
-                for lane in lanes:
-                    lane.put_marker(item)
-                continue
-            level = level_of(item)
-            for k, lane in enumerate(lanes):
-                if (respect and level < lane.sink.level) or lane.put(item):
-                    continue
+        marks = [i for i, item in enumerate(chunk) if type(item) is _FlushMarker]
+        start = 0
+        for pos in [*marks, len(chunk)]:
+            if start < pos:
                 try:
-                    await lane.wait_for_room()
+                    await self._pump_bulk(chunk[start:pos])
                 except asyncio.CancelledError:
-                    # as in _pump_bulk; the items no lane has seen go back to the queue
-                    for later in lanes[k:]:
-                        if not respect or level >= later.sink.level:
-                            later.force([item])
-                    self._requeue(chunk[j + 1 :])
+                    # _pump_bulk placed its segment; what follows goes back to the queue
+                    self._requeue(chunk[pos:])
                     raise
-                if not lane.put(item):
-                    lane.force([item])
+            if pos < len(chunk):
+                self._markers -= 1
+                for lane in self._lanes:
+                    lane.put_marker(chunk[pos])
+            start = pos + 1
 
     def _requeue(self, items: list[Any]) -> None:
         self._queue.extendleft(reversed(items))

@@ -35,7 +35,6 @@ __all__ = [
     "freeze",
     "frozen_dict",
     "level_name_of",
-    "level_of",
     "passing",
     "prepared_copy",
     "thaw",
@@ -59,6 +58,7 @@ MSG = FIELDS.index("msg")
 ARGS = FIELDS.index("args")
 LEVELNO = FIELDS.index("levelno")
 LEVELNAME = FIELDS.index("levelname")
+_levelno = operator.itemgetter(LEVELNO)
 EXC_INFO = FIELDS.index("exc_info")
 EXC_TEXT = FIELDS.index("exc_text")
 STACK_INFO = FIELDS.index("stack_info")
@@ -187,13 +187,6 @@ def level_name_of(item: Item) -> str:
     return item.levelname  # type: ignore[union-attr]
 
 
-def level_of(item: Item) -> int:
-    """The ``levelno`` of a frozen or plain record."""
-    if type(item) is tuple:
-        return item[LEVELNO]  # type: ignore[no-any-return]
-    return item.levelno  # type: ignore[union-attr]
-
-
 class RecordBatch(Sequence[logging.LogRecord]):
     """The records of one ``emit_batch`` call: a sequence of ``LogRecord``.
 
@@ -243,5 +236,11 @@ class RecordBatch(Sequence[logging.LogRecord]):
 
 def passing(items: list[Item], level: int) -> list[Item]:
     """The records of ``items`` whose level is at least ``level`` (``items`` if all are)."""
+    try:
+        # all frozen (the common case): one C-level pass finds that every one passes
+        if min(map(_levelno, items), default=level) >= level:  # type: ignore[arg-type]
+            return items
+    except TypeError:  # a LogRecord among them
+        pass
     out = [i for i in items if (i[LEVELNO] if type(i) is tuple else i.levelno) >= level]  # type: ignore[union-attr]
     return items if len(out) == len(items) else out

@@ -472,3 +472,20 @@ async def test_per_sink_lane_overrides() -> None:
     log.removeHandler(dispatcher.handler)
     with pytest.raises(TypeError, match="unknown option"):
         als.Dispatcher(quiet, lanes={quiet: {"sise": 2}})
+
+
+async def test_records_around_pending_flushes_keep_their_order_and_levels() -> None:
+    log = fresh_logger("t.flush.order")
+    everything, errors_only = ListSink(), ListSink(level=logging.ERROR)
+    async with als.install(everything, errors_only, logger=log) as dispatcher:
+        flushes = []
+        for i in range(30):
+            log.log(logging.ERROR if i % 3 == 0 else logging.INFO, "r %d", i)
+            if i % 7 == 0:  # flush markers queued among the records
+                flushes.append(asyncio.ensure_future(dispatcher.flush()))
+        await asyncio.wait_for(asyncio.gather(*flushes), 5)
+        got = [r.getMessage() for r in everything.records]
+        assert len(got) >= 29  # every record logged before the last flush (at r 28)
+        assert got == [f"r {i}" for i in range(len(got))]
+    assert [r.getMessage() for r in everything.records] == [f"r {i}" for i in range(30)]
+    assert [r.getMessage() for r in errors_only.records] == [f"r {i}" for i in range(0, 30, 3)]
