@@ -105,27 +105,23 @@ class Lane:
         else:
             self.received += 1
         items.append(record)
-        if self._idle and self._has_items is not None:
-            self._idle = False
-            self._has_items.set()
+        self._wake_worker()
         return True
 
     def put_many(self, records: list[Any]) -> bool:
         """Offer records (no markers) at once; False, taking none, when they do not fit."""
-        items = self.items
-        if len(items) + len(records) > self.size:
+        if len(self.items) + len(records) > self.size:
             return False
-        self.received += len(records)
-        items.extend(records)
-        if self._idle and self._has_items is not None:
-            self._idle = False
-            self._has_items.set()
+        self.force(records)
         return True
 
     def force(self, records: list[Any]) -> None:
         """Append records past the bound (shutdown: the lane is drained or spilled next)."""
         self.received += len(records)
         self.items.extend(records)
+        self._wake_worker()
+
+    def _wake_worker(self) -> None:
         if self._idle and self._has_items is not None:
             self._idle = False
             self._has_items.set()
