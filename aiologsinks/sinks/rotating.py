@@ -17,7 +17,9 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+from .._fastformat import format_batch
 from .._fileio import AsyncTextFile, ByteCounter, gzip_file, shift_backups
+from .._record import Item, RecordBatch
 from .file import FileSink
 
 __all__ = [
@@ -87,6 +89,8 @@ class BaseRotatingSink(FileSink):
         super().__init__(filename, mode, encoding, delay, errors)
         #: the per-record formatter of the batch being written (see formatter_for_batch)
         self._batch_format: Callable[[logging.LogRecord], str] = self.format
+        #: the record being written and its text (shouldRollover needs it too)
+        self._known: tuple[object, str] | None = None
 
     def rotation_filename(self, default_name: str) -> str | Awaitable[str]:
         """Return the name for a rotated file: ``namer(default_name)``, or unchanged.
@@ -129,9 +133,6 @@ class BaseRotatingSink(FileSink):
         """Close the current file and rotate it; subclasses decide how."""
         raise NotImplementedError
 
-    def _count(self, text: str) -> None:
-        """Account for ``text`` about to join the chunk (raises if it cannot be written)."""
-
     async def _prepare_check(self) -> None:
         """Get ready for :meth:`shouldRollover` (open the file when it needs the size)."""
         if self._check_needs_open and self._file is None:
@@ -146,39 +147,73 @@ class BaseRotatingSink(FileSink):
 
         Returns when every record was written or handed to :meth:`handleError`.
         """
+        fast = self._preformat(records)
         self._batch_format = self.formatter_for_batch()
         try:
-            await self._emit_records(records)
+            if fast is None:
+                await self._emit_records(records, None)
+            else:
+                await self._emit_records(*fast)
         finally:
             self._batch_format = self.format
+            self._known = None
 
-    async def _emit_records(self, records: Sequence[logging.LogRecord]) -> None:
+    def _preformat(
+        self, records: Sequence[logging.LogRecord]
+    ) -> tuple[list[Item], list[str]] | None:
+        """A dispatcher's batch formatted up front from its frozen records, when this
+        sink's rollover test is the built-in one (it then reads only the text); None
+        otherwise, and every record is built and formatted on its own."""
+        cls = type(self)
+        if cls.shouldRollover not in _BUILT_IN_CHECKS or cls._formatted is not _formatted:
+            return None
+        fast = format_batch(self, records, "")
+        if fast is None:
+            return None
+        texts, kept = fast
+        return kept.items, texts
+
+    async def _emit_records(self, records: Sequence[Item], msgs: list[str] | None) -> None:
         term = self.terminator
         texts: list[str] = []
-        kept: list[logging.LogRecord] = []
-        for n, record in enumerate(records, 1):
-            if not n % _YIELD_EVERY:
-                # formatting runs on the loop: let other tasks in between slices of a
-                # large batch, so a batch never stalls the loop for long
+        kept: list[Item] = []
+        # formatted up front, a record costs the loop little here: yield less often
+        every = _YIELD_EVERY if msgs is None else _YIELD_EVERY * 16
+        for n, record in enumerate(records):
+            if n and not n % every:
+                # let other tasks in between slices of a large batch, so a batch never
+                # stalls the loop for long
                 await asyncio.sleep(0)
             try:
+                if msgs is not None:
+                    self._known = (record, msgs[n])
                 await self._prepare_check()
-                if self.shouldRollover(record):
-                    await self.write_texts(texts, kept)
+                if self.shouldRollover(record):  # type: ignore[arg-type]
+                    await self.write_texts(texts, RecordBatch(kept))
                     texts, kept = [], []
                     await self.doRollover()
                     await self._prepare_check()
-                text = self._formatted(record) + term
+                text = self._formatted(record) + term  # type: ignore[arg-type]
                 self._count(text)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                 self._fail(record)
                 continue
             texts.append(text)
             kept.append(record)
-        await self.write_texts(texts, kept)
+        await self.write_texts(texts, RecordBatch(kept))
 
     def _formatted(self, record: logging.LogRecord) -> str:
-        return self.format(record)
+        # shouldRollover and the write need the same text: format once per record
+        known = self._known
+        if known is not None and known[0] is record:
+            return known[1]
+        msg = self._batch_format(record)
+        self._known = (record, msg)
+        return msg
+
+    def _count(self, text: str) -> None:
+        """Account for ``text`` about to join the chunk (raises if it cannot be written)."""
+        self._known = None
 
 
 class RotatingFileSink(BaseRotatingSink):
@@ -216,7 +251,6 @@ class RotatingFileSink(BaseRotatingSink):
         self._pos = 0
         self._regular = True
         self._counter: ByteCounter | None = None
-        self._last: tuple[logging.LogRecord, str] | None = None
 
     async def _open(self) -> AsyncTextFile:
         f = await super()._open()
@@ -245,17 +279,8 @@ class RotatingFileSink(BaseRotatingSink):
         msg = self._formatted(record)
         return self._pos + len(msg) + 1 >= self.maxBytes and self._regular
 
-    def _formatted(self, record: logging.LogRecord) -> str:
-        # shouldRollover and the write need the same text: format once per record
-        last = self._last
-        if last is not None and last[0] is record:
-            return last[1]
-        msg = self._batch_format(record)
-        self._last = (record, msg)
-        return msg
-
     def _count(self, text: str) -> None:
-        self._last = None
+        super()._count(text)
         if self._counter is not None:
             self._pos += self._counter.count(text)
 
@@ -525,3 +550,7 @@ def _is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
+
+
+_formatted = BaseRotatingSink._formatted
+_BUILT_IN_CHECKS = (RotatingFileSink.shouldRollover, TimedRotatingFileSink.shouldRollover)

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import aiologsinks as als
+from aiologsinks._record import RecordBatch, freeze
 
 from ..conftest import IN_CI
 from . import _oracle
@@ -41,8 +42,14 @@ class Recorder(als.RotatingFileSink):
 
 
 async def play_sink(
-    scenario: dict[str, Any], directory: Path, batch_sizes: Sequence[int], cls: type = Recorder
+    scenario: dict[str, Any],
+    directory: Path,
+    batch_sizes: Sequence[int],
+    cls: type = Recorder,
+    frozen: bool = False,
 ) -> Any:
+    """Play the scenario into the sink; with ``frozen``, as a Dispatcher hands batches
+    over (frozen records in a RecordBatch: the sink's fast path)."""
     path = _oracle.prepare_dir(scenario, str(directory))
     sink = cls(path, **_oracle.handler_kwargs(scenario))
     sink.setFormatter(logging.Formatter(_oracle.FMT))
@@ -52,7 +59,8 @@ async def play_sink(
         i = 0
         while i < len(records):
             n = next(sizes, len(records))
-            await sink.emit_batch(records[i : i + n])
+            batch = records[i : i + n]
+            await sink.emit_batch(RecordBatch([freeze(r) for r in batch]) if frozen else batch)
             i += n
     return sink
 
@@ -97,13 +105,14 @@ def stdlib_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[di
     return root, scenarios
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["records", "frozen"])
 @pytest.mark.parametrize("case", range(len(CASES)))
 async def test_same_files_as_stdlib(
-    case: int, stdlib_runs: tuple[Path, list[dict[str, Any]]], tmp_path: Path
+    case: int, frozen: bool, stdlib_runs: tuple[Path, list[dict[str, Any]]], tmp_path: Path
 ) -> None:
     root, scenarios = stdlib_runs
     sc = scenarios[case]
-    sink = await play_sink(sc, tmp_path, CASES[case][2])
+    sink = await play_sink(sc, tmp_path, CASES[case][2], frozen=frozen)
     expected = _oracle.read_dir(str(root / str(case)))
     got = _oracle.read_dir(str(tmp_path))
     assert sorted(got) == sorted(expected)
@@ -114,12 +123,15 @@ async def test_same_files_as_stdlib(
         assert len(expected) > 1  # the case really rolled over
 
 
-async def test_many_rollovers_in_one_batch_against_this_pythons_stdlib(tmp_path: Path) -> None:
+@pytest.mark.parametrize("frozen", [False, True], ids=["records", "frozen"])
+async def test_many_rollovers_in_one_batch_against_this_pythons_stdlib(
+    tmp_path: Path, frozen: bool
+) -> None:
     # records shorter than maxBytes: every stdlib since 3.5 agrees with 3.13 here
     sc = scenario({"maxBytes": 90, "backupCount": 40, "encoding": "utf-8"}, messages(400, 1, 3))
     _oracle.run_stdlib([sc], str(tmp_path / "ref"))
     (tmp_path / "ours").mkdir()
-    await play_sink(sc, tmp_path / "ours", [10_000])
+    await play_sink(sc, tmp_path / "ours", [10_000], frozen=frozen)
     expected = _oracle.read_dir(str(tmp_path / "ref" / "0"))
     assert len(expected) == 41
     assert _oracle.read_dir(str(tmp_path / "ours")) == expected

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import aiologsinks as als
+from aiologsinks._record import RecordBatch, freeze
 
 from ..conftest import IN_CI
 from . import _oracle
@@ -103,7 +104,7 @@ class Recorder(als.TimedRotatingFileSink):
         self.failures += 1
 
 
-async def play_sink(sc: dict[str, Any], directory: Path) -> Recorder:
+async def play_sink(sc: dict[str, Any], directory: Path, frozen: bool = False) -> Recorder:
     path = _oracle.prepare_dir(sc, str(directory))
     now = [float(sc["start"])]
     sink = Recorder(path, **_oracle.handler_kwargs(sc), clock=lambda: now[0])
@@ -113,7 +114,9 @@ async def play_sink(sc: dict[str, Any], directory: Path) -> Recorder:
     async with sink:
         for t, msgs in sc["steps"]:
             now[0] = t
-            await sink.emit_batch(_oracle.make_records(msgs, t))
+            records = _oracle.make_records(msgs, t)
+            # frozen: as a Dispatcher hands batches over (the sink's fast path)
+            await sink.emit_batch(RecordBatch([freeze(r) for r in records]) if frozen else records)
     return sink
 
 
@@ -146,9 +149,12 @@ def _id(i: int) -> str:
     return f"{i}-" + "-".join(tags)
 
 
+@pytest.mark.parametrize("frozen", [False, True], ids=["records", "frozen"])
 @pytest.mark.parametrize("case", range(len(SCENARIOS)), ids=_id)
-async def test_same_files_as_stdlib(case: int, stdlib_runs: Path, tmp_path: Path, tz: str) -> None:
-    await play_sink(SCENARIOS[case], tmp_path)
+async def test_same_files_as_stdlib(
+    case: int, frozen: bool, stdlib_runs: Path, tmp_path: Path, tz: str
+) -> None:
+    await play_sink(SCENARIOS[case], tmp_path, frozen)
     expected = _oracle.read_dir(str(stdlib_runs / str(case)))
     got = _oracle.read_dir(str(tmp_path))
     assert sorted(got) == sorted(expected)
