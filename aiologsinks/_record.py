@@ -38,6 +38,7 @@ __all__ = [
     "passing",
     "prepared_copy",
     "thaw",
+    "travelled",
 ]
 
 #: a frozen record: the values of ``FIELDS``, in that order; when ``msg`` is still to
@@ -91,42 +92,45 @@ def freeze(record: logging.LogRecord) -> Item:
         name, msg, args = d["name"], d["msg"], d["args"]
     except KeyError:  # as many attributes, but not the standard ones
         return prepared_copy(record)
-    if not d["exc_info"]:
-        if type(msg) is str and type(args) is tuple and args:
-            # Arguments of immutable types cannot change after the call: they travel
-            # after the fields, unmerged, and are merged where the record is formatted
-            # (or thawed) - off the logging call. Not as a nested tuple: the GC
-            # untracks a tuple only once its items are untracked, so a nested one
-            # would keep the record tracked a collection longer.
-            for arg in args:
-                if type(arg) not in _IMMUTABLE:
-                    break
-            else:
-                return (name, msg, None) + tail + args  # noqa: RUF005 - two copies, not three
-        try:
-            if type(msg) is not str:
-                return (name, str(msg) % args if args else str(msg), None) + tail  # noqa: RUF005
-            if args:
-                return (name, msg % args, None) + tail  # noqa: RUF005
+    exc_info = d["exc_info"]
+    if not exc_info and type(msg) is str and type(args) is tuple and args:
+        # Arguments of immutable types cannot change after the call: they travel after
+        # the fields, unmerged, and are merged where the record is formatted (or
+        # thawed) - off the logging call. Not as a nested tuple: the GC untracks a
+        # tuple only once its items are untracked, so a nested one would keep the
+        # record tracked a collection longer.
+        for arg in args:
+            if type(arg) not in _IMMUTABLE:
+                break
+        else:
+            return (name, msg, None) + tail + args  # noqa: RUF005 - two copies, not three
+    merged = _merged(msg, args)
+    if not exc_info:
+        if merged is not None:
+            return (name, merged, None) + tail  # noqa: RUF005 - one copy, not two
+        if type(msg) is str and not args:
             return (name, msg, args) + tail  # noqa: RUF005
-        except Exception:  # noqa: BLE001, S110 - kept unmerged below: each sink reports it
-            pass
+    # exception info to render, or a message that cannot be merged (kept for the sinks)
     fixed = list(_take(d))
-    _merge_into(fixed, fixed[MSG], fixed[ARGS])
-    exc_info = fixed[EXC_INFO]
-    if exc_info and not fixed[EXC_TEXT]:
-        fixed[EXC_TEXT] = _exc_formatter.formatException(exc_info)
-    fixed[EXC_INFO] = None
+    if merged is not None:
+        fixed[MSG], fixed[ARGS] = merged, None
+    if exc_info:
+        if not fixed[EXC_TEXT]:
+            fixed[EXC_TEXT] = _exc_formatter.formatException(exc_info)
+        fixed[EXC_INFO] = None
     return tuple(fixed)
 
 
-def _merge_into(values: list[Any], msg: Any, args: Any) -> None:
+def _merged(msg: Any, args: Any) -> str | None:
+    """``msg % args`` as a prepared record's ``msg``; None when there is nothing to
+    merge (a str without arguments) or it cannot be merged (each sink reports that)."""
+    if not args and type(msg) is str:
+        return None
     try:
         text = msg if type(msg) is str else str(msg)
-        values[MSG] = text % args if args else text
-        values[ARGS] = None
-    except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
-        pass
+        return text % args if args else text
+    except Exception:  # noqa: BLE001 - kept unmerged: each sink reports it
+        return None
 
 
 def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
@@ -136,17 +140,12 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
     error to its own ``handleError``.
     """
     d = record.__dict__.copy()
-    msg, args = d["msg"], d["args"]
-    if args or type(msg) is not str:
-        try:
-            if type(record) is _LogRecord:
-                text = msg if type(msg) is str else str(msg)
-                d["msg"] = text % args if args else text
-            else:  # a LogRecord subclass may build its message differently
-                d["msg"] = record.getMessage()
-            d["args"] = None
-        except Exception:  # noqa: BLE001, S110 - kept unmerged: each sink reports it
-            pass
+    if type(record) is _LogRecord:
+        merged = _merged(d["msg"], d["args"])
+    else:  # a LogRecord subclass may build its message differently
+        merged = _subclass_message(record)
+    if merged is not None:
+        d["msg"], d["args"] = merged, None
     if d.get("exc_info"):
         if not d.get("exc_text"):
             d["exc_text"] = _exc_formatter.formatException(d["exc_info"])
@@ -154,6 +153,15 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
     new: Any = _new(type(record))
     new.__dict__ = d
     return new  # type: ignore[no-any-return]
+
+
+def _subclass_message(record: logging.LogRecord) -> str | None:
+    if not record.args and type(record.msg) is str:
+        return None
+    try:
+        return record.getMessage()
+    except Exception:  # noqa: BLE001 - kept unmerged: each sink reports it
+        return None
 
 
 def thaw(values: Frozen) -> logging.LogRecord:
@@ -232,6 +240,14 @@ class RecordBatch(Sequence[logging.LogRecord]):
 
     def __repr__(self) -> str:
         return f"<RecordBatch of {len(self.items)}>"
+
+
+def travelled(records: Sequence[logging.LogRecord]) -> list[Item] | None:
+    """The items of a dispatcher's batch as they travelled (frozen records still
+    frozen), or None when ``records`` is not such a batch or was already thawed."""
+    if type(records) is RecordBatch and not records.thawed:
+        return records.items
+    return None
 
 
 def passing(items: list[Item], level: int) -> list[Item]:
