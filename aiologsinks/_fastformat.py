@@ -37,6 +37,7 @@ from ._record import (
     Item,
     RecordBatch,
     as_record,
+    travelled,
 )
 from ._sink import Sink, _default_formatter
 
@@ -75,7 +76,8 @@ def format_batch(
     not thawed, and a plain formatter). A record that cannot be formatted goes to the
     sink's ``handleError`` (counted) and is left out.
     """
-    if type(records) is not RecordBatch or records.thawed:
+    items = travelled(records)
+    if items is None:
         return None
     spec = plain_percent_format(sink)
     if spec is None:
@@ -89,7 +91,6 @@ def format_batch(
         sink.__dict__["_frozen_format"] = ((spec, term), fast)
     if fast is None:
         return None
-    items = records.items
     failed = False
 
     def slow(item: Item) -> str | None:

@@ -356,18 +356,32 @@ def test_emitting_from_a_thread_after_the_loop_closed_returns_promptly(tmp_path:
     assert "late 49" in proc.stderr  # the fallback (stderr) got the records
 
 
+async def close_while_stalled(
+    dispatcher: als.Dispatcher,
+    log: logging.Logger,
+    stalled: GatedSink,
+    prefix: str,
+    n: int,
+    timeout: float,
+) -> als.DispatcherStats:
+    """Log ``n`` records, wait until ``stalled`` holds a batch, then close with ``timeout``."""
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    for i in range(n):
+        log.info(f"{prefix} %d", i)
+    await asyncio.wait_for(stalled.entered.wait(), 5)
+    try:
+        return await dispatcher.aclose(timeout=timeout)
+    finally:
+        log.removeHandler(dispatcher.handler)
+
+
 async def test_aclose_timeout_reports_what_a_stalled_sink_did_not_deliver() -> None:
     log = fresh_logger("t.timeout")
     stalled = GatedSink()
     fallback = CaptureHandler()
     dispatcher = als.Dispatcher(stalled, batch_size=10, fallback=fallback)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
-    for i in range(25):
-        log.info("s %d", i)
-    await asyncio.wait_for(stalled.entered.wait(), 5)
-    stats = await dispatcher.aclose(timeout=0.05)
-    log.removeHandler(dispatcher.handler)
+    stats = await close_while_stalled(dispatcher, log, stalled, "s", 25, timeout=0.05)
     assert stats.sinks["GatedSink#0"].undelivered == 25
     assert [r.getMessage() for r in fallback.records if r.name != "aiologsinks"] == [
         f"s {i}" for i in range(25)
@@ -383,13 +397,7 @@ async def test_records_the_pump_holds_for_a_full_lane_are_not_lost_at_close() ->
     dispatcher = als.Dispatcher(
         stalled, beside, batch_size=100, fallback=fallback, lanes={stalled: {"size": 5}}
     )
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
-    for i in range(300):
-        log.info("r %d", i)
-    await asyncio.wait_for(stalled.entered.wait(), 5)
-    stats = await dispatcher.aclose(timeout=0.1)
-    log.removeHandler(dispatcher.handler)
+    stats = await close_while_stalled(dispatcher, log, stalled, "r", 300, timeout=0.1)
     gated, other = stats.sinks["GatedSink#0"], stats.sinks["ListSink#1"]
     assert gated.emitted == 0 and gated.dropped == 0
     # the chunk the pump held: in the lanes, undelivered; the rest: still queued

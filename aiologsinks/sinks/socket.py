@@ -23,7 +23,7 @@ from typing import Any
 from .. import _wire
 from .._backoff import Backoff, OutageBuffer
 from .._exceptions import RecordTooLargeError, SinkConnectError
-from .._record import Item, RecordBatch, as_record, frozen_dict
+from .._record import Item, as_record, frozen_dict, travelled
 from .._sink import Sink
 
 __all__ = ["DatagramSink", "SocketSink", "StreamLinkSink"]
@@ -606,9 +606,8 @@ _dgram_emit = DatagramSink.emit
 
 def _items(records: Sequence[logging.LogRecord]) -> Sequence[Item]:
     """A dispatcher's batch as it travelled (frozen records stay frozen), or ``records``."""
-    if type(records) is RecordBatch and not records.thawed:
-        return records.items
-    return records
+    items = travelled(records)
+    return records if items is None else items
 
 
 def _frame_of(item: Item, make_pickle: Callable[[logging.LogRecord], bytes]) -> bytes:

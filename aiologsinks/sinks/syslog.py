@@ -12,7 +12,7 @@ from typing import Any, Literal
 from .. import _wire
 from .._exceptions import RecordTooLargeError, SinkConnectError
 from .._fastformat import format_batch
-from .._record import Item, as_record, level_name_of
+from .._record import Item, level_name_of
 from .._wire import RFC5424Formatter
 from .socket import MAX_UDP_PAYLOAD, SEND_SLICE, DatagramChannel, StreamLinkSink
 
@@ -239,15 +239,13 @@ class SysLogSink(StreamLinkSink):
             return
         for i, (item, data) in enumerate(self._datagrams(records), 1):
             try:
-                channel = self._channel
-                if channel is None:
-                    await self._send_udp(data)  # opens the socket first
-                else:
-                    data = _wire.truncate_utf8(data, self.max_size, keep_nul=self.append_nul)
-                    if not channel.send_nowait(data, self._udp_target):
-                        await channel.protocol.drain()
+                # no coroutine per datagram: awaits only to open the socket or to drain
+                channel = self._channel or await self._open_udp()
+                data = _wire.truncate_utf8(data, self.max_size, keep_nul=self.append_nul)
+                if not channel.send_nowait(data, self._udp_target):
+                    await channel.protocol.drain()
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(as_record(item))
+                self._fail(item)
             if not i % SEND_SLICE:
                 # one sendto per record never suspends: let the loop run between slices
                 await asyncio.sleep(0)
@@ -269,10 +267,10 @@ class SysLogSink(StreamLinkSink):
             try:
                 out.append((item, self._encode_message(text, level_name_of(item))))
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(as_record(item))
+                self._fail(item)
         return out
 
-    async def _send_udp(self, data: bytes) -> None:
+    async def _open_udp(self) -> DatagramChannel:
         if self._channel is None:
             assert not isinstance(self.address, str)
             host, port = self.address
@@ -281,8 +279,7 @@ class SysLogSink(StreamLinkSink):
                 raise SinkConnectError(f"{self!r}: no address for {host!r}")
             family, _, _, _, self._udp_target = infos[0]
             self._channel = await DatagramChannel.open(family)
-        data = _wire.truncate_utf8(data, self.max_size, keep_nul=self.append_nul)
-        await self._channel.send(data, self._udp_target)
+        return self._channel
 
     async def _write_chunk(self, chunk: list[tuple[Item, bytes]]) -> int:
         if self.sock is None and self._channel is None:
