@@ -1,7 +1,7 @@
 """Service-level benchmark: what logging costs a real async service under load.
 
-    python -m benchmarks.service                # 9 interleaved rounds (about 25 minutes)
-    python -m benchmarks.service --quick        # sanity: 2 rounds, short phases (< 2 min)
+    python -m benchmarks.service                # 9 interleaved rounds (about 30 minutes)
+    python -m benchmarks.service --quick        # sanity: 2 rounds, 1 s phases, 3 options
     python -m benchmarks.service --smoke        # the code runs (a few seconds; CI)
     python -m benchmarks.service --framework aiohttp --rounds 5
 
@@ -506,13 +506,15 @@ def chart(cells: list[Cell], path: str, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.service", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="2 rounds, short phases")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 rounds, 1 s phases, floor/stdlib/aiologsinks"
+    )
     parser.add_argument("--smoke", action="store_true", help="the code runs: tiny, no stats")
     parser.add_argument("--framework", choices=("fastapi", "aiohttp"), default="fastapi")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (9; quick 2; smoke 1)")
-    parser.add_argument("--seconds", type=float, help="seconds per phase (4; quick 1.5)")
+    parser.add_argument("--seconds", type=float, help="seconds per phase (3; quick 1)")
     parser.add_argument("--warmup", type=float, default=0.5, help="uncounted open-loop start")
-    parser.add_argument("--rate", type=float, default=300.0, help="open-loop requests/s (300)")
+    parser.add_argument("--rate", type=float, default=100.0, help="open-loop requests/s (100)")
     parser.add_argument("--connections", type=int, default=32, help="closed-loop connections")
     parser.add_argument("--drain", type=float, default=20.0, help="shutdown bound, s (20)")
     parser.add_argument("--dest", help="comma-separated destinations (file,http,syslog,stall)")
@@ -526,7 +528,9 @@ def main(argv: list[str] | None = None) -> int:
         opts.seconds = opts.seconds or 0.5
         opts.warmup, opts.rate, opts.connections, opts.drain = 0.1, 50.0, 4, 10.0
     opts.rounds = opts.rounds or (2 if opts.quick else 9)
-    opts.seconds = opts.seconds or (1.5 if opts.quick else 4.0)
+    opts.seconds = opts.seconds or (1.0 if opts.quick else 3.0)
+    if opts.quick and not opts.only:
+        opts.only = "stdlib,aiologsinks"
     opts.wrk = not opts.no_wrk and shutil.which("wrk") is not None and not opts.smoke
     dests = (opts.dest or "file,http,syslog,stall,otlp").split(",")
     for d in dests:
