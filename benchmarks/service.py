@@ -525,8 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     opts = parser.parse_args(argv)
     if opts.smoke:
         opts.rounds = opts.rounds or 1
-        opts.seconds = opts.seconds or 0.5
-        opts.warmup, opts.rate, opts.connections, opts.drain = 0.1, 50.0, 4, 10.0
+        opts.seconds = opts.seconds or 0.3
+        opts.warmup, opts.rate, opts.connections, opts.drain = 0.0, 50.0, 4, 10.0
     opts.rounds = opts.rounds or (2 if opts.quick else 9)
     opts.seconds = opts.seconds or (1.0 if opts.quick else 3.0)
     if opts.quick and not opts.only:
