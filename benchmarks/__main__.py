@@ -151,6 +151,10 @@ def targets(cases: list[Case]) -> list[tuple[str, str, str]]:
             out.append((target.verdict(est), target.what, text or est.fmt()))
 
     add(CALL_TARGET, pair("aiologsinks", "null", "call_us"))
+    cpu = pair("aiologsinks", "null", "call_cpu_us")
+    if cpu is not None:
+        what = CALL_TARGET.what.replace("on the loop", "on the loop, CPU time of the loop thread,")
+        out.append((CALL_TARGET.verdict(cpu), what, cpu.fmt()))
     thread_loop = pair("aiologsinks@thread", "null", "call_us")
     add(THREAD_TARGET, thread_loop, thread_loop.fmt() + " (loop floor)" if thread_loop else None)
     thread = pair("aiologsinks@thread", "null@thread", "call_us")
