@@ -7,8 +7,8 @@ in this process so the peer never competes for the measured process's GIL.
 
 ``collector`` is an aiohttp server answering every POST after 2 ms; ``syslog`` reads
 TCP syslog, octet-counted (RFC 6587) or NUL/LF-terminated (the stdlib's framing);
-``stall`` is that syslog peer with a 4 KB receive buffer that stops reading for
-200 ms every 2 s (a destination that stalls).
+``stall [EVERY PAUSE]`` is that syslog peer with a 4 KB receive buffer that stops
+reading for PAUSE s (0.2) every EVERY s (2; a destination that stalls).
 """
 
 from __future__ import annotations
@@ -176,7 +176,7 @@ async def _collector() -> Any:
     return runner
 
 
-async def _serve(kind: str) -> None:
+async def _serve(kind: str, every: float = 2.0, pause: float = 0.2) -> None:
     loop = asyncio.get_running_loop()
     keep: Any = None
     if kind in ("syslog", "stall"):
@@ -189,7 +189,7 @@ async def _serve(kind: str) -> None:
         server = await loop.create_server(_Syslog, sock=sock)
         port = server.sockets[0].getsockname()[1]
         if kind == "stall":
-            keep = loop.create_task(_stall(2.0, 0.2))
+            keep = loop.create_task(_stall(every, pause))
     elif kind == "collector":
         keep = await _collector()
         port = keep.addresses[0][1]
@@ -228,4 +228,4 @@ async def _serve(kind: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve(sys.argv[1]))
+    asyncio.run(_serve(sys.argv[1], *(float(a) for a in sys.argv[2:4])))

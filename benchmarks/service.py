@@ -142,9 +142,9 @@ def free_port() -> int:
 class Peer:
     """A loopback destination process (``benchmarks._peers``) and its record count."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *args: float) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._peers", kind],
+            [sys.executable, "-m", "benchmarks._peers", kind, *map(str, args)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -274,7 +274,8 @@ def _loadgen(mode: str, port: int, *args: float) -> dict[str, Any]:
 def run_cell(cell: Cell, framework: str, opts: argparse.Namespace) -> dict[str, Any]:
     """One server process, both phases; returns the round's measurements."""
     kind = DESTS[cell.dest][1] if cell.contender != "null" else None
-    peer = Peer(kind) if kind else None
+    stall = (opts.stall_every, opts.stall_ms / 1e3) if kind == "stall" else ()
+    peer = Peer(kind, *stall) if kind else None
     server: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryDirectory(prefix="aiologsinks-svc-") as tmp:
         try:
@@ -478,7 +479,7 @@ def chart(cells: list[Cell], path: str, title: str) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(15, 0.36 * len(rows) + 1.8), sharey=True)
     specs = (
         ("closed_rps", "requests/s at saturation (higher is better)", False),
-        ("open_p99_ms", "request latency p99 at a fixed rate, ms (log; lower is better)", True),
+        ("open_p99_ms", "request p99 at a fixed rate, ms (log scale; lower is better)", True),
     )
     for ax, (metric, name, log) in zip(axes, specs, strict=True):
         ests = [c.estimate(metric) for c in rows]
@@ -498,10 +499,35 @@ def chart(cells: list[Cell], path: str, title: str) -> None:
     axes[0].set_yticks(range(len(rows)))
     axes[0].set_yticklabels(labels, fontsize=8)
     axes[0].invert_yaxis()
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=9)
+    fig.text(
+        0.01,
+        0.005,
+        "bars: median over rounds; whiskers: bootstrap 95% interval of the median; "
+        "dashed: the floor (NullHandler)",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def replot(path: str, out: str) -> int:
+    """Draw the chart of a saved ``service-*.json`` again (e.g. into docs/)."""
+    with open(path) as f:
+        doc = json.load(f)
+    cells = []
+    for c in doc["cells"]:
+        cell = Cell(c["contender"], c["dest"])
+        cell.runs = {int(r): run for r, run in c["runs"].items()}
+        cells.append(cell)
+    chart(cells, out, _title(doc["header"]))
+    return 0
+
+
+def _title(header: str) -> str:
+    head, _, rest = header.partition("; ")
+    return f"A service logging 3 records per request: {head}\n{rest}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -517,12 +543,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="open-loop requests/s (100)")
     parser.add_argument("--connections", type=int, default=32, help="closed-loop connections")
     parser.add_argument("--drain", type=float, default=20.0, help="shutdown bound, s (20)")
+    parser.add_argument("--stall-ms", type=float, default=200.0, help="stall length (200)")
+    parser.add_argument("--stall-every", type=float, default=2.0, help="stall period, s (2)")
     parser.add_argument("--dest", help="comma-separated destinations (file,http,syslog,stall)")
     parser.add_argument("--only", help="comma-separated contenders (null is always run)")
     parser.add_argument("--no-wrk", action="store_true", help="Python closed loop even with wrk")
     parser.add_argument("--chart", help="write the chart here (default: benchmarks/results/)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--replot", metavar="JSON", help="redraw the chart of a results file")
     opts = parser.parse_args(argv)
+    if opts.replot:
+        return replot(opts.replot, opts.chart or opts.replot.replace(".json", ".png"))
     if opts.smoke:
         opts.rounds = opts.rounds or 1
         opts.seconds = opts.seconds or 0.3
@@ -532,6 +563,10 @@ def main(argv: list[str] | None = None) -> int:
     if opts.quick and not opts.only:
         opts.only = "stdlib,aiologsinks"
     opts.wrk = not opts.no_wrk and shutil.which("wrk") is not None and not opts.smoke
+    DESTS["stall"] = (
+        f"syslog over TCP, peer stalls {opts.stall_ms:g} ms every {opts.stall_every:g} s",
+        "stall",
+    )
     dests = (opts.dest or "file,http,syslog,stall,otlp").split(",")
     for d in dests:
         if d not in DESTS:
@@ -595,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
             chart(
                 cells,
                 opts.chart or base + ".png",
-                f"A {opts.framework} service logging ~3 records per request — {header[:90]}...",
+                _title(header),
             )
         except ImportError:
             log("  matplotlib is not installed: no chart")
