@@ -320,7 +320,9 @@ def run_cell(cell: Cell, framework: str, opts: argparse.Namespace) -> dict[str, 
             out["shutdown_s"] = time.perf_counter() - t0
             out["drained"] = drained
             if peer is not None:
-                delivered = peer.settle(logged, limit=10.0)
+                # a stalled peer's count stands still for the whole stall: wait past it
+                patience = 1.0 + (opts.stall_ms / 1e3 if kind == "stall" else 0.0)
+                delivered = peer.settle(logged, patience=patience, limit=10.0 + patience)
             elif cell.contender != "null":
                 delivered = 0
                 for name in os.listdir(tmp):
