@@ -1,7 +1,7 @@
 """Service-level benchmark: what logging costs a real async service under load.
 
     python -m benchmarks.service                # 9 interleaved rounds (about 30 minutes)
-    python -m benchmarks.service --quick        # sanity: 2 rounds, 1 s phases, 3 options
+    python -m benchmarks.service --quick        # sanity: 2 rounds, 1 s phases, floor + ours
     python -m benchmarks.service --smoke        # the code runs (a few seconds; CI)
     python -m benchmarks.service --framework aiohttp --rounds 5
 
@@ -535,7 +535,7 @@ def _title(header: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.service", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="2 rounds, 1 s phases, floor/stdlib/aiologsinks"
+        "--quick", action="store_true", help="2 rounds, 1 s phases, floor and aiologsinks"
     )
     parser.add_argument("--smoke", action="store_true", help="the code runs: tiny, no stats")
     parser.add_argument("--framework", choices=("fastapi", "aiohttp"), default="fastapi")
@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     opts.rounds = opts.rounds or (2 if opts.quick else 9)
     opts.seconds = opts.seconds or (1.0 if opts.quick else 3.0)
     if opts.quick and not opts.only:
-        opts.only = "stdlib,aiologsinks"
+        opts.only = "aiologsinks"
     opts.wrk = not opts.no_wrk and shutil.which("wrk") is not None and not opts.smoke
     DESTS["stall"] = (
         f"syslog over TCP, peer stalls {opts.stall_ms:g} ms every {opts.stall_every:g} s",
