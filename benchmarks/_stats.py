@@ -23,6 +23,9 @@ from dataclasses import dataclass
 #: bootstrap resamples (the interval's ends move by < 0.5 % between seeds at 9 rounds)
 RESAMPLES = 4000
 MET, MISSED, UNDECIDED = "met", "missed", "undecided at this noise"
+#: below this many rounds the bootstrap interval is just the spread of a few values:
+#: no verdict is given (a --quick run is a sanity check, not a measurement)
+MIN_ROUNDS = 5
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,8 @@ class Target:
         """met / missed / undecided at this noise (see the module docstring)."""
         if est is None:
             return "not measured"
+        if est.rounds < MIN_ROUNDS:
+            return f"not judged ({est.rounds} rounds; {MIN_ROUNDS} or more decide)"
         if self.op == "<=":
             if est.low > self.limit:
                 return MISSED

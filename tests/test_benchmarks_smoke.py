@@ -95,6 +95,11 @@ def test_verdicts_follow_the_interval() -> None:
     assert ge.verdict(_stats.Estimate(1.3, 1.2, 1.45, 9)) == _stats.MISSED
 
 
+def test_too_few_rounds_get_no_verdict() -> None:
+    le = _stats.Target("x <= 1.3", "<=", 1.3)
+    assert le.verdict(_stats.Estimate(2.0, 1.9, 2.1, 2)).startswith("not judged")
+
+
 def test_bootstrap_is_reproducible_and_brackets_the_median() -> None:
     values = [1.1, 1.4, 1.2, 1.3, 1.25, 1.35, 1.15, 1.28, 1.32]
     a, b = _stats.bootstrap(values), _stats.bootstrap(values)
