@@ -1,9 +1,14 @@
 """Loopback peers for the network scenarios, run as their own process.
 
-``python -m benchmarks._peers tcp|udp|http`` binds 127.0.0.1 on a free port, prints
-the port on stdout, then answers each line read on stdin with the number of records
-received so far. It exits when stdin closes. Counting happens in this process so the
-peer never competes for the measured process's GIL.
+``python -m benchmarks._peers tcp|udp|http|collector|syslog|stall`` binds 127.0.0.1
+on a free port, prints the port on stdout, then answers each line read on stdin with
+the number of records received so far. It exits when stdin closes. Counting happens
+in this process so the peer never competes for the measured process's GIL.
+
+``collector`` is an aiohttp server answering every POST after 2 ms; ``syslog`` reads
+TCP syslog, octet-counted (RFC 6587) or NUL/LF-terminated (the stdlib's framing);
+``stall [EVERY PAUSE]`` is that syslog peer with a 4 KB receive buffer that stops
+reading for PAUSE s (0.2) every EVERY s (2; a destination that stalls).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import json
 import socket
 import sys
+from typing import Any, ClassVar
 
 _count = 0
 
@@ -75,9 +81,119 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.close()
 
 
-async def _serve(kind: str) -> None:
+class _Syslog(asyncio.Protocol):
+    """TCP syslog: ``<len> <msg>`` frames, or messages ending in NUL or LF.
+
+    The framing is told by the connection's first byte (a digit: octet counting)."""
+
+    #: every connection, so the stall can pause them all
+    live: ClassVar[set[_Syslog]] = set()
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._octets: bool | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        _Syslog.live.add(self)
+        if _stalled:
+            transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        _Syslog.live.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        global _count
+        buf = self._buf
+        buf += data
+        if self._octets is None and buf:
+            self._octets = buf[:1].isdigit()
+        if self._octets:
+            pos = 0
+            while True:
+                sp = buf.find(b" ", pos, pos + 12)
+                if sp < 0:
+                    break
+                size = int(buf[pos:sp])
+                if len(buf) - sp - 1 < size:
+                    break
+                pos = sp + 1 + size
+                _count += 1
+            del buf[:pos]
+        else:
+            # the stdlib appends a NUL; a message may contain LFs (tracebacks)
+            end = buf.rfind(b"\0")
+            if end >= 0:
+                _count += buf.count(b"\0", 0, end + 1)
+                del buf[: end + 1]
+
+
+_stalled = False
+
+
+async def _stall(every: float, pause: float) -> None:
+    """Stop reading every connection for ``pause`` s every ``every`` s."""
+    global _stalled
+    while True:
+        await asyncio.sleep(every - pause)
+        _stalled = True
+        for conn in list(_Syslog.live):
+            if conn.transport is not None:
+                conn.transport.pause_reading()
+        await asyncio.sleep(pause)
+        _stalled = False
+        for conn in list(_Syslog.live):
+            if conn.transport is not None and not conn.transport.is_closing():
+                conn.transport.resume_reading()
+
+
+async def _collector() -> Any:
+    """An aiohttp HTTP collector: every POST answered after 2 ms; a JSON array body
+    counts as its length, any other body as one record."""
+    from aiohttp import web
+
+    async def receive(request: web.Request) -> web.Response:
+        global _count
+        body = await request.read()
+        await asyncio.sleep(0.002)
+        n = 1
+        if body[:1] == b"[":
+            try:
+                n = len(json.loads(body))
+            except ValueError:
+                n = 1
+        _count += n
+        return web.Response(text="ok")
+
+    app = web.Application(client_max_size=64 << 20)
+    app.router.add_route("*", "/{tail:.*}", receive)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner
+
+
+async def _serve(kind: str, every: float = 2.0, pause: float = 0.2) -> None:
     loop = asyncio.get_running_loop()
-    if kind == "tcp":
+    keep: Any = None
+    if kind in ("syslog", "stall"):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if kind == "stall":
+            # a small window, so that a pause in reading reaches the sender at once
+            # instead of disappearing into megabytes of loopback buffers
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.bind(("127.0.0.1", 0))
+        server = await loop.create_server(_Syslog, sock=sock)
+        port = server.sockets[0].getsockname()[1]
+        if kind == "stall":
+            keep = loop.create_task(_stall(every, pause))
+    elif kind == "collector":
+        keep = await _collector()
+        port = keep.addresses[0][1]
+    elif kind == "tcp":
         server = await loop.create_server(_Frames, "127.0.0.1", 0)
         port = server.sockets[0].getsockname()[1]
     elif kind == "http":
@@ -105,7 +221,11 @@ async def _serve(kind: str) -> None:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while await reader.readline():
         print(_count, flush=True)
+    if isinstance(keep, asyncio.Task):
+        keep.cancel()
+    elif keep is not None:
+        await keep.cleanup()
 
 
 if __name__ == "__main__":
-    asyncio.run(_serve(sys.argv[1]))
+    asyncio.run(_serve(sys.argv[1], *(float(a) for a in sys.argv[2:4])))

@@ -1,0 +1,112 @@
+"""Paired statistics for noisy machines: median of per-round ratios, a bootstrap 95%
+interval, and a verdict per target.
+
+Rounds are interleaved (each round runs every contender once, in a rotated order), so
+a slow spell of a shared machine moves both sides of a pair. Each round gives one
+ratio ``a_r / b_r`` (or difference ``a_r - b_r``); the estimate is the median of those,
+and its 95% interval comes from resampling the rounds with replacement (percentile
+bootstrap, fixed seed, so a table is reproducible from its raw numbers).
+
+A target is then *met* when the whole interval is on the right side of it, *missed*
+when the whole interval is on the wrong side, and *undecided at this noise* when the
+interval straddles it: more rounds or a quieter machine would decide, a single
+median would not.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+#: bootstrap resamples (the interval's ends move by < 0.5 % between seeds at 9 rounds)
+RESAMPLES = 4000
+MET, MISSED, UNDECIDED = "met", "missed", "undecided at this noise"
+#: below this many rounds the bootstrap interval is just the spread of a few values:
+#: no verdict is given (a --quick run is a sanity check, not a measurement)
+MIN_ROUNDS = 5
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A median of per-round values with its bootstrap 95% interval."""
+
+    median: float
+    low: float
+    high: float
+    rounds: int
+
+    def fmt(self, digits: int = 2, suffix: str = "x", signed: bool = False) -> str:
+        """``1.33x [1.28, 1.40]``; one round has no interval."""
+        sign = "+" if signed else ""
+        f = f"{{:{sign}.{digits}f}}{suffix}"
+        if self.rounds < 2:
+            return f.format(self.median)
+        return f"{f.format(self.median)} [{f.format(self.low)}, {f.format(self.high)}]"
+
+
+def bootstrap(values: Sequence[float], seed: int = 17) -> Estimate | None:
+    """The median of ``values`` and a percentile-bootstrap 95% interval of it."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None
+    med = statistics.median(vals)
+    if len(vals) < 2:
+        return Estimate(med, med, med, len(vals))
+    rng = random.Random(seed)
+    n = len(vals)
+    meds = sorted(statistics.median(rng.choices(vals, k=n)) for _ in range(RESAMPLES))
+    return Estimate(med, meds[int(0.025 * RESAMPLES)], meds[int(0.975 * RESAMPLES) - 1], n)
+
+
+def paired(
+    a: Mapping[int, float | None], b: Mapping[int, float | None], op: str = "ratio"
+) -> Estimate | None:
+    """Per-round ``a/b`` (``op="ratio"``) or ``a-b`` (``op="diff"``), rounds matched by key."""
+    vals: list[float] = []
+    for r, x in a.items():
+        y = b.get(r)
+        if x is None or y is None:
+            continue
+        if op == "ratio":
+            if not y:
+                continue
+            vals.append(x / y)
+        else:
+            vals.append(x - y)
+    return bootstrap(vals)
+
+
+@dataclass(frozen=True)
+class Target:
+    """``value <= limit`` (``op="<="``) or ``value >= limit``; ``strict_high`` adds the
+    issue's extra condition for a *met* of a ``<=`` target: the interval's upper end
+    below that bound (e.g. call cost <= 1.3x with the upper end < 1.4x)."""
+
+    what: str
+    op: str
+    limit: float
+    strict_high: float | None = None
+
+    def verdict(self, est: Estimate | None) -> str:
+        """met / missed / undecided at this noise (see the module docstring)."""
+        if est is None:
+            return "not measured"
+        if est.rounds < MIN_ROUNDS:
+            return f"not judged ({est.rounds} rounds; {MIN_ROUNDS} or more decide)"
+        if self.op == "<=":
+            if est.low > self.limit:
+                return MISSED
+            if self.strict_high is not None:
+                ok = est.median <= self.limit and est.high < self.strict_high
+                return MET if ok else UNDECIDED
+            return MET if est.high <= self.limit else UNDECIDED
+        if est.high < self.limit:
+            return MISSED
+        return MET if est.low >= self.limit else UNDECIDED
+
+
+def verdict_line(target: Target, est: Estimate | None, fmt: str) -> str:
+    """``- met: call on the loop <= 1.3x floor: 1.28x [1.22, 1.35]``"""
+    return f"- **{target.verdict(est)}**: {target.what}: {fmt}"

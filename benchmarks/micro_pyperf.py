@@ -1,0 +1,205 @@
+"""Per-call cost of a logging call on the event loop, timed by pyperf, rounds interleaved.
+
+    python -m benchmarks.micro_pyperf [--rounds 9] [--quick]
+
+pyperf (CPython's benchmark runner) does what a hand-written loop does badly:
+calibrates the number of calls per value, warms up, runs the values in fresh worker
+processes and keeps the raw values. Each *round* here runs one pyperf benchmark per
+contender, in a rotated order, so a slow spell of the shared machine hits every
+contender of that round; the per-round ratios against the NullHandler floor are
+summarised by ``benchmarks/_stats.py`` (median, bootstrap 95% interval, verdict).
+
+A value is the CPU time of the loop's thread (``time.thread_time``) inside bursts of
+1000 ``logger.info("request %d handled in %.3f ms", i, 1.5)`` calls made on a running
+event loop, with ``await asyncio.sleep(0)`` between bursts so the pipeline runs as in
+a service; divided by the calls. CPU time rather than wall time because this machine
+is shared: descheduled time is not a cost of the call (the wall-clock harness,
+``python -m benchmarks``, keeps that view).
+
+Needs pyperf (the ``bench`` extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import logging.handlers
+import os
+import queue
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._stats import Estimate, Target, bootstrap, paired
+
+FMT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+MSG = "request %d handled in %.3f ms"
+BURST = 1000
+CONTENDERS = {
+    "null": "stdlib logging + NullHandler (floor)",
+    "stdlib-file": "stdlib FileHandler on the loop",
+    "stdlib-queue": "stdlib QueueHandler (+ QueueListener -> FileHandler)",
+    "aiologsinks": "aiologsinks FileSink",
+}
+TARGET = Target(
+    "per-call cost on the loop <= 1.3x floor, interval upper end < 1.4x", "<=", 1.3, 1.4
+)
+
+
+def _setup(name: str, tmp: str, loop: asyncio.AbstractEventLoop) -> logging.Logger:
+    logger = logging.getLogger("bench.pyperf")
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    path = os.path.join(tmp, "bench.log")
+    handler: logging.Handler
+    if name == "null":
+        handler = logging.NullHandler()
+    elif name == "stdlib-file":
+        handler = logging.FileHandler(path)
+        handler.setFormatter(logging.Formatter(FMT))
+    elif name == "stdlib-queue":
+        q: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        target = logging.FileHandler(path)
+        target.setFormatter(logging.Formatter(FMT))
+        logging.handlers.QueueListener(q, target).start()
+        handler = logging.handlers.QueueHandler(q)
+    elif name == "aiologsinks":
+        import aiologsinks as als
+
+        sink = als.FileSink(path)
+        sink.setFormatter(logging.Formatter(FMT))
+        dispatcher = als.Dispatcher(sink)
+
+        async def start() -> None:
+            dispatcher.start()
+
+        loop.run_until_complete(start())
+        handler = dispatcher.handler
+    else:
+        raise SystemExit(f"unknown contender {name!r}")
+    logger.addHandler(handler)
+    return logger
+
+
+def _worker() -> None:
+    """Run under pyperf: one benchmark, one contender (``--contender``)."""
+    import pyperf
+
+    def add_cmdline_args(cmd: list[str], args: Any) -> None:
+        cmd.extend(("--contender", args.contender, "--pyperf-child"))
+
+    runner = pyperf.Runner(add_cmdline_args=add_cmdline_args)
+    runner.argparser.add_argument("--contender", required=True, choices=sorted(CONTENDERS))
+    args = runner.parse_args()
+    loop = asyncio.new_event_loop()
+    tmp = tempfile.mkdtemp(prefix="aiologsinks-pyperf-")
+    info = _setup(args.contender, tmp, loop).info
+
+    async def timed(loops: int) -> float:
+        # CPU time of the loop's thread: what the call costs the loop, without the time a
+        # shared machine's scheduler hands to other processes mid-burst
+        perf = time.thread_time
+        spent = 0.0
+        done = 0
+        while done < loops:
+            k = min(BURST, loops - done)
+            t0 = perf()
+            for i in range(k):
+                info(MSG, i, 1.5)
+            spent += perf() - t0
+            done += k
+            await asyncio.sleep(0)
+        return spent
+
+    def time_func(loops: int) -> float:
+        return loop.run_until_complete(timed(loops))
+
+    runner.bench_time_func(f"log-call-{args.contender}", time_func)
+
+
+def run_one(name: str, quick: bool) -> float:
+    """One pyperf benchmark of ``name`` in fresh processes; µs per call (median value)."""
+    import pyperf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.json")
+        cmd = [
+            sys.executable,
+            os.path.abspath(__file__),
+            "--pyperf-child",
+            "--contender",
+            name,
+            "--quiet",
+            "-o",
+            out,
+            "--inherit-environ",
+            "PYTHONPATH",
+        ]
+        cmd += ["--processes", "2", "--values", "3", "--warmups", "1"]
+        if quick:
+            cmd += ["--min-time", "0.05"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise RuntimeError(proc.stderr.strip()[-400:])
+        bench = pyperf.Benchmark.load(out)
+        return float(statistics.median(bench.get_values())) * 1e6
+
+
+def run_rounds(rounds: int, quick: bool, log: Any = print) -> dict[str, dict[int, float]]:
+    names = list(CONTENDERS)
+    res: dict[str, dict[int, float]] = {n: {} for n in names}
+    for r in range(rounds):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            res[name][r] = run_one(name, quick)
+            log(f"  pyperf round {r + 1}/{rounds} {name:<14} {res[name][r]:.2f} µs/call")
+    return res
+
+
+def table(res: dict[str, dict[int, float]]) -> tuple[str, Estimate | None]:
+    lines = ["| option | CPU µs per call (pyperf) | x floor [95% CI] |", "|---|---|---|"]
+    ours = None
+    for name, per in res.items():
+        est = bootstrap(list(per.values()))
+        ratio = paired(per, res["null"])
+        if name == "aiologsinks":
+            ours = ratio
+        lines.append(
+            f"| {CONTENDERS[name]} | {est.fmt(2, '') if est else '—'} "
+            f"| {'1.00x' if name == 'null' else ratio.fmt() if ratio else '—'} |"
+        )
+    return "\n".join(lines), ours
+
+
+def main(argv: list[str] | None = None) -> int:
+    if "--pyperf-child" in sys.argv:
+        sys.argv.remove("--pyperf-child")
+        _worker()
+        return 0
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.micro_pyperf")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (9; quick 2)")
+    parser.add_argument("--quick", action="store_true", help="2 rounds, short values")
+    parser.add_argument("--json", action="store_true", help="print raw per-round values")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 9)
+    res = run_rounds(rounds, args.quick)
+    text, ours = table(res)
+    print()
+    print(text)
+    print()
+    print(f"- **{TARGET.verdict(ours)}**: {TARGET.what}: {ours.fmt() if ours else '—'}")
+    if args.json:
+        print(json.dumps(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,662 @@
+"""Service-level benchmark: what logging costs a real async service under load.
+
+    python -m benchmarks.service                # 9 interleaved rounds (about 30 minutes)
+    python -m benchmarks.service --quick        # sanity: 2 rounds, 1 s phases, floor + ours
+    python -m benchmarks.service --smoke        # the code runs (a few seconds; CI)
+    python -m benchmarks.service --framework aiohttp --rounds 5
+
+A FastAPI app under uvicorn (or an aiohttp app) in its own process logs ~3 records per
+request (``benchmarks/_service_app.py``) to a destination: a local file, an HTTP
+collector answering after 2 ms, a TCP syslog peer, or a TCP syslog peer that stops
+reading for 200 ms every 2 s; each peer is its own process (``benchmarks/_peers.py``).
+For each logging option (NullHandler floor, the stdlib handler on the loop, stdlib
+QueueHandler + QueueListener, loguru ``enqueue=True`` and aiologger for the file,
+aiologsinks via ``install()``), one server process runs two phases:
+
+1. open loop: ``GET /work`` at a fixed rate from ``benchmarks/_loadgen.py`` (latency from
+   when each request was due: p50/p99/p99.9);
+2. closed loop at saturation: ``wrk`` when installed (one thread), else the Python
+   closed-loop generator: requests/s.
+
+Then the server is stopped with SIGTERM (its lifespan exit delivers what the option
+still holds, bounded by ``--drain``), and the records that reached the destination are
+counted there (file lines, peer counts) against those the app logged: ``lost``.
+Peak RSS is the server's ``VmHWM``. Rounds are interleaved; ratios and differences
+against the floor are paired per round (``benchmarks/_stats.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._stats import Estimate, Target, bootstrap, paired
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results")
+
+#: destination -> (label, peer kind or None)
+DESTS: dict[str, tuple[str, str | None]] = {
+    "file": ("local file", None),
+    "http": ("HTTP collector, 2 ms per request", "collector"),
+    "syslog": ("syslog over TCP", "syslog"),
+    "stall": ("syslog over TCP, peer stalls 200 ms every 2 s", "stall"),
+    # TODO(otlp): the OTLP collector lands on its own branch; add its peer kind to
+    # benchmarks/_peers.py and "otlp" to the destinations below once OTLPSink exists.
+    "otlp": ("OTLP/HTTP collector", None),
+}
+#: contender -> label (``{dest}`` is filled in)
+LABELS = {
+    "null": "stdlib logging + NullHandler (floor)",
+    "stdlib": "stdlib {handler} on the loop",
+    "queue": "stdlib QueueHandler + QueueListener -> {handler}",
+    "loguru": "loguru, file sink, enqueue=True",
+    "aiologger": "aiologger AsyncFileHandler",
+    "aiologsinks": "aiologsinks {sink} via install()",
+}
+HANDLERS = {
+    "file": ("FileHandler", "FileSink"),
+    "http": ("HTTPHandler (POST)", "HTTPSink json_batch=True"),
+    "syslog": ("SysLogHandler (TCP)", "SysLogSink (TCP)"),
+    "stall": ("SysLogHandler (TCP)", "SysLogSink (TCP)"),
+    "otlp": ("—", "OTLPSink"),
+}
+#: contenders per destination, in table order
+PER_DEST = {
+    "file": ("stdlib", "queue", "loguru", "aiologger", "aiologsinks"),
+    "http": ("stdlib", "queue", "aiologsinks"),
+    "syslog": ("stdlib", "queue", "aiologsinks"),
+    "stall": ("stdlib", "queue", "aiologsinks"),
+    "otlp": ("aiologsinks",),
+}
+OPTIONAL = {"loguru": "loguru", "aiologger": "aiologger"}
+RECORD_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.MULTILINE)
+TARGETS_NOTE = (
+    "aiologsinks, every destination: request p99 (open loop) within 1 ms of the floor, "
+    "requests/s (saturation) >= 0.9x the floor, 0 lost"
+)
+
+
+@dataclass
+class Cell:
+    """One row: a logging option for one destination, with its rounds."""
+
+    contender: str
+    dest: str
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return "null" if self.contender == "null" else f"{self.dest}/{self.contender}"
+
+    @property
+    def label(self) -> str:
+        handler, sink = HANDLERS[self.dest]
+        return LABELS[self.contender].format(handler=handler, sink=sink)
+
+    def per_round(self, metric: str) -> dict[int, float | None]:
+        return {r: run.get(metric) for r, run in self.runs.items()}
+
+    def estimate(self, metric: str) -> Estimate | None:
+        return bootstrap([v for v in self.per_round(metric).values() if v is not None])
+
+    def lost(self) -> int | None:
+        vals = [run["lost"] for run in self.runs.values() if run.get("lost") is not None]
+        return sum(vals) if vals else None
+
+
+def unavailable(contender: str, dest: str) -> str | None:
+    import importlib.util
+
+    module = OPTIONAL.get(contender)
+    if module and importlib.util.find_spec(module) is None:
+        return f"{module} is not installed (pip install -e '.[bench]')"
+    if dest == "otlp":
+        return "the OTLP collector peer has not landed yet (slot kept)"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Peer:
+    """A loopback destination process (``benchmarks._peers``) and its record count."""
+
+    def __init__(self, kind: str, *args: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._peers", kind, *map(str, args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            env=_env(),
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def count(self) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def settle(self, expected: int, patience: float = 1.0, limit: float = 30.0) -> int:
+        """Wait (bounded) until ``expected`` records arrived or the count stops moving."""
+        deadline = time.monotonic() + limit
+        last, still = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            n = self.count()
+            if n >= expected:
+                return n
+            if n != last:
+                last, still = n, time.monotonic()
+            elif time.monotonic() - still > patience:
+                return n
+            time.sleep(0.05)
+        return last
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(5)
+        except (subprocess.TimeoutExpired, OSError):
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _env() -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _get_json(port: int, path: str, timeout: float = 2.0) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def _vmhwm_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+WRK_LUA = """
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    '{"requests": %d, "duration_us": %d, "errors": %d, "timeouts": %d, ' ..
+    '"p50_us": %d, "p99_us": %d, "p999_us": %d, "max_us": %d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status,
+    e.timeout, latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
+    latency.max))
+end
+"""
+
+
+def closed_loop(port: int, seconds: float, connections: int, use_wrk: bool) -> dict[str, Any]:
+    if use_wrk:
+        with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+            f.write(WRK_LUA)
+        try:
+            proc = subprocess.run(
+                [
+                    "wrk",
+                    "-t1",
+                    f"-c{connections}",
+                    f"-d{max(1, round(seconds))}s",
+                    "--timeout",
+                    "5s",
+                    "-s",
+                    f.name,
+                    f"http://127.0.0.1:{port}/work",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=seconds + 30,
+            )
+        finally:
+            os.unlink(f.name)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("{")][-1]
+        w = json.loads(line)
+        return {
+            "rps": w["requests"] / (w["duration_us"] / 1e6),
+            "answered": w["requests"],
+            "errors": w["errors"],
+            "timed_out": w["timeouts"],
+            "p50_ms": w["p50_us"] / 1e3,
+            "p99_ms": w["p99_us"] / 1e3,
+            "p999_ms": w["p999_us"] / 1e3,
+            "max_ms": w["max_us"] / 1e3,
+        }
+    return _loadgen("closed", port, connections, seconds)
+
+
+def _loadgen(mode: str, port: int, *args: float) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks._loadgen", mode, str(port), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=sum(args[1:]) + 60,
+        cwd=ROOT,
+        env=_env(),
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed: {proc.stderr.strip()[-300:]}")
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+def run_cell(cell: Cell, framework: str, opts: argparse.Namespace) -> dict[str, Any]:
+    """One server process, both phases; returns the round's measurements."""
+    kind = DESTS[cell.dest][1] if cell.contender != "null" else None
+    stall = (opts.stall_every, opts.stall_ms / 1e3) if kind == "stall" else ()
+    peer = Peer(kind, *stall) if kind else None
+    server: subprocess.Popen[bytes] | None = None
+    with tempfile.TemporaryDirectory(prefix="aiologsinks-svc-") as tmp:
+        try:
+            port = free_port()
+            spec = {
+                "framework": framework,
+                "contender": cell.contender,
+                "dest": cell.dest,
+                "port": port,
+                "dir": tmp,
+                "peer_port": peer.port if peer else None,
+                "result": os.path.join(tmp, "result.json"),
+            }
+            server = subprocess.Popen(
+                [sys.executable, "-m", "benchmarks._service_app", json.dumps(spec)],
+                cwd=ROOT,
+                env=_env(),
+                stdout=subprocess.DEVNULL,
+                stderr=open(os.path.join(tmp, "server.err"), "wb"),  # noqa: SIM115
+            )
+            _wait_ready(server, port)
+            out: dict[str, Any] = {}
+            o = _loadgen("open", port, opts.rate, opts.seconds, opts.warmup)
+            out.update({f"open_{k}": v for k, v in o.items() if k != "mode"})
+            c = closed_loop(port, opts.seconds, opts.connections, opts.wrk)
+            out.update({f"closed_{k}": v for k, v in c.items() if k != "mode"})
+            logged = int(_get_json(port, "/stats", timeout=30)["logged"])
+            out["logged"] = logged
+            out["rss_peak_mb"] = _vmhwm_mb(server.pid)
+            t0 = time.perf_counter()
+            server.send_signal(signal.SIGTERM)
+            drained = True
+            try:
+                while server.poll() is None and time.perf_counter() - t0 < opts.drain:
+                    out["rss_peak_mb"] = _vmhwm_mb(server.pid) or out["rss_peak_mb"]
+                    time.sleep(0.02)
+                server.wait(0.5)
+            except subprocess.TimeoutExpired:
+                drained = False
+                server.kill()
+                server.wait()
+            out["shutdown_s"] = time.perf_counter() - t0
+            out["drained"] = drained
+            if peer is not None:
+                # a stalled peer's count stands still for the whole stall: wait past it
+                patience = 1.0 + (opts.stall_ms / 1e3 if kind == "stall" else 0.0)
+                delivered = peer.settle(logged, patience=patience, limit=10.0 + patience)
+            elif cell.contender != "null":
+                delivered = 0
+                for name in os.listdir(tmp):
+                    if name.startswith("service.log"):
+                        with open(os.path.join(tmp, name), "rb") as f:
+                            delivered += len(RECORD_LINE.findall(f.read()))
+            else:
+                delivered = None
+            out["delivered"] = delivered
+            out["lost"] = None if delivered is None else max(logged - delivered, 0)
+            try:
+                with open(spec["result"]) as f:
+                    out.update({k: v for k, v in json.load(f).items() if k != "logged"})
+            except (OSError, ValueError):
+                pass
+            return out
+        finally:
+            if server is not None and server.poll() is None:
+                server.kill()
+                server.wait()
+            if peer is not None:
+                peer.close()
+
+
+def _wait_ready(server: subprocess.Popen[bytes], port: int, limit: float = 30.0) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode} before serving")
+        try:
+            if _get_json(port, "/health", timeout=1.0).get("ok"):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("server not ready within 30 s")
+
+
+def build_cells(dests: list[str], only: set[str] | None) -> tuple[list[Cell], list[str]]:
+    cells = [Cell("null", "file")]
+    skipped: list[str] = []
+    for dest in dests:
+        for contender in PER_DEST[dest]:
+            if only and contender not in only:
+                continue
+            why = unavailable(contender, dest)
+            if why:
+                skipped.append(f"{dest}/{contender}: {why}")
+                continue
+            cells.append(Cell(contender, dest))
+    return cells, skipped
+
+
+def run_rounds(
+    cells: list[Cell], framework: str, opts: argparse.Namespace, log: Any = print
+) -> None:
+    for r in range(opts.rounds):
+        shift = r % len(cells)
+        for cell in cells[shift:] + cells[:shift]:
+            t0 = time.perf_counter()
+            try:
+                run = cell.runs[r] = run_cell(cell, framework, opts)
+            except Exception as exc:
+                cell.errors.append(f"round {r + 1}: {exc}")
+                log(f"  round {r + 1}/{opts.rounds} {cell.key:<20} FAILED: {exc}")
+                continue
+            log(
+                f"  round {r + 1}/{opts.rounds} {cell.key:<20} "
+                f"open p99 {run['open_p99_ms']:.1f} ms, closed {run['closed_rps']:,.0f} req/s, "
+                f"lost {run['lost']} ({time.perf_counter() - t0:.1f} s)"
+            )
+
+
+def _ms(x: float | None) -> str:
+    if x is None:
+        return "—"
+    return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
+
+
+def table(cells: list[Cell], opts: argparse.Namespace) -> str:
+    floor = cells[0]
+    lines = [
+        "| destination | option | req/s at saturation | x floor | p50 ms | p99 ms "
+        "| p99.9 ms | p99 - floor ms | lost / logged | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for cell in cells:
+        if not cell.runs:
+            lines.append(f"| {cell.dest} | {cell.label} | failed: {'; '.join(cell.errors)} |")
+            continue
+        rps = cell.estimate("closed_rps")
+        ratio = paired(cell.per_round("closed_rps"), floor.per_round("closed_rps"))
+        diff = paired(cell.per_round("open_p99_ms"), floor.per_round("open_p99_ms"), "diff")
+        med = {m: (cell.estimate(m) or Estimate(0, 0, 0, 0)).median for m in ("open_p50_ms",)}
+        p99 = cell.estimate("open_p99_ms")
+        p999 = cell.estimate("open_p999_ms")
+        rss = cell.estimate("rss_peak_mb")
+        lost = cell.lost()
+        logged = sum(run["logged"] for run in cell.runs.values())
+        timeouts = sum(run.get("open_timed_out", 0) for run in cell.runs.values())
+        is_floor = cell is floor
+        lost_txt = "—" if lost is None else (f"**{lost:,}**" if lost else "0")
+        lines.append(
+            f"| {'any' if is_floor else cell.dest} | {cell.label} "
+            f"| {rps.median:,.0f} | {'1.00x' if is_floor else ratio.fmt() if ratio else '—'} "
+            f"| {_ms(med['open_p50_ms'])} | {_ms(p99.median if p99 else None)} "
+            f"| {_ms(p999.median if p999 else None)}{f' ({timeouts} t/o)' if timeouts else ''} "
+            f"| {'—' if is_floor or diff is None else diff.fmt(1, '', signed=True)} "
+            f"| {lost_txt} / {logged:,} | {rss.median if rss else 0:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def verdicts(cells: list[Cell]) -> list[tuple[str, str, str]]:
+    floor = cells[0]
+    out: list[tuple[str, str, str]] = []
+    p99_target = Target("request p99 within 1 ms of the floor", "<=", 1.0)
+    rps_target = Target("requests/s >= 0.9x the floor", ">=", 0.9)
+    for cell in cells:
+        if cell.contender != "aiologsinks" or not cell.runs:
+            continue
+        diff = paired(cell.per_round("open_p99_ms"), floor.per_round("open_p99_ms"), "diff")
+        ratio = paired(cell.per_round("closed_rps"), floor.per_round("closed_rps"))
+        lost = cell.lost() or 0
+        dest = DESTS[cell.dest][0]
+        out.append(
+            (
+                p99_target.verdict(diff),
+                f"{dest}: {p99_target.what}",
+                diff.fmt(2, " ms", signed=True) if diff else "—",
+            )
+        )
+        out.append(
+            (rps_target.verdict(ratio), f"{dest}: {rps_target.what}", ratio.fmt() if ratio else "—")
+        )
+        out.append(("met" if lost == 0 else "missed", f"{dest}: 0 lost", f"{lost:,} lost"))
+    return out
+
+
+def chart(cells: list[Cell], path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [c for c in cells if c.runs]
+    labels = [("" if c.contender == "null" else f"[{c.dest}] ") + c.label for c in rows]
+    colors = [
+        "tab:green"
+        if c.contender == "aiologsinks"
+        else "tab:blue"
+        if c.contender == "null"
+        else "tab:gray"
+        for c in rows
+    ]
+    fig, axes = plt.subplots(1, 2, figsize=(15, 0.36 * len(rows) + 1.8), sharey=True)
+    specs = (
+        ("closed_rps", "requests/s at saturation (higher is better)", False),
+        ("open_p99_ms", "request p99 at a fixed rate, ms (log scale; lower is better)", True),
+    )
+    for ax, (metric, name, log) in zip(axes, specs, strict=True):
+        ests = [c.estimate(metric) for c in rows]
+        meds = [e.median if e else 0.0 for e in ests]
+        err = [
+            [m - (e.low if e else m) for m, e in zip(meds, ests, strict=True)],
+            [(e.high if e else m) - m for m, e in zip(meds, ests, strict=True)],
+        ]
+        ax.barh(range(len(rows)), meds, xerr=err, color=colors, capsize=2)
+        if log:
+            ax.set_xscale("log")
+        fl = rows[0].estimate(metric)
+        if fl is not None:
+            ax.axvline(fl.median, color="tab:blue", lw=0.8, ls="--")
+        ax.set_title(name, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(range(len(rows)))
+    axes[0].set_yticklabels(labels, fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(title, fontsize=9)
+    fig.text(
+        0.01,
+        0.005,
+        "bars: median over rounds; whiskers: bootstrap 95% interval of the median; "
+        "dashed: the floor (NullHandler)",
+        fontsize=8,
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def replot(path: str, out: str) -> int:
+    """Draw the chart of a saved ``service-*.json`` again (e.g. into docs/)."""
+    with open(path) as f:
+        doc = json.load(f)
+    cells = []
+    for c in doc["cells"]:
+        cell = Cell(c["contender"], c["dest"])
+        cell.runs = {int(r): run for r, run in c["runs"].items()}
+        cells.append(cell)
+    chart(cells, out, _title(doc["header"]))
+    return 0
+
+
+def _title(header: str) -> str:
+    head, _, rest = header.partition("; ")
+    return f"A service logging 3 records per request: {head}\n{rest}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.service", description=__doc__)
+    parser.add_argument(
+        "--quick", action="store_true", help="2 rounds, 1 s phases, floor and aiologsinks"
+    )
+    parser.add_argument("--smoke", action="store_true", help="the code runs: tiny, no stats")
+    parser.add_argument("--framework", choices=("fastapi", "aiohttp"), default="fastapi")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds (9; quick 2; smoke 1)")
+    parser.add_argument("--seconds", type=float, help="seconds per phase (3; quick 1)")
+    parser.add_argument("--warmup", type=float, default=0.5, help="uncounted open-loop start")
+    parser.add_argument("--rate", type=float, default=100.0, help="open-loop requests/s (100)")
+    parser.add_argument("--connections", type=int, default=32, help="closed-loop connections")
+    parser.add_argument("--drain", type=float, default=20.0, help="shutdown bound, s (20)")
+    parser.add_argument("--stall-ms", type=float, default=200.0, help="stall length (200)")
+    parser.add_argument("--stall-every", type=float, default=2.0, help="stall period, s (2)")
+    parser.add_argument("--dest", help="comma-separated destinations (file,http,syslog,stall)")
+    parser.add_argument("--only", help="comma-separated contenders (null is always run)")
+    parser.add_argument("--no-wrk", action="store_true", help="Python closed loop even with wrk")
+    parser.add_argument("--chart", help="write the chart here (default: benchmarks/results/)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--replot", metavar="JSON", help="redraw the chart of a results file")
+    opts = parser.parse_args(argv)
+    if opts.replot:
+        return replot(opts.replot, opts.chart or opts.replot.replace(".json", ".png"))
+    if opts.smoke:
+        opts.rounds = opts.rounds or 1
+        opts.seconds = opts.seconds or 0.3
+        opts.warmup, opts.rate, opts.connections, opts.drain = 0.0, 50.0, 4, 10.0
+    opts.rounds = opts.rounds or (2 if opts.quick else 9)
+    opts.seconds = opts.seconds or (1.0 if opts.quick else 3.0)
+    if opts.quick and not opts.only:
+        opts.only = "aiologsinks"
+    opts.wrk = not opts.no_wrk and shutil.which("wrk") is not None and not opts.smoke
+    DESTS["stall"] = (
+        f"syslog over TCP, peer stalls {opts.stall_ms:g} ms every {opts.stall_every:g} s",
+        "stall",
+    )
+    dests = (opts.dest or "file,http,syslog,stall,otlp").split(",")
+    for d in dests:
+        if d not in DESTS:
+            parser.error(f"--dest: unknown destination {d!r}")
+    only = set(opts.only.split(",")) if opts.only else None
+    cells, skipped = build_cells(dests, only)
+    log = (lambda s: print(s, file=sys.stderr)) if opts.json else print
+    log(
+        f"{opts.framework}: {len(cells)} options, {opts.rounds} rounds, {opts.seconds:g} s per "
+        f"phase, open loop {opts.rate:g} req/s, closed loop "
+        f"{'wrk' if opts.wrk else 'python'} x{opts.connections}"
+    )
+    for s in skipped:
+        log(f"  skipped {s}")
+    started = time.perf_counter()
+    run_rounds(cells, opts.framework, opts, log)
+    text = table(cells, opts)
+    checks = verdicts(cells)
+    check_text = "\n".join(f"- **{v}**: {what}: {value}" for v, what, value in checks)
+    header = (
+        f"{opts.framework} ({'uvicorn, h11' if opts.framework == 'fastapi' else 'aiohttp.web'}),"
+        f" Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other work; "
+        f"{opts.rounds} interleaved rounds; open loop {opts.rate:g} req/s for {opts.seconds:g} s "
+        f"(+{opts.warmup:g} s warm-up), closed loop "
+        f"{'wrk -t1' if opts.wrk else 'python'} -c{opts.connections} for {opts.seconds:g} s; "
+        f"{time.perf_counter() - started:.0f} s"
+    )
+    notes = (
+        "req/s: median over rounds; x floor and p99 - floor: median of the per-round ratios "
+        "(differences) with a bootstrap 95% interval. Latencies: open loop, from when each "
+        "request was due, medians over rounds; t/o: requests not answered 5 s after the "
+        "phase, counted at that lower bound. lost: records logged by the app minus records "
+        "counted at the destination after shutdown (summed over rounds)."
+    )
+    doc = {
+        "header": header,
+        "framework": opts.framework,
+        "python": platform.python_version(),
+        "cells": [
+            {
+                "key": c.key,
+                "label": c.label,
+                "dest": c.dest,
+                "contender": c.contender,
+                "runs": c.runs,
+                "errors": c.errors,
+            }
+            for c in cells
+        ],
+        "skipped": skipped,
+        "verdicts": [{"verdict": v, "target": w, "value": x} for v, w, x in checks],
+    }
+    if not opts.smoke:
+        os.makedirs(RESULTS, exist_ok=True)
+        base = os.path.join(RESULTS, f"service-{opts.framework}")
+        with open(base + ".json", "w") as f:
+            json.dump(doc, f, indent=1)
+        with open(base + ".md", "w") as f:
+            f.write(f"{header}\n\n{text}\n\n{notes}\n\n{TARGETS_NOTE}:\n\n{check_text}\n")
+        try:
+            chart(
+                cells,
+                opts.chart or base + ".png",
+                _title(header),
+            )
+        except ImportError:
+            log("  matplotlib is not installed: no chart")
+    if opts.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print()
+        print(header)
+        print()
+        print(text)
+        print()
+        print(notes)
+        print()
+        print(TARGETS_NOTE + ":")
+        print(check_text)
+        for s in skipped:
+            print(f"skipped {s}")
+    failed = any(c.errors or not c.runs for c in cells)
+    for c in cells:
+        if c.contender in ("aiologsinks", "stdlib") and c.lost():
+            print(f"LOST {c.lost()} record(s): {c.dest} {c.label}", file=sys.stderr)
+            failed = True
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

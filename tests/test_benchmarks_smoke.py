@@ -1,0 +1,108 @@
+"""The benchmark code keeps working: a tiny run of the service benchmark, and the
+statistics its verdicts rest on. Nothing here is timed or compared with a speed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import _stats, service
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+pytest.importorskip("uvicorn")
+pytest.importorskip("fastapi")
+
+
+def run_smoke(*args: str) -> dict[str, object]:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.service", "--smoke", "--json", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc: dict[str, object] = json.loads(proc.stdout)
+    return doc
+
+
+def cells_by_key(doc: dict[str, object]) -> dict[str, dict[str, object]]:
+    cells = doc["cells"]
+    assert isinstance(cells, list)
+    return {c["key"]: c for c in cells}
+
+
+def test_service_smoke_fastapi_counts_every_record_at_a_file_and_a_stalling_peer() -> None:
+    doc = run_smoke("--dest", "file,stall", "--only", "aiologsinks")
+    cells = cells_by_key(doc)
+    assert set(cells) == {"null", "file/aiologsinks", "stall/aiologsinks"}
+    for key, cell in cells.items():
+        run = cell["runs"]["0"]
+        assert run["logged"] > 0, key
+        assert run["open_answered"] > 0 and run["closed_answered"] > 0, key
+        if key != "null":
+            assert run["delivered"] == run["logged"], key
+            assert run["lost"] == 0, key
+    verdicts = {v["target"]: v["verdict"] for v in doc["verdicts"]}
+    assert verdicts["local file: 0 lost"] == "met"
+
+
+def test_service_smoke_aiohttp_app_runs() -> None:
+    doc = run_smoke("--framework", "aiohttp", "--dest", "file", "--only", "aiologsinks")
+    cell = cells_by_key(doc)["file/aiologsinks"]
+    run = cell["runs"]["0"]
+    assert run["logged"] > 0 and run["delivered"] == run["logged"]
+
+
+def test_optional_contenders_are_skipped_when_their_package_is_missing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name in ("loguru", "aiologger") else real(name, *a),
+    )
+    cells, skipped = service.build_cells(["file"], None)
+    assert [c.contender for c in cells] == ["null", "stdlib", "queue", "aiologsinks"]
+    assert any(s.startswith("file/loguru") for s in skipped)
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
+    est = _stats.paired({0: 2.0, 1: 6.0, 2: 3.0}, {0: 1.0, 1: 2.0, 2: 3.0})
+    assert est is not None
+    assert est.median == 2.0  # ratios 2, 3, 1
+    assert est.low <= est.median <= est.high
+
+
+def test_verdicts_follow_the_interval() -> None:
+    le = _stats.Target("x <= 1.3", "<=", 1.3, strict_high=1.4)
+    assert le.verdict(_stats.Estimate(1.2, 1.1, 1.35, 9)) == _stats.MET
+    assert le.verdict(_stats.Estimate(1.2, 1.1, 1.45, 9)) == _stats.UNDECIDED
+    assert le.verdict(_stats.Estimate(1.5, 1.35, 1.6, 9)) == _stats.MISSED
+    ge = _stats.Target("x >= 1.5", ">=", 1.5)
+    assert ge.verdict(_stats.Estimate(1.6, 1.55, 1.7, 9)) == _stats.MET
+    assert ge.verdict(_stats.Estimate(1.5, 1.4, 1.6, 9)) == _stats.UNDECIDED
+    assert ge.verdict(_stats.Estimate(1.3, 1.2, 1.45, 9)) == _stats.MISSED
+
+
+def test_too_few_rounds_get_no_verdict() -> None:
+    le = _stats.Target("x <= 1.3", "<=", 1.3)
+    assert le.verdict(_stats.Estimate(2.0, 1.9, 2.1, 2)).startswith("not judged")
+
+
+def test_bootstrap_is_reproducible_and_brackets_the_median() -> None:
+    values = [1.1, 1.4, 1.2, 1.3, 1.25, 1.35, 1.15, 1.28, 1.32]
+    a, b = _stats.bootstrap(values), _stats.bootstrap(values)
+    assert a == b and a is not None
+    assert a.low <= a.median <= a.high
+    assert min(values) <= a.low and a.high <= max(values)
