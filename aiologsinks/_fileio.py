@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import errno
 import functools
 import gzip
 import io
@@ -24,10 +25,13 @@ from typing import Any, TypeVar
 import aiofiles
 import aiofiles.threadpool.text
 
+from ._validate import ArgumentPathError
+
 __all__ = [
     "AsyncTextFile",
     "ByteCounter",
     "FileWorker",
+    "check_directory",
     "gzip_file",
     "resolve_encoding",
     "shift_backups",
@@ -103,6 +107,32 @@ class FileWorker:
     async def rename_if_exists(self, source: str, dest: str) -> None:
         """``os.rename(source, dest)`` when ``source`` exists (it may not, with ``delay``)."""
         await self.run(_rename_if_exists, source, dest)
+
+
+def check_directory(param: str, path: str, mkdir: bool) -> None:
+    """Fail fast when the directory of ``path`` does not exist (create it if ``mkdir``).
+
+    Called once by a file sink's constructor — the one disk access made at
+    construction, as the stdlib handlers open their file there — so a wrong path is
+    an error at startup, naming the path, instead of records lost at the first write.
+    Raises :class:`~aiologsinks._validate.ArgumentPathError` (a ``FileNotFoundError``)
+    naming ``param``; a path that exists but is not a directory raises
+    ``NotADirectoryError``.
+    """
+    directory = os.path.dirname(path) or os.curdir
+    if os.path.isdir(directory):
+        return
+    if os.path.exists(directory):
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{param}: {directory!r} is not a directory", directory
+        )
+    if not mkdir:
+        raise ArgumentPathError(
+            param,
+            f"directory {directory!r} of {path!r} does not exist (pass mkdir=True to create it)",
+            directory,
+        )
+    os.makedirs(directory, exist_ok=True)
 
 
 def _remove_all(paths: list[str]) -> None:

@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 from ._record import Frozen, as_record
+from ._validate import check_level
 
 __all__ = ["Sink", "SinkState"]
 
@@ -228,11 +229,4 @@ class Sink(logging.Filterer):
 
 def _check_level(level: int | str) -> int:
     """Validate a level the way ``logging`` does, naming the parameter on failure."""
-    if isinstance(level, bool) or not isinstance(level, (int, str)):
-        raise TypeError(f"level: expected an int or a level name, got {level!r}")
-    if isinstance(level, int):
-        return level
-    value = logging.getLevelName(level)
-    if not isinstance(value, int):
-        raise ValueError(f"level: unknown level name {level!r}")
-    return value
+    return check_level("level", level)

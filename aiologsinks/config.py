@@ -61,6 +61,7 @@ from ._dispatcher import Dispatcher, DispatcherState
 from ._exceptions import AiologsinksError
 from ._shim import QueueHandler
 from ._sink import Sink
+from ._validate import ArgumentError
 
 __all__ = [
     "Config",
@@ -384,12 +385,11 @@ class Builder:
             sink = cls(**kwargs)
         except ImportError as exc:  # a platform sink (NTEventLogSink off Windows)
             raise ConfigError(f"{path}.type", str(exc)) from None
-        except (TypeError, ValueError) as exc:
-            # the sink names its own parameter first ("maxBytes: expected ..."): put it
-            # in the key path
-            head, sep, rest = str(exc).partition(": ")
-            if sep and head in sig.parameters:
-                raise ConfigError(f"{path}.{head}", rest) from None
+        except ArgumentError as exc:
+            # the sink's check names its parameter: put it in the key path
+            where = f"{path}.{exc.param}" if exc.param in sig.parameters else path
+            raise ConfigError(where, exc.reason if where != path else str(exc)) from None
+        except (TypeError, ValueError, LookupError, OSError) as exc:
             raise ConfigError(path, str(exc)) from None
         sink.name = name
         if "level" in spec:

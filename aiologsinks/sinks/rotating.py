@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from .._fastformat import format_batch
 from .._fileio import AsyncTextFile, ByteCounter, gzip_file, shift_backups
 from .._record import Item, RecordBatch
+from .._validate import check_callable, check_instance, check_int, check_str, value_error
 from .file import FileSink
 
 __all__ = [
@@ -85,8 +86,10 @@ class BaseRotatingSink(FileSink):
         encoding: str | None = None,
         delay: bool = False,
         errors: str | None = None,
+        *,
+        mkdir: bool = False,
     ) -> None:
-        super().__init__(filename, mode, encoding, delay, errors)
+        super().__init__(filename, mode, encoding, delay, errors, mkdir=mkdir)
         #: the per-record formatter of the batch being written (see formatter_for_batch)
         self._batch_format: Callable[[logging.LogRecord], str] = self.format
         #: the record being written and its text (shouldRollover needs it too)
@@ -240,12 +243,14 @@ class RotatingFileSink(BaseRotatingSink):
         encoding: str | None = None,
         delay: bool = False,
         errors: str | None = None,
+        *,
+        mkdir: bool = False,
     ) -> None:
-        _check_count("maxBytes", maxBytes)
-        _check_count("backupCount", backupCount)
+        check_int("maxBytes", maxBytes, min=0)
+        check_int("backupCount", backupCount, min=0)
         if maxBytes > 0:
             mode = "a"  # as the stdlib: a truncating mode would lose the previous run
-        super().__init__(filename, mode, encoding, delay, errors)
+        super().__init__(filename, mode, encoding, delay, errors, mkdir=mkdir)
         self.maxBytes = maxBytes
         self.backupCount = backupCount
         self._pos = 0
@@ -346,24 +351,20 @@ class TimedRotatingFileSink(BaseRotatingSink):
         atTime: datetime.time | None = None,
         errors: str | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
+        mkdir: bool = False,
     ) -> None:
-        if not isinstance(when, str):
-            raise TypeError(f"when: expected a string, got {when!r}")
-        if isinstance(interval, bool) or not isinstance(interval, int):
-            raise TypeError(f"interval: expected an int, got {interval!r}")
-        if interval < 1:
-            raise ValueError(f"interval: expected a positive integer, got {interval!r}")
-        _check_count("backupCount", backupCount)
-        if atTime is not None and not isinstance(atTime, datetime.time):
-            raise TypeError(f"atTime: expected a datetime.time or None, got {atTime!r}")
-        if not callable(clock):
-            raise TypeError(f"clock: expected a callable, got {clock!r}")
+        check_str("when", when)
+        check_int("interval", interval, min=1)
+        check_int("backupCount", backupCount, min=0)
+        if atTime is not None:
+            check_instance("atTime", atTime, datetime.time, "a datetime.time or None")
+        check_callable("clock", clock, none=True)
         self.when = when.upper()
         spec = _WHEN.get(self.when[0] if self.when[:1] == "W" else self.when)
         if spec is None or (self.when[0] == "W" and self.when[1:] not in tuple("0123456")):
-            raise ValueError(f"when: expected S, M, H, D, MIDNIGHT or W0-W6, got {when!r}")
-        super().__init__(filename, "a", encoding, delay, errors)
+            value_error("when", "S, M, H, D, MIDNIGHT or W0-W6", when)
+        super().__init__(filename, "a", encoding, delay, errors, mkdir=mkdir)
         unit, self.suffix, ext = spec
         # extMatch finds the date suffix even inside a custom-named file; the
         # look-arounds keep it from matching part of a longer run of digits
@@ -374,9 +375,11 @@ class TimedRotatingFileSink(BaseRotatingSink):
         self.atTime = atTime
         if self.when[0] == "W":
             self.dayOfWeek = int(self.when[1])
-        self._clock = clock
+        # None: time.time looked up at each call, so a patched clock (monkeypatch,
+        # freezegun) is followed as by the stdlib handler
+        self._clock: Callable[[], float] = clock if clock is not None else _now
         # corrected from the file's mtime by the first look at the disk
-        self.rolloverAt = self.computeRollover(int(clock()))
+        self.rolloverAt = self.computeRollover(int(self._clock()))
         self._started = False
 
     def computeRollover(self, currentTime: int) -> int:
@@ -539,11 +542,9 @@ _WHEN: dict[str, tuple[int, str, str]] = {
 }
 
 
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name}: expected 0 or more, got {value!r}")
+def _now() -> float:
+    # the module attribute, read at each call: never a clock captured at import
+    return time.time()
 
 
 def _is_async_callable(fn: object) -> bool:

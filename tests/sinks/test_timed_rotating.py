@@ -247,7 +247,7 @@ def test_invalid_when_names_the_parameter(when: str) -> None:
 
 @pytest.mark.parametrize("interval", [0, -1])
 def test_invalid_interval_names_the_parameter(interval: int) -> None:
-    with pytest.raises(ValueError, match="interval: expected a positive integer"):
+    with pytest.raises(ValueError, match="interval: expected an int >= 1"):
         als.TimedRotatingFileSink("app.log", interval=interval)
 
 
