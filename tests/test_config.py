@@ -130,7 +130,7 @@ MISTAKES = [
     (
         '[sinks.x]\ntype = "rotating_file"\nfilename = "a"\nmaxBytes = -1',
         "sinks.x.maxBytes",
-        "0 or more",
+        ">= 0",
     ),
     (
         '[sinks.x]\ntype = "smtp"\nmailhost = ["h", "25"]\n'

@@ -120,7 +120,7 @@ class MemorySink(BufferingSink):
 
 def _check_target(target: object) -> None:
     if target is not None:
-        check_instance("target", target, (Sink, logging.Handler), "a Sink, a logging.Handler or None")
+        check_instance("target", target, (Sink, logging.Handler), "a Sink, a Handler or None")
 
 
 def _handle_all(handler: logging.Handler, records: Sequence[logging.LogRecord]) -> None:

@@ -137,7 +137,7 @@ def test_a_missing_directory_fails_at_construction_naming_the_path(
     tmp_path: Path, cls: type[als.FileSink]
 ) -> None:
     target = tmp_path / "no" / "such" / "app.log"
-    with pytest.raises(FileNotFoundError, match="filename: directory .*no/such") as info:
+    with pytest.raises(FileNotFoundError, match=r"filename: directory .*no/such") as info:
         cls(target)
     assert info.value.param == "filename"  # type: ignore[attr-defined]
     assert info.value.filename == str(tmp_path / "no" / "such")
@@ -167,7 +167,7 @@ def test_unknown_codecs_raise_lookup_error_naming_the_parameter(
 
 
 def test_a_binary_codec_is_refused_as_encoding(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="^encoding: expected a text encoding"):
+    with pytest.raises(ValueError, match=r"^encoding: expected a text encoding"):
         als.FileSink(tmp_path / "app.log", encoding="base64")
 
 
