@@ -8,6 +8,7 @@ was delivered; :func:`install` wires it all to a logger for the life of an app.
 
 from __future__ import annotations
 
+from . import _handler_entry as _handler_entry  # sinks used as logging.Handlers
 from . import config as config  # als.config.install_config(...), as the README shows
 from ._dispatcher import Dispatcher, DispatcherStats, SinkStats, install
 from ._exceptions import (
