@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from . import _handler_entry as _handler_entry  # sinks used as logging.Handlers
 from . import config as config  # als.config.install_config(...), as the README shows
+from ._context import context
 from ._dispatcher import Dispatcher, DispatcherStats, SinkStats, install
 from ._exceptions import (
     AiologsinksError,
@@ -69,6 +70,7 @@ __all__ = [
     "SysLogSink",
     "TimedRotatingFileSink",
     "WatchedFileSink",
+    "context",
     "gzip_namer",
     "gzip_rotator",
     "install",

@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
+from ._context import need_context, release_context, run_in
 from ._record import Frozen, as_record, freeze
 from ._validate import check_level
 
@@ -141,6 +142,9 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         self.error_count = 0
         #: the private pipeline of handler-mode use, made by the first sync handle()
         self._entry: HandlerEntry | None = None
+        cls = type(self)
+        if cls.format is not Sink.format or cls.filter is not logging.Filterer.filter:
+            need_context(self)  # its own format/filter may read the caller's contextvars
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -157,10 +161,30 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         """Set the threshold below which records are ignored by this sink."""
         self.level = _check_level(level)
 
+    def addFilter(self, filter: Any) -> None:
+        """Add a filter; it runs in the context of the logging call (as on a stdlib
+        handler), so a filter reading a ``ContextVar`` sees the caller's value."""
+        need_context(self)
+        super().addFilter(filter)
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        """Set the formatter used by :meth:`format`.
+
+        A formatter other than a plain ``logging.Formatter`` runs in the context of
+        the logging call, as filters do (a plain one reads only record attributes).
+        """
+        if fmt is not None and type(fmt) is not logging.Formatter:
+            need_context(self)
+        self.formatter = fmt
+
     def format(self, record: logging.LogRecord) -> str:
-        """Format ``record`` with this sink's formatter, or the stdlib default one."""
+        """Format ``record`` with this sink's formatter, or the stdlib default one.
+
+        The formatter runs in the context the record was logged in (see
+        :meth:`setFormatter`).
+        """
         fmt = self.formatter or _default_formatter
-        return fmt.format(record)
+        return run_in(record, fmt.format, record)
 
     def handleError(self, record: logging.LogRecord) -> None:
         """Handle an error that occurred while delivering ``record``.
@@ -227,6 +251,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             if entry is not None:
                 entry.close()
         finally:
+            release_context(self)
             super().close()
 
     def _handler_entry(self) -> HandlerEntry:
@@ -289,7 +314,8 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             return list(records)
         out: list[logging.LogRecord] = []
         for record in records:
-            rv: Any = self.filter(record)
+            # in the context of the logging call, as on a stdlib handler
+            rv: Any = run_in(record, self.filter, record)
             if isinstance(rv, logging.LogRecord):
                 out.append(rv)
             elif rv:
@@ -326,6 +352,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             await self._aclose()
         finally:
             self.state = SinkState.CLOSED
+            release_context(self)
 
     async def _aclose(self) -> None:
         """Close the sink's resources. Called once by :meth:`aclose`."""
