@@ -14,6 +14,12 @@ a loop runs in the caller's thread, or ends before the process does:
   background loop's exit hook closes every such pipeline even before
   ``logging.shutdown()`` runs, while worker threads still accept work.
 
+A process killed by a signal runs no hook at all: records logged in its last
+milliseconds, not yet written by the background loop, are lost (uvicorn's workers
+re-raise SIGTERM after their shutdown, so their last lines may not arrive). A
+process that exits normally — including after SIGTERM handled as uvicorn's parent
+does — delivers everything.
+
 The lane feeds a :class:`_Delivery` adapter: the sink's level and filters already ran
 at the logging call (in the caller's thread and context, as on a stdlib handler), so
 the lane must not run them a second time; the adapter passes each batch to the sink's

@@ -74,7 +74,7 @@ class HandlerEntry(Protocol):
 #: builds a sink's private pipeline; installed by ``_handler_entry`` (which knows the
 #: Dispatcher: this module must not, or sinks would import the pipeline)
 _entry_factory: Callable[[Sink], HandlerEntry] | None = None
-_entry_lock = threading.Lock()
+_entry_lock = threading.RLock()  # re-entrant: a signal handler may log
 
 
 def set_entry_factory(factory: Callable[[Sink], HandlerEntry]) -> None:
