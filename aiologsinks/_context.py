@@ -49,9 +49,10 @@ _bound: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVa
 fields = _bound.get
 
 # names a bound field may not take: what LogRecord sets, and what formatting adds
-_RESERVED = frozenset(
-    logging.LogRecord("", logging.NOTSET, "", 0, "", None, None).__dict__
-) | {"message", "asctime"}
+_RESERVED = frozenset(logging.LogRecord("", logging.NOTSET, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+}
 
 #: record -> the Context it was logged in (only while capturing is on)
 _contexts: weakref.WeakKeyDictionary[logging.LogRecord, contextvars.Context] = (

@@ -30,7 +30,7 @@ from .peers.records import free_port
 
 REQUESTS = 30
 
-APP = '''
+APP = """
 import logging
 import os
 
@@ -44,7 +44,7 @@ log = logging.getLogger("app")
 async def hit(n: int) -> dict[str, int]:
     log.info("request %d served by %d", n, os.getpid())
     return {"pid": os.getpid()}
-'''
+"""
 
 
 def log_config(path: Path) -> dict[str, object]:
