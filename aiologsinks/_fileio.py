@@ -2,8 +2,10 @@
 
 Every file sink owns one :class:`FileWorker`: a single worker thread that performs the
 sink's disk operations in order (open, write+flush, stat, rename, remove, compress), so
-nothing blocks the event loop and a rotation can never overtake a pending write.
-Files are opened through ``aiofiles`` bound to that worker's executor.
+nothing blocks the event loop and a rotation can never overtake a pending write. The
+file objects are plain ``open()`` files used only on that thread: one hop per batch
+(write and flush together), which a per-call wrapper such as ``aiofiles`` (one hop
+per method call, on a shared pool) could not give.
 """
 
 from __future__ import annotations
@@ -21,9 +23,6 @@ import stat
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
-
-import aiofiles
-import aiofiles.threadpool.text
 
 from ._validate import ArgumentPathError
 
@@ -83,18 +82,6 @@ class FileWorker:
     async def exists(self, path: str) -> bool:
         """``os.path.exists(path)``."""
         return await self.run(os.path.exists, path)
-
-    async def rename(self, source: str, dest: str) -> None:
-        """``os.rename(source, dest)``."""
-        await self.run(os.rename, source, dest)
-
-    async def replace(self, source: str, dest: str) -> None:
-        """``os.replace(source, dest)``."""
-        await self.run(os.replace, source, dest)
-
-    async def remove(self, path: str) -> None:
-        """``os.remove(path)``."""
-        await self.run(os.remove, path)
 
     async def listdir(self, path: str) -> list[str]:
         """``os.listdir(path)``."""
@@ -190,17 +177,14 @@ def _stat_or_none(path: str) -> os.stat_result | None:
 
 
 class AsyncTextFile:
-    """An open log file: ``write`` appends one chunk and flushes it, off the loop."""
+    """An open log file: ``write`` appends one chunk and flushes it, off the loop.
 
-    def __init__(
-        self,
-        raw: aiofiles.threadpool.text.AsyncTextIOWrapper,
-        worker: FileWorker,
-    ) -> None:
-        self._raw = raw
+    The file object is touched only on the sink's worker thread.
+    """
+
+    def __init__(self, file: io.TextIOBase, worker: FileWorker) -> None:
+        self._file = file
         self._worker = worker
-        # the wrapped blocking file: used only on the worker thread
-        self._sync_file: io.TextIOBase = raw._file  # type: ignore[attr-defined]
 
     @classmethod
     async def open(
@@ -223,20 +207,19 @@ class AsyncTextFile:
             # file object would leak (the loop may be shutting down right now)
             opening.add_done_callback(_close_orphan)
             raise
-        raw = aiofiles.threadpool.wrap(f, loop=loop, executor=worker.executor)
-        return cls(raw, worker)
+        return cls(f, worker)
 
     async def write(self, data: str) -> None:
         """Write ``data`` and flush it to the OS in one worker-thread call."""
-        await self._worker.run(_write_and_flush, self._sync_file, data)
+        await self._worker.run(_write_and_flush, self._file, data)
 
     async def flush(self) -> None:
         """Flush Python's buffer to the OS."""
-        await self._raw.flush()
+        await self._worker.run(self._file.flush)
 
     async def fstat(self) -> os.stat_result:
         """``os.fstat`` of the open file."""
-        return await self._worker.run(os.fstat, self._sync_file.fileno())
+        return await self._worker.run(os.fstat, self._file.fileno())
 
     async def append(self, data: str) -> int:
         """Write ``data``, flush it, and return the OS file position after the write.
@@ -245,19 +228,15 @@ class AsyncTextFile:
         what other writers appended before it (what ``stream.tell()`` reports to the
         stdlib ``RotatingFileHandler``).
         """
-        return await self._worker.run(_write_flush_position, self._sync_file, data)
+        return await self._worker.run(_write_flush_position, self._file, data)
 
     async def probe(self) -> tuple[int, bool]:
         """Return ``(position, is_regular_file)`` of the open file, in one worker call."""
-        return await self._worker.run(_probe, self._sync_file)
-
-    async def tell(self) -> int:
-        """The current position (the file size in append mode)."""
-        return await self._raw.tell()
+        return await self._worker.run(_probe, self._file)
 
     async def close(self) -> None:
         """Flush and close the file."""
-        await self._raw.close()
+        await self._worker.run(self._file.close)
 
 
 def _write_flush_position(f: io.TextIOBase, data: str) -> int:
