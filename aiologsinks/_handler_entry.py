@@ -28,6 +28,7 @@ own ``emit_batch`` and its flush and close to the sink.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Sequence
@@ -64,8 +65,11 @@ class _Delivery(Sink):
         if hasattr(self, "sink"):
             self.sink.error_count = value
 
-    def _fail(self, record: Any) -> None:
-        self.sink._fail(record)
+    def report_error(self, record: Any) -> None:
+        """Count and report an error of ``record`` on the sink itself."""
+        self.sink.report_error(record)
+
+    _fail = report_error
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.sink.handleError(record)
@@ -95,8 +99,17 @@ class HandlerPipeline:
         self._closed = False
         self._close_lock = threading.Lock()
         # start() must run on the loop; records submitted meanwhile wait in the queue
-        _background.submit(self._start())
+        if _background.loop_thread_id() is None and _on_a_running_loop():
+            # starting the background loop waits for its thread: not on this loop
+            threading.Thread(
+                target=self._submit_start, name="aiologsinks-handler-start", daemon=True
+            ).start()
+        else:
+            self._submit_start()
         _background.on_exit(self.close)
+
+    def _submit_start(self) -> None:
+        _background.submit(self._start())
 
     async def _start(self) -> None:
         self.dispatcher.start()
@@ -125,6 +138,14 @@ class HandlerPipeline:
             _background.submit(self.dispatcher.aclose(SYNC_TIMEOUT))
             return
         _background.run(self.dispatcher.aclose(SYNC_TIMEOUT), SYNC_TIMEOUT + 2.0)
+
+
+def _on_a_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _on_loop_thread() -> bool:

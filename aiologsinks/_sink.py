@@ -38,7 +38,7 @@ from ._context import need_context, release_context, run_in
 from ._record import Frozen, as_record, freeze
 from ._validate import check_level
 
-__all__ = ["HandlerEntry", "Sink", "SinkState", "is_dual"]
+__all__ = ["HandlerEntry", "Sink", "SinkState", "is_dual", "overridden"]
 
 _default_formatter = logging.Formatter()
 
@@ -96,6 +96,17 @@ def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., A
     return entry
 
 
+def overridden(cls: type, name: str, *defaults: object) -> bool:
+    """True when ``cls.<name>`` is none of ``defaults``: a subclass (or a user) put
+    its own hook there, so a fast path that stands for the defaults must not run.
+
+    The one place every fast path asks; a dual-entry hook counts as its coroutine.
+    """
+    attr = inspect.getattr_static(cls, name, None)
+    attr = getattr(attr, "__wrapped__", attr) if is_dual(attr) else attr
+    return not any(attr is d or attr is getattr(d, "__wrapped__", None) for d in defaults)
+
+
 def is_dual(method: object) -> bool:
     """True for a ``handle``/``flush`` that has the dual entry (see the module doc)."""
     return getattr(method, "__dual__", False) is True
@@ -143,7 +154,9 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         #: the private pipeline of handler-mode use, made by the first sync handle()
         self._entry: HandlerEntry | None = None
         cls = type(self)
-        if cls.format is not Sink.format or cls.filter is not logging.Filterer.filter:
+        if overridden(cls, "format", Sink.format) or overridden(
+            cls, "filter", logging.Filterer.filter
+        ):
             need_context(self)  # its own format/filter may read the caller's contextvars
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -211,11 +224,43 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         finally:
             del exc_type, exc, tb
 
-    def _fail(self, record: logging.LogRecord | Frozen) -> None:
-        """Count a delivery error for ``record`` (thawed if frozen) and pass it to
-        :meth:`handleError`."""
+    # -- error accounting, for sink implementations (and the lane) ----------------------
+
+    def report_error(self, record: logging.LogRecord | Frozen) -> None:
+        """Count one record that could not be delivered and pass it to
+        :meth:`handleError` (a frozen record is built first). Call it inside the
+        ``except`` block that caught the error: handleError reports that exception."""
         self.error_count += 1
         self.handleError(as_record(record))
+
+    def report_batch_error(self, records: Sequence[Any]) -> None:
+        """A failure of a whole batch (one write, one request): count every record,
+        report the first one with the active exception — one traceback, not one per
+        record. Call it inside the ``except`` block."""
+        if not records:
+            return
+        self.error_count += len(records) - 1
+        self.report_error(records[0])
+
+    def contain_each(
+        self, records: Iterable[Any], fn: Callable[[Any], Any]
+    ) -> tuple[list[Any], list[Any]]:
+        """``fn(record)`` for each record with per-record containment: a record whose
+        call raises is reported (:meth:`report_error`) and left out. Returns the
+        results and the records they belong to."""
+        results: list[Any] = []
+        kept: list[Any] = []
+        for record in records:
+            try:
+                results.append(fn(record))
+            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                self.report_error(record)
+                continue
+            kept.append(record)
+        return results, kept
+
+    #: the former name of :meth:`report_error`, still used by some modules
+    _fail = report_error
 
     # -- the synchronous handler entry points (called by the logging module) ----------
 
@@ -230,7 +275,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         try:
             self._handler_entry().submit(freeze(record))
         except Exception:  # noqa: BLE001 - a logging call must never raise
-            self._fail(record)
+            self.report_error(record)
         return rv
 
     def _flush_sync(self) -> None:
@@ -287,7 +332,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             try:
                 await self.emit(record)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self.report_error(record)
 
     async def handle(self, record: logging.LogRecord) -> bool:
         """Filter ``record`` and, if it passes, emit it (``logging.Handler.handle``).
@@ -305,7 +350,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             try:
                 await self.emit(record)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self.report_error(record)
         return bool(rv)
 
     def passes(self, records: Iterable[logging.LogRecord]) -> list[logging.LogRecord]:

@@ -162,6 +162,6 @@ class WatchedFileSink(FileSink):
         try:
             await self.reopenIfNeeded()
         except Exception:  # noqa: BLE001 - the batch cannot be written anywhere
-            self._fail_batch(kept)
+            self.report_batch_error(kept)
             return
         await self.write_texts(texts, kept)

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from .._fastformat import format_batch
 from .._fileio import AsyncTextFile, ByteCounter, gzip_file, shift_backups
 from .._record import Item, RecordBatch
+from .._sink import overridden
 from .._validate import check_callable, check_instance, check_int, check_str, value_error
 from .file import FileSink
 
@@ -132,6 +133,11 @@ class BaseRotatingSink(FileSink):
         """Return True when ``record`` must go to a new file; subclasses decide."""
         raise NotImplementedError
 
+    def _rollover_due(self, text: str) -> bool:
+        """The built-in rollover test on a record's formatted ``text`` (what the
+        subclasses' own ``shouldRollover`` decides on); see :meth:`_preformat`."""
+        raise NotImplementedError
+
     async def doRollover(self) -> None:
         """Close the current file and rotate it; subclasses decide how."""
         raise NotImplementedError
@@ -168,7 +174,9 @@ class BaseRotatingSink(FileSink):
         sink's rollover test is the built-in one (it then reads only the text); None
         otherwise, and every record is built and formatted on its own."""
         cls = type(self)
-        if cls.shouldRollover not in _BUILT_IN_CHECKS or cls._formatted is not _formatted:
+        if overridden(cls, "shouldRollover", *_BUILT_IN_CHECKS) or overridden(
+            cls, "_formatted", _formatted
+        ):
             return None
         fast = format_batch(self, records, "")
         if fast is None:
@@ -188,18 +196,19 @@ class BaseRotatingSink(FileSink):
                 # stalls the loop for long
                 await asyncio.sleep(0)
             try:
-                if msgs is not None:
-                    self._known = (record, msgs[n])
                 await self._prepare_check()
-                if self.shouldRollover(record):  # type: ignore[arg-type]
+                # formatted up front (a frozen record, built-in test): the test reads
+                # the text; otherwise the public hook gets the LogRecord
+                due = self.shouldRollover(record) if msgs is None else self._rollover_due(msgs[n])  # type: ignore[arg-type]
+                if due:
                     await self.write_texts(texts, RecordBatch(kept))
                     texts, kept = [], []
                     await self.doRollover()
                     await self._prepare_check()
-                text = self._formatted(record) + term  # type: ignore[arg-type]
+                text = (self._formatted(record) if msgs is None else msgs[n]) + term  # type: ignore[arg-type]
                 self._count(text)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self.report_error(record)
                 continue
             texts.append(text)
             kept.append(record)
@@ -279,10 +288,12 @@ class RotatingFileSink(BaseRotatingSink):
         The stdlib's test, on the tracked size: never for an empty file or one that
         is not a regular file.
         """
+        return self._rollover_due(self._formatted(record))
+
+    def _rollover_due(self, text: str) -> bool:
         if self.maxBytes <= 0 or not self._pos:
             return False
-        msg = self._formatted(record)
-        return self._pos + len(msg) + 1 >= self.maxBytes and self._regular
+        return self._pos + len(text) + 1 >= self.maxBytes and self._regular
 
     def _count(self, text: str) -> None:
         super()._count(text)
@@ -448,6 +459,9 @@ class TimedRotatingFileSink(BaseRotatingSink):
         ``record`` is not used. When the open file is not a regular file the rollover
         is skipped and the next rollover time computed, as the stdlib does.
         """
+        return self._rollover_due("")
+
+    def _rollover_due(self, text: str) -> bool:
         t = int(self._clock())
         if t < self.rolloverAt:
             return False

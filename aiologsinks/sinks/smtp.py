@@ -168,7 +168,7 @@ class SMTPSink(Sink):
             try:
                 parts.append(self.format(record))
             except Exception:  # noqa: BLE001 - per-record boundary: the digest goes on
-                self._fail(record)
+                self.report_error(record)
         return _wire.mail_message(
             self.fromaddr, self.toaddrs, self.get_digest_subject(records), "\n".join(parts)
         )
@@ -207,7 +207,7 @@ class SMTPSink(Sink):
             try:
                 mails.append((self.build_message(record), (record,)))
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self.report_error(record)
         await self._deliver(mails)
 
     async def flush(self) -> None:
@@ -245,14 +245,9 @@ class SMTPSink(Sink):
             try:
                 mail = self.build_digest(records)
             except Exception:  # noqa: BLE001 - per-mail boundary: later digests go on
-                self._fail_all(records)
+                self.report_batch_error(records)
                 continue
             await self._deliver([(mail, records)])
-
-    def _fail_all(self, records: Sequence[logging.LogRecord]) -> None:
-        # One traceback per failed mail, but every record is counted as lost.
-        self.error_count += len(records) - 1
-        self._fail(records[0])
 
     async def _deliver(self, mails: list[tuple[EmailMessage, Sequence[logging.LogRecord]]]) -> None:
         """Send ``mails`` over one connection; a failure goes to ``handleError``."""
@@ -267,7 +262,7 @@ class SMTPSink(Sink):
                 smtp = await self._connect()
             except Exception:  # noqa: BLE001 - per-batch boundary: the next batch retries
                 for _, records in mails:
-                    self._fail_all(records)
+                    self.report_batch_error(records)
                 return
             try:
                 for index, (mail, records) in enumerate(mails):
@@ -278,7 +273,7 @@ class SMTPSink(Sink):
                             self._fail_rest(rest)
                         return
                     except Exception:  # noqa: BLE001 - per-mail boundary: next mail goes on
-                        self._fail_all(records)
+                        self.report_batch_error(records)
             finally:
                 await self._quit(smtp)
 
@@ -286,7 +281,7 @@ class SMTPSink(Sink):
         try:
             raise SinkDeliveryError(f"{self!r}: the SMTP server closed the connection")
         except SinkDeliveryError:
-            self._fail_all(records)
+            self.report_batch_error(records)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         """Connect, STARTTLS and log in as ``SMTPHandler`` does; errors are mapped."""
