@@ -297,5 +297,13 @@ def passing(items: list[Item], level: int) -> list[Item]:
             return items
     except TypeError:  # a LogRecord among them
         pass
-    out = [i for i in items if (i[LEVELNO] if type(i) is tuple else i.levelno) >= level]  # type: ignore[union-attr]
+    out = []
+    for i in items:
+        levelno = i[LEVELNO] if type(i) is tuple else i.levelno  # type: ignore[union-attr]
+        try:
+            if levelno < level:
+                continue
+        except TypeError:
+            pass  # not a level (a hand-made record): the sink gets it and reports it
+        out.append(i)
     return items if len(out) == len(items) else out
