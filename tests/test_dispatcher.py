@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import aiologsinks as als
+from aiologsinks._stats import assert_accounted
 
 from .helpers import CaptureHandler, GatedSink, ListSink, RaisingSink, fresh_logger, wait_until
 
@@ -383,6 +384,7 @@ async def test_aclose_timeout_reports_what_a_stalled_sink_did_not_deliver() -> N
     dispatcher = als.Dispatcher(stalled, batch_size=10, fallback=fallback)
     stats = await close_while_stalled(dispatcher, log, stalled, "s", 25, timeout=0.05)
     assert stats.sinks["GatedSink#0"].undelivered == 25
+    assert_accounted(stats, logged=25)
     assert [r.getMessage() for r in fallback.records if r.name != "aiologsinks"] == [
         f"s {i}" for i in range(25)
     ]
@@ -403,7 +405,10 @@ async def test_records_the_pump_holds_for_a_full_lane_are_not_lost_at_close() ->
     # the chunk the pump held: in the lanes, undelivered; the rest: still queued
     assert gated.received == gated.undelivered == 100
     assert other.received == other.emitted + other.undelivered == 100
-    assert stats.after_close == 200
+    # what was still in the shared queue: counted there as undelivered (not as
+    # arriving after close, which it did not)
+    assert stats.undelivered == 200 and stats.after_close == 0
+    assert_accounted(stats, logged=300)
     spilled = [r.getMessage() for r in fallback.records if r.name != "aiologsinks"]
     assert set(spilled) == {f"r {i}" for i in range(300)}
 
