@@ -167,7 +167,7 @@ class Dispatcher:
         # appended after the queue was settled (the loop thread needs no lock)
         self._lock = threading.Lock()
         # foreign threads waiting for room (overflow="block") sleep on this
-        self._room = threading.Condition(threading.Lock())
+        self._room_cv = threading.Condition(threading.Lock())
         self._blocked = 0
         self._after_close = 0
         self._undelivered = 0
@@ -417,8 +417,8 @@ class Dispatcher:
         await asyncio.gather(*(lane.close_sink(left(_CLOSE_GRACE)) for lane in self._lanes))
         await self._fallback.drained(_FALLBACK_GRACE)
         self.state = DispatcherState.CLOSED
-        with self._room:
-            self._room.notify_all()
+        with self._room_cv:
+            self._room_cv.notify_all()
 
     # -- the hand-off (called by QueueHandler from any thread) --------------------
 
@@ -483,7 +483,7 @@ class Dispatcher:
         self._orphan("its event loop ended without aclose()")
 
     def _wait_for_room(self) -> None:
-        with self._room:
+        with self._room_cv:
             self._blocked += 1
             try:
                 while self._queue.full():
@@ -492,7 +492,7 @@ class Dispatcher:
                         return  # the hand-off re-checks and uses the fallback
                     if self._pump_task is None or self._pump_task.done():
                         return
-                    self._room.wait(0.05)
+                    self._room_cv.wait(0.05)
             finally:
                 self._blocked -= 1
 
@@ -520,14 +520,22 @@ class Dispatcher:
                 # point sees it False and wakes us again
                 self._wake_pending = False
                 while items:
-                    n = min(len(items), self.batch_size)
+                    # take no more than every blocking lane has room for: the pump
+                    # never holds records across an await, so each record is always
+                    # in exactly one place (the queue or a lane) and counted there
+                    room, full = self._room()
+                    if full is not None:
+                        await full.wait_for_room()
+                        full.check_worker()
+                        continue
+                    n = min(len(items), room)
                     if queue.controls:
-                        await self._pump_each(n)
+                        self._pump_each(n)
                     else:
-                        await self._pump_bulk(queue.take(n))
+                        self._pump_bulk(queue.take(n))
                     if self._blocked:
-                        with self._room:
-                            self._room.notify_all()
+                        with self._room_cv:
+                            self._room_cv.notify_all()
                     if queue.unannounced:
                         self._announce_queue_drops()
                     if items:
@@ -538,30 +546,31 @@ class Dispatcher:
                 # cancelled without aclose() (e.g. asyncio.run() ended)
                 self._abandoned()
 
-    async def _pump_bulk(self, chunk: list[Item]) -> None:
-        """Move records (no markers among them) to every lane, in bulk when there is room."""
-        respect, lanes = self.respect_handler_level, self._lanes
-        for k, lane in enumerate(lanes):
+    def _room(self) -> tuple[int, Lane | None]:
+        """How many records every blocking lane can take now; the first full one."""
+        room = self.batch_size
+        for lane in self._lanes:
+            if lane.overflow == "block" and not lane.dead:
+                free = lane.size - lane.queue.depth
+                if free <= 0:
+                    return 0, lane
+                if free < room:
+                    room = free
+        return room, None
+
+    def _pump_bulk(self, chunk: list[Item]) -> None:
+        """Move records (no markers among them) to every lane; blocking lanes have
+        room (see _room), drop lanes apply their policy per record."""
+        respect = self.respect_handler_level
+        for lane in self._lanes:
             items = passing(chunk, lane.sink.level) if respect else chunk
             if not items or lane.put_many(items):
                 continue
-            for i, item in enumerate(items):
-                if lane.put(item):
-                    continue
-                try:
-                    await lane.wait_for_room()
-                except asyncio.CancelledError:
-                    # shut down while this lane was full: what it and the lanes after
-                    # it did not get yet goes in past their bounds, where close counts
-                    # and settles it, instead of vanishing with this coroutine
-                    lane.force(items[i:])
-                    for later in lanes[k + 1 :]:
-                        later.force(passing(chunk, later.sink.level) if respect else chunk)
-                    raise
+            for item in items:
                 if not lane.put(item):
-                    lane.force([item])  # the worker is gone: stop() settles it
+                    lane.force([item])  # pragma: no cover - _room() made room
 
-    async def _pump_each(self, n: int) -> None:
+    def _pump_each(self, n: int) -> None:
         """Move ``n`` queued items, flush markers among them, to the lanes: the records
         between two markers in bulk, each marker after the records before it."""
         chunk = self._queue.take(n)
@@ -569,22 +578,13 @@ class Dispatcher:
         start = 0
         for pos in [*marks, len(chunk)]:
             if start < pos:
-                try:
-                    await self._pump_bulk(chunk[start:pos])
-                except asyncio.CancelledError:
-                    # _pump_bulk placed its segment; what follows goes back to the queue
-                    self._requeue(chunk[pos:])
-                    raise
+                self._pump_bulk(chunk[start:pos])
             if pos < len(chunk):
                 marker = chunk[pos]
                 assert type(marker) is FlushMarker
                 for lane in self._lanes:
                     lane.put_marker(marker)
             start = pos + 1
-
-    def _requeue(self, items: list[Any]) -> None:
-        self._queue.items.extendleft(reversed(items))
-        self._queue.controls += sum(1 for i in items if type(i) in (FlushMarker, Notice))
 
     def _hand_over(self, records: list[Any]) -> None:
         """Give records to the lanes past their bounds (the loop is shutting down)."""
@@ -662,8 +662,8 @@ class Dispatcher:
         self.state = DispatcherState.CLOSED
         if self._orphaned is None:
             self._orphaned = why
-        with self._room:
-            self._room.notify_all()
+        with self._room_cv:
+            self._room_cv.notify_all()
 
     def _after_fork(self) -> None:
         """In a forked child: the parent's loop and threads are not here. The parent
@@ -671,7 +671,7 @@ class Dispatcher:
         fallback, counted, after one notice saying why."""
         self._pid = os.getpid()
         self._lock = threading.Lock()
-        self._room = threading.Condition(threading.Lock())
+        self._room_cv = threading.Condition(threading.Lock())
         self._blocked = 0
         if self.state is DispatcherState.NEW:
             return  # never started: the child may start it on its own loop

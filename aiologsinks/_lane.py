@@ -146,6 +146,12 @@ class Lane:
             self._has_room.clear()
             await self._has_room.wait()
 
+    def check_worker(self) -> None:
+        """After waiting for room: a lane still full whose worker is gone gives up
+        (its records go to the fallback, counted), so the pump never spins on it."""
+        if self.queue.full() and not self.dead and (self._task is None or self._task.done()):
+            self._give_up()
+
     @property
     def depth(self) -> int:
         """Records waiting in the lane or being delivered now."""

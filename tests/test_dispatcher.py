@@ -392,7 +392,8 @@ async def test_aclose_timeout_reports_what_a_stalled_sink_did_not_deliver() -> N
 
 
 async def test_records_the_pump_holds_for_a_full_lane_are_not_lost_at_close() -> None:
-    # lane of 5, batches of 100: the pump holds most of a chunk while the lane is full
+    # lane of 5, batches of 100: the pump takes only what the full lane has room for,
+    # so every record is in the shared queue or in a lane, and counted there at close
     log = fresh_logger("t.pump.held")
     stalled, beside = GatedSink(), ListSink()
     fallback = CaptureHandler()
@@ -402,15 +403,14 @@ async def test_records_the_pump_holds_for_a_full_lane_are_not_lost_at_close() ->
     stats = await close_while_stalled(dispatcher, log, stalled, "r", 300, timeout=0.1)
     gated, other = stats.sinks["GatedSink#0"], stats.sinks["ListSink#1"]
     assert gated.emitted == 0 and gated.dropped == 0
-    # the chunk the pump held: in the lanes, undelivered; the rest: still queued
-    assert gated.received == gated.undelivered == 100
-    assert other.received == other.emitted + other.undelivered == 100
+    assert 5 <= gated.received == gated.undelivered <= 10  # in flight + the full lane
+    assert other.received == other.delivered == gated.received
     # what was still in the shared queue: counted there as undelivered (not as
     # arriving after close, which it did not)
-    assert stats.undelivered == 200 and stats.after_close == 0
+    assert stats.undelivered == 300 - gated.received and stats.after_close == 0
     assert_accounted(stats, logged=300)
     spilled = [r.getMessage() for r in fallback.records if r.name != "aiologsinks"]
-    assert set(spilled) == {f"r {i}" for i in range(300)}
+    assert sorted(spilled) == sorted(f"r {i}" for i in range(300))
 
 
 async def test_install_attaches_and_detaches_and_restores_the_level() -> None:
