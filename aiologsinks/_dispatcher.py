@@ -448,8 +448,6 @@ class Dispatcher:
         self._submit_foreign(record)
 
     def _submit_foreign(self, record: Item) -> None:
-        if self._pid != os.getpid():
-            self._after_fork()
         queue = self._queue
         if queue.full() and self._accepting:
             if self._loop is None:
@@ -676,9 +674,9 @@ class Dispatcher:
         if self.state is DispatcherState.NEW:
             return  # never started: the child may start it on its own loop
         self._accepting = False
-        self._queue.drain()
+        self._queue.clear()
         for lane in self._lanes:
-            lane.queue.drain()
+            lane.queue.clear()
             lane._in_flight = ()
             lane.dead = True
         self.state = DispatcherState.CLOSED

@@ -226,6 +226,11 @@ class BoundedQueue:
         self.controls = 0
         return records, controls
 
+    def clear(self) -> None:
+        """Forget everything queued, uncounted (benchmarks; a forked child)."""
+        self.items.clear()
+        self.controls = 0
+
     @property
     def depth(self) -> int:
         """Records (not control items) waiting now."""
