@@ -10,7 +10,9 @@ import os
 import threading
 import warnings
 import weakref
+from _thread import get_ident
 from asyncio.events import _get_running_loop
+from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 from typing import Any
@@ -119,6 +121,14 @@ class Dispatcher:
         lanes: Mapping[Sink | logging.Handler, Mapping[str, Any]] | None = None,
         fallback: logging.Handler | None = None,
     ) -> None:
+        # the hot path's attributes first: the first ones an instance gets stay on
+        # CPython's fast attribute path
+        self._loop_thread = -1
+        self._accepting = True
+        self._wake_pending = False
+        self._items: deque[Any] = deque()
+        self._bound = queue_size
+        self._loop: asyncio.AbstractEventLoop | None = None
         _check_positive("queue_size", queue_size)
         _check_positive("lane_size", lane_size)
         _check_positive("batch_size", batch_size)
@@ -154,12 +164,9 @@ class Dispatcher:
         if overrides:
             raise ValueError(f"lanes: {list(overrides)!r} are not sinks of this dispatcher")
         self.sinks: tuple[Sink, ...] = tuple(lane.sink for lane in self._lanes)
-        self._queue = BoundedQueue(queue_size, overflow)
+        self._queue = BoundedQueue(queue_size, overflow, self._items)
         self.handler = QueueHandler(self)
         self.state = DispatcherState.NEW
-        self._accepting = True
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake_pending = False
         self._wakeup: asyncio.Event | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
@@ -217,6 +224,7 @@ class Dispatcher:
 
     def _start_on(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self._loop_thread = get_ident()
         self._wakeup = asyncio.Event()
         for lane in self._lanes:
             lane.start()
@@ -415,8 +423,9 @@ class Dispatcher:
         grace = max(lane.grace for lane in self._lanes) + _STOP_GRACE if rescue else _STOP_GRACE
         await asyncio.gather(*(lane.stop(left(grace)) for lane in self._lanes))
         await asyncio.gather(*(lane.close_sink(left(_CLOSE_GRACE)) for lane in self._lanes))
-        await self._fallback.drained(_FALLBACK_GRACE)
         self.state = DispatcherState.CLOSED
+        self._sweep_late()
+        await self._fallback.drained(_FALLBACK_GRACE)
         with self._room_cv:
             self._room_cv.notify_all()
 
@@ -430,55 +439,61 @@ class Dispatcher:
         The pipeline's own threads never wait. After close, and once the loop is
         gone, records go to the fallback, counted.
         """
-        loop = self._loop
-        if loop is not None and _get_running_loop() is loop:
-            # on the dispatcher's loop: O(1), never waits (past the bound if "block")
-            if not self._accepting:
-                self._to_fallback(record)
-                return
-            queue = self._queue
-            if len(queue.items) - queue.controls >= queue.size and queue.overflow != "block":
-                queue.put(record)
-            else:
-                queue.items.append(record)
-            if not self._wake_pending:
-                self._wake_pending = True
-                loop.call_soon(self._wake)
+        # The hot path: no lock, no thread check. A foreign thread that appends just
+        # as close settles the queue leaves its record there: close, stats() and
+        # the exit hook sweep the queue of a closed dispatcher (see _sweep_late), so
+        # it is counted (after_close) and written to the fallback all the same.
+        if not self._accepting:
+            self._to_fallback(record)
             return
-        self._submit_foreign(record)
+        items = self._items
+        if len(items) >= self._bound and self._queue.full():
+            self._submit_full(record)
+            return
+        items.append(record)
+        if not self._wake_pending:
+            self._wake_up()
 
-    def _submit_foreign(self, record: Item) -> None:
+    def _wake_up(self) -> None:
+        """Wake the pump once per burst, from the loop thread or any other."""
+        self._wake_pending = True
+        loop = self._loop
+        if loop is None:
+            return  # not started: start() wakes the pump
+        try:
+            if get_ident() == self._loop_thread:
+                loop.call_soon(self._wake)
+            else:
+                loop.call_soon_threadsafe(self._wake)
+        except RuntimeError:  # the loop is closed: nothing will drain the queue
+            self._orphan("its event loop ended without aclose()")
+
+    def _submit_full(self, record: Item) -> None:
+        """The queue is full: apply the overflow policy."""
         queue = self._queue
-        if queue.full() and self._accepting:
+        if queue.overflow != "block":
+            with self._lock:
+                queue.put(record)  # drops (and counts) one record
+            if not self._wake_pending:
+                self._wake_up()
+            return
+        if get_ident() != self._loop_thread:
             if self._loop is None:
                 if self.state is DispatcherState.NEW and _get_running_loop() is None:
                     # nothing runs a loop here: deliver from the background loop
                     # rather than hold an unbounded backlog until exit
                     self._auto = True
                     self._start_in_background()
-            elif queue.overflow == "block" and not _background.is_pipeline_thread():
+            elif not _background.is_pipeline_thread():
                 self._wait_for_room()
-        with self._lock:
             if not self._accepting:
                 self._to_fallback(record)
                 return
-            if queue.full() and queue.overflow != "block":
-                queue.put(record)
-            else:
-                queue.items.append(record)
-            if self._wake_pending:
-                return
-            self._wake_pending = True
-            loop = self._loop
-            if loop is None:
-                return  # not started: start() wakes the pump
-            try:
-                loop.call_soon_threadsafe(self._wake)
-            except RuntimeError:
-                pass  # the loop is closed: settled below
-            else:
-                return
-        self._orphan("its event loop ended without aclose()")
+        # the loop thread, the pipeline's own threads, a dispatcher not started:
+        # never wait; accepted past the bound
+        self._items.append(record)
+        if not self._wake_pending:
+            self._wake_up()
 
     def _wait_for_room(self) -> None:
         with self._room_cv:
@@ -633,10 +648,20 @@ class Dispatcher:
 
     # -- orphans: the loop is gone, or the process forked ------------------------------
 
+    def _sweep_late(self) -> None:
+        """Records a foreign thread appended while the dispatcher closed: after close."""
+        if self.state is DispatcherState.CLOSED and self._items:
+            with self._lock:
+                records, _ = self._queue.drain()
+            if records:
+                self._after_close += len(records)
+                self._fallback.write(records, self._fallback_notice())
+
     def _check_orphaned(self) -> None:
         if self._pid != os.getpid():
             self._after_fork()
             return
+        self._sweep_late()
         loop = self._loop
         if (
             loop is not None

@@ -104,10 +104,10 @@ class BoundedQueue:
 
     __slots__ = ("controls", "dropped", "items", "overflow", "received", "size", "unannounced")
 
-    def __init__(self, size: int, overflow: Overflow) -> None:
+    def __init__(self, size: int, overflow: Overflow, items: deque[Any] | None = None) -> None:
         self.size = size
         self.overflow: Overflow = overflow
-        self.items: deque[Any] = deque()
+        self.items: deque[Any] = deque() if items is None else items
         self.controls = 0
         self.received = 0
         self.dropped = 0
@@ -186,7 +186,7 @@ class BoundedQueue:
         except IndexError:  # a foreign thread popped meanwhile (drop_oldest)
             pass
         if self.controls:
-            self.controls -= sum(1 for i in chunk if type(i) in CONTROL)
+            self.controls -= sum(1 for i in chunk if type(i) is FlushMarker or type(i) is Notice)
         return chunk
 
     def take_batch(self, limit: int) -> tuple[list[Any], FlushMarker | Notice | None]:
@@ -201,12 +201,15 @@ class BoundedQueue:
             popleft = items.popleft
             return [popleft() for _ in range(limit)], None
         batch: list[Any] = []
-        while items and len(batch) < limit:
-            item = items.popleft()
-            if type(item) in CONTROL:
+        append = batch.append
+        popleft = items.popleft
+        for _ in range(min(limit, len(items))):
+            item = popleft()
+            kind = type(item)
+            if kind is FlushMarker or kind is Notice:
                 self.controls -= 1
                 return batch, item
-            batch.append(item)
+            append(item)
         return batch, None
 
     def drain(self) -> tuple[list[Any], list[FlushMarker | Notice]]:
