@@ -549,7 +549,7 @@ class Count(logging.Handler):
         Count.n += 1
 
 fallback = Count()
-d = als.Dispatcher(als.FileSink(sys.argv[1]), fallback=fallback)
+d = als.Dispatcher(als.FileSink(sys.argv[1]), fallback=fallback, batch_size=100)
 log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
 sent = [0] * 8
 go = threading.Event()
@@ -585,7 +585,9 @@ def test_threads_logging_through_loop_shutdown_strand_nothing_uncounted(tmp_path
     words = proc.stdout.split()
     sent, in_file, lost, fallback = (int(words[i]) for i in (1, 3, 5, 7))
     assert sent == 24_000
-    assert in_file + lost == sent
+    # nothing uncounted; at most the batch (100) the file sink was writing when the
+    # loop cancelled every task may be in the file and counted too (Known limits)
+    assert sent <= in_file + lost <= sent + 100
     assert fallback >= lost  # every lost record was written to the fallback (+ notices)
 
 

@@ -216,5 +216,8 @@ def test_the_loop_ending_at_any_await_of_aclose_loses_nothing_uncounted(
     assert proc.returncode == 0, proc.stderr
     words = proc.stdout.split()
     in_file, lost, fallback = (int(words[i]) for i in (1, 3, 5))
-    assert in_file + lost == 2000
+    # nothing uncounted; at most the one batch (100) a sink was writing when the
+    # loop cancelled every task may be both in the file and counted as undelivered
+    # (the write went on in the sink's worker thread: see README, Known limits)
+    assert 2000 <= in_file + lost <= 2000 + 100
     assert fallback == lost
