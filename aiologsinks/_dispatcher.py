@@ -586,8 +586,10 @@ class Dispatcher:
     def _pump_each(self, n: int) -> None:
         """Move ``n`` queued items, flush markers among them, to the lanes: the records
         between two markers in bulk, each marker after the records before it."""
-        chunk = self._queue.take(n)
+        # the shared queue holds no notices: its control items are flush markers
+        chunk = self._queue.take(n, count=False)
         marks = [i for i, item in enumerate(chunk) if type(item) is FlushMarker]
+        self._queue.controls -= len(marks)
         start = 0
         for pos in [*marks, len(chunk)]:
             if start < pos:

@@ -170,22 +170,29 @@ class BoundedQueue:
         self.dropped += 1
         self.unannounced += 1
 
-    def take(self, n: int) -> list[Any]:
-        """Pop up to ``n`` items off the head (records and control items)."""
+    def take(self, n: int, count: bool = True) -> list[Any]:
+        """Pop up to ``n`` items off the head (records and control items).
+
+        With ``count=False`` the caller, which looks at every item anyway, takes the
+        control items it found off :attr:`controls` itself (one pass, not two)."""
         items = self.items
         if not self.controls and len(items) <= n:
             chunk = list(items)
             items.clear()
             return chunk
         popleft = items.popleft
-        chunk = []
-        append = chunk.append
-        try:
-            for _ in range(n):
-                append(popleft())
-        except IndexError:  # a foreign thread popped meanwhile (drop_oldest)
-            pass
-        if self.controls:
+        if self.overflow != "drop_oldest" and len(items) >= n:
+            # nobody else pops (only drop_oldest does, from producer threads)
+            chunk = [popleft() for _ in range(n)]
+        else:
+            chunk = []
+            append = chunk.append
+            try:
+                for _ in range(n):
+                    append(popleft())
+            except IndexError:  # a producer thread popped meanwhile (drop_oldest)
+                pass
+        if count and self.controls:
             self.controls -= sum(1 for i in chunk if type(i) is FlushMarker or type(i) is Notice)
         return chunk
 
