@@ -700,11 +700,15 @@ class _ConfiguredShim(QueueHandler):
     works as on any handler: the filters run at the logging call.
     """
 
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        super().__init__(dispatcher)
+        self._sinks = dispatcher.sinks
+
     def setFormatter(self, fmt: logging.Formatter | None) -> None:
         super().setFormatter(fmt)
         if fmt is None:
             return
-        for sink in self.dispatcher.sinks:
+        for sink in self._sinks:
             if sink.formatter is None:
                 sink.setFormatter(fmt)
 
