@@ -56,10 +56,10 @@ class HangingSink(ListSink):
 
     def __init__(self) -> None:
         super().__init__()
-        self.release = threading.Event()
+        self.resume = threading.Event()  # not `release`: a Sink is a logging.Handler
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        while not self.release.is_set():
+        while not self.resume.is_set():
             await asyncio.sleep(0.001)  # the fault: a sink that does not progress
         await super().emit_batch(records)
 
@@ -143,7 +143,7 @@ class Pipeline(RuleBasedStateMachine):
     @rule()
     def flush(self) -> None:
         assert self.dispatcher is not None
-        hung = self.hanging is not None and not self.hanging.release.is_set()
+        hung = self.hanging is not None and not self.hanging.resume.is_set()
 
         async def go() -> None:
             assert self.dispatcher is not None
@@ -157,7 +157,7 @@ class Pipeline(RuleBasedStateMachine):
     @rule()
     def release_the_hung_sink(self) -> None:
         if self.hanging is not None:
-            self.hanging.release.set()
+            self.hanging.resume.set()
 
     @rule()
     def close(self) -> None:
@@ -180,7 +180,7 @@ class Pipeline(RuleBasedStateMachine):
     def teardown(self) -> None:
         try:
             if self.hanging is not None:
-                self.hanging.release.set()
+                self.hanging.resume.set()
             if self.dispatcher is not None:
                 self.log.removeHandler(self.dispatcher.handler)
                 self.run(self.dispatcher.aclose(timeout=1))
