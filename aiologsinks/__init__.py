@@ -8,8 +8,11 @@ was delivered; :func:`install` wires it all to a logger for the life of an app.
 
 from __future__ import annotations
 
+from . import _handler_entry as _handler_entry  # sinks used as logging.Handlers
 from . import config as config  # als.config.install_config(...), as the README shows
-from ._dispatcher import Dispatcher, DispatcherStats, SinkStats, install
+from ._backoff import Backoff
+from ._context import context
+from ._dispatcher import Dispatcher, DispatcherState, DispatcherStats, Overflow, SinkStats, install
 from ._exceptions import (
     AiologsinksError,
     DispatcherStateError,
@@ -20,6 +23,7 @@ from ._exceptions import (
 from ._handler_sink import HandlerSink
 from ._shim import QueueHandler
 from ._sink import Sink, SinkState
+from .config import ConfigError
 from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink, InsecureCredentialsWarning
 from .sinks.memory import BufferingSink, MemorySink
@@ -38,12 +42,21 @@ from .sinks.syslog import RFC5424Formatter, SysLogSink
 
 __version__ = "0.1.0"
 
+# a type alias has no docstring of its own; it is public, so it gets one here
+Overflow.__doc__ = (
+    "What a full queue or lane does: 'block' (wait for room; the loop itself never "
+    "waits), 'drop_oldest' or 'drop_newest' (drop and count)."
+)
+
 __all__ = [
     "AiologsinksError",
+    "Backoff",
     "BaseRotatingSink",
     "BufferingSink",
+    "ConfigError",
     "DatagramSink",
     "Dispatcher",
+    "DispatcherState",
     "DispatcherStateError",
     "DispatcherStats",
     "FileSink",
@@ -53,6 +66,7 @@ __all__ = [
     "MemorySink",
     "NTEventLogSink",
     "NullSink",
+    "Overflow",
     "QueueHandler",
     "RFC5424Formatter",
     "RecordTooLargeError",
@@ -68,6 +82,7 @@ __all__ = [
     "SysLogSink",
     "TimedRotatingFileSink",
     "WatchedFileSink",
+    "context",
     "gzip_namer",
     "gzip_rotator",
     "install",

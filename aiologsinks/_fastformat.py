@@ -21,6 +21,7 @@ import logging
 import operator
 import re
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -39,11 +40,16 @@ from ._record import (
     as_record,
     travelled,
 )
-from ._sink import Sink, _default_formatter
+from ._sink import Sink, _default_formatter, overridden
 
 __all__ = ["FrozenFormat", "PlainFormat", "format_batch", "plain_percent_format"]
 
 PlainSpec = tuple[str, bool, "str | None", str, str]
+
+#: each sink's compiled FrozenFormat and what it was compiled for (weakly: per sink)
+_compiled: weakref.WeakKeyDictionary[Sink, tuple[tuple[PlainSpec, str], FrozenFormat | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def plain_percent_format(sink: Sink) -> PlainSpec | None:
@@ -51,7 +57,7 @@ def plain_percent_format(sink: Sink) -> PlainSpec | None:
     exactly ``logging.Formatter.format`` with %-style, no defaults and local time;
     None otherwise (any override falls back to the formatter itself)."""
     f = sink.formatter or _default_formatter
-    if type(sink).format is not Sink.format or type(f) is not logging.Formatter:
+    if overridden(type(sink), "format", Sink.format) or type(f) is not logging.Formatter:
         return None
     if f.__dict__.keys() & _FORMATTER_HOOKS:
         return None  # a method patched on the instance
@@ -83,12 +89,12 @@ def format_batch(
     if spec is None:
         return None
     # compiled once per sink and format; it also remembers the message templates
-    cached = sink.__dict__.get("_frozen_format")
+    cached = _compiled.get(sink)
     if cached is not None and cached[0] == (spec, term):
         fast: FrozenFormat | None = cached[1]
     else:
         fast = FrozenFormat.compile(spec, term)
-        sink.__dict__["_frozen_format"] = ((spec, term), fast)
+        _compiled[sink] = ((spec, term), fast)
     if fast is None:
         return None
     failed = False
@@ -99,7 +105,7 @@ def format_batch(
         try:
             return sink.format(record) + term
         except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-            sink._fail(record)
+            sink.report_error(record)
             failed = True
             return None
 

@@ -2,14 +2,17 @@
 
 Every file sink owns one :class:`FileWorker`: a single worker thread that performs the
 sink's disk operations in order (open, write+flush, stat, rename, remove, compress), so
-nothing blocks the event loop and a rotation can never overtake a pending write.
-Files are opened through ``aiofiles`` bound to that worker's executor.
+nothing blocks the event loop and a rotation can never overtake a pending write. The
+file objects are plain ``open()`` files used only on that thread: one hop per batch
+(write and flush together), which a per-call wrapper such as ``aiofiles`` (one hop
+per method call, on a shared pool) could not give.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import errno
 import functools
 import gzip
 import io
@@ -21,13 +24,13 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-import aiofiles
-import aiofiles.threadpool.text
+from ._validate import ArgumentPathError
 
 __all__ = [
     "AsyncTextFile",
     "ByteCounter",
     "FileWorker",
+    "check_directory",
     "gzip_file",
     "resolve_encoding",
     "shift_backups",
@@ -80,18 +83,6 @@ class FileWorker:
         """``os.path.exists(path)``."""
         return await self.run(os.path.exists, path)
 
-    async def rename(self, source: str, dest: str) -> None:
-        """``os.rename(source, dest)``."""
-        await self.run(os.rename, source, dest)
-
-    async def replace(self, source: str, dest: str) -> None:
-        """``os.replace(source, dest)``."""
-        await self.run(os.replace, source, dest)
-
-    async def remove(self, path: str) -> None:
-        """``os.remove(path)``."""
-        await self.run(os.remove, path)
-
     async def listdir(self, path: str) -> list[str]:
         """``os.listdir(path)``."""
         return await self.run(os.listdir, path)
@@ -103,6 +94,32 @@ class FileWorker:
     async def rename_if_exists(self, source: str, dest: str) -> None:
         """``os.rename(source, dest)`` when ``source`` exists (it may not, with ``delay``)."""
         await self.run(_rename_if_exists, source, dest)
+
+
+def check_directory(param: str, path: str, mkdir: bool) -> None:
+    """Fail fast when the directory of ``path`` does not exist (create it if ``mkdir``).
+
+    Called once by a file sink's constructor — the one disk access made at
+    construction, as the stdlib handlers open their file there — so a wrong path is
+    an error at startup, naming the path, instead of records lost at the first write.
+    Raises :class:`~aiologsinks._validate.ArgumentPathError` (a ``FileNotFoundError``)
+    naming ``param``; a path that exists but is not a directory raises
+    ``NotADirectoryError``.
+    """
+    directory = os.path.dirname(path) or os.curdir
+    if os.path.isdir(directory):
+        return
+    if os.path.exists(directory):
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"{param}: {directory!r} is not a directory", directory
+        )
+    if not mkdir:
+        raise ArgumentPathError(
+            param,
+            f"directory {directory!r} of {path!r} does not exist (pass mkdir=True to create it)",
+            directory,
+        )
+    os.makedirs(directory, exist_ok=True)
 
 
 def _remove_all(paths: list[str]) -> None:
@@ -160,17 +177,14 @@ def _stat_or_none(path: str) -> os.stat_result | None:
 
 
 class AsyncTextFile:
-    """An open log file: ``write`` appends one chunk and flushes it, off the loop."""
+    """An open log file: ``write`` appends one chunk and flushes it, off the loop.
 
-    def __init__(
-        self,
-        raw: aiofiles.threadpool.text.AsyncTextIOWrapper,
-        worker: FileWorker,
-    ) -> None:
-        self._raw = raw
+    The file object is touched only on the sink's worker thread.
+    """
+
+    def __init__(self, file: io.TextIOBase, worker: FileWorker) -> None:
+        self._file = file
         self._worker = worker
-        # the wrapped blocking file: used only on the worker thread
-        self._sync_file: io.TextIOBase = raw._file  # type: ignore[attr-defined]
 
     @classmethod
     async def open(
@@ -193,20 +207,19 @@ class AsyncTextFile:
             # file object would leak (the loop may be shutting down right now)
             opening.add_done_callback(_close_orphan)
             raise
-        raw = aiofiles.threadpool.wrap(f, loop=loop, executor=worker.executor)
-        return cls(raw, worker)
+        return cls(f, worker)
 
     async def write(self, data: str) -> None:
         """Write ``data`` and flush it to the OS in one worker-thread call."""
-        await self._worker.run(_write_and_flush, self._sync_file, data)
+        await self._worker.run(_write_and_flush, self._file, data)
 
     async def flush(self) -> None:
         """Flush Python's buffer to the OS."""
-        await self._raw.flush()
+        await self._worker.run(self._file.flush)
 
     async def fstat(self) -> os.stat_result:
         """``os.fstat`` of the open file."""
-        return await self._worker.run(os.fstat, self._sync_file.fileno())
+        return await self._worker.run(os.fstat, self._file.fileno())
 
     async def append(self, data: str) -> int:
         """Write ``data``, flush it, and return the OS file position after the write.
@@ -215,19 +228,15 @@ class AsyncTextFile:
         what other writers appended before it (what ``stream.tell()`` reports to the
         stdlib ``RotatingFileHandler``).
         """
-        return await self._worker.run(_write_flush_position, self._sync_file, data)
+        return await self._worker.run(_write_flush_position, self._file, data)
 
     async def probe(self) -> tuple[int, bool]:
         """Return ``(position, is_regular_file)`` of the open file, in one worker call."""
-        return await self._worker.run(_probe, self._sync_file)
-
-    async def tell(self) -> int:
-        """The current position (the file size in append mode)."""
-        return await self._raw.tell()
+        return await self._worker.run(_probe, self._file)
 
     async def close(self) -> None:
         """Flush and close the file."""
-        await self._raw.close()
+        await self._worker.run(self._file.close)
 
 
 def _write_flush_position(f: io.TextIOBase, data: str) -> int:

@@ -21,20 +21,21 @@ class HandlerSink(Sink):
     """
 
     def __init__(self, handler: logging.Handler) -> None:
-        super().__init__()
         self.handler = handler
-        self.name = handler.get_name()
+        super().__init__(handler.level)
+        # not the `name` setter: that would register this wrapper in logging's
+        # handler registry under the wrapped handler's name
+        self._name = handler.get_name()
         self._worker = FileWorker(type(handler).__name__)
 
     @property
     def level(self) -> int:
-        """The wrapped handler's level."""
+        """The wrapped handler's level (assigning sets it)."""
         return self.handler.level
 
     @level.setter
     def level(self, value: int) -> None:
-        # Sink.__init__ assigns NOTSET; the handler's own level wins
-        pass
+        self.handler.level = value
 
     def setLevel(self, level: int | str) -> None:
         """Set the wrapped handler's level."""

@@ -1,45 +1,32 @@
-"""A sink's lane: a bounded queue and the one worker task that feeds the sink."""
+"""A sink's lane: a bounded queue and the one supervised worker task that feeds the sink.
+
+Supervision: whatever the sink, its filters, its formatter or its ``handleError``
+raise — any exception, a ``CancelledError`` the sink raised on its own included — is
+contained at the record or batch boundary, counted in :class:`SinkStats` and reported
+to the sink's ``handleError`` (or, when that raises too, to the fallback). Only the
+cancellation of the worker's own task ends it. Should the lane machinery itself fail
+repeatedly, the lane gives up: its records go to the fallback, counted as
+undelivered, and every other lane and the pump carry on.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections import deque
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
-from ._record import Item, RecordBatch
+from ._fallback import FallbackWriter
+from ._queue import BoundedQueue, FlushMarker, Notice, Overflow, notice
+from ._record import Item, RecordBatch, as_record
 from ._sink import Sink
-
-if TYPE_CHECKING:
-    from ._dispatcher import Overflow, SinkStats
+from ._stats import SinkStats
+from ._supervise import abandon, containable, spawn, wait_bounded
 
 __all__ = ["Lane"]
 
-
-class _FlushMarker:
-    """Travels through the queue and every lane; done once each lane flushed its sink."""
-
-    __slots__ = ("_pending", "done")
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, lanes: int) -> None:
-        self.done: asyncio.Future[None] = loop.create_future()
-        self._pending = lanes
-        if lanes == 0:
-            self.done.set_result(None)
-
-    def ack(self) -> None:
-        self._pending -= 1
-        if self._pending <= 0 and not self.done.done():
-            self.done.set_result(None)
-
-
-def _notice(msg: str, *args: object) -> logging.LogRecord:
-    """A WARNING record from aiologsinks itself (drop announcements and the like)."""
-    record = logging.LogRecord("aiologsinks", logging.WARNING, __file__, 0, msg, args, None)
-    record.msg, record.args = record.getMessage(), None
-    return record
+#: consecutive failures of the lane machinery (not of the sink) before it gives up
+_MAX_FAILURES = 10
 
 
 class Lane:
@@ -52,293 +39,450 @@ class Lane:
         size: int,
         overflow: Overflow,
         batch_size: int,
-        on_orphans: Callable[[list[Any], Lane], None],
+        fallback: FallbackWriter,
     ) -> None:
         self.sink = sink
         self.name = name
-        self.size = size
-        self.overflow = overflow
         self.batch_size = batch_size
-        # receives what a lane could not deliver while the loop shut down
-        self._on_orphans = on_orphans
-        self.items: deque[Any] = deque()
-        # flush markers now in items: while there are none, batches are taken in bulk
-        self._markers = 0
-        self.received = 0
+        self.queue = BoundedQueue(size, overflow)
+        self._fallback = fallback
         self.emitted = 0
         self.filtered = 0
-        self.dropped = 0
+        #: records that went to handleError during our calls into the sink
+        self.errors = 0
         self.undelivered = 0
-        self._unannounced = 0
-        self._in_flight: list[Item] = []
-        self._marker: _FlushMarker | None = None
+        self.failed_operations = 0
+        # sink.error_count when the lane was made, plus what changed it while we
+        # called the sink (those are counted above): the rest are the sink's later
+        # give-ups (an outage buffer overflowing, what is buffered at close)
+        self._base = sink.error_count
+        self._seen = 0
+        self._call_base: int | None = None
+        self._in_flight: Sequence[Item] = ()
+        self._emit_task: asyncio.Task[None] | None = None
+        self._marker: FlushMarker | None = None
         self._idle = False
         self._has_items: asyncio.Event | None = None
         self._has_room: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._rescuing = False
+        #: the worker gave up (or is gone): records go to the fallback
+        self.dead = False
         #: seconds a cancelled worker may spend delivering its lane on the way out
         self.grace = 2.0
+
+    @property
+    def size(self) -> int:
+        """The lane's bound (records)."""
+        return self.queue.size
+
+    @property
+    def overflow(self) -> Overflow:
+        """The lane's overflow policy."""
+        return self.queue.overflow
 
     # -- producer side (the dispatcher's pump, on the loop) ------------------------
 
     def start(self) -> None:
+        """Start the worker on the running loop."""
         self._has_items = asyncio.Event()
         self._has_room = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"aiologsinks-lane-{self.name}"
-        )
+        self._task = spawn(self._run(), f"aiologsinks-lane-{self.name}")
 
     def put(self, record: Item) -> bool:
         """Offer a record; False only when the lane is full and its policy is block."""
-        items = self.items
-        if len(items) >= self.size:
-            if self.overflow == "block":
-                return False
-            self.received += 1
-            self.dropped += 1
-            self._unannounced += 1
-            if self.overflow == "drop_newest":
-                return True
-            self._drop_oldest()
-        else:
-            self.received += 1
-        items.append(record)
+        if self.dead:
+            self.force([record])
+            return True
+        if not self.queue.put(record):
+            return False
         self._wake_worker()
         return True
 
     def put_many(self, records: list[Any]) -> bool:
         """Offer records (no markers) at once; False, taking none, when they do not fit."""
-        if len(self.items) + len(records) > self.size:
+        if self.dead:
+            self.force(records)
+            return True
+        if not self.queue.put_many(records):
             return False
-        self.force(records)
+        self._wake_worker()
         return True
 
     def force(self, records: list[Any]) -> None:
         """Append records past the bound (shutdown: the lane is drained or spilled next)."""
-        self.received += len(records)
-        self.items.extend(records)
+        if self.dead:
+            self.queue.received += len(records)
+            self._spill(records)
+            return
+        self.queue.force(records)
         self._wake_worker()
 
-    def _wake_worker(self) -> None:
-        if self._idle and self._has_items is not None:
-            self._idle = False
-            self._has_items.set()
-
-    def _drop_oldest(self) -> None:
-        items = self.items
-        for i, item in enumerate(items):
-            if type(item) is not _FlushMarker:
-                del items[i]
-                return
-
-    def put_marker(self, marker: _FlushMarker) -> None:
+    def put_marker(self, marker: FlushMarker) -> None:
         """Markers bypass the bound: they are tiny and must never be dropped."""
-        self._markers += 1
-        self.items.append(marker)
-        if self._has_items is not None:
+        if self.dead:
+            marker.ack(self.name)
+            return
+        self.queue.put_control(marker)
+        self._wake_worker(force=True)
+
+    def put_notice(self, record: logging.LogRecord) -> None:
+        """Queue a library notice, delivered in order but not counted as a record."""
+        if not self.dead:
+            self.queue.put_control(Notice(record))
+            self._wake_worker(force=True)
+
+    def _wake_worker(self, force: bool = False) -> None:
+        if (self._idle or force) and self._has_items is not None:
             self._idle = False
             self._has_items.set()
 
     async def wait_for_room(self) -> None:
-        """Wait until the worker has taken records out of a full lane."""
+        """Wait until the worker has taken records out of a full lane (or is gone)."""
         assert self._has_room is not None
-        while len(self.items) >= self.size:
+        while self.queue.full() and not self.dead:
             if self._task is None or self._task.done():
                 return
             self._has_room.clear()
             await self._has_room.wait()
 
+    def check_worker(self) -> None:
+        """After waiting for room: a lane still full whose worker is gone gives up
+        (its records go to the fallback, counted), so the pump never spins on it."""
+        if self.queue.full() and not self.dead and (self._task is None or self._task.done()):
+            self._give_up()
+
     @property
     def depth(self) -> int:
         """Records waiting in the lane or being delivered now."""
-        waiting = sum(1 for r in self.items if type(r) is not _FlushMarker)
-        return waiting + len(self._in_flight)
+        return self.queue.depth + len(self._in_flight)
 
     # -- the worker ------------------------------------------------------------------
 
     async def _run(self) -> None:
-        assert self._has_items is not None and self._has_room is not None
-        has_items, has_room = self._has_items, self._has_room
-        items = self.items
-        sink = self.sink
         try:
             try:
-                await sink.aopen()
-            except Exception:  # noqa: BLE001 - the sink retries on its first write
-                self._sink_error("could not open")
-            await self._work(items, has_items, has_room)
+                await self.sink.aopen()
+            except BaseException as exc:
+                if not containable(exc):
+                    raise
+                self._operation_failed("could not open", exc)  # it retries on first write
+            await self._supervise()
         finally:
-            if not self._stopping:
+            if not self._stopping and not self.dead:
                 # cancelled by the loop's shutdown, not by Dispatcher.aclose()
                 await self._rescue()
 
-    async def _work(
-        self, items: deque[Any], has_items: asyncio.Event, has_room: asyncio.Event
-    ) -> None:
+    async def _supervise(self) -> None:
+        failures = 0
+        while True:
+            try:
+                await self._work()
+            except BaseException as exc:
+                if not containable(exc):
+                    raise
+                # a failure of the lane itself (the sink's are contained inside):
+                # what was in flight goes to the fallback, counted, and the lane goes on
+                failures += 1
+                if self._emit_task is not None and self._emit_task.done():
+                    self._account(self._emit_task)
+                self._settle_in_flight()
+                self._tell(f"aiologsinks: lane {self.name} failed: {exc!r}")
+                if failures >= _MAX_FAILURES:
+                    self._give_up()
+                    return
+
+    async def _work(self) -> None:
+        assert self._has_items is not None and self._has_room is not None
+        has_items, has_room = self._has_items, self._has_room
+        queue = self.queue
+        items = queue.items
+        limit = self.batch_size
         while True:
             if not items:
                 self._idle = True
                 has_items.clear()
                 await has_items.wait()
-            batch: list[Item]
-            marker: _FlushMarker | None = None
-            limit = self.batch_size
-            if not self._markers:
-                # only records: take them in bulk (the lane is the loop's alone)
-                if len(items) <= limit:
-                    batch = list(items)
-                    items.clear()
-                else:
-                    batch = [items.popleft() for _ in range(limit)]
-            else:
-                batch = []
-                while items and len(batch) < limit:
-                    item = items.popleft()
-                    if type(item) is _FlushMarker:
-                        self._markers -= 1
-                        marker = item
-                        break
-                    batch.append(item)
+            batch, control = queue.take_batch(limit)
             has_room.set()
             if batch:
-                self._in_flight = batch
                 await self._deliver(batch)
-                self._in_flight = []
-            if marker is not None:
-                self._marker = marker
-                await self._flush()
-                self._marker = None
-                marker.ack()
-
-    async def _rescue(self) -> None:
-        """Deliver the lane to the sink and close it while the loop shuts down.
-
-        The batch that was interrupted may or may not have reached the sink: it is
-        counted as undelivered and left to the fallback rather than risk writing it
-        twice. What cannot be delivered within :attr:`grace` seconds is left there
-        too (the dispatcher writes it to the fallback).
-        """
-        self._rescuing = True
-        await asyncio.sleep(0)  # the pump hands over the shared queue first
-        interrupted, self._in_flight = self._in_flight, []
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._drain_and_close(), self.grace)
-        self._on_orphans(interrupted + self.take_all(), self)
-
-    async def _drain_and_close(self) -> None:
-        items = self.items
-        while items:
-            batch: list[Item] = []
-            while items and len(batch) < self.batch_size:
-                item = items.popleft()
-                if type(item) is _FlushMarker:
-                    self._markers -= 1
-                    item.ack()
-                else:
-                    batch.append(item)
-            if batch:
-                self._in_flight = batch
-                await self._deliver(batch)
-                self._in_flight = []
-        await self._flush()
-        await self.close_sink()
+            if control is None:
+                continue
+            if type(control) is Notice:
+                await self._emit_notice(control.record)
+                continue
+            assert type(control) is FlushMarker
+            self._marker = control
+            await self._flush()
+            self._marker = None
+            control.ack(self.name)
 
     async def _deliver(self, batch: list[Item]) -> None:
         sink = self.sink
         records: Sequence[logging.LogRecord] = RecordBatch(batch)
+        failed = 0
         if sink.filters:
-            records = sink.passes(records)
-        self.filtered += len(batch) - len(records)
+            records, failed = self._filter(records)
+        self.filtered += len(batch) - len(records) - failed
+        self.errors += failed
         if not records:
             return
-        before = sink.error_count
+        # The sink runs in its own task: when *our* task is cancelled (the loop ends,
+        # aclose() gives up) the sink's call goes on, and stop()/rescue wait for it
+        # (bounded) and count its outcome, instead of guessing whether an
+        # interrupted write reached the destination.
+        self._in_flight = records
+        self._call_base = sink.error_count
+        emit = self._emit_task = asyncio.get_running_loop().create_task(sink.emit_batch(records))
         try:
-            await sink.emit_batch(records)
-        except Exception:  # noqa: BLE001 - lane boundary: the sink failed the whole batch
-            sink.error_count += len(records) - 1
-            sink._fail(records[0])
-        errors = min(sink.error_count - before, len(records))
-        self.emitted += len(records) - errors
-        if self._unannounced and errors < len(records):
+            await asyncio.shield(emit)
+        except BaseException as exc:
+            if not containable(exc):
+                raise  # the batch stays in flight with its task: stop()/rescue settle it
+        errors = self._account(emit)
+        if self.queue.unannounced and errors < len(records):
             await self._announce()
 
-    async def _announce(self) -> None:
-        count, self._unannounced = self._unannounced, 0
-        record = _notice(
-            "aiologsinks: %d record(s) dropped for sink %s: its lane was full (overflow=%s)",
-            count,
-            self.name,
-            self.overflow,
-        )
+    def _account(self, emit: asyncio.Task[None]) -> int:
+        """Count the outcome of a finished sink call; return the records it failed."""
+        if emit.cancelled() and (self._rescuing or self._stopping):
+            # cancelled by the loop's shutdown, not by the sink: whether the batch
+            # arrived is unknown, so it is settled as undelivered (to the fallback)
+            count = len(self._in_flight)
+            self._settle_in_flight()
+            return count
+        records, self._in_flight = self._in_flight, ()
+        before, self._call_base = self._call_base, None
+        self._emit_task = None
+        changed = self.sink.error_count - (before or 0)
+        self._seen += changed
+        exc = emit.exception() if not emit.cancelled() else asyncio.CancelledError()
+        if exc is not None:
+            try:
+                raise exc
+            except BaseException as raised:  # noqa: BLE001 - re-raised so handleError sees it
+                if records:
+                    self._report(records[0], raised)
+            errors = len(records)
+        else:
+            errors = min(changed, len(records))
+        self.errors += errors
+        self.emitted += len(records) - errors
+        return errors
+
+    async def _finish_in_flight(self, timeout: float | None) -> None:
+        """Wait (at most ``timeout``) for an interrupted sink call and count its
+        outcome; one that does not end is abandoned and its batch settled."""
+        emit = self._emit_task
+        if emit is not None and await wait_bounded(emit, timeout):
+            self._account(emit)
+            return
+        if emit is not None:
+            abandon(emit)
+            self.failed_operations += 1
+        self._settle_in_flight()
+
+    def _filter(self, records: Sequence[logging.LogRecord]) -> tuple[list[Any], int]:
+        """Apply the sink's filters; a filter raising on a record is that record's
+        error (counted, reported), the others are filtered as usual."""
+        sink = self.sink
         try:
-            await self.sink.emit_batch([record])
-        except Exception:  # noqa: BLE001 - the announcement must not kill the lane
-            self.sink._fail(record)
+            return sink.passes(records), 0
+        except BaseException as exc:
+            if not containable(exc):
+                raise
+        passed: list[Any] = []
+        failed = 0
+        for record in records:
+            try:
+                passed.extend(sink.passes([record]))
+            except BaseException as exc:
+                if not containable(exc):
+                    raise
+                failed += 1
+                self._report(record, exc)
+        return passed, failed
+
+    def _report(self, record: Item, exc: BaseException) -> None:
+        """Give ``record``'s error to the sink's handleError; if that raises too, tell
+        the fallback. Called inside the ``except`` block that caught ``exc``."""
+        try:
+            self.sink.handleError(as_record(record))
+        except BaseException as again:
+            if not containable(again):
+                raise
+            self._tell(
+                f"aiologsinks: handleError of sink {self.name} raised {again!r} "
+                f"while reporting {exc!r}"
+            )
+
+    async def _emit_notice(self, record: logging.LogRecord) -> None:
+        sink = self.sink
+        self._call_base = before = sink.error_count
+        try:
+            await sink.emit_batch([record])
+        except BaseException as exc:
+            if not containable(exc):
+                raise
+            self._tell(f"aiologsinks: sink {self.name} could not take a notice: {exc!r}")
+        finally:
+            # a notice is not a record: its failure is not counted as one
+            self._seen += sink.error_count - before
+            self._call_base = None
+
+    async def _announce(self) -> None:
+        count, self.queue.unannounced = self.queue.unannounced, 0
+        await self._emit_notice(
+            notice(
+                "aiologsinks: %d record(s) dropped for sink %s: its lane was full (overflow=%s)",
+                count,
+                self.name,
+                self.overflow,
+            )
+        )
 
     async def _flush(self) -> None:
         try:
             await self.sink.flush()
-        except Exception:  # noqa: BLE001 - a failed flush is the sink's error, not ours
-            self._sink_error("flush failed")
+        except BaseException as exc:
+            if not containable(exc):
+                raise
+            self._operation_failed("flush failed", exc)
 
-    def _sink_error(self, what: str) -> None:
-        # called inside an except block: handleError prints the active exception
-        self.sink._fail(_notice("aiologsinks: %s sink %s", what, self.name))
+    def _operation_failed(self, what: str, exc: BaseException) -> None:
+        # an operation, not a record: counted apart from record errors; called inside
+        # the except block, so handleError prints the active exception
+        self.failed_operations += 1
+        self._report(notice("aiologsinks: %s sink %s", what, self.name), exc)
+
+    def _tell(self, message: str) -> None:
+        self._fallback.write((), notice("%s", message))
+
+    # -- settling what could not be delivered ------------------------------------------
+
+    def _settle_in_flight(self) -> None:
+        """Count an interrupted batch: what the sink already failed as errors, the
+        rest as undelivered (to the fallback: it may or may not have been written)."""
+        records, self._in_flight = self._in_flight, ()
+        before, self._call_base = self._call_base, None
+        self._emit_task = None
+        if not records:
+            return
+        changed = 0 if before is None else self.sink.error_count - before
+        self._seen += changed
+        errors = min(changed, len(records))
+        self.errors += errors
+        self.undelivered += len(records) - errors
+        self._fallback.write(list(records))
+
+    def _spill(self, records: list[Any]) -> None:
+        """Records the lane cannot deliver: counted undelivered, to the fallback."""
+        records = [r for r in records if not isinstance(r, (FlushMarker, Notice))]
+        if records:
+            self.undelivered += len(records)
+            self._fallback.write(records)
+
+    def take_all(self) -> None:
+        """Settle everything not delivered (to the fallback); acknowledge markers."""
+        self._settle_in_flight()
+        marker, self._marker = self._marker, None
+        if marker is not None:
+            marker.ack(self.name)
+        records, controls = self.queue.drain()
+        for item in controls:
+            if type(item) is FlushMarker:
+                item.ack(self.name)
+        self._spill(records)
+
+    def _give_up(self) -> None:
+        self.dead = True
+        self._tell(f"aiologsinks: lane {self.name} gave up; its records go to the fallback")
+        self.take_all()
+
+    async def _rescue(self) -> None:
+        """Deliver the lane to the sink and close it while the loop shuts down.
+
+        The sink call that was interrupted goes on in its own task: its outcome is
+        counted once it ends. What cannot be delivered within :attr:`grace` seconds
+        goes to the fallback, counted as undelivered.
+        """
+        self._rescuing = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.grace
+        await asyncio.sleep(0)  # the pump hands over the shared queue first
+        await self._finish_in_flight(self.grace)
+        task = loop.create_task(self._drain_and_close())
+        if not await wait_bounded(task, max(deadline - loop.time(), 0.0)):
+            abandon(task)
+        await self._finish_in_flight(0)
+        self.take_all()
+
+    async def _drain_and_close(self) -> None:
+        queue = self.queue
+        while queue.items:
+            batch, control = queue.take_batch(self.batch_size)
+            if batch:
+                await self._deliver(batch)
+            if type(control) is FlushMarker:
+                control.ack(self.name)
+        await self._flush()
+        await self.close_sink(None)
 
     # -- shutdown ---------------------------------------------------------------------
 
-    def take_all(self) -> list[Any]:
-        """Remove and return what was not delivered; acknowledge pending markers."""
-        left: list[Any] = list(self._in_flight)
-        self._in_flight = []
-        marker, self._marker = self._marker, None
-        if marker is not None:
-            marker.ack()
-        for item in self.items:
-            if type(item) is _FlushMarker:
-                item.ack()
-            else:
-                left.append(item)
-        self.items.clear()
-        self._markers = 0
-        return left
-
-    async def stop(self, rescue: bool = False) -> list[Any]:
-        """Stop the worker; return the records it had not delivered.
-
-        With ``rescue``, the worker first delivers its lane and closes the sink,
-        within :attr:`grace` seconds (what it could not deliver is reported).
-        """
-        self._stopping = not rescue
+    async def stop(self, timeout: float | None) -> None:
+        """Stop the worker (waiting at most ``timeout`` for it to end: a sink that
+        ignores cancellation is abandoned) and settle what it had not delivered."""
+        self._stopping = True
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         task, self._task = self._task, None
         if task is not None and not task.done():
             if not self._rescuing:  # a rescuing worker ends by itself within its grace
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        return self.take_all()
+            if not await wait_bounded(task, timeout):
+                abandon(task)
+                self.failed_operations += 1
+                self._tell(f"aiologsinks: sink {self.name} ignored cancellation; abandoned")
+        elif task is not None:
+            abandon(task)  # retrieves its outcome
+        self.dead = True
+        # the sink call our worker was awaiting goes on in its own task: count it
+        await self._finish_in_flight(None if deadline is None else max(deadline - loop.time(), 0.0))
+        self.take_all()
 
-    async def close_sink(self) -> None:
-        """Close the sink; an error goes to its handleError."""
+    async def close_sink(self, timeout: float | None) -> None:
+        """Close the sink, waiting at most ``timeout``; a failure goes to its
+        handleError, a close that does not end in time is abandoned and counted."""
+        task = asyncio.get_running_loop().create_task(self._close_sink())
+        if not await wait_bounded(task, timeout):
+            abandon(task)
+            self.failed_operations += 1
+            self._tell(f"aiologsinks: sink {self.name} did not close within {timeout}s; abandoned")
+
+    async def _close_sink(self) -> None:
         try:
             await self.sink.aclose()
-        except Exception:  # noqa: BLE001 - aclose() must close every other sink too
-            self._sink_error("could not close")
+        except BaseException as exc:
+            if not containable(exc):
+                raise
+            self._operation_failed("could not close", exc)
 
     def stats(self) -> SinkStats:
-        from ._dispatcher import SinkStats
-
+        """A snapshot of the lane's counters."""
+        sink_errors = self.sink.error_count if self._call_base is None else self._call_base
+        later = min(max(sink_errors - self._base - self._seen, 0), self.emitted)
         return SinkStats(
             name=self.name,
-            received=self.received,
+            received=self.queue.received,
             emitted=self.emitted,
             filtered=self.filtered,
-            dropped=self.dropped,
-            # the sink's own count: it also reports records it gives up on later
-            # (an outage buffer overflowing, what is still buffered at close)
-            errors=self.sink.error_count,
+            dropped=self.queue.dropped,
+            errors=self.errors + later,
             depth=self.depth,
             undelivered=self.undelivered,
+            delivered=self.emitted - later,
+            failed_operations=self.failed_operations,
         )

@@ -22,8 +22,13 @@ from __future__ import annotations
 
 import logging
 import operator
+import pickle
 from collections.abc import Iterator, Sequence
+from contextvars import copy_context
 from typing import Any, overload
+
+from ._context import _switch, remember
+from ._context import fields as _bound_fields
 
 __all__ = [
     "FIELDS",
@@ -85,7 +90,8 @@ def freeze(record: logging.LogRecord) -> Item:
     (tracebacks hold frames).
     """
     d = record.__dict__
-    if type(record) is not _LogRecord or len(d) != _N:
+    if type(record) is not _LogRecord or len(d) != _N or _switch.on or _bound_fields():
+        # extra attributes, bound fields, or a context to carry: a prepared copy
         return prepared_copy(record)
     try:
         tail: Frozen = _take_tail(d)
@@ -137,7 +143,11 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
     """A copy of ``record`` with ``msg % args`` merged and exception text rendered.
 
     When the merge fails, ``msg`` and ``args`` are kept so that each sink reports the
-    error to its own ``handleError``.
+    error to its own ``handleError``. Fields bound with :func:`aiologsinks.context`
+    are added (an attribute already on the record wins), and, once a sink needs it,
+    the caller's context is remembered beside the copy (see ``_context.py``). An
+    ``extra=`` value that cannot be pickled is replaced by its ``repr()``, so the
+    record can still cross a process boundary (``SocketSink``).
     """
     d = record.__dict__.copy()
     if type(record) is _LogRecord:
@@ -150,9 +160,38 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
         if not d.get("exc_text"):
             d["exc_text"] = _exc_formatter.formatException(d["exc_info"])
         d["exc_info"] = None
+    bound = _bound_fields()
+    if bound:
+        for key, value in bound.items():
+            d.setdefault(key, value)
+    if len(d) > _N:
+        _picklable_extras(d)
     new: Any = _new(type(record))
     new.__dict__ = d
+    if _switch.on:
+        remember(new, copy_context())
     return new  # type: ignore[no-any-return]
+
+
+_STANDARD = frozenset(FIELDS) | {"message", "asctime"}
+
+
+def _picklable_extras(d: dict[str, Any]) -> None:
+    """Replace each extra value that cannot be pickled by its ``repr()`` (in place)."""
+    for key, value in d.items():
+        if key in _STANDARD or type(value) in _IMMUTABLE:
+            continue
+        try:
+            pickle.dumps(value)
+        except Exception:  # noqa: BLE001 - any failure: the value cannot travel as is
+            d[key] = _safe_repr(value)
+
+
+def _safe_repr(value: object) -> str:
+    try:
+        return repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not cost the record
+        return f"<unrepresentable {type(value).__name__}>"
 
 
 def _subclass_message(record: logging.LogRecord) -> str | None:
@@ -258,5 +297,13 @@ def passing(items: list[Item], level: int) -> list[Item]:
             return items
     except TypeError:  # a LogRecord among them
         pass
-    out = [i for i in items if (i[LEVELNO] if type(i) is tuple else i.levelno) >= level]  # type: ignore[union-attr]
+    out = []
+    for i in items:
+        levelno = i[LEVELNO] if type(i) is tuple else i.levelno  # type: ignore[union-attr]
+        try:
+            if levelno < level:
+                continue
+        except TypeError:
+            pass  # not a level (a hand-made record): the sink gets it and reports it
+        out.append(i)
     return items if len(out) == len(items) else out

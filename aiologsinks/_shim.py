@@ -3,14 +3,44 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from ._record import freeze, prepared_copy
+from ._record import Item, freeze, prepared_copy
 
-if TYPE_CHECKING:
-    from ._dispatcher import Dispatcher
+__all__ = ["QueueHandler", "Submitter"]
 
-__all__ = ["QueueHandler"]
+
+class Submitter(Protocol):
+    """What the shim hands records to (a :class:`~aiologsinks.Dispatcher`)."""
+
+    def submit(self, record: Item) -> None:
+        """Queue a prepared record; never raises, never blocks the loop thread."""
+
+
+class _NoLock:
+    """The shim's lock: nothing to lock (the hand-off is thread-safe), but usable both
+    as ``if handler.lock:`` (false) and ``with handler.lock:`` (Python 3.13's
+    ``Handler.handle``), so stdlib code that locks a handler keeps working."""
+
+    __slots__ = ()
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
 
 
 class QueueHandler(logging.Handler):
@@ -28,9 +58,12 @@ class QueueHandler(logging.Handler):
     own formatter.
     """
 
-    def __init__(self, dispatcher: Dispatcher, level: int | str = logging.NOTSET) -> None:
+    def __init__(self, dispatcher: Submitter, level: int | str = logging.NOTSET) -> None:
         super().__init__(level)
         self.dispatcher = dispatcher
+        #: the dispatcher, under the name the stdlib's QueueHandler (3.12) gives its
+        #: QueueListener
+        self.listener = dispatcher
         cls = type(self)
         # with none of the hooks overridden, handle() can take the short path
         self._plain = cls.emit is _emit and cls.enqueue is _enqueue and cls.prepare is _prepare
@@ -38,7 +71,7 @@ class QueueHandler(logging.Handler):
     def createLock(self) -> None:
         # enqueue() is thread-safe without a handler-level lock, and a lock taken
         # per record would be the most expensive thing on the hot path
-        self.lock = None
+        self.lock = _NO_LOCK  # type: ignore[assignment]
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Return a copy of ``record`` that is safe to hand to another thread.

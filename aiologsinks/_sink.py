@@ -1,20 +1,50 @@
-"""The Sink base class: the async counterpart of ``logging.Handler``."""
+"""The Sink base class: a ``logging.Handler`` whose I/O hooks are coroutines.
+
+One class, two callers. The pipeline (a Dispatcher's lane, ``async with`` use, a
+MemorySink's target) awaits the coroutine hooks: ``emit``, ``emit_batch``,
+``handle``, ``flush``, ``aclose``. The logging module calls the handler entry points
+synchronously: ``handle`` (``Logger.callHandlers``, ``QueueListener``,
+``MemoryHandler``), ``flush`` and ``close`` (``logging.shutdown()``, dictConfig), and
+``acquire``/``release``.
+
+``handle`` and ``flush`` therefore have a *dual entry*: called directly from a
+coroutine (``await sink.handle(record)``, ``await sink.flush()``, ``asyncio.gather``,
+``wait_for``) they return the coroutine of the hook; called from plain code, they are
+the synchronous handler entry points. The caller's frame says which — one flag test
+on its code object. A subclass simply overrides ``async def flush`` (or ``handle``):
+:meth:`Sink.__init_subclass__` puts the same dual entry in front of it.
+
+The synchronous entries hand over to a private pipeline per sink (see
+``_handler_entry.py``): ``handle`` runs the sink's filters at once, in the caller's
+thread and context (as a stdlib handler does), then hands the record to that
+pipeline, which delivers it on the background loop; ``flush`` waits until it has been
+delivered and flushed; ``close`` delivers, flushes and closes.
+"""
 
 from __future__ import annotations
 
 import enum
+import functools
+import inspect
 import logging
 import sys
+import threading
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
-from ._record import Frozen, as_record
+from ._context import need_context, release_context, run_in
+from ._record import Frozen, as_record, freeze
+from ._validate import check_level
 
-__all__ = ["Sink", "SinkState"]
+__all__ = ["HandlerEntry", "Sink", "SinkState", "is_dual", "overridden"]
 
 _default_formatter = logging.Formatter()
+
+# a call made straight from one of these runs as a coroutine hook (see the module doc)
+_CO_ASYNC = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
+_getframe = sys._getframe
 
 
 class SinkState(enum.Enum):
@@ -28,7 +58,68 @@ class SinkState(enum.Enum):
     CLOSED = "closed"
 
 
-class Sink(logging.Filterer):
+class HandlerEntry(Protocol):
+    """The private pipeline behind a sink's synchronous handler entry points."""
+
+    def submit(self, item: Any) -> None:
+        """Hand over a record that passed the sink's filters (never blocks a loop)."""
+
+    def flush(self) -> None:
+        """Wait (bounded) until everything submitted was delivered and flushed."""
+
+    def close(self) -> None:
+        """Deliver, flush and close the sink (bounded)."""
+
+
+#: builds a sink's private pipeline; installed by ``_handler_entry`` (which knows the
+#: Dispatcher: this module must not, or sinks would import the pipeline)
+_entry_factory: Callable[[Sink], HandlerEntry] | None = None
+_entry_lock = threading.RLock()  # re-entrant: a signal handler may log
+
+
+def set_entry_factory(factory: Callable[[Sink], HandlerEntry]) -> None:
+    """Install the factory of handler-mode pipelines (``_handler_entry`` does)."""
+    global _entry_factory
+    _entry_factory = factory
+
+
+def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., Any]:
+    """``hook`` for a caller that is a coroutine, ``sync`` for plain code."""
+
+    def entry(self: Sink, *args: Any, **kwargs: Any) -> Any:
+        if _getframe(1).f_code.co_flags & _CO_ASYNC:
+            return hook(self, *args, **kwargs)
+        return sync(self, *args, **kwargs)
+
+    functools.update_wrapper(entry, hook)
+    entry.__dual__ = True  # type: ignore[attr-defined]
+    return entry
+
+
+def overridden(cls: type, name: str, *defaults: object) -> bool:
+    """True when ``cls.<name>`` is none of ``defaults``: a subclass (or a user) put
+    its own hook there, so a fast path that stands for the defaults must not run.
+
+    The one place every fast path asks; a dual-entry hook counts as its coroutine.
+    """
+    attr = inspect.getattr_static(cls, name, None)
+    attr = getattr(attr, "__wrapped__", attr) if is_dual(attr) else attr
+    return not any(attr is d or attr is getattr(d, "__wrapped__", None) for d in defaults)
+
+
+def is_dual(method: object) -> bool:
+    """True for a ``handle``/``flush`` that has the dual entry (see the module doc)."""
+    return getattr(method, "__dual__", False) is True
+
+
+# A Sink is a logging.Handler at runtime. For type checkers its base is Any: its I/O
+# hooks are coroutines where Handler's are plain methods, which no override of
+# Handler.emit/flush/handle could state; with an Any base, subclasses override them
+# as coroutines and `logger.addHandler(sink)` still type-checks.
+_HandlerBase: Any = logging.Handler
+
+
+class Sink(_HandlerBase):  # type: ignore[misc]
     """Base class of every sink: a ``logging.Handler`` whose I/O methods are coroutines.
 
     A sink has the handler's ``level``, ``formatter``, filters (``addFilter``,
@@ -41,51 +132,72 @@ class Sink(logging.Filterer):
     calls :meth:`emit_batch` from one worker task per sink, so a sink's coroutines are
     never entered concurrently by the pipeline. A sink is also usable on its own as an
     async context manager (``async with FileSink(path) as sink: await sink.handle(r)``).
+
+    It is also a real ``logging.Handler``: ``logger.addHandler(FileSink("app.log"))``
+    and dictConfig's ``"class": "aiologsinks.FileSink"`` deliver every record, with or
+    without a running event loop; ``logging.shutdown()`` (at exit) delivers, flushes
+    and closes it. Called from plain code, ``handle()`` runs the filters in the
+    caller's context and hands the record to a private pipeline on a background loop;
+    ``flush()`` waits until it was written; ``close()`` also closes the sink. Use a
+    sink either as a handler or in a Dispatcher, not both at once.
     """
 
-    #: set by sinks that cannot honour ``setFormatter`` (HTTPSink, as in the stdlib)
-    _uses_formatter = True
+    level: int
+    formatter: logging.Formatter | None
+    filters: list[Any]
 
     def __init__(self, level: int | str = logging.NOTSET) -> None:
-        super().__init__()
-        self._name: str | None = None
-        self.level: int = _check_level(level)
-        self.formatter: logging.Formatter | None = None
+        super().__init__(_check_level(level))
         self.state = SinkState.OPEN
         #: records that went to handleError through the pipeline (read by stats())
         self.error_count = 0
+        #: the private pipeline of handler-mode use, made by the first sync handle()
+        self._entry: HandlerEntry | None = None
+        cls = type(self)
+        if overridden(cls, "format", Sink.format) or overridden(
+            cls, "filter", logging.Filterer.filter
+        ):
+            need_context(self)  # its own format/filter may read the caller's contextvars
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # an `async def handle/flush` override gets the dual entry in front of it, so
+        # logging's synchronous calls still work (see the module doc)
+        for name, sync in (("handle", Sink._handle_sync), ("flush", Sink._flush_sync)):
+            hook = cls.__dict__.get(name)
+            if inspect.iscoroutinefunction(hook):
+                setattr(cls, name, _dual(hook, sync))
 
     # -- logging.Handler-compatible surface -------------------------------------------
-
-    @property
-    def name(self) -> str | None:
-        """The sink's name (``None`` unless set); stats() reports sinks by it."""
-        return self._name
-
-    @name.setter
-    def name(self, value: str | None) -> None:
-        self._name = value
-
-    def get_name(self) -> str | None:
-        """Return :attr:`name` (``logging.Handler.get_name``)."""
-        return self._name
-
-    def set_name(self, name: str | None) -> None:
-        """Set :attr:`name` (``logging.Handler.set_name``)."""
-        self._name = name
 
     def setLevel(self, level: int | str) -> None:
         """Set the threshold below which records are ignored by this sink."""
         self.level = _check_level(level)
 
+    def addFilter(self, filter: Any) -> None:
+        """Add a filter; it runs in the context of the logging call (as on a stdlib
+        handler), so a filter reading a ``ContextVar`` sees the caller's value."""
+        need_context(self)
+        super().addFilter(filter)
+
     def setFormatter(self, fmt: logging.Formatter | None) -> None:
-        """Set the formatter used by :meth:`format`."""
+        """Set the formatter used by :meth:`format`.
+
+        A formatter other than a plain ``logging.Formatter`` runs in the context of
+        the logging call, as filters do (a plain one reads only record attributes).
+        """
+        if fmt is not None and type(fmt) is not logging.Formatter:
+            need_context(self)
         self.formatter = fmt
 
     def format(self, record: logging.LogRecord) -> str:
-        """Format ``record`` with this sink's formatter, or the stdlib default one."""
+        """Format ``record`` with this sink's formatter, or the stdlib default one.
+
+        The formatter runs in the context the record was logged in (see
+        :meth:`setFormatter`).
+        """
         fmt = self.formatter or _default_formatter
-        return fmt.format(record)
+        return run_in(record, fmt.format, record)
 
     def handleError(self, record: logging.LogRecord) -> None:
         """Handle an error that occurred while delivering ``record``.
@@ -112,11 +224,91 @@ class Sink(logging.Filterer):
         finally:
             del exc_type, exc, tb
 
-    def _fail(self, record: logging.LogRecord | Frozen) -> None:
-        """Count a delivery error for ``record`` (thawed if frozen) and pass it to
-        :meth:`handleError`."""
+    # -- error accounting, for sink implementations (and the lane) ----------------------
+
+    def report_error(self, record: logging.LogRecord | Frozen) -> None:
+        """Count one record that could not be delivered and pass it to
+        :meth:`handleError` (a frozen record is built first). Call it inside the
+        ``except`` block that caught the error: handleError reports that exception."""
         self.error_count += 1
         self.handleError(as_record(record))
+
+    def report_batch_error(self, records: Sequence[Any]) -> None:
+        """A failure of a whole batch (one write, one request): count every record,
+        report the first one with the active exception — one traceback, not one per
+        record. Call it inside the ``except`` block."""
+        if not records:
+            return
+        self.error_count += len(records) - 1
+        self.report_error(records[0])
+
+    def contain_each(
+        self, records: Iterable[Any], fn: Callable[[Any], Any]
+    ) -> tuple[list[Any], list[Any]]:
+        """``fn(record)`` for each record with per-record containment: a record whose
+        call raises is reported (:meth:`report_error`) and left out. Returns the
+        results and the records they belong to."""
+        results: list[Any] = []
+        kept: list[Any] = []
+        for record in records:
+            try:
+                results.append(fn(record))
+            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                self.report_error(record)
+                continue
+            kept.append(record)
+        return results, kept
+
+    #: the former name of :meth:`report_error`, still used by some modules
+    _fail = report_error
+
+    # -- the synchronous handler entry points (called by the logging module) ----------
+
+    def _handle_sync(self, record: logging.LogRecord) -> Any:
+        """``logging.Handler.handle``: filter now, in the caller's context, then hand
+        the record to the private pipeline. Returns what the filters returned."""
+        rv: Any = self.filter(record)
+        if not rv:
+            return rv
+        if isinstance(rv, logging.LogRecord):
+            record = rv
+        try:
+            self._handler_entry().submit(freeze(record))
+        except Exception:  # noqa: BLE001 - a logging call must never raise
+            self.report_error(record)
+        return rv
+
+    def _flush_sync(self) -> None:
+        """``logging.Handler.flush``: wait until what was handed over is delivered."""
+        entry = self._entry
+        if entry is not None:
+            entry.flush()
+
+    def close(self) -> None:
+        """``logging.Handler.close``: deliver what was handed over, flush and close.
+
+        Called by ``logging.shutdown()`` (at exit) and by dictConfig when it replaces
+        handlers; bounded in time. A sink used only in a Dispatcher is closed by the
+        dispatcher (``aclose``): here only the handler bookkeeping is done.
+        """
+        entry = self._entry
+        try:
+            if entry is not None:
+                entry.close()
+        finally:
+            release_context(self)
+            super().close()
+
+    def _handler_entry(self) -> HandlerEntry:
+        entry = self._entry
+        if entry is None:
+            with _entry_lock:
+                entry = self._entry
+                if entry is None:
+                    if _entry_factory is None:  # pragma: no cover - set by the package
+                        raise RuntimeError("aiologsinks: handler entry not installed")
+                    entry = self._entry = _entry_factory(self)
+        return entry
 
     # -- the I/O surface ----------------------------------------------------------------
 
@@ -140,12 +332,14 @@ class Sink(logging.Filterer):
             try:
                 await self.emit(record)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self.report_error(record)
 
     async def handle(self, record: logging.LogRecord) -> bool:
         """Filter ``record`` and, if it passes, emit it (``logging.Handler.handle``).
 
-        Returns what the filters returned: ``False`` when the record was dropped.
+        Awaited, returns whether the record passed the filters (``False`` when it was
+        dropped). Called from plain code (the logging module), it is the synchronous
+        handler entry instead (see the class doc).
         A filter may return a replacement record (Python 3.12 semantics), which is
         then emitted instead. Delivery errors go to :meth:`handleError`.
         """
@@ -156,7 +350,7 @@ class Sink(logging.Filterer):
             try:
                 await self.emit(record)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self.report_error(record)
         return bool(rv)
 
     def passes(self, records: Iterable[logging.LogRecord]) -> list[logging.LogRecord]:
@@ -165,7 +359,8 @@ class Sink(logging.Filterer):
             return list(records)
         out: list[logging.LogRecord] = []
         for record in records:
-            rv: Any = self.filter(record)
+            # in the context of the logging call, as on a stdlib handler
+            rv: Any = run_in(record, self.filter, record)
             if isinstance(rv, logging.LogRecord):
                 out.append(rv)
             elif rv:
@@ -184,6 +379,8 @@ class Sink(logging.Filterer):
         """Make every record emitted so far durable at the destination.
 
         The base implementation does nothing. Returns when the flush completed.
+        Called from plain code (``logging.shutdown()``), it waits instead until the
+        records handed to the sink as a handler were delivered (see the class doc).
         """
 
     async def aclose(self) -> None:
@@ -200,6 +397,7 @@ class Sink(logging.Filterer):
             await self._aclose()
         finally:
             self.state = SinkState.CLOSED
+            release_context(self)
 
     async def _aclose(self) -> None:
         """Close the sink's resources. Called once by :meth:`aclose`."""
@@ -226,13 +424,11 @@ class Sink(logging.Filterer):
         return f"<{type(self).__name__} ({level})>"
 
 
+# the base class's own hooks get the dual entry too (subclasses get it at definition)
+Sink.handle = _dual(Sink.__dict__["handle"], Sink._handle_sync)  # type: ignore[method-assign]
+Sink.flush = _dual(Sink.__dict__["flush"], Sink._flush_sync)  # type: ignore[method-assign]
+
+
 def _check_level(level: int | str) -> int:
     """Validate a level the way ``logging`` does, naming the parameter on failure."""
-    if isinstance(level, bool) or not isinstance(level, (int, str)):
-        raise TypeError(f"level: expected an int or a level name, got {level!r}")
-    if isinstance(level, int):
-        return level
-    value = logging.getLevelName(level)
-    if not isinstance(value, int):
-        raise ValueError(f"level: unknown level name {level!r}")
-    return value
+    return check_level("level", level)

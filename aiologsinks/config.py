@@ -44,50 +44,73 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
+import logging.config
+import logging.handlers
 import os
 import socket
+import ssl
 import sys
 import typing
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import _background
+from ._backoff import Backoff
 from ._config_types import coerce
 from ._config_types import hints as _hints
 from ._dispatcher import Dispatcher, DispatcherState
 from ._exceptions import AiologsinksError
+from ._handler_sink import HandlerSink
 from ._shim import QueueHandler
 from ._sink import Sink
+from ._validate import ArgumentError
+from .sinks.file import FileSink, WatchedFileSink
+from .sinks.http import HTTPSink
+from .sinks.memory import BufferingSink, MemorySink
+from .sinks.nteventlog import NTEventLogSink
+from .sinks.rotating import RotatingFileSink, TimedRotatingFileSink, gzip_namer, gzip_rotator
+from .sinks.smtp import SMTPSink
+from .sinks.socket import DatagramSink, SocketSink
+from .sinks.stream import NullSink, StreamSink
+from .sinks.syslog import SysLogSink
 
 __all__ = [
     "Config",
     "ConfigError",
+    "DispatcherQueueHandler",
     "LoggerSpec",
     "aclose_dictconfig",
     "dictconfig_handler",
+    "dispatcher_listener",
     "from_dict",
     "install_config",
     "load",
     "loads",
+    "register_sink_type",
     "sink_types",
     "start_dictconfig",
 ]
 
 _TOP_KEYS = ("version", "dispatcher", "formatters", "filters", "sinks", "loggers")
-_SINK_META = ("type", "level", "formatter", "filters", "lane")
+_SINK_META = ("type", "level", "formatter", "filters", "lane", "rotator", "namer")
 _NOT_DISPATCHER_OPTIONS = ("sinks", "lanes", "fallback")
 
 
 class ConfigError(AiologsinksError, ValueError):
     """A configuration mistake; :attr:`path` is the dotted key path it concerns."""
 
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}" if path else message)
+    def __init__(self, path: str, message: str, file: str | None = None) -> None:
+        text = f"{path}: {message}" if path else message
+        super().__init__(f"{file}: {text}" if file else text)
         #: where the mistake is, e.g. ``"sinks.app_file.maxBytes"``
         self.path = path
+        #: the configuration file it is in (None for a mapping)
+        self.file = file
 
 
 @dataclass(frozen=True)
@@ -132,27 +155,42 @@ def _normal(name: str) -> str:
     return name[: -len("sink")] if name.endswith("sink") and name != "sink" else name
 
 
+#: every sink type a configuration can name, by class name. Explicit, so that config
+#: does not import the package face; a sink defined elsewhere is added with
+#: :func:`register_sink_type` (or named as ``"pkg.mod:Class"``).
+_SINK_TYPES: dict[str, type[Sink]] = {
+    cls.__name__: cls
+    for cls in (
+        StreamSink,
+        NullSink,
+        FileSink,
+        WatchedFileSink,
+        RotatingFileSink,
+        TimedRotatingFileSink,
+        SocketSink,
+        DatagramSink,
+        SysLogSink,
+        SMTPSink,
+        HTTPSink,
+        BufferingSink,
+        MemorySink,
+        NTEventLogSink,
+        HandlerSink,
+    )
+}
+
+
+def register_sink_type(cls: type[Sink], name: str | None = None) -> None:
+    """Make ``cls`` configurable as ``type = "<name>"`` (its class name by default;
+    the short form, e.g. ``"kafka"`` for ``KafkaSink``, works too)."""
+    if not (isinstance(cls, type) and issubclass(cls, Sink)):
+        raise TypeError(f"cls: expected a Sink subclass, got {cls!r}")
+    _SINK_TYPES[name or cls.__name__] = cls
+
+
 def sink_types() -> dict[str, type[Sink]]:
-    """Every concrete sink class exported by :mod:`aiologsinks`, by class name.
-
-    Built on each call from ``aiologsinks.__all__``, so newly exported sinks appear
-    without a change here. Base classes whose name starts with ``Base`` and ``Sink``
-    itself are left out.
-    """
-    import aiologsinks
-
-    found: dict[str, type[Sink]] = {}
-    for name in aiologsinks.__all__:
-        obj = getattr(aiologsinks, name, None)
-        if (
-            isinstance(obj, type)
-            and issubclass(obj, Sink)
-            and obj is not Sink
-            and not name.startswith("Base")
-            and not inspect.isabstract(obj)
-        ):
-            found[name] = obj
-    return found
+    """Every sink type a configuration can name, by class name (a copy)."""
+    return dict(_SINK_TYPES)
 
 
 def _sink_class(value: object, path: str) -> type[Sink]:
@@ -302,7 +340,60 @@ def _convert(cls: type[Sink], key: str, value: Any, path: str, built: Builder) -
         target = built.sink(value, path)
         built.targets[value] = target
         return target
+    if key == "backoff" and isinstance(value, Mapping):
+        _kwargs_for(Backoff, value, path)
+        try:
+            return Backoff(**value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(path, str(exc)) from None
+    if key == "context" and isinstance(value, (str, Mapping)):
+        return _tls_context(value, path)
     return value
+
+
+_TLS_KEYS = ("cafile", "capath", "certfile", "keyfile")
+
+
+def _tls_context(spec: str | Mapping[str, Any], path: str) -> ssl.SSLContext:
+    """A verifying client TLS context: ``"ca.pem"`` (the CA file) or a table with
+    ``cafile``/``capath`` (whom to trust) and ``certfile``/``keyfile`` (a client
+    certificate). Certificates and host names are always verified."""
+    opts = {"cafile": spec} if isinstance(spec, str) else dict(spec)
+    for key, value in opts.items():
+        if key not in _TLS_KEYS:
+            raise ConfigError(f"{path}.{key}", f"unknown key; expected one of {list(_TLS_KEYS)}")
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}.{key}", f"expected a file path, got {value!r}")
+    try:
+        context = ssl.create_default_context(cafile=opts.get("cafile"), capath=opts.get("capath"))
+        if "certfile" in opts:
+            context.load_cert_chain(opts["certfile"], opts.get("keyfile"))
+        elif "keyfile" in opts:
+            raise ConfigError(f"{path}.keyfile", "needs certfile")
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(path, f"cannot load TLS material: {exc}") from None
+    return context
+
+
+#: compression by name for ``rotator``/``namer`` (the stdlib leaves it to the cookbook)
+_ROTATORS = {"gzip": gzip_rotator}
+_NAMERS = {"gzip": gzip_namer}
+
+
+def _hook(value: object, by_name: Mapping[str, Any], path: str) -> Any:
+    """A rotator/namer: a name from ``by_name`` or a ``"pkg.mod:function"``."""
+    if not isinstance(value, str):
+        raise ConfigError(path, f"expected a name or 'pkg.mod:function', got {value!r}")
+    if value in by_name:
+        return by_name[value]
+    if ":" not in value:
+        raise ConfigError(
+            path, f"unknown name {value!r}; expected one of {sorted(by_name)} or 'pkg.mod:function'"
+        )
+    hook = _import(value, path)
+    if not callable(hook):
+        raise ConfigError(path, f"{value!r} is not callable")
+    return hook
 
 
 class Builder:
@@ -327,9 +418,12 @@ class Builder:
         self.filters = {name: _filter(name, spec) for name, spec in filts.items()}
 
     def build(self) -> Config:
+        options, loggers = self._dispatcher(), self._loggers()
+        if not self.specs:
+            raise ConfigError("sinks", "no sink configured; a configuration needs at least one")
         for name in self.specs:
             self.sink(name, f"sinks.{name}")
-        return Config(self.sinks, self._dispatcher(), self.lanes, self._loggers(), self.targets)
+        return Config(self.sinks, options, self.lanes, loggers, self.targets)
 
     def sink(self, name: str, ref_path: str) -> Sink:
         """The sink called ``name``, built on first use (``target`` may name one)."""
@@ -384,14 +478,20 @@ class Builder:
             sink = cls(**kwargs)
         except ImportError as exc:  # a platform sink (NTEventLogSink off Windows)
             raise ConfigError(f"{path}.type", str(exc)) from None
-        except (TypeError, ValueError) as exc:
-            # the sink names its own parameter first ("maxBytes: expected ..."): put it
-            # in the key path
-            head, sep, rest = str(exc).partition(": ")
-            if sep and head in sig.parameters:
-                raise ConfigError(f"{path}.{head}", rest) from None
+        except ArgumentError as exc:
+            # the sink's check names its parameter: put it in the key path
+            where = f"{path}.{exc.param}" if exc.param in sig.parameters else path
+            raise ConfigError(where, exc.reason if where != path else str(exc)) from None
+        except (TypeError, ValueError, LookupError, OSError) as exc:
             raise ConfigError(path, str(exc)) from None
         sink.name = name
+        for key, by_name in (("rotator", _ROTATORS), ("namer", _NAMERS)):
+            if key in spec:
+                if not hasattr(sink, key):
+                    raise ConfigError(f"{path}.{key}", f"{cls.__name__} does not rotate files")
+                setattr(sink, key, _hook(spec[key], by_name, f"{path}.{key}"))
+        if spec.get("rotator") == "gzip" and "namer" not in spec:
+            sink.namer = gzip_namer  # app.log.1 -> app.log.1.gz
         if "level" in spec:
             sink.setLevel(_level(spec["level"], f"{path}.level"))
         if "formatter" in spec:
@@ -484,20 +584,38 @@ def _toml() -> Any:
         ) from None
 
 
-def loads(text: str) -> Config:
-    """Parse TOML ``text`` and build it with :func:`from_dict`."""
+def loads(text: str, file: str | None = None) -> Config:
+    """Parse TOML ``text`` and build it with :func:`from_dict`.
+
+    A syntax error names the line and column (and ``file``, when given, as every other
+    error does).
+    """
     try:
         data = _toml().loads(text)
-    except ValueError as exc:  # tomllib.TOMLDecodeError
-        raise ConfigError("", f"invalid TOML: {exc}") from None
-    return from_dict(data)
+    except ValueError as exc:  # tomllib.TOMLDecodeError: "... (at line 3, column 9)"
+        raise ConfigError("", f"invalid TOML: {exc}", file) from None
+    if file is None:
+        return from_dict(data)
+    try:
+        return from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(exc.path, str(exc).removeprefix(f"{exc.path}: "), file) from None
 
 
 def load(path: str | os.PathLike[str]) -> Config:
     """Read a TOML file and build it with :func:`from_dict` (blocking: call it before
-    the loop starts, or let :func:`install_config` read the file off the loop)."""
-    with open(path, encoding="utf-8") as f:
-        return loads(f.read())
+    the loop starts, or let :func:`install_config` read the file off the loop).
+
+    Errors name the file: ``ConfigError("app.toml: invalid TOML: ... (at line 3,
+    column 9)")``, ``ConfigError("app.toml: sinks.f.maxBytes: expected int ...")``.
+    """
+    file = os.fspath(path)
+    try:
+        with open(file, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError("", f"cannot read the configuration: {exc.strerror}", file) from None
+    return loads(text, file=file)
 
 
 @contextlib.asynccontextmanager
@@ -543,7 +661,56 @@ async def install_config(
 
 # -- logging.config.dictConfig --------------------------------------------------------------
 
-_dictconfig_dispatchers: list[Dispatcher] = []
+#: dispatchers made for dictConfig, and whether each runs on the background loop
+_dictconfig_dispatchers: list[tuple[Dispatcher, bool]] = []
+#: the most a synchronous start or close on the background loop waits
+_SYNC_TIMEOUT = 10.0
+
+
+def _start_for_dictconfig(dispatcher: Dispatcher) -> None:
+    """Start ``dispatcher`` on the running loop, or else on the background loop.
+
+    dictConfig often runs before any loop (uvicorn's parent process, a script): the
+    background loop then delivers, and its exit hook closes the dispatcher at exit.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        _background.run(_start(dispatcher), _SYNC_TIMEOUT)
+        _background.on_exit(functools.partial(_close_on_background, dispatcher))
+        _dictconfig_dispatchers.append((dispatcher, True))
+    else:
+        dispatcher.start()
+        _dictconfig_dispatchers.append((dispatcher, False))
+
+
+async def _start(dispatcher: Dispatcher) -> None:
+    dispatcher.start()
+
+
+def _close_on_background(dispatcher: Dispatcher) -> None:
+    _background.run(dispatcher.aclose(_SYNC_TIMEOUT), _SYNC_TIMEOUT + 2.0)
+
+
+class _ConfiguredShim(QueueHandler):
+    """The shim :func:`dictconfig_handler` returns.
+
+    dictConfig's ``formatter`` key on the handler becomes the formatter of every sink
+    that has none of its own (the shim itself never formats); its ``filters`` key
+    works as on any handler: the filters run at the logging call.
+    """
+
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        super().__init__(dispatcher)
+        self._sinks = dispatcher.sinks
+
+    def setFormatter(self, fmt: logging.Formatter | None) -> None:
+        super().setFormatter(fmt)
+        if fmt is None:
+            return
+        for sink in self._sinks:
+            if sink.formatter is None:
+                sink.setFormatter(fmt)
 
 
 def dictconfig_handler(config: Mapping[str, Any] | str) -> QueueHandler:
@@ -554,17 +721,19 @@ def dictconfig_handler(config: Mapping[str, Any] | str) -> QueueHandler:
 
         logging.config.dictConfig({
             "version": 1,
+            "formatters": {"plain": {"format": "%(asctime)s %(message)s"}},
             "handlers": {"als": {
                 "()": "aiologsinks.config.dictconfig_handler",
                 "config": {"sinks": {"file": {"type": "file", "filename": "app.log"}}},
+                "formatter": "plain",          # for every sink without its own
             }},
             "root": {"level": "INFO", "handlers": ["als"]},
         })
 
     When dictConfig runs inside a coroutine, the Dispatcher starts at once on the
-    running loop. Otherwise records are queued until ``await start_dictconfig()`` is
-    called on the loop. Before the loop ends, ``await aclose_dictconfig()`` delivers
-    everything and closes the sinks.
+    running loop; ``await aclose_dictconfig()`` before the loop ends delivers
+    everything and closes the sinks. Otherwise it starts on a private background
+    loop, which delivers with or without an application loop and closes it at exit.
     """
     data = (
         load(config)
@@ -572,25 +741,144 @@ def dictconfig_handler(config: Mapping[str, Any] | str) -> QueueHandler:
         else from_dict({k: v for k, v in dict(config).items() if k != "loggers"})
     )
     dispatcher = data.dispatcher()
-    _dictconfig_dispatchers.append(dispatcher)
-    with contextlib.suppress(RuntimeError):
-        asyncio.get_running_loop()
-        dispatcher.start()
-    return dispatcher.handler
+    shim = _ConfiguredShim(dispatcher)
+    dispatcher.handler = shim
+    _start_for_dictconfig(dispatcher)
+    return shim
+
+
+def dispatcher_listener(
+    queue: Any, *handlers: Sink | logging.Handler, respect_handler_level: bool = False
+) -> Dispatcher:
+    """A dictConfig ``listener`` for :class:`DispatcherQueueHandler`: a Dispatcher for
+    ``handlers`` (what ``QueueListener(queue, *handlers, ...)`` would get). A bounded
+    ``queue``'s ``maxsize`` becomes the dispatcher's ``queue_size``."""
+    maxsize = getattr(queue, "maxsize", 0)
+    options: dict[str, Any] = (
+        {"queue_size": maxsize} if isinstance(maxsize, int) and maxsize > 0 else {}
+    )
+    return Dispatcher(*handlers, respect_handler_level=respect_handler_level, **options)
+
+
+class DispatcherQueueHandler(logging.handlers.QueueHandler):
+    """dictConfig's queue handler, with a Dispatcher as its listener.
+
+    Configure it as the stdlib ``QueueHandler`` (Python 3.12 keys; they work on 3.10
+    and 3.11 too)::
+
+        "handlers": {
+            "file": {"class": "aiologsinks.FileSink", "filename": "app.log"},
+            "queued": {
+                "class": "aiologsinks.config.DispatcherQueueHandler",
+                "handlers": ["file"],              # sinks or any logging handlers
+                "respect_handler_level": True,     # as for QueueListener (default False)
+                "queue": {"()": "queue.Queue", "maxsize": 10000},   # optional bound
+            },
+        }
+
+    :attr:`listener` is the :class:`~aiologsinks.Dispatcher` (built from what
+    dictConfig gives: the ``handlers``, ``respect_handler_level``, the queue's
+    ``maxsize``; a ``listener`` key may name a factory such as
+    :func:`dispatcher_listener`). It is started as :func:`dictconfig_handler`'s is —
+    on the running loop, or else on the background loop — so there is no
+    ``listener.start()`` to call. Records go through the Dispatcher's shim, which does
+    not pre-format (each sink formats); the queue object itself is not used.
+    """
+
+    def __init__(
+        self,
+        queue: Any = None,
+        handlers: Sequence[str] | None = None,
+        respect_handler_level: bool = False,
+        listener: Any = None,
+    ) -> None:
+        if handlers is not None:  # Python 3.10/3.11: dictConfig left the specs as they are
+            queue, listener = _resolved(queue, call=True), _resolved(listener, call=False)
+        super().__init__(queue)
+        self._dispatcher: Dispatcher | None = None
+        # Python 3.10/3.11 pass the keys as they are (names): resolved at first use,
+        # once dictConfig has configured the handlers they name
+        self._pending = (
+            (list(handlers), respect_handler_level, listener or dispatcher_listener)
+            if handlers is not None
+            else None
+        )
+
+    @property
+    def listener(self) -> Dispatcher | None:
+        """The Dispatcher behind this handler (``QueueHandler.listener`` in 3.12)."""
+        if self._dispatcher is None and self._pending is not None:
+            names, rhl, factory = self._pending
+            self._pending = None
+            found = []
+            for name in names:
+                handler = logging._handlers.get(name)  # type: ignore[attr-defined]
+                if handler is None:
+                    raise ConfigError(f"handlers.{self.name}.handlers", f"no handler {name!r}")
+                found.append(handler)
+            self.listener = factory(self.queue, *found, respect_handler_level=rhl)
+        return self._dispatcher
+
+    @listener.setter
+    def listener(self, value: Any) -> None:
+        if isinstance(value, logging.handlers.QueueListener):
+            # what dictConfig 3.12+ built from the keys: the same, as a Dispatcher
+            value = dispatcher_listener(
+                value.queue, *value.handlers, respect_handler_level=value.respect_handler_level
+            )
+        if value is not None and not isinstance(value, Dispatcher):
+            raise TypeError(f"listener: expected a Dispatcher, got {value!r}")
+        self._dispatcher = value
+        if value is not None and value.state is DispatcherState.NEW:
+            _start_for_dictconfig(value)
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        """Filter ``record``, then hand it to the Dispatcher's shim."""
+        rv: Any = self.filter(record)
+        if not rv:
+            return rv
+        dispatcher = self.listener
+        if dispatcher is not None:
+            dispatcher.handler.handle(rv if isinstance(rv, logging.LogRecord) else record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Hand ``record`` to the Dispatcher's shim (``handle`` normally does)."""
+        dispatcher = self.listener
+        if dispatcher is not None:
+            dispatcher.handler.handle(record)
+
+
+def _resolved(spec: Any, call: bool) -> Any:
+    """A ``queue``/``listener`` spec as Python 3.12's dictConfig resolves it:
+    ``{"()": factory, ...}`` is built, a ``"pkg.mod.name"`` string imported (and, for
+    a queue, called)."""
+    configurator = getattr(spec, "configurator", None)  # dictConfig's converting types
+    if configurator is None:
+        configurator = logging.config.BaseConfigurator({})
+    if isinstance(spec, Mapping) and "()" in spec:
+        return configurator.configure_custom(dict(spec))
+    if isinstance(spec, str):
+        target = configurator.resolve(spec)
+        return target() if call else target
+    return spec
 
 
 async def start_dictconfig() -> None:
-    """Start, on the running loop, every Dispatcher :func:`dictconfig_handler` made
-    that is not started yet (records logged so far are delivered now)."""
-    for dispatcher in _dictconfig_dispatchers:
+    """Start, on the running loop, every Dispatcher made for dictConfig that is not
+    started yet (records logged so far are delivered now)."""
+    for dispatcher, _ in _dictconfig_dispatchers:
         if dispatcher.state is DispatcherState.NEW:
             dispatcher.start()
 
 
 async def aclose_dictconfig() -> None:
-    """Await ``aclose()`` of every Dispatcher :func:`dictconfig_handler` made; returns
-    when all their records were delivered and their sinks closed."""
+    """Close every Dispatcher made for dictConfig; returns when all their records were
+    delivered and their sinks closed (those on the background loop are closed there)."""
     dispatchers = list(_dictconfig_dispatchers)
     _dictconfig_dispatchers.clear()
-    for dispatcher in dispatchers:
-        await dispatcher.aclose()
+    for dispatcher, on_background in dispatchers:
+        if on_background:
+            await asyncio.wrap_future(_background.submit(dispatcher.aclose()))
+        else:
+            await dispatcher.aclose()

@@ -130,7 +130,7 @@ MISTAKES = [
     (
         '[sinks.x]\ntype = "rotating_file"\nfilename = "a"\nmaxBytes = -1',
         "sinks.x.maxBytes",
-        "0 or more",
+        ">= 0",
     ),
     (
         '[sinks.x]\ntype = "smtp"\nmailhost = ["h", "25"]\n'
@@ -306,3 +306,217 @@ def test_dictconfig_factory_outside_a_loop_waits_for_start(tmp_path: Path) -> No
         logger.removeHandler(handler)
         logger.propagate = True
     assert log.read_text().splitlines() == ["queued before the loop", "after start"]
+
+
+# -- completeness: everything a constructor accepts, fail-fast, files -----------------------
+
+
+@pytest.mark.parametrize("data", [{}, {"sinks": {}}, {"dispatcher": {"overflow": "block"}}])
+def test_an_empty_config_is_an_error(data: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError, match=r"^sinks: no sink configured") as info:
+        config.from_dict(data)
+    assert info.value.path == "sinks"
+
+
+def test_a_toml_syntax_error_names_the_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text('[sinks.f]\ntype = "file"\nfilename = \n')
+    with pytest.raises(ConfigError, match=r"line 3") as info:
+        config.load(path)
+    assert str(info.value).startswith(f"{path}: invalid TOML")
+    assert info.value.file == str(path)
+
+
+def test_a_mistake_in_a_file_names_the_file_and_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "app.toml"
+    path.write_text(
+        f'[sinks.f]\ntype = "rotating_file"\nfilename = "{tmp_path}/a.log"\nmaxBytes = -1\n'
+    )
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    assert str(info.value) == f"{path}: sinks.f.maxBytes: expected an int >= 0, got -1"
+    assert (info.value.path, info.value.file) == ("sinks.f.maxBytes", str(path))
+    with pytest.raises(ConfigError, match="cannot read the configuration"):
+        config.load(tmp_path / "missing.toml")
+
+
+def test_a_missing_log_directory_fails_at_load(tmp_path: Path) -> None:
+    text = f'[sinks.f]\ntype = "file"\nfilename = "{tmp_path}/nope/a.log"\n'
+    with pytest.raises(ConfigError, match=r"^sinks\.f\.filename: directory .* does not exist"):
+        config.loads(text)
+    built = config.loads(text + "mkdir = true\n")
+    assert (tmp_path / "nope").is_dir()
+    assert isinstance(built.sinks["f"], als.FileSink)
+
+
+def test_an_unknown_encoding_fails_at_load(tmp_path: Path) -> None:
+    text = f'[sinks.f]\ntype = "file"\nfilename = "{tmp_path}/a.log"\nencoding = "klingon"\n'
+    with pytest.raises(ConfigError, match=r"^sinks\.f\.encoding: unknown encoding 'klingon'"):
+        config.loads(text)
+
+
+async def test_compression_by_name_rotates_into_gzip_files(tmp_path: Path) -> None:
+    import gzip
+
+    text = (
+        f'[sinks.f]\ntype = "rotating_file"\nfilename = "{tmp_path}/app.log"\n'
+        'maxBytes = 100\nbackupCount = 3\nrotator = "gzip"\n'
+    )
+    built = config.loads(text)
+    sink = built.sinks["f"]
+    assert sink.rotator is als.gzip_rotator and sink.namer is als.gzip_namer
+    log = logging.getLogger("t.config.gzip")
+    log.propagate = False
+    async with als.install(sink, logger=log):
+        for i in range(20):
+            log.warning("line %02d with some padding to rotate", i)
+    archives = sorted(tmp_path.glob("app.log.*.gz"))
+    assert archives, list(tmp_path.iterdir())
+    assert gzip.decompress(archives[0].read_bytes()).startswith(b"line")
+
+
+def _upper_namer(name: str) -> str:
+    return name.upper()
+
+
+def test_rotator_and_namer_by_import_path_and_their_mistakes(tmp_path: Path) -> None:
+    base = f'[sinks.f]\ntype = "rotating_file"\nfilename = "{tmp_path}/a.log"\n'
+    built = config.loads(base + 'namer = "tests.test_config:_upper_namer"\n')
+    assert built.sinks["f"].namer is _upper_namer
+    with pytest.raises(ConfigError, match=r"^sinks\.f\.rotator: unknown name 'zip'"):
+        config.loads(base + 'rotator = "zip"\n')
+    plain = f'[sinks.f]\ntype = "file"\nfilename = "{tmp_path}/a.log"\nrotator = "gzip"\n'
+    with pytest.raises(ConfigError, match=r"^sinks\.f\.rotator: FileSink does not rotate"):
+        config.loads(plain)
+
+
+def test_http_backoff_from_a_table() -> None:
+    base = '[sinks.h]\ntype = "http"\nhost = "127.0.0.1:8080"\nurl = "/"\nretry = true\n'
+    built = config.loads(base + "backoff = { retryStart = 0.5, retryFactor = 3, retryMax = 9 }\n")
+    backoff = built.sinks["h"].backoff
+    assert isinstance(backoff, als.Backoff)
+    assert (backoff.retryStart, backoff.retryFactor, backoff.retryMax) == (0.5, 3.0, 9.0)
+    with pytest.raises(ConfigError, match=r"^sinks\.h\.backoff\.retry_start: unknown parameter"):
+        config.loads(base + "backoff = { retry_start = 1 }\n")
+
+
+def test_tls_context_from_a_ca_file(tmp_path: Path) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    smtp = (
+        '[sinks.m]\ntype = "smtp"\nmailhost = ["127.0.0.1", 2525]\nfromaddr = "a@example.com"\n'
+        'toaddrs = ["b@example.com"]\nsubject = "s"\nuse_tls = true\n'
+    )
+    built = config.loads(smtp + f'context = "{ca_file}"\n')
+    context = built.sinks["m"].context
+    assert isinstance(context, ssl.SSLContext)
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    assert len(context.get_ca_certs()) == 1
+    http = '[sinks.h]\ntype = "http"\nhost = "localhost:8443"\nurl = "/"\nsecure = true\n'
+    built = config.loads(http + f'context = {{ cafile = "{ca_file}" }}\n')
+    assert isinstance(built.sinks["h"].context, ssl.SSLContext)
+    with pytest.raises(ConfigError, match=r"^sinks\.m\.context: cannot load TLS material"):
+        config.loads(smtp + f'context = "{tmp_path}/missing.pem"\n')
+    with pytest.raises(ConfigError, match=r"^sinks\.m\.context\.cafiles: unknown key"):
+        config.loads(smtp + f'context = {{ cafiles = "{ca_file}" }}\n')
+
+
+def test_config_has_an_explicit_registry_and_does_not_import_the_package_face() -> None:
+    import ast
+
+    source = Path(config.__file__).read_text()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            assert all(not a.name.startswith("aiologsinks") for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 1 and node.module is None:
+            for alias in node.names:  # `from . import x` must name a module, not a face name
+                assert alias.name.startswith("_"), alias.name
+
+    class MySink(als.NullSink):
+        """A sink defined by an application."""
+
+    config.register_sink_type(MySink)
+    try:
+        assert type(config.from_dict({"sinks": {"x": {"type": "my"}}}).sinks["x"]) is MySink
+    finally:
+        config._SINK_TYPES.pop("MySink")
+
+
+async def test_dictconfig_formatter_and_filters_keys_reach_the_sinks(tmp_path: Path) -> None:
+    log_file = tmp_path / "dict.log"
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(levelname)s|%(message)s"}},
+            "filters": {"only_app": {"name": "dcf.app"}},
+            "handlers": {
+                "als": {
+                    "()": "aiologsinks.config.dictconfig_handler",
+                    "config": {"sinks": {"file": {"type": "file", "filename": str(log_file)}}},
+                    "formatter": "plain",
+                    "filters": ["only_app"],
+                }
+            },
+            "loggers": {"dcf": {"level": "INFO", "handlers": ["als"], "propagate": False}},
+        }
+    )
+    logger = logging.getLogger("dcf")
+    try:
+        logging.getLogger("dcf.app").info("kept")
+        logging.getLogger("dcf.other").info("filtered out")
+        await config.aclose_dictconfig()
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    assert log_file.read_text() == "INFO|kept\n"
+
+
+def test_dictconfig_queue_handler_keys_build_a_dispatcher(tmp_path: Path) -> None:
+    import asyncio
+
+    log_file = tmp_path / "q.log"
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(name)s %(message)s"}},
+            "handlers": {
+                "file": {
+                    "class": "aiologsinks.FileSink",
+                    "filename": str(log_file),
+                    "formatter": "plain",
+                    "level": "WARNING",
+                },
+                "queued": {
+                    "class": "aiologsinks.config.DispatcherQueueHandler",
+                    "handlers": ["file"],
+                    "respect_handler_level": True,
+                    "queue": {"()": "queue.Queue", "maxsize": 123},
+                },
+            },
+            "loggers": {"dcq": {"level": "INFO", "handlers": ["queued"], "propagate": False}},
+        }
+    )
+    logger = logging.getLogger("dcq")
+    try:
+        (handler,) = logger.handlers
+        assert isinstance(handler, config.DispatcherQueueHandler)
+        dispatcher = handler.listener
+        assert isinstance(dispatcher, als.Dispatcher)
+        assert dispatcher.queue_size == 123 and dispatcher.respect_handler_level
+        assert dispatcher.sinks[0] is logging._handlers["file"]  # type: ignore[attr-defined]
+        logger.info("below the file's level")
+        logger.warning("delivered")
+        asyncio.run(config.aclose_dictconfig())
+    finally:
+        logger.handlers.clear()
+        logger.propagate = True
+        logger.setLevel(logging.NOTSET)
+    assert log_file.read_text() == "dcq delivered\n"

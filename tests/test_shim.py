@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import sys
 import threading
 from typing import Any
+
+import pytest
 
 import aiologsinks as als
 
@@ -73,7 +76,12 @@ def test_emit_never_raises_into_the_caller(monkeypatch: Any) -> None:
 
 
 def test_the_shim_takes_no_per_record_lock() -> None:
-    assert als.Dispatcher(ListSink()).handler.lock is None
+    lock = als.Dispatcher(ListSink()).handler.lock
+    # no real lock, but one that stdlib code may still test or enter (3.13's
+    # Handler.handle does `with self.lock:`)
+    assert not lock
+    with lock:
+        pass
 
 
 async def test_a_burst_from_a_thread_wakes_the_loop_a_few_times_not_per_record() -> None:
@@ -148,3 +156,27 @@ def test_prepare_uses_a_record_subclass_own_get_message() -> None:
     handler = als.Dispatcher(ListSink()).handler
     record = Braces("n", logging.INFO, __file__, 1, "user={} id={}", ("ann", 7), None)
     assert handler.prepare(record).msg == "user=ann id=7"
+
+
+def test_the_listener_is_the_dispatcher_as_on_the_stdlib_queue_handler() -> None:
+    dispatcher = als.Dispatcher(ListSink())
+    assert dispatcher.handler.listener is dispatcher
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="logging.getHandlerByName is 3.12+")
+def test_get_handler_by_name_finds_a_named_shim() -> None:
+    handler = als.Dispatcher(ListSink()).handler
+    handler.set_name("aiologsinks-test-shim")
+    assert logging.getHandlerByName("aiologsinks-test-shim") is handler  # type: ignore[attr-defined]
+
+
+async def test_the_stdlib_handle_with_its_lock_still_works_on_the_shim() -> None:
+    """Python 3.13's Handler.handle does `with self.lock:`; the lock-free shim allows it."""
+    sink = ListSink()
+    async with als.Dispatcher(sink) as dispatcher:
+        record = logging.makeLogRecord({"msg": "via Handler.handle", "levelno": 20})
+        logging.Handler.handle(dispatcher.handler, record)
+        dispatcher.handler.acquire()
+        dispatcher.handler.release()
+        await dispatcher.flush()
+    assert [r.getMessage() for r in sink.records] == ["via Handler.handle"]

@@ -6,7 +6,8 @@ import logging
 import os
 from collections.abc import Sequence
 
-from .._fileio import AsyncTextFile, FileWorker, resolve_encoding
+from .._fileio import AsyncTextFile, FileWorker, check_directory, resolve_encoding
+from .._validate import check_encoding, check_errors, check_path, check_str, value_error
 from .stream import StreamSink
 
 __all__ = ["FileSink", "WatchedFileSink"]
@@ -24,7 +25,10 @@ class FileSink(StreamSink):
 
     ``filename``, ``mode``, ``encoding``, ``delay`` and ``errors`` mean what they mean
     for the stdlib handler; the default encoding is the one ``FileHandler`` picks
-    (``io.text_encoding``). The file is opened on a worker thread: at the first batch
+    (``io.text_encoding``). The directory must exist — the constructor raises
+    ``FileNotFoundError`` naming it — unless ``mkdir=True`` (keyword-only) asks the
+    sink to create it; an unknown ``encoding`` or ``errors`` raises ``LookupError``
+    naming the parameter. The file is opened on a worker thread: at the first batch
     when ``delay`` is true, otherwise as soon as the sink starts (:meth:`aopen`, which
     the dispatcher and ``async with`` await) or at the first batch, whichever comes
     first. Each batch is one write plus one flush, on the sink's own worker thread.
@@ -37,17 +41,21 @@ class FileSink(StreamSink):
         encoding: str | None = None,
         delay: bool = False,
         errors: str | None = None,
+        *,
+        mkdir: bool = False,
     ) -> None:
-        try:
-            filename = os.fspath(filename)
-        except TypeError:
-            raise TypeError(f"filename: expected a path, got {filename!r}") from None
-        if not isinstance(mode, str) or not mode or mode[0] not in "awx":
-            raise ValueError(f"mode: expected a writing mode ('a', 'w', 'x'), got {mode!r}")
+        filename = check_path("filename", filename)
+        check_str("mode", mode)
+        if not mode or mode[0] not in "awx":
+            value_error("mode", "a writing mode ('a', 'w', 'x')", mode)
         if "b" in mode:
-            raise ValueError(f"mode: binary modes are not supported, got {mode!r}")
+            value_error("mode", "a text mode (binary modes are not supported)", mode)
+        check_encoding("encoding", encoding)
+        check_errors("errors", errors)
         super().__init__(stream=None)
         self.baseFilename = _abspath(filename)
+        # the one disk access at construction: a missing directory is an error now
+        check_directory("filename", self.baseFilename, mkdir)
         self.mode = mode
         self.encoding = resolve_encoding(mode, encoding)
         self.errors = errors
@@ -111,8 +119,10 @@ class WatchedFileSink(FileSink):
         encoding: str | None = None,
         delay: bool = False,
         errors: str | None = None,
+        *,
+        mkdir: bool = False,
     ) -> None:
-        super().__init__(filename, mode, encoding, delay, errors)
+        super().__init__(filename, mode, encoding, delay, errors, mkdir=mkdir)
         #: device and inode of the open file (-1 while no file is open)
         self.dev = -1
         self.ino = -1
@@ -152,6 +162,6 @@ class WatchedFileSink(FileSink):
         try:
             await self.reopenIfNeeded()
         except Exception:  # noqa: BLE001 - the batch cannot be written anywhere
-            self._fail_batch(kept)
+            self.report_batch_error(kept)
             return
         await self.write_texts(texts, kept)

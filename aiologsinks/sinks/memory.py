@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 from .._sink import Sink
+from .._validate import check_instance, check_int
 
 __all__ = ["BufferingSink", "MemorySink"]
 
@@ -22,9 +23,7 @@ class BufferingSink(Sink):
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
-        if isinstance(capacity, bool) or not isinstance(capacity, int):
-            raise TypeError(f"capacity: expected an int, got {capacity!r}")
-        self.capacity = capacity
+        self.capacity: int = check_int("capacity", capacity)
         self.buffer: list[logging.LogRecord] = []
         # flush() is a coroutine that awaits a target: one flush at a time, as the
         # stdlib serialises it with the handler lock.
@@ -77,8 +76,7 @@ class MemorySink(BufferingSink):
         flushOnClose: bool = True,
     ) -> None:
         super().__init__(capacity)
-        if isinstance(flushLevel, bool) or not isinstance(flushLevel, int):
-            raise TypeError(f"flushLevel: expected an int level, got {flushLevel!r}")
+        check_int("flushLevel", flushLevel)
         _check_target(target)
         self.flushLevel = flushLevel
         self.target = target
@@ -121,8 +119,8 @@ class MemorySink(BufferingSink):
 
 
 def _check_target(target: object) -> None:
-    if target is not None and not isinstance(target, (Sink, logging.Handler)):
-        raise TypeError(f"target: expected a Sink, a logging.Handler or None, got {target!r}")
+    if target is not None:
+        check_instance("target", target, (Sink, logging.Handler), "a Sink, a Handler or None")
 
 
 def _handle_all(handler: logging.Handler, records: Sequence[logging.LogRecord]) -> None:

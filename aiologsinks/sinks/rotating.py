@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from .._fastformat import format_batch
 from .._fileio import AsyncTextFile, ByteCounter, gzip_file, shift_backups
 from .._record import Item, RecordBatch
+from .._sink import overridden
+from .._validate import check_callable, check_instance, check_int, check_str, value_error
 from .file import FileSink
 
 __all__ = [
@@ -85,8 +87,10 @@ class BaseRotatingSink(FileSink):
         encoding: str | None = None,
         delay: bool = False,
         errors: str | None = None,
+        *,
+        mkdir: bool = False,
     ) -> None:
-        super().__init__(filename, mode, encoding, delay, errors)
+        super().__init__(filename, mode, encoding, delay, errors, mkdir=mkdir)
         #: the per-record formatter of the batch being written (see formatter_for_batch)
         self._batch_format: Callable[[logging.LogRecord], str] = self.format
         #: the record being written and its text (shouldRollover needs it too)
@@ -129,6 +133,11 @@ class BaseRotatingSink(FileSink):
         """Return True when ``record`` must go to a new file; subclasses decide."""
         raise NotImplementedError
 
+    def _rollover_due(self, text: str) -> bool:
+        """The built-in rollover test on a record's formatted ``text`` (what the
+        subclasses' own ``shouldRollover`` decides on); see :meth:`_preformat`."""
+        raise NotImplementedError
+
     async def doRollover(self) -> None:
         """Close the current file and rotate it; subclasses decide how."""
         raise NotImplementedError
@@ -165,7 +174,9 @@ class BaseRotatingSink(FileSink):
         sink's rollover test is the built-in one (it then reads only the text); None
         otherwise, and every record is built and formatted on its own."""
         cls = type(self)
-        if cls.shouldRollover not in _BUILT_IN_CHECKS or cls._formatted is not _formatted:
+        if overridden(cls, "shouldRollover", *_BUILT_IN_CHECKS) or overridden(
+            cls, "_formatted", _formatted
+        ):
             return None
         fast = format_batch(self, records, "")
         if fast is None:
@@ -185,18 +196,19 @@ class BaseRotatingSink(FileSink):
                 # stalls the loop for long
                 await asyncio.sleep(0)
             try:
-                if msgs is not None:
-                    self._known = (record, msgs[n])
                 await self._prepare_check()
-                if self.shouldRollover(record):  # type: ignore[arg-type]
+                # formatted up front (a frozen record, built-in test): the test reads
+                # the text; otherwise the public hook gets the LogRecord
+                due = self.shouldRollover(record) if msgs is None else self._rollover_due(msgs[n])  # type: ignore[arg-type]
+                if due:
                     await self.write_texts(texts, RecordBatch(kept))
                     texts, kept = [], []
                     await self.doRollover()
                     await self._prepare_check()
-                text = self._formatted(record) + term  # type: ignore[arg-type]
+                text = (self._formatted(record) if msgs is None else msgs[n]) + term  # type: ignore[arg-type]
                 self._count(text)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self.report_error(record)
                 continue
             texts.append(text)
             kept.append(record)
@@ -240,12 +252,14 @@ class RotatingFileSink(BaseRotatingSink):
         encoding: str | None = None,
         delay: bool = False,
         errors: str | None = None,
+        *,
+        mkdir: bool = False,
     ) -> None:
-        _check_count("maxBytes", maxBytes)
-        _check_count("backupCount", backupCount)
+        check_int("maxBytes", maxBytes, min=0)
+        check_int("backupCount", backupCount, min=0)
         if maxBytes > 0:
             mode = "a"  # as the stdlib: a truncating mode would lose the previous run
-        super().__init__(filename, mode, encoding, delay, errors)
+        super().__init__(filename, mode, encoding, delay, errors, mkdir=mkdir)
         self.maxBytes = maxBytes
         self.backupCount = backupCount
         self._pos = 0
@@ -274,10 +288,12 @@ class RotatingFileSink(BaseRotatingSink):
         The stdlib's test, on the tracked size: never for an empty file or one that
         is not a regular file.
         """
+        return self._rollover_due(self._formatted(record))
+
+    def _rollover_due(self, text: str) -> bool:
         if self.maxBytes <= 0 or not self._pos:
             return False
-        msg = self._formatted(record)
-        return self._pos + len(msg) + 1 >= self.maxBytes and self._regular
+        return self._pos + len(text) + 1 >= self.maxBytes and self._regular
 
     def _count(self, text: str) -> None:
         super()._count(text)
@@ -346,24 +362,20 @@ class TimedRotatingFileSink(BaseRotatingSink):
         atTime: datetime.time | None = None,
         errors: str | None = None,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
+        mkdir: bool = False,
     ) -> None:
-        if not isinstance(when, str):
-            raise TypeError(f"when: expected a string, got {when!r}")
-        if isinstance(interval, bool) or not isinstance(interval, int):
-            raise TypeError(f"interval: expected an int, got {interval!r}")
-        if interval < 1:
-            raise ValueError(f"interval: expected a positive integer, got {interval!r}")
-        _check_count("backupCount", backupCount)
-        if atTime is not None and not isinstance(atTime, datetime.time):
-            raise TypeError(f"atTime: expected a datetime.time or None, got {atTime!r}")
-        if not callable(clock):
-            raise TypeError(f"clock: expected a callable, got {clock!r}")
+        check_str("when", when)
+        check_int("interval", interval, min=1)
+        check_int("backupCount", backupCount, min=0)
+        if atTime is not None:
+            check_instance("atTime", atTime, datetime.time, "a datetime.time or None")
+        check_callable("clock", clock, none=True)
         self.when = when.upper()
         spec = _WHEN.get(self.when[0] if self.when[:1] == "W" else self.when)
         if spec is None or (self.when[0] == "W" and self.when[1:] not in tuple("0123456")):
-            raise ValueError(f"when: expected S, M, H, D, MIDNIGHT or W0-W6, got {when!r}")
-        super().__init__(filename, "a", encoding, delay, errors)
+            value_error("when", "S, M, H, D, MIDNIGHT or W0-W6", when)
+        super().__init__(filename, "a", encoding, delay, errors, mkdir=mkdir)
         unit, self.suffix, ext = spec
         # extMatch finds the date suffix even inside a custom-named file; the
         # look-arounds keep it from matching part of a longer run of digits
@@ -374,9 +386,11 @@ class TimedRotatingFileSink(BaseRotatingSink):
         self.atTime = atTime
         if self.when[0] == "W":
             self.dayOfWeek = int(self.when[1])
-        self._clock = clock
+        # None: time.time looked up at each call, so a patched clock (monkeypatch,
+        # freezegun) is followed as by the stdlib handler
+        self._clock: Callable[[], float] = clock if clock is not None else _now
         # corrected from the file's mtime by the first look at the disk
-        self.rolloverAt = self.computeRollover(int(clock()))
+        self.rolloverAt = self.computeRollover(int(self._clock()))
         self._started = False
 
     def computeRollover(self, currentTime: int) -> int:
@@ -445,6 +459,9 @@ class TimedRotatingFileSink(BaseRotatingSink):
         ``record`` is not used. When the open file is not a regular file the rollover
         is skipped and the next rollover time computed, as the stdlib does.
         """
+        return self._rollover_due("")
+
+    def _rollover_due(self, text: str) -> bool:
         t = int(self._clock())
         if t < self.rolloverAt:
             return False
@@ -539,11 +556,9 @@ _WHEN: dict[str, tuple[int, str, str]] = {
 }
 
 
-def _check_count(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name}: expected 0 or more, got {value!r}")
+def _now() -> float:
+    # the module attribute, read at each call: never a clock captured at import
+    return time.time()
 
 
 def _is_async_callable(fn: object) -> bool:

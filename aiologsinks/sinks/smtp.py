@@ -13,6 +13,16 @@ from typing import TYPE_CHECKING
 from .. import _wire
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._sink import Sink
+from .._validate import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    check_instance,
+    check_int,
+    check_number,
+    check_str,
+    type_error,
+    value_error,
+)
 
 if TYPE_CHECKING:
     import aiosmtplib
@@ -77,63 +87,50 @@ class SMTPSink(Sink):
 
         if isinstance(mailhost, (list, tuple)):
             if len(mailhost) != 2:
-                raise ValueError(f"mailhost: expected a host or (host, port), got {mailhost!r}")
-            self.mailhost: str = str(mailhost[0])
-            self.mailport: int | None = int(mailhost[1])
+                value_error("mailhost", "a host or (host, port)", mailhost)
+            self.mailhost: str = check_str("mailhost", mailhost[0], nonempty=True)
+            self.mailport: int | None = check_int("mailhost", mailhost[1], min=1, max=65535)
         elif isinstance(mailhost, str):
-            self.mailhost, self.mailport = mailhost, None
+            self.mailhost, self.mailport = check_str("mailhost", mailhost, nonempty=True), None
         else:
-            raise TypeError(f"mailhost: expected a host or (host, port), got {mailhost!r}")
+            type_error("mailhost", "a host or (host, port)", mailhost)
         if isinstance(credentials, (list, tuple)):
             if len(credentials) != 2:
-                raise ValueError("credentials: expected a (username, password) pair")
+                raise ArgumentValueError("credentials", "expected a (username, password) pair")
             self.username: str | None = credentials[0]
             self.password: str | None = credentials[1]
         elif credentials is None:
             self.username = self.password = None
         else:
-            raise TypeError("credentials: expected a (username, password) pair or None")
-        if not isinstance(fromaddr, str):
-            raise TypeError(f"fromaddr: expected a str, got {fromaddr!r}")
-        self.fromaddr = _wire.check_address("fromaddr", fromaddr)
+            # the value itself is never shown: it may hold the password
+            raise ArgumentTypeError("credentials", "expected a (username, password) pair or None")
+        self.fromaddr = _check_address("fromaddr", fromaddr)
         if isinstance(toaddrs, str):
             # The newest stdlib treats a plain string as one address; joining the
             # characters of "ops@example.com" with commas is never what was meant.
             toaddrs = [toaddrs]
-        toaddrs = list(toaddrs)
-        if not toaddrs or not all(isinstance(a, str) for a in toaddrs):
-            raise ValueError(f"toaddrs: expected a non-empty list of addresses, got {toaddrs!r}")
-        self.toaddrs: list[str] = [_wire.check_address("toaddrs", a) for a in toaddrs]
-        if not isinstance(subject, str):
-            raise TypeError(f"subject: expected a str, got {subject!r}")
+        if not isinstance(toaddrs, (list, tuple)):
+            type_error("toaddrs", "an address or a list of addresses", toaddrs)
+        if not toaddrs:
+            value_error("toaddrs", "a non-empty list of addresses", toaddrs)
+        self.toaddrs: list[str] = [_check_address("toaddrs", a) for a in toaddrs]
+        check_str("subject", subject)
         if "\r" in subject or "\n" in subject:
-            raise ValueError("subject: must not contain CR or LF")
+            raise ArgumentValueError("subject", "must not contain CR or LF")
         self.subject = subject
         if secure is not None and (not isinstance(secure, tuple) or len(secure) > 2):
-            raise ValueError("secure: expected None, (), (keyfile,) or (keyfile, certfile)")
+            value_error("secure", "None, (), (keyfile,) or (keyfile, certfile)", secure)
         if secure and context is not None:
             # smtplib.starttls() has the same rule: files or a context, not both.
-            raise ValueError("secure: key/cert files and context are mutually exclusive")
+            raise ArgumentValueError("secure", "key/cert files and context are mutually exclusive")
         self.secure = secure
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-            raise ValueError(f"timeout: expected a positive number, got {timeout!r}")
-        self.timeout = float(timeout)
+        self.timeout = check_number("timeout", timeout, positive=True)
         self.use_tls = bool(use_tls)
-        if context is not None and not isinstance(context, ssl.SSLContext):
-            raise TypeError("context: expected an ssl.SSLContext or None")
+        if context is not None:
+            check_instance("context", context, ssl.SSLContext, "an ssl.SSLContext or None")
         self.context = context
-        if digest_interval is not None and (
-            isinstance(digest_interval, bool)
-            or not isinstance(digest_interval, (int, float))
-            or digest_interval <= 0
-        ):
-            raise ValueError(
-                f"digest_interval: expected a positive number of seconds, got {digest_interval!r}"
-            )
-        if digest_max is not None and (
-            isinstance(digest_max, bool) or not isinstance(digest_max, int) or digest_max < 1
-        ):
-            raise ValueError(f"digest_max: expected an int >= 1, got {digest_max!r}")
+        check_number("digest_interval", digest_interval, positive=True, none=True)
+        check_int("digest_max", digest_max, min=1, none=True)
         self.digest_interval = digest_interval
         self.digest_max = digest_max
         self._pending: list[logging.LogRecord] = []
@@ -171,7 +168,7 @@ class SMTPSink(Sink):
             try:
                 parts.append(self.format(record))
             except Exception:  # noqa: BLE001 - per-record boundary: the digest goes on
-                self._fail(record)
+                self.report_error(record)
         return _wire.mail_message(
             self.fromaddr, self.toaddrs, self.get_digest_subject(records), "\n".join(parts)
         )
@@ -210,7 +207,7 @@ class SMTPSink(Sink):
             try:
                 mails.append((self.build_message(record), (record,)))
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+                self.report_error(record)
         await self._deliver(mails)
 
     async def flush(self) -> None:
@@ -248,14 +245,9 @@ class SMTPSink(Sink):
             try:
                 mail = self.build_digest(records)
             except Exception:  # noqa: BLE001 - per-mail boundary: later digests go on
-                self._fail_all(records)
+                self.report_batch_error(records)
                 continue
             await self._deliver([(mail, records)])
-
-    def _fail_all(self, records: Sequence[logging.LogRecord]) -> None:
-        # One traceback per failed mail, but every record is counted as lost.
-        self.error_count += len(records) - 1
-        self._fail(records[0])
 
     async def _deliver(self, mails: list[tuple[EmailMessage, Sequence[logging.LogRecord]]]) -> None:
         """Send ``mails`` over one connection; a failure goes to ``handleError``."""
@@ -270,7 +262,7 @@ class SMTPSink(Sink):
                 smtp = await self._connect()
             except Exception:  # noqa: BLE001 - per-batch boundary: the next batch retries
                 for _, records in mails:
-                    self._fail_all(records)
+                    self.report_batch_error(records)
                 return
             try:
                 for index, (mail, records) in enumerate(mails):
@@ -281,7 +273,7 @@ class SMTPSink(Sink):
                             self._fail_rest(rest)
                         return
                     except Exception:  # noqa: BLE001 - per-mail boundary: next mail goes on
-                        self._fail_all(records)
+                        self.report_batch_error(records)
             finally:
                 await self._quit(smtp)
 
@@ -289,7 +281,7 @@ class SMTPSink(Sink):
         try:
             raise SinkDeliveryError(f"{self!r}: the SMTP server closed the connection")
         except SinkDeliveryError:
-            self._fail_all(records)
+            self.report_batch_error(records)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         """Connect, STARTTLS and log in as ``SMTPHandler`` does; errors are mapped."""
@@ -359,3 +351,11 @@ class SMTPSink(Sink):
         level = logging.getLevelName(self.level)
         port = f":{self.mailport}" if self.mailport else ""
         return f"<{type(self).__name__} {self.mailhost}{port} ({level})>"
+
+
+def _check_address(param: str, value: object) -> str:
+    # an address is never repaired: a mangled recipient is worse than no mail
+    address: str = check_str(param, value, nonempty=True)
+    if "\r" in address or "\n" in address:
+        raise ArgumentValueError(param, "an address must not contain CR or LF")
+    return address

@@ -53,16 +53,7 @@ class StreamSink(Sink):
             return fast
         term = self.terminator
         fmt = self.formatter_for_batch()
-        texts: list[str] = []
-        kept: list[logging.LogRecord] = []
-        for record in records:
-            try:
-                texts.append(fmt(record) + term)
-            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
-                continue
-            kept.append(record)
-        return texts, kept
+        return self.contain_each(records, lambda record: fmt(record) + term)
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Format and write one record (a batch of one)."""
@@ -93,14 +84,9 @@ class StreamSink(Sink):
                 try:
                     await self.write(text)
                 except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                    self._fail(record)
+                    self.report_error(record)
         except Exception:  # noqa: BLE001 - the chunk failed as a whole
-            self._fail_batch(records)
-
-    def _fail_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        """A write of the whole batch failed: count every record, report the first."""
-        self.error_count += max(len(records) - 1, 0)
-        self._fail(records[0])
+            self.report_batch_error(records)
 
     async def write(self, text: str) -> None:
         """Write ``text`` to the stream and flush it, on the worker thread."""

@@ -13,7 +13,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 import aiologsinks as als
+from aiologsinks._stats import assert_accounted
 
 from ..helpers import fresh_logger
 
@@ -61,7 +64,10 @@ async def test_cancelling_the_task_awaiting_aclose_still_flushes_and_closes(
 #: logs argv[2] records into a FileSink; argv[3] == "closing" returns mid-aclose()
 LOOP_ENDS_SCRIPT = """
 import asyncio, logging, sys
+import pytest
+
 import aiologsinks as als
+from aiologsinks._stats import assert_accounted
 
 async def main():
     sink = als.FileSink(sys.argv[1])
@@ -134,3 +140,84 @@ def test_a_stalled_sink_at_loop_end_does_not_hang_the_program(tmp_path: Path) ->
     assert "exited" in proc.stdout
     for i in range(3):
         assert f"stuck {i}" in proc.stderr
+
+
+@pytest.mark.parametrize("steps", range(8))
+async def test_cancelling_the_closer_at_any_await_of_shutdown_loses_nothing(
+    steps: int, tmp_path: Path
+) -> None:
+    """The task awaiting aclose() is cancelled after ``steps`` loop iterations (so at
+    each await of the shutdown path in turn); a second aclose() returns the final
+    stats: every record in the file, the sink closed, the accounting exact."""
+    path = tmp_path / "steps.log"
+    sink = als.FileSink(path)
+    log = fresh_logger("t.cancelsteps")
+    dispatcher = als.Dispatcher(sink, batch_size=100)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    for i in range(1000):
+        log.info("c %d", i)
+    closer = asyncio.ensure_future(dispatcher.aclose(timeout=5))
+    for _ in range(steps):
+        await asyncio.sleep(0)
+    closer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await closer
+    # cancelled before it ran at all (steps=0), aclose() never began: "late" is an
+    # ordinary record; otherwise it arrives after close: to the fallback, counted
+    began = dispatcher.state is not als._dispatcher.DispatcherState.RUNNING
+    log.info("late")
+    stats = await asyncio.wait_for(dispatcher.aclose(), 10)
+    log.removeHandler(dispatcher.handler)
+    assert sink.closed
+    assert count_lines(path) == 1000 + (not began)
+    assert stats.after_close == began
+    assert began == (steps > 0)
+    assert_accounted(stats, logged=1001)
+
+
+#: the loop ends (asyncio.run() returns) after argv[2] iterations of aclose()
+LOOP_ENDS_MID_CLOSE = """
+import asyncio, logging, sys
+import pytest
+
+import aiologsinks as als
+from aiologsinks._stats import assert_accounted
+
+class Count(logging.Handler):
+    n = 0
+    def emit(self, record):
+        if record.name != "aiologsinks":
+            Count.n += 1
+
+d = als.Dispatcher(als.FileSink(sys.argv[1]), batch_size=100, fallback=Count())
+
+async def main():
+    d.start()
+    log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+    for i in range(2000):
+        log.warning("r %d", i)
+    asyncio.ensure_future(d.aclose())
+    for _ in range(int(sys.argv[2])):
+        await asyncio.sleep(0)
+
+asyncio.run(main())
+s = d.stats()
+print("file", len(open(sys.argv[1]).read().splitlines()), "lost", s.lost, "fallback", Count.n)
+"""
+
+
+@pytest.mark.parametrize("steps", [0, 1, 3, 6])
+def test_the_loop_ending_at_any_await_of_aclose_loses_nothing_uncounted(
+    steps: int, tmp_path: Path
+) -> None:
+    path = tmp_path / "mid.log"
+    proc = run_script(LOOP_ENDS_MID_CLOSE, str(path), str(steps))
+    assert proc.returncode == 0, proc.stderr
+    words = proc.stdout.split()
+    in_file, lost, fallback = (int(words[i]) for i in (1, 3, 5))
+    # nothing uncounted; at most the one batch (100) a sink was writing when the
+    # loop cancelled every task may be both in the file and counted as undelivered
+    # (the write went on in the sink's worker thread: see README, Known limits)
+    assert 2000 <= in_file + lost <= 2000 + 100
+    assert fallback == lost

@@ -96,7 +96,10 @@ async def test_without_delay_the_file_exists_once_opened(tmp_path: Path) -> None
 
 
 async def test_unwritable_path_goes_to_handle_error(tmp_path: Path) -> None:
-    sink = recorder(tmp_path / "missing-dir" / "app.log", delay=True)
+    # the directory vanishes after construction (which checks it): a write error
+    (tmp_path / "gone").mkdir()
+    sink = recorder(tmp_path / "gone" / "app.log", delay=True)
+    (tmp_path / "gone").rmdir()
     async with sink:
         await sink.emit_batch(make_records(["x", "y"], 1.0))
     assert len(sink.failures) == 1
@@ -124,3 +127,64 @@ async def test_a_relative_file_name_resolves_against_the_cwd_inside_async_code(
     sink = als.FileSink("relative.log")
     assert sink.baseFilename == str(tmp_path / "relative.log")
     await sink.aclose()
+
+
+# -- fail fast at construction ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", [als.FileSink, als.WatchedFileSink, als.RotatingFileSink])
+def test_a_missing_directory_fails_at_construction_naming_the_path(
+    tmp_path: Path, cls: type[als.FileSink]
+) -> None:
+    target = tmp_path / "no" / "such" / "app.log"
+    with pytest.raises(FileNotFoundError, match=r"filename: directory .*no/such") as info:
+        cls(target)
+    assert info.value.param == "filename"  # type: ignore[attr-defined]
+    assert info.value.filename == str(tmp_path / "no" / "such")
+    assert not (tmp_path / "no").exists()
+
+
+async def test_mkdir_creates_the_directory_and_the_file_is_written(tmp_path: Path) -> None:
+    target = tmp_path / "logs" / "deep" / "app.log"
+    async with als.TimedRotatingFileSink(target, mkdir=True) as sink:
+        await sink.emit_batch(make_records(["made"], 1.0))
+    assert target.read_text() == "made\n"
+
+
+def test_a_path_under_a_regular_file_fails_at_construction(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("")
+    with pytest.raises(NotADirectoryError, match="filename"):
+        als.FileSink(tmp_path / "plain" / "app.log")
+
+
+@pytest.mark.parametrize(("param", "value"), [("encoding", "no-such-codec"), ("errors", "nope")])
+def test_unknown_codecs_raise_lookup_error_naming_the_parameter(
+    tmp_path: Path, param: str, value: str
+) -> None:
+    with pytest.raises(LookupError, match=f"^{param}: unknown") as info:
+        als.FileSink(tmp_path / "app.log", **{param: value})
+    assert info.value.param == param  # type: ignore[attr-defined]
+
+
+def test_a_binary_codec_is_refused_as_encoding(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^encoding: expected a text encoding"):
+        als.FileSink(tmp_path / "app.log", encoding="base64")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "param"),
+    [
+        ({"filename": None}, TypeError, "filename"),
+        ({"filename": ""}, ValueError, "filename"),
+        ({"mode": 1}, TypeError, "mode"),
+        ({"mode": "r"}, ValueError, "mode"),
+        ({"encoding": 8}, TypeError, "encoding"),
+    ],
+)
+def test_bad_file_arguments_name_the_parameter(
+    tmp_path: Path, kwargs: dict[str, object], error: type[Exception], param: str
+) -> None:
+    args: dict[str, object] = {"filename": tmp_path / "app.log", **kwargs}
+    with pytest.raises(error, match=f"^{param}: ") as info:
+        als.FileSink(**args)  # type: ignore[arg-type]
+    assert info.value.param == param  # type: ignore[attr-defined]

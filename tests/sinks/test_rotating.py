@@ -179,8 +179,8 @@ async def test_maxbytes_forces_append_mode(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"maxBytes": -1}, "maxBytes: expected 0 or more, got -1"),
-        ({"backupCount": -2}, "backupCount: expected 0 or more, got -2"),
+        ({"maxBytes": -1}, "maxBytes: expected an int >= 0, got -1"),
+        ({"backupCount": -2}, "backupCount: expected an int >= 0, got -2"),
     ],
 )
 def test_invalid_counts_name_the_parameter(kwargs: dict[str, int], message: str) -> None:

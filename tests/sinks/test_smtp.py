@@ -230,6 +230,7 @@ async def test_crlf_in_address_is_refused_and_the_pipeline_goes_on() -> None:
     ],
 )
 def test_bad_arguments_name_the_parameter(kwargs: dict[str, Any], match: str) -> None:
+    # ValueError for a value of the right type, TypeError for a wrong type
     base: dict[str, Any] = {
         "mailhost": "localhost",
         "fromaddr": "a@example.com",
@@ -305,3 +306,33 @@ async def test_end_to_end_through_install() -> None:
     assert [line for m in peer.mails for line in m.body.splitlines()] == [
         f"failure {i}" for i in range(20)
     ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "param"),
+    [
+        ({"toaddrs": None}, "toaddrs"),
+        ({"toaddrs": [None]}, "toaddrs"),
+        ({"fromaddr": None}, "fromaddr"),
+        ({"subject": None}, "subject"),
+        ({"mailhost": None}, "mailhost"),
+        ({"mailhost": ("h", "25")}, "mailhost"),
+        ({"timeout": "1"}, "timeout"),
+        ({"credentials": "user:pw"}, "credentials"),
+        ({"context": "ca.pem"}, "context"),
+        ({"digest_max": 1.5}, "digest_max"),
+    ],
+)
+def test_wrong_types_are_type_errors_naming_the_parameter(
+    kwargs: dict[str, Any], param: str
+) -> None:
+    base: dict[str, Any] = {
+        "mailhost": "localhost",
+        "fromaddr": "a@example.com",
+        "toaddrs": ["b@example.com"],
+        "subject": "s",
+    }
+    with pytest.raises(TypeError, match=f"^{param}: ") as info:
+        SMTPSink(**{**base, **kwargs})
+    assert info.value.param == param  # type: ignore[attr-defined]
+    assert "pw" not in str(info.value)

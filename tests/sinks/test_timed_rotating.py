@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import logging.handlers
 import os
 import random
 import time
@@ -247,7 +248,7 @@ def test_invalid_when_names_the_parameter(when: str) -> None:
 
 @pytest.mark.parametrize("interval", [0, -1])
 def test_invalid_interval_names_the_parameter(interval: int) -> None:
-    with pytest.raises(ValueError, match="interval: expected a positive integer"):
+    with pytest.raises(ValueError, match="interval: expected an int >= 1"):
         als.TimedRotatingFileSink("app.log", interval=interval)
 
 
@@ -286,3 +287,23 @@ async def test_rotated_files_go_through_an_async_namer_and_gzip(tmp_path: Path, 
     names = sorted(os.listdir(tmp_path))
     assert names == ["app.log", "app.log.2024-03-29_22.gz", "app.log.2024-03-29_23.gz"]
     assert sink.failures == 0
+
+
+def test_a_patched_time_time_is_followed_as_by_the_stdlib(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no clock captured at import or definition: freezegun / monkeypatch work
+    frozen = 1_700_000_000.0
+    monkeypatch.setattr(time, "time", lambda: frozen)
+    ours = als.TimedRotatingFileSink(tmp_path / "a.log", when="S", interval=10, delay=True)
+    theirs = logging.handlers.TimedRotatingFileHandler(
+        tmp_path / "b.log", when="S", interval=10, delay=True
+    )
+    try:
+        assert ours.rolloverAt == theirs.rolloverAt == int(frozen) + 10
+        record = logging.makeLogRecord({"msg": "x"})
+        assert not ours.shouldRollover(record) and not theirs.shouldRollover(record)
+        frozen += 10
+        assert ours.shouldRollover(record) and theirs.shouldRollover(record)
+    finally:
+        theirs.close()

@@ -1,0 +1,213 @@
+"""A private, process-wide event loop on a daemon thread: where the pipeline runs
+when the application never runs one of its own.
+
+A process that configures logging but never runs an event loop (a uvicorn parent
+process, a script that logs and exits, a ``dictConfig`` at import time) still needs
+its records delivered. This module owns one event loop on one daemon thread, started
+lazily by the first caller, and a hook that runs at interpreter exit, *before* worker
+thread pools stop accepting work (``threading``'s exit hooks run before
+``concurrent.futures`` refuses new jobs, and before ``atexit``).
+
+The API (stable; other modules build on exactly this):
+
+* :func:`get_loop` — the background loop, starting its thread on first use.
+* :func:`run` — run a coroutine on it from synchronous code and wait, with a timeout.
+* :func:`submit` — schedule a coroutine on it; returns a ``concurrent.futures.Future``.
+* :func:`on_exit` — register a callable run at interpreter exit (before the loop
+  stops); :func:`shutdown` runs those hooks and stops the loop (tests, ``fork``).
+* :func:`is_pipeline_thread` / :func:`mark_pipeline_thread` — whether the current
+  thread belongs to the pipeline (the background loop, a sink's worker thread, the
+  fallback writer). A record logged from such a thread must never wait for room in a
+  queue: that thread may be the one that makes the room.
+
+After ``os.fork()`` the child forgets the parent's loop (its thread does not exist in
+the child); the next :func:`get_loop` starts a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import concurrent.futures.thread  # our exit hook must run before this module's
+import contextlib
+import os
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+__all__ = [
+    "get_loop",
+    "is_pipeline_thread",
+    "loop_thread_id",
+    "mark_pipeline_thread",
+    "on_exit",
+    "run",
+    "shutdown",
+    "submit",
+]
+
+T = TypeVar("T")
+
+#: every thread the pipeline starts is named with this prefix (FileWorker pools,
+#: the background loop, the fallback writer), so it is recognised without a registry
+THREAD_PREFIX = "aiologsinks-"
+
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+_hooks: list[Callable[[], None]] = []
+_local = threading.local()
+_exiting = False
+
+
+def mark_pipeline_thread() -> None:
+    """Mark the current thread as part of the pipeline (see :func:`is_pipeline_thread`)."""
+    _local.pipeline = True
+
+
+def is_pipeline_thread() -> bool:
+    """True on a thread the pipeline owns: its records never wait for queue room."""
+    if getattr(_local, "pipeline", False):
+        return True
+    return threading.current_thread().name.startswith(THREAD_PREFIX)
+
+
+def get_loop() -> asyncio.AbstractEventLoop:
+    """Return the background event loop, starting its daemon thread on first use.
+
+    Safe from any thread. The loop runs until :func:`shutdown` (or the process ends).
+    """
+    global _loop, _thread
+    loop = _loop
+    if loop is not None and not loop.is_closed():
+        return loop
+    with _lock:
+        if _loop is not None and not _loop.is_closed():
+            return _loop
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        thread = threading.Thread(
+            target=_serve, args=(loop, ready), name=f"{THREAD_PREFIX}loop", daemon=True
+        )
+        thread.start()
+        ready.wait()
+        _loop, _thread = loop, thread
+        return loop
+
+
+def loop_thread_id() -> int | None:
+    """The ident of the background loop's thread, or None when it is not running."""
+    thread = _thread
+    return thread.ident if thread is not None and thread.is_alive() else None
+
+
+def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+    mark_pipeline_thread()
+    asyncio.set_event_loop(loop)
+    loop.call_soon(ready.set)
+    try:
+        loop.run_forever()
+    finally:
+        with contextlib.suppress(Exception):  # best effort: the process may be ending
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedule ``coro`` on the background loop; return a thread-safe future."""
+    return asyncio.run_coroutine_threadsafe(coro, get_loop())
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    """Run ``coro`` on the background loop from synchronous code and return its result.
+
+    Blocks the calling thread until the coroutine finishes, for at most ``timeout``
+    seconds: then the coroutine is cancelled and :class:`TimeoutError` is raised.
+    Raises :class:`RuntimeError` when called on the background loop's own thread
+    (it would wait for itself).
+    """
+    if threading.get_ident() == loop_thread_id():
+        coro.close()
+        raise RuntimeError("aiologsinks: run() called on the background loop's own thread")
+    future = submit(coro)
+    try:
+        return future.result(timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        raise TimeoutError(f"aiologsinks: background call did not finish in {timeout}s") from None
+
+
+def on_exit(hook: Callable[[], None]) -> None:
+    """Run ``hook()`` (synchronous; it may call :func:`run`) at interpreter exit.
+
+    Hooks run in reverse order of registration, on the main thread, while worker
+    thread pools still accept work; an exception in one is printed and the next
+    runs. A hook registered twice runs once.
+    """
+    with _lock:
+        if hook not in _hooks:
+            _hooks.append(hook)
+
+
+def _run_hooks() -> None:
+    with _lock:
+        hooks = list(reversed(_hooks))
+    for hook in hooks:
+        try:
+            hook()
+        except Exception:  # noqa: BLE001 - exit boundary: every other hook must still run
+            import traceback
+
+            traceback.print_exc()
+
+
+def shutdown(timeout: float = 5.0) -> None:
+    """Run the exit hooks, then stop the background loop and wait for its thread.
+
+    Called at interpreter exit; tests may call it. A later :func:`get_loop` starts a
+    new loop.
+    """
+    global _loop, _thread
+    _run_hooks()
+    with _lock:
+        loop, thread = _loop, _thread
+        _loop, _thread = None, None
+    if loop is not None and not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            loop.call_soon_threadsafe(loop.stop)
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(timeout)
+
+
+def _at_exit() -> None:
+    global _exiting
+    _exiting = True
+    shutdown()
+
+
+def _after_fork_in_child() -> None:
+    # the loop's thread does not exist in the child: forget it (closing it would touch
+    # the parent's selector), and start afresh on the next get_loop()
+    global _loop, _thread, _lock
+    _lock = threading.Lock()
+    _loop, _thread = None, None
+
+
+def _register_exit_hook() -> None:
+    # threading's own exit hooks run before concurrent.futures stops accepting jobs
+    # (it registers the same way, at import, above): FileWorker pools still work then
+    register = getattr(threading, "_register_atexit", None)
+    if register is not None:
+        try:
+            register(_at_exit)
+            return
+        except RuntimeError:  # pragma: no cover - imported during interpreter exit
+            pass
+    import atexit  # pragma: no cover - interpreters without threading._register_atexit
+
+    atexit.register(_at_exit)  # pragma: no cover
+
+
+_register_exit_hook()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,142 @@
+"""The fallback writer: records the pipeline could not deliver, written off the loop.
+
+Records that arrive after close, or that a lane could not deliver, go to a fallback
+handler (``logging.lastResort``, i.e. stderr, unless the dispatcher was given one).
+A slow stderr must not stall the event loop, so on a thread that runs an event loop
+the records are queued to one daemon thread that writes them; elsewhere (a foreign
+thread, no loop at all) they are written at once by the caller, which may block.
+
+:meth:`FallbackWriter.wait` / :meth:`FallbackWriter.drained` let a closing
+dispatcher wait (bounded) until what it spilled is written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import queue
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+
+from ._background import THREAD_PREFIX, mark_pipeline_thread, on_exit
+from ._record import Item, as_record
+
+__all__ = ["FallbackWriter"]
+
+_Job = tuple[logging.Handler, logging.LogRecord] | concurrent.futures.Future[None]
+
+_writers: weakref.WeakSet[FallbackWriter] = weakref.WeakSet()
+
+
+class FallbackWriter:
+    """Writes records to a fallback handler; one per dispatcher."""
+
+    def __init__(self, handler: Callable[[], logging.Handler | None]) -> None:
+        #: returns the handler to use now (``logging.lastResort`` may be reassigned)
+        self._handler = handler
+        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        #: records written (or handed to the writer thread)
+        self.written = 0
+        _writers.add(self)
+
+    def write(self, items: Iterable[Item], notice: logging.LogRecord | None = None) -> None:
+        """Write ``notice`` (if any) and then ``items``, off the loop."""
+        handler = self._handler()
+        if handler is None:
+            return
+        records = [as_record(i) for i in items]
+        if notice is not None:
+            records.insert(0, notice)
+        if not records:
+            return
+        self.written += len(records) - (notice is not None)
+        if asyncio.events._get_running_loop() is None:
+            for record in records:
+                _handle(handler, record)
+            return
+        for record in records:
+            self._jobs.put((handler, record))
+        self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return
+            self._thread = threading.Thread(
+                target=self._serve, name=f"{THREAD_PREFIX}fallback", daemon=True
+            )
+            self._thread.start()
+
+    def _serve(self) -> None:
+        mark_pipeline_thread()
+        jobs = self._jobs
+        while True:
+            job = jobs.get()
+            if isinstance(job, concurrent.futures.Future):
+                if not job.done():
+                    job.set_result(None)
+                continue
+            _handle(*job)
+
+    def marker(self) -> concurrent.futures.Future[None]:
+        """A future done once everything queued before it was written."""
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        if self._thread is None:
+            future.set_result(None)
+            return future
+        self._jobs.put(future)
+        self._ensure_thread()
+        return future
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait (without blocking the loop) until what was queued is written; False
+        when ``timeout`` passed first."""
+        future = self.marker()
+        if future.done():
+            return True
+        done, _ = await asyncio.wait({asyncio.wrap_future(future)}, timeout=max(timeout, 0))
+        return bool(done)
+
+    def wait(self, timeout: float) -> bool:
+        """Block until what was queued is written; False when ``timeout`` passed."""
+        try:
+            self.marker().result(timeout)
+        except concurrent.futures.TimeoutError:
+            return False
+        return True
+
+    def _after_fork(self) -> None:
+        # the writer thread does not exist in the child; its queue may hold the
+        # parent's records, which the parent writes
+        self._jobs = queue.SimpleQueue()
+        self._thread = None
+        self._lock = threading.Lock()
+
+
+def _handle(handler: logging.Handler, record: logging.LogRecord) -> None:
+    # the last resort must not raise into the pipeline
+    with contextlib.suppress(Exception):
+        handler.handle(record)
+
+
+def _after_fork_in_child() -> None:
+    for writer in list(_writers):
+        writer._after_fork()
+
+
+def _write_all_at_exit() -> None:
+    for writer in list(_writers):
+        writer.wait(1.0)
+
+
+on_exit(_write_all_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,155 @@
+"""The private pipeline behind a Sink used as a ``logging.Handler``.
+
+``logger.addHandler(FileSink("app.log"))`` or dictConfig's ``"class":
+"aiologsinks.FileSink"`` call the sink's synchronous entry points (see ``_sink.py``).
+The first record that passes the sink's filters creates, for that sink, a private
+:class:`~aiologsinks.Dispatcher` with one lane. It runs on the background loop
+(``_background.py``), never on the application's loop, so it does not matter whether
+a loop runs in the caller's thread, or ends before the process does:
+
+* ``handle()`` hands the record over thread-safely (``Dispatcher.submit``);
+* ``flush()`` waits (bounded) until everything handed over was written and flushed;
+* ``close()`` — ``logging.shutdown()`` at exit, or dictConfig replacing handlers —
+  delivers, flushes and closes the sink (bounded). At interpreter exit the
+  background loop's exit hook closes every such pipeline even before
+  ``logging.shutdown()`` runs, while worker threads still accept work.
+
+A process killed by a signal runs no hook at all: records logged in its last
+milliseconds, not yet written by the background loop, are lost (uvicorn's workers
+re-raise SIGTERM after their shutdown, so their last lines may not arrive). A
+process that exits normally — including after SIGTERM handled as uvicorn's parent
+does — delivers everything.
+
+The lane feeds a :class:`_Delivery` adapter: the sink's level and filters already ran
+at the logging call (in the caller's thread and context, as on a stdlib handler), so
+the lane must not run them a second time; the adapter passes each batch to the sink's
+own ``emit_batch`` and its flush and close to the sink.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from . import _background
+from ._dispatcher import Dispatcher
+from ._sink import Sink, set_entry_factory
+
+__all__ = ["HandlerPipeline"]
+
+#: the most a synchronous flush() or close() waits for the background loop
+SYNC_TIMEOUT = 10.0
+
+
+class _Delivery(Sink):
+    """The lane's view of a sink used as a handler: delivery only (no level, no filters).
+
+    Errors are the sink's: its ``handleError`` and ``error_count``.
+    """
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        super().__init__()
+        self._name = f"{sink.name or type(sink).__name__} (handler)"
+
+    @property
+    def error_count(self) -> int:
+        """The sink's own count: errors are reported once, by the sink."""
+        return self.sink.error_count
+
+    @error_count.setter
+    def error_count(self, value: int) -> None:
+        if hasattr(self, "sink"):
+            self.sink.error_count = value
+
+    def report_error(self, record: Any) -> None:
+        """Count and report an error of ``record`` on the sink itself."""
+        self.sink.report_error(record)
+
+    _fail = report_error
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.sink.handleError(record)
+
+    async def aopen(self) -> None:
+        await self.sink.aopen()
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        await self.sink.emit_batch(records)
+
+    async def flush(self) -> None:
+        await self.sink.flush()
+
+    async def _aclose(self) -> None:
+        await self.sink.aclose()
+
+    def __repr__(self) -> str:
+        return f"<handler pipeline of {self.sink!r}>"
+
+
+class HandlerPipeline:
+    """One sink's private Dispatcher on the background loop (see the module doc)."""
+
+    def __init__(self, sink: Sink) -> None:
+        self.sink = sink
+        self.dispatcher = Dispatcher(_Delivery(sink))
+        self._closed = False
+        self._close_lock = threading.Lock()
+        # start() must run on the loop; records submitted meanwhile wait in the queue
+        if _background.loop_thread_id() is None and _on_a_running_loop():
+            # starting the background loop waits for its thread: not on this loop
+            threading.Thread(
+                target=self._submit_start, name="aiologsinks-handler-start", daemon=True
+            ).start()
+        else:
+            self._submit_start()
+        _background.on_exit(self.close)
+
+    def _submit_start(self) -> None:
+        _background.submit(self._start())
+
+    async def _start(self) -> None:
+        self.dispatcher.start()
+
+    def submit(self, item: Any) -> None:
+        """Hand over a record (thread-safe; after close it goes to the fallback)."""
+        self.dispatcher.submit(item)
+
+    def flush(self) -> None:
+        """Wait until every record handed over so far was delivered and flushed.
+
+        Returns at once on the background loop's own thread (a sink logging from
+        inside the pipeline must not wait for itself) and after close.
+        """
+        if self._closed or _on_loop_thread():
+            return
+        _background.run(self.dispatcher.flush(), SYNC_TIMEOUT)
+
+    def close(self) -> None:
+        """Deliver what was handed over, flush and close the sink; idempotent."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+        if _on_loop_thread():
+            _background.submit(self.dispatcher.aclose(SYNC_TIMEOUT))
+            return
+        _background.run(self.dispatcher.aclose(SYNC_TIMEOUT), SYNC_TIMEOUT + 2.0)
+
+
+def _on_a_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _on_loop_thread() -> bool:
+    return threading.get_ident() == _background.loop_thread_id()
+
+
+set_entry_factory(HandlerPipeline)

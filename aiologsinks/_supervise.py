@@ -1,0 +1,99 @@
+"""Task ownership helpers: own-cancellation, containment, bounded waits, abandonment.
+
+A ``CancelledError`` means two different things inside a lane worker: *our* task is
+being cancelled (``aclose()``, the loop ending) — it must propagate — or a sink raised
+it on its own — that is the sink's error, contained like any other. On Python 3.11+
+``Task.cancelling()`` tells them apart; on 3.10 our tasks are a ``Task`` subclass
+that counts ``cancel()`` requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["abandon", "containable", "own_cancel", "spawn", "wait_bounded"]
+
+T = TypeVar("T")
+
+#: tasks we gave up waiting for (a sink ignoring cancellation): held so they are not
+#: garbage-collected while pending, and forgotten once they end
+_abandoned: set[asyncio.Task[Any]] = set()
+
+_HAS_CANCELLING = sys.version_info >= (3, 11)
+
+
+class _CountingTask(asyncio.Task):  # type: ignore[type-arg]  # pragma: no cover - 3.10
+    """3.10 only: a Task that remembers it was asked to cancel."""
+
+    cancel_requests = 0
+
+    def cancel(self, msg: Any = None) -> bool:
+        self.cancel_requests += 1
+        return super().cancel(msg)
+
+
+def spawn(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
+    """Create a task on the running loop whose own cancellation :func:`own_cancel` sees."""
+    loop = asyncio.get_running_loop()
+    if _HAS_CANCELLING:
+        return loop.create_task(coro, name=name)
+    task: asyncio.Task[T] = _CountingTask(coro, loop=loop, name=name)  # pragma: no cover
+    return task  # pragma: no cover
+
+
+def own_cancel() -> bool:
+    """True when the current task has been asked to cancel."""
+    task = asyncio.current_task()
+    if task is None:
+        return False
+    if _HAS_CANCELLING:
+        cancelling: int = getattr(task, "cancelling")()  # noqa: B009 - 3.11+ only
+        return cancelling > 0
+    requests: int = getattr(task, "cancel_requests", 1)  # pragma: no cover - 3.10
+    return requests > 0  # pragma: no cover - 3.10
+
+
+def containable(exc: BaseException) -> bool:
+    """Whether ``exc``, raised by a sink or callback, is contained as that sink's error.
+
+    Everything short of the process ending is, except the cancellation of our own
+    task (which must propagate).
+    """
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        return False
+    if isinstance(exc, asyncio.CancelledError):
+        return not own_cancel()
+    return True
+
+
+async def wait_bounded(task: asyncio.Task[Any], timeout: float | None) -> bool:
+    """Wait for ``task`` at most ``timeout`` seconds without cancelling it; True if it
+    ended. Cancelling the caller does not cancel ``task``."""
+    if task.done():
+        return True
+    done, _ = await asyncio.wait({task}, timeout=None if timeout is None else max(timeout, 0))
+    return bool(done)
+
+
+def abandon(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task`` and stop waiting for it (it may ignore the cancellation)."""
+    if task.done():
+        _consume(task)
+        return
+    task.cancel()
+    _abandoned.add(task)
+    task.add_done_callback(_forget)
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    _abandoned.discard(task)
+    _consume(task)
+
+
+def _consume(task: asyncio.Task[Any]) -> None:
+    # retrieve the outcome so asyncio does not report "exception never retrieved"
+    if not task.cancelled():
+        task.exception()

@@ -1,0 +1,216 @@
+"""Sinks used as plain ``logging.Handler`` objects: addHandler, dictConfig, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.config
+import logging.handlers
+import subprocess
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import aiologsinks as als
+
+N = 500
+
+
+@pytest.fixture
+def log() -> Iterator[logging.Logger]:
+    logger = logging.getLogger(f"t.as_handler.{id(object())}")
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    yield logger
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+
+
+def by_name(name: str) -> logging.Handler | None:
+    """``logging.getHandlerByName`` (3.12+) on every version."""
+    return logging._handlers.get(name)  # type: ignore[attr-defined,no-any-return]
+
+
+def _backup_number(path: Path) -> int:
+    return int(path.suffix[1:]) if path.suffix[1:].isdigit() else 0
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines()
+
+
+def test_a_sink_is_a_logging_handler(tmp_path: Path) -> None:
+    sink = als.FileSink(tmp_path / "app.log", delay=True)
+    assert isinstance(sink, logging.Handler)
+    sink.set_name("file")
+    assert by_name("file") is sink
+    sink.close()
+
+
+def test_add_handler_without_a_loop_delivers_every_record(
+    tmp_path: Path, log: logging.Logger
+) -> None:
+    sink = als.FileSink(tmp_path / "app.log")
+    sink.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    log.addHandler(sink)
+    for i in range(N):
+        log.info("record %d", i)
+    sink.flush()  # logging's synchronous flush: returns once written
+    assert lines(tmp_path / "app.log") == [f"INFO record {i}" for i in range(N)]
+    log.removeHandler(sink)
+    sink.close()
+    assert sink.closed
+
+
+def test_records_from_many_threads_all_arrive(tmp_path: Path, log: logging.Logger) -> None:
+    sink = als.FileSink(tmp_path / "app.log")
+    log.addHandler(sink)
+
+    def work(t: int) -> None:
+        for i in range(100):
+            log.warning("t%d-%d", t, i)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    sink.close()
+    assert sorted(lines(tmp_path / "app.log")) == sorted(
+        f"t{t}-{i}" for t in range(4) for i in range(100)
+    )
+
+
+async def test_add_handler_on_a_running_loop_delivers_every_record(
+    tmp_path: Path, log: logging.Logger
+) -> None:
+    sink = als.RotatingFileSink(tmp_path / "app.log", maxBytes=2000, backupCount=50)
+    log.addHandler(sink)
+    for i in range(N):
+        log.info("loop record %d", i)
+        if i % 50 == 0:
+            await asyncio.sleep(0)
+    # logging.shutdown()'s flush and close, off the loop (they wait for delivery)
+    await asyncio.to_thread(sink.close)
+    got = []
+    for path in sorted(tmp_path.iterdir(), key=_backup_number, reverse=True):
+        got.extend(lines(path))
+    assert got == [f"loop record {i}" for i in range(N)]
+
+
+def test_sink_filters_and_level_apply_at_the_call(tmp_path: Path, log: logging.Logger) -> None:
+    sink = als.FileSink(tmp_path / "app.log")
+    sink.setLevel(logging.WARNING)
+    seen: list[str] = []
+
+    def only_odd(record: logging.LogRecord) -> bool:
+        seen.append(threading.current_thread().name)
+        return int(record.getMessage()) % 2 == 1
+
+    sink.addFilter(only_odd)
+    log.addHandler(sink)
+    for i in range(10):
+        log.warning("%d", i)
+        log.info("%d", i)  # below the sink's level
+    sink.close()
+    assert lines(tmp_path / "app.log") == ["1", "3", "5", "7", "9"]
+    # filters ran in the caller's thread, as on a stdlib handler
+    assert set(seen) == {threading.current_thread().name}
+
+
+def test_a_sink_handler_behind_stdlib_memory_handler(tmp_path: Path, log: logging.Logger) -> None:
+    sink = als.FileSink(tmp_path / "app.log")
+    memory = logging.handlers.MemoryHandler(10, target=sink)
+    log.addHandler(memory)
+    for i in range(25):
+        log.info("m%d", i)
+    memory.close()  # flushes the buffer into the sink
+    sink.close()
+    assert lines(tmp_path / "app.log") == [f"m{i}" for i in range(25)]
+
+
+def test_awaiting_handle_and_flush_still_runs_the_hooks(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with als.FileSink(tmp_path / "app.log") as sink:
+            record = logging.makeLogRecord({"msg": "awaited"})
+            assert await sink.handle(record) is True
+            await sink.flush()
+            assert sink._entry is None  # the handler pipeline was never needed
+
+    asyncio.run(main())
+    assert lines(tmp_path / "app.log") == ["awaited"]
+
+
+def test_dictconfig_class_entry_delivers_every_record(tmp_path: Path) -> None:
+    target = tmp_path / "dict.log"
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"plain": {"format": "%(name)s %(message)s"}},
+            "handlers": {
+                "file": {
+                    "class": "aiologsinks.FileSink",
+                    "filename": str(target),
+                    "formatter": "plain",
+                    "level": "INFO",
+                }
+            },
+            "loggers": {"t.dict": {"handlers": ["file"], "level": "DEBUG", "propagate": False}},
+        }
+    )
+    log = logging.getLogger("t.dict")
+    sink = by_name("file")
+    assert isinstance(sink, als.FileSink)
+    try:
+        for i in range(N):
+            log.info("d%d", i)
+        log.debug("below the handler's level")
+        sink.flush()
+        assert lines(target) == [f"t.dict d{i}" for i in range(N)]
+    finally:
+        log.removeHandler(sink)
+        sink.close()
+
+
+SCRIPT = """
+import logging, logging.config, sys
+logging.config.dictConfig({
+    "version": 1,
+    "handlers": {"file": {"class": "aiologsinks.FileSink", "filename": sys.argv[1]}},
+    "root": {"handlers": ["file"], "level": "INFO"},
+})
+for i in range(int(sys.argv[2])):
+    logging.getLogger("script").info("line %d", i)
+# no flush, no close, no loop: logging.shutdown() at exit delivers
+"""
+
+
+@pytest.mark.parametrize("loop", [False, True])
+def test_a_script_that_logs_and_exits_delivers_at_exit(tmp_path: Path, loop: bool) -> None:
+    script = SCRIPT
+    if loop:  # the same inside asyncio.run(): the loop ends before the process
+        script = script.replace(
+            "for i in range", "import asyncio\nasync def main():\n    for i in range"
+        ).replace(
+            '    logging.getLogger("script")',
+            '        logging.getLogger("script")',
+        )
+        script += "asyncio.run(main())\n"
+    target = tmp_path / "exit.log"
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), str(target), "3000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "never awaited" not in result.stderr
+    assert result.stderr == ""
+    assert lines(target) == [f"line {i}" for i in range(3000)]

@@ -1,0 +1,96 @@
+"""The private background loop: the pipeline's home when no event loop runs."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from aiologsinks import _background
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_run_returns_the_result_from_a_thread_named_as_the_pipeline() -> None:
+    async def where() -> tuple[str, bool]:
+        return threading.current_thread().name, _background.is_pipeline_thread()
+
+    name, owned = _background.run(where(), timeout=5)
+    assert name.startswith("aiologsinks-")
+    assert owned
+    assert not _background.is_pipeline_thread()
+
+
+def test_run_times_out_and_cancels_the_coroutine() -> None:
+    cancelled = threading.Event()
+
+    async def forever() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with pytest.raises(TimeoutError, match=r"0\.05s"):
+        _background.run(forever(), timeout=0.05)
+    assert cancelled.wait(5)
+
+
+def test_run_on_the_loop_thread_itself_fails_at_once() -> None:
+    async def nested() -> None:
+        _background.run(asyncio.sleep(0), timeout=1)
+
+    with pytest.raises(RuntimeError, match="own thread"):
+        _background.run(nested(), timeout=5)
+
+
+def test_exit_hooks_run_while_worker_pools_still_accept_work(tmp_path: Path) -> None:
+    """A FileSink written from an exit hook lands on disk (its pool still works then)."""
+    path = tmp_path / "exit.log"
+    script = f"""
+        import logging
+        import aiologsinks as als
+        from aiologsinks import _background
+
+        def hook():
+            async def write():
+                async with als.FileSink({str(path)!r}) as sink:
+                    await sink.handle(logging.makeLogRecord({{"msg": "at exit"}}))
+            _background.run(write(), timeout=10)
+
+        _background.on_exit(hook)
+        _background.on_exit(hook)  # registered twice, runs once
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert path.read_text(encoding="utf-8") == "at exit\n"
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads, 3.12+
+def test_a_forked_child_gets_a_fresh_background_loop() -> None:
+    async def pid() -> int:
+        return os.getpid()
+
+    assert _background.run(pid(), timeout=5) == os.getpid()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        try:
+            ok = _background.run(pid(), timeout=5) == os.getpid()
+        except BaseException:
+            ok = False
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -1,0 +1,232 @@
+"""The caller's context on every sink: contextvar filters and formatters, bound fields."""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import io
+import logging
+import pickle
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks._context import capturing
+
+from .helpers import fresh_logger
+from .peers.smtp import smtp_peer
+
+REQUESTS = 20
+STEPS = 3
+FMT = "%(request_id)s %(message)s"
+request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+
+class RequestIdFilter(logging.Filter):
+    """The usual filter: copies the request's id onto the record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+class RequestIdFormatter(logging.Formatter):
+    """A formatter that reads the contextvar itself."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{request_id.get()} {record.getMessage()}"
+
+
+class UDPCollector(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.changed = asyncio.Event()
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        # "<PRI>text\0" as SysLogHandler sends it
+        self.lines.append(re.sub(r"^<\d+>", "", data.decode()).rstrip("\0"))
+        self.changed.set()
+
+
+@asynccontextmanager
+async def udp_collector() -> AsyncIterator[tuple[UDPCollector, int]]:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(
+        UDPCollector, local_addr=("127.0.0.1", 0)
+    )
+    try:
+        yield proto, transport.get_extra_info("sockname")[1]
+    finally:
+        transport.close()
+
+
+async def serve(log: logging.Logger, bind: Callable[[int], object] | None = None) -> None:
+    """20 concurrent requests, each logging a few lines under its own id."""
+
+    async def request(i: int) -> None:
+        if bind is None:
+            request_id.set(f"req-{i}")
+            await steps(i)
+        else:
+            with bind(i):  # type: ignore[attr-defined]
+                await steps(i)
+
+    async def steps(i: int) -> None:
+        for k in range(STEPS):
+            log.info("request %d step %d", i, k)
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(request(i) for i in range(REQUESTS)))
+
+
+def check(lines: list[str]) -> None:
+    """Every request's lines, each with its own request's id."""
+    assert len(lines) == REQUESTS * STEPS, lines
+    for line in lines:
+        m = re.fullmatch(r"(\S+) request (\d+) step \d", line)
+        assert m is not None, line
+        assert m.group(1) == f"req-{m.group(2)}", line
+
+
+def file_lines(*paths: Path) -> list[str]:
+    out: list[str] = []
+    for path in paths:
+        out.extend(path.read_text().splitlines())
+    return out
+
+
+def sink_kinds(tmp_path: Path) -> dict[str, tuple[als.Sink, Callable[[], list[str]]]]:
+    stream = io.StringIO()
+    memory_target = als.FileSink(tmp_path / "memory.log")
+    return {
+        "file": (als.FileSink(tmp_path / "file.log"), lambda: file_lines(tmp_path / "file.log")),
+        "watched": (
+            als.WatchedFileSink(tmp_path / "watched.log"),
+            lambda: file_lines(tmp_path / "watched.log"),
+        ),
+        "rotating": (
+            als.RotatingFileSink(tmp_path / "rot.log", maxBytes=10**6),
+            lambda: file_lines(tmp_path / "rot.log"),
+        ),
+        "timed": (
+            als.TimedRotatingFileSink(tmp_path / "timed.log"),
+            lambda: file_lines(tmp_path / "timed.log"),
+        ),
+        "stream": (als.StreamSink(stream), lambda: stream.getvalue().splitlines()),
+        "memory": (
+            als.MemorySink(7, target=memory_target),
+            lambda: file_lines(tmp_path / "memory.log"),
+        ),
+    }
+
+
+@pytest.mark.parametrize("how", ["filter", "formatter", "bound"])
+async def test_each_line_carries_its_own_request_id_on_every_formatting_sink(
+    tmp_path: Path, how: str
+) -> None:
+    kinds = sink_kinds(tmp_path)
+    async with udp_collector() as (udp, port), smtp_peer() as peer:
+        syslog = als.SysLogSink(("127.0.0.1", port))
+        smtp = als.SMTPSink(("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "s")
+        sinks = [s for s, _ in kinds.values()] + [syslog, smtp]
+        memory_target = kinds["memory"][0].target  # type: ignore[attr-defined]
+        for sink in [*sinks, memory_target]:
+            if how == "formatter":
+                sink.setFormatter(RequestIdFormatter())
+            else:
+                sink.setFormatter(logging.Formatter(FMT))
+                if how == "filter":
+                    sink.addFilter(RequestIdFilter())
+        log = fresh_logger(f"t.context.{how}")
+        async with als.install(*sinks, logger=log):
+            await serve(
+                log, (lambda i: als.context(request_id=f"req-{i}")) if how == "bound" else None
+            )
+        await memory_target.aclose()
+        results = {name: read() for name, (_, read) in kinds.items()}
+        while len(udp.lines) < REQUESTS * STEPS:
+            udp.changed.clear()
+            await asyncio.wait_for(udp.changed.wait(), 10)
+        results["syslog"] = udp.lines
+        mails = await peer.wait_for(REQUESTS * STEPS)
+        results["smtp"] = [m.body.rstrip("\n") for m in mails]
+    for name, lines in results.items():
+        try:
+            check(lines)
+        except AssertionError as exc:
+            raise AssertionError(f"{name}: {exc}") from None
+
+
+async def test_a_sink_used_as_a_handler_formats_in_the_callers_context(tmp_path: Path) -> None:
+    sink = als.FileSink(tmp_path / "h.log")
+    sink.setFormatter(RequestIdFormatter())
+    log = fresh_logger("t.context.handler")
+    log.addHandler(sink)
+    try:
+        await serve(log)
+    finally:
+        log.removeHandler(sink)
+        await asyncio.to_thread(sink.close)
+    check(file_lines(tmp_path / "h.log"))
+
+
+def test_bound_fields_nest_and_are_restored() -> None:
+    records: list[logging.LogRecord] = []
+
+    class Keep(als.Sink):
+        async def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    async def main() -> None:
+        log = fresh_logger("t.context.nest")
+        async with als.install(Keep(), logger=log):
+            with als.context(request_id="r1", user="ann"):
+                async with als.context(user="bob", step=2):
+                    log.info("inner")
+                log.info("outer", extra={"request_id": "explicit"})
+            log.info("none")
+
+    asyncio.run(main())
+    inner, outer, none = records
+    assert (inner.request_id, inner.user, inner.step) == ("r1", "bob", 2)  # type: ignore[attr-defined]
+    assert (outer.request_id, outer.user) == ("explicit", "ann")  # type: ignore[attr-defined]
+    assert not hasattr(outer, "step") and not hasattr(none, "user")
+
+
+def test_a_record_attribute_cannot_be_bound() -> None:
+    with pytest.raises(ValueError, match=r"^msg: "):
+        als.context(msg="x")
+
+
+def test_an_unpicklable_extra_value_travels_as_its_repr() -> None:
+    class Opaque:
+        def __reduce__(self) -> str:
+            raise TypeError("no pickling")
+
+        def __repr__(self) -> str:
+            return "<Opaque>"
+
+    record = logging.LogRecord("n", logging.INFO, "p", 1, "m %s", ("a",), None)
+    record.thing = Opaque()
+    record.fine = {"k": [1, 2]}
+    prepared = als.QueueHandler(als.Dispatcher()).prepare(record)
+    assert prepared.thing == "<Opaque>"  # type: ignore[attr-defined]
+    assert prepared.fine == {"k": [1, 2]}  # type: ignore[attr-defined]
+    pickle.dumps(prepared.__dict__)  # SocketSink's frame can be built
+
+
+async def test_capturing_is_on_while_an_open_sink_has_a_filter() -> None:
+    assert not capturing()
+    sink = als.NullSink()
+    sink.setFormatter(logging.Formatter())  # a plain formatter reads no contextvars
+    assert not capturing()
+    sink.addFilter(RequestIdFilter())
+    assert capturing()
+    await sink.aclose()
+    assert not capturing()
+    als.NullSink().setFormatter(RequestIdFormatter())
+    assert not capturing()  # that sink is gone

@@ -1,0 +1,128 @@
+"""A lane's supervision and its accounting: each record counted once, notices never."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks._stats import assert_accounted
+
+from .helpers import CaptureHandler, GatedSink, ListSink, fresh_logger, wait_until
+
+
+async def deliver(*sinks: als.Sink, n: int = 100, **options: object) -> als.DispatcherStats:
+    log = fresh_logger("t.lane")
+    async with als.install(*sinks, logger=log, **options) as dispatcher:  # type: ignore[arg-type]
+        for i in range(n):
+            log.info("rec %d", i)
+        await dispatcher.flush()
+    return dispatcher.stats()
+
+
+class FailingFlush(ListSink):
+    async def flush(self) -> None:
+        raise OSError("disk gone")
+
+
+async def test_a_failing_flush_is_an_operation_not_a_lost_record() -> None:
+    sink = FailingFlush()
+    stats = await deliver(sink)
+    s = stats.sinks["FailingFlush#0"]
+    assert s.errors == 0 and s.delivered == 100
+    assert s.failed_operations >= 2  # the flush and the close-time flush
+    assert len(sink.errors) == s.failed_operations  # each reported to handleError
+    assert_accounted(stats, logged=100)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+async def test_dev_full_counts_each_record_once(tmp_path: Path) -> None:
+    """Every write to /dev/full fails: 100 sent, 100 errors (not 103), the file beside
+    it gets all 100."""
+    sink = als.FileSink("/dev/full", mode="w")
+    failed: list[logging.LogRecord] = []
+    sink.handleError = failed.append  # type: ignore[assignment]
+    path = tmp_path / "ok.log"
+    stats = await deliver(sink, als.FileSink(path), batch_size=1)
+    s = stats.sinks["FileSink#0"]
+    assert s.errors + s.undelivered == 100 and s.delivered == 0
+    assert stats.sinks["FileSink#1"].delivered == 100
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 100
+    assert_accounted(stats, logged=100)
+
+
+async def test_drop_notices_are_delivered_but_never_counted_as_records() -> None:
+    sink = GatedSink()
+    log = fresh_logger("t.lane.notice")
+    dispatcher = als.Dispatcher(sink, lane_size=5, overflow="drop_newest", batch_size=5)
+    async with dispatcher:
+        log.addHandler(dispatcher.handler)
+        for i in range(100):
+            log.info("rec %d", i)
+        await asyncio.wait_for(sink.entered.wait(), 5)
+        await wait_until(lambda: dispatcher.stats().queued == 0)
+        sink.gate.set()
+        await dispatcher.flush()
+        log.info("after")
+        await dispatcher.flush()
+        log.removeHandler(dispatcher.handler)
+    stats = dispatcher.stats()
+    s = stats.sinks["GatedSink#0"]
+    notices = [line for line in sink.lines if "dropped" in line]
+    assert s.dropped > 0
+    assert notices == [
+        f"aiologsinks: {s.dropped} record(s) dropped for sink GatedSink#0: "
+        "its lane was full (overflow=drop_newest)"
+    ]
+    assert s.received == 101 and s.delivered == 101 - s.dropped  # not counted
+    assert len(sink.lines) == s.delivered + len(notices)
+    assert_accounted(stats, logged=101)
+
+
+class RaisingEverywhere(ListSink):
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        raise RuntimeError("emit")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        raise RuntimeError("handleError too")
+
+
+async def test_a_raising_handle_error_goes_to_the_fallback_and_the_lane_goes_on() -> None:
+    sink = RaisingEverywhere()
+    fallback = CaptureHandler()
+    stats = await deliver(sink, fallback=fallback, batch_size=10)
+    assert stats.sinks["RaisingEverywhere#0"].errors == 100
+    told = [r.getMessage() for r in fallback.records if "handleError" in r.getMessage()]
+    assert len(told) == 10  # one per failed batch, naming the sink
+    assert "RaisingEverywhere#0" in told[0]
+    assert_accounted(stats, logged=100)
+
+
+async def test_a_filter_replacing_records_and_one_rejecting_are_not_errors() -> None:
+    sink = ListSink()
+    sink.addFilter(lambda r: int(r.getMessage().split()[-1]) % 2)
+    stats = await deliver(sink)
+    s = stats.sinks["ListSink#0"]
+    assert (s.filtered, s.delivered, s.errors) == (50, 50, 0)
+    assert_accounted(stats, logged=100)
+
+
+async def test_a_sink_that_gives_up_later_moves_records_from_delivered_to_errors() -> None:
+    """A network sink reports records it gave up on after accepting them (an outage
+    buffer): they leave ``delivered`` for ``errors``, the sum is unchanged."""
+    sink = ListSink()
+    log = fresh_logger("t.lane.later")
+    async with als.install(sink, logger=log) as dispatcher:
+        for i in range(10):
+            log.info("rec %d", i)
+        await dispatcher.flush()
+        sink._fail(sink.records[0])  # what an outbox does when it gives a record up
+        sink._fail(sink.records[1])
+        s = dispatcher.stats().sinks["ListSink#0"]
+        assert (s.emitted, s.delivered, s.errors) == (10, 8, 2)
+        assert_accounted(dispatcher.stats(), logged=10)

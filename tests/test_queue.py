@@ -1,0 +1,94 @@
+"""The one bounded queue type: bound, overflow policies, control items, counters."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from aiologsinks._queue import BoundedQueue, FlushMarker, Notice, QueueStatistics, notice
+
+
+def test_block_refuses_past_the_bound_and_takes_nothing() -> None:
+    q = BoundedQueue(3, "block")
+    assert all(q.put(i) for i in range(3))
+    assert not q.put(3)
+    assert not q.put_many([4])
+    assert q.statistics() == QueueStatistics(size=3, depth=3, received=3, dropped=0, controls=0)
+
+
+def test_drop_newest_counts_the_drop_and_keeps_the_old() -> None:
+    q = BoundedQueue(2, "drop_newest")
+    for i in range(5):
+        assert q.put(i)
+    assert list(q.items) == [0, 1]
+    assert (q.received, q.dropped, q.unannounced) == (5, 3, 3)
+
+
+def test_drop_oldest_keeps_the_newest() -> None:
+    q = BoundedQueue(2, "drop_oldest")
+    for i in range(5):
+        q.put(i)
+    assert list(q.items) == [3, 4]
+    assert q.dropped == 3
+
+
+async def test_control_items_are_never_dropped_nor_counted_against_the_bound() -> None:
+    q = BoundedQueue(2, "drop_oldest")
+    marker = FlushMarker(asyncio.get_running_loop(), ["a"])
+    q.put_control(marker)
+    q.put(1)
+    q.put(2)
+    assert q.depth == 2 and not q.put_many([3])
+    q.put(3)  # the head is a marker: the newest record is dropped instead
+    assert list(q.items) == [marker, 1, 2]
+    assert q.dropped == 1
+    q.put_control(Notice(notice("n")))
+    assert q.statistics().controls == 2 and q.depth == 2
+
+
+async def test_take_batch_stops_at_the_first_control_item() -> None:
+    q = BoundedQueue(10, "block")
+    marker = FlushMarker(asyncio.get_running_loop(), ["a"])
+    q.put_many([1, 2])
+    q.put_control(marker)
+    q.put(3)
+    assert q.take_batch(10) == ([1, 2], marker)
+    assert q.take_batch(10) == ([3], None)
+    assert q.controls == 0
+
+
+async def test_take_counts_control_items_out_and_drain_splits_them() -> None:
+    q = BoundedQueue(10, "block")
+    marker = FlushMarker(asyncio.get_running_loop(), ["a", "b"])
+    q.put(1)
+    q.put_control(marker)
+    q.put(2)
+    assert q.take(2) == [1, marker] and q.controls == 0
+    q.put_control(marker)
+    assert q.drain() == ([2], [marker])
+    assert len(q) == 0
+
+
+async def test_a_marker_is_done_once_every_lane_acknowledged() -> None:
+    marker = FlushMarker(asyncio.get_running_loop(), ["a", "b"])
+    marker.ack("a")
+    assert not marker.done.done() and marker.pending == {"b"}
+    marker.ack("b")
+    marker.ack("b")  # twice is harmless
+    assert marker.done.done()
+
+
+def test_force_appends_past_the_bound_and_counts_it() -> None:
+    q = BoundedQueue(1, "block")
+    q.force([1, 2, 3])
+    assert q.depth == 3 and q.received == 3 and q.full()
+
+
+@pytest.mark.parametrize("policy", ["block", "drop_newest", "drop_oldest"])
+def test_received_is_what_stayed_plus_what_was_dropped(policy: str) -> None:
+    q = BoundedQueue(4, policy)  # type: ignore[arg-type]
+    for i in range(10):
+        q.put(i)
+    taken = q.take(2)
+    assert q.received == len(taken) + q.depth + q.dropped

@@ -1,0 +1,144 @@
+"""The Sink base class: a logging.Handler with coroutine hooks, and its error API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks._sink import is_dual, overridden
+
+
+class Recording(als.Sink):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reported: list[str] = []
+        self.got: list[str] = []
+        self.flushed = 0
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        self.got.append(record.getMessage())
+
+    async def flush(self) -> None:
+        self.flushed += 1
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.reported.append(record.getMessage())
+
+
+def rec(msg: str) -> logging.LogRecord:
+    return logging.makeLogRecord({"msg": msg, "levelno": logging.INFO, "levelname": "INFO"})
+
+
+def test_an_async_override_gets_the_dual_entry() -> None:
+    assert is_dual(Recording.flush) and is_dual(als.Sink.handle)
+    assert is_dual(als.NullSink.handle)  # NullSink overrides handle itself
+    sink = Recording()
+
+    async def main() -> None:
+        await sink.flush()  # awaited: the hook
+        assert await sink.handle(rec("direct")) is True  # awaited: inline
+
+    asyncio.run(main())
+    assert sink.flushed == 1 and sink.got == ["direct"]
+    assert sink.flush() is None  # plain call (logging.shutdown): the handler entry
+    assert sink.flushed == 1  # nothing was handed over, so nothing to wait for
+    sink.close()
+
+
+def test_a_plain_call_is_the_handler_entry_and_filters_at_the_call() -> None:
+    sink = Recording()
+    sink.addFilter(lambda r: r.msg != "no")
+    assert not sink.handle(rec("no"))
+    assert sink.handle(rec("yes"))
+    sink.flush()  # waits for the private pipeline
+    assert sink.got == ["yes"]
+    sink.close()
+    assert sink.closed
+
+
+def test_report_error_counts_and_reports_one_record() -> None:
+    sink = Recording()
+    try:
+        raise OSError("disk full")
+    except OSError:
+        sink.report_error(rec("a"))
+    assert sink.error_count == 1 and sink.reported == ["a"]
+
+
+def test_report_batch_error_counts_every_record_and_reports_the_first() -> None:
+    sink = Recording()
+    try:
+        raise OSError("peer gone")
+    except OSError:
+        sink.report_batch_error([rec("a"), rec("b"), rec("c")])
+        sink.report_batch_error([])
+    assert sink.error_count == 3 and sink.reported == ["a"]
+
+
+def test_contain_each_reports_the_failing_record_and_goes_on() -> None:
+    sink = Recording()
+
+    def shout(record: logging.LogRecord) -> str:
+        if record.msg == "bad":
+            raise ValueError("cannot")
+        return str(record.msg).upper()
+
+    results, kept = sink.contain_each([rec("a"), rec("bad"), rec("c")], shout)
+    assert results == ["A", "C"] and [r.msg for r in kept] == ["a", "c"]
+    assert sink.error_count == 1 and sink.reported == ["bad"]
+
+
+def test_overridden_sees_subclass_hooks_and_dual_entries() -> None:
+    class Plain(als.Sink):
+        async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+            pass
+
+    class OwnFormat(Plain):
+        def format(self, record: logging.LogRecord) -> str:
+            return "x"
+
+    assert not overridden(Plain, "format", als.Sink.format)
+    assert overridden(OwnFormat, "format", als.Sink.format)
+    assert overridden(Recording, "flush", als.Sink.flush)
+    assert not overridden(Plain, "flush", als.Sink.flush)
+
+
+def test_a_sink_is_in_logging_handler_registry_by_name() -> None:
+    sink = als.NullSink()
+    sink.name = "t.sink.registry"
+    assert logging._handlers.get("t.sink.registry") is sink  # type: ignore[attr-defined]
+    sink.close()
+    assert logging._handlers.get("t.sink.registry") is None  # type: ignore[attr-defined]
+
+
+def test_handler_sink_level_is_the_wrapped_handlers_both_ways() -> None:
+    handler = logging.NullHandler(logging.WARNING)
+    handler.set_name("t.sink.wrapped")
+    wrapped = als.HandlerSink(handler)
+    assert wrapped.level == logging.WARNING and wrapped.name == "t.sink.wrapped"
+    wrapped.level = logging.ERROR
+    assert handler.level == logging.ERROR
+    wrapped.setLevel("INFO")
+    assert handler.level == logging.INFO
+    # the wrapper does not take the wrapped handler's place in the registry
+    assert logging._handlers.get("t.sink.wrapped") is handler  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("level", [1.5, None, True])
+def test_a_bad_level_is_a_type_error_naming_it(level: object) -> None:
+    with pytest.raises(TypeError, match=r"^level: ") as info:
+        als.NullSink(level)  # type: ignore[arg-type]
+    assert info.value.param == "level"  # type: ignore[attr-defined]
+
+
+def test_a_hand_made_record_without_a_level_does_not_stop_the_pipeline() -> None:
+    sink = Recording()
+    sink.handle(logging.makeLogRecord({"msg": "no level"}))  # levelno None
+    sink.handle(rec("next"))
+    sink.flush()
+    assert sink.got == ["no level", "next"]
+    sink.close()
