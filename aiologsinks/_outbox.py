@@ -40,6 +40,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ __all__ = [
     "Failure",
     "Loss",
     "Outbox",
+    "OutboxSinkMixin",
     "OutboxStatistics",
     "RetryableError",
     "default_classify",
@@ -263,16 +266,18 @@ class Outbox(Generic[T]):
         """Deliver what waits now if the back-off allows an attempt; never waits one out."""
         await self._deliver()
 
-    async def aclose(self, timeout: float | None = 1.0) -> None:
+    async def aclose(self, timeout: float | None = 1.0) -> bool:
         """Stop retrying, make one last attempt within ``timeout`` seconds, count the rest.
 
-        The last attempt ignores the back-off. What is still buffered or in flight
+        The last attempt ignores the back-off (it waits for a ``send`` in progress
+        elsewhere, within the same ``timeout``). What is still buffered or in flight
         after it (or when it times out or is cancelled) is counted as abandoned and
-        given to ``on_lost``. Returns within ``timeout`` plus a small constant;
-        idempotent.
+        given to ``on_lost``; a ``send`` still running then no longer counts.
+        Returns within ``timeout`` plus a small constant: True when nothing was
+        abandoned. Idempotent (a second call returns True).
         """
         if self._closed:
-            return
+            return True
         self._closed = True
         task, self._task = self._task, None
         try:
@@ -293,6 +298,18 @@ class Outbox(Generic[T]):
                     f"{self.name}: closed with {len(left)} record(s) undelivered"
                     f" ({self._last_error or 'peer unreachable'})"
                 )
+        return not left
+
+    def record_failure(self, exc: BaseException, retry_after: float | None = None) -> None:
+        """Note a failed attempt made outside the outbox (e.g. an eager connect).
+
+        The back-off grows and the outage notices go on, as after a failed ``send``.
+        """
+        self._went_down(exc, retry_after)
+
+    def record_success(self) -> None:
+        """Note a successful attempt made outside the outbox (the peer is reachable)."""
+        self._came_up()
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -315,8 +332,9 @@ class Outbox(Generic[T]):
                     if rest:
                         self._put_back(rest)
                 if sent is None:  # a retryable failure: the chunk went back
-                    self._arm_retry()
-                    return
+                    break
+            if self.buffer:  # what waits is delivered when the back-off is due
+                self._arm_retry()
 
     async def _attempt(self, chunk: list[T]) -> int | None:
         """One ``send`` of ``chunk``: return how many items left the outbox (delivered
@@ -324,6 +342,8 @@ class Outbox(Generic[T]):
         try:
             n = await self._send(chunk)
         except Exception as exc:  # noqa: BLE001 - every send error is classified here
+            if self._in_flight is not chunk:  # aclose() gave up on it and counted it
+                return len(chunk)
             failure = self._classify(exc)
             if failure.retryable:
                 self._went_down(exc, failure.retry_after)
@@ -333,6 +353,8 @@ class Outbox(Generic[T]):
             if self._on_failed is not None:
                 self._on_failed(chunk, exc)
             self._came_up()  # the peer answered: it is reachable
+            return len(chunk)
+        if self._in_flight is not chunk:  # aclose() gave up on it and counted it
             return len(chunk)
         n = len(chunk) if n is None else max(0, min(n, len(chunk)))
         if n == 0:  # nothing went: treat it as a failure, or the loop would spin
@@ -462,3 +484,41 @@ def _describe(exc: BaseException) -> str:
         text = "timed out"
     name = type(exc).__name__
     return f"{name}: {text}" if text else name
+
+
+class OutboxSinkMixin:
+    """What a sink with an outbox gives it: where notices go, how losses are counted.
+
+    Losses are counted in the sink's ``error_count`` (``stats().errors``) without a
+    report per record; the outbox's rate-limited notices say what happened.
+    """
+
+    error_count: int
+
+    def report_outage(self, message: str) -> None:
+        """Show one outage notice (peer down, still down with counts, back, closed).
+
+        The outbox calls it a few times per outage, never once per record. The
+        default writes the line to ``sys.stderr``; override it to route notices
+        elsewhere (a metric, another sink).
+        """
+        stream = sys.stderr
+        if stream is not None:
+            with contextlib.suppress(Exception):  # stderr itself is gone: nothing to do
+                stream.write(message + "\n")
+
+    def _count_lost(self, items: Sequence[object], why: Loss) -> None:
+        self.error_count += len(items)
+
+    def _count_failed(self, items: Sequence[object], exc: BaseException) -> None:
+        # called inside the except block: handleError shows the error, once per chunk
+        self.error_count += len(items) - 1
+        notice = logging.makeLogRecord(
+            {
+                "name": "aiologsinks",
+                "levelno": logging.ERROR,
+                "levelname": "ERROR",
+                "msg": f"aiologsinks: {len(items)} record(s) refused by {self!r}",
+            }
+        )
+        self._fail(notice)  # type: ignore[attr-defined]

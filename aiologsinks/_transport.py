@@ -13,6 +13,8 @@ network backend (``connect_tcp``/``connect_unix_socket`` returning a stream whos
 :class:`LinkSlot` holds the link a sink currently uses, opens it on demand and
 remembers a failed open (a DNS failure, a missing socket) for the back-off period, so
 a peer that cannot be resolved costs one lookup per back-off, not one per record.
+:class:`LinkOutbox` puts the retrying :class:`~aiologsinks._outbox.Outbox` of encoded
+frames in front of a slot: what a connected sink (TCP, Unix) is made of.
 
 Every call that waits is bounded: a timeout raises the builtin ``TimeoutError`` (an
 ``OSError``) and leaves the link aborted, so a peer that never reads cannot hang a
@@ -29,6 +31,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ._backoff import Backoff
 from ._exceptions import RecordTooLargeError, SinkConnectError
+from ._outbox import Loss, Outbox
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -36,9 +39,12 @@ __all__ = [
     "MAX_UDP_PAYLOAD",
     "WRITE_TIMEOUT",
     "DatagramLink",
+    "DatagramSender",
+    "LinkOutbox",
     "LinkSlot",
     "StreamLink",
     "bounded",
+    "check_timeout",
 ]
 
 #: seconds allowed to open a connection (the seed's ``makeSocket(timeout=1)``)
@@ -53,6 +59,13 @@ MAX_UDP_PAYLOAD = 65507
 SEND_SLICE = 128
 
 _T = TypeVar("_T")
+
+
+def check_timeout(name: str, value: object) -> float:
+    """A positive number of seconds, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name}: expected a positive number of seconds, got {value!r}")
+    return float(value)
 
 
 async def bounded(aw: Awaitable[_T], timeout: float | None, what: str) -> _T:
@@ -134,12 +147,15 @@ class StreamLink:
 
     async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
         """Close gracefully (buffered data is sent first) within ``timeout`` seconds,
-        then abort; never raises ``OSError``."""
+        then abort; never raises ``OSError``. Cancelled, it aborts and re-raises."""
         self.writer.close()
         try:
             await bounded(self.writer.wait_closed(), timeout, "close")
         except OSError:  # TimeoutError included: a peer that never reads
             self.abort()
+        except BaseException:
+            self.abort()
+            raise
 
 
 class _DatagramProtocol(asyncio.DatagramProtocol):
@@ -357,3 +373,196 @@ class LinkSlot(Generic[L]):
         link, self.link = self.link, None
         if link is not None:
             link.abort()
+
+
+class LinkOutbox(Generic[L]):
+    """An outbox of encoded frames in front of a link that is (re)opened on demand.
+
+    ``open_link`` opens the link; ``write(link, frames)`` sends frames over it and
+    returns how many it consumed (None: all), raising ``OSError`` when the link broke
+    (the link is then dropped and the frames are retried on a new one). ``gone(link)``
+    tells a link whose peer went away before the next write (it is replaced without
+    losing the frames). The :class:`~aiologsinks._outbox.Outbox` (:attr:`outbox`) does
+    the buffering, back-off (:attr:`backoff`), notices and counting; a connection is
+    only attempted when its back-off allows.
+    """
+
+    def __init__(
+        self,
+        open_link: Callable[[], Awaitable[L]],
+        write: Callable[[L, list[bytes]], Awaitable[int | None]],
+        *,
+        name: str,
+        buffer_size: int = 1000,
+        gone: Callable[[L], bool] | None = None,
+        on_lost: Callable[[list[bytes], Loss], None] | None = None,
+        on_failed: Callable[[list[bytes], BaseException], None] | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.backoff = Backoff()
+        self.slot: LinkSlot[L] = LinkSlot(open_link, name=name)
+        self._write = write
+        self._gone = gone
+        options: dict[str, Any] = {} if notify is None else {"notify": notify}
+        self.outbox: Outbox[bytes] = Outbox(
+            self._send,
+            name=name,
+            buffer_size=buffer_size,
+            backoff=self.backoff,
+            on_lost=on_lost,
+            on_failed=on_failed,
+            **options,
+        )
+
+    @property
+    def link(self) -> L | None:
+        """The open link, None while disconnected."""
+        return self.slot.link
+
+    async def connect(self) -> bool:
+        """Open the link now unless it is open or the back-off forbids an attempt.
+
+        The seed's ``createSocket``: a failure starts (or extends) the back-off, a
+        success resets it. Returns whether a link is open; never raises ``OSError``.
+        """
+        self._drop_gone()
+        if self.slot.link is not None:
+            return True
+        if not self.backoff.ready():
+            return False
+        try:
+            await self.slot.get()
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.outbox.record_failure(exc)
+            return False
+        self.outbox.record_success()
+        return True
+
+    async def write_now(self, data: bytes) -> None:
+        """Write ``data`` at once, outside the buffer (the seed's ``send``).
+
+        Raises :class:`~aiologsinks.SinkConnectError` when there is no link and the
+        back-off forbids (or a new attempt fails), the ``OSError`` of a broken link.
+        """
+        if not await self.connect():
+            raise SinkConnectError(f"{self.slot.name}: not connected (next attempt in back-off)")
+        await self._send([data])
+
+    async def _send(self, frames: list[bytes]) -> int | None:
+        self._drop_gone()
+        fresh = self.slot.link is None
+        link = await self.slot.get()
+        try:
+            return await self._write_on(link, frames)
+        except TimeoutError:
+            raise  # a peer that does not read: the outbox backs off
+        except OSError:
+            if fresh:
+                raise
+        # A link that had worked broke (a restarted daemon): as the seed, reconnect
+        # once at once and send there; a failure now is the outbox's to back off.
+        return await self._write_on(await self.slot.get(), frames)
+
+    async def _write_on(self, link: L, frames: list[bytes]) -> int | None:
+        try:
+            n = await self._write(link, frames)
+        except OSError:
+            self.slot.abort()
+            raise
+        if n is not None and n < len(frames):
+            self.slot.abort()  # a short write: the link broke, the rest goes on a new one
+        return n
+
+    def _drop_gone(self) -> None:
+        link = self.slot.link
+        if link is not None and self._gone is not None and self._gone(link):
+            self.slot.abort()
+
+    async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Deliver what waits within ``timeout`` seconds (counting the rest as
+        abandoned), then close the link: gracefully (bounded by ``timeout``) when
+        everything went, at once when the peer did not take it all."""
+        clean = False
+        try:
+            clean = await self.outbox.aclose(timeout)
+        finally:
+            if clean:
+                await self.slot.reset(timeout)
+            else:  # a peer that does not read: a graceful close would wait for it
+                self.slot.abort()
+
+
+class DatagramSender:
+    """Sends payloads as datagrams over a link opened on demand (UDP, Unix datagram).
+
+    Nothing is buffered: datagrams are fire-and-forget, as in the seed. A payload the
+    kernel refuses goes to the caller's ``on_error`` (it belongs to that record). A
+    link that cannot be opened (a name that does not resolve, a missing socket) is a
+    peer outage: the payloads are counted as lost (``on_lost``), reported by the
+    outbox's rate-limited notices, and no new attempt (no DNS lookup) is made until
+    the back-off (:attr:`backoff`, the seed's ``retryStart``/``retryFactor``/
+    ``retryMax``) allows it.
+    """
+
+    def __init__(
+        self,
+        open_link: Callable[[], Awaitable[DatagramLink]],
+        *,
+        name: str,
+        on_lost: Callable[[list[int], Loss], None] | None = None,
+        notify: Callable[[str], None] | None = None,
+        timeout: float | None = WRITE_TIMEOUT,
+    ) -> None:
+        self.backoff = Backoff()
+        self.slot: LinkSlot[DatagramLink] = LinkSlot(open_link, name=name)
+        self.timeout = timeout
+        options: dict[str, Any] = {} if notify is None else {"notify": notify}
+        # items are indexes into the payloads being sent: the outbox counts them
+        self.outbox: Outbox[int] = Outbox(
+            self._send,
+            name=name,
+            buffer_size=0,
+            chunk_size=1 << 30,
+            backoff=self.backoff,
+            on_lost=on_lost,
+            **options,
+        )
+        self._payloads: Sequence[bytes] = ()
+        self._on_error: Callable[[int, Exception], bool] = _go_on
+
+    async def send_all(
+        self, payloads: Sequence[bytes], on_error: Callable[[int, Exception], bool]
+    ) -> None:
+        """Send each payload as one datagram (see :meth:`DatagramLink.send_all`).
+
+        ``on_error(index, exc)`` returns True when the error belongs to that payload
+        (the next one is sent), False when the link is broken (it is reopened, and
+        sending goes on from that payload).
+        """
+        self._payloads, self._on_error = payloads, on_error
+        try:
+            await self.outbox.put(range(len(payloads)))
+        finally:
+            self._payloads, self._on_error = (), _go_on
+
+    async def _send(self, chunk: list[int]) -> int:
+        link = await self.slot.get()
+        first = chunk[0]
+        payloads = self._payloads[first : first + len(chunk)]
+
+        def on_error(i: int, exc: Exception) -> bool:
+            if self._on_error(first + i, exc):
+                return True
+            self.slot.abort()
+            return False
+
+        return await link.send_all(payloads, on_error, timeout=self.timeout)
+
+    async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Close the link (bounded)."""
+        await self.outbox.aclose(0)
+        await self.slot.reset(timeout)
+
+
+def _go_on(i: int, exc: Exception) -> bool:
+    return True
