@@ -478,7 +478,14 @@ class Outbox(Generic[T]):
 
 
 def _describe(exc: BaseException) -> str:
-    """One line naming an error: its type and message (never a traceback)."""
+    """One line naming an error: its type and message (never a traceback); for an
+    error raised from another (a sink's own error wrapping the transport's), the
+    root cause, which says what happened."""
+    for _ in range(5):
+        cause = exc.__cause__
+        if not isinstance(cause, Exception):  # none, or a cancellation inside a timeout
+            break
+        exc = cause
     text = str(exc).splitlines()[0] if str(exc) else ""
     if isinstance(exc, asyncio.TimeoutError) and not text:
         text = "timed out"
