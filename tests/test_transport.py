@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import tempfile
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,31 +14,13 @@ from aiologsinks._backoff import Backoff
 from aiologsinks._transport import DatagramLink, LinkSlot, StreamLink
 
 from .helpers import wait_until
+from .peers.faulty import blackhole
 from .peers.records import AsyncReceiver, StdlibReceiver, free_port
 
 
 def frame(i: int, size: int = 0) -> bytes:
     record = logging.LogRecord("t", logging.INFO, "", 0, "n %d %s", (i, "x" * size), None)
     return _wire.pickle_frame(record)
-
-
-@contextlib.asynccontextmanager
-async def blackhole() -> AsyncIterator[tuple[str, int]]:
-    """A TCP peer that accepts and never reads a byte."""
-    held: list[asyncio.StreamWriter] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.transport.pause_reading()
-        held.append(writer)
-
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[:2]
-    finally:
-        server.close()
-        for writer in held:
-            writer.transport.abort()
-        await server.wait_closed()
 
 
 async def test_a_stream_link_delivers_frames_to_a_tcp_peer() -> None:

@@ -57,6 +57,15 @@ def _check_port(port: object) -> int | None:
     return port
 
 
+def _peer_address(host: object, port: object) -> tuple[str, int | None, tuple[str, int] | str]:
+    """``(host, port, address)``: ``address`` is ``(host, port)``, or the socket path
+    when ``port`` is None (as the seed's)."""
+    checked_host, checked_port = _check_host(host), _check_port(port)
+    if checked_port is None:
+        return checked_host, None, checked_host
+    return checked_host, checked_port, (checked_host, checked_port)
+
+
 def _check_host(host: object) -> str:
     if isinstance(host, os.PathLike):
         return os.fspath(host)  # type: ignore[no-any-return]
@@ -104,12 +113,7 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
         close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         super().__init__()
-        self.host = _check_host(host)
-        self.port = _check_port(port)
-        #: ``(host, port)``, or the socket path when ``port`` is None (as the seed)
-        self.address: tuple[str, int] | str = (
-            (self.host, self.port) if self.port is not None else self.host
-        )
+        self.host, self.port, self.address = _peer_address(host, port)
         #: seconds allowed for one connection attempt (``makeSocket(timeout)``)
         self.timeout = check_timeout("timeout", timeout)
         #: seconds a write may wait for the peer to take the data
@@ -281,12 +285,7 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
 
     def __init__(self, host: str, port: int | None, *, timeout: float = CONNECT_TIMEOUT) -> None:
         super().__init__()
-        self.host = _check_host(host)
-        self.port = _check_port(port)
-        #: ``(host, port)``, or the socket path when ``port`` is None (as the seed)
-        self.address: tuple[str, int] | str = (
-            (self.host, self.port) if self.port is not None else self.host
-        )
+        self.host, self.port, self.address = _peer_address(host, port)
         #: seconds allowed to resolve the host and open the socket
         self.timeout = check_timeout("timeout", timeout)
         #: kept for seed compatibility (there is no connection to close)
