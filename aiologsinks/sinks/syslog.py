@@ -232,11 +232,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
     def encodePriority(self, facility: int | str, priority: int | str) -> int:
         """``(facility << 3) | priority``; names go through ``facility_names``/
         ``priority_names``."""
-        if isinstance(facility, str):
-            facility = self.facility_names[facility]
-        if isinstance(priority, str):
-            priority = self.priority_names[priority]
-        return (facility << 3) | priority
+        return _wire.encode_priority(facility, priority, self.facility_names, self.priority_names)
 
     def mapPriority(self, levelName: str) -> str:
         """Map a logging level name to a ``priority_names`` key (``"warning"`` if unknown)."""
