@@ -33,6 +33,30 @@ The interface a sink implements::
         # a permanent failure, called inside the ``except`` block (handleError)
     def notify(message: str) -> None
         # one outage notice (a line of text), already rate-limited
+
+A sink built on it (an exporter that POSTs encoded records; see ``sinks/http.py``)::
+
+    class Exporter(OutboxSinkMixin, Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.outbox: Outbox[bytes] = Outbox(
+                self._post, name=repr(self), classify=self._classify,
+                on_lost=self._count_lost, on_failed=self._count_failed,
+                notify=self.report_outage,
+            )
+
+        async def emit_batch(self, records):  # returns once delivered or buffered
+            await self.outbox.put(self._encode(RecordBatch.of(records)))
+
+        async def flush(self):  # never waits out a back-off
+            await self.outbox.flush()
+
+        async def _aclose(self):  # bounded; what is left is counted
+            await self.outbox.aclose(timeout=1.0)
+
+``_post(chunk)`` raises :class:`RetryableError` (with ``retry_after`` from a
+``Retry-After`` header) for 429/5xx and an ``OSError`` when the peer is unreachable;
+``_classify`` may refine :func:`default_classify`.
 """
 
 from __future__ import annotations
