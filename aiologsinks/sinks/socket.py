@@ -18,6 +18,7 @@ from typing import Any
 
 from .. import _wire
 from .._backoff import RetryAttributes
+from .._exceptions import SinkConnectError
 from .._outbox import OutboxSinkMixin
 from .._record import RecordBatch
 from .._sink import Sink
@@ -322,9 +323,12 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
                 self.backoff.failed()
 
     async def send(self, s: bytes) -> None:
-        """Send ``s`` as one datagram; raise what the kernel refused it with."""
+        """Send ``s`` as one datagram; raise what the kernel refused it with, and
+        :class:`~aiologsinks.SinkConnectError` while the socket cannot be opened."""
         await self.createSocket()
-        link = await self.sender.slot.get()
+        link = self.sock
+        if link is None:
+            raise SinkConnectError(f"{self!r}: no socket (next attempt in back-off)")
         await link.send(s)
 
     async def emit(self, record: logging.LogRecord) -> None:
