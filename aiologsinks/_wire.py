@@ -157,15 +157,21 @@ priority_map: dict[str, str] = {
 }
 
 
-def encode_priority(facility: int | str, priority: int | str) -> int:
-    """``(facility << 3) | priority``; names are looked up in the maps above.
+def encode_priority(
+    facility: int | str,
+    priority: int | str,
+    facilities: Mapping[str, int] = facility_names,
+    priorities: Mapping[str, int] = priority_names,
+) -> int:
+    """``(facility << 3) | priority``; names are looked up in ``facilities`` and
+    ``priorities`` (the maps above unless a sink has its own).
 
     Raises ``KeyError`` for an unknown name, as ``SysLogHandler.encodePriority``.
     """
     if isinstance(facility, str):
-        facility = facility_names[facility]
+        facility = facilities[facility]
     if isinstance(priority, str):
-        priority = priority_names[priority]
+        priority = priorities[priority]
     return (facility << 3) | priority
 
 

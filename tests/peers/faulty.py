@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+from collections.abc import AsyncIterator
 from typing import Literal
 
 from .records import free_port
@@ -194,3 +195,23 @@ class SyslogTCPReceiver:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+@contextlib.asynccontextmanager
+async def blackhole() -> AsyncIterator[tuple[str, int]]:
+    """A TCP peer on 127.0.0.1 that accepts and never reads a byte, never answers;
+    yields its ``(host, port)``."""
+    held: list[asyncio.StreamWriter] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.transport.pause_reading()
+        held.append(writer)
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[:2]
+    finally:
+        server.close()
+        for writer in held:
+            writer.transport.abort()
+        await server.wait_closed()

@@ -104,3 +104,31 @@ async def test_send_error_from_the_transport_is_raised_to_the_sender() -> None:
             await sink.send(b"x" * 70_000)
     finally:
         await sink.aclose()
+
+
+def test_the_seeds_retry_attributes_are_kept_as_datagram_handler_inherits_them() -> None:
+    stdlib = logging.handlers.DatagramHandler("127.0.0.1", 9)
+    sink = DatagramSink("127.0.0.1", 9)
+    try:
+        for name in ("retryStart", "retryFactor", "retryMax", "retryTime", "closeOnError"):
+            assert getattr(sink, name) == getattr(stdlib, name), name
+    finally:
+        stdlib.close()
+    sink.retryStart, sink.retryFactor, sink.retryMax = 0.5, 3.0, 9.0
+    assert (sink.backoff.retryStart, sink.backoff.retryFactor, sink.backoff.retryMax) == (
+        0.5,
+        3.0,
+        9.0,
+    )
+
+
+async def test_an_unresolvable_host_is_counted_and_not_looked_up_per_record(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    sink = RecordingDatagramSink("nowhere.invalid", 9020)
+    async with sink:
+        for _ in range(3):
+            await sink.emit_batch([logging.makeLogRecord({"msg": "m"}) for _ in range(50)])
+        assert sink.retryTime is not None  # the next lookup waits for the back-off
+    assert sink.error_count == 150 and sink.errors == []
+    assert capsys.readouterr().err.count("peer unreachable") == 1

@@ -327,3 +327,20 @@ async def test_rsyslogd_receives_records_logged_before_its_tcp_port_was_reachabl
     lines = await rsyslog.wait_for("buffered-", 2)
     await sink.aclose()
     assert [line.split("|")[2].strip() for line in lines] == ["buffered-1", "buffered-2"]
+
+
+def test_timeout_is_the_fourth_parameter_as_in_python_3_14() -> None:
+    sink = SysLogSink(("127.0.0.1", 514), "user", socket.SOCK_STREAM, 2.5)
+    assert sink.timeout == 2.5 and sink.connect_timeout == 2.5 and sink.write_timeout == 2.5
+    default = SysLogSink()
+    assert default.timeout is None  # the stdlib's default; the sink's bounds stay finite
+    assert (default.connect_timeout, default.write_timeout) == (1.0, 10.0)
+    with pytest.raises(ValueError, match="timeout"):
+        SysLogSink(("127.0.0.1", 514), "user", socket.SOCK_DGRAM, 0)
+
+
+def test_udp_mode_carries_no_stream_machinery() -> None:
+    udp = SysLogSink(("127.0.0.1", 514))
+    assert udp.peer is None and udp.sender is not None
+    tcp = SysLogSink(("127.0.0.1", 514), socktype=socket.SOCK_STREAM)
+    assert tcp.peer is not None and tcp.sender is None
