@@ -18,6 +18,7 @@ from ._exceptions import (
     SinkDeliveryError,
 )
 from ._handler_sink import HandlerSink
+from ._json import JSONFormatter
 from ._shim import QueueHandler
 from ._sink import Sink, SinkState
 from .sinks.file import FileSink, WatchedFileSink
@@ -50,6 +51,7 @@ __all__ = [
     "HTTPSink",
     "HandlerSink",
     "InsecureCredentialsWarning",
+    "JSONFormatter",
     "MemorySink",
     "NTEventLogSink",
     "NullSink",
