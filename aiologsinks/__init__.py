@@ -25,6 +25,7 @@ from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink, InsecureCredentialsWarning
 from .sinks.memory import BufferingSink, MemorySink
 from .sinks.nteventlog import NTEventLogSink
+from .sinks.otlp import OTLPSink
 from .sinks.rotating import (
     BaseRotatingSink,
     RotatingFileSink,
@@ -55,6 +56,7 @@ __all__ = [
     "MemorySink",
     "NTEventLogSink",
     "NullSink",
+    "OTLPSink",
     "QueueHandler",
     "RFC5424Formatter",
     "RecordTooLargeError",

@@ -18,8 +18,10 @@ A missing peer skips locally and fails when ``CI=true`` (``.ci/run`` installs bo
 from __future__ import annotations
 
 import asyncio
+import base64
 import gzip
 import importlib.util
+import json
 import os
 import signal
 import sysconfig
@@ -71,7 +73,15 @@ def decode_request(body: bytes, content_type: str) -> Any:
         body = gzip.decompress(body)
     message = ExportLogsServiceRequest()
     if content_type.startswith("application/json"):
-        json_format.Parse(body.decode("utf-8"), message)
+        # OTLP JSON writes trace and span ids in hex where proto3 JSON expects base64
+        data = json.loads(body)
+        for rl in data.get("resourceLogs", []):
+            for sl in rl.get("scopeLogs", []):
+                for lr in sl.get("logRecords", []):
+                    for key in ("traceId", "spanId"):
+                        if key in lr:
+                            lr[key] = base64.b64encode(bytes.fromhex(lr[key])).decode()
+        json_format.ParseDict(data, message)
     else:
         message.ParseFromString(body)
     return message
