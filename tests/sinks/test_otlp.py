@@ -169,7 +169,7 @@ def test_exception_type_and_message_are_read_back_from_the_text() -> None:
             try:
                 raise OSError("cause")
             except OSError:
-                raise exc  # noqa: B904 - chained on purpose
+                raise exc
         except Exception:
             record = logging.LogRecord("x", 40, __file__, 1, "m", None, sys.exc_info())
         record.exc_text = logging.Formatter().formatException(record.exc_info)  # type: ignore[arg-type]
