@@ -508,8 +508,9 @@ class OTLPSink(Sink):
             None,
         )
         notice.msg, notice.args = notice.getMessage(), None
+        # after the backlog: what waited goes first, in order
         for request in self._requests([notice]):
-            self.outbox.appendleft(request)
+            self.outbox.append(request)
             self._outbox_records += len(request.records)
 
     def __repr__(self) -> str:
