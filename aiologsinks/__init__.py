@@ -23,6 +23,7 @@ from ._shim import QueueHandler
 from ._sink import Sink, SinkState
 from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink, InsecureCredentialsWarning
+from .sinks.kafka import KafkaSink
 from .sinks.memory import BufferingSink, MemorySink
 from .sinks.nteventlog import NTEventLogSink
 from .sinks.otlp import OTLPSink
@@ -53,6 +54,7 @@ __all__ = [
     "HandlerSink",
     "InsecureCredentialsWarning",
     "JSONFormatter",
+    "KafkaSink",
     "MemorySink",
     "NTEventLogSink",
     "NullSink",
