@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
-__all__ = ["Backoff", "OutageBuffer"]
+__all__ = ["Backoff", "OutageBuffer", "RetryAttributes"]
 
 T = TypeVar("T")
 
@@ -129,5 +129,47 @@ class OutageBuffer(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    def __iter__(self) -> Iterator[T]:
+        return iter(self._items)
+
     def __bool__(self) -> bool:
         return bool(self._items)
+
+
+class RetryAttributes:
+    """The seed's ``retryStart``/``retryFactor``/``retryMax``/``retryTime``, kept in
+    the sink's :class:`~aiologsinks._backoff.Backoff` (``self.backoff``)."""
+
+    backoff: Backoff
+
+    @property
+    def retryStart(self) -> float:
+        """Seconds to wait after the first failed connection attempt (1.0)."""
+        return self.backoff.retryStart
+
+    @retryStart.setter
+    def retryStart(self, value: float) -> None:
+        self.backoff.retryStart = float(value)
+
+    @property
+    def retryFactor(self) -> float:
+        """Multiplier of the wait after each further failure (2.0)."""
+        return self.backoff.retryFactor
+
+    @retryFactor.setter
+    def retryFactor(self, value: float) -> None:
+        self.backoff.retryFactor = float(value)
+
+    @property
+    def retryMax(self) -> float:
+        """Upper bound of the wait between attempts, in seconds (30.0)."""
+        return self.backoff.retryMax
+
+    @retryMax.setter
+    def retryMax(self, value: float) -> None:
+        self.backoff.retryMax = float(value)
+
+    @property
+    def retryTime(self) -> float | None:
+        """When the next attempt is allowed (``None``: at once), as in the seed."""
+        return self.backoff.retryTime

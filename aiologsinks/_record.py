@@ -241,6 +241,45 @@ class RecordBatch(Sequence[logging.LogRecord]):
     def __repr__(self) -> str:
         return f"<RecordBatch of {len(self.items)}>"
 
+    # -- what sinks read, without touching the frozen format (added for the network
+    # sinks; they never see a frozen tuple)
+
+    @classmethod
+    def of(cls, records: Sequence[logging.LogRecord]) -> RecordBatch:
+        """``records`` as a batch: a dispatcher's batch as it travelled, or a batch of
+        the given ``LogRecord`` objects (also of a batch already thawed, whose records
+        a filter may have changed)."""
+        if type(records) is cls:
+            return records if records._records is None else cls(list(records._records))
+        return cls(list(records))
+
+    def record(self, i: int) -> logging.LogRecord:
+        """Record ``i`` as a ``LogRecord``, thawing only that one (e.g. to report it)."""
+        if self._records is not None:
+            return self._records[i]
+        item = self.items[i]
+        return thaw(item) if type(item) is tuple else item  # type: ignore[return-value]
+
+    def level_names(self) -> list[str]:
+        """The ``levelname`` of each record."""
+        return [level_name_of(i) for i in self.items]
+
+    def pickle_dicts(self) -> list[dict[str, Any] | None]:
+        """For each record, the dict ``SocketHandler.makePickle`` pickles (``msg``
+        merged, ``args``/``exc_info`` None), built without a ``LogRecord``; None for a
+        record that must go through ``makePickle`` itself (a ``LogRecord``, or a
+        message that could not be merged: ``makePickle`` raises as the stdlib's)."""
+        out: list[dict[str, Any] | None] = []
+        for item in self.items:
+            if type(item) is tuple:
+                d = frozen_dict(item)
+                if not d["args"]:  # merged (exception info is already rendered)
+                    d["args"] = None
+                    out.append(d)
+                    continue
+            out.append(None)
+        return out
+
 
 def travelled(records: Sequence[logging.LogRecord]) -> list[Item] | None:
     """The items of a dispatcher's batch as they travelled (frozen records still

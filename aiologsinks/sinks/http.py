@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import warnings
@@ -10,9 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import _wire
-from .._backoff import Backoff, OutageBuffer
+from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
+from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
+from .._transport import CLOSE_TIMEOUT, bounded, check_timeout
 
 if TYPE_CHECKING:
     import aiohttp
@@ -28,11 +31,41 @@ class InsecureCredentialsWarning(UserWarning):
     """Credentials were given to a sink that sends them in clear text (plain HTTP)."""
 
 
-class _ServerError(SinkDeliveryError):
-    """A 5xx answer: the server may succeed later, so retry mode keeps the records."""
+#: seconds one request may take by default (the stdlib waits forever)
+REQUEST_TIMEOUT = 10.0
 
 
-class HTTPSink(Sink):
+class _ServerError(SinkDeliveryError, RetryableError):
+    """A 5xx or 429 answer: the server may succeed later, so retry mode keeps the
+    records (after ``Retry-After`` seconds when the answer says so)."""
+
+    def __init__(self, message: str, status: int, *, retry_after: float | None = None) -> None:
+        SinkDeliveryError.__init__(self, message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+#: answers that say the server (or the one behind it) is down, not the request bad
+_UNAVAILABLE = frozenset((429, 502, 503, 504))
+
+
+def _classify_retrying(exc: BaseException) -> Failure:
+    # retryable: the server could not be reached or failed (5xx), or asked to come
+    # back later (429); permanent: it refused the request (4xx) or TLS failed
+    if isinstance(exc, _ServerError):
+        return Failure(True, exc.retry_after)
+    return Failure(isinstance(exc, SinkConnectError))
+
+
+def _classify_once(exc: BaseException) -> Failure:
+    # without retry, a 500 is this request's failure (handleError, as a 4xx);
+    # an unreachable or unavailable server is an outage (counted and noticed)
+    if isinstance(exc, _ServerError):
+        return Failure(exc.status in _UNAVAILABLE, exc.retry_after)
+    return Failure(isinstance(exc, SinkConnectError))
+
+
+class HTTPSink(OutboxSinkMixin, Sink):
     """Send each record to a web server, as ``HTTPHandler`` does, on one reused session.
 
     ``host`` (``"host"`` or ``"host:port"``), ``url``, ``method`` (``GET`` or
@@ -57,11 +90,21 @@ class HTTPSink(Sink):
       batch whose body is a JSON array of :meth:`mapLogRecord` dicts
       (``application/json``; values JSON cannot hold become strings), and
       ``gzip=True`` compresses it (``Content-Encoding: gzip``). ``retry=True``
-      keeps records that failed with a connection error or a 5xx answer in a
-      buffer of ``buffer_size`` records (the oldest are dropped first, counted)
-      and delivers them in order after a back-off (``backoff``, a
-      :class:`~aiologsinks._backoff.Backoff`; 1 s doubling up to 30 s by default).
-      ``timeout`` bounds each request, in seconds (the stdlib waits forever).
+      keeps records that failed with a connection error, a timeout, a 5xx or a 429
+      answer in a buffer of ``buffer_size`` records (the oldest are dropped first,
+      counted) and delivers them in order after a back-off (``backoff``, a
+      :class:`~aiologsinks._backoff.Backoff`; 1 s doubling up to 30 s by default,
+      longer when the server sends ``Retry-After``).
+    * ``timeout`` bounds each request, in seconds (default 10; the stdlib waits
+      forever; None removes the bound). ``close_timeout`` (1 s) bounds what
+      :meth:`aclose` spends on a last delivery: a request still running then is
+      cancelled and its records are counted.
+    * A server that cannot be reached is an outage, not the records' fault: its
+      records are counted (``stats().errors``; with ``retry=True`` only what the
+      buffer drops or still holds at close) and :meth:`report_outage` says so a
+      few times (unreachable with the error, a summary every 30 s, reachable
+      again), never once per record. A host name that does not resolve is looked
+      up again only when the back-off allows.
     """
 
     _uses_formatter = False
@@ -80,7 +123,8 @@ class HTTPSink(Sink):
         retry: bool = False,
         buffer_size: int = 1000,
         backoff: Backoff | None = None,
-        timeout: float | None = None,
+        timeout: float | None = REQUEST_TIMEOUT,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
         super().__init__()
         # aiohttp is loaded by the first HTTPSink, not by `import aiologsinks` (it is
@@ -103,10 +147,7 @@ class HTTPSink(Sink):
             raise ValueError("credentials: expected a (userid, password) pair")
         if gzip and not json_batch:
             raise ValueError("gzip: only applies with json_batch=True")
-        if timeout is not None and (
-            isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0
-        ):
-            raise ValueError(f"timeout: expected a positive number or None, got {timeout!r}")
+        timeout = None if timeout is None else check_timeout("timeout", timeout)
         self.host = host
         self.url = url
         self.method = method.upper()
@@ -119,13 +160,26 @@ class HTTPSink(Sink):
         self.gzip = bool(gzip)
         self.retry = bool(retry)
         self.timeout = timeout
+        #: seconds aclose() spends on a last delivery
+        self.close_timeout = check_timeout("close_timeout", close_timeout)
         self.backoff = backoff if backoff is not None else Backoff()
-        #: records waiting for the server in retry mode (bounded; drops are counted)
-        self.buffer: OutageBuffer[logging.LogRecord] = OutageBuffer(buffer_size)
+        #: the retrying outbox: one request at a time, in order (records in retry mode
+        #: wait in ``outbox.buffer``, bounded; without retry nothing waits)
+        self.outbox: Outbox[logging.LogRecord] = Outbox(
+            self._send,
+            name=_safe_name(self),
+            buffer_size=buffer_size,
+            chunk_size=_ALL if self.json_batch else 1,
+            backoff=self.backoff,
+            retry=self.retry,
+            classify=_classify_retrying if self.retry else _classify_once,
+            on_lost=self._count_lost,
+            on_failed=self._fail_all,
+            notify=self._notice,
+        )
         self._session: aiohttp.ClientSession | None = None
-        self._retry_task: asyncio.Task[None] | None = None
-        # The lane worker and the retry task both send; one request at a time keeps order.
-        self._send_lock: asyncio.Lock | None = None
+        # a failed name resolution is remembered until the back-off allows a new one
+        self._unresolved: SinkConnectError | None = None
         if self.credentials and not self.secure:
             warnings.warn(
                 InsecureCredentialsWarning(
@@ -140,6 +194,11 @@ class HTTPSink(Sink):
         """Return the dict that is url-encoded and sent: ``record.__dict__`` by default."""
         return record.__dict__
 
+    @property
+    def buffer(self) -> Any:
+        """The records waiting for the server in retry mode (bounded)."""
+        return self.outbox.buffer
+
     # -- delivery ------------------------------------------------------------------------
 
     async def emit(self, record: logging.LogRecord) -> None:
@@ -149,91 +208,28 @@ class HTTPSink(Sink):
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Send the records: one request each, or one JSON POST for them all.
 
-        Returns when the server answered every request or the record went to
-        :meth:`handleError`. In retry mode, records that met a connection error or a
-        5xx answer wait in :attr:`buffer` instead, and a retry is scheduled.
+        Returns when the server answered every request, or the records were
+        counted (refused: through :meth:`handleError`; unreachable: as an outage).
+        In retry mode, records that met an outage wait in :attr:`buffer` instead,
+        and the retry task delivers them when the back-off allows.
         """
-        if not records:
-            return
-        async with self._lock():
-            if self.retry:
-                self._buffer(records)
-                await self._drain()
-            else:
-                await self._deliver(records)
+        if records:
+            await self.outbox.put(list(records))
 
     async def flush(self) -> None:
         """In retry mode, try once more to deliver what waits (if the back-off allows)."""
-        if self.retry and self.buffer:
-            async with self._lock():
-                await self._drain()
+        await self.outbox.flush()
 
     async def _aclose(self) -> None:
+        """A last delivery within ``close_timeout`` seconds (a request still running is
+        cancelled; what is left is counted), then the session is closed."""
         try:
-            task, self._retry_task = self._retry_task, None
-            if task is not None:
-                # Under the lock the task is asleep or queued for the lock, never in the
-                # middle of a request, so cancelling it cannot lose the chunk it holds.
-                async with self._lock():
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-            if self.buffer:
-                # A last attempt, whatever the back-off says; what is left is lost.
-                self.backoff.retryTime = None
-                await self._drain()
-                self._lose(self.buffer.take(), "undelivered when the sink closed")
+            await self.outbox.aclose(self.close_timeout)
         finally:
             session, self._session = self._session, None
             if session is not None:
-                await session.close()
-
-    def _lock(self) -> asyncio.Lock:
-        if self._send_lock is None:
-            self._send_lock = asyncio.Lock()
-        return self._send_lock
-
-    def _buffer(self, records: Sequence[logging.LogRecord]) -> None:
-        dropped = self.buffer.extend(records)
-        if dropped:
-            self._lose(dropped, f"dropped: retry buffer full ({self.buffer.maxlen} records)")
-
-    async def _drain(self) -> None:
-        """Deliver buffered records in order until the buffer is empty or a retry is due."""
-        while self.buffer and self.backoff.ready():
-            chunk = self.buffer.take(None if self.json_batch else 1)
-            try:
-                await self._send(chunk)
-            except (SinkConnectError, _ServerError):
-                self.buffer.appendleft_all(chunk)
-                self.backoff.failed()
-                self._schedule_retry()
-                return
-            except Exception:  # noqa: BLE001 - per-request boundary: next records go on
-                self._fail_all(chunk)
-            self.backoff.succeeded()
-
-    def _schedule_retry(self) -> None:
-        if self.closed:
-            return  # aclose() makes the last attempt itself
-        if self._retry_task is None or self._retry_task.done():
-            self._retry_task = asyncio.get_running_loop().create_task(
-                self._retry_loop(), name=f"{type(self).__name__} retry"
-            )
-
-    async def _retry_loop(self) -> None:
-        while self.buffer and not self.closed:
-            await asyncio.sleep(self.backoff.delay())
-            async with self._lock():
-                await self._drain()
-
-    async def _deliver(self, records: Sequence[logging.LogRecord]) -> None:
-        """Send without retry mode: each failure goes to ``handleError``."""
-        chunks = [records] if self.json_batch else [(r,) for r in records]
-        for chunk in chunks:
-            try:
-                await self._send(chunk)
-            except Exception:  # noqa: BLE001 - per-request boundary: next records go on
-                self._fail_all(chunk)
+                with contextlib.suppress(OSError):  # a close that hangs is given up on
+                    await bounded(session.close(), self.close_timeout, "session close")
 
     async def _send(self, records: Sequence[logging.LogRecord]) -> None:
         """One request for ``records`` (one record unless in JSON batch mode)."""
@@ -292,6 +288,10 @@ class HTTPSink(Sink):
         import aiohttp
         from yarl import URL
 
+        unresolved = self._unresolved
+        if unresolved is not None and not self.backoff.ready():
+            raise SinkConnectError(f"{unresolved} (not retried before the back-off)")
+        self._unresolved = None
         scheme = "https" if self.secure else "http"
         # encoded=True: the query is already url-encoded and must go out byte for byte.
         target = URL(f"{scheme}://{self.host}{url}", encoded=True)
@@ -303,6 +303,7 @@ class HTTPSink(Sink):
                 async with session.request(method, target, data=body, headers=headers) as resp:
                     await resp.read()  # drained, so the connection goes back to the pool
                     status = resp.status
+                    retry_after = _retry_after(resp.headers.get("Retry-After"))
                 break
             except aiohttp.ServerDisconnectedError as exc:
                 # A kept-alive connection the server had closed: one fresh attempt.
@@ -312,9 +313,14 @@ class HTTPSink(Sink):
                 # Not retryable: a certificate problem does not heal by waiting.
                 raise SinkDeliveryError(f"{self!r}: TLS failure with {self.host}") from exc
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
-                raise SinkConnectError(f"{self!r}: cannot reach {self.host}: {exc}") from exc
-        if status >= 500:
-            raise _ServerError(f"{self!r}: {self.host} answered {status}")
+                error = SinkConnectError(f"{self!r}: cannot reach {self.host}: {exc}")
+                if _is_dns_failure(exc):
+                    self._unresolved = error
+                raise error from exc
+        if status >= 500 or status == 429:
+            raise _ServerError(
+                f"{self!r}: {self.host} answered {status}", status, retry_after=retry_after
+            )
         if status >= 400:
             raise SinkDeliveryError(f"{self!r}: {self.host} answered {status}")
 
@@ -331,23 +337,63 @@ class HTTPSink(Sink):
             )
         return self._session
 
-    def _fail_all(self, records: Sequence[logging.LogRecord]) -> None:
-        # One traceback per failed request, but every record is counted as lost.
+    def _fail_all(
+        self, records: Sequence[logging.LogRecord], exc: BaseException | None = None
+    ) -> None:
+        # One traceback per refused request, but every record is counted as lost.
         self.error_count += len(records) - 1
         self._fail(records[0])
 
-    def _lose(self, records: Sequence[logging.LogRecord], why: str) -> None:
-        if not records:
-            return
-        try:
-            raise SinkDeliveryError(f"{self!r}: {len(records)} records {why}")
-        except SinkDeliveryError:
-            self._fail_all(records)
+    def _notice(self, message: str) -> None:
+        self.report_outage(message)
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
+        unresolved = self._unresolved
+        if unresolved is not None and not self.backoff.ready():
+            raise SinkConnectError(f"{unresolved} (not retried before the back-off)")
+        self._unresolved = None
         scheme = "https" if self.secure else "http"
         method = "POST" if self.json_batch else self.method
         # The path only: a query string may carry a token.
         path = self.url.split("?", 1)[0]
         return f"<{type(self).__name__} {method} {scheme}://{self.host}{path} ({level})>"
+
+
+#: the JSON batch mode sends everything that waits in one request
+_ALL = 1 << 30
+
+
+def _safe_name(sink: HTTPSink) -> str:
+    # the name the outage notices carry: scheme, host and path, never a query or
+    # credentials (a token may be in either)
+    scheme = "https" if sink.secure else "http"
+    return f"<{type(sink).__name__} {scheme}://{sink.host}{sink.url.split('?', 1)[0]}>"
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds of a ``Retry-After`` header given in seconds (a date is ignored)."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
+
+
+def _is_dns_failure(exc: BaseException) -> bool:
+    """True when ``exc`` (or what caused it) is a failed name resolution."""
+    import socket
+
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, socket.gaierror):
+            return True
+        os_error = getattr(seen, "os_error", None)  # aiohttp's ClientConnectorError
+        if isinstance(os_error, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

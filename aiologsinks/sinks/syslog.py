@@ -1,4 +1,10 @@
-"""SysLogSink: ``logging.handlers.SysLogHandler`` over asyncio transports."""
+"""SysLogSink: ``logging.handlers.SysLogHandler`` over asyncio transports.
+
+The sink is the syslog encoder on top of a link (:mod:`aiologsinks._transport`): over
+UDP a :class:`~aiologsinks._transport.DatagramSender` (no buffer, no connection), over
+TCP and Unix sockets a :class:`~aiologsinks._transport.LinkOutbox` (the retrying
+outbox in front of a stream or connected datagram link).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +13,36 @@ import logging
 import os
 import socket
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Literal
 
 from .. import _wire
-from .._exceptions import RecordTooLargeError, SinkConnectError
+from .._backoff import RetryAttributes
+from .._exceptions import RecordTooLargeError
 from .._fastformat import format_batch
-from .._record import Item, level_name_of
+from .._outbox import OutboxSinkMixin
+from .._record import RecordBatch
+from .._sink import Sink
+from .._transport import (
+    CLOSE_TIMEOUT,
+    CONNECT_TIMEOUT,
+    MAX_UDP_PAYLOAD,
+    WRITE_TIMEOUT,
+    DatagramLink,
+    DatagramSender,
+    LinkOutbox,
+    StreamLink,
+    check_timeout,
+)
 from .._wire import RFC5424Formatter
-from .socket import MAX_UDP_PAYLOAD, SEND_SLICE, DatagramChannel, StreamLinkSink
 
 __all__ = ["RFC5424Formatter", "SysLogSink"]
 
 Framing = Literal["octet", "lf"]
+#: a Unix syslog socket is a datagram or a stream socket (known once connected)
+_UnixLink = DatagramLink | StreamLink
 
 
-class SysLogSink(StreamLinkSink):
+class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
     """Send records to a syslog daemon over UDP, TCP or a Unix socket.
 
     The async counterpart of ``logging.handlers.SysLogHandler``, with the same
@@ -50,9 +71,18 @@ class SysLogSink(StreamLinkSink):
       UTF-8 character boundary and keeping the NUL terminator; the record is still
       delivered, as syslog daemons themselves truncate. A datagram the kernel still
       refuses goes to :meth:`handleError`; the next record is sent normally.
-    * ``buffer_size``, ``timeout``: the outage buffer and connect timeout of the
-      TCP and Unix connections (see :class:`~aiologsinks.SocketSink`); UDP has no
-      connection and sends, or fails, each record at once.
+    * ``buffer_size``: the outage buffer of the TCP and Unix connections (see
+      :class:`~aiologsinks.SocketSink`); UDP has no connection and sends, or fails,
+      each record at once. An outage is reported by a few notices
+      (:meth:`report_outage`), never one per record.
+
+    ``timeout`` is ``SysLogHandler``'s (Python 3.14) fourth parameter: seconds for
+    socket operations, here connecting and each write. None (the default) keeps
+    the sink's finite defaults: 1 s to connect (or resolve a UDP host), 10 s for a
+    write (keyword-only ``write_timeout`` sets it apart). ``close_timeout`` (1 s)
+    bounds what :meth:`aclose` spends on a last delivery and on closing. A UDP host
+    name that does not resolve is looked up again only when the back-off
+    (``retryStart``/``retryFactor``/``retryMax``) allows.
     """
 
     LOG_EMERG = _wire.LOG_EMERG
@@ -103,14 +133,16 @@ class SysLogSink(StreamLinkSink):
         address: tuple[str, int] | str | os.PathLike[str] = ("localhost", _wire.SYSLOG_UDP_PORT),
         facility: int | str = _wire.LOG_USER,
         socktype: int | None = socket.SOCK_DGRAM,
+        timeout: float | None = None,
         *,
         framing: Framing = "octet",
         rfc5424: bool = False,
         max_size: int = MAX_UDP_PAYLOAD,
         buffer_size: int = 1000,
-        timeout: float = 1.0,
+        write_timeout: float | None = None,
+        close_timeout: float = CLOSE_TIMEOUT,
     ) -> None:
-        super().__init__(buffer_size=buffer_size, timeout=timeout)
+        super().__init__()
         if isinstance(address, os.PathLike):
             address = os.fspath(address)
         if isinstance(address, str):
@@ -153,10 +185,47 @@ class SysLogSink(StreamLinkSink):
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 16:
             raise ValueError(f"max_size: expected an int >= 16, got {max_size!r}")
         self.max_size = max_size
+        if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 0:
+            raise ValueError(f"buffer_size: expected an int >= 0, got {buffer_size!r}")
+        #: seconds for socket operations, as ``SysLogHandler``'s (None: the defaults)
+        self.timeout = None if timeout is None else check_timeout("timeout", timeout)
+        #: seconds allowed for one connection attempt
+        self.connect_timeout = self.timeout if self.timeout is not None else CONNECT_TIMEOUT
+        #: seconds a write may wait for the daemon to take the data
+        if write_timeout is not None:
+            self.write_timeout = check_timeout("write_timeout", write_timeout)
+        else:
+            self.write_timeout = self.timeout if self.timeout is not None else WRITE_TIMEOUT
+        #: seconds aclose() spends on a last delivery, then on closing
+        self.close_timeout = check_timeout("close_timeout", close_timeout)
         if rfc5424:
             self.setFormatter(RFC5424Formatter())
-        self._channel: DatagramChannel | None = None
-        self._udp_target: Any = None
+        name = f"<{type(self).__name__} {self.address!r}>"
+        # UDP sends each record at once (no connection, no buffer); TCP and Unix
+        # sockets are connections: a retrying outbox in front of the link
+        self.sender: DatagramSender | None = None
+        self.peer: LinkOutbox[_UnixLink] | None = None
+        if self.unixsocket or self._tcp:
+            self.peer = LinkOutbox(
+                self._open_link,
+                self._write,
+                name=name,
+                buffer_size=buffer_size,
+                gone=_gone,
+                on_lost=self._count_lost,
+                on_failed=self._count_failed,
+                notify=self._notice,
+            )
+            self.backoff = self.peer.backoff
+        else:
+            self.sender = DatagramSender(
+                self._open_udp,
+                name=name,
+                on_lost=self._count_lost,
+                notify=self._notice,
+                timeout=self.write_timeout,
+            )
+            self.backoff = self.sender.backoff
 
     # -- the seed's hooks ----------------------------------------------------------------
 
@@ -174,9 +243,17 @@ class SysLogSink(StreamLinkSink):
         return self.priority_map.get(levelName, "warning")
 
     @property
-    def socket(self) -> DatagramChannel | asyncio.StreamWriter | None:
-        """The open datagram channel or stream writer; ``None`` while disconnected."""
-        return self._channel if self._channel is not None else self.sock
+    def socket(self) -> DatagramLink | StreamLink | None:
+        """The open link (datagram or stream); ``None`` while there is none."""
+        if self.peer is not None:
+            return self.peer.link
+        assert self.sender is not None
+        return self.sender.slot.link
+
+    @property
+    def buffer(self) -> object:
+        """The messages (encoded) waiting for a TCP/Unix daemon; empty over UDP."""
+        return self.peer.outbox.buffer if self.peer is not None else ()
 
     @property
     def _tcp(self) -> bool:
@@ -194,132 +271,154 @@ class SysLogSink(StreamLinkSink):
         return _wire.syslog_message(pri, msg, self.ident, self.append_nul)
 
     async def makeSocket(
-        self, timeout: float = 1.0
+        self, timeout: float = CONNECT_TIMEOUT
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Open the TCP (or Unix stream) connection; return ``(reader, writer)``."""
         if isinstance(self.address, str):
-            opening = asyncio.open_unix_connection(self.address)
+            link = await StreamLink.connect_unix(self.address, timeout=timeout)
         else:
-            opening = asyncio.open_connection(*self.address)
-        return await asyncio.wait_for(opening, timeout)
+            host, port = self.address
+            link = await StreamLink.connect_tcp(host, port, timeout=timeout)
+        return link.reader, link.writer
 
-    async def _connect(self) -> None:
-        if not self.unixsocket:
-            await super()._connect()
-            return
-        if not self._force_stream:
-            try:
-                self._channel = await asyncio.wait_for(
-                    DatagramChannel.open(socket.AF_UNIX, self.address, connect=True), self.timeout
-                )
-                self.socktype = socket.SOCK_DGRAM
-                return
-            except OSError:
-                pass  # not a datagram socket (or not there): try a stream, as the seed
-        await super()._connect()
-        self.socktype = socket.SOCK_STREAM
+    async def createSocket(self) -> None:
+        """Connect (TCP/Unix) unless connected or the back-off forbids; never raises."""
+        if self.peer is not None:
+            await self.peer.connect()
 
     async def aopen(self) -> None:
-        """Connect (TCP/Unix) or open the UDP socket eagerly; a failure is not fatal."""
-        if self.unixsocket or self._tcp:
-            async with self._lock:
-                await self.createSocket()
+        """Connect (TCP/Unix) eagerly; a failure only starts the back-off."""
+        await self.createSocket()
 
     # -- delivery ------------------------------------------------------------------------
 
+    async def emit(self, record: logging.LogRecord) -> None:
+        """Send one record (see :meth:`emit_batch`)."""
+        await self.emit_batch((record,))
+
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        """Send ``records``: over UDP one datagram each, otherwise through the buffer.
+        """Send ``records``: over UDP one datagram each, otherwise through the outbox.
 
         Returns when every record was handed to the transport or to
         :meth:`handleError`; over TCP/Unix, records wait in the outage buffer while
         the daemon is unreachable (see :class:`~aiologsinks.SocketSink`).
         """
-        if self.unixsocket or self._tcp:
-            await super().emit_batch(records)
+        batch, data = self._messages(RecordBatch.of(records))
+        if self.peer is not None:
+            await self.peer.outbox.put(data)
             return
-        for i, (item, data) in enumerate(self._datagrams(records), 1):
-            try:
-                # no coroutine per datagram: awaits only to open the socket or to drain
-                channel = self._channel or await self._open_udp()
-                data = _wire.truncate_utf8(data, self.max_size, keep_nul=self.append_nul)
-                if not channel.send_nowait(data, self._udp_target):
-                    await channel.protocol.drain()
-            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(item)
-            if not i % SEND_SLICE:
-                # one sendto per record never suspends: let the loop run between slices
-                await asyncio.sleep(0)
+        assert self.sender is not None
+        payloads = [self._fit(d) for d in data]
 
-    def _datagrams(self, records: Sequence[logging.LogRecord]) -> list[tuple[Item, bytes]]:
-        """Each record's bytes (see :meth:`encode`); a record that fails goes to
-        ``handleError``. A dispatcher's batch is formatted without building records."""
-        out: list[tuple[Item, bytes]] = []
-        fast = format_batch(self, records, "") if type(self).encode is _encode else None
-        if fast is None:
-            for record in records:
+        def on_error(i: int, exc: Exception) -> bool:
+            self._fail(batch.record(i))  # inside the except block
+            return True  # every datagram is on its own: the next one goes
+
+        await self.sender.send_all(payloads, on_error)
+
+    async def flush(self) -> None:
+        """Send what waits for a TCP/Unix daemon if the back-off allows; never waits."""
+        if self.peer is not None:
+            await self.peer.outbox.flush()
+
+    def _messages(self, batch: RecordBatch) -> tuple[RecordBatch, list[bytes]]:
+        """Each record's bytes (see :meth:`encode`) and the batch they stand for; a
+        record that fails goes to ``handleError``. A dispatcher's batch is formatted
+        without building records."""
+        fast = format_batch(self, batch, "") if type(self).encode is _encode else None
+        out: list[bytes] = []
+        failed: list[int] = []
+        if fast is not None:
+            texts, batch = fast
+            encode_message = self._encode_message
+            for i, (text, level) in enumerate(zip(texts, batch.level_names(), strict=True)):
                 try:
-                    out.append((record, self.encode(record)))
+                    out.append(encode_message(text, level))
                 except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                    self._fail(record)
-            return out
-        texts, kept = fast
-        for text, item in zip(texts, kept.items, strict=True):
-            try:
-                out.append((item, self._encode_message(text, level_name_of(item))))
-            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(item)
-        return out
+                    failed.append(i)
+                    self._fail(batch.record(i))
+        else:
+            encode = self.encode
+            for i in range(len(batch)):
+                try:
+                    out.append(encode(batch.record(i)))
+                except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+                    failed.append(i)
+                    self._fail(batch.record(i))
+        if failed:  # the batch of what is sent, for reporting a datagram's error
+            gone = set(failed)
+            batch = RecordBatch([batch.record(i) for i in range(len(batch)) if i not in gone])
+        return batch, out
 
-    async def _open_udp(self) -> DatagramChannel:
-        if self._channel is None:
-            assert not isinstance(self.address, str)
-            host, port = self.address
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_DGRAM)
-            if not infos:  # pragma: no cover - getaddrinfo raises instead
-                raise SinkConnectError(f"{self!r}: no address for {host!r}")
-            family, _, _, _, self._udp_target = infos[0]
-            self._channel = await DatagramChannel.open(family)
-        return self._channel
+    def _fit(self, data: bytes) -> bytes:
+        # syslog daemons truncate long datagrams themselves: cut at a character
+        return _wire.truncate_utf8(data, self.max_size, keep_nul=self.append_nul)
 
-    async def _write_chunk(self, chunk: list[tuple[Item, bytes]]) -> int:
-        if self.sock is None and self._channel is None:
-            await self.createSocket()
-        channel = self._channel
-        if channel is None:
-            return await super()._write_chunk(chunk)
-        for i, (record, data) in enumerate(chunk):
-            if i and not i % SEND_SLICE:
-                # one sendto per record never suspends: let the loop run between slices
-                await asyncio.sleep(0)
-            data = _wire.truncate_utf8(data, self.max_size, keep_nul=self.append_nul)
+    async def _open_udp(self) -> DatagramLink:
+        assert not isinstance(self.address, str)
+        host, port = self.address
+        return await DatagramLink.open_udp(host, port, timeout=self.connect_timeout)
+
+    async def _open_link(self) -> _UnixLink:
+        if isinstance(self.address, str) and not self._force_stream:
             try:
-                await channel.send(data)
-            except RecordTooLargeError:
-                self._fail(record)
+                link = await DatagramLink.open_unix(self.address, connect=True)
             except OSError:
-                # as the seed: the daemon may have restarted; drop this socket, and
-                # the delivery loop reconnects and re-sends from this record
-                self._write_failed()
-                await self._close_channel()
-                if i == 0:
-                    raise
-                return i
-        self._fresh = False
-        return len(chunk)
+                pass  # not a datagram socket (or not there): try a stream, as the seed
+            else:
+                self.socktype = socket.SOCK_DGRAM
+                return link
+        reader, writer = await self.makeSocket(self.connect_timeout)
+        if self.unixsocket:
+            self.socktype = socket.SOCK_STREAM
+        return StreamLink(reader, writer)
 
-    async def _close_channel(self) -> None:
-        channel, self._channel = self._channel, None
-        if channel is not None:
-            await channel.aclose()
+    async def _write(self, link: _UnixLink, data: list[bytes]) -> int | None:
+        if isinstance(link, StreamLink):
+            await link.write(b"".join(data), timeout=self.write_timeout)
+            return None
+
+        def on_error(i: int, exc: Exception) -> bool:
+            if isinstance(exc, RecordTooLargeError):
+                self._too_large(exc)
+                return True
+            return False  # the daemon went away: reconnect, go on from this message
+
+        sent = await link.send_all(
+            [self._fit(d) for d in data], on_error, timeout=self.write_timeout
+        )
+        if sent == 0 and data:
+            raise ConnectionResetError(f"{self!r}: the daemon's socket refused a message")
+        return sent
+
+    def _too_large(self, exc: RecordTooLargeError) -> None:
+        # the message is already bytes: report it with a notice record, counted once
+        notice = logging.makeLogRecord(
+            {
+                "name": "aiologsinks",
+                "levelno": logging.ERROR,
+                "levelname": "ERROR",
+                "msg": f"aiologsinks: {self!r} could not send a message: {exc}",
+            }
+        )
+        self._fail(notice)
+
+    def _notice(self, message: str) -> None:
+        self.report_outage(message)
 
     async def _aclose(self) -> None:
-        try:
-            await super()._aclose()
-        finally:
-            await self._close_channel()
+        """One last delivery and the close, each within ``close_timeout`` seconds."""
+        if self.peer is not None:
+            await self.peer.aclose(self.close_timeout)
+        elif self.sender is not None:
+            await self.sender.aclose(self.close_timeout)
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.address!r}>"
+
+
+def _gone(link: _UnixLink) -> bool:
+    return isinstance(link, StreamLink) and link.peer_gone
 
 
 _encode = SysLogSink.encode

@@ -195,10 +195,14 @@ class AsyncReceiver:
         server, self._server = self._server, None
         if server is not None:
             server.close()
-            await server.wait_closed()
+        # Close the connections before waiting for the server: since Python 3.12.1
+        # wait_closed() also waits for every connection the server accepted, and a
+        # sink keeps its connection open until it sees our end close.
         for task in list(self._handlers):
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
         if self.path is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.path)

@@ -1,0 +1,531 @@
+"""The retrying outbox: the one place where "a peer is down" is handled.
+
+Every sink that can be disconnected from its peer (the stream sinks, HTTP, and the
+sinks built on them) hands what it wants delivered to an :class:`Outbox` and gives it
+one coroutine that delivers a chunk. The outbox owns everything else:
+
+* a bounded FIFO of items waiting for the peer (the oldest dropped first when full);
+* the seed's exponential back-off between attempts (:class:`~aiologsinks._backoff.Backoff`),
+  stretched by a ``Retry-After`` hint when the peer gives one;
+* ordered redelivery: a chunk that failed goes back to the front, before newer items;
+* one owned retry task that delivers when the back-off is due, also when nothing
+  else is logged; :meth:`Outbox.aclose` cancels and awaits it;
+* exact counts (:meth:`Outbox.statistics`): every item accepted is delivered,
+  dropped, failed, abandoned at close, or still pending;
+* rate-limited outage notices: one when the peer becomes unreachable (with the
+  error), a summary at most every ``summary_interval`` seconds while it stays down
+  ("N buffered, M dropped"), one when it recovers — never one per item.
+
+The interface a sink implements::
+
+    async def send(chunk: list[T]) -> int | None
+        # deliver ``chunk`` (at most ``chunk_size`` items, in order); return how many
+        # items from its front were consumed (None: all). Raise to fail the chunk:
+        # ``classify(exc)`` decides whether the chunk is retried or lost.
+
+    def classify(exc: BaseException) -> Failure
+        # retryable (connection refused, timeout, 5xx, 429) or permanent (4xx, a
+        # certificate, an item the peer can never take); may carry retry_after.
+
+    def on_lost(items: list[T], reason: Loss) -> None
+        # count items that will never be delivered (no per-item report)
+    def on_failed(items: list[T], exc: BaseException) -> None
+        # a permanent failure, called inside the ``except`` block (handleError)
+    def notify(message: str) -> None
+        # one outage notice (a line of text), already rate-limited
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from ._backoff import Backoff, OutageBuffer
+
+__all__ = [
+    "Failure",
+    "Loss",
+    "Outbox",
+    "OutboxSinkMixin",
+    "OutboxStatistics",
+    "RetryableError",
+    "default_classify",
+]
+
+T = TypeVar("T")
+
+#: most items handed to ``send`` at once; bounds what a broken chunk re-sends
+CHUNK = 512
+#: seconds between two "still unreachable" summaries of one outage
+SUMMARY_INTERVAL = 30.0
+#: the longest Retry-After hint honoured, in seconds (a bad hint must not stall forever)
+MAX_RETRY_AFTER = 3600.0
+
+
+class Loss(enum.Enum):
+    """Why items were lost without being delivered (each is counted once)."""
+
+    #: the buffer was full during an outage: the oldest items made room
+    DROPPED = "dropped: outage buffer full"
+    #: a retryable failure without retrying (``retry=False`` or ``buffer_size=0``)
+    UNSENT = "not sent: peer unreachable"
+    #: still waiting when the outbox was closed
+    ABANDONED = "abandoned: undelivered when the sink closed"
+
+
+@dataclass(frozen=True)
+class Failure:
+    """How a failed ``send`` is treated.
+
+    ``retryable``: the chunk goes back to the front of the buffer and is sent again
+    after the back-off; otherwise it is given to ``on_failed`` (counted, reported
+    once). ``retry_after``: the peer's hint (seconds) for the next attempt.
+    """
+
+    retryable: bool
+    retry_after: float | None = None
+
+
+class RetryableError(Exception):
+    """Raised by a ``send`` for a failure that waiting may heal (a 5xx, a 429).
+
+    ``retry_after`` carries the peer's ``Retry-After`` hint, in seconds.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def default_classify(exc: BaseException) -> Failure:
+    """Connection errors, timeouts and :class:`RetryableError` are retryable; the rest
+    is permanent. A ``retry_after`` attribute on the error is the hint."""
+    hint = getattr(exc, "retry_after", None)
+    retry_after = float(hint) if isinstance(hint, (int, float)) else None
+    if isinstance(exc, (OSError, asyncio.TimeoutError, RetryableError)):
+        return Failure(True, retry_after)
+    return Failure(False)
+
+
+@dataclass(frozen=True)
+class OutboxStatistics:
+    """A snapshot of an outbox's counters.
+
+    Always: ``accepted == delivered + dropped + unsent + failed + abandoned + pending``.
+    """
+
+    #: items handed to :meth:`Outbox.put`
+    accepted: int
+    #: items ``send`` consumed
+    delivered: int
+    #: items dropped because the buffer was full during an outage
+    dropped: int
+    #: items lost to a retryable failure that was not retried
+    unsent: int
+    #: items given to ``on_failed`` (a permanent failure)
+    failed: int
+    #: items still waiting when the outbox closed
+    abandoned: int
+    #: items buffered or in flight now
+    pending: int
+    #: True between a failed attempt and the next success
+    in_outage: bool
+    #: outages that began so far
+    outages: int
+
+
+def _silent(message: str) -> None:
+    """The default ``notify``: outage notices are the sink's to show."""
+
+
+class Outbox(Generic[T]):
+    """A bounded, retrying, ordered delivery queue in front of one peer.
+
+    ``send``, ``on_lost``, ``on_failed``, ``notify`` and ``classify`` are described in
+    the module docstring. ``buffer_size`` bounds what waits during an outage (0: send
+    now or lose, as the seed's handlers). With ``retry=False`` every chunk is tried
+    once, whatever the back-off says, and a retryable failure loses it (counted);
+    the back-off then only tracks the outage for the notices. ``name`` prefixes the
+    notices (say which sink and peer). ``clock`` is for tests.
+
+    Not thread-safe: use it from one event loop. At most one ``send`` runs at a time
+    (the caller's and the retry task's deliveries take turns), so items reach the peer
+    in the order they were put.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[list[T]], Awaitable[int | None]],
+        *,
+        name: str,
+        buffer_size: int = 1000,
+        chunk_size: int = CHUNK,
+        backoff: Backoff | None = None,
+        retry: bool = True,
+        classify: Callable[[BaseException], Failure] = default_classify,
+        on_lost: Callable[[list[T], Loss], None] | None = None,
+        on_failed: Callable[[list[T], BaseException], None] | None = None,
+        notify: Callable[[str], None] = _silent,
+        summary_interval: float = SUMMARY_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
+        self._send = send
+        self.name = name
+        self.buffer: OutageBuffer[T] = OutageBuffer(buffer_size)
+        self.chunk_size = chunk_size
+        self.backoff = backoff if backoff is not None else Backoff(clock=clock)
+        self.retry = retry
+        self._classify = classify
+        self._on_lost = on_lost
+        self._on_failed = on_failed
+        self._notify = notify
+        self.summary_interval = summary_interval
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: list[T] = []
+        self._closed = False
+        # counters (see OutboxStatistics)
+        self._accepted = self._delivered = self._dropped = 0
+        self._unsent = self._failed = self._abandoned = 0
+        self._outages = 0
+        # the outage being reported: when it began, its error, what it cost so far
+        self._down_since: float | None = None
+        self._last_error = ""
+        self._last_notice = 0.0
+        self._lost_in_outage = 0
+
+    # -- the public surface --------------------------------------------------------------
+
+    @property
+    def maxlen(self) -> int:
+        """The buffer's bound (``buffer_size``)."""
+        return self.buffer.maxlen
+
+    @property
+    def pending(self) -> int:
+        """Items buffered or in flight now."""
+        return len(self.buffer) + len(self._in_flight)
+
+    def statistics(self) -> OutboxStatistics:
+        """A snapshot of the counters (see :class:`OutboxStatistics`)."""
+        return OutboxStatistics(
+            accepted=self._accepted,
+            delivered=self._delivered,
+            dropped=self._dropped,
+            unsent=self._unsent,
+            failed=self._failed,
+            abandoned=self._abandoned,
+            pending=self.pending,
+            in_outage=self._down_since is not None,
+            outages=self._outages,
+        )
+
+    async def put(self, items: Sequence[T]) -> None:
+        """Queue ``items`` and deliver what the back-off allows now.
+
+        Returns when the items were delivered, lost (counted), or buffered because
+        the peer is unreachable; then the retry task delivers them when the back-off
+        is due. The bound is for an outage: while the peer takes items, a batch
+        larger than the buffer goes out piece by piece instead of losing its oldest.
+        """
+        if not items:
+            return
+        self._accepted += len(items)
+        if self._closed:
+            self._lose(list(items), Loss.ABANDONED)
+            return
+        if not self.retry or self.buffer.maxlen == 0:
+            await self._send_once(list(items))
+            return
+        step = max(1, min(self.chunk_size, self.buffer.maxlen))
+        start = 0
+        try:
+            while start < len(items) and not (self.buffer and self.backoff.in_outage):
+                self._buffer(items[start : start + step])
+                start += step
+                await self._deliver()
+            if start < len(items):
+                rest, start = items[start:], len(items)
+                self._buffer(rest)  # unreachable: keep the newest
+                await self._deliver()
+        finally:
+            if start < len(items):  # cancelled: what was not buffered yet waits too
+                self._buffer(items[start:])
+
+    async def flush(self) -> None:
+        """Deliver what waits now if the back-off allows an attempt; never waits one out."""
+        await self._deliver()
+
+    async def aclose(self, timeout: float | None = 1.0) -> bool:
+        """Stop retrying, make one last attempt within ``timeout`` seconds, count the rest.
+
+        The last attempt ignores the back-off (it waits for a ``send`` in progress
+        elsewhere, within the same ``timeout``). What is still buffered or in flight
+        after it (or when it times out or is cancelled) is counted as abandoned and
+        given to ``on_lost``; a ``send`` still running then no longer counts.
+        Returns within ``timeout`` plus a small constant: True when nothing was
+        abandoned. Idempotent (a second call returns True).
+        """
+        if self._closed:
+            return True
+        self._closed = True
+        task, self._task = self._task, None
+        try:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if self.buffer:
+                self.backoff.retryTime = None  # the last attempt is not subject to it
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._deliver(), timeout)
+        finally:
+            left = self._in_flight + self.buffer.take()
+            self._in_flight = []
+            if left:
+                self._lose(left, Loss.ABANDONED)
+                self._say(
+                    f"{self.name}: closed with {len(left)} record(s) undelivered"
+                    f" ({self._last_error or 'peer unreachable'})"
+                )
+        return not left
+
+    def record_failure(self, exc: BaseException, retry_after: float | None = None) -> None:
+        """Note a failed attempt made outside the outbox (e.g. an eager connect).
+
+        The back-off grows and the outage notices go on, as after a failed ``send``.
+        """
+        self._went_down(exc, retry_after)
+
+    def record_success(self) -> None:
+        """Note a successful attempt made outside the outbox (the peer is reachable)."""
+        self._came_up()
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def _buffer(self, items: Sequence[T]) -> None:
+        dropped = self.buffer.extend(items)
+        if dropped:
+            self._lose(dropped, Loss.DROPPED)
+
+    async def _deliver(self) -> None:
+        """Send chunks in order while the buffer holds some and the back-off allows."""
+        async with self._lock:
+            while self.buffer and self.backoff.ready():
+                chunk = self.buffer.take(self.chunk_size)
+                self._in_flight = chunk
+                try:
+                    sent = await self._attempt(chunk)
+                finally:
+                    # cancelled mid-send: the chunk waits again (aclose counts it)
+                    rest, self._in_flight = self._in_flight, []
+                    if rest:
+                        self._put_back(rest)
+                if sent is None:  # a retryable failure: the chunk went back
+                    break
+            if self.buffer:  # what waits is delivered when the back-off is due
+                self._arm_retry()
+
+    async def _attempt(self, chunk: list[T]) -> int | None:
+        """One ``send`` of ``chunk``: return how many items left the outbox (delivered
+        or failed), None after a retryable failure (``_in_flight`` keeps the rest)."""
+        try:
+            n = await self._send(chunk)
+        except Exception as exc:  # noqa: BLE001 - every send error is classified here
+            if self._in_flight is not chunk:  # aclose() gave up on it and counted it
+                return len(chunk)
+            failure = self._classify(exc)
+            if failure.retryable:
+                self._went_down(exc, failure.retry_after)
+                return None
+            self._in_flight = []
+            self._failed += len(chunk)
+            if self._on_failed is not None:
+                self._on_failed(chunk, exc)
+            self._came_up()  # the peer answered: it is reachable
+            return len(chunk)
+        if self._in_flight is not chunk:  # aclose() gave up on it and counted it
+            return len(chunk)
+        n = len(chunk) if n is None else max(0, min(n, len(chunk)))
+        if n == 0:  # nothing went: treat it as a failure, or the loop would spin
+            self._went_down(RuntimeError("send delivered nothing"), None)
+            return None
+        self._delivered += n
+        self._in_flight = chunk[n:]
+        self._came_up()
+        return n
+
+    async def _send_once(self, items: list[T]) -> None:
+        """No buffering (``buffer_size=0`` or ``retry=False``): send now or lose."""
+        async with self._lock:
+            start = 0
+            try:
+                while start < len(items):
+                    chunk = items[start : start + self.chunk_size]
+                    start += len(chunk)
+                    if self.retry and not self.backoff.ready():
+                        # the seed's behaviour: no attempt during the back-off
+                        self._lose(chunk, Loss.UNSENT)
+                        self._summarise()
+                        continue
+                    self._in_flight = chunk
+                    while self._in_flight:
+                        if await self._attempt(self._in_flight) is None:
+                            break
+                    rest, self._in_flight = self._in_flight, []
+                    if rest:
+                        self._lose(rest, Loss.UNSENT)
+            finally:
+                # cancelled: the chunk in flight and the ones not tried are lost too
+                rest = self._in_flight + items[start:]
+                self._in_flight = []
+                if rest:
+                    self._lose(rest, Loss.UNSENT)
+
+    def _put_back(self, items: list[T]) -> None:
+        dropped = self.buffer.appendleft_all(items)
+        if dropped:
+            self._lose(dropped, Loss.DROPPED)
+
+    def _lose(self, items: list[T], why: Loss) -> None:
+        n = len(items)
+        if why is Loss.DROPPED:
+            self._dropped += n
+        elif why is Loss.UNSENT:
+            self._unsent += n
+        else:
+            self._abandoned += n
+        if self._down_since is not None:
+            self._lost_in_outage += n
+        if self._on_lost is not None:
+            self._on_lost(items, why)
+
+    # -- the retry task ------------------------------------------------------------------
+
+    def _arm_retry(self) -> None:
+        if self._closed or (self._task is not None and not self._task.done()):
+            return
+        self._task = asyncio.get_running_loop().create_task(
+            self._retry(), name=f"aiologsinks-retry {self.name}"
+        )
+
+    async def _retry(self) -> None:
+        # Owned by the outbox (aclose cancels and awaits it): sleeps until the back-off
+        # allows the next attempt and delivers, until the buffer is empty.
+        while self.buffer and not self._closed:
+            await asyncio.sleep(max(self.backoff.delay(), 0.001))
+            await self._deliver()
+
+    # -- outage notices ------------------------------------------------------------------
+
+    def _went_down(self, exc: BaseException, retry_after: float | None) -> None:
+        self.backoff.failed()
+        if retry_after is not None and retry_after > 0:
+            due = self._clock() + min(retry_after, MAX_RETRY_AFTER)
+            if self.backoff.retryTime is None or due > self.backoff.retryTime:
+                self.backoff.retryTime = due
+        self._last_error = _describe(exc)
+        if self._down_since is None:
+            self._down_since = self._last_notice = self._clock()
+            self._lost_in_outage = 0
+            self._outages += 1
+            keep = (
+                f"buffering up to {self.buffer.maxlen} record(s)"
+                if self.retry and self.buffer.maxlen
+                else "records are lost until it is back"
+            )
+            self._say(f"{self.name}: peer unreachable ({self._last_error}); {keep}")
+        else:
+            self._summarise()
+
+    def _summarise(self) -> None:
+        """A "still unreachable" notice, at most one per ``summary_interval``."""
+        if self._down_since is None:
+            return
+        now = self._clock()
+        if now - self._last_notice < self.summary_interval:
+            return
+        self._last_notice = now
+        self._say(
+            f"{self.name}: still unreachable after {now - self._down_since:.0f}s"
+            f" ({self._last_error}): {self.pending} record(s) buffered,"
+            f" {self._lost_in_outage} lost"
+        )
+
+    def _came_up(self) -> None:
+        self.backoff.succeeded()
+        if self._down_since is None:
+            return
+        took = self._clock() - self._down_since
+        lost, self._lost_in_outage = self._lost_in_outage, 0
+        self._down_since = None
+        self._say(f"{self.name}: peer reachable again after {took:.1f}s; {lost} record(s) lost")
+
+    def _say(self, message: str) -> None:
+        # a broken notice must not break delivery
+        with contextlib.suppress(Exception):
+            self._notify(message)
+
+
+def _describe(exc: BaseException) -> str:
+    """One line naming an error: its type and message (never a traceback); for an
+    error raised from another (a sink's own error wrapping the transport's), the
+    root cause, which says what happened."""
+    for _ in range(5):
+        cause = exc.__cause__
+        if not isinstance(cause, Exception):  # none, or a cancellation inside a timeout
+            break
+        exc = cause
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, asyncio.TimeoutError) and not text:
+        text = "timed out"
+    name = type(exc).__name__
+    return f"{name}: {text}" if text else name
+
+
+class OutboxSinkMixin:
+    """What a sink with an outbox gives it: where notices go, how losses are counted.
+
+    Losses are counted in the sink's ``error_count`` (``stats().errors``) without a
+    report per record; the outbox's rate-limited notices say what happened.
+    """
+
+    error_count: int
+
+    def report_outage(self, message: str) -> None:
+        """Show one outage notice (peer down, still down with counts, back, closed).
+
+        The outbox calls it a few times per outage, never once per record. The
+        default writes the line to ``sys.stderr``; override it to route notices
+        elsewhere (a metric, another sink).
+        """
+        stream = sys.stderr
+        if stream is not None:
+            with contextlib.suppress(Exception):  # stderr itself is gone: nothing to do
+                stream.write(message + "\n")
+
+    def _count_lost(self, items: Sequence[object], why: Loss) -> None:
+        self.error_count += len(items)
+
+    def _count_failed(self, items: Sequence[object], exc: BaseException) -> None:
+        # called inside the except block: handleError shows the error, once per chunk
+        self.error_count += len(items) - 1
+        notice = logging.makeLogRecord(
+            {
+                "name": "aiologsinks",
+                "levelno": logging.ERROR,
+                "levelname": "ERROR",
+                "msg": f"aiologsinks: {len(items)} record(s) refused by {self!r}",
+            }
+        )
+        self._fail(notice)  # type: ignore[attr-defined]

@@ -1,0 +1,568 @@
+"""Links: the transport seam under the network sinks, every I/O call bounded.
+
+A network sink is an encoder on top of a link. Two kinds, in the shape of httpcore's
+network backend (``connect_tcp``/``connect_unix_socket`` returning a stream whose
+``write``/``aclose`` take a ``timeout``):
+
+* :class:`StreamLink` — one TCP or Unix stream connection: :meth:`StreamLink.connect_tcp`,
+  :meth:`StreamLink.connect_unix`, :meth:`~StreamLink.write` (write and drain),
+  :meth:`~StreamLink.abort`, :meth:`~StreamLink.aclose`.
+* :class:`DatagramLink` — one UDP or Unix datagram socket, with the one send loop
+  (:meth:`~DatagramLink.send_all`) that every datagram sink uses.
+
+:class:`LinkSlot` holds the link a sink currently uses, opens it on demand and
+remembers a failed open (a DNS failure, a missing socket) for the back-off period, so
+a peer that cannot be resolved costs one lookup per back-off, not one per record.
+:class:`LinkOutbox` puts the retrying :class:`~aiologsinks._outbox.Outbox` of encoded
+frames in front of a slot: what a connected sink (TCP, Unix) is made of.
+
+Every call that waits is bounded: a timeout raises the builtin ``TimeoutError`` (an
+``OSError``) and leaves the link aborted, so a peer that never reads cannot hang a
+sink, and closing never waits for one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+from ._backoff import Backoff
+from ._exceptions import RecordTooLargeError, SinkConnectError
+from ._outbox import Loss, Outbox
+
+__all__ = [
+    "CLOSE_TIMEOUT",
+    "CONNECT_TIMEOUT",
+    "MAX_UDP_PAYLOAD",
+    "WRITE_TIMEOUT",
+    "DatagramLink",
+    "DatagramSender",
+    "LinkOutbox",
+    "LinkSlot",
+    "StreamLink",
+    "bounded",
+    "check_timeout",
+]
+
+#: seconds allowed to open a connection (the seed's ``makeSocket(timeout=1)``)
+CONNECT_TIMEOUT = 1.0
+#: seconds a write may wait for the peer to take the data (its back-pressure)
+WRITE_TIMEOUT = 10.0
+#: seconds a graceful close may take before the link is aborted
+CLOSE_TIMEOUT = 1.0
+#: the largest UDP payload over IPv4 (65535 - 8 byte UDP - 20 byte IP header)
+MAX_UDP_PAYLOAD = 65507
+#: datagrams sent between two yields to the loop (one sendto never suspends)
+SEND_SLICE = 128
+
+_T = TypeVar("_T")
+
+
+def check_timeout(name: str, value: object) -> float:
+    """A positive number of seconds, else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        raise ValueError(f"{name}: expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+async def bounded(aw: Awaitable[_T], timeout: float | None, what: str) -> _T:
+    """Await ``aw`` for at most ``timeout`` seconds (None: no bound).
+
+    Raises the builtin ``TimeoutError`` naming ``what`` (also on Python 3.10, where
+    ``asyncio.TimeoutError`` is not one), so callers catch a single ``OSError``.
+    """
+    if timeout is None:
+        return await aw
+    try:
+        return await asyncio.wait_for(aw, timeout)
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"{what}: no answer within {timeout:g}s") from None
+
+
+class StreamLink:
+    """One TCP or Unix stream connection to a peer that only receives.
+
+    ``writer`` is the connection's ``asyncio.StreamWriter`` (the seed's ``sock``).
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def connect_tcp(
+        cls, host: str, port: int, *, timeout: float | None = CONNECT_TIMEOUT, ssl: Any = None
+    ) -> StreamLink:
+        """Connect to ``host:port`` (resolved off the loop) within ``timeout`` seconds.
+
+        Raises ``OSError`` (``TimeoutError`` when the peer does not answer).
+        """
+        reader, writer = await bounded(
+            asyncio.open_connection(host, port, ssl=ssl), timeout, f"connect to {host}:{port}"
+        )
+        return cls(reader, writer)
+
+    @classmethod
+    async def connect_unix(
+        cls, path: str, *, timeout: float | None = CONNECT_TIMEOUT
+    ) -> StreamLink:
+        """Connect to the Unix stream socket at ``path`` within ``timeout`` seconds."""
+        reader, writer = await bounded(
+            asyncio.open_unix_connection(path), timeout, f"connect to {path}"
+        )
+        return cls(reader, writer)
+
+    @property
+    def peer_gone(self) -> bool:
+        """True when the peer closed or reset its end, or the link was closed.
+
+        The peer never sends: an EOF or a read error means it is gone, and a write
+        now would vanish into the kernel buffer of a dead connection.
+        """
+        reader = self.reader
+        return self.writer.is_closing() or reader.at_eof() or reader.exception() is not None
+
+    async def write(self, data: bytes, *, timeout: float | None = WRITE_TIMEOUT) -> None:
+        """Write ``data`` and wait until the transport took it (the peer's back-pressure).
+
+        Raises ``ConnectionResetError`` when the peer is gone, the transport's
+        ``OSError`` when the write fails, and ``TimeoutError`` when the peer did not
+        take the data within ``timeout`` seconds; after a timeout the link is aborted.
+        """
+        if self.peer_gone:
+            raise ConnectionResetError("the peer closed the connection")
+        self.writer.write(data)
+        try:
+            await bounded(self.writer.drain(), timeout, "write")
+        except TimeoutError:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Close the connection at once, discarding what the transport still buffers."""
+        self.writer.transport.abort()
+
+    async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Close gracefully (buffered data is sent first) within ``timeout`` seconds,
+        then abort; never raises ``OSError``. Cancelled, it aborts and re-raises."""
+        self.writer.close()
+        try:
+            await bounded(self.writer.wait_closed(), timeout, "close")
+        except OSError:  # TimeoutError included: a peer that never reads
+            self.abort()
+        except BaseException:
+            self.abort()
+            raise
+
+
+class _DatagramProtocol(asyncio.DatagramProtocol):
+    """Keeps the error a send raised and the transport's pause state."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+        self.lost = False
+        self.closed = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def error_received(self, exc: Exception) -> None:
+        self.error = exc
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._writable.set()
+        self.closed.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    @property
+    def writable(self) -> bool:
+        return self._writable.is_set()
+
+
+class DatagramLink:
+    """One UDP or Unix datagram socket that reports a send's error to the sender.
+
+    asyncio hands errors of ``sendto`` to ``error_received`` instead of raising; the
+    link raises them (``EMSGSIZE`` and payloads over ``max_payload`` as
+    :class:`~aiologsinks.RecordTooLargeError`) so that the record's own sink sees
+    them. ``target`` is where datagrams go (None for a connected socket).
+    """
+
+    def __init__(
+        self,
+        transport: asyncio.DatagramTransport,
+        protocol: _DatagramProtocol,
+        target: Any = None,
+        max_payload: int | None = None,
+    ) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.target = target
+        self.max_payload = max_payload
+
+    @classmethod
+    async def open_udp(
+        cls, host: str, port: int, *, timeout: float | None = CONNECT_TIMEOUT
+    ) -> DatagramLink:
+        """An unconnected UDP socket for ``host:port`` (resolved once, off the loop)."""
+        loop = asyncio.get_running_loop()
+        infos = await bounded(
+            loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), timeout, f"resolve {host}"
+        )
+        if not infos:  # pragma: no cover - getaddrinfo raises instead
+            raise OSError(f"getaddrinfo({host!r}) returned no address")
+        family, _, _, _, sockaddr = infos[0]
+        transport, protocol = await loop.create_datagram_endpoint(_DatagramProtocol, family=family)
+        return cls(transport, protocol, sockaddr, MAX_UDP_PAYLOAD)
+
+    @classmethod
+    async def open_unix(cls, path: str, *, connect: bool = False) -> DatagramLink:
+        """A Unix datagram socket sending to ``path`` (connected with ``connect``:
+        then a missing or non-datagram socket fails here, not at the first send)."""
+        loop = asyncio.get_running_loop()
+        if connect:
+            transport, protocol = await loop.create_datagram_endpoint(
+                _DatagramProtocol, remote_addr=path, family=socket.AF_UNIX
+            )
+            return cls(transport, protocol)
+        transport, protocol = await loop.create_datagram_endpoint(
+            _DatagramProtocol, family=socket.AF_UNIX
+        )
+        return cls(transport, protocol, path)
+
+    def send_nowait(self, data: bytes) -> bool:
+        """Send one datagram, raising what the kernel refused it with; False when the
+        transport now buffers (await :meth:`drain` before the next)."""
+        if self.max_payload is not None and len(data) > self.max_payload:
+            raise RecordTooLargeError(f"{len(data)} bytes exceed the limit of {self.max_payload}")
+        protocol = self.protocol
+        if protocol.lost or self.transport.is_closing():
+            raise ConnectionResetError("datagram transport is closed")
+        protocol.error = None
+        if self.target is None:
+            self.transport.sendto(data)
+        else:
+            self.transport.sendto(data, self.target)
+        error, protocol.error = protocol.error, None
+        if error is not None:
+            if getattr(error, "errno", None) == errno.EMSGSIZE:
+                raise RecordTooLargeError(f"{len(data)} bytes do not fit one datagram") from error
+            raise error
+        return protocol.writable
+
+    async def drain(self, timeout: float | None = WRITE_TIMEOUT) -> None:
+        """Wait until the transport's buffer is below its mark again."""
+        if not self.protocol.writable:
+            await bounded(self.protocol._writable.wait(), timeout, "datagram send")
+
+    async def send(self, data: bytes, *, timeout: float | None = WRITE_TIMEOUT) -> None:
+        """Send one datagram; raise what the kernel refused it with."""
+        if not self.send_nowait(data):
+            await self.drain(timeout)
+
+    async def send_all(
+        self,
+        payloads: Sequence[bytes],
+        on_error: Callable[[int, Exception], bool],
+        *,
+        timeout: float | None = WRITE_TIMEOUT,
+    ) -> int:
+        """Send each payload as one datagram, in order; return how many were handled.
+
+        A payload the kernel refuses is given to ``on_error(index, exc)`` (called
+        inside the ``except`` block); it returns True to go on with the next payload
+        (the error belongs to that record) or False to stop there (the socket is
+        broken: the return value is that index). Yields to the loop every
+        ``SEND_SLICE`` datagrams and waits (bounded) while the transport buffers.
+        """
+        for i, data in enumerate(payloads):
+            if i and not i % SEND_SLICE:
+                # one sendto never suspends: let the loop run between slices
+                await asyncio.sleep(0)
+            try:
+                if not self.send_nowait(data):
+                    await self.drain(timeout)
+            except Exception as exc:  # noqa: BLE001 - per-datagram boundary
+                if not on_error(i, exc):
+                    return i
+        return len(payloads)
+
+    def abort(self) -> None:
+        """Close the socket at once."""
+        self.transport.abort()
+
+    async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Close the socket and wait (bounded) until it is closed."""
+        self.transport.close()
+        try:
+            await bounded(self.protocol.closed.wait(), timeout, "close")
+        except TimeoutError:  # pragma: no cover - a datagram close does not wait on a peer
+            self.abort()
+
+
+class _Link(Protocol):
+    def abort(self) -> None: ...
+
+    async def aclose(self, timeout: float | None = ...) -> None: ...
+
+
+L = TypeVar("L", bound=_Link)
+
+
+class LinkSlot(Generic[L]):
+    """The link a sink uses now: opened on demand, a failed open remembered.
+
+    ``opener`` opens a link (raising ``OSError`` when it cannot). With a ``backoff``,
+    a failed open is remembered until the back-off allows the next attempt: meanwhile
+    :meth:`get` raises :class:`~aiologsinks.SinkConnectError` from the last error at
+    once — no DNS lookup, no connect per record. Without one, every :meth:`get` of an
+    empty slot tries (the caller gates attempts itself).
+    """
+
+    def __init__(
+        self, opener: Callable[[], Awaitable[L]], *, backoff: Backoff | None = None, name: str = ""
+    ) -> None:
+        self._opener = opener
+        self.backoff = backoff
+        self.name = name
+        #: the open link, None while there is none
+        self.link: L | None = None
+        #: links opened so far
+        self.opened = 0
+        self._error: BaseException | None = None
+
+    async def get(self) -> L:
+        """The open link, opening one if there is none (see the class docstring)."""
+        if self.link is not None:
+            return self.link
+        backoff = self.backoff
+        if backoff is not None and not backoff.ready():
+            raise SinkConnectError(
+                f"{self.name}: unreachable ({self._error}); next attempt in {backoff.delay():.1f}s"
+            ) from self._error
+        try:
+            link = await self._opener()
+        except (OSError, asyncio.TimeoutError) as exc:
+            self._error = exc
+            if backoff is not None:
+                backoff.failed()
+            raise
+        self._error = None
+        if backoff is not None:
+            backoff.succeeded()
+        self.link = link
+        self.opened += 1
+        return link
+
+    async def reset(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Close the current link (bounded); the next :meth:`get` opens a new one."""
+        link, self.link = self.link, None
+        if link is not None:
+            await link.aclose(timeout)
+
+    def abort(self) -> None:
+        """Abort the current link at once."""
+        link, self.link = self.link, None
+        if link is not None:
+            link.abort()
+
+
+class LinkOutbox(Generic[L]):
+    """An outbox of encoded frames in front of a link that is (re)opened on demand.
+
+    ``open_link`` opens the link; ``write(link, frames)`` sends frames over it and
+    returns how many it consumed (None: all), raising ``OSError`` when the link broke
+    (the link is then dropped and the frames are retried on a new one). ``gone(link)``
+    tells a link whose peer went away before the next write (it is replaced without
+    losing the frames). The :class:`~aiologsinks._outbox.Outbox` (:attr:`outbox`) does
+    the buffering, back-off (:attr:`backoff`), notices and counting; a connection is
+    only attempted when its back-off allows.
+    """
+
+    def __init__(
+        self,
+        open_link: Callable[[], Awaitable[L]],
+        write: Callable[[L, list[bytes]], Awaitable[int | None]],
+        *,
+        name: str,
+        buffer_size: int = 1000,
+        gone: Callable[[L], bool] | None = None,
+        on_lost: Callable[[list[bytes], Loss], None] | None = None,
+        on_failed: Callable[[list[bytes], BaseException], None] | None = None,
+        notify: Callable[[str], None] | None = None,
+    ) -> None:
+        self.backoff = Backoff()
+        self.slot: LinkSlot[L] = LinkSlot(open_link, name=name)
+        self._write = write
+        self._gone = gone
+        options: dict[str, Any] = {} if notify is None else {"notify": notify}
+        self.outbox: Outbox[bytes] = Outbox(
+            self._send,
+            name=name,
+            buffer_size=buffer_size,
+            backoff=self.backoff,
+            on_lost=on_lost,
+            on_failed=on_failed,
+            **options,
+        )
+
+    @property
+    def link(self) -> L | None:
+        """The open link, None while disconnected."""
+        return self.slot.link
+
+    async def connect(self) -> bool:
+        """Open the link now unless it is open or the back-off forbids an attempt.
+
+        The seed's ``createSocket``: a failure starts (or extends) the back-off, a
+        success resets it. Returns whether a link is open; never raises ``OSError``.
+        """
+        self._drop_gone()
+        if self.slot.link is not None:
+            return True
+        if not self.backoff.ready():
+            return False
+        try:
+            await self.slot.get()
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.outbox.record_failure(exc)
+            return False
+        self.outbox.record_success()
+        return True
+
+    async def write_now(self, data: bytes) -> None:
+        """Write ``data`` at once, outside the buffer (the seed's ``send``).
+
+        Raises :class:`~aiologsinks.SinkConnectError` when there is no link and the
+        back-off forbids (or a new attempt fails), the ``OSError`` of a broken link.
+        """
+        if not await self.connect():
+            raise SinkConnectError(f"{self.slot.name}: not connected (next attempt in back-off)")
+        await self._send([data])
+
+    async def _send(self, frames: list[bytes]) -> int | None:
+        self._drop_gone()
+        fresh = self.slot.link is None
+        link = await self.slot.get()
+        try:
+            return await self._write_on(link, frames)
+        except TimeoutError:
+            raise  # a peer that does not read: the outbox backs off
+        except OSError:
+            if fresh:
+                raise
+        # A link that had worked broke (a restarted daemon): as the seed, reconnect
+        # once at once and send there; a failure now is the outbox's to back off.
+        return await self._write_on(await self.slot.get(), frames)
+
+    async def _write_on(self, link: L, frames: list[bytes]) -> int | None:
+        try:
+            n = await self._write(link, frames)
+        except OSError:
+            self.slot.abort()
+            raise
+        if n is not None and n < len(frames):
+            self.slot.abort()  # a short write: the link broke, the rest goes on a new one
+        return n
+
+    def _drop_gone(self) -> None:
+        link = self.slot.link
+        if link is not None and self._gone is not None and self._gone(link):
+            self.slot.abort()
+
+    async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Deliver what waits within ``timeout`` seconds (counting the rest as
+        abandoned), then close the link: gracefully (bounded by ``timeout``) when
+        everything went, at once when the peer did not take it all."""
+        clean = False
+        try:
+            clean = await self.outbox.aclose(timeout)
+        finally:
+            if clean:
+                await self.slot.reset(timeout)
+            else:  # a peer that does not read: a graceful close would wait for it
+                self.slot.abort()
+
+
+class DatagramSender:
+    """Sends payloads as datagrams over a link opened on demand (UDP, Unix datagram).
+
+    Nothing is buffered: datagrams are fire-and-forget, as in the seed. A payload the
+    kernel refuses goes to the caller's ``on_error`` (it belongs to that record). A
+    link that cannot be opened (a name that does not resolve, a missing socket) is a
+    peer outage: the payloads are counted as lost (``on_lost``), reported by the
+    outbox's rate-limited notices, and no new attempt (no DNS lookup) is made until
+    the back-off (:attr:`backoff`, the seed's ``retryStart``/``retryFactor``/
+    ``retryMax``) allows it.
+    """
+
+    def __init__(
+        self,
+        open_link: Callable[[], Awaitable[DatagramLink]],
+        *,
+        name: str,
+        on_lost: Callable[[list[int], Loss], None] | None = None,
+        notify: Callable[[str], None] | None = None,
+        timeout: float | None = WRITE_TIMEOUT,
+    ) -> None:
+        self.backoff = Backoff()
+        self.slot: LinkSlot[DatagramLink] = LinkSlot(open_link, name=name)
+        self.timeout = timeout
+        options: dict[str, Any] = {} if notify is None else {"notify": notify}
+        # items are indexes into the payloads being sent: the outbox counts them
+        self.outbox: Outbox[int] = Outbox(
+            self._send,
+            name=name,
+            buffer_size=0,
+            chunk_size=1 << 30,
+            backoff=self.backoff,
+            on_lost=on_lost,
+            **options,
+        )
+        self._payloads: Sequence[bytes] = ()
+        self._on_error: Callable[[int, Exception], bool] = _go_on
+
+    async def send_all(
+        self, payloads: Sequence[bytes], on_error: Callable[[int, Exception], bool]
+    ) -> None:
+        """Send each payload as one datagram (see :meth:`DatagramLink.send_all`).
+
+        ``on_error(index, exc)`` returns True when the error belongs to that payload
+        (the next one is sent), False when the link is broken (it is reopened, and
+        sending goes on from that payload).
+        """
+        self._payloads, self._on_error = payloads, on_error
+        try:
+            await self.outbox.put(range(len(payloads)))
+        finally:
+            self._payloads, self._on_error = (), _go_on
+
+    async def _send(self, chunk: list[int]) -> int:
+        link = await self.slot.get()
+        first = chunk[0]
+        payloads = self._payloads[first : first + len(chunk)]
+
+        def on_error(i: int, exc: Exception) -> bool:
+            if self._on_error(first + i, exc):
+                return True
+            self.slot.abort()
+            return False
+
+        return await link.send_all(payloads, on_error, timeout=self.timeout)
+
+    async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
+        """Close the link (bounded)."""
+        await self.outbox.aclose(0)
+        await self.slot.reset(timeout)
+
+
+def _go_on(i: int, exc: Exception) -> bool:
+    return True
