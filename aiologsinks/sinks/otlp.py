@@ -11,15 +11,15 @@ import logging
 import os
 import time
 import urllib.parse
-from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import _otlp_map, _trace
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
+from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
+from .._transport import bounded
 
 if TYPE_CHECKING:
     import aiohttp
@@ -31,26 +31,12 @@ DEFAULT_ENDPOINT = "http://localhost:4318/v1/logs"
 RETRYABLE = frozenset((429, 502, 503, 504))
 #: the longest Retry-After honoured (a misconfigured server must not park us for a day)
 MAX_RETRY_AFTER = 300.0
-#: at most one "still down" notice per this many seconds of an outage
-NOTICE_INTERVAL = 60.0
 _CONTENT_TYPES = {"protobuf": "application/x-protobuf", "json": "application/json"}
 _PROTOCOLS = {"http/protobuf": "protobuf", "http/json": "json"}
 
 
-class _Retryable(SinkDeliveryError):
-    """The collector may accept later (429/502/503/504): the request waits in the outbox."""
-
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
-
-@dataclass
-class _Request:
-    """One encoded export request and the records it carries."""
-
-    body: bytes
-    records: list[logging.LogRecord]
+#: what waits in the outbox: a record, its scope (logger name), its encoded log record
+_Item = tuple[logging.LogRecord, str, bytes]
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
@@ -71,6 +57,16 @@ def _parse_headers(text: str) -> dict[str, str]:
     return headers
 
 
+def _classify(exc: BaseException) -> Failure:
+    """The OTLP rules: retry 429/502/503/504 (``RetryableError``), timeouts and
+    connection errors; every other failure (400 included) is final."""
+    if isinstance(exc, RetryableError):
+        return Failure(True, exc.retry_after)
+    if isinstance(exc, (SinkConnectError, asyncio.TimeoutError)):
+        return Failure(True)
+    return Failure(False)
+
+
 def _retry_after(value: str | None) -> float | None:
     """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
     if not value:
@@ -86,7 +82,7 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
-class OTLPSink(Sink):
+class OTLPSink(OutboxSinkMixin, Sink):
     """Export records to an OpenTelemetry collector over OTLP/HTTP (``POST /v1/logs``).
 
     Each record becomes an OTLP log record (see ``_otlp_map``: body, severity, times in
@@ -110,17 +106,17 @@ class OTLPSink(Sink):
     ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` for the resource. The default
     endpoint is ``http://localhost:4318/v1/logs``.
 
-    Delivery follows the OTLP specification: an answer of 429, 502, 503 or 504 or a
-    connection error keeps the request in a bounded outbox (``buffer_size`` records; the
-    oldest are dropped first, counted) and retries it, in order, after a back-off
-    (``backoff``; 1 s doubling up to 30 s) or after the server's ``Retry-After``. Any
-    other error answer (400 included) is not retried: its records go to
-    :meth:`handleError`, counted. A ``partial_success`` with rejected log records
-    counts that many records as lost, with the collector's message. An outage is
-    reported as a few notices through :meth:`handleError` (down, still down at most
-    once a minute with counts — neither counted as a lost record) and a WARNING record
-    sent through the sink once the collector is back. :meth:`aclose` makes one last
-    attempt bounded by ``close_timeout`` seconds; what is left is counted as lost.
+    Delivery follows the OTLP specification, through the retrying outbox: an answer of
+    429, 502, 503 or 504, a timeout or a connection error keeps the records in the
+    outbox (``buffer_size`` records; the oldest are dropped first, counted) and retries
+    them, in order, after a back-off (``backoff``; 1 s doubling up to 30 s) or after the
+    server's ``Retry-After`` when that is later. Any other error answer (400 included)
+    is not retried: its records go to :meth:`handleError`, counted. A
+    ``partial_success`` with rejected log records counts that many records as lost,
+    with the collector's message. An outage is reported by :meth:`report_outage` as a
+    few notices (down, still down with counts, back), never one per record.
+    :meth:`aclose` makes one last attempt within ``close_timeout`` seconds; what is
+    left is counted as lost. Counts are in ``stats()`` and ``outbox.statistics()``.
     """
 
     def __init__(
@@ -212,18 +208,19 @@ class OTLPSink(Sink):
         self.buffer_size = buffer_size
         self.resource = _otlp_map.resource_attributes(resource)
         self.backoff = backoff if backoff is not None else Backoff()
-        #: requests waiting for the collector, oldest first (bounded by buffer_size records)
-        self.outbox: deque[_Request] = deque()
-        self._outbox_records = 0
-        #: records dropped from a full outbox, and requests retried (never reset)
-        self.dropped = 0
-        self.retries = 0
         self._session: aiohttp.ClientSession | None = None
-        self._retry_task: asyncio.Task[None] | None = None
-        self._send_lock: asyncio.Lock | None = None
-        self._down_since: float | None = None
-        self._last_notice = 0.0
-        self._lost_in_outage = 0
+        #: the retrying outbox: records wait here, in order, while the collector is away
+        self.outbox: Outbox[_Item] = Outbox(
+            self._send,
+            name=repr(self),
+            buffer_size=buffer_size,
+            chunk_size=max_batch_records,
+            backoff=self.backoff,
+            classify=_classify,
+            on_lost=self._count_lost,
+            on_failed=self._count_refused,
+            notify=self.report_outage,
+        )
         self._encode_log = _otlp_map.protobuf_log if encoding == "protobuf" else _otlp_map.json_log
         self._encode_request = (
             _otlp_map.encode_protobuf if encoding == "protobuf" else _otlp_map.encode_json
@@ -238,23 +235,20 @@ class OTLPSink(Sink):
             return self.format(record)
         return record.getMessage()
 
-    def _requests(self, records: Sequence[logging.LogRecord]) -> list[_Request]:
-        """Encode ``records`` into requests within the count and byte limits.
+    def _items(self, records: Sequence[logging.LogRecord]) -> list[_Item]:
+        """Map and encode each record once (retries re-send the same bytes).
 
-        A record that cannot be mapped or encoded goes to handleError alone; one that
-        alone exceeds ``max_batch_bytes`` too (the collector would refuse it).
+        A record that cannot be mapped or encoded goes to handleError alone; so does
+        one that alone exceeds ``max_batch_bytes`` (the collector would refuse it).
         """
         observed = time.time_ns()
         pid = self.resource.get("process.pid")
-        requests: list[_Request] = []
-        groups: dict[str, list[bytes]] = {}
-        batch: list[logging.LogRecord] = []
-        size = 0
+        items: list[_Item] = []
         for record in records:
             try:
                 log = _otlp_map.map_record(record, self.body(record), observed, pid)
                 encoded = self._encode_log(log)
-                if len(encoded) > self.max_batch_bytes:
+                if len(encoded) + len(log.scope) + 16 > self.max_batch_bytes:
                     raise SinkDeliveryError(
                         f"{self!r}: a record of {len(encoded)} bytes exceeds "
                         f"max_batch_bytes={self.max_batch_bytes}"
@@ -262,24 +256,28 @@ class OTLPSink(Sink):
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
                 self._fail(record)
                 continue
-            cost = len(encoded) + _otlp_map.framing_overhead(len(encoded)) + len(log.scope) + 8
-            if batch and (
-                len(batch) >= self.max_batch_records or size + cost > self.max_batch_bytes
-            ):
-                requests.append(self._request(groups, batch))
-                groups, batch, size = {}, [], 0
-            groups.setdefault(log.scope, []).append(encoded)
-            batch.append(record)
-            size += cost
-        if batch:
-            requests.append(self._request(groups, batch))
-        return requests
+            items.append((record, log.scope, encoded))
+        return items
 
-    def _request(self, groups: dict[str, list[bytes]], batch: list[logging.LogRecord]) -> _Request:
+    def _body(self, chunk: Sequence[_Item]) -> tuple[bytes, int]:
+        """The request body for the longest front of ``chunk`` within
+        ``max_batch_bytes`` (before compression), and how many items it holds."""
+        groups: dict[str, list[bytes]] = {}
+        size = 0
+        n = 0
+        for _, scope, encoded in chunk:
+            cost = len(encoded) + _otlp_map.framing_overhead(len(encoded))
+            if scope not in groups:
+                cost += len(scope) + 16  # the scope's own framing
+            if n and size + cost > self.max_batch_bytes:
+                break
+            groups.setdefault(scope, []).append(encoded)
+            size += cost
+            n += 1
         body = self._encode_request(self.resource, list(groups.items()))
         if self.compression == "gzip":
             body = gzip.compress(body, compresslevel=6)
-        return _Request(body, batch)
+        return body, n
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -288,22 +286,16 @@ class OTLPSink(Sink):
         await self.emit_batch((record,))
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        """Export the records; returns when the collector answered or they wait in the
-        outbox (during an outage) or went to :meth:`handleError`."""
-        if not records:
-            return
-        requests = self._requests(records)
-        if not requests:
-            return
-        async with self._lock():
-            self._enqueue(requests)
-            await self._drain()
+        """Export the records; returns when the collector answered, or they wait in the
+        outbox (during an outage), or they went to :meth:`handleError`."""
+        if records:
+            items = self._items(records)
+            if items:
+                await self.outbox.put(items)
 
     async def flush(self) -> None:
         """Try once more to deliver what waits in the outbox (if the back-off allows)."""
-        if self.outbox:
-            async with self._lock():
-                await self._drain()
+        await self.outbox.flush()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Close: one last attempt at the outbox within ``timeout`` seconds (default
@@ -314,103 +306,25 @@ class OTLPSink(Sink):
 
     async def _aclose(self) -> None:
         try:
-            task, self._retry_task = self._retry_task, None
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
-            if self.outbox:
-                self.backoff.retryTime = None  # a last attempt, whatever the back-off says
-                # what is left after the last attempt is counted below
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._final_drain(), self.close_timeout)
-                left = [r for request in self.outbox for r in request.records]
-                self.outbox.clear()
-                self._outbox_records = 0
-                self._lose(left, "undelivered when the sink closed")
+            await self.outbox.aclose(self.close_timeout)
         finally:
             session, self._session = self._session, None
             if session is not None:
-                await session.close()
+                with contextlib.suppress(OSError):  # a close that hangs is given up on
+                    await bounded(session.close(), self.close_timeout, "session close")
 
-    async def _final_drain(self) -> None:
-        async with self._lock():
-            await self._drain(final=True)
-
-    def _lock(self) -> asyncio.Lock:
-        if self._send_lock is None:
-            self._send_lock = asyncio.Lock()
-        return self._send_lock
-
-    def _enqueue(self, requests: list[_Request]) -> None:
-        for request in requests:
-            self.outbox.append(request)
-            self._outbox_records += len(request.records)
-        dropped: list[logging.LogRecord] = []
-        while self._outbox_records > self.buffer_size and len(self.outbox) > 1:
-            oldest = self.outbox.popleft()
-            self._outbox_records -= len(oldest.records)
-            dropped.extend(oldest.records)
-        if dropped:
-            self.dropped += len(dropped)
-            self._lost_in_outage += len(dropped)
-            self._lose(dropped, f"dropped: outbox full ({self.buffer_size} records)")
-
-    async def _drain(self, final: bool = False) -> None:
-        """Send waiting requests in order until none is left or a retry is due."""
-        while self.outbox and (final or self.backoff.ready()):
-            request = self.outbox[0]
-            try:
-                await self._send(request)
-            except (SinkConnectError, _Retryable) as exc:
-                if final:
-                    return
-                self.retries += 1
-                wait = self.backoff.failed()
-                retry_after = getattr(exc, "retry_after", None)
-                if retry_after is not None:
-                    self.backoff.retryTime = self.backoff.clock() + retry_after
-                    wait = retry_after
-                self._outage_notice(exc, wait)
-                self._schedule_retry()
-                return
-            except Exception:  # noqa: BLE001 - not retryable: this request's records are lost
-                self._pop()
-                self._fail_all(request.records)
-            else:
-                self._pop()
-            was_down = self._down_since is not None
-            self.backoff.succeeded()
-            if was_down:
-                await self._recovered()
-
-    def _pop(self) -> None:
-        request = self.outbox.popleft()
-        self._outbox_records -= len(request.records)
-
-    def _schedule_retry(self) -> None:
-        if self.closed:
-            return  # aclose() makes the last attempt itself
-        if self._retry_task is None or self._retry_task.done():
-            self._retry_task = asyncio.get_running_loop().create_task(
-                self._retry_loop(), name=f"{type(self).__name__} retry"
-            )
-
-    async def _retry_loop(self) -> None:
-        while self.outbox and not self.closed:
-            await asyncio.sleep(self.backoff.delay())
-            async with self._lock():
-                await self._drain()
-
-    async def _send(self, request: _Request) -> None:
-        """POST one export request; raise by the OTLP rules; count partial success."""
+    async def _send(self, chunk: list[_Item]) -> int:
+        """POST one export request from the front of ``chunk``; return how many items
+        it carried. Raises by the OTLP rules; counts a partial success."""
         import aiohttp
 
+        body, n = self._body(chunk)
         headers = {**self.headers, "Content-Type": _CONTENT_TYPES[self.encoding]}
         if self.compression == "gzip":
             headers["Content-Encoding"] = "gzip"
         session = self._get_session()
         try:
-            async with session.post(self.endpoint, data=request.body, headers=headers) as resp:
+            async with session.post(self.endpoint, data=body, headers=headers) as resp:
                 reply = await resp.read()
                 status = resp.status
                 content_type = resp.headers.get("Content-Type", "")
@@ -418,8 +332,8 @@ class OTLPSink(Sink):
         except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
             raise SinkConnectError(f"{self!r}: cannot reach the collector: {exc}") from exc
         if status in RETRYABLE:
-            raise _Retryable(
-                f"{self!r}: the collector answered {status}", _retry_after(retry_after)
+            raise RetryableError(
+                f"{self!r}: the collector answered {status}", retry_after=_retry_after(retry_after)
             )
         if status >= 300:
             message = reply[:200].decode("utf-8", "replace")
@@ -429,16 +343,17 @@ class OTLPSink(Sink):
         except Exception:  # noqa: BLE001 - an unreadable 2xx body: the records were accepted
             rejected, message = 0, ""
         if rejected > 0:
-            rejected = min(rejected, len(request.records))
+            rejected = min(rejected, n)
             try:
                 raise SinkDeliveryError(
-                    f"{self!r}: the collector rejected {rejected} of {len(request.records)} "
+                    f"{self!r}: the collector rejected {rejected} of {n} "
                     f"log records: {message or '(no message)'}"
                 )
             except SinkDeliveryError:
                 # which records were rejected is not said: count them, report one
                 self.error_count += rejected - 1
-                self._fail(request.records[0])
+                self._fail(chunk[0][0])
+        return n
 
     def _get_session(self) -> aiohttp.ClientSession:
         import aiohttp
@@ -450,68 +365,13 @@ class OTLPSink(Sink):
             )
         return self._session
 
-    # -- accounting and notices ---------------------------------------------------------------
+    # -- accounting ---------------------------------------------------------------------------
 
-    def _fail_all(self, records: Sequence[logging.LogRecord]) -> None:
-        # one traceback per failed request, but every record is counted as lost
-        self.error_count += len(records) - 1
-        self._fail(records[0])
-
-    def _lose(self, records: Sequence[logging.LogRecord], why: str) -> None:
-        if not records:
-            return
-        try:
-            raise SinkDeliveryError(f"{self!r}: {len(records)} records {why}")
-        except SinkDeliveryError:
-            self._fail_all(records)
-
-    def _outage_notice(self, exc: BaseException, wait: float) -> None:
-        """Down (first failure) and still down (at most once per NOTICE_INTERVAL):
-        reported to handleError, not counted as lost records."""
-        now = time.monotonic()
-        if self._down_since is None:
-            self._down_since = now
-            self._lost_in_outage = 0
-            what = "collector unavailable"
-        elif now - self._last_notice >= NOTICE_INTERVAL:
-            what = f"collector still unavailable after {now - self._down_since:.0f} s"
-        else:
-            return
-        self._last_notice = now
-        notice = logging.LogRecord(
-            "aiologsinks",
-            logging.WARNING,
-            __file__,
-            0,
-            "aiologsinks: %s: %s; %d records wait in the outbox, %d dropped; retry in %.1f s",
-            (what, exc, self._outbox_records, self._lost_in_outage, wait),
-            None,
-        )
-        try:
-            raise exc
-        except BaseException:  # noqa: BLE001 - re-raised only so handleError prints it
-            self.handleError(notice)
-
-    async def _recovered(self) -> None:
-        """The collector is back: say so through the sink itself, once."""
-        assert self._down_since is not None
-        down_for = time.monotonic() - self._down_since
-        self._down_since = None
-        notice = logging.LogRecord(
-            "aiologsinks",
-            logging.WARNING,
-            __file__,
-            0,
-            "aiologsinks: OTLP collector reachable again after %.1f s; %d records dropped "
-            "during the outage",
-            (down_for, self._lost_in_outage),
-            None,
-        )
-        notice.msg, notice.args = notice.getMessage(), None
-        # after the backlog: what waited goes first, in order
-        for request in self._requests([notice]):
-            self.outbox.append(request)
-            self._outbox_records += len(request.records)
+    def _count_refused(self, items: Sequence[_Item], exc: BaseException) -> None:
+        # called inside the except block: one traceback per refused request, every
+        # record counted
+        self.error_count += len(items) - 1
+        self._fail(items[0][0])
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)

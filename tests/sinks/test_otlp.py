@@ -210,7 +210,7 @@ async def test_the_collector_rejects_malformed_json_with_400_and_it_is_not_retri
         async with sink:
             await sink.emit_batch([logging.LogRecord("x", 20, "f", 1, "m", None, None)] * 3)
         assert sink.error_count == 3
-        assert sink.retries == 0
+        assert sink.outbox.statistics().outages == 0  # refused, not retried
         assert len(errors) == 1 and "answered 400" in errors[0]
 
 

@@ -28,14 +28,19 @@ def _needs_proto() -> None:
 
 
 class Sink(als.OTLPSink):
-    """Keeps what reached handleError: (record message, exception text)."""
+    """Keeps what reached handleError (record message, exception text) and the outage
+    notices."""
 
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.reported: list[tuple[str, str]] = []
+        self.notices: list[str] = []
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.reported.append((record.getMessage(), str(sys.exc_info()[1])))
+
+    def report_outage(self, message: str) -> None:
+        self.notices.append(message)
 
 
 def records(n: int, start: int = 0) -> list[logging.LogRecord]:
@@ -48,18 +53,13 @@ def bodies(receiver: OTLPReceiver) -> list[str]:
     return [lr.body.string_value for _, _, lr in receiver.records()]
 
 
-def user_bodies(receiver: OTLPReceiver) -> list[str]:
-    """The bodies of records that are not the sink's own notices."""
-    return [b for b in bodies(receiver) if not b.startswith("aiologsinks:")]
-
-
 def fast() -> Backoff:
     return Backoff(retryStart=0.01, retryFactor=2.0, retryMax=0.05)
 
 
 async def wait_for_empty_outbox(sink: als.OTLPSink, timeout: float = 10.0) -> None:
     async def empty() -> None:
-        while sink.outbox:
+        while sink.outbox.pending:
             await asyncio.sleep(0.01)  # polling the sink's own retry task
 
     await asyncio.wait_for(empty(), timeout)
@@ -72,24 +72,24 @@ async def test_retryable_statuses_are_retried_in_order_until_delivered(status: i
             await sink.emit_batch(records(5))
             await sink.emit_batch(records(5, 5))  # waits behind the first, in order
             await wait_for_empty_outbox(sink)
-            assert bodies(receiver)[:10] == [f"r{i}" for i in range(10)]
-            assert sink.retries == 4
-            assert sink.error_count == 0
-            # one "collector unavailable" notice, not one per attempt, and not counted
-            assert len(sink.reported) == 1 and "unavailable" in sink.reported[0][0]
-            # back again: a notice record went through the sink itself, after the backlog
-            assert "reachable again" in bodies(receiver)[10]
+            assert bodies(receiver) == [f"r{i}" for i in range(10)]
+            assert [e.status for e in receiver.exports] == [status] * 4 + [200]
+            assert sink.error_count == 0 and sink.reported == []
+            # one notice when it went down, one when it came back: not one per attempt
+            assert len(sink.notices) == 2, sink.notices
+            assert f"answered {status}" in sink.notices[0]
+            assert "reachable again" in sink.notices[1]
 
 
-async def test_retry_after_is_honoured_over_the_back_off() -> None:
-    # The back-off alone would wait 30 s: a delivery within the test's timeout shows
-    # the server's Retry-After (0.2 s) was used instead.
-    slow = Backoff(retryStart=30.0, retryMax=30.0)
-    async with otlp_receiver(answers=[(429, {"Retry-After": "0.2"})]) as receiver:
-        async with Sink(receiver.endpoint, "protobuf", backoff=slow) as sink:
+async def test_retry_after_is_honoured_over_a_shorter_back_off() -> None:
+    async with otlp_receiver(answers=[(429, {"Retry-After": "0.3"})]) as receiver:
+        async with Sink(receiver.endpoint, "protobuf", backoff=fast()) as sink:
             await sink.emit_batch(records(3))
+            # the next attempt is due after the server's 0.3 s, not the back-off's 10 ms
+            assert 0.2 < sink.backoff.delay() <= 0.3
             await wait_for_empty_outbox(sink, timeout=10.0)
-            assert bodies(receiver)[:3] == ["r0", "r1", "r2"]
+            assert bodies(receiver) == ["r0", "r1", "r2"]
+            assert [e.status for e in receiver.exports] == [429, 200]
 
 
 async def test_a_long_retry_after_postpones_the_next_attempt() -> None:
@@ -101,7 +101,7 @@ async def test_a_long_retry_after_postpones_the_next_attempt() -> None:
             await sink.flush()  # not yet due: no request
             assert len(receiver.exports) == 1
         # aclose made one last attempt, which the receiver accepted
-        assert user_bodies(receiver) == ["r0", "r1"]
+        assert bodies(receiver) == ["r0", "r1"]
         assert sink.error_count == 0
 
 
@@ -113,8 +113,8 @@ async def test_400_is_never_retried_and_its_records_are_counted() -> None:
         assert len(receiver.exports) == 2
         assert bodies(receiver) == ["r4", "r5", "r6"]
         assert sink.error_count == 4
-        assert sink.retries == 0
         assert len(sink.reported) == 1 and "answered 400" in sink.reported[0][1]
+        assert sink.notices == []  # a refusal is not an outage
 
 
 @pytest.mark.parametrize("encoding", ["protobuf", "json"])
@@ -147,10 +147,10 @@ async def test_a_collector_down_for_a_while_loses_nothing() -> None:
                 log.info("during %d", i)
             sent += 30
             await dispatcher.flush()
-            assert sink.outbox, (sink.error_count, sink.reported, bodies(receiver))
+            assert sink.outbox.pending == 30  # waiting, not lost
             await receiver.start()  # back on the same port
             await wait_for_empty_outbox(sink)
-        delivered = user_bodies(receiver)
+        delivered = bodies(receiver)
         assert delivered == [f"before {i}" for i in range(20)] + [f"during {i}" for i in range(30)]
         assert len(delivered) + sink.error_count == sent
         assert sink.error_count == 0
@@ -168,16 +168,15 @@ async def test_a_full_outbox_drops_the_oldest_and_counts_them() -> None:
         async with sink:
             for b in range(5):
                 await sink.emit_batch(records(5, 5 * b))  # 25 records, room for 10
-            assert sink.dropped == 15
+            assert sink.outbox.statistics().dropped == 15
             assert sink.error_count == 15
             receiver = OTLPReceiver(port=port)
             await receiver.start()
             await wait_for_empty_outbox(sink)
-        delivered = user_bodies(receiver)
+        delivered = bodies(receiver)
         assert delivered == [f"r{i}" for i in range(15, 25)]  # the newest, in order
         assert len(delivered) + sink.error_count == 25
-        notice = next(b for b in bodies(receiver) if b.startswith("aiologsinks:"))
-        assert "15 records dropped" in notice
+        assert "15 record(s) lost" in sink.notices[-1]
     finally:
         await receiver.stop()
 
@@ -198,11 +197,11 @@ async def test_aclose_is_bounded_when_the_collector_hangs() -> None:
         await asyncio.wait_for(hung.wait(), 5)
         emitting.cancel()
         await asyncio.gather(emitting, return_exceptions=True)
-        sink.outbox.extend([])  # the request is still waiting in the outbox
+        assert sink.outbox.pending == 7  # the cancelled request's records wait again
         await asyncio.wait_for(sink.aclose(), 5)  # bounded by close_timeout, not timeout
         assert sink.closed
         assert sink.error_count == 7
-        assert "undelivered when the sink closed" in sink.reported[-1][1]
+        assert "closed with 7 record(s) undelivered" in sink.notices[-1]
     finally:
         server.close()
         await server.wait_closed()
