@@ -22,12 +22,6 @@ _ACKS = {0: 0, 1: 1, -1: "all", "0": 0, "1": 1, "all": "all", "-1": "all"}
 _COMPRESSION = (None, "gzip", "snappy", "lz4", "zstd")
 
 
-def _not_from_aiokafka(record: logging.LogRecord) -> bool:
-    """aiokafka's own records stay out of the topic: during a broker outage they would
-    feed the outage they describe."""
-    return not record.name.startswith("aiokafka")
-
-
 class KafkaSink(Sink):
     """Produce each record to a Kafka ``topic`` and wait for the broker's acknowledgement.
 
@@ -49,8 +43,9 @@ class KafkaSink(Sink):
     ``delivery_timeout`` seconds after the batch's first attempt; then they go to
     :meth:`handleError`, counted. :meth:`flush` waits for the producer's buffer to be
     acknowledged; :meth:`aclose` stops the producer within ``close_timeout`` seconds.
-    Records from aiokafka's own loggers are filtered out (they would describe an outage
-    by adding to it).
+    aiokafka logs every failed reconnection: keep its ``aiokafka`` loggers away from
+    this sink (``logging.Filter`` on the sink, or ``propagate = False``) so that an
+    outage does not feed records about itself into the topic it cannot reach.
     """
 
     def __init__(
@@ -123,7 +118,6 @@ class KafkaSink(Sink):
         #: messages sent again after the broker did not acknowledge them (never reset)
         self.resent = 0
         self._producer: AIOKafkaProducer | None = None
-        self.addFilter(_not_from_aiokafka)
 
     # -- encoding -----------------------------------------------------------------------
 

@@ -143,13 +143,6 @@ async def test_aclose_is_bounded_when_the_broker_hangs(tmp_path: Path) -> None:
         await server.wait_closed()
 
 
-def test_aiokafka_records_are_filtered_out() -> None:
-    tansu_program()
-    sink = als.KafkaSink("t", "127.0.0.1:1")
-    assert not sink.filter(logging.LogRecord("aiokafka.conn", 40, "f", 1, "down", None, None))
-    assert sink.filter(logging.LogRecord("app", 40, "f", 1, "m", None, None))
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error", "name"),
     [

@@ -284,3 +284,43 @@ def test_grpc_in_the_environment_is_refused_clearly(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc")
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL"):
         als.OTLPSink("http://127.0.0.1:1/v1/logs")
+
+
+def test_all_three_by_name_in_toml_config() -> None:
+    from aiologsinks import config
+
+    require_module("aiokafka")
+    text = """
+[formatters.json]
+"()" = "aiologsinks:JSONFormatter"
+preset = "ecs"
+
+[sinks.otel]
+type = "otlp"
+endpoint = "http://127.0.0.1:4318/v1/logs"
+encoding = "json"
+headers = { api-key = "k" }
+resource = { "service.name" = "api" }
+
+[sinks.events]
+type = "KafkaSink"
+topic = "logs"
+bootstrap_servers = ["127.0.0.1:9092"]
+key = "name"
+acks = 1
+formatter = "json"
+"""
+    cfg = config.loads(text)
+    otel: Any = cfg.sinks["otel"]
+    kafka: Any = cfg.sinks["events"]
+    assert type(otel) is als.OTLPSink and type(kafka) is als.KafkaSink
+    assert otel.encoding == "json" and otel.headers == {"api-key": "k"}
+    assert otel.resource["service.name"] == "api"
+    assert kafka.acks == 1 and kafka.key == "name"
+    assert (
+        isinstance(kafka.formatter, als.JSONFormatter)
+        and kafka.formatter.names["level"] == "log.level"
+    )
+    with pytest.raises(config.ConfigError) as info:
+        config.loads('[sinks.o]\ntype = "otlp"\nencoding = "grpc"\n')
+    assert info.value.path == "sinks.o.encoding"
