@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import email.utils
 import gzip
-import importlib.util
 import logging
 import os
 import time
@@ -92,9 +91,9 @@ class OTLPSink(OutboxSinkMixin, Sink):
     A batch from the lane is sent as one request, or several when it exceeds
     ``max_batch_records`` records or ``max_batch_bytes`` bytes (before compression).
 
-    ``encoding`` is ``"protobuf"`` (``application/x-protobuf``; needs the ``otlp`` extra,
-    ``opentelemetry-proto``) or ``"json"`` (the OTLP JSON mapping, no extra dependency);
-    the default is protobuf when ``opentelemetry-proto`` is installed, JSON otherwise.
+    ``encoding`` is ``"protobuf"`` (``application/x-protobuf``, the default) or ``"json"``
+    (the OTLP JSON mapping); neither needs an extra dependency (the protobuf wire format
+    is written directly; ``opentelemetry-proto`` is only what the tests decode with).
     ``compression`` is ``"gzip"`` (default) or ``"none"``; ``timeout`` bounds each
     request (seconds, default 10); ``headers`` are added to each request (e.g. an API
     key; never shown in ``repr`` or errors).
@@ -158,17 +157,10 @@ class OTLPSink(OutboxSinkMixin, Sink):
                         f"got {protocol!r} (OTLPSink speaks OTLP/HTTP)"
                     )
                 encoding = _PROTOCOLS[protocol]
-            elif importlib.util.find_spec("opentelemetry.proto") is not None:
-                encoding = "protobuf"
             else:
-                encoding = "json"
+                encoding = "protobuf"
         if encoding not in _CONTENT_TYPES:
             raise ValueError(f"encoding: expected 'protobuf' or 'json', got {encoding!r}")
-        if encoding == "protobuf" and importlib.util.find_spec("opentelemetry.proto") is None:
-            raise ValueError(
-                "encoding: 'protobuf' needs opentelemetry-proto (the 'otlp' extra); "
-                "use encoding='json' without it"
-            )
         if compression is None:
             compression = _env(environ, "COMPRESSION") or "gzip"
         if compression not in ("gzip", "none"):

@@ -324,3 +324,41 @@ formatter = "json"
     with pytest.raises(config.ConfigError) as info:
         config.loads('[sinks.o]\ntype = "otlp"\nencoding = "grpc"\n')
     assert info.value.path == "sinks.o.encoding"
+
+
+def test_the_protobuf_writer_agrees_with_the_generated_classes() -> None:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValueList as KVList
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    values: list[tuple[Any, Any]] = [
+        ("ünï", AnyValue(string_value="ünï")),
+        (True, AnyValue(bool_value=True)),
+        (False, AnyValue(bool_value=False)),
+        (-5, AnyValue(int_value=-5)),
+        (2**63 - 1, AnyValue(int_value=2**63 - 1)),
+        (2**64, AnyValue(string_value=str(2**64))),
+        (-0.25, AnyValue(double_value=-0.25)),
+        (None, AnyValue()),
+        (b"\x00\xff", AnyValue(bytes_value=b"\x00\xff")),
+        ([1, "a"], AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1),
+                                                           AnyValue(string_value="a")]))),
+        ({"k": {"n": 1}}, AnyValue(kvlist_value=KVList(values=[KeyValue(key="k", value=AnyValue(
+            kvlist_value=KVList(values=[KeyValue(key="n", value=AnyValue(int_value=1))])))]))),
+        ("x" * 300, AnyValue(string_value="x" * 300)),
+    ]  # fmt: skip
+    for _ in range(2):  # the second round reads the attribute cache
+        log = _otlp_map.OTLPLog(
+            "scope", 1, 2, 9, "INFO", "b" * 200, [(f"a{i}", v) for i, (v, _) in enumerate(values)],
+            "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", 1,
+        )  # fmt: skip
+        expected = LogRecord(
+            time_unix_nano=1, observed_time_unix_nano=2, severity_number=9, severity_text="INFO",  # type: ignore[arg-type]
+            body=AnyValue(string_value="b" * 200),
+            attributes=[KeyValue(key=f"a{i}", value=m) for i, (_, m) in enumerate(values)],
+            trace_id=bytes.fromhex("0af7651916cd43dd8448eb211c80319c"),
+            span_id=bytes.fromhex("b7ad6b7169203331"), flags=1,
+        )  # fmt: skip
+        got = LogRecord()
+        got.ParseFromString(_otlp_map.protobuf_log(log))
+        assert got == expected
