@@ -183,9 +183,8 @@ async def main_async(n: int) -> None:
     print(f"{n} records per contender into rotel on 127.0.0.1, Python {sys.version.split()[0]}")
     print(f"  {'contender':36s} {'us/call':>8s} {'records/s':>10s} {'lost':>6s} {'counted':>8s}")
     for name, r in results.items():
-        print(
-            f"  {name:36s} {r['call_us']:8.2f} {r['rate']:10.0f} {r['lost']:6d} {r['counted']!s:>8s}"
-        )
+        counted = str(r["counted"])
+        print(f"  {name:36s} {r['call_us']:8.2f} {r['rate']:10.0f} {r['lost']:6d} {counted:>8s}")
     sdk = results["OTel SDK (BatchLogRecordProcessor)"]
     ours = results["OTLPSink (protobuf)"]
     print(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,12 @@ if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
 
 __all__ = ["KafkaSink"]
+
+#: one message: the record, its key, its value
+_Msg = tuple[logging.LogRecord, "bytes | None", bytes]
+#: one send of a batch: futures of the messages that went, those messages, the ones
+#: that could not be handed to the producer, and the last error
+_Sent = tuple["list[asyncio.Future[Any]]", "list[_Msg]", "list[_Msg]", "BaseException | None"]
 
 _ACKS = {0: 0, 1: 1, -1: "all", "0": 0, "1": 1, "all": "all", "-1": "all"}
 _COMPRESSION = (None, "gzip", "snappy", "lz4", "zstd")
@@ -37,12 +44,14 @@ class KafkaSink(Sink):
     broker that grants producer ids) and ``linger_ms`` go to the producer;
     ``producer_options`` passes any other ``AIOKafkaProducer`` option.
 
-    Delivery is confirmed per batch: :meth:`emit_batch` returns once every message of
-    the batch was acknowledged or given up on. Messages the broker did not acknowledge
-    are sent again after a back-off (``backoff``; 0.1 s doubling up to 2 s) until
-    ``delivery_timeout`` seconds after the batch's first attempt; then they go to
-    :meth:`handleError`, counted. :meth:`flush` waits for the producer's buffer to be
-    acknowledged; :meth:`aclose` stops the producer within ``close_timeout`` seconds.
+    Delivery is confirmed per batch: each batch's acknowledgements are awaited by a task
+    of the sink, with up to ``max_in_flight`` batches in flight (the next batch waits
+    for room, so an outage holds the lane back instead of piling up). Messages the
+    broker did not acknowledge are sent again after a back-off (``backoff``; 0.1 s
+    doubling up to 2 s) until ``delivery_timeout`` seconds after the batch's first
+    attempt; then they go to :meth:`handleError`, counted. :meth:`flush` returns when
+    every batch was acknowledged or counted; :meth:`aclose` waits for that at most
+    ``close_timeout`` seconds, counts what is left, and stops the producer.
     aiokafka logs every failed reconnection: keep its ``aiokafka`` loggers away from
     this sink (``logging.Filter`` on the sink, or ``propagate = False``) so that an
     outage does not feed records about itself into the topic it cannot reach.
@@ -62,6 +71,7 @@ class KafkaSink(Sink):
         delivery_timeout: float = 30.0,
         request_timeout: float = 5.0,
         close_timeout: float = 5.0,
+        max_in_flight: int = 4,
         backoff: Backoff | None = None,
         producer_options: Mapping[str, Any] | None = None,
         level: int | str = logging.NOTSET,
@@ -99,6 +109,12 @@ class KafkaSink(Sink):
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"{name}: expected a positive number, got {value!r}")
+        if (
+            isinstance(max_in_flight, bool)
+            or not isinstance(max_in_flight, int)
+            or max_in_flight < 1
+        ):
+            raise ValueError(f"max_in_flight: expected an int >= 1, got {max_in_flight!r}")
         if producer_options is not None and not isinstance(producer_options, Mapping):
             raise TypeError(f"producer_options: expected a mapping, got {producer_options!r}")
         self.topic = topic
@@ -112,6 +128,10 @@ class KafkaSink(Sink):
         self.delivery_timeout = float(delivery_timeout)
         self.request_timeout = float(request_timeout)
         self.close_timeout = float(close_timeout)
+        self.max_in_flight = max_in_flight
+        #: batches whose acknowledgements are awaited, oldest first (owned tasks)
+        self._batches: deque[asyncio.Task[None]] = deque()
+        self._connecting = asyncio.Lock()
         self.backoff = backoff if backoff is not None else Backoff(0.1, 2.0, 2.0)
         self.producer_options = dict(producer_options or {})
         self.formatter = JSONFormatter()
@@ -150,43 +170,50 @@ class KafkaSink(Sink):
         await self.emit_batch((record,))
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        """Produce the records and wait until the broker acknowledged each one, or it
-        went to :meth:`handleError` after ``delivery_timeout`` seconds of re-sending."""
-        pending: list[tuple[logging.LogRecord, bytes | None, bytes]] = []
+        """Hand the records to the producer, in order, and confirm them in the background.
+
+        Returns once they were sent (the broker's acknowledgements are awaited by a
+        task per batch, at most ``max_in_flight`` batches at a time: a full window makes
+        this wait for the oldest batch). A record not acknowledged is sent again until
+        ``delivery_timeout`` seconds after its batch's first attempt, then it goes to
+        :meth:`handleError`, counted. :meth:`flush` waits for every batch.
+        """
+        pending: list[_Msg] = []
         for record in records:
             try:
                 pending.append((record, self.message_key(record), self.message_value(record)))
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
                 self._fail(record)
+        if not pending:
+            return
+        await self._make_room()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.delivery_timeout
-        backoff = Backoff(self.backoff.retryStart, self.backoff.retryFactor, self.backoff.retryMax)
-        error: BaseException | None = None
-        while pending:
-            pending, error = await self._attempt(pending)
-            if not pending:
-                return
-            wait = backoff.failed()
-            if loop.time() + wait >= deadline:
-                break
-            self.resent += len(pending)
-            await asyncio.sleep(wait)
-        self._lose([r for r, _, _ in pending], error)
+        first = await self._send_all(pending)
+        self._batches.append(
+            loop.create_task(self._confirm(first, deadline), name=f"{self!r} acknowledgements")
+        )
 
-    async def _attempt(
-        self, pending: list[tuple[logging.LogRecord, bytes | None, bytes]]
-    ) -> tuple[list[tuple[logging.LogRecord, bytes | None, bytes]], BaseException | None]:
-        """Send ``pending`` once; return what was not acknowledged and the last error."""
+    async def _make_room(self) -> None:
+        """Retire finished batches; wait for the oldest while the window is full."""
+        batches = self._batches
+        while batches and (len(batches) >= self.max_in_flight or batches[0].done()):
+            await asyncio.shield(batches[0])  # our cancellation must not cancel it
+            if batches and batches[0].done():
+                batches.popleft()
+
+    async def _send_all(self, pending: list[_Msg]) -> _Sent:
+        """Send ``pending`` once: (futures of what went, what went, what did not, error)."""
         from aiokafka.errors import KafkaError
 
         try:
             producer = await self._get_producer()
         except SinkConnectError as exc:
-            return pending, exc
+            return [], [], pending, exc
         futures: list[asyncio.Future[Any]] = []
-        failed: list[tuple[logging.LogRecord, bytes | None, bytes]] = []
+        sent: list[_Msg] = []
+        failed: list[_Msg] = []
         error: BaseException | None = None
-        sent: list[tuple[logging.LogRecord, bytes | None, bytes]] = []
         for item in pending:
             try:
                 futures.append(await producer.send(self.topic, item[2], key=item[1]))
@@ -196,8 +223,16 @@ class KafkaSink(Sink):
                 error = exc
             except Exception:  # noqa: BLE001 - e.g. message too large: not retryable
                 self._fail(item[0])
+        return futures, sent, failed, error
+
+    async def _collect(self, sent: _Sent) -> tuple[list[_Msg], BaseException | None]:
+        """Await the acknowledgements; return what must be sent again, and why."""
+        from aiokafka.errors import KafkaError
+
+        futures, items, failed, error = sent
         results = await asyncio.gather(*futures, return_exceptions=True)
-        for item, result in zip(sent, results, strict=True):
+        failed = list(failed)
+        for item, result in zip(items, results, strict=True):
             if isinstance(result, BaseException):
                 if isinstance(result, KafkaError) and not _retriable(result):
                     try:
@@ -207,16 +242,44 @@ class KafkaSink(Sink):
                     continue
                 failed.append(item)
                 error = result
-        if failed and self._producer is producer and not _usable(producer):
+        producer = self._producer
+        if failed and producer is not None and not _usable(producer):
             await self._drop_producer()
         return failed, error
 
+    async def _confirm(self, first: _Sent, deadline: float) -> None:
+        """One batch's acknowledgements, re-sends, and losses (never raises)."""
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(self.backoff.retryStart, self.backoff.retryFactor, self.backoff.retryMax)
+        pending: list[_Msg] = [*first[1], *first[2]]
+        error: BaseException | None = None
+        try:
+            pending, error = await self._collect(first)
+            while pending:
+                wait = backoff.failed()
+                if loop.time() + wait >= deadline:
+                    break
+                await asyncio.sleep(wait)
+                self.resent += len(pending)
+                pending, error = await self._collect(await self._send_all(pending))
+        except asyncio.CancelledError:
+            self._lose([r for r, _, _ in pending], error, "still unacknowledged at close")
+            raise
+        except Exception as exc:  # noqa: BLE001 - the task's boundary: count, never raise
+            self._lose([r for r, _, _ in pending], exc)
+            return
+        self._lose([r for r, _, _ in pending], error)
+
     async def _get_producer(self) -> AIOKafkaProducer:
+        async with self._connecting:  # batches re-sending at once share one producer
+            if self._producer is None:
+                self._producer = await self._new_producer()
+            return self._producer
+
+    async def _new_producer(self) -> AIOKafkaProducer:
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError
 
-        if self._producer is not None:
-            return self._producer
         options: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "acks": self.acks,
@@ -233,7 +296,6 @@ class KafkaSink(Sink):
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             await _stop_quietly(producer, self.close_timeout)
             raise SinkConnectError(f"{self!r}: cannot reach the brokers: {exc!r}") from exc
-        self._producer = producer
         return producer
 
     async def _drop_producer(self) -> None:
@@ -242,10 +304,12 @@ class KafkaSink(Sink):
             await _stop_quietly(producer, self.close_timeout)
 
     async def flush(self) -> None:
-        """Wait until every message handed to the producer was acknowledged (batches
-        are already awaited by :meth:`emit_batch`; this covers direct producer use)."""
-        if self._producer is not None:
-            await asyncio.wait_for(self._producer.flush(), self.delivery_timeout)
+        """Wait until every batch was acknowledged or given up on (and counted)."""
+        batches = self._batches
+        while batches:
+            await asyncio.shield(batches[0])
+            if batches and batches[0].done():
+                batches.popleft()
 
     async def aclose(self, timeout: float | None = None) -> None:
         """Stop the producer within ``timeout`` seconds (default ``close_timeout``);
@@ -255,18 +319,31 @@ class KafkaSink(Sink):
         await super().aclose()
 
     async def _aclose(self) -> None:
-        await self._drop_producer()
+        """Wait for the batches in flight within ``close_timeout``; what is still
+        unacknowledged then is counted as lost; the producer is stopped."""
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.flush(), self.close_timeout)
+            batches, self._batches = list(self._batches), deque()
+            for task in batches:
+                task.cancel()
+            await asyncio.gather(*batches, return_exceptions=True)
+        finally:
+            await self._drop_producer()
 
     # -- accounting -----------------------------------------------------------------------
 
-    def _lose(self, records: Sequence[logging.LogRecord], error: BaseException | None) -> None:
+    def _lose(
+        self,
+        records: Sequence[logging.LogRecord],
+        error: BaseException | None,
+        why: str = "",
+    ) -> None:
         if not records:
             return
+        why = why or f"not acknowledged within {self.delivery_timeout:g} s"
         try:
-            raise SinkDeliveryError(
-                f"{self!r}: {len(records)} records not acknowledged within "
-                f"{self.delivery_timeout:g} s: {error!r}"
-            ) from error
+            raise SinkDeliveryError(f"{self!r}: {len(records)} records {why}: {error!r}") from error
         except SinkDeliveryError:
             # one traceback per batch, every record counted
             self.error_count += len(records) - 1

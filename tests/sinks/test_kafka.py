@@ -112,6 +112,7 @@ async def test_records_never_acknowledged_are_counted(tmp_path: Path) -> None:
             delivered = len(await broker.consume("lost", 5))
             await broker.stop()
             await sink.emit_batch([logging.LogRecord("x", 20, "f", 1, "no", None, None)] * 7)
+            await sink.flush()  # returns once every batch was acknowledged or counted
             assert delivered + sink.error_count == 12
             assert sink.error_count == 7
             assert "not acknowledged" in sink.reported[0]
@@ -134,6 +135,7 @@ async def test_aclose_is_bounded_when_the_broker_hangs(tmp_path: Path) -> None:
         await asyncio.wait_for(
             sink.emit_batch([logging.LogRecord("x", 20, "f", 1, "m", None, None)] * 3), 10
         )
+        await asyncio.wait_for(sink.flush(), 10)
         assert accepted.is_set()
         assert sink.error_count == 3
         await asyncio.wait_for(sink.aclose(), 5)
@@ -156,6 +158,7 @@ async def test_aclose_is_bounded_when_the_broker_hangs(tmp_path: Path) -> None:
         ({"delivery_timeout": 0}, ValueError, "delivery_timeout"),
         ({"key": 3}, TypeError, "key"),
         ({"producer_options": "x"}, TypeError, "producer_options"),
+        ({"max_in_flight": 0}, ValueError, "max_in_flight"),
     ],
 )
 def test_bad_arguments_name_the_parameter(
