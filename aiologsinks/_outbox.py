@@ -212,6 +212,11 @@ class Outbox(Generic[T]):
         return self.buffer.maxlen
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`aclose` has started."""
+        return self._closed
+
+    @property
     def pending(self) -> int:
         """Items buffered or in flight now."""
         return len(self.buffer) + len(self._in_flight)
@@ -250,7 +255,11 @@ class Outbox(Generic[T]):
         step = max(1, min(self.chunk_size, self.buffer.maxlen))
         start = 0
         try:
-            while start < len(items) and not (self.buffer and self.backoff.in_outage):
+            while (
+                start < len(items)
+                and not self._closed
+                and not (self.buffer and self.backoff.in_outage)
+            ):
                 self._buffer(items[start : start + step])
                 start += step
                 await self._deliver()
@@ -288,7 +297,7 @@ class Outbox(Generic[T]):
             if self.buffer:
                 self.backoff.retryTime = None  # the last attempt is not subject to it
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._deliver(), timeout)
+                    await asyncio.wait_for(self._deliver(final=True), timeout)
         finally:
             left = self._in_flight + self.buffer.take()
             self._in_flight = []
@@ -314,14 +323,18 @@ class Outbox(Generic[T]):
     # -- delivery ------------------------------------------------------------------------
 
     def _buffer(self, items: Sequence[T]) -> None:
+        if self._closed:  # aclose() already counted what waited: these too
+            self._lose(list(items), Loss.ABANDONED)
+            return
         dropped = self.buffer.extend(items)
         if dropped:
             self._lose(dropped, Loss.DROPPED)
 
-    async def _deliver(self) -> None:
-        """Send chunks in order while the buffer holds some and the back-off allows."""
+    async def _deliver(self, final: bool = False) -> None:
+        """Send chunks in order while the buffer holds some and the back-off allows
+        (after close only the ``final`` attempt of :meth:`aclose` sends)."""
         async with self._lock:
-            while self.buffer and self.backoff.ready():
+            while self.buffer and self.backoff.ready() and (final or not self._closed):
                 chunk = self.buffer.take(self.chunk_size)
                 self._in_flight = chunk
                 try:

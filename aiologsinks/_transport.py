@@ -140,6 +140,9 @@ class StreamLink:
         except TimeoutError:
             self.abort()
             raise
+        if self.writer.transport.is_closing():
+            # aborted while waiting (a drain then returns quietly): not delivered
+            raise ConnectionResetError("the connection closed before the peer took the data")
 
     def abort(self) -> None:
         """Close the connection at once, discarding what the transport still buffers."""
@@ -337,12 +340,20 @@ class LinkSlot(Generic[L]):
         self.link: L | None = None
         #: links opened so far
         self.opened = 0
+        #: once set (the sink closes), no link is opened any more
+        self.closed = False
         self._error: BaseException | None = None
 
     async def get(self) -> L:
-        """The open link, opening one if there is none (see the class docstring)."""
+        """The open link, opening one if there is none (see the class docstring).
+
+        Raises ``ConnectionResetError`` once the slot is :attr:`closed`: a link that
+        finishes opening after that is aborted, so a close never races a connect.
+        """
         if self.link is not None:
             return self.link
+        if self.closed:
+            raise ConnectionResetError(f"{self.name}: closed")
         backoff = self.backoff
         if backoff is not None and not backoff.ready():
             raise SinkConnectError(
@@ -355,6 +366,9 @@ class LinkSlot(Generic[L]):
             if backoff is not None:
                 backoff.failed()
             raise
+        if self.closed:
+            link.abort()
+            raise ConnectionResetError(f"{self.name}: closed")
         self._error = None
         if backoff is not None:
             backoff.succeeded()
@@ -457,7 +471,7 @@ class LinkOutbox(Generic[L]):
         except TimeoutError:
             raise  # a peer that does not read: the outbox backs off
         except OSError:
-            if fresh:
+            if fresh or self.outbox.closed:
                 raise
         # A link that had worked broke (a restarted daemon): as the seed, reconnect
         # once at once and send there; a failure now is the outbox's to back off.
@@ -486,6 +500,7 @@ class LinkOutbox(Generic[L]):
         try:
             clean = await self.outbox.aclose(timeout)
         finally:
+            self.slot.closed = True
             if clean:
                 await self.slot.reset(timeout)
             else:  # a peer that does not read: a graceful close would wait for it
@@ -561,6 +576,7 @@ class DatagramSender:
     async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
         """Close the link (bounded)."""
         await self.outbox.aclose(0)
+        self.slot.closed = True
         await self.slot.reset(timeout)
 
 

@@ -256,6 +256,12 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         return self.peer.outbox.buffer if self.peer is not None else ()
 
     @property
+    def connects(self) -> int:
+        """Connections (TCP/Unix) or sockets (UDP) opened so far."""
+        slot = self.peer.slot if self.peer is not None else self.sender.slot  # type: ignore[union-attr]
+        return slot.opened
+
+    @property
     def _tcp(self) -> bool:
         return not self.unixsocket and self.socktype == socket.SOCK_STREAM
 
