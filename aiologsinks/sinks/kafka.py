@@ -295,7 +295,9 @@ class KafkaSink(Sink):
             await asyncio.wait_for(producer.start(), self.request_timeout)
         except (KafkaError, OSError, asyncio.TimeoutError) as exc:
             await _stop_quietly(producer, self.close_timeout)
-            raise SinkConnectError(f"{self!r}: cannot reach the brokers: {exc!r}") from exc
+            raise SinkConnectError(
+                f"{self!r}: cannot start the producer (brokers unreachable or refusing): {exc!r}"
+            ) from exc
         return producer
 
     async def _drop_producer(self) -> None:

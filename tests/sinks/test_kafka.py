@@ -118,6 +118,28 @@ async def test_records_never_acknowledged_are_counted(tmp_path: Path) -> None:
             assert "not acknowledged" in sink.reported[0]
 
 
+async def test_the_idempotent_option_reaches_the_producer_and_a_refusal_is_counted(
+    tmp_path: Path,
+) -> None:
+    # This Tansu build does not grant producer ids (InitProducerId fails): the sink
+    # must neither hang nor lose records silently, and say why.
+    async with tansu_broker(tmp_path) as broker:
+        sink = Sink("idem", broker.bootstrap, idempotent=True, delivery_timeout=1.0,
+                    request_timeout=0.5, close_timeout=0.5,
+                    backoff=Backoff(0.05, 2.0, 0.2))  # fmt: skip
+        async with sink:
+            await sink.emit_batch([logging.LogRecord("x", 20, "f", 1, "m", None, None)] * 4)
+            await asyncio.wait_for(sink.flush(), 10)
+            producer = sink._producer
+            if producer is not None:  # a broker that grants ids: delivered
+                assert producer._enable_idempotence
+                assert len(await broker.consume("idem", 4)) == 4
+                assert sink.error_count == 0
+            else:
+                assert sink.error_count == 4
+                assert "cannot start the producer" in sink.reported[0]
+
+
 async def test_aclose_is_bounded_when_the_broker_hangs(tmp_path: Path) -> None:
     tansu_program()  # same requirements as the other Kafka tests
     accepted = asyncio.Event()
