@@ -362,3 +362,26 @@ def test_the_protobuf_writer_agrees_with_the_generated_classes() -> None:
         got = LogRecord()
         got.ParseFromString(_otlp_map.protobuf_log(log))
         assert got == expected
+
+
+async def test_a_real_collector_restarted_mid_stream_loses_nothing(tmp_path: Path) -> None:
+    from aiologsinks._backoff import Backoff
+
+    log = fresh_logger("app.restart")
+    async with rotel_collector(tmp_path) as (collector, downstream):
+        sink = als.OTLPSink(collector.endpoint, backoff=Backoff(0.05, 2.0, 0.2))
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(50):
+                log.info("before %d", i)
+            await dispatcher.flush()
+            await downstream.wait_records(50)
+            await collector.stop()  # the collector goes away mid-stream
+            for i in range(50):
+                log.info("during %d", i)
+            await dispatcher.flush()
+            assert sink.outbox.pending == 50  # waiting, not lost
+            await collector.start()  # back on the same ports
+            got = await downstream.wait_records(100)
+    bodies = [lr.body.string_value for _, _, lr in got]
+    assert bodies == [f"before {i}" for i in range(50)] + [f"during {i}" for i in range(50)]
+    assert sink.error_count == 0
