@@ -16,6 +16,7 @@ settings, through ``als.install``).
 
     python benchmarks/bench_otlp.py             # 20,000 records per contender
     python benchmarks/bench_otlp.py --n 5000
+    python benchmarks/bench_otlp.py --yield-every 0   # one burst: where the SDK's queue drops
 """
 
 from __future__ import annotations
@@ -96,12 +97,17 @@ async def wait_received(port: int, expected: int, start: int) -> tuple[int, floa
 # -- the contenders ------------------------------------------------------------------------
 
 
+#: records logged between two yields to the loop (0: one burst, no yield)
+YIELD_EVERY = 100
+
+
 async def log_burst(log: logging.Logger, n: int) -> float:
     """Log ``n`` records as a coroutine would; return the seconds spent in the calls."""
     spent = 0.0
-    for start in range(0, n, 100):
+    step = YIELD_EVERY or n
+    for start in range(0, n, step):
         t0 = time.perf_counter()
-        for i in range(start, min(start + 100, n)):
+        for i in range(start, min(start + step, n)):
             log.info("request %d handled", i, extra={"path": "/api/items", "status": 200})
         spent += time.perf_counter() - t0
         await asyncio.sleep(0)
@@ -180,7 +186,10 @@ async def main_async(n: int) -> None:
         await collector.stop()
         counter.terminate()
         counter.wait(10)
-    print(f"{n} records per contender into rotel on 127.0.0.1, Python {sys.version.split()[0]}")
+    print(
+        f"{n} records per contender into rotel on 127.0.0.1, yield every {YIELD_EVERY}, "
+        f"Python {sys.version.split()[0]}"
+    )
     print(f"  {'contender':36s} {'us/call':>8s} {'records/s':>10s} {'lost':>6s} {'counted':>8s}")
     for name, r in results.items():
         counted = str(r["counted"])
@@ -196,8 +205,13 @@ async def main_async(n: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument(
+        "--yield-every", type=int, default=100, help="records between yields (0: one burst)"
+    )
     parser.add_argument("--serve", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global YIELD_EVERY
+    YIELD_EVERY = args.yield_every
     if args.serve:
         serve(args.serve)
         return
