@@ -290,15 +290,13 @@ class Outbox(Generic[T]):
         self._closed = True
         task, self._task = self._task, None
         try:
-            if task is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._last_delivery(task), timeout)
+        finally:
+            if task is not None and not task.done():  # still in a send: give up on it
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if self.buffer:
-                self.backoff.retryTime = None  # the last attempt is not subject to it
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._deliver(final=True), timeout)
-        finally:
             left = self._in_flight + self.buffer.take()
             self._in_flight = []
             if left:
@@ -319,6 +317,19 @@ class Outbox(Generic[T]):
     def record_success(self) -> None:
         """Note a successful attempt made outside the outbox (the peer is reachable)."""
         self._came_up()
+
+    async def _last_delivery(self, task: asyncio.Task[None] | None) -> None:
+        if task is not None:
+            # Under the lock the retry task sleeps or waits for the lock, never sends:
+            # cancelling it then cannot cut a request the peer may already have taken
+            # (which would be sent twice).
+            async with self._lock:
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self.buffer:
+            self.backoff.retryTime = None  # the last attempt is not subject to it
+            await self._deliver(final=True)
 
     # -- delivery ------------------------------------------------------------------------
 

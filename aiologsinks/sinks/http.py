@@ -312,7 +312,8 @@ class HTTPSink(OutboxSinkMixin, Sink):
             except aiohttp.ClientSSLError as exc:
                 # Not retryable: a certificate problem does not heal by waiting.
                 raise SinkDeliveryError(f"{self!r}: TLS failure with {self.host}") from exc
-            except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                # refused, reset, timed out, a body cut short: the server is not there
                 error = SinkConnectError(f"{self!r}: cannot reach {self.host}: {exc}")
                 if _is_dns_failure(exc):
                     self._unresolved = error
