@@ -185,14 +185,17 @@ def _sanitised(value: Any, depth: int = 0) -> Any:
 
 
 # as orjson writes: no spaces, UTF-8 rather than \\u escapes
-_COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":")}
+_COMPACT: dict[str, Any] = {"ensure_ascii": False, "separators": (",", ":"), "default": _default}
+# built once: json.dumps with options builds an encoder per call
+_STRICT = json.JSONEncoder(allow_nan=False, **_COMPACT)
+_LENIENT = json.JSONEncoder(**_COMPACT)
 
 
 def _dumps_stdlib(obj: dict[str, Any]) -> bytes:
     try:
-        text = json.dumps(obj, default=_default, allow_nan=False, **_COMPACT)
+        text = _STRICT.encode(obj)
     except Exception:  # noqa: BLE001 - cycles, odd keys, NaN: sanitise, then encode
-        text = json.dumps(_sanitised(obj), default=_default, **_COMPACT)
+        text = _LENIENT.encode(_sanitised(obj))
     return text.encode("utf-8", "replace")
 
 
