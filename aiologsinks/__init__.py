@@ -21,13 +21,16 @@ from ._exceptions import (
     SinkDeliveryError,
 )
 from ._handler_sink import HandlerSink
+from ._json import JSONFormatter
 from ._shim import QueueHandler
 from ._sink import Sink, SinkState
 from .config import ConfigError
 from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink, InsecureCredentialsWarning
+from .sinks.kafka import KafkaSink
 from .sinks.memory import BufferingSink, MemorySink
 from .sinks.nteventlog import NTEventLogSink
+from .sinks.otlp import OTLPSink
 from .sinks.rotating import (
     BaseRotatingSink,
     RotatingFileSink,
@@ -63,9 +66,12 @@ __all__ = [
     "HTTPSink",
     "HandlerSink",
     "InsecureCredentialsWarning",
+    "JSONFormatter",
+    "KafkaSink",
     "MemorySink",
     "NTEventLogSink",
     "NullSink",
+    "OTLPSink",
     "Overflow",
     "QueueHandler",
     "RFC5424Formatter",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
+from . import _trace
 from ._record import Item, freeze, prepared_copy
 
 __all__ = ["QueueHandler", "Submitter"]
@@ -104,6 +105,8 @@ class QueueHandler(logging.Handler):
                 record = rv
             if not rv:
                 return rv
+        if _trace.hook is not None:  # the caller's span, read at the call (see _trace)
+            _trace.hook(record)
         if self._plain:
             # skip two calls per record on the hot path, and queue the record frozen
             # (see _record.py: queued records then cost the cyclic GC nothing)

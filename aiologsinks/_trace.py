@@ -1,0 +1,68 @@
+"""Trace correlation: the active OpenTelemetry span, read at the logging call.
+
+A record is formatted in a sink's lane, long after the call and on another task (or
+thread), where the caller's span is no longer current. So the ids are read where the
+record is made: the shim calls :data:`hook` (when set) on every record before queueing
+it, and :func:`stamp` puts the current span's ids on the record as attributes. The
+attribute names are those of ``opentelemetry-instrumentation-logging``, so records that
+its ``LoggingInstrumentor`` already stamped are read the same way.
+
+The hook is installed by :func:`enable` (``OTLPSink`` and ``JSONFormatter`` call it) and
+only when ``opentelemetry-api`` is importable; without it the shim pays one ``is None``
+check per record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["SAMPLED", "SPAN_ID", "TRACE_ATTRIBUTES", "TRACE_ID", "enable", "hook", "ids"]
+
+#: record attributes: trace id (32 hex digits), span id (16 hex digits), sampled flag
+TRACE_ID = "otelTraceID"
+SPAN_ID = "otelSpanID"
+SAMPLED = "otelTraceSampled"
+#: every attribute this module may set (not user extras)
+TRACE_ATTRIBUTES = frozenset((TRACE_ID, SPAN_ID, SAMPLED, "otelServiceName"))
+
+#: called by the shim with each record before it is queued (None: trace capture off)
+hook: Callable[[logging.LogRecord], None] | None = None
+
+
+def enable() -> bool:
+    """Install the capture hook; False when ``opentelemetry-api`` is not installed."""
+    global hook
+    if hook is not None:
+        return True
+    try:
+        from opentelemetry import trace
+    except ImportError:
+        return False
+    get_current_span = trace.get_current_span
+
+    def stamp(record: logging.LogRecord) -> None:
+        """Put the active span's ids on ``record`` (nothing when no span is active)."""
+        try:
+            context = get_current_span().get_span_context()
+            if context.is_valid:
+                d = record.__dict__
+                d[TRACE_ID] = f"{context.trace_id:032x}"
+                d[SPAN_ID] = f"{context.span_id:016x}"
+                d[SAMPLED] = context.trace_flags.sampled
+        except Exception:  # noqa: BLE001, S110 - tracing must never fail a logging call
+            pass
+
+    hook = stamp
+    return True
+
+
+def ids(d: dict[str, Any]) -> tuple[str, str, bool] | None:
+    """(trace id, span id, sampled) from a record's ``__dict__``, or None."""
+    trace_id = d.get(TRACE_ID)
+    span_id = d.get(SPAN_ID)
+    # LoggingInstrumentor writes "0" when no span is active
+    if not trace_id or not span_id or trace_id == "0" or span_id == "0":
+        return None
+    return str(trace_id), str(span_id), bool(d.get(SAMPLED))

