@@ -705,7 +705,6 @@ class Dispatcher:
         for lane in self._lanes:
             lane.queue.clear()
             lane._in_flight = ()
-            lane._emit_task = None
             lane.dead = True
         self.state = DispatcherState.CLOSED
         self._orphaned = "this process was forked from the one whose loop runs it"
