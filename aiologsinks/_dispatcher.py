@@ -46,6 +46,9 @@ _CLOSE_GRACE = 0.3
 _FALLBACK_GRACE = 0.2
 #: bound of the close a process without a loop gets at exit (and ``close()``'s default)
 _EXIT_TIMEOUT = 5.0
+#: seconds a dispatcher that receives records while no loop runs waits for start()
+#: before it starts on the background loop
+_AUTO_START_DELAY = 1.0
 
 
 class DispatcherState(enum.Enum):
@@ -181,6 +184,7 @@ class Dispatcher:
         self._fallback_warned = False
         #: started by the library on the background loop, not by the user
         self._auto = False
+        self._auto_scheduled = False
         #: why the dispatcher closed without aclose() ("the loop ended", "fork")
         self._orphaned: str | None = None
         self._pid = os.getpid()
@@ -239,8 +243,27 @@ class Dispatcher:
 
     def _start_in_background(self) -> None:
         """Start on the library's background loop (no loop runs here)."""
-        with contextlib.suppress(DispatcherStateError, RuntimeError, TimeoutError):
-            _background.run(self._start_here(), timeout=_EXIT_TIMEOUT)
+        coro = self._start_here()
+        try:
+            _background.run(coro, timeout=_EXIT_TIMEOUT)
+        except (DispatcherStateError, RuntimeError, TimeoutError):
+            coro.close()  # e.g. no new thread at interpreter exit (Python 3.12)
+
+    def _schedule_auto_start(self) -> None:
+        """Records arrived while no loop runs here: unless ``start()`` claims the
+        dispatcher within :data:`_AUTO_START_DELAY` seconds, it starts on the
+        background loop (which is started now, while threads can still start)."""
+        self._auto_scheduled = True
+        try:
+            loop = _background.get_loop()
+            loop.call_soon_threadsafe(loop.call_later, _AUTO_START_DELAY, self._auto_start)
+        except RuntimeError:  # no new thread at interpreter exit: the exit hook settles it
+            return
+
+    def _auto_start(self) -> None:
+        if self.state is DispatcherState.NEW:
+            self._auto = True
+            self._start_on(asyncio.get_running_loop())
 
     async def __aenter__(self) -> Dispatcher:
         self.start()
@@ -459,7 +482,11 @@ class Dispatcher:
         self._wake_pending = True
         loop = self._loop
         if loop is None:
-            return  # not started: start() wakes the pump
+            # not started: start() wakes the pump; if no loop runs here, the
+            # background loop starts it unless start() comes first
+            if not self._auto_scheduled and _get_running_loop() is None:
+                self._schedule_auto_start()
+            return
         try:
             if get_ident() == self._loop_thread:
                 loop.call_soon(self._wake)
@@ -676,6 +703,8 @@ class Dispatcher:
 
     def _orphan(self, why: str) -> None:
         """Nothing will ever drain this dispatcher: settle everything, counted."""
+        if self._orphaned is None:
+            self._orphaned = why
         with self._lock:
             self._accepting = False
             records, _ = self._queue.drain()
@@ -750,11 +779,16 @@ def _pump_gone(task: asyncio.Task[None] | None) -> bool:
 def _close_at_exit() -> None:
     """Deliver what dispatchers still hold when the interpreter exits: those never
     started (no loop ever ran), those on the background loop; count the rest."""
+    can_start = _threads_can_start()
     for dispatcher in list(_live):
         try:
             state = dispatcher.state
             if state is DispatcherState.NEW and dispatcher._queue.depth:
-                dispatcher.close(_EXIT_TIMEOUT)
+                if can_start:
+                    dispatcher.close(_EXIT_TIMEOUT)
+                else:
+                    # Python 3.12 starts no thread at exit, and sinks need theirs
+                    dispatcher._orphan("no thread can start at interpreter exit")
             elif state is not DispatcherState.CLOSED:
                 loop = dispatcher._loop
                 if loop is not None and loop.is_running() and not loop.is_closed():
@@ -765,6 +799,16 @@ def _close_at_exit() -> None:
                 dispatcher._check_orphaned()
         except Exception:  # noqa: BLE001, S112 - exit boundary: every other dispatcher too
             continue
+
+
+def _threads_can_start() -> bool:
+    try:
+        probe = threading.Thread(target=int, name=f"{_background.THREAD_PREFIX}probe")
+        probe.start()
+    except RuntimeError:
+        return False
+    probe.join()
+    return True
 
 
 def _after_fork_in_child() -> None:
