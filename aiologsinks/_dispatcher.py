@@ -25,7 +25,7 @@ from ._lane import Lane
 from ._queue import OVERFLOWS, BoundedQueue, FlushMarker, Notice, Overflow, notice
 from ._record import Item, passing
 from ._shim import QueueHandler
-from ._sink import Sink
+from ._sink import Sink, _check_level
 from ._stats import DispatcherStats, SinkStats
 from ._supervise import abandon, spawn, wait_bounded
 
@@ -212,11 +212,6 @@ class Dispatcher:
         closed. A dispatcher the library started on its background loop (records
         logged while no loop ran) is adopted: it keeps running there.
         """
-        if self.state is DispatcherState.RUNNING and self._auto:
-            self._auto = False
-            return
-        if self.state is not DispatcherState.NEW:
-            raise DispatcherStateError(f"start: dispatcher is {self.state.value}, expected new")
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -224,7 +219,13 @@ class Dispatcher:
                 "start: must be called with a running event loop "
                 "(or use the dispatcher as a sync context manager: with Dispatcher(...))"
             ) from None
-        self._start_on(loop)
+        with self._lock:  # the background loop may be starting it right now
+            if self.state is DispatcherState.RUNNING and self._auto:
+                self._auto = False
+                return
+            if self.state is not DispatcherState.NEW:
+                raise DispatcherStateError(f"start: dispatcher is {self.state.value}, expected new")
+            self._start_on(loop)
 
     def _start_on(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -238,8 +239,9 @@ class Dispatcher:
         self._wakeup.set()
 
     async def _start_here(self) -> None:
-        if self.state is DispatcherState.NEW:
-            self._start_on(asyncio.get_running_loop())
+        with self._lock:
+            if self.state is DispatcherState.NEW:
+                self._start_on(asyncio.get_running_loop())
 
     def _start_in_background(self) -> None:
         """Start on the library's background loop (no loop runs here)."""
@@ -261,9 +263,10 @@ class Dispatcher:
             return
 
     def _auto_start(self) -> None:
-        if self.state is DispatcherState.NEW:
-            self._auto = True
-            self._start_on(asyncio.get_running_loop())
+        with self._lock:
+            if self.state is DispatcherState.NEW:
+                self._auto = True
+                self._start_on(asyncio.get_running_loop())
 
     async def __aenter__(self) -> Dispatcher:
         self.start()
@@ -828,17 +831,6 @@ if hasattr(os, "register_at_fork"):
 _level_stack: weakref.WeakKeyDictionary[logging.Logger, tuple[int, list[tuple[object, int]]]] = (
     weakref.WeakKeyDictionary()
 )
-
-
-def _check_level(level: int | str) -> int:
-    if isinstance(level, bool) or not isinstance(level, (int, str)):
-        raise TypeError(f"level: expected an int or a level name, got {level!r}")
-    if isinstance(level, int):
-        return level
-    value = logging.getLevelName(level)
-    if not isinstance(value, int):
-        raise ValueError(f"level: unknown level name {level!r}")
-    return value
 
 
 def _push_level(logger: logging.Logger, token: object, level: int) -> None:
