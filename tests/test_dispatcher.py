@@ -659,3 +659,28 @@ def test_a_process_that_never_runs_a_loop_delivers(when: str, tmp_path: Path) ->
         assert path.read_text(encoding="utf-8").splitlines() == expected
     else:  # Python 3.12 starts no thread at exit: the records go to stderr instead
         assert [ln for ln in proc.stderr.splitlines() if ln.startswith("no loop")] == expected
+
+
+class ThreadRecorder(logging.Handler):
+    """A fallback that notes which thread wrote each record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.written = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name != "aiologsinks":
+            self.threads.append(threading.current_thread().name)
+            self.written.set()
+
+
+async def test_the_fallback_is_written_off_the_loop() -> None:
+    fallback = ThreadRecorder()
+    dispatcher = als.Dispatcher(ListSink(), fallback=fallback)
+    dispatcher.start()
+    stats = await dispatcher.aclose()
+    dispatcher.handler.handle(logging.makeLogRecord({"msg": "late", "levelno": 20}))
+    assert await asyncio.to_thread(fallback.written.wait, 5)
+    assert fallback.threads == ["aiologsinks-fallback"]
+    assert dispatcher.stats().after_close == stats.after_close + 1
