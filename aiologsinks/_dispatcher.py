@@ -13,7 +13,7 @@ import weakref
 from _thread import get_ident
 from asyncio.events import _get_running_loop
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -25,7 +25,7 @@ from ._lane import Lane
 from ._queue import OVERFLOWS, BoundedQueue, FlushMarker, Notice, Overflow, notice
 from ._record import Item, passing
 from ._shim import QueueHandler
-from ._sink import Sink, _check_level
+from ._sink import Sink
 from ._stats import DispatcherStats, SinkStats
 from ._supervise import abandon, spawn, wait_bounded
 
@@ -824,70 +824,6 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-# -- install() ------------------------------------------------------------------------
-
-#: per logger, the levels install() contexts set, innermost last, and the level the
-#: logger had before the first of them: exits in any order restore what was changed
-_level_stack: weakref.WeakKeyDictionary[logging.Logger, tuple[int, list[tuple[object, int]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _push_level(logger: logging.Logger, token: object, level: int) -> None:
-    original, stack = _level_stack.get(logger, (logger.level, []))
-    stack.append((token, level))
-    _level_stack[logger] = (original, stack)
-    logger.setLevel(level)
-
-
-def _pop_level(logger: logging.Logger, token: object) -> None:
-    original, stack = _level_stack.get(logger, (logger.level, []))
-    expected = stack[-1][1] if stack else logger.level
-    stack[:] = [entry for entry in stack if entry[0] is not token]
-    now = stack[-1][1] if stack else original
-    if not stack:
-        _level_stack.pop(logger, None)
-    if logger.level == expected:  # not changed meanwhile by someone else
-        logger.setLevel(now)
-
-
-@contextlib.asynccontextmanager
-async def install(
-    *sinks: Sink | logging.Handler,
-    logger: logging.Logger | str | None = None,
-    level: int | str | None = None,
-    **dispatcher_options: Any,
-) -> AsyncIterator[Dispatcher]:
-    """Run a :class:`Dispatcher` for ``sinks`` and attach its handler to ``logger``.
-
-    ``logger`` is a Logger, a logger name, or ``None`` for the root logger; when
-    ``level`` is given the logger's level is set for the duration and restored
-    afterwards (nested or overlapping installs restore correctly in any exit order).
-    Yields the started Dispatcher. On exit the handler is detached and
-    ``await dispatcher.aclose()`` delivers everything logged before, flushes and
-    closes the sinks. Invalid arguments raise before anything starts. Use it in a
-    FastAPI lifespan, an aiohttp cleanup context, or around ``asyncio.run(main())``'s
-    body.
-    """
-    if logger is not None and not isinstance(logger, (logging.Logger, str)):
-        raise TypeError(f"logger: expected a Logger, a logger name or None, got {logger!r}")
-    checked = None if level is None else _check_level(level)
-    target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
-    dispatcher = Dispatcher(*sinks, **dispatcher_options)
-    dispatcher.start()
-    token = object()
-    if checked is not None:
-        _push_level(target, token, checked)
-    target.addHandler(dispatcher.handler)
-    try:
-        yield dispatcher
-    finally:
-        target.removeHandler(dispatcher.handler)
-        if checked is not None:
-            _pop_level(target, token)
-        await dispatcher.aclose()
-
-
 def _as_sink(obj: object, where: str) -> Sink:
     if isinstance(obj, Sink):
         return obj
@@ -914,3 +850,7 @@ def _check_positive(name: str, value: object) -> None:
 def _check_overflow(name: str, value: object) -> None:
     if value not in OVERFLOWS:
         raise ValueError(f"{name}: expected one of {', '.join(OVERFLOWS)}, got {value!r}")
+
+
+# install() lives in its own module; re-exported here for the package's imports
+from ._install import install  # noqa: E402
