@@ -48,7 +48,7 @@ _FALLBACK_GRACE = 0.2
 _EXIT_TIMEOUT = 5.0
 #: seconds a dispatcher that receives records while no loop runs waits for start()
 #: before it starts on the background loop
-_AUTO_START_DELAY = 1.0
+_AUTO_START_DELAY = 5.0
 
 
 class DispatcherState(enum.Enum):

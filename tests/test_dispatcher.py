@@ -624,13 +624,14 @@ NO_LOOP_SCRIPT = """
 import logging, os, sys, time
 import aiologsinks as als
 
+als._dispatcher._AUTO_START_DELAY = 0.2  # 5 s by default: keep the test short
 d = als.Dispatcher(als.FileSink(sys.argv[1]))
 logging.getLogger().addHandler(d.handler)
 logging.getLogger().setLevel(logging.INFO)
 for i in range(50):
     logging.info("no loop %d", i)
 if sys.argv[2] == "wait":
-    # no loop runs and nobody starts it: the background loop delivers within ~1 s
+    # no loop runs and nobody starts it: the background loop delivers it
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if os.path.exists(sys.argv[1]) and len(open(sys.argv[1]).read().splitlines()) == 50:
