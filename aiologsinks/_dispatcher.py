@@ -13,7 +13,7 @@ import weakref
 from _thread import get_ident
 from asyncio.events import _get_running_loop
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
 
@@ -46,6 +46,9 @@ _CLOSE_GRACE = 0.3
 _FALLBACK_GRACE = 0.2
 #: bound of the close a process without a loop gets at exit (and ``close()``'s default)
 _EXIT_TIMEOUT = 5.0
+#: seconds a dispatcher that receives records while no loop runs waits for start()
+#: before it starts on the background loop
+_AUTO_START_DELAY = 5.0
 
 
 class DispatcherState(enum.Enum):
@@ -181,6 +184,7 @@ class Dispatcher:
         self._fallback_warned = False
         #: started by the library on the background loop, not by the user
         self._auto = False
+        self._auto_scheduled = False
         #: why the dispatcher closed without aclose() ("the loop ended", "fork")
         self._orphaned: str | None = None
         self._pid = os.getpid()
@@ -208,11 +212,6 @@ class Dispatcher:
         closed. A dispatcher the library started on its background loop (records
         logged while no loop ran) is adopted: it keeps running there.
         """
-        if self.state is DispatcherState.RUNNING and self._auto:
-            self._auto = False
-            return
-        if self.state is not DispatcherState.NEW:
-            raise DispatcherStateError(f"start: dispatcher is {self.state.value}, expected new")
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -220,7 +219,13 @@ class Dispatcher:
                 "start: must be called with a running event loop "
                 "(or use the dispatcher as a sync context manager: with Dispatcher(...))"
             ) from None
-        self._start_on(loop)
+        with self._lock:  # the background loop may be starting it right now
+            if self.state is DispatcherState.RUNNING and self._auto:
+                self._auto = False
+                return
+            if self.state is not DispatcherState.NEW:
+                raise DispatcherStateError(f"start: dispatcher is {self.state.value}, expected new")
+            self._start_on(loop)
 
     def _start_on(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -234,13 +239,34 @@ class Dispatcher:
         self._wakeup.set()
 
     async def _start_here(self) -> None:
-        if self.state is DispatcherState.NEW:
-            self._start_on(asyncio.get_running_loop())
+        with self._lock:
+            if self.state is DispatcherState.NEW:
+                self._start_on(asyncio.get_running_loop())
 
     def _start_in_background(self) -> None:
         """Start on the library's background loop (no loop runs here)."""
-        with contextlib.suppress(DispatcherStateError, RuntimeError, TimeoutError):
-            _background.run(self._start_here(), timeout=_EXIT_TIMEOUT)
+        coro = self._start_here()
+        try:
+            _background.run(coro, timeout=_EXIT_TIMEOUT)
+        except (DispatcherStateError, RuntimeError, TimeoutError):
+            coro.close()  # e.g. no new thread at interpreter exit (Python 3.12)
+
+    def _schedule_auto_start(self) -> None:
+        """Records arrived while no loop runs here: unless ``start()`` claims the
+        dispatcher within :data:`_AUTO_START_DELAY` seconds, it starts on the
+        background loop (which is started now, while threads can still start)."""
+        self._auto_scheduled = True
+        try:
+            loop = _background.get_loop()
+            loop.call_soon_threadsafe(loop.call_later, _AUTO_START_DELAY, self._auto_start)
+        except RuntimeError:  # no new thread at interpreter exit: the exit hook settles it
+            return
+
+    def _auto_start(self) -> None:
+        with self._lock:
+            if self.state is DispatcherState.NEW:
+                self._auto = True
+                self._start_on(asyncio.get_running_loop())
 
     async def __aenter__(self) -> Dispatcher:
         self.start()
@@ -459,7 +485,11 @@ class Dispatcher:
         self._wake_pending = True
         loop = self._loop
         if loop is None:
-            return  # not started: start() wakes the pump
+            # not started: start() wakes the pump; if no loop runs here, the
+            # background loop starts it unless start() comes first
+            if not self._auto_scheduled and _get_running_loop() is None:
+                self._schedule_auto_start()
+            return
         try:
             if get_ident() == self._loop_thread:
                 loop.call_soon(self._wake)
@@ -676,6 +706,8 @@ class Dispatcher:
 
     def _orphan(self, why: str) -> None:
         """Nothing will ever drain this dispatcher: settle everything, counted."""
+        if self._orphaned is None:
+            self._orphaned = why
         with self._lock:
             self._accepting = False
             records, _ = self._queue.drain()
@@ -705,7 +737,6 @@ class Dispatcher:
         for lane in self._lanes:
             lane.queue.clear()
             lane._in_flight = ()
-            lane._emit_task = None
             lane.dead = True
         self.state = DispatcherState.CLOSED
         self._orphaned = "this process was forked from the one whose loop runs it"
@@ -751,11 +782,16 @@ def _pump_gone(task: asyncio.Task[None] | None) -> bool:
 def _close_at_exit() -> None:
     """Deliver what dispatchers still hold when the interpreter exits: those never
     started (no loop ever ran), those on the background loop; count the rest."""
+    can_start = _threads_can_start()
     for dispatcher in list(_live):
         try:
             state = dispatcher.state
             if state is DispatcherState.NEW and dispatcher._queue.depth:
-                dispatcher.close(_EXIT_TIMEOUT)
+                if can_start:
+                    dispatcher.close(_EXIT_TIMEOUT)
+                else:
+                    # Python 3.12 starts no thread at exit, and sinks need theirs
+                    dispatcher._orphan("no thread can start at interpreter exit")
             elif state is not DispatcherState.CLOSED:
                 loop = dispatcher._loop
                 if loop is not None and loop.is_running() and not loop.is_closed():
@@ -768,6 +804,16 @@ def _close_at_exit() -> None:
             continue
 
 
+def _threads_can_start() -> bool:
+    try:
+        probe = threading.Thread(target=int, name=f"{_background.THREAD_PREFIX}probe")
+        probe.start()
+    except RuntimeError:
+        return False
+    probe.join()
+    return True
+
+
 def _after_fork_in_child() -> None:
     for dispatcher in list(_live):
         dispatcher._after_fork()
@@ -776,81 +822,6 @@ def _after_fork_in_child() -> None:
 _background.on_exit(_close_at_exit)
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-# -- install() ------------------------------------------------------------------------
-
-#: per logger, the levels install() contexts set, innermost last, and the level the
-#: logger had before the first of them: exits in any order restore what was changed
-_level_stack: weakref.WeakKeyDictionary[logging.Logger, tuple[int, list[tuple[object, int]]]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _check_level(level: int | str) -> int:
-    if isinstance(level, bool) or not isinstance(level, (int, str)):
-        raise TypeError(f"level: expected an int or a level name, got {level!r}")
-    if isinstance(level, int):
-        return level
-    value = logging.getLevelName(level)
-    if not isinstance(value, int):
-        raise ValueError(f"level: unknown level name {level!r}")
-    return value
-
-
-def _push_level(logger: logging.Logger, token: object, level: int) -> None:
-    original, stack = _level_stack.get(logger, (logger.level, []))
-    stack.append((token, level))
-    _level_stack[logger] = (original, stack)
-    logger.setLevel(level)
-
-
-def _pop_level(logger: logging.Logger, token: object) -> None:
-    original, stack = _level_stack.get(logger, (logger.level, []))
-    expected = stack[-1][1] if stack else logger.level
-    stack[:] = [entry for entry in stack if entry[0] is not token]
-    now = stack[-1][1] if stack else original
-    if not stack:
-        _level_stack.pop(logger, None)
-    if logger.level == expected:  # not changed meanwhile by someone else
-        logger.setLevel(now)
-
-
-@contextlib.asynccontextmanager
-async def install(
-    *sinks: Sink | logging.Handler,
-    logger: logging.Logger | str | None = None,
-    level: int | str | None = None,
-    **dispatcher_options: Any,
-) -> AsyncIterator[Dispatcher]:
-    """Run a :class:`Dispatcher` for ``sinks`` and attach its handler to ``logger``.
-
-    ``logger`` is a Logger, a logger name, or ``None`` for the root logger; when
-    ``level`` is given the logger's level is set for the duration and restored
-    afterwards (nested or overlapping installs restore correctly in any exit order).
-    Yields the started Dispatcher. On exit the handler is detached and
-    ``await dispatcher.aclose()`` delivers everything logged before, flushes and
-    closes the sinks. Invalid arguments raise before anything starts. Use it in a
-    FastAPI lifespan, an aiohttp cleanup context, or around ``asyncio.run(main())``'s
-    body.
-    """
-    if logger is not None and not isinstance(logger, (logging.Logger, str)):
-        raise TypeError(f"logger: expected a Logger, a logger name or None, got {logger!r}")
-    checked = None if level is None else _check_level(level)
-    target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
-    dispatcher = Dispatcher(*sinks, **dispatcher_options)
-    dispatcher.start()
-    token = object()
-    if checked is not None:
-        _push_level(target, token, checked)
-    target.addHandler(dispatcher.handler)
-    try:
-        yield dispatcher
-    finally:
-        target.removeHandler(dispatcher.handler)
-        if checked is not None:
-            _pop_level(target, token)
-        await dispatcher.aclose()
 
 
 def _as_sink(obj: object, where: str) -> Sink:
@@ -879,3 +850,7 @@ def _check_positive(name: str, value: object) -> None:
 def _check_overflow(name: str, value: object) -> None:
     if value not in OVERFLOWS:
         raise ValueError(f"{name}: expected one of {', '.join(OVERFLOWS)}, got {value!r}")
+
+
+# install() lives in its own module; re-exported here for the package's imports
+from ._install import install  # noqa: E402

@@ -59,7 +59,6 @@ class Lane:
         self._seen = 0
         self._call_base: int | None = None
         self._in_flight: Sequence[Item] = ()
-        self._emit_task: asyncio.Task[None] | None = None
         self._marker: FlushMarker | None = None
         self._idle = False
         self._has_items: asyncio.Event | None = None
@@ -185,8 +184,6 @@ class Lane:
                 # a failure of the lane itself (the sink's are contained inside):
                 # what was in flight goes to the fallback, counted, and the lane goes on
                 failures += 1
-                if self._emit_task is not None and self._emit_task.done():
-                    self._account(self._emit_task)
                 self._settle_in_flight()
                 self._tell(f"aiologsinks: lane {self.name} failed: {exc!r}")
                 if failures >= _MAX_FAILURES:
@@ -229,60 +226,25 @@ class Lane:
         self.errors += failed
         if not records:
             return
-        # The sink runs in its own task: when *our* task is cancelled (the loop ends,
-        # aclose() gives up) the sink's call goes on, and stop()/rescue wait for it
-        # (bounded) and count its outcome, instead of guessing whether an
-        # interrupted write reached the destination.
         self._in_flight = records
-        self._call_base = sink.error_count
-        emit = self._emit_task = asyncio.get_running_loop().create_task(sink.emit_batch(records))
+        self._call_base = before = sink.error_count
+        raised = False
         try:
-            await asyncio.shield(emit)
+            await sink.emit_batch(records)
         except BaseException as exc:
             if not containable(exc):
-                raise  # the batch stays in flight with its task: stop()/rescue settle it
-        errors = self._account(emit)
-        if self.queue.unannounced and errors < len(records):
-            await self._announce()
-
-    def _account(self, emit: asyncio.Task[None]) -> int:
-        """Count the outcome of a finished sink call; return the records it failed."""
-        if emit.cancelled() and (self._rescuing or self._stopping):
-            # cancelled by the loop's shutdown, not by the sink: whether the batch
-            # arrived is unknown, so it is settled as undelivered (to the fallback)
-            count = len(self._in_flight)
-            self._settle_in_flight()
-            return count
-        records, self._in_flight = self._in_flight, ()
-        before, self._call_base = self._call_base, None
-        self._emit_task = None
-        changed = self.sink.error_count - (before or 0)
+                raise  # the batch stays in flight: stop()/rescue settle it
+            raised = True
+            self._report(records[0], exc)
+        self._in_flight = ()
+        self._call_base = None
+        changed = sink.error_count - before
         self._seen += changed
-        exc = emit.exception() if not emit.cancelled() else asyncio.CancelledError()
-        if exc is not None:
-            try:
-                raise exc
-            except BaseException as raised:  # noqa: BLE001 - re-raised so handleError sees it
-                if records:
-                    self._report(records[0], raised)
-            errors = len(records)
-        else:
-            errors = min(changed, len(records))
+        errors = len(records) if raised else min(changed, len(records))
         self.errors += errors
         self.emitted += len(records) - errors
-        return errors
-
-    async def _finish_in_flight(self, timeout: float | None) -> None:
-        """Wait (at most ``timeout``) for an interrupted sink call and count its
-        outcome; one that does not end is abandoned and its batch settled."""
-        emit = self._emit_task
-        if emit is not None and await wait_bounded(emit, timeout):
-            self._account(emit)
-            return
-        if emit is not None:
-            abandon(emit)
-            self.failed_operations += 1
-        self._settle_in_flight()
+        if self.queue.unannounced and errors < len(records):
+            await self._announce()
 
     def _filter(self, records: Sequence[logging.LogRecord]) -> tuple[list[Any], int]:
         """Apply the sink's filters; a filter raising on a record is that record's
@@ -367,7 +329,6 @@ class Lane:
         rest as undelivered (to the fallback: it may or may not have been written)."""
         records, self._in_flight = self._in_flight, ()
         before, self._call_base = self._call_base, None
-        self._emit_task = None
         if not records:
             return
         changed = 0 if before is None else self.sink.error_count - before
@@ -404,19 +365,16 @@ class Lane:
     async def _rescue(self) -> None:
         """Deliver the lane to the sink and close it while the loop shuts down.
 
-        The sink call that was interrupted goes on in its own task: its outcome is
-        counted once it ends. What cannot be delivered within :attr:`grace` seconds
-        goes to the fallback, counted as undelivered.
+        The batch that was interrupted may or may not have reached the sink: it is
+        counted and left to the fallback rather than risk writing it twice. What
+        cannot be delivered within :attr:`grace` seconds goes to the fallback too.
         """
         self._rescuing = True
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.grace
         await asyncio.sleep(0)  # the pump hands over the shared queue first
-        await self._finish_in_flight(self.grace)
-        task = loop.create_task(self._drain_and_close())
-        if not await wait_bounded(task, max(deadline - loop.time(), 0.0)):
+        self._settle_in_flight()
+        task = asyncio.get_running_loop().create_task(self._drain_and_close())
+        if not await wait_bounded(task, self.grace):
             abandon(task)
-        await self._finish_in_flight(0)
         self.take_all()
 
     async def _drain_and_close(self) -> None:
@@ -436,8 +394,6 @@ class Lane:
         """Stop the worker (waiting at most ``timeout`` for it to end: a sink that
         ignores cancellation is abandoned) and settle what it had not delivered."""
         self._stopping = True
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         task, self._task = self._task, None
         if task is not None and not task.done():
             if not self._rescuing:  # a rescuing worker ends by itself within its grace
@@ -449,8 +405,6 @@ class Lane:
         elif task is not None:
             abandon(task)  # retrieves its outcome
         self.dead = True
-        # the sink call our worker was awaiting goes on in its own task: count it
-        await self._finish_in_flight(None if deadline is None else max(deadline - loop.time(), 0.0))
         self.take_all()
 
     async def close_sink(self, timeout: float | None) -> None:

@@ -621,25 +621,67 @@ def test_a_full_queue_with_no_loop_starts_delivering_in_the_background(tmp_path:
 
 
 NO_LOOP_SCRIPT = """
-import logging, sys
+import logging, os, sys, time
 import aiologsinks as als
 
+als._dispatcher._AUTO_START_DELAY = 0.2  # 5 s by default: keep the test short
 d = als.Dispatcher(als.FileSink(sys.argv[1]))
 logging.getLogger().addHandler(d.handler)
 logging.getLogger().setLevel(logging.INFO)
 for i in range(50):
     logging.info("no loop %d", i)
-# no loop ever runs, nobody closes: delivered at exit
+if sys.argv[2] == "wait":
+    # no loop runs and nobody starts it: the background loop delivers it
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if os.path.exists(sys.argv[1]) and len(open(sys.argv[1]).read().splitlines()) == 50:
+            print("delivered while running", d.state.value)
+            break
+        time.sleep(0.05)  # polling a file another thread writes: the condition itself
+# nobody closes: what is left is delivered (or, where no thread can start at exit,
+# written to the fallback, counted) at exit
 """
 
 
-def test_a_process_that_never_runs_a_loop_delivers_at_exit(tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["wait", "exit"])
+def test_a_process_that_never_runs_a_loop_delivers(when: str, tmp_path: Path) -> None:
     path = tmp_path / "noloop.log"
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(NO_LOOP_SCRIPT), str(path)],
+        [sys.executable, "-c", textwrap.dedent(NO_LOOP_SCRIPT), str(path), when],
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
-    assert path.read_text(encoding="utf-8").splitlines() == [f"no loop {i}" for i in range(50)]
+    expected = [f"no loop {i}" for i in range(50)]
+    if when == "wait":
+        assert "delivered while running running" in proc.stdout
+    if path.exists() or sys.version_info[:2] != (3, 12):
+        assert path.read_text(encoding="utf-8").splitlines() == expected
+    else:  # Python 3.12 starts no thread at exit: the records go to stderr instead
+        assert [ln for ln in proc.stderr.splitlines() if ln.startswith("no loop")] == expected
+
+
+class ThreadRecorder(logging.Handler):
+    """A fallback that notes which thread wrote each record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+        self.written = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name != "aiologsinks":
+            self.threads.append(threading.current_thread().name)
+            self.written.set()
+
+
+async def test_the_fallback_is_written_off_the_loop() -> None:
+    fallback = ThreadRecorder()
+    dispatcher = als.Dispatcher(ListSink(), fallback=fallback)
+    dispatcher.start()
+    stats = await dispatcher.aclose()
+    dispatcher.handler.handle(logging.makeLogRecord({"msg": "late", "levelno": 20}))
+    assert await asyncio.to_thread(fallback.written.wait, 5)
+    assert fallback.threads == ["aiologsinks-fallback"]
+    assert dispatcher.stats().after_close == stats.after_close + 1

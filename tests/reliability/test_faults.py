@@ -200,17 +200,7 @@ async def test_a_rotator_that_logs_never_deadlocks_a_blocking_pipeline(tmp_path:
     sink = als.RotatingFileSink(path, maxBytes=200, backupCount=1000)
     sink.rotator = rotator
     healthy = tmp_path / "healthy.log"
-    dispatcher = als.Dispatcher(
-        sink, als.FileSink(healthy), overflow="block", queue_size=4, lane_size=4
-    )
-    dispatcher.start()
-    app.addHandler(dispatcher.handler)
-    try:
-        await asyncio.wait_for(asyncio.to_thread(_log_many, app, 300), BOUND)
-        await asyncio.wait_for(dispatcher.flush(), BOUND)
-        stats = await asyncio.wait_for(dispatcher.aclose(timeout=1), BOUND)
-    finally:
-        app.removeHandler(dispatcher.handler)
+    stats = await blocking_pipeline(app, sink, healthy, 300)
     written = [ln for f in tmp_path.glob("rot.log*") for ln in lines(f)]
     assert sorted(ln for ln in written if ln.startswith("rec")) == sorted(
         f"rec {i}" for i in range(300)
@@ -224,6 +214,26 @@ async def test_a_rotator_that_logs_never_deadlocks_a_blocking_pipeline(tmp_path:
 def _log_many(log: logging.Logger, n: int) -> None:
     for i in range(n):
         log.info("rec %d", i)
+
+
+async def blocking_pipeline(
+    app: logging.Logger, faulty: als.Sink | logging.Handler, healthy: Path, n: int
+) -> als.DispatcherStats:
+    """overflow="block", queue and lanes of 4: a thread logs ``n`` records through
+    ``faulty`` (which logs too) beside a FileSink; flush twice (the records logged
+    from inside the pipeline as well), close; every step bounded."""
+    dispatcher = als.Dispatcher(
+        faulty, als.FileSink(healthy), overflow="block", queue_size=4, lane_size=4
+    )
+    dispatcher.start()
+    app.addHandler(dispatcher.handler)
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_log_many, app, n), BOUND)
+        await asyncio.wait_for(dispatcher.flush(), BOUND)
+        await asyncio.wait_for(dispatcher.flush(), BOUND)
+        return await asyncio.wait_for(dispatcher.aclose(timeout=1), BOUND)
+    finally:
+        app.removeHandler(dispatcher.handler)
 
 
 class TalkativeHandler(logging.Handler):
@@ -244,18 +254,7 @@ async def test_a_wrapped_handler_that_logs_never_deadlocks(tmp_path: Path) -> No
     app = fresh_logger("t.faults.wrapped")
     handler = TalkativeHandler(app)
     healthy = tmp_path / "healthy.log"
-    dispatcher = als.Dispatcher(
-        handler, als.FileSink(healthy), overflow="block", queue_size=4, lane_size=4
-    )
-    dispatcher.start()
-    app.addHandler(dispatcher.handler)
-    try:
-        await asyncio.wait_for(asyncio.to_thread(_log_many, app, 200), BOUND)
-        await asyncio.wait_for(dispatcher.flush(), BOUND)
-        await asyncio.wait_for(dispatcher.flush(), BOUND)  # the "handled" records too
-        stats = await asyncio.wait_for(dispatcher.aclose(timeout=1), BOUND)
-    finally:
-        app.removeHandler(dispatcher.handler)
+    stats = await blocking_pipeline(app, handler, healthy, 200)
     assert len(handler.seen) == 200
     got = lines(healthy)
     assert sum(1 for ln in got if ln.startswith("rec")) == 200
