@@ -12,7 +12,7 @@ from . import _handler_entry as _handler_entry  # sinks used as logging.Handlers
 from . import config as config  # als.config.install_config(...), as the README shows
 from ._backoff import Backoff
 from ._context import context
-from ._dispatcher import Dispatcher, DispatcherState, DispatcherStats, Overflow, SinkStats, install
+from ._dispatcher import Dispatcher, DispatcherState, DispatcherStats, Overflow, SinkStats
 from ._exceptions import (
     AiologsinksError,
     DispatcherStateError,
@@ -21,6 +21,7 @@ from ._exceptions import (
     SinkDeliveryError,
 )
 from ._handler_sink import HandlerSink
+from ._install import install
 from ._json import JSONFormatter
 from ._shim import QueueHandler
 from ._sink import Sink, SinkState

@@ -16,6 +16,8 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
+from ._validate import ArgumentValueError
+
 __all__ = ["Backoff", "OutageBuffer", "RetryAttributes"]
 
 T = TypeVar("T")
@@ -40,7 +42,9 @@ class Backoff:
             ("retryMax", retryMax),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"{name}: expected a non-negative number, got {value!r}")
+                raise ArgumentValueError(
+                    f"{name}", f"expected a non-negative number, got {value!r}"
+                )
         self.retryStart = float(retryStart)
         self.retryFactor = float(retryFactor)
         self.retryMax = float(retryMax)
@@ -89,7 +93,7 @@ class OutageBuffer(Generic[T]):
 
     def __init__(self, maxlen: int) -> None:
         if isinstance(maxlen, bool) or not isinstance(maxlen, int) or maxlen < 0:
-            raise ValueError(f"buffer_size: expected an int >= 0, got {maxlen!r}")
+            raise ArgumentValueError("buffer_size", f"expected an int >= 0, got {maxlen!r}")
         self.maxlen = maxlen
         self._items: deque[T] = deque()
         #: items dropped because the buffer was full (never reset)

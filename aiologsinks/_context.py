@@ -29,6 +29,8 @@ from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
+from ._validate import ArgumentValueError
+
 __all__ = [
     "capturing",
     "context",
@@ -145,7 +147,9 @@ class context:  # noqa: N801 - used like a function: `with als.context(...)`
     def __init__(self, **fields: Any) -> None:
         for name in fields:
             if name in _RESERVED:
-                raise ValueError(f"{name}: a LogRecord attribute cannot be bound as a field")
+                raise ArgumentValueError(
+                    f"{name}", "a LogRecord attribute cannot be bound as a field"
+                )
         self._fields = fields
         self._tokens: list[contextvars.Token[Mapping[str, Any] | None]] = []
 

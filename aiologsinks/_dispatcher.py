@@ -28,6 +28,7 @@ from ._shim import QueueHandler
 from ._sink import Sink
 from ._stats import DispatcherStats, SinkStats
 from ._supervise import abandon, spawn, wait_bounded
+from ._validate import ArgumentTypeError, ArgumentValueError
 
 __all__ = [
     "Dispatcher",
@@ -35,7 +36,6 @@ __all__ = [
     "DispatcherStats",
     "Overflow",
     "SinkStats",
-    "install",
 ]
 
 #: seconds granted past ``aclose(timeout)``'s deadline to stop the workers, to close
@@ -137,7 +137,7 @@ class Dispatcher:
         _check_positive("batch_size", batch_size)
         _check_overflow("overflow", overflow)
         if fallback is not None and not isinstance(fallback, logging.Handler):
-            raise TypeError(f"fallback: expected a logging.Handler, got {fallback!r}")
+            raise ArgumentTypeError("fallback", f"expected a logging.Handler, got {fallback!r}")
         seen: dict[int, int] = {}
         for i, obj in enumerate(sinks):
             if id(obj) in seen:
@@ -159,13 +159,15 @@ class Dispatcher:
             size = opts.pop("size", lane_size)
             policy = opts.pop("overflow", overflow)
             if opts:
-                raise TypeError(f"lanes[{sink!r}]: unknown option(s) {sorted(opts)}")
+                raise ArgumentTypeError(f"lanes[{sink!r}]", f"unknown option(s) {sorted(opts)}")
             _check_positive(f"lanes[{sink!r}].size", size)
             _check_overflow(f"lanes[{sink!r}].overflow", policy)
             name = _unique_name(sink, i, names)
             self._lanes.append(Lane(sink, name, size, policy, batch_size, self._fallback))
         if overrides:
-            raise ValueError(f"lanes: {list(overrides)!r} are not sinks of this dispatcher")
+            raise ArgumentValueError(
+                "lanes", f"{list(overrides)!r} are not sinks of this dispatcher"
+            )
         self.sinks: tuple[Sink, ...] = tuple(lane.sink for lane in self._lanes)
         self._queue = BoundedQueue(queue_size, overflow, self._items)
         self.handler = QueueHandler(self)
@@ -829,7 +831,7 @@ def _as_sink(obj: object, where: str) -> Sink:
         return obj
     if isinstance(obj, logging.Handler):
         return HandlerSink(obj)
-    raise TypeError(f"{where}: expected a Sink or a logging.Handler, got {obj!r}")
+    raise ArgumentTypeError(where, f"expected a Sink or a logging.Handler, got {obj!r}")
 
 
 def _unique_name(sink: Sink, index: int, taken: set[str]) -> str:
@@ -844,13 +846,11 @@ def _unique_name(sink: Sink, index: int, taken: set[str]) -> str:
 
 def _check_positive(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        raise ArgumentValueError(name, f"expected an int >= 1, got {value!r}")
 
 
 def _check_overflow(name: str, value: object) -> None:
     if value not in OVERFLOWS:
-        raise ValueError(f"{name}: expected one of {', '.join(OVERFLOWS)}, got {value!r}")
-
-
-# install() lives in its own module; re-exported here for the package's imports
-from ._install import install  # noqa: E402
+        raise ArgumentValueError(
+            f"{name}", f"expected one of {', '.join(OVERFLOWS)}, got {value!r}"
+        )

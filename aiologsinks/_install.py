@@ -10,6 +10,7 @@ from typing import Any
 
 from ._dispatcher import Dispatcher
 from ._sink import Sink, _check_level
+from ._validate import ArgumentTypeError
 
 __all__ = ["install"]
 
@@ -57,7 +58,9 @@ async def install(
     body.
     """
     if logger is not None and not isinstance(logger, (logging.Logger, str)):
-        raise TypeError(f"logger: expected a Logger, a logger name or None, got {logger!r}")
+        raise ArgumentTypeError(
+            "logger", f"expected a Logger, a logger name or None, got {logger!r}"
+        )
     checked = None if level is None else _check_level(level)
     target = logger if isinstance(logger, logging.Logger) else logging.getLogger(logger)
     dispatcher = Dispatcher(*sinks, **dispatcher_options)

@@ -25,6 +25,7 @@ from typing import Any
 
 from . import _trace
 from ._record import FIELDS
+from ._validate import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["PRESETS", "STANDARD_FIELDS", "JSONFormatter", "extra_items", "iso_utc"]
 
@@ -350,24 +351,26 @@ class JSONFormatter(logging.Formatter):
     ) -> None:
         super().__init__()
         if isinstance(fields, str):
-            raise TypeError(f"fields: expected a sequence of field names, got {fields!r}")
+            raise ArgumentTypeError("fields", f"expected a sequence of field names, got {fields!r}")
         chosen = tuple(DEFAULT_FIELDS if fields is None else fields)
         for name in chosen:
             if name not in STANDARD_FIELDS:
-                raise ValueError(
-                    f"fields: unknown field {name!r} (known: {', '.join(STANDARD_FIELDS)})"
+                raise ArgumentValueError(
+                    "fields", f"unknown field {name!r} (known: {', '.join(STANDARD_FIELDS)})"
                 )
         if preset is not None and preset not in PRESETS:
-            raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
+            raise ArgumentValueError("preset", f"expected one of {sorted(PRESETS)}, got {preset!r}")
         if rename is not None and not isinstance(rename, Mapping):
-            raise TypeError(f"rename: expected a mapping, got {rename!r}")
+            raise ArgumentTypeError("rename", f"expected a mapping, got {rename!r}")
         names = dict(PRESETS[preset]) if preset else {}
         for old, new in (rename or {}).items():
             if old not in STANDARD_FIELDS or not isinstance(new, str):
-                raise ValueError(f"rename: expected standard field -> str, got {old!r}: {new!r}")
+                raise ArgumentValueError(
+                    "rename", f"expected standard field -> str, got {old!r}: {new!r}"
+                )
             names[old] = new
         if static is not None and not isinstance(static, Mapping):
-            raise TypeError(f"static: expected a mapping, got {static!r}")
+            raise ArgumentTypeError("static", f"expected a mapping, got {static!r}")
         self.fields = chosen
         self.extras = bool(extras)
         self.static = dict(static or {})

@@ -72,6 +72,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ._backoff import Backoff, OutageBuffer
+from ._validate import ArgumentValueError
 
 __all__ = [
     "Failure",
@@ -201,7 +202,7 @@ class Outbox(Generic[T]):
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-            raise ValueError(f"chunk_size: expected an int >= 1, got {chunk_size!r}")
+            raise ArgumentValueError("chunk_size", f"expected an int >= 1, got {chunk_size!r}")
         self._send = send
         self.name = name
         self.buffer: OutageBuffer[T] = OutageBuffer(buffer_size)

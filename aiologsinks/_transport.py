@@ -32,6 +32,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from ._backoff import Backoff
 from ._exceptions import RecordTooLargeError, SinkConnectError
 from ._outbox import Loss, Outbox
+from ._validate import ArgumentValueError
 
 __all__ = [
     "CLOSE_TIMEOUT",
@@ -64,7 +65,7 @@ _T = TypeVar("_T")
 def check_timeout(name: str, value: object) -> float:
     """A positive number of seconds, else ``ValueError`` naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ValueError(f"{name}: expected a positive number of seconds, got {value!r}")
+        raise ArgumentValueError(name, f"expected a positive number of seconds, got {value!r}")
     return float(value)
 
 

@@ -23,6 +23,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from email.message import EmailMessage
 from typing import Any
 
+from ._validate import ArgumentValueError
+
 # --- pickle frames ---
 # SocketHandler/DatagramHandler's makePickle: a 4-byte big-endian length, then the
 # protocol-1 pickle of the record's __dict__ with msg merged and args/exc_info zapped.
@@ -363,7 +365,7 @@ def check_address(name: str, value: str) -> str:
     An address is never repaired: a mangled recipient is worse than no mail.
     """
     if "\r" in value or "\n" in value:
-        raise ValueError(f"{name}: an address must not contain CR or LF")
+        raise ArgumentValueError(name, "an address must not contain CR or LF")
     return value
 
 

@@ -71,8 +71,10 @@ from ._sink import Sink
 from ._validate import ArgumentError
 from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink
+from .sinks.kafka import KafkaSink
 from .sinks.memory import BufferingSink, MemorySink
 from .sinks.nteventlog import NTEventLogSink
+from .sinks.otlp import OTLPSink
 from .sinks.rotating import RotatingFileSink, TimedRotatingFileSink, gzip_namer, gzip_rotator
 from .sinks.smtp import SMTPSink
 from .sinks.socket import DatagramSink, SocketSink
@@ -176,6 +178,8 @@ _SINK_TYPES: dict[str, type[Sink]] = {
         MemorySink,
         NTEventLogSink,
         HandlerSink,
+        OTLPSink,
+        KafkaSink,
     )
 }
 

@@ -16,6 +16,7 @@ from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
 from .._transport import CLOSE_TIMEOUT, bounded, check_timeout
+from .._validate import ArgumentTypeError, ArgumentValueError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -132,21 +133,21 @@ class HTTPSink(OutboxSinkMixin, Sink):
         import aiohttp  # noqa: F401
 
         if not isinstance(host, str) or not host:
-            raise ValueError(f"host: expected 'host' or 'host:port', got {host!r}")
+            raise ArgumentValueError("host", f"expected 'host' or 'host:port', got {host!r}")
         if not isinstance(url, str):
-            raise TypeError(f"url: expected a str, got {url!r}")
+            raise ArgumentTypeError("url", f"expected a str, got {url!r}")
         if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
-            raise ValueError(f"method: must be GET or POST, got {method!r}")
+            raise ArgumentValueError("method", f"must be GET or POST, got {method!r}")
         if not secure and context is not None:
-            raise ValueError("context: only makes sense with secure=True")
+            raise ArgumentValueError("context", "only makes sense with secure=True")
         if context is not None and not isinstance(context, ssl.SSLContext):
-            raise TypeError("context: expected an ssl.SSLContext or None")
+            raise ArgumentTypeError("context", "expected an ssl.SSLContext or None")
         if credentials is not None and (
             not isinstance(credentials, (tuple, list)) or len(credentials) != 2
         ):
-            raise ValueError("credentials: expected a (userid, password) pair")
+            raise ArgumentValueError("credentials", "expected a (userid, password) pair")
         if gzip and not json_batch:
-            raise ValueError("gzip: only applies with json_batch=True")
+            raise ArgumentValueError("gzip", "only applies with json_batch=True")
         timeout = None if timeout is None else check_timeout("timeout", timeout)
         self.host = host
         self.url = url

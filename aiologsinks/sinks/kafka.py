@@ -13,6 +13,7 @@ from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._json import JSONFormatter
 from .._sink import Sink
+from .._validate import ArgumentTypeError, ArgumentValueError
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
@@ -80,7 +81,7 @@ class KafkaSink(Sink):
         import aiokafka  # noqa: F401 - loaded with the first sink, not on the loop
 
         if not isinstance(topic, str) or not topic:
-            raise ValueError(f"topic: expected a non-empty str, got {topic!r}")
+            raise ArgumentValueError("topic", f"expected a non-empty str, got {topic!r}")
         if isinstance(bootstrap_servers, str):
             servers = [bootstrap_servers]
         elif isinstance(bootstrap_servers, Sequence) and all(
@@ -93,30 +94,38 @@ class KafkaSink(Sink):
                 f"got {bootstrap_servers!r}"
             )
         if not servers or not all(servers):
-            raise ValueError(f"bootstrap_servers: expected 'host:port', got {bootstrap_servers!r}")
+            raise ArgumentValueError(
+                "bootstrap_servers", f"expected 'host:port', got {bootstrap_servers!r}"
+            )
         if key is not None and not isinstance(key, str) and not callable(key):
-            raise TypeError(f"key: expected an attribute name or a callable, got {key!r}")
+            raise ArgumentTypeError("key", f"expected an attribute name or a callable, got {key!r}")
         if isinstance(acks, bool) or acks not in _ACKS:
-            raise ValueError(f"acks: expected 0, 1 or 'all', got {acks!r}")
+            raise ArgumentValueError("acks", f"expected 0, 1 or 'all', got {acks!r}")
         if compression not in _COMPRESSION:
-            raise ValueError(f"compression: expected one of {_COMPRESSION}, got {compression!r}")
+            raise ArgumentValueError(
+                "compression", f"expected one of {_COMPRESSION}, got {compression!r}"
+            )
         if isinstance(linger_ms, bool) or not isinstance(linger_ms, int) or linger_ms < 0:
-            raise ValueError(f"linger_ms: expected an int >= 0, got {linger_ms!r}")
+            raise ArgumentValueError("linger_ms", f"expected an int >= 0, got {linger_ms!r}")
         for name, value in (
             ("delivery_timeout", delivery_timeout),
             ("request_timeout", request_timeout),
             ("close_timeout", close_timeout),
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name}: expected a positive number, got {value!r}")
+                raise ArgumentValueError(name, f"expected a positive number, got {value!r}")
         if (
             isinstance(max_in_flight, bool)
             or not isinstance(max_in_flight, int)
             or max_in_flight < 1
         ):
-            raise ValueError(f"max_in_flight: expected an int >= 1, got {max_in_flight!r}")
+            raise ArgumentValueError(
+                "max_in_flight", f"expected an int >= 1, got {max_in_flight!r}"
+            )
         if producer_options is not None and not isinstance(producer_options, Mapping):
-            raise TypeError(f"producer_options: expected a mapping, got {producer_options!r}")
+            raise ArgumentTypeError(
+                "producer_options", f"expected a mapping, got {producer_options!r}"
+            )
         self.topic = topic
         self.bootstrap_servers = servers
         self.key = key

@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any
 
 from .._sink import Sink
+from .._validate import ArgumentValueError
 
 __all__ = ["NTEventLogSink"]
 
@@ -40,7 +41,7 @@ class NTEventLogSink(Sink):
     ) -> None:
         super().__init__()
         if not isinstance(appname, str) or not appname:
-            raise ValueError(f"appname: expected a non-empty str, got {appname!r}")
+            raise ArgumentValueError("appname", f"expected a non-empty str, got {appname!r}")
         try:
             import win32evtlog
             import win32evtlogutil

@@ -19,6 +19,7 @@ from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
 from .._transport import bounded
+from .._validate import ArgumentTypeError, ArgumentValueError
 
 if TYPE_CHECKING:
     import aiohttp
@@ -144,10 +145,10 @@ class OTLPSink(OutboxSinkMixin, Sink):
             base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip()
             endpoint = base.rstrip("/") + "/v1/logs" if base else DEFAULT_ENDPOINT
         if not isinstance(endpoint, str):
-            raise TypeError(f"endpoint: expected a URL str, got {endpoint!r}")
+            raise ArgumentTypeError("endpoint", f"expected a URL str, got {endpoint!r}")
         parts = urllib.parse.urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"endpoint: expected an http(s) URL, got {endpoint!r}")
+            raise ArgumentValueError("endpoint", f"expected an http(s) URL, got {endpoint!r}")
         if encoding is None:
             protocol = _env(environ, "PROTOCOL")
             if protocol is not None:
@@ -160,33 +161,37 @@ class OTLPSink(OutboxSinkMixin, Sink):
             else:
                 encoding = "protobuf"
         if encoding not in _CONTENT_TYPES:
-            raise ValueError(f"encoding: expected 'protobuf' or 'json', got {encoding!r}")
+            raise ArgumentValueError("encoding", f"expected 'protobuf' or 'json', got {encoding!r}")
         if compression is None:
             compression = _env(environ, "COMPRESSION") or "gzip"
         if compression not in ("gzip", "none"):
-            raise ValueError(f"compression: expected 'gzip' or 'none', got {compression!r}")
+            raise ArgumentValueError(
+                "compression", f"expected 'gzip' or 'none', got {compression!r}"
+            )
         if timeout is None:
             env_timeout = _env(environ, "TIMEOUT")
             try:
                 timeout = float(env_timeout) / 1000 if env_timeout else 10.0
             except ValueError:
-                raise ValueError(
-                    f"OTEL_EXPORTER_OTLP_TIMEOUT: expected milliseconds, got {env_timeout!r}"
+                raise ArgumentValueError(
+                    "OTEL_EXPORTER_OTLP_TIMEOUT", f"expected milliseconds, got {env_timeout!r}"
                 ) from None
         for name, value in (("timeout", timeout), ("close_timeout", close_timeout)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-                raise ValueError(f"{name}: expected a positive number, got {value!r}")
+                raise ArgumentValueError(name, f"expected a positive number, got {value!r}")
         for name, count in (
             ("max_batch_records", max_batch_records),
             ("max_batch_bytes", max_batch_bytes),
             ("buffer_size", buffer_size),
         ):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {count!r}")
+                raise ArgumentValueError(name, f"expected an int >= 1, got {count!r}")
         if headers is not None and not isinstance(headers, Mapping):
-            raise TypeError(f"headers: expected a mapping of str to str, got {type(headers)}")
+            raise ArgumentTypeError(
+                "headers", f"expected a mapping of str to str, got {type(headers)}"
+            )
         if resource is not None and not isinstance(resource, Mapping):
-            raise TypeError(f"resource: expected a mapping, got {type(resource)}")
+            raise ArgumentTypeError("resource", f"expected a mapping, got {type(resource)}")
         env_headers = _env(environ, "HEADERS")
         self.headers: dict[str, str] = _parse_headers(env_headers) if env_headers else {}
         self.headers.update({str(k): str(v) for k, v in (headers or {}).items()})

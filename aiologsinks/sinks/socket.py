@@ -35,6 +35,7 @@ from .._transport import (
     bounded,
     check_timeout,
 )
+from .._validate import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["MAX_UDP_PAYLOAD", "SEND_SLICE", "DatagramSink", "SocketSink"]
 
@@ -44,7 +45,7 @@ _ENCODE_SLICE = 128
 
 def _check_buffer_size(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"buffer_size: expected an int >= 0, got {value!r}")
+        raise ArgumentValueError("buffer_size", f"expected an int >= 0, got {value!r}")
     return value
 
 
@@ -52,9 +53,9 @@ def _check_port(port: object) -> int | None:
     if port is None:
         return None
     if isinstance(port, bool) or not isinstance(port, int):
-        raise TypeError(f"port: expected an int or None, got {port!r}")
+        raise ArgumentTypeError("port", f"expected an int or None, got {port!r}")
     if not 0 < port < 65536:
-        raise ValueError(f"port: expected 1-65535, got {port!r}")
+        raise ArgumentValueError("port", f"expected 1-65535, got {port!r}")
     return port
 
 
@@ -71,7 +72,7 @@ def _check_host(host: object) -> str:
     if isinstance(host, os.PathLike):
         return os.fspath(host)  # type: ignore[no-any-return]
     if not isinstance(host, str) or not host:
-        raise TypeError(f"host: expected a host name or Unix socket path, got {host!r}")
+        raise ArgumentTypeError("host", f"expected a host name or Unix socket path, got {host!r}")
     return host
 
 

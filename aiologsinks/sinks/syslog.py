@@ -33,6 +33,7 @@ from .._transport import (
     StreamLink,
     check_timeout,
 )
+from .._validate import ArgumentTypeError, ArgumentValueError
 from .._wire import RFC5424Formatter
 
 __all__ = ["RFC5424Formatter", "SysLogSink"]
@@ -147,7 +148,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             address = os.fspath(address)
         if isinstance(address, str):
             if not address:
-                raise ValueError("address: expected a Unix socket path or (host, port)")
+                raise ArgumentValueError("address", "expected a Unix socket path or (host, port)")
             self.unixsocket = True
         elif (
             isinstance(address, tuple)
@@ -157,18 +158,20 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             and not isinstance(address[1], bool)
         ):
             if not 0 < address[1] < 65536:
-                raise ValueError(f"address: port must be 1-65535, got {address[1]!r}")
+                raise ArgumentValueError("address", f"port must be 1-65535, got {address[1]!r}")
             self.unixsocket = False
         else:
-            raise TypeError(
-                f"address: expected a Unix socket path or (host, port), got {address!r}"
+            raise ArgumentTypeError(
+                "address", f"expected a Unix socket path or (host, port), got {address!r}"
             )
         self.address: tuple[str, int] | str = address
         if isinstance(facility, str):
             if facility not in self.facility_names:
-                raise ValueError(f"facility: unknown facility name {facility!r}")
+                raise ArgumentValueError("facility", f"unknown facility name {facility!r}")
         elif isinstance(facility, bool) or not isinstance(facility, int) or facility < 0:
-            raise TypeError(f"facility: expected a LOG_* int or a facility name, got {facility!r}")
+            raise ArgumentTypeError(
+                "facility", f"expected a LOG_* int or a facility name, got {facility!r}"
+            )
         self.facility = facility
         if socktype not in (None, socket.SOCK_DGRAM, socket.SOCK_STREAM):
             raise ValueError(
@@ -180,13 +183,13 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         #: the socket type in use (for a Unix path: known once connected), as the seed
         self.socktype: int = socket.SOCK_STREAM if self._force_stream else socket.SOCK_DGRAM
         if framing not in ("octet", "lf"):
-            raise ValueError(f"framing: expected 'octet' or 'lf', got {framing!r}")
+            raise ArgumentValueError("framing", f"expected 'octet' or 'lf', got {framing!r}")
         self.framing: Framing = framing
         if isinstance(max_size, bool) or not isinstance(max_size, int) or max_size < 16:
-            raise ValueError(f"max_size: expected an int >= 16, got {max_size!r}")
+            raise ArgumentValueError("max_size", f"expected an int >= 16, got {max_size!r}")
         self.max_size = max_size
         if isinstance(buffer_size, bool) or not isinstance(buffer_size, int) or buffer_size < 0:
-            raise ValueError(f"buffer_size: expected an int >= 0, got {buffer_size!r}")
+            raise ArgumentValueError("buffer_size", f"expected an int >= 0, got {buffer_size!r}")
         #: seconds for socket operations, as ``SysLogHandler``'s (None: the defaults)
         self.timeout = None if timeout is None else check_timeout("timeout", timeout)
         #: seconds allowed for one connection attempt
