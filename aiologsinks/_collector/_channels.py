@@ -134,7 +134,7 @@ class _Conn(asyncio.Protocol):
         self.transport = transport
         rx = self.rx
         counts = rx.counts[self.channel]
-        if len(rx._conns) >= rx.limits.max_connections or rx._closing:
+        if len(rx._conns) >= rx.limits.max_connections:
             counts.refused += 1
             self.closing = True
             transport.abort()
@@ -142,12 +142,18 @@ class _Conn(asyncio.Protocol):
         counts.connections += 1
         self.peer = _peer(transport)
         rx._conns.add(self)
-        if rx._paused:
+        rx._activity = self.last
+        if rx._closing:
+            # accepted by the kernel before the shutdown began: the peer may have
+            # written already, so read it, and tell it to go away
+            self.half_close()
+        elif rx._paused:
             transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         rx = self.rx
         rx._conns.discard(self)
+        rx._activity = self.loop.time()
         if self.settle is not None:
             self.settle.cancel()
         if self.buf and not self.closing:

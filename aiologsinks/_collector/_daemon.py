@@ -186,6 +186,8 @@ class LineFormatter(logging.Formatter):
             "asctime",
             "received_via",
             "received_from",
+            "syslog_facility",
+            "syslog_severity",
         )
     )
 

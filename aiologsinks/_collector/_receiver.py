@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -63,6 +64,8 @@ class Receiver:
         self._buffered = 0
         self._paused = False
         self._closing = False
+        #: loop time of the last connection accepted or lost
+        self._activity = 0.0
         self._event: asyncio.Event | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -89,7 +92,7 @@ class Receiver:
         try:
             server = await loop.create_server(lambda: _Conn(self, channel), host, port)
         except (OSError, socket.gaierror) as exc:
-            raise ListenError(exc.errno, _where(channel, host, port, exc)) from exc
+            raise ListenError(_where(channel, host, port, exc)) from exc
         self._servers.append(server)
         return int(server.sockets[0].getsockname()[1])
 
@@ -98,7 +101,7 @@ class Receiver:
         try:
             sock = _bind_udp(host, port)
         except (OSError, socket.gaierror) as exc:
-            raise ListenError(exc.errno, _where(channel, host, port, exc)) from exc
+            raise ListenError(_where(channel, host, port, exc)) from exc
         transport, _ = await loop.create_datagram_endpoint(
             lambda: _Datagrams(self, channel), sock=sock
         )
@@ -155,11 +158,11 @@ class Receiver:
         they learnt of the shutdown is still received.
         """
         self._closing = True
-        for server in self._servers:
-            server.close()
-        if grace > 0 and self._conns:
+        if grace > 0:
             self.resume()
             await self._drain(grace)
+        for server in self._servers:
+            server.close()
         for conn in list(self._conns):
             conn.abort()
         for server in self._servers:
@@ -176,21 +179,22 @@ class Receiver:
                 await sweeper
 
     async def _drain(self, grace: float) -> None:
+        # still listening: a connection the kernel accepted before the shutdown may
+        # carry records already; connection_made half-closes it like the others
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
+        start = loop.time()
+        deadline = start + grace
         for conn in list(self._conns):
             conn.half_close()
-        while self._conns:
+        event = self._event
+        while event is not None:
             now = loop.time()
             if now >= deadline:
                 return
             for conn in list(self._conns):
                 if not conn.buf and now - conn.last >= _QUIET:
                     conn.abort()
-            if not self._conns:
-                return
-            event = self._event
-            if event is None:
+            if not self._conns and now - max(start, self._activity) >= _QUIET:
                 return
             event.clear()
             with contextlib.suppress(asyncio.TimeoutError):
@@ -349,5 +353,11 @@ class Receiver:
 
 def _where(channel: str, host: str, port: int, exc: BaseException) -> str:
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    reason = getattr(exc, "strerror", None) or str(exc)
+    errno = getattr(exc, "errno", None)
+    if isinstance(exc, socket.gaierror):
+        reason = f"unknown address ({exc.strerror})"
+    elif errno:
+        reason = os.strerror(errno).lower()
+    else:
+        reason = str(exc)
     return f"cannot listen for {channel} on {address}: {reason}"
