@@ -18,7 +18,10 @@ import pytest
 from tests.peers.collector import ROOT, Collector
 from tests.peers.logrotate import Logrotate
 
-FORMAT = "%(asctime)s.%(msecs)03d %(process)d %(thread)d %(name)s %(levelname)s %(message)s rid=%(request_id)s"
+FORMAT = (
+    "%(asctime)s.%(msecs)03d %(process)d %(thread)d %(name)s %(levelname)s %(message)s"
+    " rid=%(request_id)s"
+)
 
 
 def records(n: int, name: str = "worker", start: int = 0) -> list[logging.LogRecord]:
