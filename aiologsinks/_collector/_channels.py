@@ -46,7 +46,7 @@ _QUIET = 0.2
 OnRecord = Callable[[str, dict[str, Any]], None]
 _unpack_len = struct.Struct(">L").unpack_from
 #: what a syslog message starts with (a PRI, or an octet count)
-_STARTS = frozenset(bytes([c]) for c in b"<0123456789")
+_STARTS = frozenset(b"<0123456789")
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,8 @@ class _Conn(asyncio.Protocol):
                 self._syslog()
             else:
                 self._http()
+        except Exception:  # noqa: BLE001 - a peer must never crash the receiver: drop it
+            self._broken()
         finally:
             after = len(self.buf)
             rx._buffered += after - before
@@ -211,8 +213,7 @@ class _Conn(asyncio.Protocol):
     def _broken(self) -> None:
         # the framing itself is broken: nothing later on this stream can be trusted
         self.rx._invalid(self.channel)
-        self.rx._buffered -= len(self.buf)
-        self.buf.clear()
+        self.buf.clear()  # the caller accounts for the bytes it held
         self.closing = True
         if self.transport is not None:
             self.transport.close()
@@ -289,7 +290,7 @@ class _Conn(asyncio.Protocol):
             self.framing = "nul"
             return nul
         if lf + 1 < len(buf):
-            if buf[lf + 1 : lf + 2] in _STARTS:
+            if buf[lf + 1] in _STARTS:
                 self.framing = "lf"
                 return lf
             return -1  # the LF is inside a message: wait for its end
@@ -346,8 +347,7 @@ class _Conn(asyncio.Protocol):
     def _answer_error(self, exc: HTTPError) -> None:
         self.rx._invalid(self.channel)
         self._write(_http.response(exc.status, str(exc), keep_alive=False))
-        self.rx._buffered -= len(self.buf)
-        self.buf.clear()
+        self.buf.clear()  # data_received accounts for the bytes it held
         self._close_after_write()
 
     def _write(self, data: bytes) -> None:
