@@ -68,7 +68,7 @@ def memo_bomb(levels: int, width: int) -> bytes:
 def test_memo_bomb_is_refused_by_its_expanded_size() -> None:
     bomb = memo_bomb(levels=6, width=100)  # 10**12 items in about 3 KB
     assert len(bomb) < 8192
-    with pytest.raises(FrameError, match="larger than .* once expanded"):
+    with pytest.raises(FrameError, match=r"larger than .* once expanded"):
         load_record(bomb)
     # the same shape within budget is read, references and all
     small = load_record(memo_bomb(levels=2, width=10))
