@@ -97,7 +97,12 @@ class Collector:
                 self._changed.clear()
                 await self._changed.wait()
 
-        return await asyncio.wait_for(until(), timeout)
+        try:
+            return await asyncio.wait_for(until(), timeout)
+        except asyncio.TimeoutError:
+            raise AssertionError(
+                f"no {text!r} in {timeout} s; last lines: {self.lines[-3:]}"
+            ) from None
 
     async def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send ``sig`` and wait for the exit; return the exit code."""
