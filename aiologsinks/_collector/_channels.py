@@ -40,8 +40,9 @@ CHANNELS = ("tcp", "udp", "syslog_udp", "syslog_tcp", "http")
 UDP_RCVBUF = 8 * 1024 * 1024
 #: how long a syslog TCP message ended by LF may wait to learn whether the LF ended it
 _LF_SETTLE = 0.2
-#: how long a half-closed connection may stay quiet before shutdown closes it
-_QUIET = 0.2
+#: how long a half-closed connection may stay quiet before shutdown closes it (the
+#: peer may be busy: it writes no more once it saw the end-of-file)
+_QUIET = 0.5
 
 OnRecord = Callable[[str, dict[str, Any]], None]
 _unpack_len = struct.Struct(">L").unpack_from

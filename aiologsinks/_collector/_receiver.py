@@ -59,6 +59,10 @@ class Receiver:
         self.ports: dict[str, int] = {}
         self.counts: dict[str, ChannelCounts] = {c: ChannelCounts() for c in CHANNELS}
         self._servers: list[asyncio.Server] = []
+        #: the channel each server serves
+        self._server_channels: dict[asyncio.Server, str] = {}
+        #: connections taken from a closing server's backlog, being set up
+        self._adopting: set[asyncio.Task[Any]] = set()
         self._transports: list[asyncio.BaseTransport] = []
         self._conns: set[_Conn] = set()
         self._buffered = 0
@@ -94,6 +98,7 @@ class Receiver:
         except (OSError, socket.gaierror) as exc:
             raise ListenError(_where(channel, host, port, exc)) from exc
         self._servers.append(server)
+        self._server_channels[server] = channel
         return int(server.sockets[0].getsockname()[1])
 
     async def _listen_udp(self, channel: str, host: str, port: int) -> int:
@@ -179,11 +184,14 @@ class Receiver:
                 await sweeper
 
     async def _drain(self, grace: float) -> None:
-        # still listening: a connection the kernel accepted before the shutdown may
-        # carry records already; connection_made half-closes it like the others
+        # For a moment the sockets still listen: a connection the kernel accepted just
+        # before the shutdown may carry records already; connection_made half-closes
+        # it like the others. Then they close (peers reconnecting at once would keep
+        # the drain busy until its bound), after taking what waits in their backlog.
         loop = asyncio.get_running_loop()
         start = loop.time()
         deadline = start + grace
+        listening = True
         for conn in list(self._conns):
             conn.half_close()
         event = self._event
@@ -191,14 +199,58 @@ class Receiver:
             now = loop.time()
             if now >= deadline:
                 return
+            if listening and now - start >= _QUIET:
+                listening = False
+                self._stop_listening()
             for conn in list(self._conns):
                 if not conn.buf and now - conn.last >= _QUIET:
                     conn.abort()
-            if not self._conns and now - max(start, self._activity) >= _QUIET:
+            if not self._conns and not listening and not self._adopting:
                 return
             event.clear()
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(event.wait(), min(_QUIET / 2, deadline - now))
+                await asyncio.wait_for(event.wait(), min(_QUIET / 4, deadline - now))
+
+    def _stop_listening(self) -> None:
+        """Close the listening sockets, first serving what waits in their backlog.
+
+        Closing a listening socket resets the connections the kernel accepted on its
+        behalf; their peers believe they are connected and may have written records.
+        So they are accepted here, in the same step as the close (no await between).
+        """
+        loop = asyncio.get_running_loop()
+        for server in self._servers:
+            channel = self._server_channels.get(server, "tcp")
+            for listener in server.sockets:
+                try:
+                    dup = socket.socket(fileno=os.dup(listener.fileno()))
+                except OSError:
+                    continue
+                with dup:
+                    dup.setblocking(False)
+                    while True:
+                        try:
+                            sock, _ = dup.accept()
+                        except OSError:  # BlockingIOError: the backlog is empty
+                            break
+                        sock.setblocking(False)
+                        self._adopt(loop, sock, channel)
+            server.close()
+
+    def _adopt(self, loop: asyncio.AbstractEventLoop, sock: socket.socket, channel: str) -> None:
+        async def serve() -> None:
+            try:
+                await loop.connect_accepted_socket(lambda: _Conn(self, channel), sock)
+            except OSError:
+                sock.close()
+
+        task = loop.create_task(serve())
+        self._adopting.add(task)
+        task.add_done_callback(self._adopted)
+
+    def _adopted(self, task: asyncio.Task[Any]) -> None:
+        self._adopting.discard(task)
+        self._changed()
 
     async def __aenter__(self) -> Receiver:
         await self.start()
