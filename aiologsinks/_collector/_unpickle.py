@@ -114,10 +114,13 @@ def load_record(data: bytes, limits: Limits = Limits()) -> dict[str, Any]:
 
 
 _CONTAINERS = (list, dict, tuple)
+#: values that need no depth or marker check when they go into a container
+_SCALARS = frozenset((str, int, float, bool, type(None), bytes))
+_STR = frozenset((str,))
 
 
 class _Reader:
-    __slots__ = ("data", "depths", "limits", "memo", "pos", "sealed", "size", "sizes")
+    __slots__ = ("data", "depths", "limits", "marks", "memo", "pos", "sealed", "size", "sizes")
 
     def __init__(self, data: bytes, limits: Limits) -> None:
         self.data = data
@@ -131,6 +134,8 @@ class _Reader:
         self.sizes: dict[int, int] = {}
         # ids of containers a memo reference was taken to: they can no longer change
         self.sealed: set[int] = set()
+        # stack positions of the MARKs (checked when popped: a MARK can be moved)
+        self.marks: list[int] = []
         self.size = 0
 
     # -- sizes ------------------------------------------------------------------------
@@ -208,14 +213,15 @@ class _Reader:
         self.pos = end + 1
         return line
 
-    @staticmethod
-    def _pop_mark(stack: list[Any]) -> list[Any]:
-        for i in range(len(stack) - 1, -1, -1):
-            if stack[i] is _MARK:
-                items = stack[i + 1 :]
-                del stack[i:]
-                return items
-        raise FrameError("pickle MARK missing")
+    def _pop_mark(self, stack: list[Any]) -> list[Any]:
+        if not self.marks:
+            raise FrameError("pickle MARK missing")
+        i = self.marks.pop()
+        if i >= len(stack) or stack[i] is not _MARK:
+            raise FrameError("pickle MARK moved")
+        items = stack[i + 1 :]
+        del stack[i:]
+        return items
 
     @staticmethod
     def _int_text(text: bytes) -> int:
@@ -253,13 +259,19 @@ class _Reader:
             raise FrameError("SETITEM(S) on a value that is not a dict")
         if len(items) % 2:
             raise FrameError("SETITEMS with an odd number of items")
-        self._adopt(target, items)
-        for i in range(0, len(items), 2):
-            key = items[i]
+        if id(target) in self.sealed:
+            raise FrameError("a container changed after a reference to it was taken")
+        keys, values = items[::2], items[1::2]
+        if not _SCALARS.issuperset(map(type, values)):
+            self._adopt(target, values)  # containers (or worse) among the values
+        if _STR.issuperset(map(type, keys)):
+            target.update(zip(keys, values))
+            return
+        for key, value in zip(keys, values):
             if type(key) is not str:
                 key = repr(key)
                 self._charge(len(key))
-            target[key] = items[i + 1]
+            target[key] = value
 
     def _append(self, target: Any, items: list[Any]) -> None:
         if type(target) is not list:
@@ -286,14 +298,14 @@ class _Reader:
         end = len(data)
         nodes = 0
         pos = 0
-        # the opcodes of a protocol 1 record dict are read inline, with the position
-        # and the size in locals; every other opcode syncs them and calls _other
+        size = 0
+        # The opcodes of a protocol 1 record dict are read inline, with the position
+        # and the size in locals; every other opcode syncs them and calls _other.
+        # Reading past the end raises IndexError or struct.error: a FrameError.
         while True:
             nodes += 1
             if nodes > max_nodes:
                 raise FrameError(f"more than {max_nodes} pickle operations")
-            if pos >= end:
-                raise FrameError("pickle data truncated (no STOP)")
             op = data[pos]
             pos += 1
             if op == 0x58:  # X BINUNICODE
@@ -302,52 +314,72 @@ class _Reader:
                 stop = pos + n
                 if stop > end:
                     raise FrameError("pickle data truncated")
-                push(str(data[pos:stop], "utf-8", "surrogatepass"))
+                text = str(data[pos:stop], "utf-8", "surrogatepass")
+                push(text)
                 pos = stop
-                self.size += 8 + n
-                if self.size > max_size:
+                size += 8 + n
+                if size > max_size:
+                    self.size = size
                     self._charge(0)
-            elif op == 0x71:  # q BINPUT
-                memo[data[pos]] = stack[-1]
-                pos += 1
+                if pos + 1 < end and data[pos] == 0x71:  # BINPUT, as makePickle follows
+                    memo[data[pos + 1]] = text
+                    pos += 2
+            elif op == 0x4E:  # N NONE
+                push(None)
+                size += 8
             elif op == 0x4B:  # K BININT1
                 push(data[pos])
                 pos += 1
-                self.size += 8
-            elif op == 0x4E:  # N NONE
-                push(None)
-                self.size += 8
+                size += 8
             elif op == 0x47:  # G BINFLOAT
                 push(_unpack_f64(data, pos)[0])
                 pos += 8
-                self.size += 8
-            elif op == 0x4A:  # J BININT
-                push(_unpack_i32(data, pos)[0])
-                pos += 4
-                self.size += 8
+                size += 8
+            elif op == 0x4C:  # L LONG (thread ids in protocol 1)
+                nl = data.find(b"\n", pos, pos + _MAX_DIGITS + 3)
+                if nl < 0:
+                    raise FrameError("LONG without an end of line, or too large")
+                push(self._int_text(data[pos:nl]))
+                pos = nl + 1
+                size += 8
             elif op == 0x4D:  # M BININT2
                 push(_unpack_u16(data, pos)[0])
                 pos += 2
-                self.size += 8
+                size += 8
+            elif op == 0x4A:  # J BININT
+                push(_unpack_i32(data, pos)[0])
+                pos += 4
+                size += 8
+            elif op == 0x71:  # q BINPUT
+                memo[data[pos]] = stack[-1]
+                pos += 1
             elif op == 0x28:  # ( MARK
+                self.marks.append(len(stack))
                 push(_MARK)
             elif op == 0x75:  # u SETITEMS
+                self.size = size
                 items = self._pop_mark(stack)
                 if not stack:
                     raise FrameError("SETITEMS without a dict")
                 self._set_items(stack[-1], items)
+                size = self.size
             elif op == 0x7D:  # } EMPTY_DICT
+                self.size = size
                 push(self._new({}))
+                size = self.size
             elif op == 0x2E:  # . STOP
                 if len(stack) != 1 or stack[0] is _MARK:
                     raise FrameError("pickle stack not one value at STOP")
+                self.size = size
                 self._charge(0)
                 return stack[0]
             else:
                 self.pos = pos
+                self.size = size
                 self._other(op, stack)
                 pos = self.pos
-                if self.size > max_size:
+                size = self.size
+                if size > max_size:
                     self._charge(0)
 
     def _other(self, op: int, stack: list[Any]) -> None:
