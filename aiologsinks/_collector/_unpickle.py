@@ -265,9 +265,9 @@ class _Reader:
         if not _SCALARS.issuperset(map(type, values)):
             self._adopt(target, values)  # containers (or worse) among the values
         if _STR.issuperset(map(type, keys)):
-            target.update(zip(keys, values))
+            target.update(zip(keys, values, strict=True))
             return
-        for key, value in zip(keys, values):
+        for key, value in zip(keys, values, strict=True):
             if type(key) is not str:
                 key = repr(key)
                 self._charge(len(key))
