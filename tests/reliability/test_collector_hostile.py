@@ -109,6 +109,12 @@ async def memo_bomb_tcp(ports: dict[str, int], tmp: Path) -> None:
     await send_all(ports["tcp"], (struct.pack(">L", len(bomb)) + bomb) * 5)
 
 
+async def far_memo_index(ports: dict[str, int], tmp: Path) -> None:
+    # 7 bytes that make the stdlib's restricted C Unpickler allocate 776 MB
+    data = b"".join(b"}r" + struct.pack("<I", i) + b"." for i in (50_000_000, 2**31 - 1))
+    await send_all(ports["tcp"], b"".join(struct.pack(">L", 7) + d for d in [data[:7], data[7:]]))
+
+
 async def code_execution(ports: dict[str, int], tmp: Path) -> None:
     evil = Evil(tmp / "pwned")
     data = b"".join(frame(evil, p) for p in range(pickle.HIGHEST_PROTOCOL + 1))
@@ -191,6 +197,7 @@ async def connection_flood(ports: dict[str, int], tmp: Path) -> None:
 ATTACKS: dict[str, tuple[Attack, int]] = {
     "memo-bomb-udp": (memo_bomb_udp, 0),
     "memo-bomb-tcp": (memo_bomb_tcp, 0),
+    "far-memo-index": (far_memo_index, 2),  # two empty records
     "code-execution": (code_execution, 0),
     "idle-partial-frames": (idle_partial_frames, 0),
     "oversized-prefix": (oversized_prefix, 0),
