@@ -91,6 +91,11 @@ def cookbook_receiver(
         def handle(self) -> None:  # the cookbook's handler, plus a count
             while True:
                 chunk = self.connection.recv(4)
+                while chunk and len(chunk) < 4:  # (the cookbook assumes a whole prefix)
+                    more = self.connection.recv(4 - len(chunk))
+                    if not more:
+                        break
+                    chunk += more
                 if len(chunk) < 4:
                     break
                 slen = struct.unpack(">L", chunk)[0]
