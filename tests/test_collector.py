@@ -281,3 +281,40 @@ async def test_http_answers_4xx_never_500(receiver: Receiver, raw: bytes, status
     assert receiver.counts["http"].received == 1
     await receiver.wait_for(lambda r: r.connections == 0)
     assert receiver.buffered == 0
+
+
+# -- back-pressure ------------------------------------------------------------------------
+
+
+async def test_slow_sinks_pause_reading_instead_of_growing_memory() -> None:
+    import aiologsinks as als
+    from aiologsinks._collector._daemon import Settings, _Collector
+
+    class SlowSink(als.Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.got: list[str] = []
+
+        async def emit_batch(self, records: Any) -> None:
+            await asyncio.sleep(0.0003 * len(records))  # a slow disk, not synchronisation
+            self.got.extend(r.getMessage() for r in records)
+
+    sink = SlowSink()
+    dispatcher = als.Dispatcher(sink, queue_size=200, lane_size=200, batch_size=100)
+    dispatcher.start()
+    collector = _Collector(dispatcher, Settings(tcp=0))
+    collector.CHECK_EVERY = 50
+    await collector.start()
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", collector.ports["tcp"])
+        writer.write(b"".join(frame({"msg": f"r{i}"}) for i in range(1500)))
+        await writer.drain()
+        await collector.wait_for(lambda r: r.counts["tcp"].received == 1500, timeout=60)
+        writer.close()
+        await dispatcher.flush()
+    finally:
+        await collector.aclose()
+        stats = await dispatcher.aclose()
+    assert collector.pauses >= 1  # it stopped reading while the sink caught up
+    assert sink.got == [f"r{i}" for i in range(1500)]
+    assert stats.lost == 0

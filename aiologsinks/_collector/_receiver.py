@@ -67,6 +67,8 @@ class Receiver:
         self._conns: set[_Conn] = set()
         self._buffered = 0
         self._paused = False
+        #: how many times reading was paused (back-pressure)
+        self.pauses = 0
         self._closing = False
         #: loop time of the last connection accepted or lost
         self._activity = 0.0
@@ -266,6 +268,7 @@ class Receiver:
         if self._paused:
             return
         self._paused = True
+        self.pauses += 1
         for conn in self._conns:
             if conn.transport is not None and not conn.transport.is_closing():
                 conn.transport.pause_reading()
