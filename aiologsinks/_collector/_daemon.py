@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 import os
 import signal
@@ -307,7 +308,7 @@ def _make_reopenable(sink: Any) -> bool:
     """Let SIGHUP reopen ``sink``'s file before its next batch (in its own lane, so
     never in the middle of a write)."""
     close_file = getattr(sink, "close_file", None)
-    if close_file is None or not asyncio.iscoroutinefunction(close_file):
+    if close_file is None or not inspect.iscoroutinefunction(close_file):
         return False
     original = sink.emit_batch
 
