@@ -170,6 +170,10 @@ class Receiver:
             await self._drain(grace)
         for server in self._servers:
             server.close()
+        for task in list(self._adopting):
+            task.cancel()
+        if self._adopting:
+            await asyncio.gather(*self._adopting, return_exceptions=True)
         for conn in list(self._conns):
             conn.abort()
         for server in self._servers:
@@ -243,8 +247,9 @@ class Receiver:
         async def serve() -> None:
             try:
                 await loop.connect_accepted_socket(lambda: _Conn(self, channel), sock)
-            except OSError:
+            except BaseException:  # OSError, or aclose() cancelled us: the socket is ours
                 sock.close()
+                raise
 
         task = loop.create_task(serve())
         self._adopting.add(task)
