@@ -274,6 +274,8 @@ class _Collector(Receiver):
         # the loop thread never blocks on a full dispatcher queue (records from it
         # go in past the bound): stop reading the connections instead, so peers
         # wait in TCP and memory stays bounded
+        if self._closing:
+            return  # the drain reads on: what peers send now must not wait unread
         if self.dispatcher.stats().queued > self.dispatcher.queue_size and self._waiter is None:
             self.pause()
             self._waiter = asyncio.get_running_loop().create_task(

@@ -198,6 +198,7 @@ class Receiver:
         start = loop.time()
         deadline = start + grace
         listening = True
+        closed = deadline
         for conn in list(self._conns):
             conn.half_close()
         event = self._event
@@ -207,11 +208,23 @@ class Receiver:
                 return
             if listening and now - start >= _QUIET:
                 listening = False
+                closed = now
                 self._stop_listening()
-            for conn in list(self._conns):
-                if not conn.buf and now - conn.last >= _QUIET:
-                    conn.abort()
-            if not self._conns and not listening and not self._adopting:
+            quiet = [c for c in self._conns if not c.buf and now - c.last >= _QUIET]
+            if quiet:
+                # one more turn of the loop reads what already arrived for them
+                await asyncio.sleep(0)
+                for conn in quiet:
+                    if not conn.buf and loop.time() - conn.last >= _QUIET:
+                        conn.abort()
+            if (
+                not self._conns
+                and not listening
+                and not self._adopting
+                # connections the server accepted just before closing get their
+                # connection_made a loop turn or two later: give them a moment
+                and loop.time() - max(closed, self._activity) >= _QUIET / 5
+            ):
                 return
             event.clear()
             with contextlib.suppress(asyncio.TimeoutError):
