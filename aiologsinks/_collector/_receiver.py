@@ -208,8 +208,8 @@ class Receiver:
                 return
             if listening and now - start >= _QUIET:
                 listening = False
-                closed = now
-                self._stop_listening()
+                await self._stop_listening()
+                closed = loop.time()
             quiet = [c for c in self._conns if not c.buf and now - c.last >= _QUIET]
             if quiet:
                 # one more turn of the loop reads what already arrived for them
@@ -230,14 +230,22 @@ class Receiver:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(event.wait(), min(_QUIET / 4, deadline - now))
 
-    def _stop_listening(self) -> None:
-        """Close the listening sockets, first serving what waits in their backlog.
+    async def _stop_listening(self) -> None:
+        """Close the listening sockets without resetting a connection a peer made.
 
         Closing a listening socket resets the connections the kernel accepted on its
-        behalf; their peers believe they are connected and may have written records.
-        So they are accepted here, in the same step as the close (no await between).
+        behalf, and a server closed while asyncio is still setting up a connection it
+        accepted drops that one too; their peers believe they are connected and may
+        have written records. So: stop asyncio accepting, take the backlog here, let
+        the connections being set up finish, then close.
         """
         loop = asyncio.get_running_loop()
+        for server in self._servers:
+            for listener in server.sockets:
+                loop.remove_reader(listener.fileno())
+        for _ in range(3):  # connections asyncio accepted attach to their server
+            await asyncio.sleep(0)
+        # then, with no await until the close, take what waits in the backlog
         for server in self._servers:
             channel = self._server_channels.get(server, "tcp")
             for listener in server.sockets:
