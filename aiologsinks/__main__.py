@@ -23,6 +23,16 @@ def _records(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``aiologsinks`` command line; return the exit code."""
     parser = argparse.ArgumentParser(prog="aiologsinks", description=__doc__)
@@ -35,16 +45,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--json", action="store_true", help="print machine-readable results")
     recv = sub.add_parser(
         "receive",
-        help="receive records from socket, datagram, syslog and HTTP sinks (or stdlib handlers)",
-        description="Serve until SIGINT/SIGTERM; print one line per record (or append to --out). "
-        "Port 0 picks a free port; the bound ports are printed on stderr.",
+        help="collect records from socket, datagram, syslog and HTTP sinks (or stdlib handlers)",
+        description="Serve until SIGINT/SIGTERM (SIGHUP reopens files). With --config, "
+        "records go to the sinks of a configuration file; otherwise one line per record "
+        "goes to stdout (or --out). Port 0 picks a free port; the bound ports are printed "
+        "on stderr. Command-line options override the [collector] table.",
     )
+    recv.add_argument("--config", help="collector configuration (TOML): sinks and [collector]")
     recv.add_argument("--tcp", type=_port, help="pickled frames over TCP (SocketSink)")
     recv.add_argument("--udp", type=_port, help="pickled frames over UDP (DatagramSink)")
     recv.add_argument("--syslog", type=_port, help="syslog over UDP and TCP on this port")
     recv.add_argument("--http", type=_port, help="HTTPSink / HTTPHandler requests")
-    recv.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    recv.add_argument(
+        "--host",
+        action="append",
+        help="address to bind, repeat for several (127.0.0.1; ::1 for IPv6)",
+    )
     recv.add_argument("--out", help="append lines to this file instead of stdout")
+    recv.add_argument("--max-frame", type=_records, help="largest frame in bytes (1 MiB)")
+    recv.add_argument("--max-connections", type=_records, help="connections at once (256)")
+    recv.add_argument("--idle-timeout", type=_seconds, help="close silent connections (300 s)")
+    recv.add_argument("--read-timeout", type=_seconds, help="time to finish a frame (30 s)")
+    recv.add_argument("--drain-timeout", type=_seconds, help="bound of a SIGTERM stop (10 s)")
+    recv.add_argument(
+        "--stats-interval", type=_seconds, help="print counters every N seconds on stderr"
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         from ._cli.demo import run_demo
@@ -60,6 +85,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             http=args.http,
             host=args.host,
             out=args.out,
+            config=args.config,
+            max_frame=args.max_frame,
+            max_connections=args.max_connections,
+            idle_timeout=args.idle_timeout,
+            read_timeout=args.read_timeout,
+            drain_timeout=args.drain_timeout,
+            stats_interval=args.stats_interval,
         )
     parser.error(f"unknown command {args.command!r}")  # pragma: no cover
     return 2  # pragma: no cover

@@ -1,0 +1,415 @@
+"""The collector's channels: pickled frames over TCP and UDP, syslog, HTTP.
+
+One :class:`Receiver` serves any of four channels on one event loop, on one or more
+addresses (IPv4 and IPv6):
+
+* ``tcp``: length-prefixed pickled record dicts (``SocketHandler`` / ``SocketSink``);
+* ``udp``: the same frames, one per datagram (``DatagramHandler`` / ``DatagramSink``);
+* ``syslog``: the same port number over UDP (one message per datagram) and TCP
+  (RFC 6587 octet counting, or messages ended by NUL — ``SysLogHandler`` — or LF);
+* ``http``: ``HTTPHandler`` requests (GET query or url-encoded POST body) and JSON
+  bodies (one record object or a list of them), any path.
+
+Every channel is bounded (see :class:`ReceiverLimits`): a frame's size is checked
+before its body is read, pickles go through the budgeted reader of ``_unpickle``,
+stream connections have an idle and a read timeout and their number is limited, and
+the bytes buffered by all connections together are limited. A malformed frame is
+counted invalid and skipped; the connection goes on with the next one, unless the
+framing itself is broken (then only that connection is closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from . import _http
+from ._http import HTTPError
+from ._unpickle import Limits
+
+__all__ = ["CHANNELS", "ChannelCounts", "ListenError", "ReceiverLimits"]
+
+#: channel names, in display order
+CHANNELS = ("tcp", "udp", "syslog_udp", "syslog_tcp", "http")
+#: the receive buffer asked for UDP sockets; the kernel caps it at net.core.rmem_max
+UDP_RCVBUF = 8 * 1024 * 1024
+#: how long a syslog TCP message ended by LF may wait to learn whether the LF ended it
+_LF_SETTLE = 0.2
+#: how long a half-closed connection may stay quiet before shutdown closes it (the
+#: peer may be busy: it writes no more once it saw the end-of-file)
+_QUIET = 0.5
+
+OnRecord = Callable[[str, dict[str, Any]], None]
+_unpack_len = struct.Struct(">L").unpack_from
+#: what a syslog message starts with (a PRI, or an octet count)
+_STARTS = frozenset(b"<0123456789")
+
+
+@dataclass(frozen=True)
+class ReceiverLimits:
+    """What one peer may cost the receiver."""
+
+    #: largest frame (pickle body, syslog message, HTTP body), checked before reading it
+    max_frame: int = 1024 * 1024
+    #: stream connections (TCP, syslog TCP, HTTP) served at once; more are refused
+    max_connections: int = 256
+    #: seconds a connection may send nothing before it is closed
+    idle_timeout: float = 300.0
+    #: seconds a started frame (or HTTP request) may take to arrive completely
+    read_timeout: float = 30.0
+    #: bytes all connections together may hold in partial frames
+    max_buffered: int = 64 * 1024 * 1024
+    #: the pickle reader's budget
+    unpickle: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        for name in ("max_frame", "max_connections", "max_buffered"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        for name in ("idle_timeout", "read_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"{name}: expected a number of seconds > 0, got {value!r}")
+
+
+@dataclass
+class ChannelCounts:
+    """What one channel has seen."""
+
+    #: records decoded and handed on
+    received: int = 0
+    #: frames (datagrams, messages, requests) that could not be decoded
+    invalid: int = 0
+    #: connections accepted (stream channels)
+    connections: int = 0
+    #: connections refused: over the connection limit or the buffer limit
+    refused: int = 0
+    #: connections closed because they idled or a frame took too long
+    timeouts: int = 0
+
+
+def _peer(transport: asyncio.BaseTransport) -> str:
+    name = transport.get_extra_info("peername")
+    if isinstance(name, tuple) and len(name) >= 2:
+        host = str(name[0])
+        return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
+    return str(name or "-")
+
+
+if TYPE_CHECKING:
+    from ._receiver import Receiver
+
+
+class _Conn(asyncio.Protocol):
+    """One stream connection: pickled frames, syslog messages or HTTP requests."""
+
+    def __init__(self, receiver: Receiver, channel: str) -> None:
+        self.rx = receiver
+        self.channel = channel
+        self.buf = bytearray()
+        self.transport: asyncio.Transport | None = None
+        self.peer = "-"
+        loop = asyncio.get_running_loop()
+        self.loop = loop
+        self.last = loop.time()
+        #: when the partial frame in buf started (None: buf is empty)
+        self.started: float | None = None
+        self.closing = False
+        self.half_closed = False
+        # syslog framing of this connection once known: "nul" or "lf"
+        self.framing: str | None = None
+        self.settle: asyncio.TimerHandle | None = None
+        # HTTP: the head of the request whose body is awaited
+        self.request: _http.Request | None = None
+
+    # -- asyncio.Protocol -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        rx = self.rx
+        counts = rx.counts[self.channel]
+        if len(rx._conns) >= rx.limits.max_connections:
+            counts.refused += 1
+            self.closing = True
+            transport.abort()
+            return
+        counts.connections += 1
+        self.peer = _peer(transport)
+        rx._conns.add(self)
+        rx._activity = self.last
+        if rx._closing:
+            # accepted by the kernel before the shutdown began: the peer may have
+            # written already, so read it, and tell it to go away
+            self.half_close()
+        elif rx._paused:
+            transport.pause_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        rx = self.rx
+        rx._conns.discard(self)
+        rx._activity = self.loop.time()
+        if self.settle is not None:
+            self.settle.cancel()
+        if self.buf and not self.closing:
+            if self.channel == "syslog_tcp" and self.buf.strip(b"\x00\r\n"):
+                rx._syslog_message(self.channel, bytes(self.buf), self.peer)
+            elif self.channel != "syslog_tcp":
+                rx._invalid(self.channel)  # a frame cut short
+        rx._buffered -= len(self.buf)
+        self.buf.clear()
+        rx._changed()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our end too (after what was received is handled)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        rx = self.rx
+        self.last = self.loop.time()
+        before = len(self.buf)
+        self.buf += data
+        try:
+            if self.channel == "tcp":
+                self._pickles()
+            elif self.channel == "syslog_tcp":
+                self._syslog()
+            else:
+                self._http()
+        except Exception:  # noqa: BLE001 - a peer must never crash the receiver: drop it
+            self._broken()
+        finally:
+            after = len(self.buf)
+            rx._buffered += after - before
+            if not after:
+                self.started = None
+            elif self.started is None or after < before + len(data):
+                self.started = self.last
+            rx._after_data()
+        if rx._buffered > rx.limits.max_buffered and self.buf and not self.closing:
+            # too much held in partial frames: this connection (the one that pushed it
+            # over) goes, the others are served
+            rx.counts[self.channel].refused += 1
+            self.abort()
+
+    # -- framing ----------------------------------------------------------------------
+
+    def abort(self) -> None:
+        """Drop the connection (its partial frame is counted invalid)."""
+        if self.closing:
+            return
+        self.closing = True
+        if self.buf:
+            self.rx._invalid(self.channel)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _broken(self) -> None:
+        # the framing itself is broken: nothing later on this stream can be trusted
+        self.rx._invalid(self.channel)
+        self.buf.clear()  # the caller accounts for the bytes it held
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _pickles(self) -> None:
+        buf = self.buf
+        rx = self.rx
+        limit = rx.limits.max_frame
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            (size,) = _unpack_len(buf, pos)
+            if size > limit:
+                del buf[:pos]
+                self._broken()
+                return
+            stop = pos + 4 + size
+            if stop > end:
+                break
+            rx._frame(self.channel, bytes(buf[pos + 4 : stop]), self.peer)
+            pos = stop
+        if pos:
+            del buf[:pos]
+
+    def _syslog(self) -> None:
+        buf = self.buf
+        rx = self.rx
+        limit = rx.limits.max_frame
+        while buf:
+            if buf[:1].isdigit():
+                # RFC 6587 octet counting: "LEN SP MSG"
+                space = buf.find(b" ", 0, 12)
+                if space < 0:
+                    if len(buf) >= 12:
+                        self._broken()
+                        return
+                    return
+                if not buf[:space].isdigit() or int(buf[:space]) > limit:
+                    self._broken()
+                    return
+                stop = space + 1 + int(buf[:space])
+                if len(buf) < stop:
+                    return
+                msg = bytes(buf[space + 1 : stop])
+                del buf[:stop]
+            else:
+                end = self._message_end()
+                if end < 0:
+                    if len(buf) > limit:
+                        self._broken()
+                    return
+                msg = bytes(buf[:end])
+                del buf[: end + 1]
+                if not msg.strip(b"\r"):
+                    continue
+            rx._syslog_message(self.channel, msg, self.peer)
+
+    def _message_end(self) -> int:
+        """Where the non-transparently framed message at the head of buf ends, -1
+        when that is not known yet. ``SysLogHandler`` ends messages with NUL (an LF
+        inside is part of the message), others with LF: the first terminator that
+        is certainly one decides for the connection."""
+        buf = self.buf
+        if self.framing == "nul":
+            return buf.find(b"\x00")
+        if self.framing == "lf":
+            return buf.find(b"\n")
+        nul, lf = buf.find(b"\x00"), buf.find(b"\n")
+        if nul >= 0 and (lf < 0 or nul < lf):
+            self.framing = "nul"
+            return nul
+        if lf < 0:
+            return -1
+        if nul >= 0:  # an LF inside a message that NUL ends
+            self.framing = "nul"
+            return nul
+        if lf + 1 < len(buf):
+            if buf[lf + 1] in _STARTS:
+                self.framing = "lf"
+                return lf
+            return -1  # the LF is inside a message: wait for its end
+        # an LF at the end of what arrived: the end of a message, unless more of it
+        # follows at once
+        if self.settle is None:
+            self.settle = self.loop.call_later(_LF_SETTLE, self._settled)
+        return -1
+
+    def _settled(self) -> None:
+        self.settle = None
+        if self.closing or self.framing is not None or not self.buf.endswith(b"\n"):
+            return
+        if self.buf.find(b"\x00") < 0:
+            self.framing = "lf"
+            before = len(self.buf)
+            self._syslog()
+            self.rx._buffered += len(self.buf) - before
+            if not self.buf:
+                self.started = None
+
+    def _http(self) -> None:
+        rx = self.rx
+        buf = self.buf
+        while buf and not self.closing:
+            request = self.request
+            if request is None:
+                end = buf.find(b"\r\n\r\n", 0, _http.MAX_HEAD + 4)
+                if end < 0:
+                    if len(buf) > _http.MAX_HEAD:
+                        self._answer_error(HTTPError(431, "request head too large", True))
+                    return
+                head = bytes(buf[:end])
+                del buf[: end + 4]
+                try:
+                    request = _http.parse_head(head, rx.limits.max_frame)
+                except HTTPError as exc:
+                    self._answer_error(exc)
+                    return
+                self.request = request
+                if request.expect_continue and len(buf) < request.length:
+                    self._write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if len(buf) < request.length:
+                return
+            body = bytes(buf[: request.length])
+            del buf[: request.length]
+            self.request = None
+            status, text = rx._http_request(request, body, self.peer)
+            self._write(_http.response(status, text, request.keep_alive))
+            if not request.keep_alive:
+                self._close_after_write()
+                return
+
+    def _answer_error(self, exc: HTTPError) -> None:
+        self.rx._invalid(self.channel)
+        self._write(_http.response(exc.status, str(exc), keep_alive=False))
+        self.buf.clear()  # data_received accounts for the bytes it held
+        self._close_after_write()
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close_after_write(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()  # after the answer is written
+
+    def half_close(self) -> None:
+        """Shutdown: tell the peer no more is wanted (FIN), keep reading what it sent."""
+        self.half_closed = True
+        self.last = self.loop.time()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.channel == "http" and self.request is None and not self.buf:
+            transport.close()
+            return
+        if transport.can_write_eof():
+            with contextlib.suppress(OSError, RuntimeError):
+                transport.write_eof()
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, receiver: Receiver, channel: str) -> None:
+        self.rx = receiver
+        self.channel = channel
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        rx = self.rx
+        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        if len(data) > rx.limits.max_frame + 4:
+            rx._invalid(self.channel)
+        elif self.channel == "udp":
+            if len(data) < 4 or _unpack_len(data)[0] != len(data) - 4:
+                rx._invalid("udp")
+            else:
+                rx._frame("udp", data[4:], peer)
+        else:
+            rx._syslog_message(self.channel, data, peer)
+        rx._after_data()
+
+
+def _bind_udp(host: str, port: int) -> socket.socket:
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
+    sock = socket.socket(info[0], socket.SOCK_DGRAM)
+    try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+        if info[0] == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(info[4])
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class ListenError(OSError):
+    """A channel could not listen; the message names the channel and address."""

@@ -1,0 +1,274 @@
+"""The collector as operators run it: a config file, rotation, signals, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.handlers
+import pickle
+import signal
+import socket
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.peers.collector import ROOT, Collector
+from tests.peers.logrotate import Logrotate
+
+FORMAT = (
+    "%(asctime)s.%(msecs)03d %(process)d %(thread)d %(name)s %(levelname)s %(message)s"
+    " rid=%(request_id)s"
+)
+
+
+def records(n: int, name: str = "worker", start: int = 0) -> list[logging.LogRecord]:
+    out = []
+    for i in range(start, start + n):
+        r = logging.LogRecord(
+            name, logging.WARNING, "/srv/app.py", i, "request %d done", (i,), None
+        )
+        r.request_id = f"r-{i}"
+        r.created -= 3600 + i  # a time that is not the collector's
+        r.msecs = float(i % 1000)
+        out.append(r)
+    return out
+
+
+def send_tcp(port: int, recs: list[logging.LogRecord], host: str = "127.0.0.1") -> None:
+    handler = logging.handlers.SocketHandler(host, port)
+    try:
+        for r in recs:
+            handler.handle(r)
+    finally:
+        handler.close()
+
+
+def rotated_lines(directory: Path, base: str) -> list[str]:
+    lines: list[str] = []
+    for path in sorted(directory.glob(base + "*")):
+        lines.extend(path.read_text().splitlines())
+    return lines
+
+
+def rotating_config(tmp_path: Path, **collector: Any) -> dict[str, Any]:
+    return {
+        "collector": {"tcp": 0, **collector},
+        "formatters": {"full": {"format": FORMAT}},
+        "sinks": {
+            "file": {
+                "type": "RotatingFileSink",
+                "filename": str(tmp_path / "app.log"),
+                "maxBytes": 4000,
+                "backupCount": 1000,
+                "formatter": "full",
+            }
+        },
+    }
+
+
+async def test_records_are_formatted_as_at_the_source_in_rotated_files(tmp_path: Path) -> None:
+    recs = records(300)
+    async with Collector(rotating_config(tmp_path), tmp_path) as collector:
+        await asyncio.to_thread(send_tcp, collector.ports["tcp"], recs)
+        assert await collector.stop() == 0
+    assert "tcp 300 received/0 invalid" in collector.summary
+    assert "file 300 written/0 lost" in collector.summary
+    got = await asyncio.to_thread(rotated_lines, tmp_path, "app.log")
+    expected = [logging.Formatter(FORMAT).format(r) for r in recs]
+    assert sorted(got) == sorted(expected)  # created, msecs, process, thread, extra fields
+    assert len(list(tmp_path.glob("app.log.*"))) > 5  # it did roll over
+
+
+async def test_sighup_from_real_logrotate_loses_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "app.log"
+    config = rotating_config(tmp_path, stats_interval=0.05)
+    config["sinks"]["file"] = {"type": "FileSink", "filename": str(log), "formatter": "full"}
+    async with Collector(config, tmp_path) as collector:
+        rotate = Logrotate(log)
+        rotate.config.write_text(
+            f"{log} {{\n    missingok\n    create 0644\n    rotate 100\n    notifempty\n"
+            f"    postrotate\n        kill -HUP {collector.pid}\n    endscript\n}}\n"
+        )
+        port = collector.ports["tcp"]
+        await asyncio.to_thread(send_tcp, port, records(200))
+        for round_ in range(1, 4):
+            # rotate once the records are in the file (logrotate skips an empty one)
+            await collector.wait_line(f"file {200 * round_} written")
+            await rotate.rotate()
+            await collector.wait_line("reopening", count=round_)
+            await asyncio.to_thread(send_tcp, port, records(200, start=200 * round_))
+        assert await collector.stop() == 0
+    got = await asyncio.to_thread(rotated_lines, tmp_path, "app.log")
+    ids = sorted(int(line.rsplit("rid=r-", 1)[1]) for line in got)
+    assert ids == list(range(800))  # every record once, none lost, none doubled
+    current = (await asyncio.to_thread(log.read_text)).splitlines()
+    assert current and all("rid=r-" in ln for ln in current)
+    assert max(int(ln.rsplit("rid=r-", 1)[1]) for ln in current) == 799
+    assert len(list(tmp_path.glob("app.log.*"))) == 3
+
+
+def frame(obj: Any, protocol: int = 1) -> bytes:
+    data = pickle.dumps(obj, protocol)
+    return struct.pack(">L", len(data)) + data
+
+
+class ClosingHTTPHandler(logging.handlers.HTTPHandler):
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.connections: list[Any] = []
+
+    def getConnection(self, host: str, secure: bool) -> Any:
+        conn = super().getConnection(host, secure)
+        self.connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+        super().close()
+
+
+def drive(handler: logging.Handler, recs: list[logging.LogRecord]) -> None:
+    try:
+        for r in recs:
+            handler.handle(r)
+    finally:
+        handler.close()
+
+
+async def test_every_channel_writes_one_safe_line_per_record(tmp_path: Path) -> None:
+    out = tmp_path / "out.log"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiologsinks", "receive", "--tcp", "0", "--syslog", "0",
+        "--http", "0", "--out", str(out), stderr=asyncio.subprocess.PIPE,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = (await asyncio.wait_for(proc.stderr.readline(), 20)).decode()
+        ports = {
+            p.split(" ")[0]: int(p.rsplit(":", 1)[1]) for p in line.split("on ", 1)[1].split(", ")
+        }
+        # stdlib HTTPHandler: msg and args unmerged, every value str() (GET and POST)
+        for method in ("GET", "POST"):
+            handler = ClosingHTTPHandler(f"127.0.0.1:{ports['http']}", "/log", method)
+            rec = logging.LogRecord(
+                "web", logging.ERROR, __file__, 1, f"{method} %d items", (3,), None
+            )
+            await asyncio.to_thread(drive, handler, [rec])
+        # stdlib SysLogHandler over TCP: NUL-terminated messages with LF inside
+        syslog = await asyncio.to_thread(
+            logging.handlers.SysLogHandler, ("127.0.0.1", ports["syslog"]),
+            logging.handlers.SysLogHandler.LOG_LOCAL3, socket.SOCK_STREAM,
+        )  # fmt: skip
+        multi = logging.LogRecord(
+            "s", logging.WARNING, __file__, 1, "first\nsecond\nthird", None, None
+        )
+        await asyncio.to_thread(drive, syslog, [multi, multi])
+        # forged lines, terminal escapes, a bad frame in the middle of a connection
+        _, writer = await asyncio.open_connection("127.0.0.1", ports["tcp"])
+        writer.write(
+            frame(
+                {
+                    "name": "evil",
+                    "msg": "ok\n2026-01-01 00:00:00,000 [tcp] CRITICAL root: forged\x1b[2J",
+                }
+            )
+        )
+        writer.write(
+            frame({"severity": 3}) + frame(["not", "a", "dict"]) + b"\x00\x00\x00\x02\x80\x05"
+        )
+        writer.write(frame({"name": "after", "msg": "still read", "levelname": "INFO"}))
+        await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+        tail = (await proc.stderr.read()).decode()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert "http 2 received/0 invalid" in tail
+    assert "syslog_tcp 2 received/0 invalid" in tail
+    assert "tcp 3 received/2 invalid" in tail  # {"severity": 3} is a record with defaults
+    lines = (await asyncio.to_thread(out.read_text)).splitlines()
+    assert len(lines) == 7, lines
+    assert any(ln.endswith("[http] ERROR web: GET 3 items") for ln in lines), lines
+    assert any(ln.endswith("[http] ERROR web: POST 3 items") for ln in lines), lines
+    assert not any(ln.endswith("None") for ln in lines)
+    assert sum(ln.endswith("WARNING syslog.local3: first\\nsecond\\nthird") for ln in lines) == 2
+    evil = next(ln for ln in lines if " evil: " in ln)
+    assert evil.endswith("evil: ok\\n2026-01-01 00:00:00,000 [tcp] CRITICAL root: forged\\x1b[2J")
+    assert not any("\x1b" in ln or ln.startswith("2026-01-01") for ln in lines)
+    assert lines[-1].endswith("[tcp] INFO after: still read")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tcp", "0", "--out", "/nonexistent/dir/x.log"], "the directory does not exist"),
+        (["--config", "/nonexistent/collector.toml"], "cannot read /nonexistent/collector.toml"),
+        (["--out", "x.log"], "no channel to listen on"),
+        (["--tcp", "0", "--host", "no-such-host.invalid"], "unknown address"),
+        (["--tcp", "PORT"], "address already in use"),
+    ],
+)
+async def test_unusable_paths_and_addresses_exit_2_with_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aiologsinks", "receive",
+            *[port if a == "PORT" else a for a in args],
+            stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 30)
+    text = err.decode()
+    assert proc.returncode == 2, text
+    assert text.count("\n") == 1 and message in text and "Traceback" not in text, text
+
+
+async def test_bad_config_key_is_named(tmp_path: Path) -> None:
+    config = rotating_config(tmp_path, max_frame="big")
+    collector = Collector(config, tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiologsinks", "receive", "--config", str(collector.path),
+        stderr=asyncio.subprocess.PIPE, env={"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 2
+    assert err.decode().strip() == (
+        "aiologsinks receive: error: collector.max_frame: expected a number, got 'big'"
+    )
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
+async def test_listens_on_ipv4_and_ipv6_and_prints_stats(tmp_path: Path) -> None:
+    config = rotating_config(tmp_path, host=["127.0.0.1", "::1"], stats_interval=0.05)
+    async with Collector(config, tmp_path) as collector:
+        port = collector.ports["tcp"]
+        await asyncio.to_thread(send_tcp, port, records(5, "v4"), "127.0.0.1")
+        await asyncio.to_thread(send_tcp, port, records(5, "v6", 5), "::1")
+        await collector.wait_line("tcp 10 received/0 invalid")
+        stats = await collector.wait_line("stats ")
+        assert "connections" in stats and "sinks: file" in stats
+        assert await collector.stop(signal.SIGINT) == 0
+    assert "tcp 10 received/0 invalid" in collector.summary
+    got = await asyncio.to_thread(rotated_lines, tmp_path, "app.log")
+    assert sorted(int(ln.rsplit("r-", 1)[1]) for ln in got) == list(range(10))
