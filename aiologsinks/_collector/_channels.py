@@ -26,7 +26,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import _http
 from ._http import HTTPError
@@ -102,8 +102,24 @@ def _peer(transport: asyncio.BaseTransport) -> str:
     return str(name or "-")
 
 
-if TYPE_CHECKING:
-    from ._receiver import Receiver
+class Receiver(Protocol):
+    """What a connection needs of the receiver that serves it (the receiver in
+    ``_receiver`` implements it; typed here so the two modules import one way only)."""
+
+    limits: ReceiverLimits
+    counts: dict[str, ChannelCounts]
+    _conns: set[_Conn]
+    _buffered: int
+    _paused: bool
+    _closing: bool
+    _activity: float
+
+    def _changed(self) -> None: ...
+    def _after_data(self) -> None: ...
+    def _invalid(self, channel: str) -> None: ...
+    def _frame(self, channel: str, payload: bytes, peer: str) -> None: ...
+    def _syslog_message(self, channel: str, data: bytes, peer: str) -> None: ...
+    def _http_request(self, request: _http.Request, body: bytes, peer: str) -> tuple[int, str]: ...
 
 
 class _Conn(asyncio.Protocol):
