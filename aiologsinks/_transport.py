@@ -24,6 +24,7 @@ sink, and closing never waits for one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -81,6 +82,26 @@ async def bounded(aw: Awaitable[_T], timeout: float | None, what: str) -> _T:
         return await asyncio.wait_for(aw, timeout)
     except asyncio.TimeoutError:
         raise TimeoutError(f"{what}: no answer within {timeout:g}s") from None
+
+
+class _SessionSink(Protocol):
+    """A sink that delivers through an outbox over an HTTP client session."""
+
+    outbox: Outbox[Any]
+    close_timeout: float
+    _session: Any  # an aiohttp.ClientSession, made on first use; None before and after
+
+
+async def close_outbox_and_session(sink: _SessionSink) -> None:
+    """Close an HTTP sink: the outbox's last delivery within ``close_timeout`` seconds
+    (it may still need the session), then the session, also within that bound."""
+    try:
+        await sink.outbox.aclose(sink.close_timeout)
+    finally:
+        session, sink._session = sink._session, None
+        if session is not None:
+            with contextlib.suppress(OSError):  # a close that hangs is given up on
+                await bounded(session.close(), sink.close_timeout, "session close")
 
 
 class StreamLink:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import warnings
@@ -15,7 +14,7 @@ from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
-from .._transport import CLOSE_TIMEOUT, bounded, check_timeout
+from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session
 from .._validate import ArgumentTypeError, ArgumentValueError
 
 if TYPE_CHECKING:
@@ -224,13 +223,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
     async def _aclose(self) -> None:
         """A last delivery within ``close_timeout`` seconds (a request still running is
         cancelled; what is left is counted), then the session is closed."""
-        try:
-            await self.outbox.aclose(self.close_timeout)
-        finally:
-            session, self._session = self._session, None
-            if session is not None:
-                with contextlib.suppress(OSError):  # a close that hangs is given up on
-                    await bounded(session.close(), self.close_timeout, "session close")
+        await close_outbox_and_session(self)
 
     async def _send(self, records: Sequence[logging.LogRecord]) -> None:
         """One request for ``records`` (one record unless in JSON batch mode)."""

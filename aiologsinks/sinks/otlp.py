@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import gzip
 import logging
@@ -18,7 +17,7 @@ from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
-from .._transport import bounded
+from .._transport import close_outbox_and_session
 from .._validate import ArgumentTypeError, ArgumentValueError
 
 if TYPE_CHECKING:
@@ -302,13 +301,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
         await super().aclose()
 
     async def _aclose(self) -> None:
-        try:
-            await self.outbox.aclose(self.close_timeout)
-        finally:
-            session, self._session = self._session, None
-            if session is not None:
-                with contextlib.suppress(OSError):  # a close that hangs is given up on
-                    await bounded(session.close(), self.close_timeout, "session close")
+        await close_outbox_and_session(self)
 
     async def _send(self, chunk: list[_Item]) -> int:
         """POST one export request from the front of ``chunk``; return how many items
