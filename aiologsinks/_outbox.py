@@ -577,4 +577,4 @@ class OutboxSinkMixin:
                 "msg": f"aiologsinks: {len(items)} record(s) refused by {self!r}",
             }
         )
-        self._fail(notice)  # type: ignore[attr-defined]
+        self.report_error(notice)  # type: ignore[attr-defined]

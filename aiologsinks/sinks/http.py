@@ -234,7 +234,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
                 try:
                     items.append((record, self.mapLogRecord(record)))
                 except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                    self._fail(record)
+                    self.report_error(record)
             method, url = "POST", self.url
             pieces = []
             for start in range(0, len(items), _JSON_PIECE):
@@ -272,7 +272,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
             try:
                 good.append(_wire.json_items((item,)))
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                self._fail(record)
+                self.report_error(record)
         return b",".join(good)
 
     async def _request(
@@ -336,8 +336,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
         self, records: Sequence[logging.LogRecord], exc: BaseException | None = None
     ) -> None:
         # One traceback per refused request, but every record is counted as lost.
-        self.error_count += len(records) - 1
-        self._fail(records[0])
+        self.report_batch_error(records)
 
     def _notice(self, message: str) -> None:
         self.report_outage(message)

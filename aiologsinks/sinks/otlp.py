@@ -250,7 +250,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
                         f"max_batch_bytes={self.max_batch_bytes}"
                     )
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                self._fail(record)
+                self.report_error(record)
                 continue
             items.append((record, log.scope, encoded))
         return items
@@ -342,7 +342,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
             except SinkDeliveryError:
                 # which records were rejected is not said: count them, report one
                 self.error_count += rejected - 1
-                self._fail(chunk[0][0])
+                self.report_error(chunk[0][0])
         return n
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -360,8 +360,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
     def _count_refused(self, items: Sequence[_Item], exc: BaseException) -> None:
         # called inside the except block: one traceback per refused request, every
         # record counted
-        self.error_count += len(items) - 1
-        self._fail(items[0][0])
+        self.report_batch_error([item[0] for item in items])
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)

@@ -242,7 +242,7 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
             try:
                 frames.append(dict_frame(d) if d is not None else encode(batch.record(i - 1)))
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(batch.record(i - 1))
+                self.report_error(batch.record(i - 1))
             if not i % _ENCODE_SLICE:
                 # pickling a 1000-record batch takes milliseconds: let the loop breathe
                 await asyncio.sleep(0)
@@ -357,10 +357,10 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
                 )
                 kept.append(i)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(batch.record(i))
+                self.report_error(batch.record(i))
 
         def on_error(i: int, exc: Exception) -> bool:
-            self._fail(batch.record(kept[i]))  # inside the except block
+            self.report_error(batch.record(kept[i]))  # inside the except block
             return True
 
         await self.sender.send_all(payloads, on_error)

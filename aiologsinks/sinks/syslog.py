@@ -316,7 +316,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         payloads = [self._fit(d) for d in data]
 
         def on_error(i: int, exc: Exception) -> bool:
-            self._fail(batch.record(i))  # inside the except block
+            self.report_error(batch.record(i))  # inside the except block
             return True  # every datagram is on its own: the next one goes
 
         await self.sender.send_all(payloads, on_error)
@@ -341,7 +341,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                     out.append(encode_message(text, level))
                 except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                     failed.append(i)
-                    self._fail(batch.record(i))
+                    self.report_error(batch.record(i))
         else:
             encode = self.encode
             for i in range(len(batch)):
@@ -349,7 +349,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                     out.append(encode(batch.record(i)))
                 except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                     failed.append(i)
-                    self._fail(batch.record(i))
+                    self.report_error(batch.record(i))
         if failed:  # the batch of what is sent, for reporting a datagram's error
             gone = set(failed)
             batch = RecordBatch([batch.record(i) for i in range(len(batch)) if i not in gone])
@@ -406,7 +406,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                 "msg": f"aiologsinks: {self!r} could not send a message: {exc}",
             }
         )
-        self._fail(notice)
+        self.report_error(notice)
 
     def _notice(self, message: str) -> None:
         self.report_outage(message)

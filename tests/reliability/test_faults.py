@@ -125,7 +125,7 @@ class HalfFailingSink(ListSink):
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         for record in records[: len(records) // 2]:
-            self._fail(record)
+            self.report_error(record)
         raise Boom("half")
 
 
