@@ -180,7 +180,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             )
         # Unix: a stream only when forced; otherwise datagram first, then stream
         self._force_stream = socktype == socket.SOCK_STREAM
-        #: the socket type in use (for a Unix path: known once connected), as the seed
+        #: the socket type in use (for a Unix path: known once connected), as in ``SysLogHandler``
         self.socktype: int = socket.SOCK_STREAM if self._force_stream else socket.SOCK_DGRAM
         if framing not in ("octet", "lf"):
             raise ArgumentValueError("framing", f"expected 'octet' or 'lf', got {framing!r}")
@@ -230,7 +230,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             )
             self.backoff = self.sender.backoff
 
-    # -- the seed's hooks ----------------------------------------------------------------
+    # -- SysLogHandler's hooks -----------------------------------------------------------
 
     def encodePriority(self, facility: int | str, priority: int | str) -> int:
         """``(facility << 3) | priority``; names go through ``facility_names``/
@@ -369,7 +369,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             try:
                 link = await DatagramLink.open_unix(self.address, connect=True)
             except OSError:
-                pass  # not a datagram socket (or not there): try a stream, as the seed
+                pass  # not a datagram socket (or not there): try a stream, as SysLogHandler does
             else:
                 self.socktype = socket.SOCK_DGRAM
                 return link
