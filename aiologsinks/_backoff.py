@@ -4,7 +4,7 @@
 reusable: the first failure waits ``retryStart`` seconds, each further failure
 multiplies the wait by ``retryFactor`` up to ``retryMax``; a success resets it.
 
-:class:`OutageBuffer` is the deliberate improvement over the seed: while a peer is
+:class:`OutageBuffer` is the deliberate improvement over ``SocketHandler``: while a peer is
 unreachable, records wait (bounded, oldest dropped first, every drop counted) and are
 delivered in order once it comes back, instead of being dropped silently.
 """
@@ -141,7 +141,7 @@ class OutageBuffer(Generic[T]):
 
 
 class RetryAttributes:
-    """The seed's ``retryStart``/``retryFactor``/``retryMax``/``retryTime``, kept in
+    """``SocketHandler``'s ``retryStart``/``retryFactor``/``retryMax``/``retryTime``, kept in
     the sink's :class:`~aiologsinks._backoff.Backoff` (``self.backoff``)."""
 
     backoff: Backoff
@@ -175,5 +175,5 @@ class RetryAttributes:
 
     @property
     def retryTime(self) -> float | None:
-        """When the next attempt is allowed (``None``: at once), as in the seed."""
+        """When the next attempt is allowed (``None``: at once), as in ``SocketHandler``."""
         return self.backoff.retryTime

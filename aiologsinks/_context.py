@@ -26,7 +26,6 @@ import contextvars
 import logging
 import weakref
 from collections.abc import Callable, Mapping
-from types import TracebackType
 from typing import Any, TypeVar
 
 from ._validate import ArgumentValueError
@@ -159,24 +158,15 @@ class context:  # noqa: N801 - used like a function: `with als.context(...)`
         self._tokens.append(_bound.set(merged))
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
+        # the exception (if any) goes on unchanged: unbinding does not depend on it
         _bound.reset(self._tokens.pop())
 
     async def __aenter__(self) -> context:
         return self.__enter__()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.__exit__()
 
     def __repr__(self) -> str:
         return f"context({', '.join(f'{k}={v!r}' for k, v in self._fields.items())})"

@@ -78,7 +78,7 @@ class Dispatcher:
 
     Options (keyword-only):
 
-    * ``respect_handler_level`` (default ``True``, unlike the seed): skip sinks whose
+    * ``respect_handler_level`` (default ``True``, unlike ``QueueListener``): skip sinks whose
       level is above the record's.
     * ``queue_size``: bound of the shared queue; ``lane_size``: bound of each lane.
     * ``overflow``: what a full queue or lane does — ``"block"`` (default: foreign

@@ -69,8 +69,6 @@ class _Delivery(Sink):
         """Count and report an error of ``record`` on the sink itself."""
         self.sink.report_error(record)
 
-    _fail = report_error
-
     def handleError(self, record: logging.LogRecord) -> None:
         self.sink.handleError(record)
 

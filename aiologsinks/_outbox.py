@@ -5,8 +5,9 @@ sinks built on them) hands what it wants delivered to an :class:`Outbox` and giv
 one coroutine that delivers a chunk. The outbox owns everything else:
 
 * a bounded FIFO of items waiting for the peer (the oldest dropped first when full);
-* the seed's exponential back-off between attempts (:class:`~aiologsinks._backoff.Backoff`),
-  stretched by a ``Retry-After`` hint when the peer gives one;
+* ``SocketHandler``'s exponential back-off between attempts
+  (:class:`~aiologsinks._backoff.Backoff`), stretched by a ``Retry-After`` hint when
+  the peer gives one;
 * ordered redelivery: a chunk that failed goes back to the front, before newer items;
 * one owned retry task that delivers when the back-off is due, also when nothing
   else is logged; :meth:`Outbox.aclose` cancels and awaits it;
@@ -175,7 +176,7 @@ class Outbox(Generic[T]):
 
     ``send``, ``on_lost``, ``on_failed``, ``notify`` and ``classify`` are described in
     the module docstring. ``buffer_size`` bounds what waits during an outage (0: send
-    now or lose, as the seed's handlers). With ``retry=False`` every chunk is tried
+    now or lose, as the stdlib handlers do). With ``retry=False`` every chunk is tried
     once, whatever the back-off says, and a retryable failure loses it (counted);
     the back-off then only tracks the outage for the notices. ``name`` prefixes the
     notices (say which sink and peer). ``clock`` is for tests.
@@ -423,7 +424,7 @@ class Outbox(Generic[T]):
                     chunk = items[start : start + self.chunk_size]
                     start += len(chunk)
                     if self.retry and not self.backoff.ready():
-                        # the seed's behaviour: no attempt during the back-off
+                        # ``SocketHandler``'s behaviour: no attempt during the back-off
                         self._lose(chunk, Loss.UNSENT)
                         self._summarise()
                         continue
@@ -577,4 +578,4 @@ class OutboxSinkMixin:
                 "msg": f"aiologsinks: {len(items)} record(s) refused by {self!r}",
             }
         )
-        self._fail(notice)  # type: ignore[attr-defined]
+        self.report_error(notice)  # type: ignore[attr-defined]

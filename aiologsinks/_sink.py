@@ -259,9 +259,6 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             kept.append(record)
         return results, kept
 
-    #: the former name of :meth:`report_error`, still used by some modules
-    _fail = report_error
-
     # -- the synchronous handler entry points (called by the logging module) ----------
 
     def _handle_sync(self, record: logging.LogRecord) -> Any:

@@ -24,6 +24,7 @@ sink, and closing never waits for one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import socket
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,7 +49,7 @@ __all__ = [
     "check_timeout",
 ]
 
-#: seconds allowed to open a connection (the seed's ``makeSocket(timeout=1)``)
+#: seconds allowed to open a connection (``SocketHandler.makeSocket(timeout=1)``)
 CONNECT_TIMEOUT = 1.0
 #: seconds a write may wait for the peer to take the data (its back-pressure)
 WRITE_TIMEOUT = 10.0
@@ -83,10 +84,30 @@ async def bounded(aw: Awaitable[_T], timeout: float | None, what: str) -> _T:
         raise TimeoutError(f"{what}: no answer within {timeout:g}s") from None
 
 
+class _SessionSink(Protocol):
+    """A sink that delivers through an outbox over an HTTP client session."""
+
+    outbox: Outbox[Any]
+    close_timeout: float
+    _session: Any  # an aiohttp.ClientSession, made on first use; None before and after
+
+
+async def close_outbox_and_session(sink: _SessionSink) -> None:
+    """Close an HTTP sink: the outbox's last delivery within ``close_timeout`` seconds
+    (it may still need the session), then the session, also within that bound."""
+    try:
+        await sink.outbox.aclose(sink.close_timeout)
+    finally:
+        session, sink._session = sink._session, None
+        if session is not None:
+            with contextlib.suppress(OSError):  # a close that hangs is given up on
+                await bounded(session.close(), sink.close_timeout, "session close")
+
+
 class StreamLink:
     """One TCP or Unix stream connection to a peer that only receives.
 
-    ``writer`` is the connection's ``asyncio.StreamWriter`` (the seed's ``sock``).
+    ``writer`` is the connection's ``asyncio.StreamWriter`` (``SocketHandler.sock``).
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -437,7 +458,7 @@ class LinkOutbox(Generic[L]):
     async def connect(self) -> bool:
         """Open the link now unless it is open or the back-off forbids an attempt.
 
-        The seed's ``createSocket``: a failure starts (or extends) the back-off, a
+        ``SocketHandler.createSocket``: a failure starts (or extends) the back-off, a
         success resets it. Returns whether a link is open; never raises ``OSError``.
         """
         self._drop_gone()
@@ -454,7 +475,7 @@ class LinkOutbox(Generic[L]):
         return True
 
     async def write_now(self, data: bytes) -> None:
-        """Write ``data`` at once, outside the buffer (the seed's ``send``).
+        """Write ``data`` at once, outside the buffer (``SocketHandler.send``).
 
         Raises :class:`~aiologsinks.SinkConnectError` when there is no link and the
         back-off forbids (or a new attempt fails), the ``OSError`` of a broken link.
@@ -474,8 +495,8 @@ class LinkOutbox(Generic[L]):
         except OSError:
             if fresh or self.outbox.closed:
                 raise
-        # A link that had worked broke (a restarted daemon): as the seed, reconnect
-        # once at once and send there; a failure now is the outbox's to back off.
+        # A link that had worked broke (a restarted daemon): as SysLogHandler does,
+        # reconnect once at once and send there; a failure now is the outbox's to back off.
         return await self._write_on(await self.slot.get(), frames)
 
     async def _write_on(self, link: L, frames: list[bytes]) -> int | None:
@@ -511,12 +532,12 @@ class LinkOutbox(Generic[L]):
 class DatagramSender:
     """Sends payloads as datagrams over a link opened on demand (UDP, Unix datagram).
 
-    Nothing is buffered: datagrams are fire-and-forget, as in the seed. A payload the
+    Nothing is buffered: datagrams are fire-and-forget, as in ``DatagramHandler``. A payload the
     kernel refuses goes to the caller's ``on_error`` (it belongs to that record). A
     link that cannot be opened (a name that does not resolve, a missing socket) is a
     peer outage: the payloads are counted as lost (``on_lost``), reported by the
     outbox's rate-limited notices, and no new attempt (no DNS lookup) is made until
-    the back-off (:attr:`backoff`, the seed's ``retryStart``/``retryFactor``/
+    the back-off (:attr:`backoff`, ``SocketHandler``'s ``retryStart``/``retryFactor``/
     ``retryMax``) allows it.
     """
 

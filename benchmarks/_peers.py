@@ -15,11 +15,74 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
 import sys
+import time
 from typing import Any, ClassVar
 
 _count = 0
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Peer:
+    """A peer process of this module, seen from the benchmark: its port and its count."""
+
+    def __init__(self, kind: str, *args: float) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._peers", kind, *map(str, args)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=_ROOT,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        self.port = int(self.proc.stdout.readline())
+
+    def count(self) -> int:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline())
+
+    def settle(self, expected: int, patience: float = 2.0, limit: float = 60.0) -> int:
+        """Wait (bounded) until ``expected`` records arrived or the count stops moving."""
+        deadline = time.monotonic() + limit
+        last, still = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            n = self.count()
+            if n >= expected:
+                return n
+            if n != last:
+                last, still = n, time.monotonic()
+            elif time.monotonic() - still > patience:
+                return n
+            time.sleep(0.02)
+        return last
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.close()
+            self.proc.wait(5)
+        except (subprocess.TimeoutExpired, OSError):
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _records_in(body: bytes) -> int:
+    """How many records one HTTP body carries: a JSON array's length, else one."""
+    if body[:1] == b"[":
+        try:
+            return len(json.loads(body))
+        except ValueError:
+            return 1
+    return 1
 
 
 class _Frames(asyncio.Protocol):
@@ -66,13 +129,7 @@ async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                     length = int(value)
             body = await reader.readexactly(length) if length else b""
             await asyncio.sleep(0.002)
-            n = 1
-            if body[:1] == b"[":
-                try:
-                    n = len(json.loads(body))
-                except ValueError:
-                    n = 1
-            _count += n
+            _count += _records_in(body)
             writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -158,13 +215,7 @@ async def _collector() -> Any:
         global _count
         body = await request.read()
         await asyncio.sleep(0.002)
-        n = 1
-        if body[:1] == b"[":
-            try:
-                n = len(json.loads(body))
-            except ValueError:
-                n = 1
-        _count += n
+        _count += _records_in(body)
         return web.Response(text="ok")
 
     app = web.Application(client_max_size=64 << 20)

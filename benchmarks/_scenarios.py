@@ -25,7 +25,6 @@ import logging.handlers
 import os
 import queue
 import resource
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,55 +32,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks._peers import Peer
+
 FMT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MSG = "request %d handled in %.3f ms"
 LOGURU_FMT = "{time:YYYY-MM-DD HH:mm:ss,SSS} {level} {name}: {message}"
 LOGURU_MSG = "request {} handled in {:.3f} ms"
 ROTATE_BYTES = 1 << 20
-
-
-class Peer:
-    """A loopback peer process (``benchmarks._peers``) and its record count."""
-
-    def __init__(self, kind: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._peers", kind],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.port = int(self.proc.stdout.readline())
-
-    def count(self) -> int:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        return int(self.proc.stdout.readline())
-
-    def settle(self, expected: int, patience: float = 2.0, limit: float = 60.0) -> int:
-        """Wait (bounded) until ``expected`` records arrived or the count stops moving."""
-        deadline = time.monotonic() + limit
-        last, still = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            n = self.count()
-            if n >= expected:
-                return n
-            if n != last:
-                last, still = n, time.monotonic()
-            elif time.monotonic() - still > patience:
-                return n
-            time.sleep(0.02)
-        return last
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Contender:

@@ -46,6 +46,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from benchmarks._peers import Peer
 from benchmarks._stats import Estimate, Target, bootstrap, paired
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -137,52 +138,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-class Peer:
-    """A loopback destination process (``benchmarks._peers``) and its record count."""
-
-    def __init__(self, kind: str, *args: float) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._peers", kind, *map(str, args)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=ROOT,
-            env=_env(),
-        )
-        assert self.proc.stdout is not None
-        self.port = int(self.proc.stdout.readline())
-
-    def count(self) -> int:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("\n")
-        self.proc.stdin.flush()
-        return int(self.proc.stdout.readline())
-
-    def settle(self, expected: int, patience: float = 1.0, limit: float = 30.0) -> int:
-        """Wait (bounded) until ``expected`` records arrived or the count stops moving."""
-        deadline = time.monotonic() + limit
-        last, still = -1, time.monotonic()
-        while time.monotonic() < deadline:
-            n = self.count()
-            if n >= expected:
-                return n
-            if n != last:
-                last, still = n, time.monotonic()
-            elif time.monotonic() - still > patience:
-                return n
-            time.sleep(0.05)
-        return last
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        try:
-            self.proc.stdin.close()
-            self.proc.wait(5)
-        except (subprocess.TimeoutExpired, OSError):
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _env() -> dict[str, str]:

@@ -36,7 +36,7 @@ class ListSink(als.Sink):
             try:
                 line = self.format(record)
             except Exception:
-                self._fail(record)
+                self.report_error(record)
                 continue
             self.records.append(record)
             self.lines.append(line)

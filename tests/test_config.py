@@ -60,6 +60,13 @@ def every_sink_toml(directory: Path) -> tuple[str, list[str]]:
     return "\n".join(parts), names
 
 
+def _reset(logger: logging.Logger) -> None:
+    """Undo what a dictConfig did to ``logger``, for the next test."""
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
 def test_registry_lists_every_exported_concrete_sink() -> None:
     exported = {
         n
@@ -281,9 +288,7 @@ async def test_dictconfig_factory_starts_on_the_running_loop(tmp_path: Path) -> 
         await config.start_dictconfig()  # already started: a no-op
         await config.aclose_dictconfig()
     finally:
-        logger.handlers.clear()
-        logger.propagate = True
-        logger.setLevel(logging.NOTSET)
+        _reset(logger)
     assert log.read_text() == "INFO from dictConfig\n"
 
 
@@ -474,9 +479,7 @@ async def test_dictconfig_formatter_and_filters_keys_reach_the_sinks(tmp_path: P
         logging.getLogger("dcf.other").info("filtered out")
         await config.aclose_dictconfig()
     finally:
-        logger.handlers.clear()
-        logger.propagate = True
-        logger.setLevel(logging.NOTSET)
+        _reset(logger)
     assert log_file.read_text() == "INFO|kept\n"
 
 
@@ -518,7 +521,5 @@ def test_dictconfig_queue_handler_keys_build_a_dispatcher(tmp_path: Path) -> Non
         logger.warning("delivered")
         asyncio.run(config.aclose_dictconfig())
     finally:
-        logger.handlers.clear()
-        logger.propagate = True
-        logger.setLevel(logging.NOTSET)
+        _reset(logger)
     assert log_file.read_text() == "dcq delivered\n"

@@ -121,8 +121,8 @@ async def test_a_sink_that_gives_up_later_moves_records_from_delivered_to_errors
         for i in range(10):
             log.info("rec %d", i)
         await dispatcher.flush()
-        sink._fail(sink.records[0])  # what an outbox does when it gives a record up
-        sink._fail(sink.records[1])
+        sink.report_error(sink.records[0])  # what an outbox does when it gives a record up
+        sink.report_error(sink.records[1])
         s = dispatcher.stats().sinks["ListSink#0"]
         assert (s.emitted, s.delivered, s.errors) == (10, 8, 2)
         assert_accounted(dispatcher.stats(), logged=10)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import warnings
@@ -15,7 +14,7 @@ from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
-from .._transport import CLOSE_TIMEOUT, bounded, check_timeout
+from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session
 from .._validate import ArgumentTypeError, ArgumentValueError
 
 if TYPE_CHECKING:
@@ -224,13 +223,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
     async def _aclose(self) -> None:
         """A last delivery within ``close_timeout`` seconds (a request still running is
         cancelled; what is left is counted), then the session is closed."""
-        try:
-            await self.outbox.aclose(self.close_timeout)
-        finally:
-            session, self._session = self._session, None
-            if session is not None:
-                with contextlib.suppress(OSError):  # a close that hangs is given up on
-                    await bounded(session.close(), self.close_timeout, "session close")
+        await close_outbox_and_session(self)
 
     async def _send(self, records: Sequence[logging.LogRecord]) -> None:
         """One request for ``records`` (one record unless in JSON batch mode)."""
@@ -241,7 +234,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
                 try:
                     items.append((record, self.mapLogRecord(record)))
                 except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                    self._fail(record)
+                    self.report_error(record)
             method, url = "POST", self.url
             pieces = []
             for start in range(0, len(items), _JSON_PIECE):
@@ -279,7 +272,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
             try:
                 good.append(_wire.json_items((item,)))
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                self._fail(record)
+                self.report_error(record)
         return b",".join(good)
 
     async def _request(
@@ -343,8 +336,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
         self, records: Sequence[logging.LogRecord], exc: BaseException | None = None
     ) -> None:
         # One traceback per refused request, but every record is counted as lost.
-        self.error_count += len(records) - 1
-        self._fail(records[0])
+        self.report_batch_error(records)
 
     def _notice(self, message: str) -> None:
         self.report_outage(message)

@@ -187,12 +187,10 @@ class KafkaSink(Sink):
         ``delivery_timeout`` seconds after its batch's first attempt, then it goes to
         :meth:`handleError`, counted. :meth:`flush` waits for every batch.
         """
-        pending: list[_Msg] = []
-        for record in records:
-            try:
-                pending.append((record, self.message_key(record), self.message_value(record)))
-            except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                self._fail(record)
+        pending: list[_Msg]
+        pending, _ = self.contain_each(
+            records, lambda record: (record, self.message_key(record), self.message_value(record))
+        )
         if not pending:
             return
         await self._make_room()
@@ -231,7 +229,7 @@ class KafkaSink(Sink):
                 failed.append(item)
                 error = exc
             except Exception:  # noqa: BLE001 - e.g. message too large: not retryable
-                self._fail(item[0])
+                self.report_error(item[0])
         return futures, sent, failed, error
 
     async def _collect(self, sent: _Sent) -> tuple[list[_Msg], BaseException | None]:
@@ -247,7 +245,7 @@ class KafkaSink(Sink):
                     try:
                         raise SinkDeliveryError(f"{self!r}: {result!r}") from result
                     except SinkDeliveryError:
-                        self._fail(item[0])
+                        self.report_error(item[0])
                     continue
                 failed.append(item)
                 error = result
@@ -356,9 +354,7 @@ class KafkaSink(Sink):
         try:
             raise SinkDeliveryError(f"{self!r}: {len(records)} records {why}: {error!r}") from error
         except SinkDeliveryError:
-            # one traceback per batch, every record counted
-            self.error_count += len(records) - 1
-            self._fail(records[0])
+            self.report_batch_error(records)  # one traceback per batch, every record counted
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)

@@ -100,34 +100,31 @@ class NTEventLogSink(Sink):
         The hooks and the formatter run on the loop; only pywin32 runs in the thread.
         Returns when every record was reported or went to :meth:`handleError`.
         """
-        events: list[tuple[logging.LogRecord, int, int, int, str]] = []
-        for record in records:
-            try:
-                events.append(
-                    (
-                        record,
-                        self.getMessageID(record),
-                        self.getEventCategory(record),
-                        self.getEventType(record),
-                        self.format(record),
-                    )
-                )
-            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(record)
+        events: list[tuple[logging.LogRecord, int, int, int, str]]
+        events, _ = self.contain_each(
+            records,
+            lambda record: (
+                record,
+                self.getMessageID(record),
+                self.getEventCategory(record),
+                self.getEventType(record),
+                self.format(record),
+            ),
+        )
         if not events:
             return
         try:
             await self._register()
         except Exception:  # noqa: BLE001 - per-batch boundary: the next batch retries
             for event in events:
-                self._fail(event[0])
+                self.report_error(event[0])
             return
         failures = await asyncio.to_thread(self._report_all, events)
         for record, exc in failures:
             try:
                 raise exc
             except Exception:  # noqa: BLE001 - re-raised so handleError sees exc_info
-                self._fail(record)
+                self.report_error(record)
 
     async def _register(self) -> None:
         if not self._registered:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import gzip
 import logging
@@ -18,7 +17,7 @@ from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
-from .._transport import bounded
+from .._transport import close_outbox_and_session
 from .._validate import ArgumentTypeError, ArgumentValueError
 
 if TYPE_CHECKING:
@@ -251,7 +250,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
                         f"max_batch_bytes={self.max_batch_bytes}"
                     )
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                self._fail(record)
+                self.report_error(record)
                 continue
             items.append((record, log.scope, encoded))
         return items
@@ -302,13 +301,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
         await super().aclose()
 
     async def _aclose(self) -> None:
-        try:
-            await self.outbox.aclose(self.close_timeout)
-        finally:
-            session, self._session = self._session, None
-            if session is not None:
-                with contextlib.suppress(OSError):  # a close that hangs is given up on
-                    await bounded(session.close(), self.close_timeout, "session close")
+        await close_outbox_and_session(self)
 
     async def _send(self, chunk: list[_Item]) -> int:
         """POST one export request from the front of ``chunk``; return how many items
@@ -349,7 +342,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
             except SinkDeliveryError:
                 # which records were rejected is not said: count them, report one
                 self.error_count += rejected - 1
-                self._fail(chunk[0][0])
+                self.report_error(chunk[0][0])
         return n
 
     def _get_session(self) -> aiohttp.ClientSession:
@@ -367,8 +360,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
     def _count_refused(self, items: Sequence[_Item], exc: BaseException) -> None:
         # called inside the except block: one traceback per refused request, every
         # record counted
-        self.error_count += len(items) - 1
-        self._fail(items[0][0])
+        self.report_batch_error([item[0] for item in items])
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)

@@ -61,7 +61,7 @@ def _check_port(port: object) -> int | None:
 
 def _peer_address(host: object, port: object) -> tuple[str, int | None, tuple[str, int] | str]:
     """``(host, port, address)``: ``address`` is ``(host, port)``, or the socket path
-    when ``port`` is None (as the seed's)."""
+    when ``port`` is None (as ``SocketHandler``'s)."""
     checked_host, checked_port = _check_host(host), _check_port(port)
     if checked_port is None:
         return checked_host, None, checked_host
@@ -82,13 +82,13 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
     The async counterpart of ``logging.handlers.SocketHandler``: same frames
     (:meth:`makePickle`), same ``makeSocket``/``createSocket``/``send`` hooks (here
     coroutines), same ``retryStart``/``retryFactor``/``retryMax`` back-off. Unlike
-    the seed, records logged while the peer is unreachable wait in a bounded buffer
-    (keyword-only ``buffer_size``, default 1000; 0 drops them as the seed does) and
+    ``SocketHandler``, records logged while the peer is unreachable wait in a bounded buffer
+    (keyword-only ``buffer_size``, default 1000; 0 drops them as ``SocketHandler`` does) and
     are delivered in order after reconnecting, by a retry task the sink owns.
     ``async with SocketSink(...)`` connects eagerly (a failure is not fatal).
 
     Every wait is bounded (keyword-only, seconds): ``timeout`` one connection attempt
-    (1.0, as the seed), ``write_timeout`` a write the peer does not take (10.0: then
+    (1.0, as ``SocketHandler``), ``write_timeout`` a write the peer does not take (10.0: then
     the connection is aborted and its records are sent again on the next one), and
     ``close_timeout`` what :meth:`aclose` spends on a last delivery and on closing
     (1.0). Records still buffered then are counted in ``stats().errors``.
@@ -122,7 +122,7 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
         self.write_timeout = check_timeout("write_timeout", write_timeout)
         #: seconds aclose() spends on a last delivery, then on closing
         self.close_timeout = check_timeout("close_timeout", close_timeout)
-        #: kept for seed compatibility; a broken connection is always closed here
+        #: kept for ``SocketHandler`` compatibility; a broken connection is always closed here
         self.closeOnError = False
         #: the stream link behind the retrying outbox
         self.peer: LinkOutbox[StreamLink] = LinkOutbox(
@@ -141,7 +141,7 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
 
     @property
     def sock(self) -> asyncio.StreamWriter | None:
-        """The connection's writer, ``None`` while disconnected (the seed's ``sock``)."""
+        """The connection's writer, ``None`` while disconnected (``SocketHandler.sock``)."""
         link = self.peer.link
         return None if link is None else link.writer
 
@@ -160,7 +160,7 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
         """Connections made so far (the first one included)."""
         return self.peer.slot.opened
 
-    # -- the seed's hooks ----------------------------------------------------------------
+    # -- SocketHandler's hooks -----------------------------------------------------------
 
     def makePickle(self, record: logging.LogRecord) -> bytes:
         """The stdlib's frame: 4-byte big-endian length + pickle of the record dict."""
@@ -188,7 +188,7 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
     async def createSocket(self) -> None:
         """Connect unless connected or the back-off forbids an attempt now.
 
-        As the seed: a failure sets the next allowed attempt ``retryStart`` seconds
+        As ``SocketHandler``: a failure sets the next allowed attempt ``retryStart`` seconds
         later, each further failure multiplies the wait by ``retryFactor`` up to
         ``retryMax``; a success resets it. Never raises for a connection error.
         """
@@ -242,7 +242,7 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
             try:
                 frames.append(dict_frame(d) if d is not None else encode(batch.record(i - 1)))
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(batch.record(i - 1))
+                self.report_error(batch.record(i - 1))
             if not i % _ENCODE_SLICE:
                 # pickling a 1000-record batch takes milliseconds: let the loop breathe
                 await asyncio.sleep(0)
@@ -275,9 +275,9 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
     ``timeout`` seconds). A record whose frame does not fit one datagram goes to
     :meth:`handleError` with :class:`~aiologsinks.RecordTooLargeError`; other send
     errors too (a missing Unix socket), and the next record is sent normally.
-    Nothing is buffered: datagrams are fire-and-forget, as in the seed.
+    Nothing is buffered: datagrams are fire-and-forget, as in ``DatagramHandler``.
 
-    As the seed's (``DatagramHandler`` is a ``SocketHandler``), the sink has
+    As ``DatagramHandler`` (a ``SocketHandler`` subclass), the sink has
     ``retryStart``/``retryFactor``/``retryMax``/``retryTime`` and ``closeOnError``:
     here the back-off applies to opening the socket. A host name that does not
     resolve is looked up again only when the back-off allows; meanwhile records are
@@ -290,7 +290,7 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
         self.host, self.port, self.address = _peer_address(host, port)
         #: seconds allowed to resolve the host and open the socket
         self.timeout = check_timeout("timeout", timeout)
-        #: kept for seed compatibility (there is no connection to close)
+        #: kept for ``DatagramHandler`` compatibility (there is no connection to close)
         self.closeOnError = False
         self.sender = DatagramSender(
             self._open_link,
@@ -357,10 +357,10 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
                 )
                 kept.append(i)
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
-                self._fail(batch.record(i))
+                self.report_error(batch.record(i))
 
         def on_error(i: int, exc: Exception) -> bool:
-            self._fail(batch.record(kept[i]))  # inside the except block
+            self.report_error(batch.record(kept[i]))  # inside the except block
             return True
 
         await self.sender.send_all(payloads, on_error)

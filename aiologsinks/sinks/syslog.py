@@ -180,7 +180,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             )
         # Unix: a stream only when forced; otherwise datagram first, then stream
         self._force_stream = socktype == socket.SOCK_STREAM
-        #: the socket type in use (for a Unix path: known once connected), as the seed
+        #: the socket type in use (for a Unix path: known once connected), as in ``SysLogHandler``
         self.socktype: int = socket.SOCK_STREAM if self._force_stream else socket.SOCK_DGRAM
         if framing not in ("octet", "lf"):
             raise ArgumentValueError("framing", f"expected 'octet' or 'lf', got {framing!r}")
@@ -230,7 +230,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             )
             self.backoff = self.sender.backoff
 
-    # -- the seed's hooks ----------------------------------------------------------------
+    # -- SysLogHandler's hooks -----------------------------------------------------------
 
     def encodePriority(self, facility: int | str, priority: int | str) -> int:
         """``(facility << 3) | priority``; names go through ``facility_names``/
@@ -316,7 +316,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         payloads = [self._fit(d) for d in data]
 
         def on_error(i: int, exc: Exception) -> bool:
-            self._fail(batch.record(i))  # inside the except block
+            self.report_error(batch.record(i))  # inside the except block
             return True  # every datagram is on its own: the next one goes
 
         await self.sender.send_all(payloads, on_error)
@@ -341,7 +341,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                     out.append(encode_message(text, level))
                 except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                     failed.append(i)
-                    self._fail(batch.record(i))
+                    self.report_error(batch.record(i))
         else:
             encode = self.encode
             for i in range(len(batch)):
@@ -349,7 +349,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                     out.append(encode(batch.record(i)))
                 except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                     failed.append(i)
-                    self._fail(batch.record(i))
+                    self.report_error(batch.record(i))
         if failed:  # the batch of what is sent, for reporting a datagram's error
             gone = set(failed)
             batch = RecordBatch([batch.record(i) for i in range(len(batch)) if i not in gone])
@@ -369,7 +369,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             try:
                 link = await DatagramLink.open_unix(self.address, connect=True)
             except OSError:
-                pass  # not a datagram socket (or not there): try a stream, as the seed
+                pass  # not a datagram socket (or not there): try a stream, as SysLogHandler does
             else:
                 self.socktype = socket.SOCK_DGRAM
                 return link
@@ -406,7 +406,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                 "msg": f"aiologsinks: {self!r} could not send a message: {exc}",
             }
         )
-        self._fail(notice)
+        self.report_error(notice)
 
     def _notice(self, message: str) -> None:
         self.report_outage(message)

@@ -46,6 +46,18 @@ def lines(path: Path) -> list[str]:
     return path.read_text(encoding="utf-8").splitlines()
 
 
+def start_beside(
+    faulty: als.Sink | logging.Handler, path: Path, logger: str, **options: Any
+) -> tuple[als.Dispatcher, logging.Logger]:
+    """A started Dispatcher with ``faulty`` beside a FileSink at ``path``, wired to a
+    fresh ``logger``."""
+    log = fresh_logger(logger)
+    dispatcher = als.Dispatcher(faulty, als.FileSink(path), fallback=CaptureHandler(), **options)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    return dispatcher, log
+
+
 async def run_beside(
     faulty: als.Sink | logging.Handler,
     tmp_path: Path,
@@ -57,11 +69,7 @@ async def run_beside(
 ) -> tuple[als.DispatcherStats, list[str]]:
     """Log ``n`` records into ``faulty`` beside a FileSink; flush, close; check bounds."""
     path = tmp_path / "healthy.log"
-    healthy = als.FileSink(path)
-    log = fresh_logger(logger)
-    dispatcher = als.Dispatcher(faulty, healthy, fallback=CaptureHandler(), **options)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher, log = start_beside(faulty, path, logger, **options)
     try:
         for i in range(n):
             log.info("rec %d", i)
@@ -125,7 +133,7 @@ class HalfFailingSink(ListSink):
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         for record in records[: len(records) // 2]:
-            self._fail(record)
+            self.report_error(record)
         raise Boom("half")
 
 
@@ -349,10 +357,7 @@ async def test_a_black_hole_tcp_peer_cannot_hold_aclose(tmp_path: Path) -> None:
         sink = als.SocketSink(*proxy.address)
         big = "x" * 65536
         path = tmp_path / "healthy.log"
-        log = fresh_logger("t.faults.blackhole")
-        dispatcher = als.Dispatcher(sink, als.FileSink(path), fallback=CaptureHandler())
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher, log = start_beside(sink, path, "t.faults.blackhole")
         for i in range(200):
             log.info("rec %d %s", i, big)
         stats = await asyncio.wait_for(dispatcher.aclose(timeout=1), BOUND)
@@ -367,10 +372,7 @@ async def test_a_never_answering_http_server_cannot_hold_flush_or_aclose(tmp_pat
     async with AsyncReceiver() as receiver, FaultyProxy(receiver.address, "blackhole") as proxy:
         sink = als.HTTPSink(proxy.netloc, "/log", method="POST")
         path = tmp_path / "healthy.log"
-        log = fresh_logger("t.faults.http")
-        dispatcher = als.Dispatcher(sink, als.FileSink(path), fallback=CaptureHandler())
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher, log = start_beside(sink, path, "t.faults.http")
         try:
             for i in range(N):
                 log.info("rec %d", i)
@@ -391,10 +393,7 @@ async def test_a_blocked_pipe_cannot_hold_aclose(tmp_path: Path) -> None:
     sink = als.StreamSink(stream)
     big = "y" * 65536
     path = tmp_path / "healthy.log"
-    log = fresh_logger("t.faults.pipe")
-    dispatcher = als.Dispatcher(sink, als.FileSink(path), fallback=CaptureHandler())
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher, log = start_beside(sink, path, "t.faults.pipe")
     try:
         for i in range(20):
             log.info("rec %d %s", i, big)

@@ -46,7 +46,7 @@ class FailingSink(ListSink):
             raise RuntimeError("batch failed")
         for record in records:
             if int(record.getMessage().split()[-1]) % 5 == 0:
-                self._fail(record)
+                self.report_error(record)
             else:
                 self.records.append(record)
 
