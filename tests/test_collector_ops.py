@@ -210,7 +210,10 @@ async def test_every_channel_writes_one_safe_line_per_record(tmp_path: Path) -> 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--tcp", "0", "--out", "/nonexistent/dir/x.log"], "the directory does not exist"),
+        (
+            ["--tcp", "0", "--out", "/nonexistent/dir/x.log"],
+            "/nonexistent/dir' of '/nonexistent/dir/x.log' does not exist",
+        ),
         (["--config", "/nonexistent/collector.toml"], "cannot read /nonexistent/collector.toml"),
         (["--out", "x.log"], "no channel to listen on"),
         (["--tcp", "0", "--host", "no-such-host.invalid"], "unknown address"),
