@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import logging
+import math
+import os
+import select
+import stat
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from .._fastformat import PlainFormat, format_batch, plain_percent_format
 from .._fileio import FileWorker
 from .._sink import Sink
+from .._validate import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["NullSink", "StreamSink"]
+
+#: seconds a pipe or socket may stay full before a write gives up (``write_timeout``)
+WRITE_TIMEOUT = 10.0
+#: how often a waiting write checks whether it was abandoned (seconds)
+_CHECK_ABANDONED = 0.05
 
 
 class StreamSink(Sink):
@@ -20,14 +34,43 @@ class StreamSink(Sink):
     As ``logging.StreamHandler``: each record is formatted and followed by
     :attr:`terminator` (``'\\n'``). A batch is written with one ``write`` and one
     ``flush`` on a worker thread, so a slow pipe or terminal never blocks the loop.
+
+    A blocked write never keeps the process alive. When the stream is a text file
+    over a pipe, FIFO or socket (``sys.stderr`` piped to a process that stopped
+    reading), the worker flushes what the stream had buffered, then writes the
+    encoded batch to the file descriptor in ``PIPE_BUF`` pieces, each only once
+    ``poll`` says there is room — the descriptor itself stays blocking, so other
+    writers to it see no change. The write gives up when the peer takes nothing for
+    ``write_timeout`` seconds (default 10; ``None`` waits as long as the peer does)
+    or as soon as the dispatcher abandons the batch (``aclose(timeout=...)``): the
+    worker thread is then free within a fraction of a second and the records are
+    counted (``errors`` on a timeout, ``undelivered`` when abandoned); a record cut
+    off mid-write may reach the peer truncated. A regular file, a terminal or any
+    other stream is written with ``write`` and ``flush`` exactly as
+    ``StreamHandler`` does.
     """
 
     terminator = "\n"
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(
+        self, stream: IO[str] | None = None, *, write_timeout: float | None = WRITE_TIMEOUT
+    ) -> None:
+        if write_timeout is not None:
+            if isinstance(write_timeout, bool) or not isinstance(write_timeout, int | float):
+                raise ArgumentTypeError(
+                    "write_timeout", f"expected a number of seconds or None, got {write_timeout!r}"
+                )
+            if not write_timeout > 0:
+                raise ArgumentValueError(
+                    "write_timeout", f"must be > 0 seconds, got {write_timeout!r}"
+                )
         super().__init__()
         self.stream: IO[str] = sys.stderr if stream is None else stream
+        #: seconds a pipe or socket may take nothing before a write gives up (None: wait)
+        self.write_timeout = write_timeout
         self._worker = FileWorker(type(self).__name__)
+        # (stream, fd): the stream last checked, and its pipe/socket fd (None: not one)
+        self._pollable: tuple[object, int | None] | None = None
 
     def formatter_for_batch(self) -> Callable[[logging.LogRecord], str]:
         """The function that formats one record for the batch about to be written.
@@ -89,8 +132,31 @@ class StreamSink(Sink):
             self.report_batch_error(records)
 
     async def write(self, text: str) -> None:
-        """Write ``text`` to the stream and flush it, on the worker thread."""
-        await self._worker.run(_write_flush, self.stream, text)
+        """Write ``text`` to the stream and flush it, on the worker thread.
+
+        Into a pipe or socket the write is bounded (see the class docstring): it
+        raises ``TimeoutError`` when the peer takes nothing for :attr:`write_timeout`
+        seconds, and stops as soon as this call is cancelled.
+        """
+        abandoned = threading.Event()
+        try:
+            await self._worker.run(self._write_on_worker, text, abandoned)
+        except asyncio.CancelledError:
+            # nobody waits for this write any more: free the worker thread
+            abandoned.set()
+            raise
+
+    def _write_on_worker(self, text: str, abandoned: threading.Event) -> None:
+        stream = self.stream
+        fd = self._pollable_fd(stream)
+        if fd is None:
+            _write_flush(stream, text)
+            return
+        # encode first: a text that cannot be encoded fails before anything is written
+        wrapper: Any = stream  # an io.TextIOWrapper (checked by _pollable_fd)
+        data = text.encode(wrapper.encoding, wrapper.errors or "strict")
+        stream.flush()  # what the stream holds goes out before this batch
+        _write_bounded(fd, data, self.write_timeout, abandoned)
 
     async def flush(self) -> None:
         """Flush the stream (on the worker thread)."""
@@ -105,6 +171,24 @@ class StreamSink(Sink):
         finally:
             self._worker.shutdown()
 
+    def _pollable_fd(self, stream: IO[str]) -> int | None:
+        """The fd of ``stream`` when it is a text file over a pipe, FIFO or socket."""
+        cached = self._pollable
+        if cached is not None and cached[0] is stream:
+            return cached[1]
+        fd: int | None = None
+        if isinstance(stream, io.TextIOWrapper) and hasattr(select, "poll"):
+            try:
+                candidate = stream.fileno()
+                mode = os.fstat(candidate).st_mode
+            except (OSError, ValueError):
+                pass
+            else:
+                if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+                    fd = candidate
+        self._pollable = (stream, fd)
+        return fd
+
     def __repr__(self) -> str:
         name = getattr(self.stream, "name", "")
         level = logging.getLevelName(self.level)
@@ -116,6 +200,40 @@ def _write_flush(stream: Any, text: str) -> None:
     flush = getattr(stream, "flush", None)
     if flush is not None:
         flush()
+
+
+def _write_bounded(fd: int, data: bytes, timeout: float | None, abandoned: threading.Event) -> None:
+    """Write ``data`` to the pipe or socket ``fd`` without ever blocking in ``write``.
+
+    Each piece is at most ``PIPE_BUF`` bytes and is written only once ``poll`` reports
+    room, which for a pipe means a free buffer slot, so the blocking ``write`` returns
+    at once. Raises ``TimeoutError`` when nothing could be written for ``timeout``
+    seconds, and stops when ``abandoned`` is set.
+    """
+    view = memoryview(data)
+    piece = select.PIPE_BUF
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    patience = math.inf if timeout is None else timeout
+    deadline = time.monotonic() + patience
+    while view:
+        if abandoned.is_set():
+            raise TimeoutError(f"write abandoned with {len(view)} of {len(data)} bytes unwritten")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(
+                f"stream took nothing for {patience:g} s: "
+                f"{len(view)} of {len(data)} bytes unwritten"
+            )
+        if not poller.poll(min(_CHECK_ABANDONED, left) * 1000):
+            continue
+        try:
+            # POLLERR/POLLHUP/POLLNVAL also end the wait: the write raises the error
+            written = os.write(fd, view[:piece])
+        except (BlockingIOError, InterruptedError):
+            continue  # a non-blocking fd, or another writer took the room first
+        view = view[written:]
+        deadline = time.monotonic() + patience  # the timeout is for a peer taking nothing
 
 
 class NullSink(Sink):

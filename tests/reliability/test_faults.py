@@ -407,6 +407,71 @@ async def test_a_blocked_pipe_cannot_hold_aclose(tmp_path: Path) -> None:
     assert_accounted(stats, logged=20)
 
 
+_EXIT_SCRIPT = """
+import asyncio, json, logging, sys
+import aiologsinks as als
+from aiologsinks._stats import assert_accounted
+
+N = 40
+
+async def main():
+    log = logging.getLogger("t.exit")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    # sys.stderr: a pipe the parent never reads
+    dispatcher = als.Dispatcher(als.StreamSink(), fallback=logging.NullHandler())
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    big = "z" * 65536
+    for i in range(N):
+        log.info("rec %d %s", i, big)
+    stats = await dispatcher.aclose(timeout=1)
+    assert_accounted(stats, logged=N)
+    (s,) = stats.sinks.values()
+    print(json.dumps({"logged": N, "received": s.received, "delivered": s.delivered,
+                      "errors": s.errors, "undelivered": s.undelivered,
+                      "dropped": s.dropped, "filtered": s.filtered, "depth": s.depth}))
+    sys.stdout.flush()
+
+asyncio.run(main())
+"""
+
+
+def test_a_blocked_pipe_cannot_keep_the_process_alive() -> None:
+    """A process whose StreamSink writes into a stderr pipe nobody reads exits after
+    aclose(timeout=1) — the worker thread is not left blocked in write() — and its
+    stats account for every record."""
+    import json
+
+    read_fd, write_fd = os.pipe()  # the child's stderr: never read
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _EXIT_SCRIPT],
+            stdout=subprocess.PIPE,
+            stderr=write_fd,
+            env=env,
+        )
+        os.close(write_fd)
+        write_fd = -1
+        try:
+            out, _ = proc.communicate(timeout=30)  # a bound for a hang, not a speed
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the process did not exit: a blocked write kept it alive")
+    finally:
+        if write_fd >= 0:
+            os.close(write_fd)
+        os.close(read_fd)
+    assert proc.returncode == 0, out
+    got = json.loads(out)
+    assert got["received"] == got["logged"] == 40
+    ended = ("delivered", "errors", "undelivered", "dropped", "filtered", "depth")
+    assert sum(got[k] for k in ended) == 40
+    assert got["delivered"] < 40  # the pipe was full: some records were not written
+
+
 def _drain_pipe(fd: int, done: threading.Event) -> None:
     import select
 

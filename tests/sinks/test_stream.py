@@ -136,3 +136,42 @@ async def test_the_batch_formatter_writes_what_logging_formatter_writes() -> Non
     custom = als.StreamSink(io.StringIO())
     custom.setFormatter(logging.Formatter("{message}", style="{"))
     assert custom.formatter_for_batch() == custom.format  # other styles: the real thing
+
+
+async def test_write_timeout_is_validated_naming_the_parameter() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="write_timeout"):
+        als.StreamSink(io.StringIO(), write_timeout=0)
+    with pytest.raises(TypeError, match="write_timeout"):
+        als.StreamSink(io.StringIO(), write_timeout="1")  # type: ignore[arg-type]
+    assert als.StreamSink(io.StringIO(), write_timeout=None).write_timeout is None
+
+
+async def test_a_pipe_nobody_reads_times_out_and_the_records_are_counted() -> None:
+    read_fd, write_fd = os.pipe()
+    writer = open(write_fd, "w", encoding="utf-8")
+    errors: list[logging.LogRecord] = []
+
+    class Counting(als.StreamSink):
+        def handleError(self, record: logging.LogRecord) -> None:
+            errors.append(record)
+
+    sink = Counting(writer, write_timeout=0.2)
+    log = fresh_logger("t.pipe.timeout")
+    big = "y" * 65536
+    try:
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(4):  # 256 KiB: more than the pipe holds
+                log.info("rec %d %s", i, big)
+            await dispatcher.flush(timeout=10)
+            stats = dispatcher.stats().sinks
+        (s,) = stats.values()
+        assert s.received == 4
+        assert s.errors >= 1 and errors  # handleError heard of it
+        assert s.delivered + s.errors == 4
+        # the worker thread is free again: the stream is still usable by others
+        assert os.read(read_fd, 1 << 20).startswith(b"rec 0 y")
+    finally:
+        writer.close()
+        os.close(read_fd)
