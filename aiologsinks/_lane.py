@@ -58,6 +58,8 @@ class Lane:
         self._base = sink.error_count
         self._seen = 0
         self._call_base: int | None = None
+        # sink._taken_count when the call in flight began (see Sink._take_over)
+        self._taken_base = 0
         self._in_flight: Sequence[Item] = ()
         self._marker: FlushMarker | None = None
         self._idle = False
@@ -228,6 +230,7 @@ class Lane:
             return
         self._in_flight = records
         self._call_base = before = sink.error_count
+        self._taken_base = sink._taken_count
         raised = False
         try:
             await sink.emit_batch(records)
@@ -240,9 +243,15 @@ class Lane:
         self._call_base = None
         changed = sink.error_count - before
         self._seen += changed
-        errors = len(records) if raised else min(changed, len(records))
+        if raised:
+            # what the sink took over is its to count; the rest failed with the call
+            errors, emitted, rest = self._split(len(records), changed)
+            errors += rest
+        else:
+            errors = min(changed, len(records))
+            emitted = len(records) - errors
         self.errors += errors
-        self.emitted += len(records) - errors
+        self.emitted += emitted
         if self.queue.unannounced and errors < len(records):
             await self._announce()
 
@@ -324,19 +333,31 @@ class Lane:
 
     # -- settling what could not be delivered ------------------------------------------
 
+    def _split(self, count: int, changed: int) -> tuple[int, int, int]:
+        """Split the ``count`` records of the call in flight: (errors the sink counted
+        during it, emitted — taken over by the sink, which delivers them or counts
+        them in ``error_count`` later —, the rest the sink never took)."""
+        errors = min(changed, count)
+        taken = max(min(self.sink._taken_count - self._taken_base, count), errors)
+        return errors, taken - errors, count - taken
+
     def _settle_in_flight(self) -> None:
-        """Count an interrupted batch: what the sink already failed as errors, the
-        rest as undelivered (to the fallback: it may or may not have been written)."""
+        """Count an interrupted batch: what the sink already failed as errors, what
+        it took over (buffered, see ``Sink._take_over``) as emitted — it counts them
+        itself if it gives up on them —, the rest as undelivered (to the fallback: it
+        may or may not have been written)."""
         records, self._in_flight = self._in_flight, ()
         before, self._call_base = self._call_base, None
         if not records:
             return
         changed = 0 if before is None else self.sink.error_count - before
         self._seen += changed
-        errors = min(changed, len(records))
+        errors, emitted, rest = self._split(len(records), changed)
         self.errors += errors
-        self.undelivered += len(records) - errors
-        self._fallback.write(list(records))
+        self.emitted += emitted
+        self.undelivered += rest
+        if rest:
+            self._fallback.write(list(records[len(records) - rest :]))
 
     def _spill(self, records: list[Any]) -> None:
         """Records the lane cannot deliver: counted undelivered, to the fallback."""

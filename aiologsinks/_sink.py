@@ -151,6 +151,9 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         self.state = SinkState.OPEN
         #: records that went to handleError through the pipeline (read by stats())
         self.error_count = 0
+        #: records whose fate the sink took over during emit_batch calls (read by the
+        #: lane; see :meth:`_take_over`)
+        self._taken_count = 0
         #: the private pipeline of handler-mode use, made by the first sync handle()
         self._entry: HandlerEntry | None = None
         cls = type(self)
@@ -232,6 +235,20 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         ``except`` block that caught the error: handleError reports that exception."""
         self.error_count += 1
         self.handleError(as_record(record))
+
+    def _take_over(self, count: int) -> None:
+        """Say that ``count`` more records of the ``emit_batch`` call in progress are
+        now the sink's to account for, in the order they were given.
+
+        A sink that buffers records for later delivery (an outbox) calls it when it
+        accepts them: from then on each is delivered later or counted in
+        ``error_count`` when the sink gives up on it (including records it already
+        reported while encoding them). Should the dispatcher interrupt the call
+        (``aclose(timeout=...)``, the loop ending), it then counts only the records
+        not taken over as undelivered, so that a lost record is counted once. Call it
+        right before the ``await`` that hands the records over.
+        """
+        self._taken_count += count
 
     def report_batch_error(self, records: Sequence[Any]) -> None:
         """A failure of a whole batch (one write, one request): count every record,

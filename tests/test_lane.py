@@ -14,6 +14,7 @@ import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 
 from .helpers import CaptureHandler, GatedSink, ListSink, fresh_logger, wait_until
+from .peers.faulty import blackhole
 
 
 async def deliver(*sinks: als.Sink, n: int = 100, **options: object) -> als.DispatcherStats:
@@ -126,3 +127,38 @@ async def test_a_sink_that_gives_up_later_moves_records_from_delivered_to_errors
         s = dispatcher.stats().sinks["ListSink#0"]
         assert (s.emitted, s.delivered, s.errors) == (10, 8, 2)
         assert_accounted(dispatcher.stats(), logged=10)
+
+
+def stuck(dispatcher: als.Dispatcher) -> bool:
+    return dispatcher.stats().sinks["SocketSink#0"].depth > 0
+
+
+async def test_a_batch_a_sink_buffered_before_close_gave_up_on_it_is_counted_once() -> None:
+    """A SocketSink stuck writing to a black-hole peer (it accepts, never reads):
+    aclose(timeout) interrupts the call. The records its outbox had taken over are
+    the sink's to count (abandoned: errors); only the rest are the lane's
+    undelivered, written to the fallback — no record in both."""
+    fallback = CaptureHandler()
+    log = fresh_logger("t.lane.blackhole")
+    async with blackhole() as (host, port):
+        sink = als.SocketSink(host, port)
+        dispatcher = als.Dispatcher(sink, fallback=fallback, batch_size=100)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        for i in range(1500):
+            log.info("rec %05d %s", i, "p" * 8000)
+            if not i % 100:
+                await asyncio.sleep(0)
+        log.removeHandler(dispatcher.handler)
+        outbox = sink.peer.outbox
+        # the peer's socket buffers are full: a write is stuck with records in flight
+        await wait_until(lambda: outbox.pending > 0 and stuck(dispatcher))
+        stats = await asyncio.wait_for(dispatcher.aclose(timeout=0.5), 10)
+    s = stats.sinks["SocketSink#0"]
+    assert_accounted(stats, logged=1500)
+    sent = outbox.statistics()
+    assert s.delivered == sent.delivered  # what reached the peer's socket
+    assert s.errors == sent.abandoned + sent.dropped > 0  # the sink's losses, once
+    spilled = [r for r in fallback.records if r.getMessage().startswith("rec ")]
+    assert len(spilled) == s.undelivered > 0  # the lane's, the rest of them
+    assert s.delivered + s.errors + s.undelivered == 1500

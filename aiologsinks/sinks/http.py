@@ -214,6 +214,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
         and the retry task delivers them when the back-off allows.
         """
         if records:
+            self._take_over(len(records))  # the outbox delivers or counts each from here
             await self.outbox.put(list(records))
 
     async def flush(self) -> None:

@@ -287,6 +287,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
         if records:
             items = self._items(records)
             if items:
+                self._take_over(len(records))  # the outbox delivers or counts each now
                 await self.outbox.put(items)
 
     async def flush(self) -> None:

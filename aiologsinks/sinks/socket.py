@@ -217,7 +217,9 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
         bounded by ``write_timeout``), or at once when the peer is unreachable: they
         stay buffered and the retry task delivers them when the back-off allows.
         """
-        await self.peer.outbox.put(await self._frames(RecordBatch.of(records)))
+        frames = await self._frames(RecordBatch.of(records))
+        self._take_over(len(records))  # the outbox delivers or counts each from here
+        await self.peer.outbox.put(frames)
 
     async def flush(self) -> None:
         """Send the buffer now if the back-off allows an attempt; never waits for one."""

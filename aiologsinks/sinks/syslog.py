@@ -310,6 +310,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         """
         batch, data = self._messages(RecordBatch.of(records))
         if self.peer is not None:
+            self._take_over(len(records))  # the outbox delivers or counts each from here
             await self.peer.outbox.put(data)
             return
         assert self.sender is not None
