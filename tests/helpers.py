@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.handlers
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import aiologsinks as als
 
@@ -94,3 +96,30 @@ def fresh_logger(name: str) -> logging.Logger:
     logger.propagate = False
     logger.setLevel(logging.DEBUG)
     return logger
+
+
+class ClosingHTTPHandler(logging.handlers.HTTPHandler):
+    """HTTPHandler leaves each request's connection open; close them all on close()."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.connections: list[Any] = []
+
+    def getConnection(self, host: str, secure: bool) -> Any:
+        conn = super().getConnection(host, secure)
+        self.connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+        super().close()
+
+
+def drive(handler: logging.Handler, recs: list[logging.LogRecord]) -> None:
+    """Run a blocking stdlib handler (called in a worker thread)."""
+    try:
+        for r in recs:
+            handler.handle(r)
+    finally:
+        handler.close()

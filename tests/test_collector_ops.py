@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import ClosingHTTPHandler, drive
 from tests.peers.collector import ROOT, Collector
 from tests.peers.logrotate import Logrotate
 
@@ -113,30 +114,6 @@ async def test_sighup_from_real_logrotate_loses_nothing(tmp_path: Path) -> None:
 def frame(obj: Any, protocol: int = 1) -> bytes:
     data = pickle.dumps(obj, protocol)
     return struct.pack(">L", len(data)) + data
-
-
-class ClosingHTTPHandler(logging.handlers.HTTPHandler):
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.connections: list[Any] = []
-
-    def getConnection(self, host: str, secure: bool) -> Any:
-        conn = super().getConnection(host, secure)
-        self.connections.append(conn)
-        return conn
-
-    def close(self) -> None:
-        for conn in self.connections:
-            conn.close()
-        super().close()
-
-
-def drive(handler: logging.Handler, recs: list[logging.LogRecord]) -> None:
-    try:
-        for r in recs:
-            handler.handle(r)
-    finally:
-        handler.close()
 
 
 async def test_every_channel_writes_one_safe_line_per_record(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 import aiologsinks as als
 from aiologsinks._cli.receive import Receiver, decode_frame, parse_syslog
+from tests.helpers import ClosingHTTPHandler, drive
 
 N = 50
 
@@ -42,33 +43,6 @@ def records(n: int = N, name: str = "stdlib", merged: bool = False) -> list[logg
         logging.LogRecord(name, logging.WARNING, __file__, i, "record %d", (i,), None)
         for i in range(n)
     ]
-
-
-class ClosingHTTPHandler(logging.handlers.HTTPHandler):
-    """HTTPHandler leaves each request's connection open; close them all on close()."""
-
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
-        self.connections: list[Any] = []
-
-    def getConnection(self, host: str, secure: bool) -> Any:
-        conn = super().getConnection(host, secure)
-        self.connections.append(conn)
-        return conn
-
-    def close(self) -> None:
-        for conn in self.connections:
-            conn.close()
-        super().close()
-
-
-def drive(handler: logging.Handler, recs: list[logging.LogRecord]) -> None:
-    """Run a blocking stdlib handler (called in a worker thread)."""
-    try:
-        for r in recs:
-            handler.handle(r)
-    finally:
-        handler.close()
 
 
 async def wait_count(rx: Receiver, channel: str, n: int, timeout: float = 10.0) -> None:
