@@ -49,6 +49,19 @@ def require_program(name: str) -> str:
     return path
 
 
+def require(available: bool, what: str) -> None:
+    """Skip the test when ``what`` is not available locally; fail when CI=true.
+
+    CI machines have every capability the suite uses: a missing one there is a
+    broken machine, not a reason to test less.
+    """
+    if not available:
+        msg = f"needs {what}"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+
+
 @pytest.fixture(autouse=True)
 def _restore_root_logger() -> Iterator[None]:
     """Each test starts and ends with the root logger's handlers and level unchanged."""

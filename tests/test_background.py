@@ -14,6 +14,8 @@ import pytest
 
 from aiologsinks import _background
 
+from .conftest import require
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -80,9 +82,10 @@ def test_exit_hooks_run_at_exit_with_the_background_loop_still_serving(tmp_path:
     assert path.read_text(encoding="utf-8") == "42"
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # fork with threads, 3.12+
 def test_a_forked_child_gets_a_fresh_background_loop() -> None:
+    require(hasattr(os, "fork"), "os.fork")
+
     async def pid() -> int:
         return os.getpid()
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import require
 from tests.helpers import ClosingHTTPHandler, drive
 from tests.peers.collector import ROOT, Collector
 from tests.peers.logrotate import Logrotate
@@ -238,8 +239,8 @@ def has_ipv6_loopback() -> bool:
     return True
 
 
-@pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback on this machine")
 async def test_listens_on_ipv4_and_ipv6_and_prints_stats(tmp_path: Path) -> None:
+    require(has_ipv6_loopback(), "an IPv6 loopback (::1)")
     config = rotating_config(tmp_path, host=["127.0.0.1", "::1"], stats_interval=0.05)
     async with Collector(config, tmp_path) as collector:
         port = collector.ports["tcp"]

@@ -8,11 +8,10 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import pytest
-
 import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 
+from .conftest import require
 from .helpers import CaptureHandler, GatedSink, ListSink, fresh_logger, wait_until
 from .peers.faulty import blackhole
 
@@ -41,10 +40,10 @@ async def test_a_failing_flush_is_an_operation_not_a_lost_record() -> None:
     assert_accounted(stats, logged=100)
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 async def test_dev_full_counts_each_record_once(tmp_path: Path) -> None:
     """Every write to /dev/full fails: 100 sent, 100 errors (not 103), the file beside
     it gets all 100."""
+    require(os.path.exists("/dev/full"), "/dev/full")
     sink = als.FileSink("/dev/full", mode="w")
     failed: list[logging.LogRecord] = []
     sink.handleError = failed.append  # type: ignore[assignment]

@@ -31,21 +31,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
 from aiohttp import web
 
-from tests.conftest import IN_CI
+from tests.conftest import require
 from tests.peers._waiting import wait_until
 from tests.peers.records import free_port
 
 
 def require_module(name: str) -> None:
     """Skip when the Python package ``name`` is missing locally; fail when CI=true."""
-    if importlib.util.find_spec(name) is None:
-        msg = f"{name} is not installed (the test extra installs it)"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(importlib.util.find_spec(name) is not None, f"{name} (the test extra installs it)")
 
 
 def packaged_program(package: str, *parts: str) -> str:
@@ -54,11 +49,7 @@ def packaged_program(package: str, *parts: str) -> str:
     spec = importlib.util.find_spec(package)
     assert spec is not None and spec.origin is not None
     path = Path(spec.origin).parent.joinpath(*parts)
-    if not os.access(path, os.X_OK):
-        msg = f"{package} is installed but {path} is not an executable"
-        if IN_CI:
-            pytest.fail(msg)
-        pytest.skip(msg)
+    require(os.access(path, os.X_OK), f"{path} (from {package}) to be an executable")
     return str(path)
 
 

@@ -32,6 +32,7 @@ import pytest
 import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 
+from ..conftest import require
 from ..helpers import CaptureHandler, ListSink, fresh_logger
 from ..peers.faulty import FaultyProxy
 from ..peers.records import AsyncReceiver
@@ -538,8 +539,8 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_never_hangs_and_counts_its_records(tmp_path: Path) -> None:
+    require(hasattr(os, "fork"), "os.fork")
     path = tmp_path / "fork.log"
     proc = run_script(FORK_SCRIPT, str(path))
     assert proc.returncode == 0, proc.stderr
