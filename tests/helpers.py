@@ -12,12 +12,21 @@ from typing import Any
 import aiologsinks as als
 
 
-async def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds."""
+async def wait_until(
+    predicate: Callable[[], bool],
+    timeout: float = 10.0,
+    describe: Callable[[], str] | None = None,
+) -> None:
+    """Poll ``predicate`` until it is true; fail after ``timeout`` seconds.
+
+    ``describe`` is called on failure: what it returns (the state of the peers and
+    sinks involved) goes into the assertion message, so a rare failure explains itself.
+    """
     deadline = time.monotonic() + timeout
     while not predicate():
         if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            state = "" if describe is None else f"; state: {describe()}"
+            raise AssertionError(f"condition not met within {timeout}s{state}")
         await asyncio.sleep(0.005)
 
 

@@ -63,6 +63,14 @@ class FaultyProxy:
     def netloc(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def describe(self) -> str:
+        """The proxy's state, for a failing test's message."""
+        listening = self._server is not None and self._server.is_serving()
+        return (
+            f"port={self.port} mode={self.mode} listening={listening}"
+            f" accepted={self.accepted} open={len(self._tasks)}"
+        )
+
     async def start(self) -> None:
         """Listen (again) on the proxy's port."""
         self._released.clear()
