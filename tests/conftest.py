@@ -79,3 +79,16 @@ class RecordingSinkMixin:
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.errors.append(record)
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Keep every failure, reruns included, in ``$AIOLOGSINKS_FAILURE_LOG`` when set.
+
+    A test that passes on its rerun still leaves its first failure (with the state
+    its ``wait_until`` described) there, for the rare failures that only show up in
+    a whole-suite run.
+    """
+    path = os.environ.get("AIOLOGSINKS_FAILURE_LOG")
+    if path and (report.failed or report.outcome == "rerun"):
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(f"== {report.nodeid} ({report.when})\n{report.longreprtext}\n")
