@@ -21,7 +21,7 @@ from .._backoff import RetryAttributes
 from .._exceptions import SinkConnectError
 from .._outbox import OutboxSinkMixin
 from .._record import RecordBatch
-from .._sink import Sink
+from .._sink import Sink, overridden
 from .._transport import (
     CLOSE_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -236,7 +236,10 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
 
     async def _frames(self, batch: RecordBatch) -> list[bytes]:
         cls = type(self)
-        plain = cls.makePickle is SocketSink.makePickle and cls.encode is SocketSink.encode
+        plain = not (
+            overridden(cls, "makePickle", SocketSink.makePickle)
+            or overridden(cls, "encode", SocketSink.encode)
+        )
         dicts = batch.pickle_dicts() if plain else [None] * len(batch)
         frames: list[bytes] = []
         dict_frame, encode = _wire.dict_frame, self.encode
@@ -345,10 +348,10 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
         """
         batch = RecordBatch.of(records)
         cls = type(self)
-        if cls.emit is not DatagramSink.emit:  # a subclass's own emit, record by record
+        if overridden(cls, "emit", DatagramSink.emit):  # a subclass's own, record by record
             await Sink.emit_batch(self, batch)
             return
-        plain = cls.makePickle is DatagramSink.makePickle
+        plain = not overridden(cls, "makePickle", DatagramSink.makePickle)
         dicts = batch.pickle_dicts() if plain else [None] * len(batch)
         payloads: list[bytes] = []
         kept: list[int] = []
