@@ -21,7 +21,7 @@ from .._exceptions import RecordTooLargeError
 from .._fastformat import format_batch
 from .._outbox import OutboxSinkMixin
 from .._record import RecordBatch
-from .._sink import Sink
+from .._sink import Sink, overridden
 from .._transport import (
     CLOSE_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -331,7 +331,8 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         """Each record's bytes (see :meth:`encode`) and the batch they stand for; a
         record that fails goes to ``handleError``. A dispatcher's batch is formatted
         without building records."""
-        fast = format_batch(self, batch, "") if type(self).encode is _encode else None
+        plain = not overridden(type(self), "encode", SysLogSink.encode)
+        fast = format_batch(self, batch, "") if plain else None
         out: list[bytes] = []
         failed: list[int] = []
         if fast is not None:
@@ -425,6 +426,3 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
 
 def _gone(link: _UnixLink) -> bool:
     return isinstance(link, StreamLink) and link.peer_gone
-
-
-_encode = SysLogSink.encode
