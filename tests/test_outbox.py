@@ -83,7 +83,9 @@ class Rig:
 
 
 def balanced(s: OutboxStatistics) -> bool:
-    return s.accepted == (s.delivered + s.dropped + s.unsent + s.failed + s.abandoned + s.pending)
+    return s.accepted == (
+        s.delivered + s.dropped + s.unsent + s.failed + s.abandoned + s.expired + s.pending
+    )
 
 
 async def test_items_put_while_the_peer_is_up_are_delivered_in_order() -> None:
