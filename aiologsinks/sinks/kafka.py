@@ -248,8 +248,22 @@ class KafkaSink(OutboxSinkMixin, Sink):
         if not records:
             return
         deadline = time.monotonic() + self.delivery_timeout
-        items: list[_Msg]
-        items, _ = self.contain_each(records, lambda record: self._message(record, deadline))
+        items: list[_Msg] = []
+        append = items.append
+        fmt = self.formatter
+        # the common case without a call per record for the key and the value
+        fast = type(fmt) is JSONFormatter and self.key is None and self._max_size > 0
+        to_bytes = fmt.format_bytes if type(fmt) is JSONFormatter else None
+        for record in records:
+            try:
+                if fast and to_bytes is not None:
+                    value = to_bytes(record)
+                    if len(value) <= self._max_size:
+                        append(_Msg(record, None, value, deadline))
+                        continue
+                append(self._message(record, deadline))
+            except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
+                self.report_error(record)
         if items:
             self._take_over(len(records))  # the outbox delivers or counts each now
             await self.outbox.put(items)
