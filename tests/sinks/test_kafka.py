@@ -18,6 +18,7 @@ import pytest
 
 import aiologsinks as als
 from aiologsinks._backoff import Backoff
+from aiologsinks._stats import assert_accounted
 
 from ..helpers import fresh_logger
 from ..peers.kafka import ObjectStore, object_store, tansu_broker, tansu_program
@@ -239,3 +240,30 @@ async def test_a_message_larger_than_max_request_size_is_counted_alone(tmp_path:
         messages = await broker.consume("sizes", 2)
     assert [json.loads(m.value)["i"] for m in messages] == [0, 2]
     assert sink.error_count == 1 and "max_request_size=2000" in sink.reported[0]
+
+
+async def test_through_the_pipeline_delivered_plus_counted_is_what_was_logged(
+    tmp_path: Path,
+) -> None:
+    # records delivered, then an outage long enough for drops and expiries: the
+    # dispatcher's stats see each record once, delivered or lost
+    async with tansu_broker(tmp_path) as broker:
+        sink = Sink("acct", broker.bootstrap, buffer_size=20, delivery_timeout=1.0,
+                    request_timeout=0.5, backoff=Backoff(0.05, 2.0, 0.2))  # fmt: skip
+        log = fresh_logger("app.acct")
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(30):
+                log.info("up", extra={"i": i})
+            await dispatcher.flush()
+            await broker.stop()
+            for i in range(30, 60):
+                log.info("down", extra={"i": i})
+                if i % 10 == 9:
+                    await asyncio.sleep(0)  # separate batches: later ones drop earlier ones
+            await dispatcher.flush()  # within delivery_timeout: the rest expired
+            stats = dispatcher.stats()
+    assert_accounted(stats, logged=60)
+    (s,) = stats.sinks.values()
+    sent = sink.outbox.statistics()
+    assert s.delivered == sent.delivered == 30
+    assert s.errors == sent.dropped + sent.expired == sink.error_count == 30
