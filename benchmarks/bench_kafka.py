@@ -13,7 +13,7 @@ end to end (first send or call to the last acknowledgement) and the ratio, per r
 and the medians over the rounds (fresh topics each round; who goes first alternates);
 the messages in each topic are counted by consuming it back.
 
-    python benchmarks/bench_kafka.py             # 20,000 records per contender, 5 rounds
+    python benchmarks/bench_kafka.py             # 20,000 records per contender, 6 rounds
     python benchmarks/bench_kafka.py --n 5000 --rounds 3
 """
 
@@ -133,7 +133,7 @@ async def main_async(n: int, rounds: int) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=20_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
     args = parser.parse_args()
     asyncio.run(main_async(args.n, args.rounds))
 
