@@ -127,7 +127,9 @@ async def test_the_sdk_handler_loses_part_of_a_burst_and_counts_none(tmp_path: P
     # the collector passed on exactly what the SDK exported, and that is not the burst
     assert len(got) == exporter.accepted
     lost = N - len(set(got))
-    assert lost > 0
+    # while the export in flight waits, its queue (2048) is all it keeps besides that
+    # export's batch (512): the rest of the burst is gone
+    assert lost >= N - 2048 - 512
     # its queue made room by dropping the oldest records: the newest survived
     assert f"burst {N - 1}" in got
 
