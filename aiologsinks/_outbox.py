@@ -340,6 +340,8 @@ class Outbox(Generic[T]):
         failed and given to ``on_failed``; ``send`` counts them among the items it
         consumed (its return value). Call it inside the ``except`` block of ``exc``.
         """
+        if self._closed and not self._in_flight:
+            return  # aclose() gave up on the chunk and counted it as abandoned
         self._refused += len(items)
         self._failed += len(items)
         if self._on_failed is not None:
