@@ -316,7 +316,8 @@ class KafkaSink(OutboxSinkMixin, Sink):
         # partitions take turns, one producer batch each, so that one request to the
         # broker carries a batch for every partition
         cursors = {partition: 0 for partition in runs}
-        while cursors:
+        handoff_error: Exception | None = None
+        while cursors and handoff_error is None:
             for partition in list(cursors):
                 run, start = runs[partition], cursors[partition]
                 batch = producer.create_batch()
@@ -333,13 +334,23 @@ class KafkaSink(OutboxSinkMixin, Sink):
                 while len(window) >= self.max_in_flight:
                     await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
                     window[:] = [f for f in window if not f.done()]
-                future = await producer.send_batch(batch, topic, partition=partition)
+                try:
+                    future = await producer.send_batch(batch, topic, partition=partition)
+                except Exception as exc:  # noqa: BLE001 - settled below, with what went
+                    handoff_error = exc  # (e.g. no room in the producer within request_timeout)
+                    break
                 window.append(future)
                 batches.append((future, run[start:end]))
                 if end < len(run):
                     cursors[partition] = end
                 else:
                     del cursors[partition]
+        if handoff_error is not None:
+            # what the producer did not take fails with its error; what it took is awaited
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(handoff_error)
+            rest = sorted(i for p, at in cursors.items() for i in runs[p][at:])
+            batches.append((future, rest))
         results = await asyncio.gather(*(f for f, _ in batches), return_exceptions=True)
         return self._settle(chunk, batches, results)
 
