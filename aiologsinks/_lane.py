@@ -242,7 +242,9 @@ class Lane:
         self._in_flight = ()
         self._call_base = None
         changed = sink.error_count - before
-        self._seen += changed
+        # more than this call's records: the sink gave up on records of earlier calls
+        # (an outbox overflowing, records expiring); stats() counts those as later losses
+        self._seen += min(changed, len(records))
         if raised:
             # what the sink took over is its to count; the rest failed with the call
             errors, emitted, rest = self._split(len(records), changed)
@@ -299,8 +301,9 @@ class Lane:
                 raise
             self._tell(f"aiologsinks: sink {self.name} could not take a notice: {exc!r}")
         finally:
-            # a notice is not a record: its failure is not counted as one
-            self._seen += sink.error_count - before
+            # a notice is not a record: its failure is not counted as one (more than
+            # one: earlier records the sink gave up on meanwhile, counted by stats())
+            self._seen += min(sink.error_count - before, 1)
             self._call_base = None
 
     async def _announce(self) -> None:
@@ -351,7 +354,7 @@ class Lane:
         if not records:
             return
         changed = 0 if before is None else self.sink.error_count - before
-        self._seen += changed
+        self._seen += min(changed, len(records))  # the rest: later losses (see _deliver)
         errors, emitted, rest = self._split(len(records), changed)
         self.errors += errors
         self.emitted += emitted

@@ -9,6 +9,8 @@ one coroutine that delivers a chunk. The outbox owns everything else:
   (:class:`~aiologsinks._backoff.Backoff`), stretched by a ``Retry-After`` hint when
   the peer gives one;
 * ordered redelivery: a chunk that failed goes back to the front, before newer items;
+* optional deadlines: an item not delivered by its deadline is given up (counted), so
+  an outage costs bounded time as well as bounded memory;
 * one owned retry task that delivers when the back-off is due, also when nothing
   else is logged; :meth:`Outbox.aclose` cancels and awaits it;
 * exact counts (:meth:`Outbox.statistics`): every item accepted is delivered,
@@ -22,7 +24,10 @@ The interface a sink implements::
     async def send(chunk: list[T]) -> int | None
         # deliver ``chunk`` (at most ``chunk_size`` items, in order); return how many
         # items from its front were consumed (None: all). Raise to fail the chunk:
-        # ``classify(exc)`` decides whether the chunk is retried or lost.
+        # ``classify(exc)`` decides whether the chunk is retried or lost. A peer that
+        # acknowledges parts of a chunk independently (Kafka partitions) may reorder
+        # ``chunk`` in place so that what it consumed comes first; what it gives up
+        # on for good it hands to ``Outbox.fail`` and counts as consumed.
 
     def classify(exc: BaseException) -> Failure
         # retryable (connection refused, timeout, 5xx, 429) or permanent (4xx, a
@@ -104,6 +109,8 @@ class Loss(enum.Enum):
     UNSENT = "not sent: peer unreachable"
     #: still waiting when the outbox was closed
     ABANDONED = "abandoned: undelivered when the sink closed"
+    #: not delivered by its deadline (the ``deadline`` of the outbox)
+    EXPIRED = "expired: not delivered by its deadline"
 
 
 @dataclass(frozen=True)
@@ -144,7 +151,8 @@ def default_classify(exc: BaseException) -> Failure:
 class OutboxStatistics:
     """A snapshot of an outbox's counters.
 
-    Always: ``accepted == delivered + dropped + unsent + failed + abandoned + pending``.
+    Always: ``accepted == delivered + dropped + unsent + failed + abandoned + expired
+    + pending``.
     """
 
     #: items handed to :meth:`Outbox.put`
@@ -165,6 +173,8 @@ class OutboxStatistics:
     in_outage: bool
     #: outages that began so far
     outages: int
+    #: items given up because their deadline passed before they were delivered
+    expired: int = 0
 
 
 def _silent(message: str) -> None:
@@ -179,7 +189,10 @@ class Outbox(Generic[T]):
     now or lose, as the stdlib handlers do). With ``retry=False`` every chunk is tried
     once, whatever the back-off says, and a retryable failure loses it (counted);
     the back-off then only tracks the outage for the notices. ``name`` prefixes the
-    notices (say which sink and peer). ``clock`` is for tests.
+    notices (say which sink and peer). ``deadline(item)`` (optional) is the ``clock``
+    time after which an item is not worth sending any more: it is then given up,
+    counted as :attr:`Loss.EXPIRED`; deadlines must not decrease in the order items are
+    put (``put`` time plus a constant does). ``clock`` is for tests.
 
     Not thread-safe: use it from one event loop. At most one ``send`` runs at a time
     (the caller's and the retry task's deliveries take turns), so items reach the peer
@@ -200,6 +213,7 @@ class Outbox(Generic[T]):
         on_failed: Callable[[list[T], BaseException], None] | None = None,
         notify: Callable[[str], None] = _silent,
         summary_interval: float = SUMMARY_INTERVAL,
+        deadline: Callable[[T], float] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
@@ -215,6 +229,7 @@ class Outbox(Generic[T]):
         self._on_failed = on_failed
         self._notify = notify
         self.summary_interval = summary_interval
+        self._deadline = deadline
         self._clock = clock
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -222,7 +237,9 @@ class Outbox(Generic[T]):
         self._closed = False
         # counters (see OutboxStatistics)
         self._accepted = self._delivered = self._dropped = 0
-        self._unsent = self._failed = self._abandoned = 0
+        self._unsent = self._failed = self._abandoned = self._expired = 0
+        # items of the send in progress that it handed to fail() (part of what it consumed)
+        self._refused = 0
         self._outages = 0
         # the outage being reported: when it began, its error, what it cost so far
         self._down_since: float | None = None
@@ -259,6 +276,7 @@ class Outbox(Generic[T]):
             pending=self.pending,
             in_outage=self._down_since is not None,
             outages=self._outages,
+            expired=self._expired,
         )
 
     async def put(self, items: Sequence[T]) -> None:
@@ -300,6 +318,34 @@ class Outbox(Generic[T]):
     async def flush(self) -> None:
         """Deliver what waits now if the back-off allows an attempt; never waits one out."""
         await self._deliver()
+
+    async def drain(self) -> None:
+        """Deliver what waits, following the back-off, until nothing waits.
+
+        Returns when every item put before or during the call was delivered or lost
+        (counted), or when the outbox closes. With a ``deadline`` that is bounded by
+        the last item's deadline (plus one ``send``); without one an unreachable peer
+        keeps it waiting: bound it yourself.
+        """
+        while self.pending and not self._closed:
+            await self._deliver()
+            if self.buffer and not self._closed:
+                # the back-off (or the next deadline) is what we wait for here
+                await asyncio.sleep(max(self._next_due(), 0.001))
+
+    def fail(self, items: list[T], exc: BaseException) -> None:
+        """Give up, for good, on ``items`` of the chunk that ``send`` is delivering.
+
+        For a ``send`` whose peer refused part of a chunk: the items are counted as
+        failed and given to ``on_failed``; ``send`` counts them among the items it
+        consumed (its return value). Call it inside the ``except`` block of ``exc``.
+        """
+        if self._closed and not self._in_flight:
+            return  # aclose() gave up on the chunk and counted it as abandoned
+        self._refused += len(items)
+        self._failed += len(items)
+        if self._on_failed is not None:
+            self._on_failed(items, exc)
 
     async def aclose(self, timeout: float | None = 1.0) -> bool:
         """Stop retrying, make one last attempt within ``timeout`` seconds, count the rest.
@@ -371,7 +417,10 @@ class Outbox(Generic[T]):
         """Send chunks in order while the buffer holds some and the back-off allows
         (after close only the ``final`` attempt of :meth:`aclose` sends)."""
         async with self._lock:
-            while self.buffer and self.backoff.ready() and (final or not self._closed):
+            while True:
+                self._expire()
+                if not (self.buffer and self.backoff.ready() and (final or not self._closed)):
+                    break
                 chunk = self.buffer.take(self.chunk_size)
                 self._in_flight = chunk
                 try:
@@ -389,9 +438,11 @@ class Outbox(Generic[T]):
     async def _attempt(self, chunk: list[T]) -> int | None:
         """One ``send`` of ``chunk``: return how many items left the outbox (delivered
         or failed), None after a retryable failure (``_in_flight`` keeps the rest)."""
+        self._refused = 0
         try:
             n = await self._send(chunk)
         except Exception as exc:  # noqa: BLE001 - every send error is classified here
+            self._refused = 0  # (a send that raises has consumed nothing)
             if self._in_flight is not chunk:  # aclose() gave up on it and counted it
                 return len(chunk)
             failure = self._classify(exc)
@@ -406,11 +457,12 @@ class Outbox(Generic[T]):
             return len(chunk)
         if self._in_flight is not chunk:  # aclose() gave up on it and counted it
             return len(chunk)
-        n = len(chunk) if n is None else max(0, min(n, len(chunk)))
+        refused, self._refused = self._refused, 0
+        n = len(chunk) if n is None else max(refused, min(n, len(chunk)))
         if n == 0:  # nothing went: treat it as a failure, or the loop would spin
             self._went_down(RuntimeError("send delivered nothing"), None)
             return None
-        self._delivered += n
+        self._delivered += n - refused
         self._in_flight = chunk[n:]
         self._came_up()
         return n
@@ -453,12 +505,37 @@ class Outbox(Generic[T]):
             self._dropped += n
         elif why is Loss.UNSENT:
             self._unsent += n
+        elif why is Loss.EXPIRED:
+            self._expired += n
         else:
             self._abandoned += n
         if self._down_since is not None:
             self._lost_in_outage += n
         if self._on_lost is not None:
             self._on_lost(items, why)
+
+    def _expire(self) -> None:
+        """Give up on the items at the front whose deadline has passed."""
+        deadline = self._deadline
+        if deadline is None or not self.buffer:
+            return
+        now = self._clock()
+        n = 0
+        for item in self.buffer:
+            if deadline(item) > now:
+                break
+            n += 1
+        if n:
+            self._lose(self.buffer.take(n), Loss.EXPIRED)
+            self._summarise()
+
+    def _next_due(self) -> float:
+        """Seconds until the next attempt or the front item's deadline."""
+        wait = self.backoff.delay()
+        if self._deadline is not None and self.buffer:
+            front = next(iter(self.buffer))
+            wait = min(wait, self._deadline(front) - self._clock())
+        return wait
 
     # -- the retry task ------------------------------------------------------------------
 
@@ -473,7 +550,7 @@ class Outbox(Generic[T]):
         # Owned by the outbox (aclose cancels and awaits it): sleeps until the back-off
         # allows the next attempt and delivers, until the buffer is empty.
         while self.buffer and not self._closed:
-            await asyncio.sleep(max(self.backoff.delay(), 0.001))
+            await asyncio.sleep(max(self._next_due(), 0.001))
             await self._deliver()
 
     # -- outage notices ------------------------------------------------------------------

@@ -161,3 +161,35 @@ async def test_a_batch_a_sink_buffered_before_close_gave_up_on_it_is_counted_onc
     spilled = [r for r in fallback.records if r.getMessage().startswith("rec ")]
     assert len(spilled) == s.undelivered > 0  # the lane's, the rest of them
     assert s.delivered + s.errors + s.undelivered == 1500
+
+
+class GivesUpOnOlderRecords(als.Sink):
+    """Buffers what it takes over; the second call gives up on everything buffered
+    (as an outbox does when its buffer overflows or records expire during a call)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.buffered = 0
+        self.calls = 0
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        self.calls += 1
+        self._take_over(len(records))
+        self.buffered += len(records)
+        if self.calls == 2:
+            self.error_count += self.buffered  # more than this call's records
+            self.buffered = 0
+
+
+async def test_losses_of_earlier_batches_counted_during_a_smaller_call_are_all_counted() -> None:
+    sink = GivesUpOnOlderRecords()
+    log = fresh_logger("t.lane.older")
+    async with als.install(sink, logger=log) as dispatcher:
+        for i in range(10):
+            log.info("rec %d", i)
+        await dispatcher.flush()
+        log.info("the last one")
+        await dispatcher.flush()
+        s = dispatcher.stats().sinks["GivesUpOnOlderRecords#0"]
+    assert sink.calls == 2
+    assert s.errors == 11 and s.delivered == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,7 +84,9 @@ class Rig:
 
 
 def balanced(s: OutboxStatistics) -> bool:
-    return s.accepted == (s.delivered + s.dropped + s.unsent + s.failed + s.abandoned + s.pending)
+    return s.accepted == (
+        s.delivered + s.dropped + s.unsent + s.failed + s.abandoned + s.expired + s.pending
+    )
 
 
 async def test_items_put_while_the_peer_is_up_are_delivered_in_order() -> None:
@@ -309,3 +312,70 @@ def test_bad_options_name_the_parameter() -> None:
         Outbox(send, name="x", buffer_size=-1)
     with pytest.raises(ValueError, match="chunk_size"):
         Outbox(send, name="x", chunk_size=0)
+
+
+async def test_items_past_their_deadline_are_given_up_and_counted_as_expired() -> None:
+    rig = Rig(deadline=lambda item: 1000.0 + item)  # item i is worth sending until 1000+i
+    rig.peer.up = False
+    await rig.outbox.put([1, 2, 9])
+    rig.clock.now = 1003.0  # the back-off (1 s) is due; 1 and 2 are past their deadline
+    await rig.outbox.flush()
+    assert rig.lost == [([1, 2], Loss.EXPIRED)]
+    rig.peer.up = True
+    rig.clock.now = 1005.0  # the next back-off (2 s) is due; 9 is still worth sending
+    await rig.outbox.flush()
+    s = rig.outbox.statistics()
+    assert rig.peer.got == [9] and s.expired == 2 and s.delivered == 1 and balanced(s)
+
+
+async def test_drain_follows_the_back_off_until_every_item_is_delivered_or_expired() -> None:
+    peer = Peer()
+    peer.up = False
+    give_up = time.monotonic() + 0.2
+    outbox: Outbox[int] = Outbox(
+        peer.send,
+        name="<peer>",
+        backoff=Backoff(0.001, 2.0, 0.01),
+        deadline=lambda item: give_up if item < 0 else float("inf"),
+    )
+    await outbox.put([-1, -2])
+    assert outbox.pending == 2
+    await asyncio.wait_for(outbox.drain(), 5)  # retries until the deadline, then gives up
+    s = outbox.statistics()
+    assert s.expired == 2 and s.pending == 0 and balanced(s) and peer.calls > 1
+    peer.up = True
+    await outbox.put([3])
+    await asyncio.wait_for(outbox.drain(), 5)
+    await outbox.aclose()
+    assert peer.got == [3] and balanced(outbox.statistics())
+
+
+async def test_a_send_may_consume_part_of_a_chunk_out_of_order_and_refuse_some() -> None:
+    got: list[int] = []
+    failed: list[list[int]] = []
+    calls = 0
+
+    async def send(chunk: list[int]) -> int:
+        # acknowledges the even items, refuses 1 for good, leaves the other odd ones
+        nonlocal calls
+        calls += 1
+        if calls > 1:
+            got.extend(chunk)
+            return len(chunk)
+        evens = [i for i in chunk if i % 2 == 0]
+        rest = [i for i in chunk if i % 2 and i != 1]
+        got.extend(evens)
+        chunk[:] = [*evens, 1, *rest]
+        try:
+            raise ValueError("refused")
+        except ValueError as exc:
+            outbox.fail([1], exc)
+        return len(evens) + 1
+
+    outbox: Outbox[int] = Outbox(
+        send, name="<peer>", on_failed=lambda items, exc: failed.append(items)
+    )
+    await outbox.put(list(range(6)))
+    s = outbox.statistics()
+    assert got == [0, 2, 4, 3, 5] and failed == [[1]]
+    assert s.delivered == 5 and s.failed == 1 and s.pending == 0 and balanced(s)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._json import JSONFormatter
+from .._outbox import Failure, Loss, Outbox, OutboxSinkMixin
 from .._sink import Sink
 from .._validate import ArgumentTypeError, ArgumentValueError
 
@@ -20,17 +21,35 @@ if TYPE_CHECKING:
 
 __all__ = ["KafkaSink"]
 
-#: one message: the record, its key, its value
-_Msg = tuple[logging.LogRecord, "bytes | None", bytes]
-#: one send of a batch: futures of the messages that went, those messages, the ones
-#: that could not be handed to the producer, and the last error
-_Sent = tuple["list[asyncio.Future[Any]]", "list[_Msg]", "list[_Msg]", "BaseException | None"]
-
 _ACKS = {0: 0, 1: 1, -1: "all", "0": 0, "1": 1, "all": "all", "-1": "all"}
 _COMPRESSION = (None, "gzip", "snappy", "lz4", "zstd")
+#: most records in one delivery (one set of producer batches awaited together)
+CHUNK = 2048
+#: aiokafka's default ``max_request_size``: a larger message is never accepted
+MAX_REQUEST_SIZE = 1_048_576
 
 
-class KafkaSink(Sink):
+class _Msg:
+    """One message waiting in the outbox: its record, key and value, when it is given
+    up (monotonic clock), and how many times it was handed to the producer."""
+
+    __slots__ = ("deadline", "key", "record", "tries", "value")
+
+    def __init__(
+        self, record: logging.LogRecord, key: bytes | None, value: bytes, deadline: float
+    ) -> None:
+        self.record = record
+        self.key = key
+        self.value = value
+        self.deadline = deadline
+        self.tries = 0
+
+
+def _deadline(msg: _Msg) -> float:
+    return msg.deadline
+
+
+class KafkaSink(OutboxSinkMixin, Sink):
     """Produce each record to a Kafka ``topic`` and wait for the broker's acknowledgement.
 
     ``bootstrap_servers`` is a ``"host:port"`` string (or a list of them). The value of
@@ -45,14 +64,25 @@ class KafkaSink(Sink):
     broker that grants producer ids) and ``linger_ms`` go to the producer;
     ``producer_options`` passes any other ``AIOKafkaProducer`` option.
 
-    Delivery is confirmed per batch: each batch's acknowledgements are awaited by a task
-    of the sink, with up to ``max_in_flight`` batches in flight (the next batch waits
-    for room, so an outage holds the lane back instead of piling up). Messages the
-    broker did not acknowledge are sent again after a back-off (``backoff``; 0.1 s
-    doubling up to 2 s) until ``delivery_timeout`` seconds after the batch's first
-    attempt; then they go to :meth:`handleError`, counted. :meth:`flush` returns when
-    every batch was acknowledged or counted; :meth:`aclose` waits for that at most
-    ``close_timeout`` seconds, counts what is left, and stops the producer.
+    Delivery goes through the retrying outbox. Each batch from the lane becomes
+    producer batches (``create_batch``/``send_batch``: one future per batch, not per
+    record), one run of records per partition — keyed records on their key's partition
+    (the producer's partitioner), records without a key spread over the available
+    partitions in contiguous runs — with at most ``max_in_flight`` batches per
+    partition unacknowledged. :meth:`emit_batch` returns when the broker acknowledged
+    them, or they wait in the outbox during an outage (``buffer_size`` records; the
+    oldest are dropped first, counted). Records the broker did not acknowledge are sent
+    again, in order, after a back-off (``backoff``; 0.1 s doubling up to 2 s) until
+    ``delivery_timeout`` seconds after they reached the sink; then they go to
+    :meth:`handleError`, counted (one report per batch given up). An error the broker
+    will not get over (not retriable: an authorisation failure, a record too large)
+    counts the records it concerns at once. :meth:`flush` returns when every record was
+    acknowledged or counted; :meth:`aclose` makes one last attempt within
+    ``close_timeout`` seconds, counts what is left, and stops the producer. An outage
+    is reported by :meth:`report_outage` as a few notices (down, still down with
+    counts, back). Counts are in ``stats()`` and ``outbox.statistics()``; ``resent``
+    counts messages handed to the producer again.
+
     aiokafka logs every failed reconnection: keep its ``aiokafka`` loggers away from
     this sink (``logging.Filter`` on the sink, or ``propagate = False``) so that an
     outage does not feed records about itself into the topic it cannot reach.
@@ -73,6 +103,7 @@ class KafkaSink(Sink):
         request_timeout: float = 5.0,
         close_timeout: float = 5.0,
         max_in_flight: int = 4,
+        buffer_size: int = 10_000,
         backoff: Backoff | None = None,
         producer_options: Mapping[str, Any] | None = None,
         level: int | str = logging.NOTSET,
@@ -114,18 +145,15 @@ class KafkaSink(Sink):
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ArgumentValueError(name, f"expected a positive number, got {value!r}")
-        if (
-            isinstance(max_in_flight, bool)
-            or not isinstance(max_in_flight, int)
-            or max_in_flight < 1
-        ):
-            raise ArgumentValueError(
-                "max_in_flight", f"expected an int >= 1, got {max_in_flight!r}"
-            )
+        for name, count in (("max_in_flight", max_in_flight), ("buffer_size", buffer_size)):
+            if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+                raise ArgumentValueError(name, f"expected an int >= 1, got {count!r}")
         if producer_options is not None and not isinstance(producer_options, Mapping):
             raise ArgumentTypeError(
                 "producer_options", f"expected a mapping, got {producer_options!r}"
             )
+        from aiokafka.partitioner import DefaultPartitioner
+
         self.topic = topic
         self.bootstrap_servers = servers
         self.key = key
@@ -138,15 +166,36 @@ class KafkaSink(Sink):
         self.request_timeout = float(request_timeout)
         self.close_timeout = float(close_timeout)
         self.max_in_flight = max_in_flight
-        #: batches whose acknowledgements are awaited, oldest first (owned tasks)
-        self._batches: deque[asyncio.Task[None]] = deque()
+        self.buffer_size = buffer_size
         self._connecting = asyncio.Lock()
         self.backoff = backoff if backoff is not None else Backoff(0.1, 2.0, 2.0)
         self.producer_options = dict(producer_options or {})
+        # the producer's partitioner places keyed records, as producer.send() would
+        self._partitioner: Callable[..., int] = (
+            self.producer_options.get("partitioner") or DefaultPartitioner()
+        )
+        self._max_size = int(self.producer_options.get("max_request_size", MAX_REQUEST_SIZE))
+        #: where the next run of records without a key starts (round robin)
+        self._next_partition = 0
         self.formatter = JSONFormatter()
         #: messages sent again after the broker did not acknowledge them (never reset)
         self.resent = 0
         self._producer: AIOKafkaProducer | None = None
+        #: the last delivery error (named when records are given up)
+        self._last_error: BaseException | None = None
+        #: the retrying outbox: records wait here, in order, while the broker is away
+        self.outbox: Outbox[_Msg] = Outbox(
+            self._send,
+            name=repr(self),
+            buffer_size=buffer_size,
+            chunk_size=CHUNK,
+            backoff=self.backoff,
+            classify=self._classify,
+            on_lost=self._on_lost,
+            on_failed=self._count_refused,
+            notify=self.report_outage,
+            deadline=_deadline,
+        )
 
     # -- encoding -----------------------------------------------------------------------
 
@@ -166,6 +215,17 @@ class KafkaSink(Sink):
             return fmt.format_bytes(record)  # skips a decode and an encode
         return self.format(record).encode("utf-8")
 
+    def _message(self, record: logging.LogRecord, deadline: float) -> _Msg:
+        key = self.message_key(record)
+        value = self.message_value(record)
+        size = len(value) + (len(key) if key is not None else 0)
+        if size > self._max_size:
+            # the producer would refuse it at every attempt: it goes alone
+            raise SinkDeliveryError(
+                f"{self!r}: a message of {size} bytes exceeds max_request_size={self._max_size}"
+            )
+        return _Msg(record, key, value, deadline)
+
     # -- delivery -------------------------------------------------------------------------
 
     async def aopen(self) -> None:
@@ -179,106 +239,189 @@ class KafkaSink(Sink):
         await self.emit_batch((record,))
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        """Hand the records to the producer, in order, and confirm them in the background.
+        """Produce the records; returns when the broker acknowledged them, or they
+        wait in the outbox (during an outage), or they went to :meth:`handleError`.
 
-        Returns once they were sent (the broker's acknowledgements are awaited by a
-        task per batch, at most ``max_in_flight`` batches at a time: a full window makes
-        this wait for the oldest batch). A record not acknowledged is sent again until
-        ``delivery_timeout`` seconds after its batch's first attempt, then it goes to
-        :meth:`handleError`, counted. :meth:`flush` waits for every batch.
+        A record not acknowledged is sent again until ``delivery_timeout`` seconds
+        after this call, then it goes to :meth:`handleError`, counted.
         """
-        pending: list[_Msg]
-        pending, _ = self.contain_each(
-            records, lambda record: (record, self.message_key(record), self.message_value(record))
-        )
-        if not pending:
+        if not records:
             return
-        await self._make_room()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.delivery_timeout
-        first = await self._send_all(pending)
-        self._batches.append(
-            loop.create_task(self._confirm(first, deadline), name=f"{self!r} acknowledgements")
-        )
-
-    async def _make_room(self) -> None:
-        """Retire finished batches; wait for the oldest while the window is full."""
-        batches = self._batches
-        while batches and (len(batches) >= self.max_in_flight or batches[0].done()):
-            await asyncio.shield(batches[0])  # our cancellation must not cancel it
-            if batches and batches[0].done():
-                batches.popleft()
-
-    async def _send_all(self, pending: list[_Msg]) -> _Sent:
-        """Send ``pending`` once: (futures of what went, what went, what did not, error)."""
-        from aiokafka.errors import KafkaError
-
-        try:
-            producer = await self._get_producer()
-        except SinkConnectError as exc:
-            return [], [], pending, exc
-        futures: list[asyncio.Future[Any]] = []
-        sent: list[_Msg] = []
-        failed: list[_Msg] = []
-        error: BaseException | None = None
-        for item in pending:
+        deadline = time.monotonic() + self.delivery_timeout
+        items: list[_Msg] = []
+        append = items.append
+        fmt = self.formatter
+        # the common case without a call per record for the key and the value
+        fast = type(fmt) is JSONFormatter and self.key is None and self._max_size > 0
+        to_bytes = fmt.format_bytes if type(fmt) is JSONFormatter else None
+        for record in records:
             try:
-                futures.append(await producer.send(self.topic, item[2], key=item[1]))
-                sent.append(item)
-            except KafkaError as exc:  # e.g. the buffer timed out waiting for the broker
-                failed.append(item)
-                error = exc
-            except Exception:  # noqa: BLE001 - e.g. message too large: not retryable
-                self.report_error(item[0])
-        return futures, sent, failed, error
+                if fast and to_bytes is not None:
+                    value = to_bytes(record)
+                    if len(value) <= self._max_size:
+                        append(_Msg(record, None, value, deadline))
+                        continue
+                append(self._message(record, deadline))
+            except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
+                self.report_error(record)
+        if items:
+            self._take_over(len(records))  # the outbox delivers or counts each now
+            await self.outbox.put(items)
 
-    async def _collect(self, sent: _Sent) -> tuple[list[_Msg], BaseException | None]:
-        """Await the acknowledgements; return what must be sent again, and why."""
-        from aiokafka.errors import KafkaError
+    async def flush(self) -> None:
+        """Wait until every record was acknowledged or given up on (and counted):
+        at most ``delivery_timeout`` seconds after the last one reached the sink."""
+        await self.outbox.drain()
 
-        futures, items, failed, error = sent
-        results = await asyncio.gather(*futures, return_exceptions=True)
-        failed = list(failed)
-        for item, result in zip(items, results, strict=True):
-            if isinstance(result, BaseException):
-                if isinstance(result, KafkaError) and not _retriable(result):
-                    try:
-                        raise SinkDeliveryError(f"{self!r}: {result!r}") from result
-                    except SinkDeliveryError:
-                        self.report_error(item[0])
-                    continue
-                failed.append(item)
-                error = result
-        producer = self._producer
-        if failed and producer is not None and not _usable(producer):
-            await self._drop_producer()
-        return failed, error
+    async def aclose(self, timeout: float | None = None) -> None:
+        """Close within ``timeout`` seconds (default ``close_timeout``): one last attempt
+        at what waits, then what is left is counted as lost and the producer stopped;
+        idempotent."""
+        if timeout is not None:
+            self.close_timeout = timeout
+        await super().aclose()
 
-    async def _confirm(self, first: _Sent, deadline: float) -> None:
-        """One batch's acknowledgements, re-sends, and losses (never raises)."""
+    async def _aclose(self) -> None:
         loop = asyncio.get_running_loop()
-        backoff = Backoff(self.backoff.retryStart, self.backoff.retryFactor, self.backoff.retryMax)
-        pending: list[_Msg] = [*first[1], *first[2]]
-        error: BaseException | None = None
+        end = loop.time() + self.close_timeout
         try:
-            pending, error = await self._collect(first)
-            while pending:
-                wait = backoff.failed()
-                if loop.time() + wait >= deadline:
-                    break
-                await asyncio.sleep(wait)
-                self.resent += len(pending)
-                pending, error = await self._collect(await self._send_all(pending))
-        except asyncio.CancelledError:
-            self._lose([r for r, _, _ in pending], error, "still unacknowledged at close")
+            await self.outbox.aclose(self.close_timeout)
+        finally:
+            # what the producer still holds was counted by the outbox: a broker that
+            # does not answer cannot hold the close beyond its bound
+            await self._drop_producer(max(end - loop.time(), 0.05))
+
+    async def _send(self, chunk: list[_Msg]) -> int:
+        """Produce ``chunk`` as producer batches and await their acknowledgements.
+
+        Returns how many messages left the outbox (acknowledged, or refused for good
+        and counted); those come first in ``chunk`` afterwards, the ones to send again
+        after them. Raises when none was acknowledged.
+        """
+        producer = await self._get_producer()
+        try:
+            return await asyncio.wait_for(
+                self._produce(producer, chunk), 2 * self.request_timeout + 1.0
+            )
+        except BaseException:
+            if not _usable(producer):  # its sender died: the next attempt starts anew
+                await self._drop_producer(self.close_timeout)
             raise
-        except Exception as exc:  # noqa: BLE001 - the task's boundary: count, never raise
-            self._lose([r for r, _, _ in pending], exc)
-            return
-        self._lose([r for r, _, _ in pending], error)
+
+    async def _produce(self, producer: AIOKafkaProducer, chunk: list[_Msg]) -> int:
+        runs = await self._partition(producer, chunk)
+        batches: list[tuple[asyncio.Future[Any], list[int]]] = []
+        unacked: dict[int, list[asyncio.Future[Any]]] = {}
+        topic = self.topic
+        # partitions take turns, one producer batch each, so that one request to the
+        # broker carries a batch for every partition
+        cursors = {partition: 0 for partition in runs}
+        handoff_error: Exception | None = None
+        while cursors and handoff_error is None:
+            for partition in list(cursors):
+                run, start = runs[partition], cursors[partition]
+                batch = producer.create_batch()
+                end = start
+                while end < len(run):
+                    msg = chunk[run[end]]
+                    if batch.append(key=msg.key, value=msg.value, timestamp=None) is None:
+                        break  # full (the first message always fits)
+                    self.resent += msg.tries > 0
+                    msg.tries += 1
+                    end += 1
+                batch.close()  # sent now: no linger for a batch we filled ourselves
+                window = unacked.setdefault(partition, [])
+                while len(window) >= self.max_in_flight:
+                    await asyncio.wait(window, return_when=asyncio.FIRST_COMPLETED)
+                    window[:] = [f for f in window if not f.done()]
+                try:
+                    future = await producer.send_batch(batch, topic, partition=partition)
+                except Exception as exc:  # noqa: BLE001 - settled below, with what went
+                    handoff_error = exc  # (e.g. no room in the producer within request_timeout)
+                    break
+                window.append(future)
+                batches.append((future, run[start:end]))
+                if end < len(run):
+                    cursors[partition] = end
+                else:
+                    del cursors[partition]
+        if handoff_error is not None:
+            # what the producer did not take fails with its error; what it took is awaited
+            future = asyncio.get_running_loop().create_future()
+            future.set_exception(handoff_error)
+            rest = sorted(i for p, at in cursors.items() for i in runs[p][at:])
+            batches.append((future, rest))
+        results = await asyncio.gather(*(f for f, _ in batches), return_exceptions=True)
+        return self._settle(chunk, batches, results)
+
+    def _settle(
+        self,
+        chunk: list[_Msg],
+        batches: list[tuple[asyncio.Future[Any], list[int]]],
+        results: list[Any],
+    ) -> int:
+        """Sort ``chunk`` into acknowledged, refused and to-retry; count the refused."""
+        acked: list[int] = []
+        refused: list[int] = []
+        retry: list[int] = []
+        refusal: BaseException | None = None
+        failure: BaseException | None = None
+        for (_, members), result in zip(batches, results, strict=True):
+            if not isinstance(result, BaseException):
+                acked.extend(members)
+            elif isinstance(result, asyncio.CancelledError) or self._classify(result).retryable:
+                retry.extend(members)
+                failure = result
+            else:
+                refused.extend(members)
+                refusal = result
+        if failure is not None and not acked and not refused:
+            raise failure  # nothing went: the outbox backs off and retries all
+        if refusal is not None and not acked and not retry:
+            raise refusal  # the whole chunk is refused: the outbox counts it
+        if refused:
+            items = [chunk[i] for i in sorted(refused)]
+            try:
+                raise SinkDeliveryError(
+                    f"{self!r}: the broker refused {len(items)} record(s): {refusal!r}"
+                ) from refusal
+            except SinkDeliveryError as exc:
+                self.outbox.fail(items, exc)
+        if retry:
+            done = sorted(acked + refused)
+            chunk[:] = [chunk[i] for i in done] + [chunk[i] for i in sorted(retry)]
+        return len(acked) + len(refused)
+
+    async def _partition(
+        self, producer: AIOKafkaProducer, chunk: list[_Msg]
+    ) -> dict[int, list[int]]:
+        """Each partition's run of ``chunk`` indices, in order."""
+        topic = self.topic
+        partitions = sorted(await producer.partitions_for(topic))
+        available = sorted(producer.client.cluster.available_partitions_for_topic(topic) or ())
+        runs: dict[int, list[int]] = {}
+        unkeyed: list[int] = []
+        for i, msg in enumerate(chunk):
+            if msg.key is None:
+                unkeyed.append(i)
+            else:
+                runs.setdefault(self._partitioner(msg.key, partitions, available), []).append(i)
+        if unkeyed:
+            # contiguous runs over the available partitions: big batches, and the
+            # records of one run stay in order
+            spread = available or partitions
+            share = -(-len(unkeyed) // len(spread))
+            first = self._next_partition
+            for n, start in enumerate(range(0, len(unkeyed), share)):
+                partition = spread[(first + n) % len(spread)]
+                runs.setdefault(partition, []).extend(unkeyed[start : start + share])
+            self._next_partition = (first + 1) % len(spread)
+        for run in runs.values():
+            run.sort()
+        return runs
 
     async def _get_producer(self) -> AIOKafkaProducer:
-        async with self._connecting:  # batches re-sending at once share one producer
+        async with self._connecting:
             if self._producer is None:
                 self._producer = await self._new_producer()
             return self._producer
@@ -307,68 +450,59 @@ class KafkaSink(Sink):
             ) from exc
         return producer
 
-    async def _drop_producer(self) -> None:
+    async def _drop_producer(self, timeout: float) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            await _stop_quietly(producer, self.close_timeout)
-
-    async def flush(self) -> None:
-        """Wait until every batch was acknowledged or given up on (and counted)."""
-        batches = self._batches
-        while batches:
-            await asyncio.shield(batches[0])
-            if batches and batches[0].done():
-                batches.popleft()
-
-    async def aclose(self, timeout: float | None = None) -> None:
-        """Stop the producer within ``timeout`` seconds (default ``close_timeout``);
-        idempotent."""
-        if timeout is not None:
-            self.close_timeout = timeout
-        await super().aclose()
-
-    async def _aclose(self) -> None:
-        """Wait for the batches in flight within ``close_timeout``; what is still
-        unacknowledged then is counted as lost; the producer is stopped."""
-        try:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.flush(), self.close_timeout)
-            batches, self._batches = list(self._batches), deque()
-            for task in batches:
-                task.cancel()
-            await asyncio.gather(*batches, return_exceptions=True)
-        finally:
-            await self._drop_producer()
+            await _stop_quietly(producer, timeout)
 
     # -- accounting -----------------------------------------------------------------------
 
-    def _lose(
-        self,
-        records: Sequence[logging.LogRecord],
-        error: BaseException | None,
-        why: str = "",
-    ) -> None:
-        if not records:
+    def _classify(self, exc: BaseException) -> Failure:
+        """Connection failures, timeouts and the errors Kafka calls retriable are
+        retried; any other error is final."""
+        from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
+
+        self._last_error = exc
+        if isinstance(
+            exc,
+            (
+                SinkConnectError,
+                OSError,
+                asyncio.TimeoutError,
+                KafkaConnectionError,
+                KafkaTimeoutError,
+            ),
+        ) or getattr(exc, "retriable", False):
+            return Failure(True)
+        return Failure(False)
+
+    def _on_lost(self, items: Sequence[_Msg], why: Loss) -> None:
+        if why is Loss.DROPPED:  # the outbox's notices say so; no report per record
+            self._count_lost(items, why)
             return
-        why = why or f"not acknowledged within {self.delivery_timeout:g} s"
+        reason = (
+            f"not acknowledged within {self.delivery_timeout:g} s"
+            if why is Loss.EXPIRED
+            else "still unacknowledged at close"
+        )
+        error = self._last_error
         try:
-            raise SinkDeliveryError(f"{self!r}: {len(records)} records {why}: {error!r}") from error
+            raise SinkDeliveryError(
+                f"{self!r}: {len(items)} record(s) {reason}: {error!r}"
+            ) from error
         except SinkDeliveryError:
-            self.report_batch_error(records)  # one traceback per batch, every record counted
+            # one traceback per batch given up, every record counted
+            self.report_batch_error([item.record for item in items])
+
+    def _count_refused(self, items: Sequence[_Msg], exc: BaseException) -> None:
+        # called inside the except block: one traceback per refusal, every record counted
+        self.report_batch_error([item.record for item in items])
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
         return (
             f"<{type(self).__name__} {self.topic} @ {','.join(self.bootstrap_servers)} ({level})>"
         )
-
-
-def _retriable(exc: BaseException) -> bool:
-    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError
-
-    return isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)) or bool(
-        getattr(exc, "retriable", False)
-    )
 
 
 def _usable(producer: AIOKafkaProducer) -> bool:

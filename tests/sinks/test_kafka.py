@@ -18,6 +18,7 @@ import pytest
 
 import aiologsinks as als
 from aiologsinks._backoff import Backoff
+from aiologsinks._stats import assert_accounted
 
 from ..helpers import fresh_logger
 from ..peers.kafka import ObjectStore, object_store, tansu_broker, tansu_program
@@ -26,14 +27,25 @@ __all__ = ["object_store"]  # the session fixture, used by name
 
 
 class Sink(als.KafkaSink):
-    """Keeps the exception text of what reached handleError."""
+    """Keeps the exception text of what reached handleError, and the outage notices."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
         self.reported: list[str] = []
+        self.notices: list[str] = []
+        super().__init__(*args, **kwargs)
+
+    def report_outage(self, message: str) -> None:
+        self.notices.append(message)
 
     def handleError(self, record: logging.LogRecord) -> None:
         self.reported.append(str(sys.exc_info()[1]))
+
+
+def record(msg: str, i: int) -> logging.LogRecord:
+    """A record with ``i`` as an ``extra=`` field (it is in the JSON value)."""
+    return logging.makeLogRecord(
+        {"name": "x", "levelno": 20, "levelname": "INFO", "msg": msg, "i": i}
+    )
 
 
 async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
@@ -190,3 +202,68 @@ def test_bad_arguments_name_the_parameter(
     args = {"topic": "t", **kwargs}
     with pytest.raises(error, match=name):
         als.KafkaSink(**args)
+
+
+async def test_an_outage_buffers_up_to_buffer_size_and_counts_what_it_drops(
+    tmp_path: Path, object_store: ObjectStore
+) -> None:
+    async with tansu_broker(tmp_path, object_store) as broker:  # a restart keeps topics
+        sink = Sink("outage", broker.bootstrap, buffer_size=50, request_timeout=0.5,
+                    backoff=Backoff(0.05, 2.0, 0.2))  # fmt: skip
+        async with sink:
+            await sink.emit_batch([record("up", 0)])
+            await broker.stop()
+            for start in range(1, 121, 40):  # 120 records while the broker is away
+                await sink.emit_batch([record("down", i) for i in range(start, start + 40)])
+            stats = sink.outbox.statistics()
+            assert stats.dropped == 70 and stats.pending == 50  # bounded, counted
+            assert sink.error_count == 70 and not sink.reported  # notices, no tracebacks
+            await broker.start()  # back on the same port
+            await asyncio.wait_for(sink.flush(), 30)  # returns once all were acknowledged
+            stats = sink.outbox.statistics()
+        messages = await broker.consume("outage", 51)
+    got = [json.loads(m.value)["i"] for m in messages]
+    assert len(got) == len(set(got)) == 51 and set(got) <= set(range(121)) and 0 in got
+    assert stats.delivered == 51 and stats.dropped == 70 and stats.pending == 0
+    assert sink.error_count == 70
+    notices = sink.notices
+    assert "unreachable" in notices[0] and "reachable again" in notices[-1]
+    assert len(notices) < 10  # a few notices, not one per record
+
+
+async def test_a_message_larger_than_max_request_size_is_counted_alone(tmp_path: Path) -> None:
+    async with tansu_broker(tmp_path) as broker:
+        sink = Sink("sizes", broker.bootstrap, producer_options={"max_request_size": 2000})
+        async with sink:
+            await sink.emit_batch([record("a", 0), record("x" * 5000, 1), record("b", 2)])
+            await sink.flush()
+        messages = await broker.consume("sizes", 2)
+    assert sorted(json.loads(m.value)["i"] for m in messages) == [0, 2]
+    assert sink.error_count == 1 and "max_request_size=2000" in sink.reported[0]
+
+
+async def test_through_the_pipeline_delivered_plus_counted_is_what_was_logged(
+    tmp_path: Path,
+) -> None:
+    # records delivered, then an outage long enough for drops and expiries: the
+    # dispatcher's stats see each record once, delivered or lost
+    async with tansu_broker(tmp_path) as broker:
+        sink = Sink("acct", broker.bootstrap, buffer_size=20, delivery_timeout=1.0,
+                    request_timeout=0.5, backoff=Backoff(0.05, 2.0, 0.2))  # fmt: skip
+        log = fresh_logger("app.acct")
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(30):
+                log.info("up", extra={"i": i})
+            await dispatcher.flush()
+            await broker.stop()
+            for i in range(30, 60):
+                log.info("down", extra={"i": i})
+                if i % 10 == 9:
+                    await asyncio.sleep(0)  # separate batches: later ones drop earlier ones
+            await dispatcher.flush()  # within delivery_timeout: the rest expired
+            stats = dispatcher.stats()
+    assert_accounted(stats, logged=60)
+    (s,) = stats.sinks.values()
+    sent = sink.outbox.statistics()
+    assert s.delivered == sent.delivered == 30
+    assert s.errors == sent.dropped + sent.expired == sink.error_count == 30
