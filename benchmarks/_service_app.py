@@ -18,6 +18,8 @@ Logging options (``contender``), each for each destination (``dest``) where it h
 * ``queue``: stdlib ``QueueHandler`` + ``QueueListener`` (a thread) -> that handler;
 * ``loguru``: loguru's own file sink with ``enqueue=True``;
 * ``aiologger``: aiologger's ``AsyncFileHandler``;
+* ``otel``: the OpenTelemetry SDK's ``LoggingHandler`` + ``BatchLogRecordProcessor`` +
+  OTLP/HTTP (protobuf) exporter, default settings (the OTLP destination);
 * ``aiologsinks``: the aiologsinks sink for the destination, set up with
   ``aiologsinks.install()`` in the app's lifespan.
 """
@@ -112,9 +114,6 @@ def aiologsinks_sink(dest: str, spec: dict[str, Any]) -> Any:
     if dest in ("syslog", "stall"):
         return als.SysLogSink(("127.0.0.1", spec["peer_port"]), socktype=socket.SOCK_STREAM)
     if dest == "otlp":
-        # TODO(otlp): the OTLP collector and OTLPSink are being built on their own
-        # branch; once both land, point OTLPSink at the collector here and count the
-        # records it received (service.py skips this destination until then).
         return als.OTLPSink(endpoint=f"http://127.0.0.1:{spec['peer_port']}/v1/logs")
     raise SystemExit(f"unknown destination {dest!r}")
 
@@ -195,11 +194,32 @@ class Logging:
             alogger.add_handler(ahandler)
             self.stack.push_async_callback(alogger.shutdown)
             self.log = AiologgerLog(alogger)
+        elif c == "otel":
+            from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+            from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+            from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+
+            if self.dest != "otlp":
+                raise SystemExit("otel: only the OTLP destination is benchmarked")
+            provider = LoggerProvider()
+            endpoint = f"http://127.0.0.1:{spec['peer_port']}/v1/logs"
+            provider.add_log_record_processor(
+                BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint))
+            )
+            logger = self._stdlib_logger()
+            handler = LoggingHandler(logger_provider=provider)
+            logger.addHandler(handler)
+            # exports what the processor holds and joins its thread: blocks the loop at
+            # shutdown, as the SDK's users do
+            self.stack.callback(provider.shutdown)
+            self.stack.callback(logger.removeHandler, handler)
+            self.log = Log(logging.getLogger("svc.app"))
         elif c == "aiologsinks":
             import aiologsinks as als
 
             sink = aiologsinks_sink(self.dest, spec)
-            if getattr(sink, "_uses_formatter", True):
+            # the OTLP body is the message, as the SDK's: no line format there
+            if getattr(sink, "_uses_formatter", True) and self.dest != "otlp":
                 sink.setFormatter(logging.Formatter(FMT))
             logger = self._stdlib_logger()
             dispatcher = await self.stack.enter_async_context(als.install(sink, logger=logger))
