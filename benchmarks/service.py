@@ -374,12 +374,17 @@ def _ms(x: float | None) -> str:
     return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
 
 
+def _us(e: Estimate | None) -> str:
+    return "—" if e is None else f"{e.median:,.0f}"
+
+
 def table(cells: list[Cell], opts: argparse.Namespace) -> str:
     floor = cells[0]
     lines = [
         "| destination | option | req/s at saturation | x floor | p50 ms | p99 ms "
-        "| p99.9 ms | p99 - floor ms | lost / logged | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| p99.9 ms | p99 - floor ms | logging CPU µs/request p50 · exc | lost / logged "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         if not cell.runs:
@@ -397,13 +402,16 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
         timeouts = sum(run.get("open_timed_out", 0) for run in cell.runs.values())
         is_floor = cell is floor
         lost_txt = "—" if lost is None else (f"**{lost:,}**" if lost else "0")
+        cpu = cell.estimate("log_cpu_p50_us")
+        exc_cpu = cell.estimate("exc_log_cpu_p50_us")
+        cpu_txt = f"{_us(cpu)} · {_us(exc_cpu)}"
         lines.append(
             f"| {'any' if is_floor else cell.dest} | {cell.label} "
             f"| {rps.median:,.0f} | {'1.00x' if is_floor else ratio.fmt() if ratio else '—'} "
             f"| {_ms(med['open_p50_ms'])} | {_ms(p99.median if p99 else None)} "
             f"| {_ms(p999.median if p999 else None)}{f' ({timeouts} t/o)' if timeouts else ''} "
             f"| {'—' if is_floor or diff is None else diff.fmt(1, '', signed=True)} "
-            f"| {lost_txt} / {logged:,} | {rss.median if rss else 0:.0f} |"
+            f"| {cpu_txt} | {lost_txt} / {logged:,} | {rss.median if rss else 0:.0f} |"
         )
     return "\n".join(lines)
 
@@ -573,7 +581,10 @@ def main(argv: list[str] | None = None) -> int:
         "(differences) with a bootstrap 95% interval. Latencies: open loop, from when each "
         "request was due, medians over rounds; t/o: requests not answered 5 s after the "
         "phase, counted at that lower bound. lost: records logged by the app minus records "
-        "counted at the destination after shutdown (summed over rounds)."
+        "counted at the destination after shutdown (summed over rounds). Logging CPU: the "
+        "loop thread's CPU time in a request's logging calls (open and closed loop), p50 "
+        "of the requests without an exception · of those that logged one (medians over "
+        "rounds)."
     )
     doc = {
         "header": header,
