@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import operator
+import os
 import pickle
 import threading
 import traceback
@@ -141,6 +142,16 @@ class ExcText:
 
 
 _render_lock = threading.Lock()
+
+
+def _new_render_lock() -> None:
+    # a fork while another thread renders must not leave the child's lock held
+    global _render_lock
+    _render_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_render_lock)
 
 
 def _render(te: traceback.TracebackException | None) -> str:
