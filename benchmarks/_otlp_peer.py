@@ -136,22 +136,27 @@ class OTLPPeer(Peer):
         super().close()
 
 
-async def _serve() -> None:
-    """Count the log records of every OTLP/HTTP protobuf export; answer stdin lines
-    with the count (the protocol of ``benchmarks._peers``)."""
-    from aiohttp import web
+def records_in(body: bytes) -> int:
+    """How many log records one OTLP/HTTP protobuf export carries (gzip detected)."""
     from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
         ExportLogsServiceRequest,
     )
 
+    if body[:2] == b"\x1f\x8b":
+        body = gzip.decompress(body)
+    message = ExportLogsServiceRequest()
+    message.ParseFromString(body)
+    return sum(len(sl.log_records) for rl in message.resource_logs for sl in rl.scope_logs)
+
+
+async def _serve() -> None:
+    """Count the log records of every OTLP/HTTP protobuf export; answer stdin lines
+    with the count (the protocol of ``benchmarks._peers``)."""
+    from aiohttp import web
+
     async def logs(request: web.Request) -> web.Response:
         global _count
-        body = await request.read()
-        if body[:2] == b"\x1f\x8b":
-            body = gzip.decompress(body)
-        message = ExportLogsServiceRequest()
-        message.ParseFromString(body)
-        _count += sum(len(sl.log_records) for rl in message.resource_logs for sl in rl.scope_logs)
+        _count += records_in(await request.read())
         return web.Response(body=b"", content_type="application/x-protobuf")
 
     app = web.Application(client_max_size=256 << 20)
