@@ -185,3 +185,59 @@ def test_a_note_that_is_not_a_string_is_rendered_at_the_call() -> None:
     expected = logging.Formatter().formatException(record.exc_info)
     frozen = freeze(record)
     assert type(frozen) is tuple and frozen[EXC_TEXT] == expected
+
+
+async def test_extra_fields_in_the_format_are_the_file_handler_s(tmp_path: Path) -> None:
+    # a format that reads an extra= field cannot take the frozen fast path: the records
+    # are thawed, extras and all
+    ours, theirs = tmp_path / "ours.log", tmp_path / "theirs.log"
+    fmt = logging.Formatter("%(levelname)s %(request_id)s %(status)d: %(message)s")
+    sink = als.FileSink(str(ours))
+    sink.setFormatter(fmt)
+    ref = logging.FileHandler(str(theirs))
+    ref.setFormatter(fmt)
+    log = fresh_logger("t.exc.extra")
+    log.addHandler(ref)
+    try:
+        async with als.install(sink, logger=log):
+            for i in range(5):
+                log.info(
+                    "call %d took %.1f ms", i, 1.5, extra={"request_id": f"r-{i}", "status": 200}
+                )
+            log.error(
+                "failed", exc_info=_raising(_chained), extra={"request_id": "r-x", "status": 500}
+            )
+    finally:
+        log.removeHandler(ref)
+        ref.close()
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert b"r-4 200: call 4 took 1.5 ms" in theirs.read_bytes()
+
+
+def test_a_frozen_record_with_extras_pickles_as_the_socket_handler_s() -> None:
+    import logging.handlers
+    import pickle
+
+    from aiologsinks._record import RecordBatch
+
+    seen: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    log = fresh_logger("t.exc.pickle")
+    log.addHandler(Capture())
+    log.info("call %d", 7, extra={"request_id": "r-7", "ms": 2.5})
+    log.error("failed", exc_info=_raising(_chained), extra={"request_id": "r-8"})
+    handler = logging.handlers.SocketHandler("127.0.0.1", 9)
+    try:
+        for record in seen:
+            frozen = freeze(record)
+            assert type(frozen) is tuple
+            ours = RecordBatch([frozen]).pickle_dicts()[0]
+            assert ours is not None
+            theirs = pickle.loads(handler.makePickle(record)[4:])
+            assert list(ours.items()) == list(theirs.items())
+    finally:
+        handler.close()
