@@ -29,15 +29,18 @@ from ._record import (
     ARGS,
     CREATED,
     EXC_TEXT,
-    FIELDS,
     MSECS,
     MSG,
     N_FIELDS,
+    SAMPLE,
     STACK_INFO,
     Frozen,
     Item,
     RecordBatch,
     as_record,
+    deferred,
+    deferred_positions,
+    field_index,
     travelled,
 )
 from ._sink import Sink, _default_formatter, overridden
@@ -174,9 +177,6 @@ class PlainFormat:
 
 # a %-style field, as logging.PercentStyle validates it, or an escaped percent sign
 _FIELD = re.compile(r"%%|%\((\w+)\)([#0+ -]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxefgcrsa%])")
-_SAMPLE: Frozen = tuple(
-    logging.LogRecord("name", logging.INFO, "path", 1, "m", None, None).__dict__.values()
-)
 # in FrozenFormat's token list: literal positional text, an asctime spec, the message
 _TEXT, _TIME, _MESSAGE = 0, 1, 2
 _MESSAGE_AT = -1  # stands for the message's place in the field indices
@@ -255,7 +255,7 @@ class FrozenFormat:
                 tokens.append((_MESSAGE, ""))
                 indices.append(_MESSAGE_AT)
             else:
-                index = _field_index(key)
+                index = field_index(key)
                 if index < 0:
                     return None
                 indices.append(index)
@@ -269,7 +269,7 @@ class FrozenFormat:
         joined = messages == 1 and MSG not in indices
         self = cls(tokens, indices, joined, _Stamps(datefmt, tfmt, mfmt))
         try:
-            self._format("asctime", None) % self._fields(_SAMPLE)
+            self._format("asctime", None) % self._fields(SAMPLE)
         except (TypeError, ValueError):
             return None  # a conversion the positional form does not take (e.g. "*")
         return self
@@ -291,17 +291,17 @@ class FrozenFormat:
         the format; None when not (or not now: a merge that fails depends on values)."""
         if not self._joined:
             return None
-        nargs = len(v) - N_FIELDS
+        args = deferred(v)
         try:
-            template % v[N_FIELDS:]
+            template % args
         except Exception:  # noqa: BLE001 - the merge path reports it
             return None
         indices: list[int] = []
         for i in self._indices:
-            indices.extend(range(N_FIELDS, N_FIELDS + nargs) if i == _MESSAGE_AT else (i,))
+            indices.extend(deferred_positions(len(args)) if i == _MESSAGE_AT else (i,))
         if len(self._templates) >= _CACHE_MAX:
             self._templates.clear()
-        entry = self._templates[template] = (nargs, _getter(indices))
+        entry = self._templates[template] = (len(args), _getter(indices))
         return entry
 
     def lines(self, items: list[Item], slow: Callable[[Item], str | None]) -> list[str | None]:
@@ -341,7 +341,11 @@ class FrozenFormat:
                     formats.clear()
                     fmt = formats[None] = self._format(asctime, None)
                     last_joined = None
-            if len(v) == N_FIELDS:
+            if len(v) == N_FIELDS:  # nothing after the fields: the common case
+                append(fmt % fields(v))
+                continue
+            args = deferred(v)
+            if not args:  # extra= attributes only
                 append(fmt % fields(v))
                 continue
             # arguments deferred by the shim: merge while formatting
@@ -351,7 +355,7 @@ class FrozenFormat:
                 if entry is _UNSEEN:
                     entry = self._learn(template, v)
                 last, last_joined = template, None
-            if entry is not None and entry[0] == len(v) - N_FIELDS:
+            if entry is not None and entry[0] == len(args):
                 if last_joined is None:
                     joined = formats.get(template)
                     if joined is None:
@@ -366,19 +370,12 @@ class FrozenFormat:
                     append(slow(v))
                 continue
             try:
-                message = template % v[N_FIELDS:]
+                message = template % args
             except Exception:  # noqa: BLE001 - the real formatter reports it
                 append(slow(v))
                 continue
             append(fmt % merged((message,) + v))  # noqa: RUF005 - one copy
         return out
-
-
-def _field_index(key: str) -> int:
-    """Where a format field's value is in a frozen record (-1: it has none)."""
-    if key == "message":
-        return MSG  # a covered record's msg is its merged message
-    return FIELDS.index(key) if key in FIELDS else -1
 
 
 def _getter(indices: list[int]) -> Callable[[Frozen], tuple[Any, ...]]:

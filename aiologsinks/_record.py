@@ -13,16 +13,36 @@ A frozen record is thawed into a ``LogRecord`` equal to the one the stdlib's
 format straight from the tuple (the stream and file sinks with a plain
 ``logging.Formatter``) never thaw it at all.
 
-Only exact ``LogRecord`` instances with exactly the standard attributes are frozen;
-anything else (a subclass, ``extra=`` keys, attributes added by a filter) travels as
-a prepared ``LogRecord`` copy, as before. Both kinds can sit in the same queue.
+Only exact ``LogRecord`` instances are frozen, with the standard attributes in their
+order, optionally followed by ``extra=`` attributes whose values are of immutable
+types (captured at the call, as the stdlib's handler reads them then); anything else
+(a subclass, a mutable ``extra=`` value, bound fields) travels as a prepared
+``LogRecord`` copy. Both kinds can sit in the same queue.
+
+The layout of a frozen record (this module is its only home; other modules use the
+index constants and accessors below)::
+
+    fields (N_FIELDS values, FIELDS order) [+ deferred args] [+ extra values + (extra names,)]
+
+* ``v[ARGS]`` is None when the message is merged or its arguments were deferred;
+  otherwise (the merge failed: each sink reports it) it holds the original arguments.
+* deferred arguments (immutable values of ``msg % args``) follow the fields: see
+  :func:`deferred`, :func:`deferred_positions`;
+* ``extra=`` values follow them, and the tuple of their names is the last item (the
+  only item after the fields that is a tuple): see :func:`extras`;
+* ``v[EXC_TEXT]`` may be a :class:`ExcText`: the exception captured at the call,
+  rendered when the record is thawed (off the logging call); ``v[EXC_INFO]`` is None.
 """
 
 from __future__ import annotations
 
 import logging
 import operator
+import os
 import pickle
+import threading
+import traceback
+import types
 from collections.abc import Iterator, Sequence
 from contextvars import copy_context
 from typing import Any, overload
@@ -33,10 +53,17 @@ from ._context import fields as _bound_fields
 __all__ = [
     "FIELDS",
     "N_FIELDS",
+    "SAMPLE",
+    "ExcText",
     "Frozen",
     "Item",
     "RecordBatch",
     "as_record",
+    "deferred",
+    "deferred_positions",
+    "exc_text",
+    "extras",
+    "field_index",
     "freeze",
     "frozen_dict",
     "level_name_of",
@@ -79,6 +106,134 @@ _IMMUTABLE = frozenset((str, int, float, bool, bytes, type(None)))
 _exc_formatter = logging.Formatter()
 _LogRecord = logging.LogRecord
 _new = object.__new__
+_TracebackType = types.TracebackType
+
+
+class ExcText:
+    """Exception text captured at the logging call and rendered when first read.
+
+    ``logging.Formatter.formatException`` costs tens to hundreds of µs per exception,
+    most of it reading source lines and laying the text out; done in the logging call,
+    that is on the event loop when the caller is a coroutine. At the call only a
+    ``traceback.TracebackException`` is built, without looking source lines up (the
+    stdlib builds the same one, with the lookups): it holds the exception's message,
+    notes, chained and grouped exceptions and the frames' positions as they are at the
+    call, and no frame. :meth:`text` renders it later (where the record is thawed,
+    in a sink's lane or worker) into the text ``formatException`` returns.
+    """
+
+    __slots__ = ("_te", "_text")
+
+    def __init__(self, te: traceback.TracebackException) -> None:
+        self._te: traceback.TracebackException | None = te
+        self._text: str | None = None
+
+    def text(self) -> str:
+        """The text ``logging.Formatter().formatException(exc_info)`` gave at the call."""
+        if self._text is None:
+            with _render_lock:  # sinks on several threads may thaw the same record
+                if self._text is None:
+                    self._text = _render(self._te)
+                    self._te = None  # the frames' summaries are not needed any more
+        return self._text
+
+    def __repr__(self) -> str:
+        return f"<ExcText {'rendered' if self._text is not None else 'pending'}>"
+
+
+_render_lock = threading.Lock()
+
+
+def _new_render_lock() -> None:
+    # a fork while another thread renders must not leave the child's lock held
+    global _render_lock
+    _render_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_render_lock)
+
+
+def _render(te: traceback.TracebackException | None) -> str:
+    # what Formatter.formatException does with print_exception's lines
+    try:
+        text = "".join(te.format(chain=True)) if te is not None else ""
+    except Exception as exc:  # noqa: BLE001 - the record still goes out, with the reason
+        return f"<exception text could not be rendered: {exc!r}>"
+    return text[:-1] if text[-1:] == "\n" else text
+
+
+def exc_text(exc_info: Any) -> str | ExcText:
+    """What a frozen record carries for ``exc_info``: an :class:`ExcText` when the
+    exception can be rendered later to the same text, else the text itself."""
+    if type(exc_info) is tuple and len(exc_info) == 3:
+        value, tb = exc_info[1], exc_info[2]
+        if isinstance(value, BaseException) and (tb is None or type(tb) is _TracebackType):
+            try:
+                # exactly traceback.print_exception's, minus the source line lookups
+                te = traceback.TracebackException(
+                    type(value), value, tb, limit=None, compact=True, lookup_lines=False
+                )
+            except Exception:  # noqa: BLE001 - the stdlib's own call reports it below
+                te = None
+            if te is not None and _snapshot_notes(te):
+                return ExcText(te)
+    return _exc_formatter.formatException(exc_info)
+
+
+def _snapshot_notes(te: traceback.TracebackException) -> bool:
+    """Copy each captured exception's ``__notes__`` (the summary keeps the exception's
+    own list: a note added after the call must not show). False when a note is not a
+    plain string (its text could change): then the text is rendered at the call."""
+    todo = [te]
+    seen: set[int] = set()
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        notes = node.__dict__.get("__notes__")
+        if notes is not None:
+            if type(notes) not in (list, tuple):
+                return False
+            for note in notes:
+                if type(note) is not str:
+                    return False
+            node.__notes__ = tuple(notes)  # type: ignore[attr-defined]
+        for nxt in (node.__cause__, node.__context__):
+            if nxt is not None:
+                todo.append(nxt)
+        todo.extend(getattr(node, "exceptions", None) or ())
+    return True
+
+
+# ``extra=`` names by the shape of a record's __dict__ (all its keys, in order); a
+# call site logs the same names each time, so the shapes are few
+_shapes: dict[tuple[str, ...], tuple[tuple[str, ...], Any] | None] = {}
+_SHAPES_MAX = 256
+_NOT_EXTRA = frozenset(FIELDS) | {"message", "asctime"}
+
+
+def _shape(keys: tuple[str, ...]) -> tuple[tuple[str, ...], Any] | None:
+    """``(extra names, getter of their values)`` for a record whose ``__dict__`` has
+    ``keys``; None when such a record cannot be frozen (a standard attribute
+    missing or moved, or a formatter's cached ``message``/``asctime``: a
+    ``SocketHandler`` drops that one)."""
+    names = keys[_N:]
+    ok = keys[:_N] == FIELDS and all(type(k) is str and k not in _NOT_EXTRA for k in names)
+    if len(_shapes) >= _SHAPES_MAX:
+        _shapes.clear()
+    if not ok:
+        _shapes[keys] = None
+        return None
+    getter: Any = _one(names[0]) if len(names) == 1 else operator.itemgetter(*names)
+    entry: tuple[tuple[str, ...], Any] = (names, getter)
+    _shapes[keys] = entry
+    return entry
+
+
+def _one(name: str) -> Any:
+    return lambda d: (d[name],)
 
 
 def freeze(record: logging.LogRecord) -> Item:
@@ -86,13 +241,28 @@ def freeze(record: logging.LogRecord) -> Item:
 
     Either way the result is safe to hand to another thread and to keep: ``msg %
     args`` is merged into ``msg`` now (so mutating an argument after the call cannot
-    change the output), exception info is rendered into ``exc_text`` and dropped
+    change the output), or deferred when its arguments are immutable; exception info
+    is captured (see :class:`ExcText`) or rendered into ``exc_text``, and dropped
     (tracebacks hold frames).
     """
     d = record.__dict__
-    if type(record) is not _LogRecord or len(d) != _N or _switch.on or _bound_fields():
-        # extra attributes, bound fields, or a context to carry: a prepared copy
+    if type(record) is not _LogRecord or _switch.on or _bound_fields():
+        # a subclass, bound fields, or a context to carry: a prepared copy
         return prepared_copy(record)
+    extra: Frozen = ()
+    if len(d) != _N:
+        keys = tuple(d)
+        shape = _shapes.get(keys, _UNSEEN)
+        if shape is _UNSEEN:
+            shape = _shape(keys)
+        if shape is None:
+            return prepared_copy(record)
+        names, values = shape
+        extra = values(d)
+        for value in extra:
+            if type(value) not in _IMMUTABLE:
+                return prepared_copy(record)  # a value that can change after the call
+        extra += (names,)
     try:
         tail: Frozen = _take_tail(d)
         name, msg, args = d["name"], d["msg"], d["args"]
@@ -109,22 +279,25 @@ def freeze(record: logging.LogRecord) -> Item:
             if type(arg) not in _IMMUTABLE:
                 break
         else:
-            return (name, msg, None) + tail + args  # noqa: RUF005 - two copies, not three
+            return (name, msg, None) + tail + args + extra  # noqa: RUF005 - fewest copies
     merged = _merged(msg, args)
     if not exc_info:
         if merged is not None:
-            return (name, merged, None) + tail  # noqa: RUF005 - one copy, not two
+            return (name, merged, None) + tail + extra  # noqa: RUF005 - fewest copies
         if type(msg) is str and not args:
-            return (name, msg, args) + tail  # noqa: RUF005
-    # exception info to render, or a message that cannot be merged (kept for the sinks)
+            return (name, msg, args) + tail + extra  # noqa: RUF005
+    # exception info to capture, or a message that cannot be merged (kept for the sinks)
     fixed = list(_take(d))
     if merged is not None:
         fixed[MSG], fixed[ARGS] = merged, None
     if exc_info:
         if not fixed[EXC_TEXT]:
-            fixed[EXC_TEXT] = _exc_formatter.formatException(exc_info)
+            fixed[EXC_TEXT] = exc_text(exc_info)
         fixed[EXC_INFO] = None
-    return tuple(fixed)
+    return tuple(fixed) + extra
+
+
+_UNSEEN: Any = object()
 
 
 def _merged(msg: Any, args: Any) -> str | None:
@@ -158,6 +331,7 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
         d["msg"], d["args"] = merged, None
     if d.get("exc_info"):
         if not d.get("exc_text"):
+            # a copy travels as a LogRecord: its text is rendered now
             d["exc_text"] = _exc_formatter.formatException(d["exc_info"])
         d["exc_info"] = None
     bound = _bound_fields()
@@ -173,13 +347,10 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
     return new  # type: ignore[no-any-return]
 
 
-_STANDARD = frozenset(FIELDS) | {"message", "asctime"}
-
-
 def _picklable_extras(d: dict[str, Any]) -> None:
     """Replace each extra value that cannot be pickled by its ``repr()`` (in place)."""
     for key, value in d.items():
-        if key in _STANDARD or type(value) in _IMMUTABLE:
+        if key in _NOT_EXTRA or type(value) in _IMMUTABLE:
             continue
         try:
             pickle.dumps(value)
@@ -212,14 +383,60 @@ def thaw(values: Frozen) -> logging.LogRecord:
 
 def frozen_dict(values: Frozen) -> dict[str, Any]:
     """The ``__dict__`` of the record :func:`thaw` builds (a new dict)."""
-    d = dict(zip(FIELDS, values))  # noqa: B905 - deferred arguments follow the fields
+    d = dict(zip(FIELDS, values))  # noqa: B905 - deferred arguments and extras follow
     if len(values) > _N:
-        args = values[_N:]
-        try:
-            d["msg"] = d["msg"] % args
-        except Exception:  # noqa: BLE001 - kept unmerged: each sink reports it
-            d["args"] = args
+        args = deferred(values)
+        last = values[-1]
+        if type(last) is tuple:  # extra= attributes, after the standard ones
+            d.update(zip(last, values[-1 - len(last) : -1]))  # noqa: B905
+        if args:
+            try:
+                d["msg"] = d["msg"] % args
+            except Exception:  # noqa: BLE001 - kept unmerged: each sink reports it
+                d["args"] = args
+    text = d["exc_text"]
+    if type(text) is ExcText:
+        d["exc_text"] = text.text()
     return d
+
+
+def deferred(v: Frozen) -> tuple[Any, ...]:
+    """The arguments of ``v``'s message deferred by the shim (``()``: none)."""
+    n = len(v)
+    if n == _N:
+        return ()
+    last = v[-1]
+    if type(last) is tuple:  # extras follow the arguments
+        return v[_N : n - 1 - len(last)]
+    return v[_N:]
+
+
+def deferred_positions(nargs: int) -> range:
+    """Where in a frozen record its ``nargs`` deferred arguments are."""
+    return range(_N, _N + nargs)
+
+
+def extras(v: Frozen) -> dict[str, Any]:
+    """The ``extra=`` attributes a frozen record carries (a new dict)."""
+    last = v[-1]
+    if len(v) == _N or type(last) is not tuple:
+        return {}
+    return dict(zip(last, v[-1 - len(last) : -1]))  # noqa: B905
+
+
+def field_index(key: str) -> int:
+    """Where a ``%(key)s`` format field's value is in every frozen record (-1: not
+    in every one). ``message`` is ``msg``: a merged message, when the formatter
+    takes the record (records whose message is not merged take another path)."""
+    if key == "message":
+        return MSG
+    return FIELDS.index(key) if key in FIELDS else -1
+
+
+#: a frozen record of a plain message (to try a compiled format on)
+SAMPLE: Frozen = tuple(
+    logging.LogRecord("name", logging.INFO, "path", 1, "m", None, None).__dict__.values()
+)
 
 
 def as_record(item: Item) -> logging.LogRecord:

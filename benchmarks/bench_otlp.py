@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gzip
 import logging
 import os
 import subprocess
@@ -51,20 +50,14 @@ PHASE_TIMEOUT = 120.0
 def serve(port: int) -> None:
     """Count the log records of every OTLP/HTTP protobuf export; GET /count tells."""
     from aiohttp import web
-    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-        ExportLogsServiceRequest,
-    )
+
+    from benchmarks._otlp_peer import records_in
 
     count = 0
 
     async def logs(request: web.Request) -> web.Response:
         nonlocal count
-        body = await request.read()
-        if body[:2] == b"\x1f\x8b":
-            body = gzip.decompress(body)
-        message = ExportLogsServiceRequest()
-        message.ParseFromString(body)
-        count += sum(len(sl.log_records) for rl in message.resource_logs for sl in rl.scope_logs)
+        count += records_in(await request.read())
         return web.Response(body=b"", content_type="application/x-protobuf")
 
     async def get_count(request: web.Request) -> web.Response:

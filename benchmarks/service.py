@@ -58,9 +58,7 @@ DESTS: dict[str, tuple[str, str | None]] = {
     "http": ("HTTP collector, 2 ms per request", "collector"),
     "syslog": ("syslog over TCP", "syslog"),
     "stall": ("syslog over TCP, peer stalls 200 ms every 2 s", "stall"),
-    # TODO(otlp): the OTLP collector lands on its own branch; add its peer kind to
-    # benchmarks/_peers.py and "otlp" to the destinations below once OTLPSink exists.
-    "otlp": ("OTLP/HTTP collector", None),
+    "otlp": ("OTLP/HTTP collector (rotel)", "otlp"),
 }
 #: contender -> label (``{dest}`` is filled in)
 LABELS = {
@@ -69,6 +67,7 @@ LABELS = {
     "queue": "stdlib QueueHandler + QueueListener -> {handler}",
     "loguru": "loguru, file sink, enqueue=True",
     "aiologger": "aiologger AsyncFileHandler",
+    "otel": "OpenTelemetry SDK LoggingHandler + BatchLogRecordProcessor, OTLP/HTTP exporter",
     "aiologsinks": "aiologsinks {sink} via install()",
 }
 HANDLERS = {
@@ -76,7 +75,7 @@ HANDLERS = {
     "http": ("HTTPHandler (POST)", "HTTPSink json_batch=True"),
     "syslog": ("SysLogHandler (TCP)", "SysLogSink (TCP)"),
     "stall": ("SysLogHandler (TCP)", "SysLogSink (TCP)"),
-    "otlp": ("—", "OTLPSink"),
+    "otlp": ("—", "OTLPSink (protobuf)"),
 }
 #: contenders per destination, in table order
 PER_DEST = {
@@ -84,9 +83,14 @@ PER_DEST = {
     "http": ("stdlib", "queue", "aiologsinks"),
     "syslog": ("stdlib", "queue", "aiologsinks"),
     "stall": ("stdlib", "queue", "aiologsinks"),
-    "otlp": ("aiologsinks",),
+    "otlp": ("otel", "aiologsinks"),
 }
-OPTIONAL = {"loguru": "loguru", "aiologger": "aiologger"}
+#: contender -> the modules it needs (omitted, with the reason printed, without them)
+OPTIONAL = {
+    "loguru": ("loguru",),
+    "aiologger": ("aiologger",),
+    "otel": ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"),
+}
 RECORD_LINE = re.compile(rb"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", re.MULTILINE)
 TARGETS_NOTE = (
     "aiologsinks, every destination: request p99 (open loop) within 1 ms of the floor, "
@@ -124,13 +128,20 @@ class Cell:
 
 
 def unavailable(contender: str, dest: str) -> str | None:
+    """Why ``contender`` cannot run for ``dest`` here (a package or peer missing), or None."""
     import importlib.util
 
-    module = OPTIONAL.get(contender)
-    if module and importlib.util.find_spec(module) is None:
-        return f"{module} is not installed (pip install -e '.[bench]')"
+    for module in OPTIONAL.get(contender, ()):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:  # its parent package is missing
+            found = False
+        if not found:
+            return f"{module} is not installed (pip install -e '.[bench]')"
     if dest == "otlp":
-        return "the OTLP collector peer has not landed yet (slot kept)"
+        from benchmarks._otlp_peer import missing
+
+        return missing()
     return None
 
 
@@ -230,7 +241,13 @@ def run_cell(cell: Cell, framework: str, opts: argparse.Namespace) -> dict[str, 
     """One server process, both phases; returns the round's measurements."""
     kind = DESTS[cell.dest][1] if cell.contender != "null" else None
     stall = (opts.stall_every, opts.stall_ms / 1e3) if kind == "stall" else ()
-    peer = Peer(kind, *stall) if kind else None
+    peer: Peer | None = None
+    if kind == "otlp":
+        from benchmarks._otlp_peer import OTLPPeer
+
+        peer = OTLPPeer()
+    elif kind:
+        peer = Peer(kind, *stall)
     server: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryDirectory(prefix="aiologsinks-svc-") as tmp:
         try:
@@ -357,12 +374,17 @@ def _ms(x: float | None) -> str:
     return f"{x:,.1f}" if x < 100 else f"{x:,.0f}"
 
 
+def _us(e: Estimate | None) -> str:
+    return "—" if e is None else f"{e.median:,.0f}"
+
+
 def table(cells: list[Cell], opts: argparse.Namespace) -> str:
     floor = cells[0]
     lines = [
         "| destination | option | req/s at saturation | x floor | p50 ms | p99 ms "
-        "| p99.9 ms | p99 - floor ms | lost / logged | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| p99.9 ms | p99 - floor ms | logging CPU µs/request p50 · exc | lost / logged "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         if not cell.runs:
@@ -380,13 +402,16 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
         timeouts = sum(run.get("open_timed_out", 0) for run in cell.runs.values())
         is_floor = cell is floor
         lost_txt = "—" if lost is None else (f"**{lost:,}**" if lost else "0")
+        cpu = cell.estimate("log_cpu_p50_us")
+        exc_cpu = cell.estimate("exc_log_cpu_p50_us")
+        cpu_txt = f"{_us(cpu)} · {_us(exc_cpu)}"
         lines.append(
             f"| {'any' if is_floor else cell.dest} | {cell.label} "
             f"| {rps.median:,.0f} | {'1.00x' if is_floor else ratio.fmt() if ratio else '—'} "
             f"| {_ms(med['open_p50_ms'])} | {_ms(p99.median if p99 else None)} "
             f"| {_ms(p999.median if p999 else None)}{f' ({timeouts} t/o)' if timeouts else ''} "
             f"| {'—' if is_floor or diff is None else diff.fmt(1, '', signed=True)} "
-            f"| {lost_txt} / {logged:,} | {rss.median if rss else 0:.0f} |"
+            f"| {cpu_txt} | {lost_txt} / {logged:,} | {rss.median if rss else 0:.0f} |"
         )
     return "\n".join(lines)
 
@@ -502,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--drain", type=float, default=20.0, help="shutdown bound, s (20)")
     parser.add_argument("--stall-ms", type=float, default=200.0, help="stall length (200)")
     parser.add_argument("--stall-every", type=float, default=2.0, help="stall period, s (2)")
-    parser.add_argument("--dest", help="comma-separated destinations (file,http,syslog,stall)")
+    parser.add_argument("--dest", help="comma-separated destinations (file,http,syslog,stall,otlp)")
     parser.add_argument("--only", help="comma-separated contenders (null is always run)")
     parser.add_argument("--no-wrk", action="store_true", help="Python closed loop even with wrk")
     parser.add_argument("--chart", help="write the chart here (default: benchmarks/results/)")
@@ -556,7 +581,10 @@ def main(argv: list[str] | None = None) -> int:
         "(differences) with a bootstrap 95% interval. Latencies: open loop, from when each "
         "request was due, medians over rounds; t/o: requests not answered 5 s after the "
         "phase, counted at that lower bound. lost: records logged by the app minus records "
-        "counted at the destination after shutdown (summed over rounds)."
+        "counted at the destination after shutdown (summed over rounds). Logging CPU: the "
+        "loop thread's CPU time in a request's logging calls (open and closed loop), p50 "
+        "of the requests without an exception · of those that logged one (medians over "
+        "rounds)."
     )
     doc = {
         "header": header,

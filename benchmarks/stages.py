@@ -44,6 +44,25 @@ def best(fn: Callable[[], object], per: int, repeat: int) -> float:
     return min(timeit.repeat(fn, number=1, repeat=repeat, timer=CLOCK)) / per * 1e6
 
 
+def _exception() -> BaseException:
+    """A chained exception raised three frames deep, as a service logs one."""
+
+    def lookup(key: str) -> object:
+        return {}[key]
+
+    def handle() -> None:
+        try:
+            lookup("user")
+        except KeyError as e:
+            raise ValueError("no user in the session") from e
+
+    try:
+        handle()
+    except ValueError as e:
+        return e
+    raise AssertionError("unreachable")
+
+
 def freeing(records: list[logging.LogRecord], repeat: int) -> float:
     """µs per record to free a batch of frozen records, best of ``repeat``."""
     times = []
@@ -75,27 +94,54 @@ def measure(n: int = 4000, repeat: int = 7, trial_n: int = 100_000) -> dict[str,
 
     null = logging.NullHandler()
     dispatcher = als.Dispatcher(als.NullSink())  # not started: the queue only fills
-    # the floor and the shim are timed in alternation and the shim's cost is the median
-    # of the paired differences: two separate best-ofs drift apart on a busy machine
-    floors: list[float] = []
-    diffs: list[float] = []
-    gc.disable()  # as timeit does: the GC's share is its own stage below
-    for _ in range(repeat):
-        log.handlers[:] = [null]
-        t0 = CLOCK()
-        calls()
-        f = CLOCK() - t0
-        log.handlers[:] = [dispatcher.handler]
-        t0 = CLOCK()
-        calls()
-        s = CLOCK() - t0
-        dispatcher._queue.clear()
-        floors.append(f / n * 1e6)
-        diffs.append((s - f) / n * 1e6)
-    gc.enable()
-    floor = min(floors)
+
+    def shim_cost(calls: Callable[[], None], per: int) -> tuple[float, float]:
+        """(floor, shim) µs per call: the floor and the shim are timed in alternation and
+        the shim's cost is the median of the paired differences (two separate best-ofs
+        drift apart on a busy machine)."""
+        floors: list[float] = []
+        diffs: list[float] = []
+        gc.disable()  # as timeit does: the GC's share is its own stage below
+        try:
+            for _ in range(repeat):
+                log.handlers[:] = [null]
+                t0 = CLOCK()
+                calls()
+                f = CLOCK() - t0
+                log.handlers[:] = [dispatcher.handler]
+                t0 = CLOCK()
+                calls()
+                s = CLOCK() - t0
+                dispatcher._queue.clear()
+                floors.append(f / per * 1e6)
+                diffs.append((s - f) / per * 1e6)
+        finally:
+            gc.enable()
+        return min(floors), statistics.median(diffs)
+
+    floor, shim = shim_cost(calls, n)
     rows.append(("floor", "record creation (stdlib logging + NullHandler: the floor)", floor))
-    rows.append(("shim", "shim: QueueHandler.handle (freeze + hand-off)", statistics.median(diffs)))
+    rows.append(("shim", "shim: QueueHandler.handle (freeze + hand-off)", shim))
+
+    def extra_calls() -> None:
+        for i in range(n):
+            log.info(MSG, i, 1.5, extra={"request_id": "r-17", "status": 200})
+
+    error = _exception()
+    n_exc = max(1, n // 20)
+
+    def exception_calls() -> None:
+        for i in range(n_exc):
+            log.error("request %d failed", i, exc_info=error)
+
+    kinds = [
+        ("shim_extra", "shim, a record with extra= (2 keys)", shim_cost(extra_calls, n)[1]),
+        (
+            "shim_exc",
+            "shim, a record with an exception (3 frames, chained)",
+            shim_cost(exception_calls, n_exc)[1],
+        ),
+    ]
     log.handlers[:] = []
     records = [
         log.makeRecord(log.name, logging.INFO, __file__, 1, MSG, (i, 1.5), None) for i in range(n)
@@ -148,6 +194,7 @@ def measure(n: int = 4000, repeat: int = 7, trial_n: int = 100_000) -> dict[str,
         gc.callbacks.remove(on_gc)
     gc_us = sum(sum(v) for v in stats.values()) / trial_n * 1e6
     rows.insert(3, ("gc", "cyclic GC caused by queued records (from the trial below)", gc_us))
+    rows += kinds  # other kinds of record: not in the loop-side sum
     by = {key: us for key, _, us in rows}
     return {
         "rows": rows,

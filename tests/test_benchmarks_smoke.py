@@ -60,6 +60,30 @@ def test_service_smoke_aiohttp_app_runs() -> None:
     assert run["logged"] > 0 and run["delivered"] == run["logged"]
 
 
+def test_service_smoke_otlp_counts_every_record_through_a_real_collector() -> None:
+    # OTLPSink -> rotel -> the counting receiver; rotel comes with the test extra
+    doc = run_smoke("--dest", "otlp", "--only", "aiologsinks")
+    cells = cells_by_key(doc)
+    assert set(cells) == {"null", "otlp/aiologsinks"}
+    run = cells["otlp/aiologsinks"]["runs"]["0"]
+    assert run["logged"] > 0 and run["delivered"] == run["logged"] and run["lost"] == 0
+
+
+def test_the_sdk_contender_is_omitted_with_a_reason_without_the_exporter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    gone = "opentelemetry.exporter.otlp.proto.http"
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == gone else real(name, *a)
+    )
+    cells, skipped = service.build_cells(["otlp"], None)
+    assert [c.key for c in cells] == ["null", "otlp/aiologsinks"]
+    assert skipped == [f"otlp/otel: {gone} is not installed (pip install -e '.[bench]')"]
+
+
 def test_optional_contenders_are_skipped_when_their_package_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

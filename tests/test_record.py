@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import aiologsinks as als
-from aiologsinks._record import FIELDS, RecordBatch, freeze, thaw
+from aiologsinks._record import FIELDS, RecordBatch, extras, freeze, thaw
 
 from .helpers import ListSink, fresh_logger
 
@@ -81,7 +81,8 @@ def test_stack_info_travels_as_text() -> None:
 
 
 def test_records_that_are_not_plain_travel_as_prepared_copies() -> None:
-    extra = logged("with extra", extra={"request_id": "r-1"})
+    # an extra= value that can change after the call is not frozen
+    extra = logged("with extra", extra={"request": {"id": "r-1"}})
 
     class Mine(logging.LogRecord):
         pass
@@ -92,6 +93,34 @@ def test_records_that_are_not_plain_travel_as_prepared_copies() -> None:
         assert isinstance(item, logging.LogRecord) and item is not record
         assert item.__dict__ == prepared(record)
     assert freeze(sub).msg == "sub 1"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("msg", "args"), [("done", ()), ("done %s in %.1f ms", ("job", 2.5)), ("bad %d", ("x",))]
+)
+def test_extra_attributes_of_immutable_values_are_frozen(msg: str, args: tuple[Any, ...]) -> None:
+    record = logged(msg, *args, extra={"request_id": "r-1", "status": 200, "ms": 1.5})
+    frozen = freeze(record)
+    assert type(frozen) is tuple
+    assert extras(frozen) == {"request_id": "r-1", "status": 200, "ms": 1.5}
+    back = thaw(frozen)
+    # the extras after the standard attributes, in the call's order, as in the copy
+    assert list(back.__dict__.items()) == list(prepared(record).items())
+    # the names are shared by the call site's records: once the first collection has
+    # seen them, each later record is untracked at its own first collection
+    gc.collect()
+    later = freeze(logged(msg, *args, extra={"request_id": "r-2", "status": 500, "ms": 0.5}))
+    gc.collect(0)
+    assert type(later) is tuple and not gc.is_tracked(later)
+
+
+def test_a_formatter_s_cached_message_keeps_a_record_off_the_frozen_path() -> None:
+    # SocketHandler.makePickle drops "message": the copy's path does the same
+    record = logged("seen %s", "before", extra={"k": 1})
+    logging.Formatter().format(record)
+    item = freeze(record)
+    assert isinstance(item, logging.LogRecord)
+    assert item.__dict__ == prepared(record)
 
 
 def test_same_number_of_attributes_but_not_the_standard_ones() -> None:
