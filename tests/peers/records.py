@@ -4,9 +4,12 @@
   spirit: a thread per server, ``struct.unpack('>L')`` + ``pickle.loads`` +
   ``logging.makeLogRecord``. TCP, UDP, Unix stream and Unix datagram. It proves that
   an existing stdlib receiver reads our frames.
-* :class:`AsyncReceiver` — the same decoding as an asyncio server in the test's loop,
-  with knobs the stdlib one lacks: read slowly, close the connection after N records,
-  stop and start listening on the same address.
+* :class:`AsyncReceiver` — an asyncio server in the test's loop that frames as the
+  collector does (``aiologsinks._collector._frames``, the package's one framing) and
+  decodes as the cookbook does (``pickle.loads``: the collector's safe reader refuses
+  some pickles the stdlib sends, e.g. an ``extra`` that contains itself), with knobs
+  the stdlib one lacks: read slowly, close the connection after N records, stop and
+  start listening on the same address.
 
 Waiting is on events with a timeout, never on sleeps.
 """
@@ -25,9 +28,17 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+from aiologsinks._collector._frames import take_frames
+
+#: what the asyncio receiver reads at a time (asyncio's own stream buffer size)
+_READ = 64 * 1024
+#: a test sends what it likes: frames are bounded only against nonsense
+_MAX_FRAME = 1 << 30
+
 
 def decode(chunk: bytes) -> logging.LogRecord:
-    """Rebuild a record from one frame's pickle (without its length prefix)."""
+    """Rebuild a record from one frame's pickle (without its length prefix), as the
+    logging cookbook's receiver does (``pickle.loads``: the stdlib reference)."""
     return logging.makeLogRecord(pickle.loads(chunk))
 
 
@@ -216,21 +227,22 @@ class AsyncReceiver:
         sock = writer.get_extra_info("socket")
         if self.recv_buffer and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.recv_buffer)
+        buf = bytearray()
         count = 0
         try:
-            while True:
-                if self.close_after and count >= self.close_after:
+            while not (self.close_after and count >= self.close_after):
+                data = await reader.read(_READ)
+                if not data:
                     break
-                try:
-                    header = await reader.readexactly(4)
-                    chunk = await reader.readexactly(struct.unpack(">L", header)[0])
-                except asyncio.IncompleteReadError:
-                    break
-                self.records.append(decode(chunk))
-                count += 1
-                self._changed.set()
-                if self.pause_every and count % self.pause_every == 0:
-                    await asyncio.sleep(self.pause)
+                buf += data
+                for frame in take_frames(buf, _MAX_FRAME):
+                    self.records.append(decode(frame))
+                    count += 1
+                    self._changed.set()
+                    if self.close_after and count >= self.close_after:
+                        break  # mid-stream: what else arrived is dropped with the connection
+                    if self.pause_every and count % self.pause_every == 0:
+                        await asyncio.sleep(self.pause)
         finally:
             writer.close()
             with contextlib.suppress(OSError):
