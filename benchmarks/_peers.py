@@ -7,7 +7,8 @@ in this process so the peer never competes for the measured process's GIL.
 
 Frames and HTTP heads are read by the collector's code (``aiologsinks._collector``),
 so the benchmarks and the collector agree on where a record ends. ``collector`` is
-an aiohttp server answering every POST after 2 ms; ``syslog`` reads TCP syslog, octet-counted (RFC 6587) or NUL/LF-terminated (the stdlib's framing);
+an aiohttp server answering every POST after 2 ms; ``syslog`` reads TCP syslog,
+octet-counted (RFC 6587) or NUL-terminated (the stdlib's framing);
 ``stall [EVERY PAUSE]`` is that syslog peer with a 4 KB receive buffer that stops
 reading for PAUSE s (0.2) every EVERY s (2; a destination that stalls).
 """
