@@ -17,6 +17,7 @@ stream reader frame the same way. What a pickled frame holds is read by
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 
 __all__ = [
     "HEADER",
@@ -52,22 +53,16 @@ def take_frames(buf: bytearray, max_frame: int) -> list[bytes]:
     ``max_frame`` bytes; the complete frames before it are returned first (the call
     after them raises).
     """
-    frames: list[bytes] = []
-    pos, end = 0, len(buf)
-    while end - pos >= 4:
+
+    def frame_at(pos: int, end: int) -> tuple[int, int] | None:
+        if end - pos < 4:
+            return None
         (size,) = frame_length(buf, pos)
         if size > max_frame:
-            if frames:
-                break
             raise FramingError(f"frame of {size} bytes, more than {max_frame}")
-        stop = pos + 4 + size
-        if stop > end:
-            break
-        frames.append(bytes(buf[pos + 4 : stop]))
-        pos = stop
-    if pos:
-        del buf[:pos]
-    return frames
+        return pos + 4, pos + 4 + size
+
+    return _take(buf, frame_at)
 
 
 def datagram_frame(data: bytes, max_frame: int) -> bytes:
@@ -87,28 +82,20 @@ def take_octet_counted(buf: bytearray, max_frame: int) -> list[bytes]:
     Raises :class:`FramingError` when the head is not an octet count (or counts more
     than ``max_frame``); the complete messages before it are returned first.
     """
-    messages: list[bytes] = []
-    pos, end = 0, len(buf)
-    while pos < end:
+
+    def message_at(pos: int, end: int) -> tuple[int, int] | None:
         space = buf.find(b" ", pos, pos + _MAX_COUNT_DIGITS)
         if space < 0:
             if end - pos < _MAX_COUNT_DIGITS:
-                break  # the count itself has not arrived yet
+                return None  # the count itself has not arrived yet
             count = b""
         else:
             count = bytes(buf[pos:space])
         if not count.isdigit() or int(count) > max_frame:
-            if messages:
-                break
             raise FramingError(f"not an RFC 6587 octet count up to {max_frame}: {count[:12]!r}")
-        stop = space + 1 + int(count)
-        if stop > end:
-            break
-        messages.append(bytes(buf[space + 1 : stop]))
-        pos = stop
-    if pos:
-        del buf[:pos]
-    return messages
+        return space + 1, space + 1 + int(count)
+
+    return _take(buf, message_at)
 
 
 def take_terminated(buf: bytearray, terminator: bytes = b"\x00") -> list[bytes]:
@@ -121,3 +108,27 @@ def take_terminated(buf: bytearray, terminator: bytes = b"\x00") -> list[bytes]:
     messages = bytes(buf[:end]).split(terminator)
     del buf[: end + len(terminator)]
     return messages
+
+
+def _take(buf: bytearray, locate: Callable[[int, int], tuple[int, int] | None]) -> list[bytes]:
+    """Remove from the head of ``buf`` the pieces that ``locate(pos, end)`` finds one
+    after another (``(start, stop)`` of the piece whose header is at ``pos``, None
+    while its header is incomplete) as long as each has arrived completely; return
+    them. A :class:`FramingError` of ``locate`` is raised once the pieces before it
+    were taken (by the next call)."""
+    pieces: list[bytes] = []
+    pos, end = 0, len(buf)
+    while pos < end:
+        try:
+            found = locate(pos, end)
+        except FramingError:
+            if pieces:
+                break
+            raise
+        if found is None or found[1] > end:
+            break
+        start, pos = found
+        pieces.append(bytes(buf[start:pos]))
+    if pos:
+        del buf[:pos]
+    return pieces

@@ -9,7 +9,8 @@
   decodes as the cookbook does (``pickle.loads``: the collector's safe reader refuses
   some pickles the stdlib sends, e.g. an ``extra`` that contains itself), with knobs
   the stdlib one lacks: read slowly, close the connection after N records, stop and
-  start listening on the same address.
+  start listening on the same address. :class:`SyslogTCPReceiver` is that server
+  reading octet-counted syslog messages instead.
 
 Waiting is on events with a timeout, never on sleeps.
 """
@@ -25,10 +26,10 @@ import socket
 import socketserver
 import struct
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from aiologsinks._collector._frames import take_frames
+from aiologsinks._collector._frames import take_frames, take_octet_counted
 
 #: what the asyncio receiver reads at a time (asyncio's own stream buffer size)
 _READ = 64 * 1024
@@ -235,34 +236,43 @@ class AsyncReceiver:
                 if not data:
                     break
                 buf += data
-                for frame in take_frames(buf, _MAX_FRAME):
-                    self.records.append(decode(frame))
+                for frame in self._split(buf):
+                    self._keep(frame)
                     count += 1
                     self._changed.set()
                     if self.close_after and count >= self.close_after:
                         break  # mid-stream: what else arrived is dropped with the connection
                     if self.pause_every and count % self.pause_every == 0:
                         await asyncio.sleep(self.pause)
+        except ConnectionError:
+            pass  # reset by the sender: the connection ends as if closed
         finally:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
             self._handlers.discard(task)
 
-    async def wait_for(self, n: int, timeout: float = 5.0) -> list[logging.LogRecord]:
-        """Wait until ``n`` records arrived; return them."""
+    def _split(self, buf: bytearray) -> list[bytes]:
+        """Remove the complete frames from the head of ``buf``; return them."""
+        return take_frames(buf, _MAX_FRAME)
+
+    def _keep(self, frame: bytes) -> None:
+        self.records.append(decode(frame))
+
+    async def _wait(self, done: Callable[[], bool], timeout: float) -> None:
         async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _timeout(timeout):
-            while len(self.records) < n:
+            while not done():
                 self._changed.clear()
                 await self._changed.wait()
+
+    async def wait_for(self, n: int, timeout: float = 5.0) -> list[logging.LogRecord]:
+        """Wait until ``n`` records arrived; return them."""
+        await self._wait(lambda: len(self.records) >= n, timeout)
         return list(self.records)
 
     async def wait_connections(self, n: int, timeout: float = 5.0) -> None:
         """Wait until ``n`` connections were accepted in total."""
-        async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _timeout(timeout):
-            while self.connections < n:
-                self._changed.clear()
-                await self._changed.wait()
+        await self._wait(lambda: self.connections >= n, timeout)
 
     async def __aenter__(self) -> AsyncReceiver:
         await self.start()
@@ -270,6 +280,25 @@ class AsyncReceiver:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class SyslogTCPReceiver(AsyncReceiver):
+    """The same server reading RFC 6587 octet-counted syslog; keeps each message."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.messages: list[bytes] = []
+
+    def _split(self, buf: bytearray) -> list[bytes]:
+        return take_octet_counted(buf, _MAX_FRAME)
+
+    def _keep(self, frame: bytes) -> None:
+        self.messages.append(frame)
+
+    async def wait_for(self, n: int, timeout: float = 10.0) -> list[bytes]:  # type: ignore[override]
+        """Wait until ``n`` messages arrived; return them."""
+        await self._wait(lambda: len(self.messages) >= n, timeout)
+        return list(self.messages)
 
 
 @contextlib.asynccontextmanager
