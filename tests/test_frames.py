@@ -11,7 +11,6 @@ import pytest
 from aiologsinks._collector._frames import (
     HEADER,
     FramingError,
-    datagram_frame,
     take_frames,
     take_octet_counted,
     take_terminated,
@@ -45,16 +44,6 @@ def test_an_oversized_frame_raises_after_the_frames_before_it() -> None:
     assert take_frames(buf, 10) == [b"ok"]
     with pytest.raises(FramingError, match="11 bytes, more than 10"):
         take_frames(buf, 10)
-
-
-def test_a_datagram_must_be_exactly_one_frame() -> None:
-    assert datagram_frame(frame(b"rec"), 10) == b"rec"
-    with pytest.raises(FramingError, match="prefix"):
-        datagram_frame(frame(b"rec") + b"x", 10)
-    with pytest.raises(FramingError, match="prefix"):
-        datagram_frame(b"\x00\x00", 10)
-    with pytest.raises(FramingError, match="more than"):
-        datagram_frame(frame(b"x" * 11), 10)
 
 
 def test_octet_counted_messages_wait_for_their_count_and_their_body() -> None:

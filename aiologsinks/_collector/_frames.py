@@ -1,7 +1,8 @@
-"""Record frames on a byte stream: where one ends and the next begins, and what it holds.
+"""Record frames on a byte stream: where one ends and the next begins.
 
-The one place that knows the framings the collector reads, for every reader of them
-(the collector's channels, the test peers, the benchmark peers):
+The framings the collector reads, written once for every reader of them (the test
+and benchmark peers split with these functions; the collector's channels share the
+constants):
 
 * pickled records (``SocketHandler`` / ``SocketSink``): a 4-byte big-endian length,
   then the pickle; over UDP one such frame per datagram;
@@ -23,7 +24,6 @@ __all__ = [
     "HEADER",
     "SYSLOG_STARTS",
     "FramingError",
-    "datagram_frame",
     "frame_length",
     "take_frames",
     "take_octet_counted",
@@ -63,16 +63,6 @@ def take_frames(buf: bytearray, max_frame: int) -> list[bytes]:
         return pos + 4, pos + 4 + size
 
     return _take(buf, frame_at)
-
-
-def datagram_frame(data: bytes, max_frame: int) -> bytes:
-    """The body of a frame sent as one datagram; raises :class:`FramingError` when
-    its prefix does not announce exactly the rest of it or it exceeds ``max_frame``."""
-    if len(data) > max_frame + 4:
-        raise FramingError(f"datagram of {len(data)} bytes, more than {max_frame + 4}")
-    if len(data) < 4 or frame_length(data)[0] != len(data) - 4:
-        raise FramingError("the length prefix does not match the datagram")
-    return data[4:]
 
 
 def take_octet_counted(buf: bytearray, max_frame: int) -> list[bytes]:
