@@ -5,8 +5,10 @@ on a free port, prints the port on stdout, then answers each line read on stdin 
 the number of records received so far. It exits when stdin closes. Counting happens
 in this process so the peer never competes for the measured process's GIL.
 
-``collector`` is an aiohttp server answering every POST after 2 ms; ``syslog`` reads
-TCP syslog, octet-counted (RFC 6587) or NUL/LF-terminated (the stdlib's framing);
+Frames and HTTP heads are read by the collector's code (``aiologsinks._collector``),
+so the benchmarks and the collector agree on where a record ends. ``collector`` is
+an aiohttp server answering every POST after 2 ms; ``syslog`` reads TCP syslog,
+octet-counted (RFC 6587) or NUL-terminated (the stdlib's framing);
 ``stall [EVERY PAUSE]`` is that syslog peer with a 4 KB receive buffer that stops
 reading for PAUSE s (0.2) every EVERY s (2; a destination that stalls).
 """
@@ -22,7 +24,13 @@ import sys
 import time
 from typing import Any, ClassVar
 
+from aiologsinks._collector._frames import take_frames, take_octet_counted, take_terminated
+from aiologsinks._collector._http import parse_head, response
+
 _count = 0
+#: the largest frame or request body counted (the collector's default limit is 1 MiB;
+#: a benchmark's batch body may be larger)
+_MAX_FRAME = 1 << 30
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -93,16 +101,8 @@ class _Frames(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         global _count
-        buf = self._buf
-        buf += data
-        pos = 0
-        while len(buf) - pos >= 4:
-            size = int.from_bytes(buf[pos : pos + 4], "big")
-            if len(buf) - pos - 4 < size:
-                break
-            pos += 4 + size
-            _count += 1
-        del buf[:pos]
+        self._buf += data
+        _count += len(take_frames(self._buf, _MAX_FRAME))
 
 
 class _Datagrams(asyncio.DatagramProtocol):
@@ -114,23 +114,17 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 
 async def _http(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """HTTP/1.1 keep-alive; answers every request after 2 ms.
-
-    A JSON array body counts as that many records, anything else as one.
+    """HTTP/1.1 keep-alive, parsed as the collector parses it; answers every request
+    after 2 ms. A JSON array body counts as that many records, anything else as one.
     """
     global _count
     try:
         while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = 0
-            for line in head.split(b"\r\n")[1:]:
-                name, _, value = line.partition(b":")
-                if name.strip().lower() == b"content-length":
-                    length = int(value)
-            body = await reader.readexactly(length) if length else b""
+            request = parse_head((await reader.readuntil(b"\r\n\r\n"))[:-4], _MAX_FRAME)
+            body = await reader.readexactly(request.length) if request.length else b""
             await asyncio.sleep(0.002)
             _count += _records_in(body)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            writer.write(response(200, "ok", keep_alive=True))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
         pass
@@ -168,23 +162,10 @@ class _Syslog(asyncio.Protocol):
         if self._octets is None and buf:
             self._octets = buf[:1].isdigit()
         if self._octets:
-            pos = 0
-            while True:
-                sp = buf.find(b" ", pos, pos + 12)
-                if sp < 0:
-                    break
-                size = int(buf[pos:sp])
-                if len(buf) - sp - 1 < size:
-                    break
-                pos = sp + 1 + size
-                _count += 1
-            del buf[:pos]
+            _count += len(take_octet_counted(buf, _MAX_FRAME))
         else:
             # the stdlib appends a NUL; a message may contain LFs (tracebacks)
-            end = buf.rfind(b"\0")
-            if end >= 0:
-                _count += buf.count(b"\0", 0, end + 1)
-                del buf[: end + 1]
+            _count += len(take_terminated(buf, b"\0"))
 
 
 _stalled = False

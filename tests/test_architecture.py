@@ -111,7 +111,7 @@ def test_the_package_has_no_import_cycle() -> None:
 
 def test_sinks_know_nothing_of_the_pipeline() -> None:
     """A sink does not know the pipeline exists (STYLE.md): no dispatcher, shim or lane."""
-    pipeline = {f"{NAME}._dispatcher", f"{NAME}._shim", f"{NAME}._lane"}
+    pipeline = {f"{NAME}._dispatcher", f"{NAME}._shim", f"{NAME}._lane", *DISPATCHER_PARTS}
     offenders = [
         f"{name}:{line} imports {target}"
         for name in MODULES
@@ -138,6 +138,47 @@ def test_the_wire_encoders_do_no_io() -> None:
         for target, line in imports(f"{NAME}._wire", nested=True)
         if target.split(".")[0] in IO_MODULES
         or (target.startswith(NAME + ".") and target not in PURE)
+    ]
+    assert offenders == []
+
+
+def test_the_collector_framing_does_no_io() -> None:
+    """``_collector._frames`` is pure splitting, shared by the collector and every peer."""
+    offenders = [
+        f"line {line}: {target}"
+        for target, line in imports(f"{NAME}._collector._frames", nested=True)
+        if target.split(".")[0] in IO_MODULES or target.startswith(NAME)
+    ]
+    assert offenders == []
+
+
+#: the parts Dispatcher is assembled from, each building on the ones before it
+DISPATCHER_PARTS = [
+    f"{NAME}._dispatch_state",
+    f"{NAME}._pump",
+    f"{NAME}._loop_binding",
+    f"{NAME}._closing",
+]
+
+
+def test_the_dispatcher_parts_build_on_each_other_in_one_order() -> None:
+    """A part imports only the parts before it; only the dispatcher and its parts
+    import them (they are the dispatcher's private seams, not a shared layer)."""
+    order = [*DISPATCHER_PARTS, f"{NAME}._dispatcher"]
+    offenders = []
+    for i, name in enumerate(order):
+        later = set(order[i + 1 :])
+        offenders += [
+            f"{name}:{line} imports the later part {target}"
+            for target, line in imports(name, nested=True)
+            if target in later
+        ]
+    offenders += [
+        f"{name}:{line} imports the dispatcher part {target}"
+        for name in MODULES
+        if name not in order
+        for target, line in imports(name, nested=True)
+        if target in DISPATCHER_PARTS
     ]
     assert offenders == []
 

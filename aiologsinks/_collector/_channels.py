@@ -23,12 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import _http
+from ._frames import SYSLOG_STARTS as _STARTS
+from ._frames import frame_length as _unpack_len
 from ._http import HTTPError
 from ._unpickle import Limits
 
@@ -45,9 +46,6 @@ _LF_SETTLE = 0.2
 _QUIET = 0.5
 
 OnRecord = Callable[[str, dict[str, Any]], None]
-_unpack_len = struct.Struct(">L").unpack_from
-#: what a syslog message starts with (a PRI, or an octet count)
-_STARTS = frozenset(b"<0123456789")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Faulty peers: a TCP proxy that misbehaves on demand, and a syslog TCP receiver.
+"""Faulty peers: a TCP proxy that misbehaves on demand, and a peer that never reads.
 
 :class:`FaultyProxy` listens on 127.0.0.1 in front of a real peer (the records, syslog,
 HTTP or SMTP peers of this package) and does what its :attr:`~FaultyProxy.mode` says
@@ -13,8 +13,8 @@ with each *new* connection:
 :meth:`~FaultyProxy.kill` also resets every open connection (a crashed peer);
 :meth:`~FaultyProxy.start` listens again on the same port (a restarted peer).
 
-:class:`SyslogTCPReceiver` reads RFC 6587 octet-counted syslog frames
-(``<len> <msg>``), as ``SysLogSink(socktype=SOCK_STREAM)`` sends them.
+:func:`blackhole` accepts and never reads. (The syslog TCP receiver is
+``tests.peers.records.SyslogTCPReceiver``, beside the record receivers.)
 """
 
 from __future__ import annotations
@@ -137,72 +137,6 @@ class FaultyProxy:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.kill()
-
-
-class SyslogTCPReceiver:
-    """An asyncio server reading octet-counted syslog frames; keeps each message."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.messages: list[bytes] = []
-        self._changed = asyncio.Event()
-        self._server: asyncio.Server | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    @property
-    def address(self) -> tuple[str, int]:
-        return ("127.0.0.1", self.port)
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def stop(self) -> None:
-        server, self._server = self._server, None
-        if server is not None:
-            server.close()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if server is not None:
-            await server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        try:
-            while True:
-                try:
-                    length = int(await reader.readuntil(b" "))
-                    self.messages.append(await reader.readexactly(length))
-                except (asyncio.IncompleteReadError, ConnectionError):
-                    break
-                self._changed.set()
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError, asyncio.CancelledError):
-                await writer.wait_closed()
-            self._tasks.discard(task)
-
-    async def wait_for(self, n: int, timeout: float = 10.0) -> list[bytes]:
-        """Wait until ``n`` messages arrived; return them."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while len(self.messages) < n:
-            self._changed.clear()
-            left = deadline - loop.time()
-            if left <= 0:
-                raise TimeoutError(f"{len(self.messages)} of {n} syslog messages arrived")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), left)
-        return list(self.messages)
-
-    async def __aenter__(self) -> SyslogTCPReceiver:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.stop()
 
 
 @contextlib.asynccontextmanager

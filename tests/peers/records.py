@@ -4,9 +4,13 @@
   spirit: a thread per server, ``struct.unpack('>L')`` + ``pickle.loads`` +
   ``logging.makeLogRecord``. TCP, UDP, Unix stream and Unix datagram. It proves that
   an existing stdlib receiver reads our frames.
-* :class:`AsyncReceiver` — the same decoding as an asyncio server in the test's loop,
-  with knobs the stdlib one lacks: read slowly, close the connection after N records,
-  stop and start listening on the same address.
+* :class:`AsyncReceiver` — an asyncio server in the test's loop that frames as the
+  collector does (``aiologsinks._collector._frames``, the package's one framing) and
+  decodes as the cookbook does (``pickle.loads``: the collector's safe reader refuses
+  some pickles the stdlib sends, e.g. an ``extra`` that contains itself), with knobs
+  the stdlib one lacks: read slowly, close the connection after N records, stop and
+  start listening on the same address. :class:`SyslogTCPReceiver` is that server
+  reading octet-counted syslog messages instead.
 
 Waiting is on events with a timeout, never on sleeps.
 """
@@ -22,12 +26,20 @@ import socket
 import socketserver
 import struct
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
+
+from aiologsinks._collector._frames import take_frames, take_octet_counted
+
+#: what the asyncio receiver reads at a time (asyncio's own stream buffer size)
+_READ = 64 * 1024
+#: a test sends what it likes: frames are bounded only against nonsense
+_MAX_FRAME = 1 << 30
 
 
 def decode(chunk: bytes) -> logging.LogRecord:
-    """Rebuild a record from one frame's pickle (without its length prefix)."""
+    """Rebuild a record from one frame's pickle (without its length prefix), as the
+    logging cookbook's receiver does (``pickle.loads``: the stdlib reference)."""
     return logging.makeLogRecord(pickle.loads(chunk))
 
 
@@ -216,41 +228,51 @@ class AsyncReceiver:
         sock = writer.get_extra_info("socket")
         if self.recv_buffer and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.recv_buffer)
+        buf = bytearray()
         count = 0
         try:
-            while True:
-                if self.close_after and count >= self.close_after:
+            while not (self.close_after and count >= self.close_after):
+                data = await reader.read(_READ)
+                if not data:
                     break
-                try:
-                    header = await reader.readexactly(4)
-                    chunk = await reader.readexactly(struct.unpack(">L", header)[0])
-                except asyncio.IncompleteReadError:
-                    break
-                self.records.append(decode(chunk))
-                count += 1
-                self._changed.set()
-                if self.pause_every and count % self.pause_every == 0:
-                    await asyncio.sleep(self.pause)
+                buf += data
+                for frame in self._split(buf):
+                    self._keep(frame)
+                    count += 1
+                    self._changed.set()
+                    if self.close_after and count >= self.close_after:
+                        break  # mid-stream: what else arrived is dropped with the connection
+                    if self.pause_every and count % self.pause_every == 0:
+                        await asyncio.sleep(self.pause)
+        except ConnectionError:
+            pass  # reset by the sender: the connection ends as if closed
         finally:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
             self._handlers.discard(task)
 
-    async def wait_for(self, n: int, timeout: float = 5.0) -> list[logging.LogRecord]:
-        """Wait until ``n`` records arrived; return them."""
+    def _split(self, buf: bytearray) -> list[bytes]:
+        """Remove the complete frames from the head of ``buf``; return them."""
+        return take_frames(buf, _MAX_FRAME)
+
+    def _keep(self, frame: bytes) -> None:
+        self.records.append(decode(frame))
+
+    async def _wait(self, done: Callable[[], bool], timeout: float) -> None:
         async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _timeout(timeout):
-            while len(self.records) < n:
+            while not done():
                 self._changed.clear()
                 await self._changed.wait()
+
+    async def wait_for(self, n: int, timeout: float = 5.0) -> list[logging.LogRecord]:
+        """Wait until ``n`` records arrived; return them."""
+        await self._wait(lambda: len(self.records) >= n, timeout)
         return list(self.records)
 
     async def wait_connections(self, n: int, timeout: float = 5.0) -> None:
         """Wait until ``n`` connections were accepted in total."""
-        async with asyncio.timeout(timeout) if hasattr(asyncio, "timeout") else _timeout(timeout):
-            while self.connections < n:
-                self._changed.clear()
-                await self._changed.wait()
+        await self._wait(lambda: self.connections >= n, timeout)
 
     async def __aenter__(self) -> AsyncReceiver:
         await self.start()
@@ -258,6 +280,25 @@ class AsyncReceiver:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+
+class SyslogTCPReceiver(AsyncReceiver):
+    """The same server reading RFC 6587 octet-counted syslog; keeps each message."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self.messages: list[bytes] = []
+
+    def _split(self, buf: bytearray) -> list[bytes]:
+        return take_octet_counted(buf, _MAX_FRAME)
+
+    def _keep(self, frame: bytes) -> None:
+        self.messages.append(frame)
+
+    async def wait_for(self, n: int, timeout: float = 10.0) -> list[bytes]:  # type: ignore[override]
+        """Wait until ``n`` messages arrived; return them."""
+        await self._wait(lambda: len(self.messages) >= n, timeout)
+        return list(self.messages)
 
 
 @contextlib.asynccontextmanager

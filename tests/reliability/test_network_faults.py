@@ -34,9 +34,9 @@ from aiologsinks._backoff import Backoff
 from aiologsinks._stats import assert_accounted
 
 from ..helpers import fresh_logger, wait_until
-from ..peers.faulty import FaultyProxy, SyslogTCPReceiver, blackhole
+from ..peers.faulty import FaultyProxy, blackhole
 from ..peers.http import http_peer
-from ..peers.records import AsyncReceiver, free_port
+from ..peers.records import AsyncReceiver, SyslogTCPReceiver, free_port
 from ..peers.smtp import smtp_peer
 
 _NUM = re.compile(rb"rec[ +](\d{5})")  # "+": a space, url-encoded

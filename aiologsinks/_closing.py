@@ -1,0 +1,264 @@
+"""Closing a dispatcher: aclose()/close(), and the orphans — a dispatcher whose loop
+ended without aclose(), one inherited by a forked child, those still open at exit.
+
+Every way a dispatcher ends settles its records the same way: what can still be
+delivered is, what cannot is counted and written to the fallback (see
+:class:`~aiologsinks._dispatcher.Dispatcher` for the states and the steps of aclose).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import weakref
+from asyncio.events import _get_running_loop
+
+from . import _background
+from ._dispatch_state import _EXIT_TIMEOUT, DispatcherState
+from ._exceptions import DispatcherStateError
+from ._loop_binding import LoopBinding
+from ._queue import FlushMarker
+from ._stats import DispatcherStats
+from ._supervise import abandon, wait_bounded
+
+__all__ = ["Closing", "live"]
+
+#: seconds granted past ``aclose(timeout)``'s deadline to stop the workers, to close
+#: the sinks and to hand the leftovers to the fallback: aclose(timeout=T) returns
+#: within T + _STOP_GRACE + _CLOSE_GRACE + _FALLBACK_GRACE (under a second)
+_STOP_GRACE = 0.2
+_CLOSE_GRACE = 0.3
+_FALLBACK_GRACE = 0.2
+
+#: every dispatcher not yet garbage-collected: the exit and fork hooks settle them
+live: weakref.WeakSet[Closing] = weakref.WeakSet()
+
+
+class Closing(LoopBinding):
+    """How a dispatcher ends, and the counts it ends with."""
+
+    def close(self, timeout: float | None = _EXIT_TIMEOUT) -> DispatcherStats:
+        """Synchronous :meth:`aclose` for code that runs no event loop.
+
+        Blocks the calling thread until the close finished (at most ``timeout`` plus
+        a second). Raises :class:`DispatcherStateError` when called on a thread whose
+        event loop is running (``await aclose()`` there).
+        """
+        if _get_running_loop() is not None:
+            raise DispatcherStateError("close: an event loop is running here; await aclose()")
+        self._check_orphaned()
+        if self.state is DispatcherState.CLOSED:
+            return self.stats()
+        if self.state is DispatcherState.NEW:
+            self._start_in_background()
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            self._orphan("its event loop is not running")
+            return self.stats()
+        bound = None if timeout is None else timeout + 2.0
+        future = asyncio.run_coroutine_threadsafe(self.aclose(timeout), loop)
+        with contextlib.suppress(TimeoutError, Exception):
+            future.result(bound)
+        return self.stats()
+
+    async def aclose(self, timeout: float | None = None) -> DispatcherStats:
+        """Deliver what was submitted before the call, flush and close every sink.
+
+        Records submitted after the call go to the fallback, counted. With
+        ``timeout``, returns within ``timeout`` plus under a second, whatever the
+        sinks do: delivery that has not finished is abandoned (what is left is
+        counted as ``undelivered`` and written to the fallback), a sink whose close
+        does not end in time is abandoned (counted in ``failed_operations``).
+        Returns the final :meth:`stats`. Idempotent: a second call waits for the
+        first. Cancelling the awaiting task does not stop the close, which the
+        dispatcher owns. May be awaited on another thread's loop.
+        """
+        self._check_orphaned()
+        if self.state is DispatcherState.NEW:
+            self._start_on(asyncio.get_running_loop())  # deliver what was queued
+        if self.state is DispatcherState.CLOSED and self._close_task is None:
+            return self.stats()
+        loop = self._loop
+        assert loop is not None
+        if loop is not asyncio.get_running_loop():
+            await self._on_own_loop(self.aclose(timeout), "aclose")
+            return self.stats()
+        if self._close_task is None:
+            with self._lock:
+                self._accepting = False
+            self.state = DispatcherState.CLOSING
+            self._close_task = loop.create_task(self._close(timeout), name="aiologsinks-close")
+        await asyncio.shield(self._close_task)
+        return self.stats()
+
+    async def _close(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        marker = FlushMarker(loop, [lane.name for lane in self._lanes])
+        self._put_marker(marker)
+        try:
+            await asyncio.wait({asyncio.shield(marker.done)}, timeout=timeout)
+        except asyncio.CancelledError:
+            # the loop is shutting down while aclose() runs: the lanes still deliver
+            # what they hold (within their grace period) and close the sinks
+            await self._shutdown(None, rescue=True)
+            raise
+        await self._shutdown(deadline, rescue=False)
+
+    async def _shutdown(self, deadline: float | None, rescue: bool) -> None:
+        loop = asyncio.get_running_loop()
+
+        def left(grace: float) -> float | None:
+            if deadline is None:
+                return None
+            return max(deadline - loop.time(), 0.0) + grace
+
+        pump = self._pump_task
+        if pump is not None and not pump.done():
+            pump.cancel()
+            if not await wait_bounded(pump, left(_STOP_GRACE)):
+                abandon(pump)  # pragma: no cover - the pump never ignores cancellation
+        with self._lock:
+            self._accepting = False
+            records, controls = self._queue.drain()
+        self._pass_markers(controls)
+        if rescue:
+            self._hand_over(records)
+        else:
+            self._settle_queue(records)
+        grace = max(lane.grace for lane in self._lanes) + _STOP_GRACE if rescue else _STOP_GRACE
+        await asyncio.gather(*(lane.stop(left(grace)) for lane in self._lanes))
+        await asyncio.gather(*(lane.close_sink(left(_CLOSE_GRACE)) for lane in self._lanes))
+        self.state = DispatcherState.CLOSED
+        self._sweep_late()
+        await self._fallback.drained(_FALLBACK_GRACE)
+        with self._room_cv:
+            self._room_cv.notify_all()
+
+    # -- orphans: the loop is gone, or the process forked ------------------------------
+
+    def _sweep_late(self) -> None:
+        """Records a foreign thread appended while the dispatcher closed: after close."""
+        if self.state is DispatcherState.CLOSED and self._items:
+            with self._lock:
+                records, _ = self._queue.drain()
+            if records:
+                self._after_close += len(records)
+                self._fallback.write(records, self._fallback_notice())
+
+    def _check_orphaned(self) -> None:
+        if self._pid != os.getpid():
+            self._after_fork()
+            return
+        self._sweep_late()
+        loop = self._loop
+        if (
+            loop is not None
+            and self.state is not DispatcherState.CLOSED
+            and (loop.is_closed() or (self._close_task is None and _pump_gone(self._pump_task)))
+        ):
+            self._orphan("its event loop ended without aclose()")
+        elif self._orphaned is not None and loop is not None and loop.is_closed():
+            self._orphan(self._orphaned)  # settle what the lanes' rescue left behind
+
+    def _orphan(self, why: str) -> None:
+        """Nothing will ever drain this dispatcher: settle everything, counted."""
+        if self._orphaned is None:
+            self._orphaned = why
+        with self._lock:
+            self._accepting = False
+            records, _ = self._queue.drain()
+        self._settle_queue(records)
+        for lane in self._lanes:
+            if lane.depth or lane.queue.items:
+                with contextlib.suppress(RuntimeError):  # futures of a closed loop
+                    lane.take_all()
+        self.state = DispatcherState.CLOSED
+        if self._orphaned is None:
+            self._orphaned = why
+        with self._room_cv:
+            self._room_cv.notify_all()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's loop and threads are not here. The parent
+        delivers what was queued before the fork; the child's records go to the
+        fallback, counted, after one notice saying why."""
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._room_cv = threading.Condition(threading.Lock())
+        self._blocked = 0
+        if self.state is DispatcherState.NEW:
+            return  # never started: the child may start it on its own loop
+        self._accepting = False
+        self._queue.clear()
+        for lane in self._lanes:
+            lane.queue.clear()
+            lane._in_flight = ()
+            lane.dead = True
+        self.state = DispatcherState.CLOSED
+        self._orphaned = "this process was forked from the one whose loop runs it"
+        self._fallback_warned = False
+
+    # -- introspection --------------------------------------------------------------
+
+    def stats(self) -> DispatcherStats:
+        """A snapshot of the counters: per sink, and for the shared queue."""
+        self._check_orphaned()
+        return DispatcherStats(
+            queued=self._queue.depth,
+            dropped=self._queue.dropped,
+            after_close=self._after_close,
+            sinks={lane.name: lane.stats() for lane in self._lanes},
+            undelivered=self._undelivered,
+        )
+
+
+def _pump_gone(task: asyncio.Task[None] | None) -> bool:
+    return task is not None and task.done()
+
+
+def _close_at_exit() -> None:
+    """Deliver what dispatchers still hold when the interpreter exits: those never
+    started (no loop ever ran), those on the background loop; count the rest."""
+    can_start = _threads_can_start()
+    for dispatcher in list(live):
+        try:
+            state = dispatcher.state
+            if state is DispatcherState.NEW and dispatcher._queue.depth:
+                if can_start:
+                    dispatcher.close(_EXIT_TIMEOUT)
+                else:
+                    # Python 3.12 starts no thread at exit, and sinks need theirs
+                    dispatcher._orphan("no thread can start at interpreter exit")
+            elif state is not DispatcherState.CLOSED:
+                loop = dispatcher._loop
+                if loop is not None and loop.is_running() and not loop.is_closed():
+                    dispatcher.close(_EXIT_TIMEOUT)
+                else:
+                    dispatcher._orphan("its event loop ended without aclose()")
+            else:
+                dispatcher._check_orphaned()
+        except Exception:  # noqa: BLE001, S112 - exit boundary: every other dispatcher too
+            continue
+
+
+def _threads_can_start() -> bool:
+    try:
+        probe = threading.Thread(target=int, name=f"{_background.THREAD_PREFIX}probe")
+        probe.start()
+    except RuntimeError:
+        return False
+    probe.join()
+    return True
+
+
+def _after_fork_in_child() -> None:
+    for dispatcher in list(live):
+        dispatcher._after_fork()
+
+
+_background.on_exit(_close_at_exit)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,0 +1,81 @@
+"""Binding a dispatcher to its event loop: start() on the running loop or the
+library's background loop, and running a call on the dispatcher's loop from another."""
+
+from __future__ import annotations
+
+import asyncio
+from _thread import get_ident
+from typing import Any
+
+from . import _background
+from ._dispatch_state import _EXIT_TIMEOUT, DispatcherState
+from ._exceptions import DispatcherStateError
+from ._pump import Pump
+from ._supervise import spawn
+
+__all__ = ["LoopBinding"]
+
+
+class LoopBinding(Pump):
+    """The loop a dispatcher runs on: chosen once, by :meth:`start`."""
+
+    def start(self) -> None:
+        """Start the pump and one worker per sink on the running event loop.
+
+        Must be called from a coroutine (it needs the running loop); to run without
+        one, use the dispatcher as a sync context manager (``with``). Records
+        submitted before ``start()`` were queued and are delivered now. Raises
+        :class:`DispatcherStateError` if already started (a second ``start()``) or
+        closed. A dispatcher the library started on its background loop (records
+        logged while no loop ran) is adopted: it keeps running there.
+        """
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise DispatcherStateError(
+                "start: must be called with a running event loop "
+                "(or use the dispatcher as a sync context manager: with Dispatcher(...))"
+            ) from None
+        with self._lock:  # the background loop may be starting it right now
+            if self.state is DispatcherState.RUNNING and self._auto:
+                self._auto = False
+                return
+            if self.state is not DispatcherState.NEW:
+                raise DispatcherStateError(f"start: dispatcher is {self.state.value}, expected new")
+            self._start_on(loop)
+
+    def _start_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._loop_thread = get_ident()
+        self._wakeup = asyncio.Event()
+        for lane in self._lanes:
+            lane.start()
+        self._pump_task = spawn(self._pump(), "aiologsinks-dispatcher")
+        self.state = DispatcherState.RUNNING
+        self._wake_pending = True
+        self._wakeup.set()
+
+    async def _start_here(self) -> None:
+        with self._lock:
+            if self.state is DispatcherState.NEW:
+                self._start_on(asyncio.get_running_loop())
+
+    def _start_in_background(self) -> None:
+        """Start on the library's background loop (no loop runs here)."""
+        coro = self._start_here()
+        try:
+            _background.run(coro, timeout=_EXIT_TIMEOUT)
+        except (DispatcherStateError, RuntimeError, TimeoutError):
+            coro.close()  # e.g. no new thread at interpreter exit (Python 3.12)
+
+    async def _on_own_loop(self, coro: Any, what: str) -> Any:
+        """Run ``coro`` on the dispatcher's loop (another thread's) and await it here."""
+        loop = self._loop
+        assert loop is not None
+        if loop.is_closed() or not loop.is_running():
+            coro.close()
+            raise DispatcherStateError(
+                f"{what}: the dispatcher's event loop (another thread's) is not running; "
+                f"call {what}() on the loop that started it"
+            )
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))

@@ -1,0 +1,149 @@
+"""The pump: the dispatcher's task moving records from the shared queue to the lanes."""
+
+from __future__ import annotations
+
+import asyncio
+import warnings
+from typing import Any
+
+from ._dispatch_state import DispatcherFields, DispatcherState
+from ._lane import Lane
+from ._queue import FlushMarker, Notice, notice
+from ._record import Item, passing
+
+__all__ = ["Pump"]
+
+
+class Pump(DispatcherFields):
+    """The dispatcher's pump task and the moves it makes (see :meth:`_pump`)."""
+
+    def _wake(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def _put_marker(self, marker: FlushMarker) -> None:
+        self._queue.put_control(marker)
+        self._wake_pending = True
+        self._wake()
+
+    async def _pump(self) -> None:
+        assert self._wakeup is not None
+        wakeup = self._wakeup
+        queue = self._queue
+        items = queue.items
+        try:
+            while True:
+                await wakeup.wait()
+                wakeup.clear()
+                # clear the flag before draining: a producer that appends after this
+                # point sees it False and wakes us again
+                self._wake_pending = False
+                while items:
+                    # take no more than every blocking lane has room for: the pump
+                    # never holds records across an await, so each record is always
+                    # in exactly one place (the queue or a lane) and counted there
+                    room, full = self._room()
+                    if full is not None:
+                        await full.wait_for_room()
+                        full.check_worker()
+                        continue
+                    n = min(len(items), room)
+                    if queue.controls:
+                        self._pump_each(n)
+                    else:
+                        self._pump_bulk(queue.take(n))
+                    if self._blocked:
+                        with self._room_cv:
+                            self._room_cv.notify_all()
+                    if queue.unannounced:
+                        self._announce_queue_drops()
+                    if items:
+                        # let the loop breathe between chunks of a long backlog
+                        await asyncio.sleep(0)
+        finally:
+            if self.state is DispatcherState.RUNNING:
+                # cancelled without aclose() (e.g. asyncio.run() ended)
+                self._abandoned()
+
+    def _room(self) -> tuple[int, Lane | None]:
+        """How many records every blocking lane can take now; the first full one."""
+        room = self.batch_size
+        for lane in self._lanes:
+            if lane.overflow == "block" and not lane.dead:
+                free = lane.size - lane.queue.depth
+                if free <= 0:
+                    return 0, lane
+                if free < room:
+                    room = free
+        return room, None
+
+    def _pump_bulk(self, chunk: list[Item]) -> None:
+        """Move records (no markers among them) to every lane; blocking lanes have
+        room (see _room), drop lanes apply their policy per record."""
+        respect = self.respect_handler_level
+        for lane in self._lanes:
+            items = passing(chunk, lane.sink.level) if respect else chunk
+            if not items or lane.put_many(items):
+                continue
+            for item in items:
+                if not lane.put(item):
+                    lane.force([item])  # pragma: no cover - _room() made room
+
+    def _pump_each(self, n: int) -> None:
+        """Move ``n`` queued items, flush markers among them, to the lanes: the records
+        between two markers in bulk, each marker after the records before it."""
+        # the shared queue holds no notices: its control items are flush markers
+        chunk = self._queue.take(n, count=False)
+        marks = [i for i, item in enumerate(chunk) if type(item) is FlushMarker]
+        self._queue.controls -= len(marks)
+        start = 0
+        for pos in [*marks, len(chunk)]:
+            if start < pos:
+                self._pump_bulk(chunk[start:pos])
+            if pos < len(chunk):
+                marker = chunk[pos]
+                assert type(marker) is FlushMarker
+                for lane in self._lanes:
+                    lane.put_marker(marker)
+            start = pos + 1
+
+    def _hand_over(self, records: list[Any]) -> None:
+        """Give records to the lanes past their bounds (the loop is shutting down)."""
+        for lane in self._lanes:
+            lane.force(passing(records, lane.sink.level) if self.respect_handler_level else records)
+
+    def _pass_markers(self, controls: list[FlushMarker | Notice]) -> None:
+        for item in controls:
+            if type(item) is FlushMarker:
+                for lane in self._lanes:
+                    lane.put_marker(item)
+
+    def _announce_queue_drops(self) -> None:
+        count, self._queue.unannounced = self._queue.unannounced, 0
+        record = notice(
+            "aiologsinks: %d record(s) dropped: the dispatcher queue was full (overflow=%s)",
+            count,
+            self._queue.overflow,
+        )
+        for lane in self._lanes:
+            lane.put_notice(record)
+
+    def _abandoned(self) -> None:
+        # Hand what is queued to the lanes, past their bounds: each lane worker is
+        # being cancelled too, and on its way out it delivers its lane to its sink
+        # (within the grace period) and closes it. See Lane._rescue().
+        with self._lock:
+            self._accepting = False
+            records, controls = self._queue.drain()
+        self._hand_over(records)
+        self._pass_markers(controls)
+        self.state = DispatcherState.CLOSED
+        self._orphaned = "its event loop ended without aclose()"
+        pending = sum(lane.depth for lane in self._lanes)
+        warnings.warn(
+            f"aiologsinks: {self!r} was not closed before its event loop stopped; "
+            f"delivering {pending} pending record(s) during shutdown (await aclose() "
+            f"or use install() to flush and close deterministically)",
+            ResourceWarning,
+            stacklevel=1,
+        )
