@@ -6,6 +6,7 @@ import logging
 from typing import Any, Protocol
 
 from . import _trace
+from ._hooks import overridden
 from ._record import Item, freeze, prepared_copy
 
 __all__ = ["QueueHandler", "Submitter"]
@@ -67,7 +68,10 @@ class QueueHandler(logging.Handler):
         self.listener = dispatcher
         cls = type(self)
         # with none of the hooks overridden, handle() can take the short path
-        self._plain = cls.emit is _emit and cls.enqueue is _enqueue and cls.prepare is _prepare
+        self._plain = not any(
+            overridden(cls, name, getattr(QueueHandler, name))
+            for name in ("emit", "enqueue", "prepare")
+        )
 
     def createLock(self) -> None:
         # enqueue() is thread-safe without a handler-level lock, and a lock taken
@@ -120,8 +124,3 @@ class QueueHandler(logging.Handler):
 
     def __repr__(self) -> str:
         return f"<QueueHandler {self.dispatcher!r}>"
-
-
-_prepare = QueueHandler.prepare
-_emit = QueueHandler.emit
-_enqueue = QueueHandler.enqueue

@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from ._context import need_context, release_context, run_in
+from ._hooks import is_dual, overridden
 from ._record import Frozen, as_record, freeze
 from ._validate import check_level
 
@@ -94,22 +95,6 @@ def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., A
     functools.update_wrapper(entry, hook)
     entry.__dual__ = True  # type: ignore[attr-defined]
     return entry
-
-
-def overridden(cls: type, name: str, *defaults: object) -> bool:
-    """True when ``cls.<name>`` is none of ``defaults``: a subclass (or a user) put
-    its own hook there, so a fast path that stands for the defaults must not run.
-
-    The one place every fast path asks; a dual-entry hook counts as its coroutine.
-    """
-    attr = inspect.getattr_static(cls, name, None)
-    attr = getattr(attr, "__wrapped__", attr) if is_dual(attr) else attr
-    return not any(attr is d or attr is getattr(d, "__wrapped__", None) for d in defaults)
-
-
-def is_dual(method: object) -> bool:
-    """True for a ``handle``/``flush`` that has the dual entry (see the module doc)."""
-    return getattr(method, "__dual__", False) is True
 
 
 # A Sink is a logging.Handler at runtime. For type checkers its base is Any: its I/O
