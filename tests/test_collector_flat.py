@@ -1,11 +1,13 @@
-"""The pickle reader's fast path: flat record dicts, proven flat, read by C.
+"""The collector's fast paths: flat record pickles read by C once proven flat, and
+records as ``makePickle`` sends them rebuilt without converting every field.
 
-Whatever the fast path accepts must be exactly what the budgeted interpreter reads
-from the same bytes; whatever it is not sure of goes to the interpreter.
+Whatever a fast path accepts must come out exactly as the general path makes it from
+the same input; whatever it is not sure of goes to the general path.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import logging.handlers
 import pickle
@@ -19,7 +21,7 @@ import pytest
 from aiologsinks import SocketSink
 from aiologsinks._collector._daemon import LineFormatter
 from aiologsinks._collector._flat import read_flat
-from aiologsinks._collector._records import rebuild
+from aiologsinks._collector._records import _as_sent, _convert, _extras, rebuild
 from aiologsinks._collector._unpickle import FrameError, Limits, interpret, load_record
 
 LIMITS = Limits()
@@ -265,3 +267,46 @@ def test_mutated_frames_are_read_as_the_interpreter_reads_them_or_passed_to_it()
         assert all(type(k) is str for k in fast)
         assert {type(v) for v in fast.values()} <= {str, int, float, bool, type(None)}
     assert accepted > 300  # the fuzz reached the fast path often enough to mean something
+
+
+# -- rebuilding records as sent -------------------------------------------------------
+
+ODD_VALUES: list[Any] = [
+    None, "", "None", "ok", "x\ny", "\x1b[31m", "tab\there", "\u202e", 0, -1, 5, 2**70,
+    True, False, 0.0, -0.0, 1e308, float("nan"), float("inf"), -1.0, 999.9, 1000.0,
+    1700000000.5, "1700000000.5", "40", [1], (1, "a"), {"a": 1}, b"x",
+]  # fmt: skip
+FIELDS = [
+    "msg", "args", "name", "levelno", "levelname", "created", "msecs", "relativeCreated",
+    "lineno", "pathname", "filename", "module", "process", "thread", "exc_info", "exc_text",
+    "stack_info", "funcName", "threadName", "processName", "taskName", "request_id",
+    "getMessage",
+]  # fmt: skip
+
+
+def converted(fields: dict[str, Any], now: float) -> dict[str, Any]:
+    d = copy.deepcopy(fields)
+    _convert(d, now)
+    _extras(d)
+    return d
+
+
+def test_records_as_sent_are_rebuilt_as_the_full_conversion_rebuilds_them() -> None:
+    bases = [interpret(make_pickle(r)) for r in records()[:13]]
+    for i, base in enumerate(bases):  # all but the two with text to escape
+        assert _as_sent(dict(base)) is (i not in (3, 4)), i
+    rng = random.Random(15)
+    fast = 0
+    for i in range(3000):
+        d = dict(rng.choice(bases))
+        for _ in range(rng.choice((0, 1, 1, 2))):
+            key = rng.choice(FIELDS)
+            if rng.random() < 0.2:
+                d.pop(key, None)
+            else:
+                d[key] = rng.choice(ODD_VALUES)
+        expected = converted(d, now=123.5)
+        fast += _as_sent(copy.deepcopy(d))
+        got = rebuild(copy.deepcopy(d), now=123.5).__dict__
+        assert same(got, expected), (i, d)
+    assert fast > 1000  # the variants reached the fast path often enough to mean something
