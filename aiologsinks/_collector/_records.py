@@ -216,7 +216,9 @@ def rebuild(fields: dict[str, Any], now: float | None = None) -> logging.LogReco
     """
     if not _as_sent(fields):
         _convert(fields, time.time() if now is None else now)
-    _extras(fields)
+        _extras(fields)
+    elif len(fields) > _SENT_KEYS + ("taskName" in fields):  # (all the others are there)
+        _extras(fields)
     record: logging.LogRecord = _new(_LogRecord)
     record.__dict__ = fields
     return record
@@ -237,6 +239,8 @@ _SENT_TYPES = frozenset(
     )
 )  # fmt: skip
 _TASK_NAME_STANDARD = "taskName" in _STANDARD
+#: the keys a dict has after :func:`_as_sent`, ``taskName`` aside: any more are extras
+_SENT_KEYS = 20  # the 19 fields of _SENT and exc_info
 
 
 def _as_sent(d: dict[str, Any]) -> bool:
