@@ -9,7 +9,8 @@ connection to a receiver on 127.0.0.1, which writes every record to a
   ThreadingTCPServer`` + ``pickle.loads`` + ``logging.makeLogRecord`` +
   ``logger.handle`` into a ``RotatingFileHandler`` (one thread per connection);
 * ``collector``: ``python -m aiologsinks receive --config`` with a ``RotatingFileSink``:
-  the budgeted pickle reader, rebuilt records, the Dispatcher.
+  the safe pickle reader (these frames take its fast path: proven flat, then read by
+  the C unpickler), rebuilt records, the Dispatcher.
 
 The clock runs from the moment the senders start until the receiver has written the
 last record (the cookbook receiver counts its records; the collector reports its
