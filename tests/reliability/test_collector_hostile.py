@@ -15,8 +15,11 @@ UDP and TCP); 40 connections each sending 1 MiB - 1 byte of a frame and idling c
 receiver grew by 641 MiB with 16 MB frames and never closed them); oversized length
 prefixes, pickles calling ``os.system`` in every protocol, format-string and size
 bombs, syslog and HTTP abuse, 150 connections against a limit of 64: each under
-0.05 s of CPU and +2 MiB; SIGTERM ends the collector in under 0.6 s after any of
-them.
+0.05 s of CPU and +2 MiB; frames shaped like the flat records the fast path hands
+to the C unpickler but each with what must keep them from it (a far memo index,
+references to a 600 KB string, a tuple key that takes 2**60 steps to hash, 100,000
+pairs, 20,000 colliding int keys): 0.19 s of CPU and +5 MiB in all; SIGTERM ends the
+collector in under 0.6 s after any of them.
 """
 
 from __future__ import annotations
