@@ -116,6 +116,7 @@ class Receiver(Protocol):
     def _after_data(self) -> None: ...
     def _invalid(self, channel: str) -> None: ...
     def _frame(self, channel: str, payload: bytes, peer: str) -> None: ...
+    def _frames(self, channel: str, payloads: list[bytes], peer: str) -> None: ...
     def _syslog_message(self, channel: str, data: bytes, peer: str) -> None: ...
     def _http_request(self, request: _http.Request, body: bytes, peer: str) -> tuple[int, str]: ...
 
@@ -234,23 +235,28 @@ class _Conn(asyncio.Protocol):
             self.transport.close()
 
     def _pickles(self) -> None:
+        # every whole frame of the buffer at once: one call per read, not per frame
         buf = self.buf
-        rx = self.rx
-        limit = rx.limits.max_frame
+        limit = self.rx.limits.max_frame
         pos, end = 0, len(buf)
+        payloads = []
+        broken = False
         while end - pos >= 4:
             (size,) = _unpack_len(buf, pos)
             if size > limit:
-                del buf[:pos]
-                self._broken()
-                return
+                broken = True
+                break
             stop = pos + 4 + size
             if stop > end:
                 break
-            rx._frame(self.channel, bytes(buf[pos + 4 : stop]), self.peer)
+            payloads.append(bytes(buf[pos + 4 : stop]))
             pos = stop
         if pos:
             del buf[:pos]
+        if payloads:
+            self.rx._frames(self.channel, payloads, self.peer)
+        if broken:  # the frames before the bad length prefix were good
+            self._broken()
 
     def _syslog(self) -> None:
         buf = self.buf

@@ -234,6 +234,9 @@ async def _check_paths(config: Config) -> None:
     await asyncio.to_thread(check)
 
 
+_SYSLOG = frozenset(("syslog_udp", "syslog_tcp"))
+
+
 class _Collector(Receiver):
     """A Receiver whose records go to a Dispatcher, with back-pressure."""
 
@@ -256,7 +259,7 @@ class _Collector(Receiver):
         self._waiter: asyncio.Task[None] | None = None
 
     def deliver(self, channel: str, fields: dict[str, Any], peer: str) -> None:
-        if channel[:6] == "syslog":
+        if channel in _SYSLOG:
             fields = syslog_record_fields(fields)
         record = rebuild(fields)
         if self.annotate:

@@ -402,12 +402,31 @@ class Receiver:
         self._changed()
 
     def _frame(self, channel: str, payload: bytes, peer: str) -> None:
+        self._frames(channel, [payload], peer)
+
+    def _frames(self, channel: str, payloads: list[bytes], peer: str) -> None:
+        """Decode and deliver the pickled frames one read brought, in order; a frame
+        that cannot be read, or whose delivery raises, is counted invalid."""
+        limits = self.limits.unpickle
+        deliver = self.deliver
+        received = invalid = 0
         try:
-            fields = load_record(payload, self.limits.unpickle)
-        except FrameError:
-            self.counts[channel].invalid += 1
-            return
-        self._deliver(channel, fields, peer)
+            for payload in payloads:
+                try:
+                    fields = load_record(payload, limits)
+                except FrameError:
+                    invalid += 1
+                    continue
+                try:
+                    deliver(channel, fields, peer)
+                except Exception:  # noqa: BLE001 - one record's failure: counted, the stream goes on
+                    invalid += 1
+                    continue
+                received += 1
+        finally:
+            counts = self.counts[channel]
+            counts.received += received
+            counts.invalid += invalid
 
     def _syslog_message(self, channel: str, data: bytes, peer: str) -> None:
         try:

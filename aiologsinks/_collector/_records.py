@@ -21,8 +21,10 @@ have at the source. Everything in it came from the network, so on the way:
 from __future__ import annotations
 
 import ast
+import itertools
 import logging
 import math
+import operator
 import re
 import time
 from collections.abc import Mapping
@@ -212,9 +214,82 @@ def rebuild(fields: dict[str, Any], now: float | None = None) -> logging.LogReco
     :func:`merge_args`) and ``args`` None, ``exc_info`` None, and every text made
     safe to write (see the module docstring).
     """
-    d = fields
-    if now is None:
-        now = time.time()
+    if not _as_sent(fields):
+        _convert(fields, time.time() if now is None else now)
+        _extras(fields)
+    elif len(fields) > _SENT_KEYS + ("taskName" in fields):  # (all the others are there)
+        _extras(fields)
+    record: logging.LogRecord = _new(_LogRecord)
+    record.__dict__ = fields
+    return record
+
+
+#: the standard fields :func:`_as_sent` looks at, and the types each may have there
+_SENT = operator.itemgetter(
+    "msg", "args", "name", "levelno", "levelname", "created", "msecs", "relativeCreated",
+    "lineno", "pathname", "filename", "module", "process", "thread", "exc_text",
+    "stack_info", "funcName", "threadName", "processName",
+)  # fmt: skip
+_NONE = type(None)
+_SENT_TYPES = frozenset(
+    (str, _NONE, str, int, str, float, float, float, int, str, str, str, *rest)
+    for rest in itertools.product(
+        (int, _NONE), (int, _NONE), (str, _NONE), (str, _NONE), (str, _NONE), (str, _NONE),
+        (str, _NONE),
+    )
+)  # fmt: skip
+_TASK_NAME_STANDARD = "taskName" in _STANDARD
+#: the keys a dict has after :func:`_as_sent`, ``taskName`` aside: any more are extras
+_SENT_KEYS = 20  # the 19 fields of _SENT and exc_info
+
+
+def _as_sent(d: dict[str, Any]) -> bool:
+    """Make ``d`` safe in place and return True when it is a record as
+    ``makePickle`` sends it: every standard field there with its usual type and a
+    plausible value, no argument to merge, no text to escape. Then only ``args``,
+    ``exc_info`` (and a missing ``taskName``) are set and tracebacks indented — what
+    :func:`_convert` would do to such a dict. False, with ``d`` unchanged, otherwise."""
+    try:
+        values = _SENT(d)
+    except KeyError:
+        return False
+    if tuple(map(type, values)) not in _SENT_TYPES:
+        return False
+    (msg, _, name, _, levelname, created, msecs, relative, _, pathname, filename, module,
+     _, _, exc_text, stack_info, func, thread_name, process_name) = values  # fmt: skip
+    task = d.get("taskName")
+    if not (
+        name
+        and levelname
+        and 0 <= created < 1e11
+        and 0 <= msecs < 1000
+        and relative - relative == 0.0  # finite
+        and relative
+        and (task is None or (type(task) is str and task.isprintable()))
+        and msg.isprintable()
+        and name.isprintable()
+        and levelname.isprintable()
+        and pathname.isprintable()
+        and filename.isprintable()
+        and module.isprintable()
+        and (func is None or func.isprintable())
+        and (thread_name is None or thread_name.isprintable())
+        and (process_name is None or process_name.isprintable())
+    ):
+        return False
+    d["exc_info"] = None
+    if exc_text is not None:
+        d["exc_text"] = clean_block(exc_text) if exc_text and exc_text != "None" else None
+    if stack_info is not None:
+        d["stack_info"] = clean_block(stack_info) if stack_info and stack_info != "None" else None
+    if _TASK_NAME_STANDARD and "taskName" not in d:
+        d["taskName"] = None
+    return True
+
+
+def _convert(d: dict[str, Any], now: float) -> None:
+    """Give every standard field of ``d`` the type formatters expect and make its
+    text safe (see :func:`rebuild`)."""
     msg = d.get("msg")
     if type(msg) is not str:
         msg = "" if msg is None else str(msg)
@@ -255,10 +330,6 @@ def rebuild(fields: dict[str, Any], now: float | None = None) -> logging.LogReco
         if key in d or key in _STANDARD:
             value = d.get(key)
             d[key] = clean(value) if type(value) is str else _text(value)
-    _extras(d)
-    record: logging.LogRecord = _new(_LogRecord)
-    record.__dict__ = d
-    return record
 
 
 _HANDLED = frozenset(

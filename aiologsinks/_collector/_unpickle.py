@@ -23,6 +23,10 @@ pickle opcodes that such values produce (protocols 0 to 5) itself, instead of tr
   become lists, and integers are limited to 64 bytes.
 
 Anything else raises :class:`FrameError` (a ``ValueError``).
+
+A record whose pickle is a flat dict of strings and numbers (what ``makePickle``
+sends) is first tried by the fast path of ``_flat``, which proves that shape in one
+scan and then lets the C unpickler build it; everything else is interpreted here.
 """
 
 from __future__ import annotations
@@ -32,7 +36,9 @@ import struct
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FrameError", "Limits", "load_record"]
+from ._flat import read_flat
+
+__all__ = ["FrameError", "Limits", "interpret", "load_record"]
 
 
 class FrameError(ValueError):
@@ -102,6 +108,15 @@ def load_record(data: bytes, limits: Limits = Limits()) -> dict[str, Any]:
     :class:`FrameError` for anything else, for a frame over ``limits``, and for
     malformed bytes; runs in time linear in ``len(data)``.
     """
+    flat = read_flat(data, limits.max_nodes, limits.max_size)
+    if flat is not None:  # the common record, proven flat (see _flat)
+        return flat
+    return interpret(data, limits)
+
+
+def interpret(data: bytes, limits: Limits = Limits()) -> dict[str, Any]:
+    """:func:`load_record` without its fast path: every frame interpreted opcode by
+    opcode within ``limits`` (same results, same errors)."""
     try:
         result = _Reader(data, limits).run()
     except FrameError:

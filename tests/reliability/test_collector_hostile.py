@@ -15,8 +15,11 @@ UDP and TCP); 40 connections each sending 1 MiB - 1 byte of a frame and idling c
 receiver grew by 641 MiB with 16 MB frames and never closed them); oversized length
 prefixes, pickles calling ``os.system`` in every protocol, format-string and size
 bombs, syslog and HTTP abuse, 150 connections against a limit of 64: each under
-0.05 s of CPU and +2 MiB; SIGTERM ends the collector in under 0.6 s after any of
-them.
+0.05 s of CPU and +2 MiB; frames shaped like the flat records the fast path hands
+to the C unpickler but each with what must keep them from it (a far memo index,
+references to a 600 KB string, a tuple key that takes 2**60 steps to hash, 100,000
+pairs, 20,000 colliding int keys): 0.19 s of CPU and +5 MiB in all; SIGTERM ends the
+collector in under 0.6 s after any of them.
 """
 
 from __future__ import annotations
@@ -181,6 +184,35 @@ async def http_abuse(ports: dict[str, int], tmp: Path) -> None:
         assert answer.startswith(b"HTTP/1.1 4"), answer[:60]
 
 
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+async def flat_look_alikes(ports: dict[str, int], tmp: Path) -> None:
+    # frames shaped like the flat records the fast path hands to the C unpickler,
+    # each with the one thing that must send it to the budgeted interpreter instead
+    name = _text("name") + _text("flat")
+    shared = _text("msg") + _text("m" * 600_000) + b"q\x01"
+    bodies = [
+        # a far memo index after a key: the C unpickler would allocate 776 MB
+        b"}q\x00(" + name + _text("msg") + b"r" + struct.pack("<I", 50_000_000) + b"N" + b"u.",
+        # 20 references to a 600 KB string: 12 MB once expanded (over budget)
+        b"}q\x00(" + shared + b"".join(_text(f"k{i}") + b"h\x01" for i in range(20)) + b"u.",
+        # a tuple key whose hashing would take 2**60 steps: refused by expanded size
+        b"}q\x00(N\x85q\x01"
+        + b"".join(b"h" + bytes([i]) + b"h" + bytes([i]) + b"\x86q" + bytes([i + 1])
+                   for i in range(1, 61))
+        + _text("v") + b"u.",
+        # 100,000 pairs in one frame: over the operation budget
+        b"}q\x00(" + (_text("k") + b"N") * 100_000 + b"u.",
+        # 20,000 int keys with one hash (quadratic to insert): read as their repr
+        b"}q\x00(" + name + _text("k")
+        + b"}(" + b"".join(b"L%dL\nN" % (i * (2**61 - 1)) for i in range(20_000)) + b"uu.",
+    ]  # fmt: skip
+    await send_all(ports["tcp"], b"".join(struct.pack(">L", len(b)) + b for b in bodies))
+
+
 async def connection_flood(ports: dict[str, int], tmp: Path) -> None:
     writers = []
     for _ in range(150):  # more than max_connections (64): the rest are refused
@@ -205,6 +237,7 @@ ATTACKS: dict[str, tuple[Attack, int]] = {
     "syslog-garbage": (syslog_garbage, 0),
     "http-abuse": (http_abuse, 0),
     "connection-flood": (connection_flood, 0),
+    "flat-look-alikes": (flat_look_alikes, 2),  # the far index and the colliding keys
 }
 
 
