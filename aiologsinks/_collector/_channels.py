@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from . import _http
 from ._frames import SYSLOG_STARTS as _STARTS
+from ._frames import FramingError, take_frames
 from ._frames import frame_length as _unpack_len
 from ._http import HTTPError
 from ._unpickle import Limits
@@ -236,26 +237,10 @@ class _Conn(asyncio.Protocol):
 
     def _pickles(self) -> None:
         # every whole frame of the buffer at once: one call per read, not per frame
-        buf = self.buf
-        limit = self.rx.limits.max_frame
-        pos, end = 0, len(buf)
-        payloads = []
-        broken = False
-        while end - pos >= 4:
-            (size,) = _unpack_len(buf, pos)
-            if size > limit:
-                broken = True
-                break
-            stop = pos + 4 + size
-            if stop > end:
-                break
-            payloads.append(bytes(buf[pos + 4 : stop]))
-            pos = stop
-        if pos:
-            del buf[:pos]
-        if payloads:
-            self.rx._frames(self.channel, payloads, self.peer)
-        if broken:  # the frames before the bad length prefix were good
+        try:
+            while payloads := take_frames(self.buf, self.rx.limits.max_frame):
+                self.rx._frames(self.channel, payloads, self.peer)
+        except FramingError:  # the frames before the bad length prefix were good
             self._broken()
 
     def _syslog(self) -> None:
