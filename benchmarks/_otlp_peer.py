@@ -30,7 +30,6 @@ from typing import Any
 
 from benchmarks._peers import Peer
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _count = 0
 
 
@@ -64,18 +63,8 @@ class OTLPPeer(Peer):
     """rotel on :attr:`port` (OTLP/HTTP), exporting to a counting receiver."""
 
     def __init__(self) -> None:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._otlp_peer"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            cwd=_ROOT,
-            env=env,
-        )
-        assert self.proc.stdout is not None
-        counter_port = int(self.proc.stdout.readline())
+        super().__init__(module="benchmarks._otlp_peer")  # the counting receiver
+        counter_port = self.port
         self._dir = tempfile.mkdtemp(prefix="aiologsinks-rotel-")
         self.port = _free_port()
         renv = {**os.environ, "NO_COLOR": "1"}

@@ -38,11 +38,13 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 class Peer:
     """A peer process of this module, seen from the benchmark: its port and its count."""
 
-    def __init__(self, kind: str, *args: float) -> None:
+    def __init__(self, *args: str | float, module: str = "benchmarks._peers") -> None:
+        """Run ``python -m module *args``; it prints its port, then a count per line
+        read from its stdin."""
         env = dict(os.environ)
         env["PYTHONPATH"] = _ROOT + os.pathsep + env.get("PYTHONPATH", "")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._peers", kind, *map(str, args)],
+            [sys.executable, "-m", module, *map(str, args)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
