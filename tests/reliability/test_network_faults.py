@@ -130,11 +130,6 @@ async def rig(
     assert dispatcher.stats().sinks["FileSink#1"].errors == 0
 
 
-# Known issue: in a full suite run on 3.11 one of the stream-fault tests below has timed
-# out in each of three runs (a different one each time; never when this module runs
-# alone). Until that is found, a failing test here gets one more run.
-pytestmark = pytest.mark.flaky(reruns=1)
-
 # -- stream sinks: SocketSink and SysLogSink over TCP -------------------------------------
 
 
