@@ -18,6 +18,7 @@ import asyncio
 import gzip
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -122,6 +123,7 @@ class OTLPPeer(Peer):
                 rotel.kill()
                 rotel.wait()
         self._out.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
         super().close()
 
 

@@ -24,6 +24,7 @@ import asyncio
 import gc
 import logging
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -130,6 +131,7 @@ async def main_async(n: int, rounds: int) -> None:
                   f"{our_rate / bare_rate:.2f}x")  # fmt: skip
     finally:
         await broker.stop()
+        shutil.rmtree(directory, ignore_errors=True)
     med = [statistics.median(column) for column in zip(*results, strict=True)]
     print(f"  median of {rounds} rounds: bare aiokafka loop (same bytes) {med[0]:9.0f} records/s")
     print(f"                    KafkaSink via install()          {med[1]:9.0f} records/s")

@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -172,6 +173,7 @@ async def main_async(n: int) -> None:
         await collector.stop()
         counter.terminate()
         counter.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
     print(
         f"{n} records per contender into rotel on 127.0.0.1, yield every {YIELD_EVERY}, "
         f"Python {sys.version.split()[0]}"

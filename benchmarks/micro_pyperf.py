@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import json
 import logging
 import logging.handlers
 import os
 import queue
+import shutil
 import statistics
 import subprocess
 import sys
@@ -101,6 +103,7 @@ def _worker() -> None:
     args = runner.parse_args()
     loop = asyncio.new_event_loop()
     tmp = tempfile.mkdtemp(prefix="aiologsinks-pyperf-")
+    atexit.register(shutil.rmtree, tmp, True)  # each worker process cleans up its own
     info = _setup(args.contender, tmp, loop).info
 
     async def timed(loops: int) -> float:
