@@ -82,13 +82,12 @@ class RecordingSinkMixin:
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    """Keep every failure, reruns included, in ``$AIOLOGSINKS_FAILURE_LOG`` when set.
+    """Keep every failure in ``$AIOLOGSINKS_FAILURE_LOG`` when it is set.
 
-    A test that passes on its rerun still leaves its first failure (with the state
-    its ``wait_until`` described) there, for the rare failures that only show up in
-    a whole-suite run.
+    Each failure is kept with the state its ``wait_until`` described, for the rare
+    failures that only show up in a whole-suite run.
     """
     path = os.environ.get("AIOLOGSINKS_FAILURE_LOG")
-    if path and (report.failed or report.outcome == "rerun"):
+    if path and report.failed:
         with open(path, "a", encoding="utf-8") as out:
             out.write(f"== {report.nodeid} ({report.when})\n{report.longreprtext}\n")
