@@ -288,3 +288,59 @@ async def test_receive_command_writes_lines_and_stops_on_signal(
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# -- graceful close --------------------------------------------------------------------
+
+
+def pickled(i: int) -> bytes:
+    return frame({"msg": f"record {i}", "args": None, "levelno": 30, "name": "n"})
+
+
+async def test_a_graceful_close_stops_listening_before_peers_are_told_to_go() -> None:
+    # Closing a listener resets a connection whose handshake completes at that
+    # instant, records written on it included. A peer told to go away (EOF) reconnects
+    # at once, so the listener must already be closed when it hears: refused, the
+    # peer keeps its records for the next collector, nothing is reset unread.
+    got: list[tuple[str, dict[str, Any]]] = []
+    rx = Receiver(tcp=0, on_record=lambda c, f: got.append((c, f)))
+    await rx.start()
+    port = rx.ports["tcp"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(pickled(0))
+    await rx.wait_for(lambda r: r.counts["tcp"].received == 1, 10)
+    closing = asyncio.ensure_future(rx.aclose(grace=5))
+    try:
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # the receiver's EOF
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 10)
+        # what a peer sends before it learnt of the shutdown is still read
+        writer.write(pickled(1))
+        await rx.wait_for(lambda r: r.counts["tcp"].received == 2, 10)
+        writer.close()
+        await asyncio.wait_for(closing, 10)
+    finally:
+        closing.cancel()
+        await rx.aclose()
+    assert [f["msg"] for _, f in got] == ["record 0", "record 1"]
+
+
+async def test_a_connection_waiting_in_the_backlog_at_close_is_read_not_reset() -> None:
+    got: list[tuple[str, dict[str, Any]]] = []
+    rx = Receiver(tcp=0, on_record=lambda c, f: got.append((c, f)))
+    await rx.start()
+    # connected and written with no await: the kernel holds it in the backlog,
+    # asyncio has not accepted it when the close begins
+    sock = socket.create_connection(("127.0.0.1", rx.ports["tcp"]), timeout=10)
+    try:
+        sock.sendall(pickled(7))
+        closing = asyncio.ensure_future(rx.aclose(grace=5))
+        # the receiver half-closes it (EOF) and reads what was written
+        assert await asyncio.wait_for(asyncio.to_thread(sock.recv, 1), 10) == b""
+        sock.close()
+        await asyncio.wait_for(closing, 10)
+    finally:
+        sock.close()
+        await rx.aclose()
+    assert rx.counts["tcp"].received == 1 and rx.counts["tcp"].invalid == 0
+    assert [f["msg"] for _, f in got] == ["record 7"]

@@ -190,15 +190,16 @@ class Receiver:
                 await sweeper
 
     async def _drain(self, grace: float) -> None:
-        # For a moment the sockets still listen: a connection the kernel accepted just
-        # before the shutdown may carry records already; connection_made half-closes
-        # it like the others. Then they close (peers reconnecting at once would keep
-        # the drain busy until its bound), after taking what waits in their backlog.
+        # The sockets stop listening first, while peers are still connected and not
+        # connecting: closing a listener resets a connection whose handshake the
+        # kernel completes at that instant, and a peer told to go away (the FIN
+        # below) reconnects at once, so closing later would race those reconnects.
+        # What the kernel accepted before is taken from the backlog and read like
+        # the rest.
         loop = asyncio.get_running_loop()
-        start = loop.time()
-        deadline = start + grace
-        listening = True
-        closed = deadline
+        deadline = loop.time() + grace
+        await self._stop_listening()
+        closed = loop.time()
         for conn in list(self._conns):
             conn.half_close()
         event = self._event
@@ -206,10 +207,6 @@ class Receiver:
             now = loop.time()
             if now >= deadline:
                 return
-            if listening and now - start >= _QUIET:
-                listening = False
-                await self._stop_listening()
-                closed = loop.time()
             quiet = [c for c in self._conns if not c.buf and now - c.last >= _QUIET]
             if quiet:
                 # one more turn of the loop reads what already arrived for them
@@ -219,7 +216,6 @@ class Receiver:
                         conn.abort()
             if (
                 not self._conns
-                and not listening
                 and not self._adopting
                 # connections the server accepted just before closing get their
                 # connection_made a loop turn or two later: give them a moment
