@@ -158,9 +158,10 @@ class Receiver:
     async def aclose(self, grace: float = 0.0) -> None:
         """Stop listening, then close every connection; idempotent.
 
-        With ``grace`` > 0, stream connections are first half-closed (the peer sees
-        end-of-file: ``SocketSink`` then stops writing to this connection and keeps
-        its records for the next one) and read until the peer closes them or stays
+        With ``grace`` > 0, the listeners close first (connections waiting in their
+        backlog are taken, not reset), then stream connections are half-closed (the
+        peer sees end-of-file: ``SocketSink`` then stops writing to this connection and
+        keeps its records for the next one) and read until the peer closes them or stays
         quiet for a moment, at most ``grace`` seconds in all: what peers sent before
         they learnt of the shutdown is still received.
         """
