@@ -43,7 +43,7 @@ import pickle
 import threading
 import traceback
 import types
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextvars import copy_context
 from typing import Any, overload
 
@@ -236,7 +236,17 @@ def _one(name: str) -> Any:
     return lambda d: (d[name],)
 
 
-def freeze(record: logging.LogRecord) -> Item:
+def _freeze_accelerated(record: logging.LogRecord) -> Item:
+    # the compiled common case (see _speedups.c), the same tuple as _freeze_pure's,
+    # GC-untracked from the start; anything else takes the pure-Python path
+    if type(record) is _LogRecord and not _switch.on and _bound_fields() is None:
+        frozen = _freeze_plain(record.__dict__)  # type: ignore[misc]
+        if frozen is not None:
+            return frozen
+    return _freeze_pure(record)
+
+
+def _freeze_pure(record: logging.LogRecord) -> Item:
     """Return what the shim queues for ``record``: a frozen tuple when it can be.
 
     Either way the result is safe to hand to another thread and to keep: ``msg %
@@ -296,6 +306,25 @@ def freeze(record: logging.LogRecord) -> Item:
         fixed[EXC_INFO] = None
     return tuple(fixed) + extra
 
+
+def _accelerator() -> Callable[[dict[str, Any]], Frozen | None] | None:
+    """The compiled ``freeze_plain``, or None: not built (no compiler where the package
+    was installed), or ``AIOLOGSINKS_PURE_PYTHON`` is set (the pure path is complete)."""
+    if os.environ.get("AIOLOGSINKS_PURE_PYTHON"):
+        return None
+    try:
+        from . import _speedups
+    except ImportError:
+        return None
+    _speedups.configure(FIELDS)
+    return _speedups.freeze_plain
+
+
+_freeze_plain = _accelerator()
+#: the compiled accelerator is in use (``aiologsinks._speedups``)
+ACCELERATED = _freeze_plain is not None
+freeze = _freeze_accelerated if ACCELERATED else _freeze_pure
+freeze.__doc__ = _freeze_pure.__doc__
 
 _UNSEEN: Any = object()
 
