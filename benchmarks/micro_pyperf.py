@@ -16,6 +16,15 @@ a service; divided by the calls. CPU time rather than wall time because this mac
 is shared: descheduled time is not a cost of the call (the wall-clock harness,
 ``python -m benchmarks``, keeps that view).
 
+The ratios to the floor are *paired in-process*: in each contender's worker process,
+bursts of the floor (a second logger with a NullHandler) and of the contender
+alternate; pyperf gets the contender's time as the value, and the worker also writes
+each value's floor time beside it (a file named by ``AIOLOGSINKS_PYPERF_PAIRS``). This
+machine's speed drifts by tens of percent between processes, which separate
+benchmarks cannot cancel; bursts a millisecond apart share it. A round's ratio is the
+median over the values of contender time / floor time; the floor's own benchmark
+gives the absolute floor.
+
 Needs pyperf (the ``bench`` extra).
 """
 
@@ -40,7 +49,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._stats import Estimate, Target, bootstrap, paired
+from benchmarks._stats import Estimate, Target, bootstrap
 
 FMT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MSG = "request %d handled in %.3f ms"
@@ -56,8 +65,10 @@ TARGET = Target(
 )
 
 
-def _setup(name: str, tmp: str, loop: asyncio.AbstractEventLoop) -> logging.Logger:
-    logger = logging.getLogger("bench.pyperf")
+def _setup(
+    name: str, tmp: str, loop: asyncio.AbstractEventLoop, logger_name: str = "bench.pyperf"
+) -> logging.Logger:
+    logger = logging.getLogger(logger_name)
     logger.propagate = False
     logger.setLevel(logging.INFO)
     path = os.path.join(tmp, "bench.log")
@@ -97,14 +108,18 @@ def _worker() -> None:
 
     def add_cmdline_args(cmd: list[str], args: Any) -> None:
         cmd.extend(("--contender", args.contender, "--pyperf-child"))
+        if args.paired:
+            cmd.append("--paired")
 
     runner = pyperf.Runner(add_cmdline_args=add_cmdline_args)
     runner.argparser.add_argument("--contender", required=True, choices=sorted(CONTENDERS))
+    runner.argparser.add_argument("--paired", action="store_true")
     args = runner.parse_args()
     loop = asyncio.new_event_loop()
     tmp = tempfile.mkdtemp(prefix="aiologsinks-pyperf-")
     atexit.register(shutil.rmtree, tmp, True)  # each worker process cleans up its own
     info = _setup(args.contender, tmp, loop).info
+    floor = _setup("null", tmp, loop, "bench.pyperf.floor").info
 
     async def timed(loops: int) -> float:
         # CPU time of the loop's thread: what the call costs the loop, without the time a
@@ -122,14 +137,36 @@ def _worker() -> None:
             await asyncio.sleep(0)
         return spent
 
+    async def alternated(loops: int) -> float:
+        # the contender's bursts alternated with the floor's (see the module docstring)
+        perf = time.thread_time
+        spent = floor_spent = 0.0
+        done = 0
+        while done < loops:
+            k = min(BURST, loops - done)
+            t0 = perf()
+            for i in range(k):
+                floor(MSG, i, 1.5)
+            t1 = perf()
+            for i in range(k):
+                info(MSG, i, 1.5)
+            spent += perf() - t1
+            floor_spent += t1 - t0
+            done += k
+            await asyncio.sleep(0)
+        with open(os.environ[PAIRS], "a") as f:
+            f.write(f"{loops} {spent!r} {floor_spent!r}\n")
+        return spent
+
     def time_func(loops: int) -> float:
-        return loop.run_until_complete(timed(loops))
+        return loop.run_until_complete((alternated if args.paired else timed)(loops))
 
     runner.bench_time_func(f"log-call-{args.contender}", time_func)
 
 
-def run_one(name: str, quick: bool) -> float:
-    """One pyperf benchmark of ``name`` in fresh processes; µs per call (median value)."""
+def run_one(name: str, quick: bool, paired: bool = False) -> tuple[float, float | None]:
+    """One pyperf benchmark of ``name`` in fresh processes: µs per call (median value)
+    and, ``paired``, the median ratio to the floor alternated in-process."""
     import pyperf
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -143,36 +180,71 @@ def run_one(name: str, quick: bool) -> float:
             "--quiet",
             "-o",
             out,
+            # one list: a second --inherit-environ would replace the first
             "--inherit-environ",
-            "PYTHONPATH",
+            ",".join(
+                ["PYTHONPATH", PAIRS]
+                # set, it measures the pure-Python path
+                + (["AIOLOGSINKS_PURE_PYTHON"] if os.environ.get("AIOLOGSINKS_PURE_PYTHON") else [])
+            ),
+            *(["--paired"] if paired else []),
         ]
         cmd += ["--processes", "2", "--values", "3", "--warmups", "1"]
         if quick:
             cmd += ["--min-time", "0.05"]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        pairs = os.path.join(tmp, "pairs.txt")
+        env = {**os.environ, PAIRS: pairs}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         if proc.returncode != 0:
             raise RuntimeError(proc.stderr.strip()[-400:])
         bench = pyperf.Benchmark.load(out)
-        return float(statistics.median(bench.get_values())) * 1e6
+        value = float(statistics.median(bench.get_values())) * 1e6
+        if not paired:
+            return value, None
+        with open(pairs) as f:
+            rows = [line.split() for line in f]
+        # the values (and warmups) ran the calibrated loops; calibration ran fewer
+        most = max(int(r[0]) for r in rows)
+        ratios = [float(r[1]) / float(r[2]) for r in rows if int(r[0]) == most]
+        return value, statistics.median(ratios)
+
+
+#: the file a paired worker writes its (loops, contender time, floor time) lines to
+PAIRS = "AIOLOGSINKS_PYPERF_PAIRS"
+#: key of a contender's per-round ratio to the floor (paired in-process) in the results
+RATIO = "{}/x-floor"
 
 
 def run_rounds(rounds: int, quick: bool, log: Any = print) -> dict[str, dict[int, float]]:
+    """Per round, each contender's µs per call and (``RATIO`` keys) each non-floor
+    contender's ratio to the floor, paired in-process; contenders in a rotated order."""
     names = list(CONTENDERS)
     res: dict[str, dict[int, float]] = {n: {} for n in names}
+    res.update({RATIO.format(n): {} for n in names if n != "null"})
     for r in range(rounds):
         shift = r % len(names)
         for name in names[shift:] + names[:shift]:
-            res[name][r] = run_one(name, quick)
-            log(f"  pyperf round {r + 1}/{rounds} {name:<14} {res[name][r]:.2f} µs/call")
+            value, ratio = run_one(name, quick, paired=name != "null")
+            res[name][r] = value
+            line = f"  pyperf round {r + 1}/{rounds} {name:<14} {value:.2f} µs/call"
+            if ratio is not None:
+                res[RATIO.format(name)][r] = ratio
+                line += f", {ratio:.3f}x the floor (paired)"
+            log(line)
     return res
 
 
 def table(res: dict[str, dict[int, float]]) -> tuple[str, Estimate | None]:
-    lines = ["| option | CPU µs per call (pyperf) | x floor [95% CI] |", "|---|---|---|"]
+    """The markdown table, and aiologsinks' ratio to the floor."""
+    lines = [
+        "| option | CPU µs per call (pyperf) | x floor, paired in-process [95% CI] |",
+        "|---|---|---|",
+    ]
     ours = None
-    for name, per in res.items():
-        est = bootstrap(list(per.values()))
-        ratio = paired(per, res["null"])
+    for name in CONTENDERS:
+        est = bootstrap(list(res[name].values()))
+        ratios = res.get(RATIO.format(name))
+        ratio = bootstrap(list(ratios.values())) if ratios else None
         if name == "aiologsinks":
             ours = ratio
         lines.append(
