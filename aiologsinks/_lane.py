@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._fallback import FallbackWriter
+from ._notices import delivering_notice
 from ._queue import BoundedQueue, FlushMarker, Notice, Overflow, notice
 from ._record import Item, RecordBatch, as_record
 from ._sink import Sink
@@ -292,19 +293,16 @@ class Lane:
             )
 
     async def _emit_notice(self, record: logging.LogRecord) -> None:
-        sink = self.sink
-        self._call_base = before = sink.error_count
+        # a notice is not a record: its failure is never counted as one, neither now
+        # nor when an outbox gives up on it later (see _notices); what the sink counts
+        # meanwhile are records it gave up on, counted by stats()
         try:
-            await sink.emit_batch([record])
+            with delivering_notice():
+                await self.sink.emit_batch([record])
         except BaseException as exc:
             if not containable(exc):
                 raise
             self._tell(f"aiologsinks: sink {self.name} could not take a notice: {exc!r}")
-        finally:
-            # a notice is not a record: its failure is not counted as one (more than
-            # one: earlier records the sink gave up on meanwhile, counted by stats())
-            self._seen += min(sink.error_count - before, 1)
-            self._call_base = None
 
     async def _announce(self) -> None:
         count, self.queue.unannounced = self.queue.unannounced, 0

@@ -78,6 +78,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ._backoff import Backoff, OutageBuffer
+from ._notices import handing_over_notice
 from ._validate import ArgumentValueError
 
 __all__ = [
@@ -177,6 +178,10 @@ class OutboxStatistics:
     expired: int = 0
 
 
+#: notices an outbox remembers at most (a few per outage are made)
+_NOTICES_MAX = 64
+
+
 def _silent(message: str) -> None:
     """The default ``notify``: outage notices are the sink's to show."""
 
@@ -246,6 +251,9 @@ class Outbox(Generic[T]):
         self._last_error = ""
         self._last_notice = 0.0
         self._lost_in_outage = 0
+        # the items a pipeline notice was encoded into, by id (kept alive here, so an
+        # id is not reused meanwhile): their loss is not a record's (see _notices)
+        self._notices: dict[int, T] = {}
 
     # -- the public surface --------------------------------------------------------------
 
@@ -290,6 +298,8 @@ class Outbox(Generic[T]):
         if not items:
             return
         self._accepted += len(items)
+        if handing_over_notice():
+            self._mark_notices(items)
         if self._closed:
             self._lose(list(items), Loss.ABANDONED)
             return
@@ -344,8 +354,9 @@ class Outbox(Generic[T]):
             return  # aclose() gave up on the chunk and counted it as abandoned
         self._refused += len(items)
         self._failed += len(items)
-        if self._on_failed is not None:
-            self._on_failed(items, exc)
+        records = self._records(items)
+        if self._on_failed is not None and records:
+            self._on_failed(records, exc)
 
     async def aclose(self, timeout: float | None = 1.0) -> bool:
         """Stop retrying, make one last attempt within ``timeout`` seconds, count the rest.
@@ -451,8 +462,9 @@ class Outbox(Generic[T]):
                 return None
             self._in_flight = []
             self._failed += len(chunk)
-            if self._on_failed is not None:
-                self._on_failed(chunk, exc)
+            records = self._records(chunk)
+            if self._on_failed is not None and records:
+                self._on_failed(records, exc)
             self._came_up()  # the peer answered: it is reachable
             return len(chunk)
         if self._in_flight is not chunk:  # aclose() gave up on it and counted it
@@ -463,6 +475,8 @@ class Outbox(Generic[T]):
             self._went_down(RuntimeError("send delivered nothing"), None)
             return None
         self._delivered += n - refused
+        if self._notices:
+            self._records(chunk[:n])  # delivered: forget the notices among them
         self._in_flight = chunk[n:]
         self._came_up()
         return n
@@ -511,8 +525,29 @@ class Outbox(Generic[T]):
             self._abandoned += n
         if self._down_since is not None:
             self._lost_in_outage += n
-        if self._on_lost is not None:
-            self._on_lost(items, why)
+        records = self._records(items)
+        if self._on_lost is not None and records:
+            self._on_lost(records, why)
+
+    def _mark_notices(self, items: Sequence[T]) -> None:
+        notices = self._notices
+        for item in items:
+            notices[id(item)] = item
+        while len(notices) > _NOTICES_MAX:  # notices are rare; this only bounds a leak
+            del notices[next(iter(notices))]
+
+    def _records(self, items: list[T]) -> list[T]:
+        """``items`` without the pipeline's notices, which are forgotten here."""
+        notices = self._notices
+        if not notices:
+            return items
+        kept = []
+        for item in items:
+            if notices.get(id(item)) is item:
+                del notices[id(item)]
+            else:
+                kept.append(item)
+        return kept
 
     def _expire(self) -> None:
         """Give up on the items at the front whose deadline has passed."""

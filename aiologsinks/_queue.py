@@ -21,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from ._notices import mark
+
 __all__ = [
     "OVERFLOWS",
     "BoundedQueue",
@@ -70,7 +72,7 @@ def notice(msg: str, *args: object) -> logging.LogRecord:
     """A WARNING record from aiologsinks itself, its message already merged."""
     record = logging.LogRecord("aiologsinks", logging.WARNING, __file__, 0, msg, args, None)
     record.msg, record.args = record.getMessage(), None
-    return record
+    return mark(record)
 
 
 #: the item types that are not records

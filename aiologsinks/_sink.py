@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 from ._context import need_context, release_context, run_in
 from ._hooks import is_dual, overridden
+from ._notices import is_notice
 from ._record import Frozen, as_record, freeze
 from ._validate import check_level
 
@@ -217,8 +218,11 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     def report_error(self, record: logging.LogRecord | Frozen) -> None:
         """Count one record that could not be delivered and pass it to
         :meth:`handleError` (a frozen record is built first). Call it inside the
-        ``except`` block that caught the error: handleError reports that exception."""
-        self.error_count += 1
+        ``except`` block that caught the error: handleError reports that exception.
+        A notice of the pipeline's own is reported but not counted: it is not a record
+        the application logged."""
+        if not is_notice(record):
+            self.error_count += 1
         self.handleError(as_record(record))
 
     def _take_over(self, count: int) -> None:
@@ -241,7 +245,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         record. Call it inside the ``except`` block."""
         if not records:
             return
-        self.error_count += len(records) - 1
+        self.error_count += sum(1 for r in records[1:] if not is_notice(r))
         self.report_error(records[0])
 
     def contain_each(
