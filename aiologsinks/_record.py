@@ -239,11 +239,10 @@ def _one(name: str) -> Any:
 def _freeze_accelerated(record: logging.LogRecord) -> Item:
     # the compiled common case (see _speedups.c), the same tuple as _freeze_pure's,
     # GC-untracked from the start; anything else takes the pure-Python path
-    if type(record) is _LogRecord and not _switch.on and _bound_fields() is None:
-        frozen = _freeze_plain(record.__dict__)  # type: ignore[misc]
-        if frozen is not None:
-            return frozen
-    return _freeze_pure(record)
+    if type(record) is not _LogRecord or _switch.on or _bound_fields():
+        return prepared_copy(record)  # what _freeze_pure does first, not checked twice
+    frozen = _freeze_plain(record.__dict__)  # type: ignore[misc]
+    return frozen if frozen is not None else _freeze_pure(record)
 
 
 def _freeze_pure(record: logging.LogRecord) -> Item:

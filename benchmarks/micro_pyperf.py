@@ -119,47 +119,35 @@ def _worker() -> None:
     tmp = tempfile.mkdtemp(prefix="aiologsinks-pyperf-")
     atexit.register(shutil.rmtree, tmp, True)  # each worker process cleans up its own
     info = _setup(args.contender, tmp, loop).info
-    floor = _setup("null", tmp, loop, "bench.pyperf.floor").info
+    # paired: a floor logger whose bursts alternate with the contender's (module docstring)
+    floor = _setup("null", tmp, loop, "bench.pyperf.floor").info if args.paired else None
 
     async def timed(loops: int) -> float:
         # CPU time of the loop's thread: what the call costs the loop, without the time a
         # shared machine's scheduler hands to other processes mid-burst
         perf = time.thread_time
-        spent = 0.0
+        spent = floor_spent = 0.0
         done = 0
         while done < loops:
             k = min(BURST, loops - done)
+            if floor is not None:
+                t0 = perf()
+                for i in range(k):
+                    floor(MSG, i, 1.5)
+                floor_spent += perf() - t0
             t0 = perf()
             for i in range(k):
                 info(MSG, i, 1.5)
             spent += perf() - t0
             done += k
             await asyncio.sleep(0)
-        return spent
-
-    async def alternated(loops: int) -> float:
-        # the contender's bursts alternated with the floor's (see the module docstring)
-        perf = time.thread_time
-        spent = floor_spent = 0.0
-        done = 0
-        while done < loops:
-            k = min(BURST, loops - done)
-            t0 = perf()
-            for i in range(k):
-                floor(MSG, i, 1.5)
-            t1 = perf()
-            for i in range(k):
-                info(MSG, i, 1.5)
-            spent += perf() - t1
-            floor_spent += t1 - t0
-            done += k
-            await asyncio.sleep(0)
-        with open(os.environ[PAIRS], "a") as f:
-            f.write(f"{loops} {spent!r} {floor_spent!r}\n")
+        if floor is not None:
+            with open(os.environ[PAIRS], "a") as f:
+                f.write(f"{loops} {spent!r} {floor_spent!r}\n")
         return spent
 
     def time_func(loops: int) -> float:
-        return loop.run_until_complete((alternated if args.paired else timed)(loops))
+        return loop.run_until_complete(timed(loops))
 
     runner.bench_time_func(f"log-call-{args.contender}", time_func)
 
