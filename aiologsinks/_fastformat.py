@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 from ._record import (
+    ACCELERATED,
     ARGS,
     CREATED,
     EXC_TEXT,
@@ -44,6 +45,12 @@ from ._record import (
     travelled,
 )
 from ._sink import Sink, _default_formatter, overridden
+
+#: the compiled inner loop of FrozenFormat.lines (see _speedups.c), or None: the
+#: loop in Python is complete
+_format_run: Callable[..., int] | None = None
+if ACCELERATED:
+    from ._speedups import format_run as _format_run
 
 __all__ = ["FrozenFormat", "PlainFormat", "format_batch", "plain_percent_format"]
 
@@ -321,7 +328,17 @@ class FrozenFormat:
         last_joined: str | None = None  # ... and its format for the current time stamp
         # the time stamp is the same within one millisecond of one second
         lo, hi, ms = 0.0, -1.0, -1.0
-        for v in items:
+        i, n = 0, len(items)
+        run = _format_run if type(items) is list else None
+        while i < n:
+            if run is not None:
+                # the compiled loop formats the records this state covers, the same
+                # way; this loop takes the one it stops at
+                i = run(items, i, out, fmt, fields, templates, formats, lo, hi, ms, timed)
+                if i >= n:
+                    break
+            v = items[i]
+            i += 1
             if (
                 type(v) is not tuple
                 or v[EXC_TEXT]

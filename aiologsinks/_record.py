@@ -315,6 +315,8 @@ def _accelerator() -> Callable[[dict[str, Any]], Frozen | None] | None:
         from . import _speedups
     except ImportError:
         return None
+    if not all(hasattr(_speedups, name) for name in ("Shim", "format_run")):
+        return None  # built from an older source: the pure path is complete
     _speedups.configure(FIELDS)
     return _speedups.freeze_plain
 

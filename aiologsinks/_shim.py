@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
+from types import MethodType
 from typing import Any, Protocol
 
-from . import _trace
+from . import _context, _trace
 from ._hooks import overridden
-from ._record import Item, freeze, prepared_copy
+from ._record import ACCELERATED, Item, freeze, prepared_copy
+
+if ACCELERATED:
+    from ._speedups import Shim as _Shim
 
 __all__ = ["QueueHandler", "Submitter"]
 
@@ -71,6 +75,27 @@ class QueueHandler(logging.Handler):
         self._plain = not any(
             overridden(cls, name, getattr(QueueHandler, name))
             for name in ("emit", "enqueue", "prepare")
+        )
+        if self._plain and ACCELERATED and not overridden(cls, "handle", QueueHandler.handle):
+            self._compile_handle()
+
+    def _compile_handle(self) -> None:
+        """Install the compiled :meth:`handle` (see ``_speedups.c``) for a Dispatcher's
+        handler: the common record in one C call, everything else through
+        :meth:`handle` itself."""
+        from ._dispatcher import Dispatcher  # the shim's module is imported first
+
+        # it appends to the queue as Dispatcher.submit does, so only to a Dispatcher's
+        if getattr(type(self.dispatcher), "submit", None) is not Dispatcher.submit:
+            return
+        self.handle = _Shim(  # type: ignore[method-assign,assignment]
+            self,
+            self.dispatcher,
+            MethodType(QueueHandler.handle, self),
+            vars(_trace),
+            _context._switch,
+            _context._bound,
+            logging.LogRecord,
         )
 
     def createLock(self) -> None:

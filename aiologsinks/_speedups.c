@@ -15,12 +15,58 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stddef.h>
+#include <string.h>
 
 static PyObject *fields = NULL; /* tuple of str: LogRecord's attributes, in order */
 static Py_ssize_t n_fields = 0;
 static Py_ssize_t args_at = -1;
 static Py_ssize_t msg_at = -1;
 static Py_ssize_t exc_info_at = -1;
+static Py_ssize_t exc_text_at = -1;
+static Py_ssize_t stack_info_at = -1;
+static Py_ssize_t created_at = -1;
+static Py_ssize_t msecs_at = -1;
+
+/* Fields that repeat from record to record with a new object each time (the thread
+ * and process ids, msecs within one millisecond): a queued record keeps the previous
+ * record's equal object instead, so a burst of queued records holds (and allocates
+ * into new memory) fewer objects. Equal values of the same exact type are
+ * interchangeable: int and float are immutable and nothing reads their identity. */
+#define N_SHARED 3
+static const char *shared_names[N_SHARED] = {"thread", "process", "msecs"};
+static Py_ssize_t shared_at[N_SHARED] = {-1, -1, -1};
+static PyObject *shared_last[N_SHARED] = {NULL, NULL, NULL};
+
+static PyObject *
+shared(int k, PyObject *v)
+{
+    PyObject *last = shared_last[k];
+    if (v == last || last == NULL || Py_TYPE(v) != Py_TYPE(last)) {
+        goto remember;
+    }
+    if (PyFloat_CheckExact(v)) {
+        double a = PyFloat_AS_DOUBLE(v), b = PyFloat_AS_DOUBLE(last);
+        if (memcmp(&a, &b, sizeof a) == 0) { /* bit for bit: -0.0 is not 0.0 */
+            return last;
+        }
+    }
+    else if (PyLong_CheckExact(v)) {
+        int eq = PyObject_RichCompareBool(v, last, Py_EQ);
+        if (eq < 0) {
+            PyErr_Clear();
+        }
+        else if (eq) {
+            return last;
+        }
+    }
+remember:
+    if (PyFloat_CheckExact(v) || PyLong_CheckExact(v)) {
+        Py_INCREF(v);
+        Py_XSETREF(shared_last[k], v);
+    }
+    return v;
+}
 
 static int
 immutable(PyObject *v)
@@ -73,6 +119,9 @@ freeze_plain(PyObject *module, PyObject *d)
         return NULL;
     }
     int tracked = 0;
+    for (int k = 0; k < N_SHARED; k++) {
+        values[shared_at[k]] = shared(k, values[shared_at[k]]);
+    }
     for (Py_ssize_t i = 0; i < n_fields; i++) {
         PyObject *v = values[i];
         tracked |= PyObject_GC_IsTracked(v);
@@ -91,6 +140,136 @@ freeze_plain(PyObject *module, PyObject *d)
     return out;
 }
 
+/* format_run(items, start, out, fmt, fields, templates, formats, lo, hi, ms, timed)
+ *
+ * The inner loop of _fastformat.FrozenFormat.lines for its common records: from
+ * items[start], appends each line to out while the record is one the loop's state
+ * already covers - a frozen tuple without exception or stack text and with its
+ * message merged or deferred, whose time stamp is the current one (msecs == ms,
+ * lo <= created < hi) and whose deferred template, if any, has its format for that
+ * time stamp in formats. Returns the index of the first item it did not format (the
+ * Python loop takes that one, updates its state and calls again), len(items) at the
+ * end. The lines are exactly the Python loop's: the same format, the same getter, the
+ * same %; where that % fails, this stops at the item and the Python loop reports it.
+ */
+static int
+formats_one(PyObject *fmt, PyObject *getter, PyObject *v, PyObject *out)
+{
+    PyObject *values = PyObject_CallOneArg(getter, v);
+    if (values == NULL) {
+        return -1;
+    }
+    PyObject *line = PyUnicode_Format(fmt, values);
+    Py_DECREF(values);
+    if (line == NULL) {
+        return -1;
+    }
+    int rc = PyList_Append(out, line);
+    Py_DECREF(line);
+    return rc;
+}
+
+static int
+no_args(PyObject *args)
+{
+    /* a merged message (None) or one that had none (the empty tuple) */
+    return args == Py_None || (PyTuple_CheckExact(args) && PyTuple_GET_SIZE(args) == 0);
+}
+
+static PyObject *
+format_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 11) {
+        PyErr_SetString(PyExc_TypeError, "format_run() takes 11 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *out = args[2], *fmt = args[3], *fields_of = args[4];
+    PyObject *templates = args[5], *formats = args[6];
+    if (!PyList_CheckExact(items) || !PyList_CheckExact(out) || !PyUnicode_CheckExact(fmt)
+        || !PyDict_CheckExact(templates) || !PyDict_CheckExact(formats)) {
+        PyErr_SetString(PyExc_TypeError, "format_run(): unexpected argument types");
+        return NULL;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    double lo = PyFloat_AsDouble(args[7]), hi = PyFloat_AsDouble(args[8]);
+    double ms = PyFloat_AsDouble(args[9]);
+    int timed = PyObject_IsTrue(args[10]);
+    if (PyErr_Occurred() || timed < 0) {
+        return NULL;
+    }
+    if (fields == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
+        return NULL;
+    }
+    for (; i < PyList_GET_SIZE(items); i++) {
+        PyObject *v = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(v)) {
+            break;
+        }
+        Py_ssize_t size = PyTuple_GET_SIZE(v);
+        if (size < n_fields || PyTuple_GET_ITEM(v, exc_text_at) != Py_None
+            || PyTuple_GET_ITEM(v, stack_info_at) != Py_None
+            || !no_args(PyTuple_GET_ITEM(v, args_at))
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(v, msg_at))) {
+            break;
+        }
+        if (timed) {
+            PyObject *created = PyTuple_GET_ITEM(v, created_at);
+            PyObject *msecs = PyTuple_GET_ITEM(v, msecs_at);
+            if (!PyFloat_CheckExact(created) || !PyFloat_CheckExact(msecs)
+                || PyFloat_AS_DOUBLE(msecs) != ms || !(lo <= PyFloat_AS_DOUBLE(created))
+                || !(PyFloat_AS_DOUBLE(created) < hi)) {
+                break; /* a new time stamp: the Python loop makes its formats */
+            }
+        }
+        Py_ssize_t n_args = size - n_fields;
+        if (n_args > 0) {
+            PyObject *last = PyTuple_GET_ITEM(v, size - 1);
+            if (PyTuple_CheckExact(last)) { /* extra= values and their names follow */
+                n_args -= 1 + PyTuple_GET_SIZE(last);
+                if (n_args < 0) {
+                    break;
+                }
+            }
+        }
+        if (n_args == 0) {
+            if (formats_one(fmt, fields_of, v, out) < 0) {
+                PyErr_Clear(); /* the Python loop does it again and reports it */
+                break;
+            }
+            continue;
+        }
+        PyObject *template = PyTuple_GET_ITEM(v, msg_at);
+        PyObject *entry = PyDict_GetItemWithError(templates, template);
+        if (entry == NULL || !PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 2
+            || !PyLong_CheckExact(PyTuple_GET_ITEM(entry, 0))
+            || PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 0)) != n_args) {
+            PyErr_Clear();
+            break; /* a template not learned yet, not joinable, or another count */
+        }
+        PyObject *joined = PyDict_GetItemWithError(formats, template);
+        if (joined == NULL || !PyUnicode_CheckExact(joined)) {
+            PyErr_Clear();
+            break; /* its format for this time stamp is not made yet */
+        }
+        /* the getter and the format are held: the call can run user code (a str
+         * subclass's __format__ cannot be here, but keep them alive regardless) */
+        PyObject *getter = PyTuple_GET_ITEM(entry, 1);
+        Py_INCREF(getter);
+        Py_INCREF(joined);
+        Py_INCREF(v);
+        int rc = formats_one(joined, getter, v, out);
+        Py_DECREF(v);
+        Py_DECREF(joined);
+        Py_DECREF(getter);
+        if (rc < 0) {
+            PyErr_Clear();
+            break;
+        }
+    }
+    return PyLong_FromSsize_t(i);
+}
+
 static PyObject *
 configure(PyObject *module, PyObject *names)
 {
@@ -99,7 +278,8 @@ configure(PyObject *module, PyObject *names)
         return NULL;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(names);
-    Py_ssize_t at = -1, m_at = -1, exc_at = -1;
+    Py_ssize_t at = -1, m_at = -1, exc_at = -1, text_at = -1, stack_at = -1, c_at = -1,
+               ms_at = -1;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *name = PyTuple_GET_ITEM(names, i);
         if (!PyUnicode_CheckExact(name)) {
@@ -115,25 +295,336 @@ configure(PyObject *module, PyObject *names)
         else if (PyUnicode_CompareWithASCIIString(name, "exc_info") == 0) {
             exc_at = i;
         }
+        else if (PyUnicode_CompareWithASCIIString(name, "exc_text") == 0) {
+            text_at = i;
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "stack_info") == 0) {
+            stack_at = i;
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "created") == 0) {
+            c_at = i;
+        }
+        else if (PyUnicode_CompareWithASCIIString(name, "msecs") == 0) {
+            ms_at = i;
+        }
     }
-    if (at < 0 || m_at < 0 || exc_at < 0 || n > 64) {
+    if (at < 0 || m_at < 0 || exc_at < 0 || text_at < 0 || stack_at < 0 || c_at < 0
+        || ms_at < 0 || n > 64) {
         PyErr_SetString(PyExc_ValueError,
-                        "configure(): at most 64 names, with msg, args and exc_info");
+                        "configure(): at most 64 names, with msg, args, exc_info, exc_text, "
+                        "stack_info, created and msecs");
         return NULL;
+    }
+    Py_ssize_t s_at[N_SHARED];
+    for (int k = 0; k < N_SHARED; k++) {
+        s_at[k] = -1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(names, i), shared_names[k])
+                == 0) {
+                s_at[k] = i;
+            }
+        }
+        if (s_at[k] < 0) {
+            PyErr_Format(PyExc_ValueError, "configure(): no %s among the names",
+                         shared_names[k]);
+            return NULL;
+        }
     }
     Py_INCREF(names);
     Py_XSETREF(fields, names);
     n_fields = n;
     args_at = at;
     msg_at = m_at;
+    for (int k = 0; k < N_SHARED; k++) {
+        shared_at[k] = s_at[k];
+        Py_CLEAR(shared_last[k]);
+    }
     exc_info_at = exc_at;
+    exc_text_at = text_at;
+    stack_info_at = stack_at;
+    created_at = c_at;
+    msecs_at = ms_at;
     Py_RETURN_NONE;
 }
+
+/* Shim(handler, dispatcher, slow, trace_globals, switch, bound, record_type)
+ *
+ * QueueHandler.handle's hot path as one C call: installed as a plain QueueHandler's
+ * "handle" (an instance attribute, so Logger.callHandlers calls it without a bound
+ * method or a Python frame). A plain record - no handler filter, no trace hook, an
+ * exact LogRecord, no context to carry, no bound fields, and what freeze_plain takes -
+ * is frozen and appended to the dispatcher's queue as Dispatcher.submit would: while
+ * it accepts and below its bound, waking the pump once per burst. Everything else is
+ * handed to slow(record) (QueueHandler.handle itself), which handles every record.
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *handler;
+    PyObject *dispatcher;
+    PyObject *slow;
+    PyObject *trace_globals; /* _trace's module dict: "hook" is read per record */
+    PyObject *switch_;       /* _context._switch: .on while a context is captured */
+    PyObject *bound;         /* the ContextVar of the bound fields */
+    PyObject *record_type;   /* logging.LogRecord */
+    vectorcallfunc vectorcall;
+} Shim;
+
+static PyObject *s_filters, *s_hook, *s_on, *s_accepting, *s_items, *s_bound, *s_pending,
+    *s_append, *s_submit, *s_wake_up, *s_handle_error;
+
+static int
+shim_traverse(Shim *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->handler);
+    Py_VISIT(self->dispatcher);
+    Py_VISIT(self->slow);
+    Py_VISIT(self->trace_globals);
+    Py_VISIT(self->switch_);
+    Py_VISIT(self->bound);
+    Py_VISIT(self->record_type);
+    return 0;
+}
+
+static int
+shim_clear(Shim *self)
+{
+    Py_CLEAR(self->handler);
+    Py_CLEAR(self->dispatcher);
+    Py_CLEAR(self->slow);
+    Py_CLEAR(self->trace_globals);
+    Py_CLEAR(self->switch_);
+    Py_CLEAR(self->bound);
+    Py_CLEAR(self->record_type);
+    return 0;
+}
+
+static void
+shim_dealloc(Shim *self)
+{
+    PyObject_GC_UnTrack(self);
+    shim_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* 1: the attribute is exactly the object expected; 0: it is not; -1: an error */
+static int
+attr_is(PyObject *obj, PyObject *name, PyObject *expected)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL) {
+        return -1;
+    }
+    int is = v == expected;
+    Py_DECREF(v);
+    return is;
+}
+
+/* 1: the record is the plain case, 0: it is not, -1: an error */
+static int
+shim_plain(Shim *self, PyObject *record)
+{
+    if (Py_TYPE(record) != (PyTypeObject *)self->record_type) {
+        return 0;
+    }
+    PyObject *filters = PyObject_GetAttr(self->handler, s_filters);
+    if (filters == NULL) {
+        return -1;
+    }
+    int none = PyList_CheckExact(filters) && PyList_GET_SIZE(filters) == 0;
+    Py_DECREF(filters);
+    if (!none) {
+        return 0;
+    }
+    PyObject *hook = PyDict_GetItemWithError(self->trace_globals, s_hook);
+    if (hook == NULL) {
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    if (hook != Py_None) {
+        return 0;
+    }
+    int off = attr_is(self->switch_, s_on, Py_False);
+    if (off <= 0) {
+        return off;
+    }
+    PyObject *fields_bound;
+    if (PyContextVar_Get(self->bound, Py_None, &fields_bound) < 0) {
+        return -1;
+    }
+    int unbound = fields_bound == Py_None;
+    Py_DECREF(fields_bound);
+    return unbound; /* bound fields (even none) travel on the pure-Python path */
+}
+
+/* Appends frozen to the dispatcher's queue: 1 done, 0 not the common case (the
+ * caller submits it), -1 an error after the append (the record is queued) */
+static int
+shim_append(Shim *self, PyObject *frozen)
+{
+    PyObject *d = self->dispatcher;
+    int accepting = attr_is(d, s_accepting, Py_True);
+    if (accepting <= 0) {
+        if (accepting < 0) {
+            PyErr_Clear();
+        }
+        return 0;
+    }
+    PyObject *items = PyObject_GetAttr(d, s_items);
+    if (items == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *bound = PyObject_GetAttr(d, s_bound);
+    Py_ssize_t n = PyObject_Length(items);
+    Py_ssize_t limit = bound != NULL && PyLong_CheckExact(bound) ? PyLong_AsSsize_t(bound) : -1;
+    Py_XDECREF(bound);
+    if (n < 0 || limit < 0 || n >= limit) {
+        PyErr_Clear();
+        Py_DECREF(items);
+        return 0; /* full, or not what a Dispatcher holds: submit() decides */
+    }
+    PyObject *rv = PyObject_CallMethodOneArg(items, s_append, frozen);
+    Py_DECREF(items);
+    if (rv == NULL) {
+        PyErr_Clear();
+        return 0; /* not appended: submit() tries */
+    }
+    Py_DECREF(rv);
+    int pending = attr_is(d, s_pending, Py_True);
+    if (pending < 0) {
+        return -1;
+    }
+    if (!pending) {
+        rv = PyObject_CallMethodNoArgs(d, s_wake_up);
+        if (rv == NULL) {
+            return -1;
+        }
+        Py_DECREF(rv);
+    }
+    return 1;
+}
+
+static PyObject *
+shim_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Shim *self = (Shim *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
+    }
+    PyObject *record = args[0];
+    int plain = shim_plain(self, record);
+    if (plain < 0) {
+        PyErr_Clear(); /* the Python path meets the same and handles it */
+    }
+    if (plain <= 0) {
+        return PyObject_CallOneArg(self->slow, record);
+    }
+    PyObject *d = PyObject_GenericGetDict(record, NULL);
+    if (d == NULL) {
+        PyErr_Clear();
+        return PyObject_CallOneArg(self->slow, record);
+    }
+    PyObject *frozen = freeze_plain(NULL, d);
+    Py_DECREF(d);
+    if (frozen == NULL || frozen == Py_None) {
+        if (frozen == NULL) {
+            PyErr_Clear();
+        }
+        Py_XDECREF(frozen);
+        return PyObject_CallOneArg(self->slow, record);
+    }
+    int done = shim_append(self, frozen);
+    if (done == 0) {
+        /* closed, full or not a Dispatcher's queue: its submit() applies the policy */
+        PyObject *rv = PyObject_CallMethodOneArg(self->dispatcher, s_submit, frozen);
+        if (rv == NULL) {
+            done = -1;
+        }
+        else {
+            Py_DECREF(rv);
+        }
+    }
+    Py_DECREF(frozen);
+    if (done < 0) {
+        /* as QueueHandler.handle: a logging call never raises */
+        if (!PyErr_ExceptionMatches(PyExc_Exception)) {
+            return NULL;
+        }
+        PyErr_Clear();
+        PyObject *rv = PyObject_CallMethodOneArg(self->handler, s_handle_error, record);
+        if (rv == NULL) {
+            return NULL;
+        }
+        Py_DECREF(rv);
+    }
+    return Py_NewRef(record);
+}
+
+static PyObject *
+shim_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *handler, *dispatcher, *slow, *trace_globals, *switch_, *bound, *record_type;
+    if (kwargs != NULL && PyDict_GET_SIZE(kwargs)) {
+        PyErr_SetString(PyExc_TypeError, "Shim() takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_UnpackTuple(args, "Shim", 7, 7, &handler, &dispatcher, &slow, &trace_globals,
+                           &switch_, &bound, &record_type)) {
+        return NULL;
+    }
+    if (!PyDict_CheckExact(trace_globals) || !PyContextVar_CheckExact(bound)
+        || !PyType_Check(record_type) || !PyCallable_Check(slow)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "Shim(): expected (handler, dispatcher, slow callable, module dict, "
+                        "switch, ContextVar, LogRecord type)");
+        return NULL;
+    }
+    if (fields == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
+        return NULL;
+    }
+    Shim *self = (Shim *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->handler = Py_NewRef(handler);
+    self->dispatcher = Py_NewRef(dispatcher);
+    self->slow = Py_NewRef(slow);
+    self->trace_globals = Py_NewRef(trace_globals);
+    self->switch_ = Py_NewRef(switch_);
+    self->bound = Py_NewRef(bound);
+    self->record_type = Py_NewRef(record_type);
+    self->vectorcall = shim_call;
+    return (PyObject *)self;
+}
+
+static PyObject *
+shim_repr(Shim *self)
+{
+    return PyUnicode_FromFormat("<compiled QueueHandler.handle of %R>", self->handler);
+}
+
+static PyTypeObject ShimType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiologsinks._speedups.Shim",
+    .tp_basicsize = sizeof(Shim),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "QueueHandler.handle's hot path (see _speedups.c).",
+    .tp_new = shim_new,
+    .tp_dealloc = (destructor)shim_dealloc,
+    .tp_traverse = (traverseproc)shim_traverse,
+    .tp_clear = (inquiry)shim_clear,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Shim, vectorcall),
+    .tp_repr = (reprfunc)shim_repr,
+};
 
 static PyMethodDef methods[] = {
     {"freeze_plain", freeze_plain, METH_O,
      "The frozen tuple of a plain record's __dict__, or None when it is not plain."},
     {"configure", configure, METH_O, "Set the standard attribute names, in order."},
+    {"format_run", (PyCFunction)(void (*)(void))format_run, METH_FASTCALL,
+     "Format a run of common frozen records (see _fastformat.FrozenFormat.lines)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -142,8 +633,42 @@ static struct PyModuleDef module = {
     "The optional compiled accelerator of aiologsinks (see _record.freeze).", -1, methods,
 };
 
+static int
+intern_names(void)
+{
+    struct {
+        PyObject **at;
+        const char *text;
+    } names[] = {
+        {&s_filters, "filters"},   {&s_hook, "hook"},
+        {&s_on, "on"},             {&s_accepting, "_accepting"},
+        {&s_items, "_items"},      {&s_bound, "_bound"},
+        {&s_pending, "_wake_pending"}, {&s_append, "append"},
+        {&s_submit, "submit"},     {&s_wake_up, "_wake_up"},
+        {&s_handle_error, "handleError"},
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        *names[i].at = PyUnicode_InternFromString(names[i].text);
+        if (*names[i].at == NULL) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&module);
+    if (intern_names() < 0 || PyType_Ready(&ShimType) < 0) {
+        return NULL;
+    }
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL) {
+        return NULL;
+    }
+    if (PyModule_AddObjectRef(m, "Shim", (PyObject *)&ShimType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

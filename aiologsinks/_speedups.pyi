@@ -1,4 +1,34 @@
+import logging
+from contextvars import ContextVar
 from typing import Any
+
+class Shim:
+    def __init__(
+        self,
+        handler: logging.Handler,
+        dispatcher: Any,
+        slow: Any,
+        trace_globals: dict[str, Any],
+        switch: Any,
+        bound: ContextVar[Any],
+        record_type: type[logging.LogRecord],
+        /,
+    ) -> None: ...
+    def __call__(self, record: logging.LogRecord, /) -> Any: ...
 
 def configure(names: tuple[str, ...], /) -> None: ...
 def freeze_plain(d: dict[str, Any], /) -> tuple[Any, ...] | None: ...
+def format_run(
+    items: list[Any],
+    start: int,
+    out: list[str | None],
+    fmt: str,
+    fields: Any,
+    templates: dict[str, Any],
+    formats: dict[str | None, str],
+    lo: float,
+    hi: float,
+    ms: float,
+    timed: bool,
+    /,
+) -> int: ...

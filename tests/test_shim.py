@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import pickle
 import sys
@@ -60,18 +61,27 @@ def test_prepare_keeps_unmergeable_records_for_the_sinks_to_report() -> None:
     assert (prepared.msg, prepared.args) == ("%d", ("x",))
 
 
-def test_emit_never_raises_into_the_caller(monkeypatch: Any) -> None:
+class BrokenQueue(collections.deque):  # type: ignore[type-arg]
+    def append(self, item: object) -> None:
+        raise RuntimeError("queue is broken")
+
+
+@pytest.mark.parametrize("broken", ["queue", "wake-up"])
+def test_emit_never_raises_into_the_caller(monkeypatch: Any, broken: str) -> None:
     dispatcher = als.Dispatcher(ListSink())
     handler = dispatcher.handler
     calls: list[logging.LogRecord] = []
     monkeypatch.setattr(handler, "handleError", calls.append)
+    if broken == "queue":
+        monkeypatch.setattr(dispatcher, "_items", BrokenQueue())
+    else:
 
-    def broken_submit(record: logging.LogRecord) -> None:
-        raise RuntimeError("queue is broken")
+        def broken_wake_up() -> None:
+            raise RuntimeError("no loop to wake")
 
-    monkeypatch.setattr(dispatcher, "submit", broken_submit)
+        monkeypatch.setattr(dispatcher, "_wake_up", broken_wake_up)
     record = make_record()
-    handler.handle(record)  # must not raise
+    assert handler.handle(record) is record  # must not raise
     assert calls == [record]
 
 

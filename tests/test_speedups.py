@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import gc
 import logging
+import math
 import os
 import subprocess
 import sys
+from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +18,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aiologsinks import _record
+import aiologsinks as als
+from aiologsinks import _record, _trace
 from aiologsinks._record import FIELDS, freeze
 
 from .conftest import require
+from .helpers import ListSink
 from .test_record import logged
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +119,114 @@ def test_the_compiled_path_returns_what_the_pure_one_does(
         assert fast.__dict__ == pure.__dict__
 
 
+def test_consecutive_records_share_their_repeating_values() -> None:
+    first, second = logged("first %d", 1), logged("second %d", 2)
+    a, b = plain(first.__dict__), plain(second.__dict__)
+    assert a == _record._freeze_pure(first) and b == _record._freeze_pure(second)
+    for name in ("thread", "process"):
+        i = FIELDS.index(name)
+        assert a[i] == getattr(second, name) and a[i] is b[i]  # one object, not two
+    i = FIELDS.index("msecs")
+    zero, negative = logged("zero"), logged("negative zero")
+    zero.msecs, negative.msecs = 0.0, -0.0
+    assert plain(zero.__dict__)[i] is not plain(negative.__dict__)[i]
+    assert math.copysign(1, plain(negative.__dict__)[i]) == -1  # bit for bit, not ==
+
+
+def compiled_handle(handler: logging.Handler) -> bool:
+    return type(vars(handler).get("handle")).__name__ == "Shim"
+
+
+def test_a_dispatchers_handler_gets_the_compiled_handle() -> None:
+    dispatcher = als.Dispatcher(ListSink())
+    if PURE:
+        assert not compiled_handle(dispatcher.handler)
+        return
+    require(_record.ACCELERATED, "the compiled accelerator (pip install -e .)")
+    assert compiled_handle(dispatcher.handler)
+    assert "compiled QueueHandler.handle" in repr(dispatcher.handler.handle)
+
+    class OwnHandle(als.QueueHandler):
+        def handle(self, record: logging.LogRecord) -> Any:
+            return super().handle(record)
+
+    class OwnPrepare(als.QueueHandler):
+        def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+            return record
+
+    class NotADispatcher:
+        def submit(self, record: object) -> None:
+            pass
+
+    # what it would skip is the subclass's own, or it is not a Dispatcher's queue
+    assert not compiled_handle(OwnHandle(dispatcher))
+    assert not compiled_handle(OwnPrepare(dispatcher))
+    assert not compiled_handle(als.QueueHandler(NotADispatcher()))
+
+
+class Mark(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "drop" not in str(record.msg)
+
+
+def kinds() -> list[tuple[str, Callable[[], logging.LogRecord]]]:
+    def failing() -> logging.LogRecord:
+        try:
+            raise KeyError("k")
+        except KeyError:
+            return logged("failed %s", "job", exc_info=True)
+
+    class Sub(logging.LogRecord):
+        pass
+
+    return [
+        ("deferred", lambda: logged("request %d took %.3f ms", 7, 1.5)),
+        ("no arguments", lambda: logged("no arguments")),
+        ("mutable", lambda: logged("list %s", [1, 2])),
+        ("extra", lambda: logged("with %s", "extra", extra={"user": "ann"})),
+        ("exception", failing),
+        ("stack", lambda: logged("stack", stack_info=True)),
+        ("subclass", lambda: Sub("n", logging.INFO, __file__, 1, "sub %s", ("x",), None)),
+        ("filtered", lambda: logged("drop %d", 1)),
+    ]
+
+
+def queued(item: object) -> object:
+    if isinstance(item, logging.LogRecord):
+        return item.__dict__
+    assert isinstance(item, tuple)
+    return tuple(v.text() if isinstance(v, _record.ExcText) else v for v in item)
+
+
+@pytest.mark.parametrize("context", ["none", "bound fields", "trace hook", "closed"])
+@pytest.mark.parametrize("kind", [name for name, _ in kinds()])
+def test_the_compiled_handle_queues_what_the_python_one_does(
+    kind: str, context: str, monkeypatch: Any
+) -> None:
+    make = dict(kinds())[kind]
+    dispatchers = [als.Dispatcher(ListSink()), als.Dispatcher(ListSink())]
+    for d in dispatchers:
+        d.handler.addFilter(Mark())
+        if context == "closed":
+            d._accepting = False  # as close leaves it: records go to the fallback
+            monkeypatch.setattr(d, "_to_fallback", d._items.append)
+    if context == "trace hook":
+        monkeypatch.setattr(_trace, "hook", lambda record: setattr(record, "span", "s-1"))
+    fast, python = dispatchers[0].handler, dispatchers[1].handler
+    for filtered in (True, False):
+        if not filtered:  # without a filter, the record takes the compiled path
+            fast.filters.clear()
+            python.filters.clear()
+        record, twin = make(), make()
+        twin.__dict__.update(record.__dict__)
+        with als.context(request_id="r-1") if context == "bound fields" else nullcontext():
+            assert fast.handle(record) is not None
+            assert als.QueueHandler.handle(python, twin) is not None
+        got = [queued(i) for i in dispatchers[0]._items]
+        want = [queued(i) for i in dispatchers[1]._items]
+        assert got == want, (kind, context, filtered)
+
+
 @pytest.mark.skipif(PURE, reason="this run is the pure-Python one already")
 def test_the_pure_python_path_passes_the_record_tests() -> None:
     # the accelerator is optional: without it (no compiler) everything still works
@@ -124,6 +237,7 @@ def test_the_pure_python_path_passes_the_record_tests() -> None:
         "tests/test_speedups.py",
         "tests/test_exception_text.py",
         "tests/test_shim.py",
+        "tests/sinks/test_frozen_format.py",
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *tests],

@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aiologsinks as als
 
@@ -131,3 +133,83 @@ async def test_a_filter_on_the_sink_still_sees_records(tmp_path: Path) -> None:
         log.info("keep %d", 1)
         log.info("drop %d", 2)
     assert path.read_text() == "keep 1\n"
+
+
+# each kind of call the compiled loop either formats or leaves to the Python one
+CALLS: list[tuple[str, tuple[object, ...], dict[str, object]]] = [
+    ("request %d took %.3f ms", (7, 1.5), {}),
+    ("request %d took %.3f ms", (8,), {}),  # the same template, too few arguments
+    ("user %s", ("ann",), {}),
+    ("user %s", ("bob",), {"extra": {"user": "bob"}}),  # deferred arguments and extra=
+    ("plain", (), {}),
+    ("plain", (), {"extra": {"user": "eve"}}),  # extra= only
+    ("bad %d", ("x",), {}),  # the % fails: the real formatter reports it
+    ("mutable %s", ([1],), {}),  # merged at the call
+    ("100%% %s", (None,), {}),
+    ("stack", (), {"stack_info": True}),
+]
+FORMAT_SPECS = [
+    ("%(asctime)s %(levelname)s %(name)s: %(message)s", None),
+    ("%(message)s|%(msecs)d|%(levelno)s %(relativeCreated)d", None),
+    ("%(asctime)s [%(message)s]", "%H:%M:%S"),
+]
+
+
+def frozen_batch(picks: list[tuple[int, int]]) -> list[object]:
+    """Frozen records of ``picks`` (call, time stamp): records that share a time stamp
+    share created and msecs, as records logged in one millisecond do."""
+    from aiologsinks._record import freeze
+
+    out: list[object] = []
+    for call, stamp in picks:
+        msg, args, kwargs = CALLS[call]
+        record = logging.LogRecord("t", logging.INFO, __file__, 1, msg, args, None)
+        record.created = 1_700_000_000.25 + stamp * 0.4
+        record.msecs = float(int((record.created - int(record.created)) * 1000))
+        for key, value in dict(kwargs.get("extra", {})).items():  # type: ignore[call-overload]
+            setattr(record, key, value)
+        if kwargs.get("stack_info"):
+            record.stack_info = "Stack (most recent call last):\n  here"
+        out.append(freeze(record))
+    return out
+
+
+@pytest.mark.parametrize(("fmt", "datefmt"), FORMAT_SPECS)
+@settings(max_examples=60, deadline=None)
+@given(
+    picks=st.lists(
+        st.tuples(st.integers(0, len(CALLS) - 1), st.integers(0, 4)), min_size=1, max_size=60
+    )
+)
+def test_the_compiled_loop_formats_what_the_python_loop_does(
+    fmt: str, datefmt: str | None, picks: list[tuple[int, int]]
+) -> None:
+    from aiologsinks import _fastformat
+    from aiologsinks._record import as_record
+
+    spec = (fmt, "%(asctime)" in fmt, datefmt, "%Y-%m-%d %H:%M:%S", "%s,%03d")
+    formatter = logging.Formatter(fmt, datefmt)
+    items = frozen_batch(sorted(picks, key=lambda p: p[1]))  # time only goes forward
+
+    def slow(item: object) -> str | None:
+        try:
+            return formatter.format(as_record(item)) + "\n"  # type: ignore[arg-type]
+        except Exception:
+            return None
+
+    def lines(compiled: bool) -> list[str | None]:
+        fast = _fastformat.FrozenFormat.compile(spec, "\n")
+        if fast is None:
+            pytest.skip(f"{fmt!r} is not compiled")
+        saved = _fastformat._format_run
+        assert saved is not None or not _fastformat.ACCELERATED
+        if not compiled:
+            _fastformat._format_run = None
+        try:
+            return fast.lines(list(items), slow)  # type: ignore[arg-type]
+        finally:
+            _fastformat._format_run = saved
+
+    python = lines(compiled=False)
+    assert python == [slow(item) for item in items]  # the oracle: logging.Formatter
+    assert lines(compiled=True) == python
