@@ -113,6 +113,10 @@ class OTLPPeer(Peer):
                     raise RuntimeError(f"rotel did not open port {self.port}") from None
                 time.sleep(0.02)  # polling a port that is not open yet (a process apart)
 
+    def pids(self) -> list[int]:
+        """rotel and the counting receiver."""
+        return [self.rotel.pid, *super().pids()]
+
     def close(self) -> None:
         rotel = getattr(self, "rotel", None)
         if rotel is not None and rotel.poll() is None:

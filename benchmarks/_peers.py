@@ -54,6 +54,10 @@ class Peer:
         assert self.proc.stdout is not None
         self.port = int(self.proc.stdout.readline())
 
+    def pids(self) -> list[int]:
+        """The peer's processes (for their CPU time)."""
+        return [self.proc.pid]
+
     def count(self) -> int:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write("\n")

@@ -184,6 +184,19 @@ end
 """
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of the processes ``pids`` (all their threads), seconds."""
+    total = 0.0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                rest = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+        except (OSError, IndexError):
+            continue
+        total += (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
+
+
 def closed_loop(port: int, seconds: float, connections: int, use_wrk: bool) -> dict[str, Any]:
     if use_wrk:
         with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
@@ -272,7 +285,17 @@ def run_cell(cell: Cell, framework: str, opts: argparse.Namespace) -> dict[str, 
             out: dict[str, Any] = {}
             o = _loadgen("open", port, opts.rate, opts.seconds, opts.warmup)
             out.update({f"open_{k}": v for k, v in o.items() if k != "mode"})
+            # the machine's CPU each side spent during saturation: the server process
+            # (its loop, lanes and sink threads) and the destination's processes, which
+            # share the same cores here (in production the collector runs elsewhere)
+            peer_pids = peer.pids() if peer is not None else []
+            server0, peer0 = cpu_seconds([server.pid]), cpu_seconds(peer_pids)
             c = closed_loop(port, opts.seconds, opts.connections, opts.wrk)
+            server1, peer1 = cpu_seconds([server.pid]), cpu_seconds(peer_pids)
+            kreq = max(float(c.get("answered") or 0), 1.0) / 1e3
+            out["closed_server_cpu_ms_per_kreq"] = (server1 - server0) * 1e3 / kreq
+            if peer_pids:
+                out["closed_peer_cpu_ms_per_kreq"] = (peer1 - peer0) * 1e3 / kreq
             out.update({f"closed_{k}": v for k, v in c.items() if k != "mode"})
             logged = int(_get_json(port, "/stats", timeout=30)["logged"])
             out["logged"] = logged
@@ -382,9 +405,9 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
     floor = cells[0]
     lines = [
         "| destination | option | req/s at saturation | x floor | p50 ms | p99 ms "
-        "| p99.9 ms | p99 - floor ms | logging CPU µs/request p50 · exc | lost / logged "
-        "| peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| p99.9 ms | p99 - floor ms | logging CPU µs/request p50 · exc "
+        "| CPU ms per 1k requests: server · destination | lost / logged | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         if not cell.runs:
@@ -405,13 +428,21 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
         cpu = cell.estimate("log_cpu_p50_us")
         exc_cpu = cell.estimate("exc_log_cpu_p50_us")
         cpu_txt = f"{_us(cpu)} · {_us(exc_cpu)}"
+        server_cpu = cell.estimate("closed_server_cpu_ms_per_kreq")
+        peer_cpu = cell.estimate("closed_peer_cpu_ms_per_kreq")
+        machine_txt = (
+            f"{server_cpu.median:,.0f} · {peer_cpu.median:,.0f}"
+            if server_cpu and peer_cpu
+            else (f"{server_cpu.median:,.0f} · —" if server_cpu else "—")
+        )
         lines.append(
             f"| {'any' if is_floor else cell.dest} | {cell.label} "
             f"| {rps.median:,.0f} | {'1.00x' if is_floor else ratio.fmt() if ratio else '—'} "
             f"| {_ms(med['open_p50_ms'])} | {_ms(p99.median if p99 else None)} "
             f"| {_ms(p999.median if p999 else None)}{f' ({timeouts} t/o)' if timeouts else ''} "
             f"| {'—' if is_floor or diff is None else diff.fmt(1, '', signed=True)} "
-            f"| {cpu_txt} | {lost_txt} / {logged:,} | {rss.median if rss else 0:.0f} |"
+            f"| {cpu_txt} | {machine_txt} | {lost_txt} / {logged:,} "
+            f"| {rss.median if rss else 0:.0f} |"
         )
     return "\n".join(lines)
 
@@ -584,7 +615,9 @@ def main(argv: list[str] | None = None) -> int:
         "counted at the destination after shutdown (summed over rounds). Logging CPU: the "
         "loop thread's CPU time in a request's logging calls (open and closed loop), p50 "
         "of the requests without an exception · of those that logged one (medians over "
-        "rounds)."
+        "rounds). CPU per 1k requests: user + system CPU time during the saturation phase "
+        "of the server process (all its threads) · of the destination's processes, which "
+        "share this machine's cores (medians over rounds)."
     )
     doc = {
         "header": header,

@@ -46,6 +46,9 @@ def test_service_smoke_fastapi_counts_every_record_at_a_file_and_a_stalling_peer
         run = cell["runs"]["0"]
         assert run["logged"] > 0, key
         assert run["open_answered"] > 0 and run["closed_answered"] > 0, key
+        assert run["closed_server_cpu_ms_per_kreq"] > 0, key  # the server worked
+        # the stalling peer is a process whose CPU is counted; a file has none
+        assert ("closed_peer_cpu_ms_per_kreq" in run) == key.startswith("stall"), key
         if key != "null":
             assert run["delivered"] == run["logged"], key
             assert run["lost"] == 0, key
