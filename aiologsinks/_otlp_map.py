@@ -37,6 +37,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import _json, _trace
+from ._record import (
+    ARGS,
+    CREATED,
+    EXC_TEXT,
+    FIELDS,
+    LEVELNAME,
+    LEVELNO,
+    MSG,
+    N_FIELDS,
+    STACK_INFO,
+    Frozen,
+    deferred,
+    extras,
+)
 
 __all__ = [
     "OTLPLog",
@@ -44,6 +58,8 @@ __all__ = [
     "encode_protobuf",
     "exception_fields",
     "map_record",
+    "observed_field",
+    "protobuf_frozen",
     "resource_attributes",
     "severity_number",
 ]
@@ -365,10 +381,121 @@ def protobuf_log(log: OTLPLog) -> bytes:
         _proto_attributes(0x32, log.attributes),  # attributes = 6
     ]
     if log.trace_id is not None and log.span_id is not None:
-        parts.append(b"\x45" + _pack_fixed32(log.flags))  # flags = 8 (fixed32)
-        parts.append(_field(0x4A, bytes.fromhex(log.trace_id)))  # trace_id = 9
-        parts.append(_field(0x52, bytes.fromhex(log.span_id)))  # span_id = 10
+        parts.append(_trace_fields(log.trace_id, log.span_id, log.flags))
     return b"".join(parts)
+
+
+# -- protobuf straight from a frozen record ---------------------------------------------
+# What protobuf_log(map_record(thaw(v), message, ...)) makes, without building the
+# LogRecord, the OTLPLog and the attribute list: a record's standard attributes are the
+# same for every record of one call site on one thread, so their encoded block is
+# remembered (bounded), as is each level's severity fields.
+
+_NAME, _PATH, _FUNC, _LINE, _THREAD, _THREAD_NAME, _PROCESS = (
+    FIELDS.index(name)
+    for name in ("name", "pathname", "funcName", "lineno", "thread", "threadName", "process")
+)
+_SITE_CACHE: dict[tuple[Any, ...], bytes] = {}
+_SEVERITY_CACHE: dict[tuple[int, str], bytes] = {}
+_INT_OR_NONE = (int, type(None))
+_STR_OR_NONE = (str, type(None))
+
+
+def observed_field(observed_ns: int) -> bytes:
+    """The ``observed_time_unix_nano`` field, shared by a batch's records."""
+    return b"\x59" + _pack_fixed64(observed_ns)
+
+
+def _site(v: Frozen, pid: int | None) -> bytes | None:
+    """The encoded standard attributes of ``v`` (as :func:`map_record` lists them)."""
+    name, path, func, line = v[_NAME], v[_PATH], v[_FUNC], v[_LINE]
+    thread, thread_name, process = v[_THREAD], v[_THREAD_NAME], v[_PROCESS]
+    if (
+        type(line) is not int
+        or type(thread) not in _INT_OR_NONE
+        or type(process) not in _INT_OR_NONE
+        or not all(type(x) in _STR_OR_NONE for x in (name, path, func, thread_name))
+    ):
+        return None  # a filter changed one (1 and True would share a cache entry)
+    key = (name, path, func, line, thread, thread_name, process, pid)
+    block = _SITE_CACHE.get(key)
+    if block is None:
+        items: list[tuple[str, Any]] = [
+            ("code.file.path", path),
+            ("code.function.name", func),
+            ("code.line.number", line),
+            ("thread.id", thread),
+            ("thread.name", thread_name),
+            ("logger.name", name),
+        ]
+        if process is not None and process != pid:
+            items.append(("process.pid", process))
+        block = _proto_attributes(0x32, items)
+        if len(_SITE_CACHE) >= _CACHE_MAX:
+            _SITE_CACHE.clear()
+        _SITE_CACHE[key] = block
+    return block
+
+
+def protobuf_frozen(v: Frozen, observed: bytes, pid: int | None) -> tuple[str, bytes] | None:
+    """``(scope, LogRecord message bytes)`` of the frozen record ``v`` whose body is its
+    message: the bytes :func:`protobuf_log` writes for :func:`map_record` of the thawed
+    record. None when ``v`` is not the common case (exception or stack text, a message
+    that is not merged or cannot be): the caller takes that path."""
+    msg = v[MSG]
+    if v[EXC_TEXT] or v[STACK_INFO] or v[ARGS] or type(msg) is not str:
+        return None
+    levelno, levelname = v[LEVELNO], v[LEVELNAME]
+    if type(levelno) is not int or type(levelname) is not str:
+        return None
+    site = _site(v, pid)
+    if site is None:
+        return None
+    extra = b""
+    trace = b""
+    if len(v) > N_FIELDS:
+        args = deferred(v)
+        if args:
+            try:
+                msg = msg % args
+            except Exception:  # noqa: BLE001 - the record's own path reports it
+                return None
+            if type(msg) is not str:
+                return None
+        if type(v[-1]) is tuple:  # extra= attributes
+            d = extras(v)
+            extra = _proto_attributes(
+                0x32, [(k, x) for k, x in d.items() if k not in _NOT_EXTRA and k[:1] != "_"]
+            )
+            ids = _trace.ids(d)
+            if ids is not None:
+                trace = _trace_fields(ids[0], ids[1], 1 if ids[2] else 0)
+    severity = _SEVERITY_CACHE.get((levelno, levelname))
+    if severity is None:
+        severity = _SEVERITY_CACHE[(levelno, levelname)] = (
+            b"\x10" + _varint(severity_number(levelno)) + _field(0x1A, _text(levelname))
+        )
+    return v[_NAME], b"".join(
+        (
+            b"\x09" + _pack_fixed64(int(v[CREATED] * 1e9)),
+            observed,
+            severity,
+            _field(0x2A, _field(0x0A, _text(msg))),
+            site,
+            extra,
+            trace,
+        )
+    )
+
+
+def _trace_fields(trace_id: str, span_id: str, flags: int) -> bytes:
+    """flags = 8 (fixed32), trace_id = 9, span_id = 10."""
+    return (
+        b"\x45"
+        + _pack_fixed32(flags)
+        + _field(0x4A, bytes.fromhex(trace_id))
+        + _field(0x52, bytes.fromhex(span_id))
+    )
 
 
 def encode_protobuf(

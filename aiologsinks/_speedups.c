@@ -1,17 +1,19 @@
-/* The optional compiled accelerator of aiologsinks: the shim's common case of freeze().
+/* The optional compiled accelerator of aiologsinks: the hot path's common cases.
  *
- * _record.freeze() turns a plain LogRecord into a flat tuple of its attribute values
- * (see _record.py for the layout). Its common case - an exact LogRecord with the
- * standard attributes only, no exception, and a str message whose arguments are all
- * of immutable types (or none) - is done here, in one allocation, and the tuple is
- * untracked by the cyclic GC at once when it holds no tracked object: a queued record
- * then costs no collection anything, rather than one traversal before the GC untracks
- * it itself.
+ * - freeze_plain(d): _record.freeze() turns a plain LogRecord into a flat tuple of its
+ *   attribute values (see _record.py for the layout). Its common case - an exact
+ *   LogRecord with the standard attributes (and at most MAX_EXTRA extra= attributes of
+ *   immutable types), no exception, and a str message whose arguments are all of
+ *   immutable types (or none) - is done here, in one allocation, and the tuple is
+ *   untracked by the cyclic GC at once when it holds no tracked object: a queued record
+ *   then costs no collection anything. It returns exactly the tuple the pure-Python
+ *   path returns for a record whose __dict__ is d, or None when the record is not the
+ *   common case (the caller then takes the pure-Python path, which handles every one).
+ * - Shim: QueueHandler.handle's common case in one call (below).
+ * - format_run: the inner loop of the file sinks' formatting (below).
  *
- * freeze_plain(d) returns exactly the tuple the pure-Python path returns for a record
- * whose __dict__ is d, or None when the record is not the common case (the caller then
- * takes the pure-Python path, which handles every record). configure(fields) gives the
- * standard attribute names in LogRecord.__init__ order, as _record.FIELDS has them.
+ * configure(fields) gives the standard attribute names in LogRecord.__init__ order, as
+ * _record.FIELDS has them.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -76,6 +78,40 @@ immutable(PyObject *v)
         || t == &PyBool_Type || t == &PyBytes_Type || v == Py_None;
 }
 
+/* extra= names: a call site logs the same ones each time, so the last names tuple is
+ * reused (compared name by name) rather than one more tuple kept per queued record */
+#define MAX_EXTRA 16
+static PyObject *not_extra = NULL; /* set: the standard names, message and asctime */
+static PyObject *last_names = NULL;
+
+static PyObject *
+extra_names(PyObject **keys, Py_ssize_t n)
+{
+    if (last_names != NULL && PyTuple_GET_SIZE(last_names) == n) {
+        Py_ssize_t i = 0;
+        for (; i < n; i++) {
+            PyObject *a = PyTuple_GET_ITEM(last_names, i);
+            if (a != keys[i] && PyUnicode_Compare(a, keys[i]) != 0) {
+                break;
+            }
+        }
+        if (i == n) {
+            return Py_NewRef(last_names);
+        }
+    }
+    PyObject *names = PyTuple_New(n);
+    if (names == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_INCREF(keys[i]);
+        PyTuple_SET_ITEM(names, i, keys[i]);
+    }
+    PyObject_GC_UnTrack(names); /* str items only: the GC would untrack it itself */
+    Py_XSETREF(last_names, Py_NewRef(names));
+    return names;
+}
+
 static PyObject *
 freeze_plain(PyObject *module, PyObject *d)
 {
@@ -83,8 +119,9 @@ freeze_plain(PyObject *module, PyObject *d)
         PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
         return NULL;
     }
-    if (!PyDict_CheckExact(d) || PyDict_GET_SIZE(d) != n_fields) {
-        Py_RETURN_NONE; /* extra= attributes, or not a record's __dict__ */
+    if (!PyDict_CheckExact(d) || PyDict_GET_SIZE(d) < n_fields
+        || PyDict_GET_SIZE(d) > n_fields + MAX_EXTRA) {
+        Py_RETURN_NONE; /* not a record's __dict__, or many extra= attributes */
     }
     /* LogRecord.__init__ sets its attributes in FIELDS order, so a plain record's dict
      * has exactly those keys in that order: walked in step, no key is hashed or
@@ -112,10 +149,35 @@ freeze_plain(PyObject *module, PyObject *d)
             Py_RETURN_NONE; /* merged at the call, by the pure-Python path */
         }
     }
+    /* extra= attributes follow the standard ones: str names that are not standard
+     * (nor a formatter's message/asctime), values of immutable types */
+    PyObject *extra_keys[MAX_EXTRA], *extra_values[MAX_EXTRA];
+    Py_ssize_t n_extra = PyDict_GET_SIZE(d) - n_fields;
+    for (Py_ssize_t i = 0; i < n_extra; i++) {
+        if (!PyDict_Next(d, &pos, &extra_keys[i], &extra_values[i])
+            || !PyUnicode_CheckExact(extra_keys[i]) || !immutable(extra_values[i])) {
+            Py_RETURN_NONE;
+        }
+        int standard = PySet_Contains(not_extra, extra_keys[i]);
+        if (standard != 0) {
+            if (standard < 0) {
+                return NULL;
+            }
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *names = NULL;
+    if (n_extra) {
+        names = extra_names(extra_keys, n_extra);
+        if (names == NULL) {
+            return NULL;
+        }
+    }
     /* deferred arguments travel after the fields; without any, args stays */
     values[args_at] = n_args ? Py_None : args;
-    PyObject *out = PyTuple_New(n_fields + n_args);
+    PyObject *out = PyTuple_New(n_fields + n_args + (n_extra ? n_extra + 1 : 0));
     if (out == NULL) {
+        Py_XDECREF(names);
         return NULL;
     }
     int tracked = 0;
@@ -132,6 +194,14 @@ freeze_plain(PyObject *module, PyObject *d)
         PyObject *v = PyTuple_GET_ITEM(args, i);
         Py_INCREF(v);
         PyTuple_SET_ITEM(out, n_fields + i, v);
+    }
+    if (n_extra) {
+        Py_ssize_t at = n_fields + n_args;
+        for (Py_ssize_t i = 0; i < n_extra; i++) {
+            Py_INCREF(extra_values[i]);
+            PyTuple_SET_ITEM(out, at + i, extra_values[i]);
+        }
+        PyTuple_SET_ITEM(out, at + n_extra, names); /* the reference extra_names gave */
     }
     if (!tracked) {
         /* what the GC would do at its next collection, after traversing it */
@@ -330,6 +400,22 @@ configure(PyObject *module, PyObject *names)
             return NULL;
         }
     }
+    PyObject *standard = PySet_New(names);
+    if (standard == NULL) {
+        return NULL;
+    }
+    const char *cached[] = {"message", "asctime"}; /* what a formatter adds */
+    for (int k = 0; k < 2; k++) {
+        PyObject *name = PyUnicode_InternFromString(cached[k]);
+        if (name == NULL || PySet_Add(standard, name) < 0) {
+            Py_XDECREF(name);
+            Py_DECREF(standard);
+            return NULL;
+        }
+        Py_DECREF(name);
+    }
+    Py_XSETREF(not_extra, standard);
+    Py_CLEAR(last_names);
     Py_INCREF(names);
     Py_XSETREF(fields, names);
     n_fields = n;

@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
+import gzip
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
@@ -38,6 +40,7 @@ from ._validate import ArgumentValueError
 __all__ = [
     "CLOSE_TIMEOUT",
     "CONNECT_TIMEOUT",
+    "GZIP_INLINE_MAX",
     "MAX_UDP_PAYLOAD",
     "WRITE_TIMEOUT",
     "DatagramLink",
@@ -47,6 +50,7 @@ __all__ = [
     "StreamLink",
     "bounded",
     "check_timeout",
+    "gzip_off_loop",
 ]
 
 #: seconds allowed to open a connection (``SocketHandler.makeSocket(timeout=1)``)
@@ -604,3 +608,27 @@ class DatagramSender:
 
 def _go_on(i: int, exc: Exception) -> bool:
     return True
+
+
+#: bodies up to this many bytes are compressed in place: gzip takes about as long as
+#: the hop to a thread and back would
+GZIP_INLINE_MAX = 4096
+
+
+async def gzip_off_loop(body: bytes, compresslevel: int = 9, mtime: int | None = None) -> bytes:
+    """``gzip.compress(body, compresslevel, mtime=mtime)`` without holding the loop.
+
+    A request body of a few MB takes tens of milliseconds to compress: a body larger
+    than :data:`GZIP_INLINE_MAX` is compressed in the loop's default executor (zlib
+    releases the GIL, so the loop runs meanwhile, on another core when there is one).
+    When that executor is gone (the loop or the interpreter is shutting down), or the
+    body is small, it is compressed here.
+    """
+    compress = functools.partial(gzip.compress, body, compresslevel, mtime=mtime)
+    if len(body) <= GZIP_INLINE_MAX:
+        return compress()
+    try:
+        pending = asyncio.get_running_loop().run_in_executor(None, compress)
+    except RuntimeError:  # "cannot schedule new futures after shutdown"
+        return compress()
+    return await pending

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime
 import email.utils
-import gzip as _gzip
 import json
 import logging
 import os
@@ -339,15 +338,9 @@ def json_items(items: Iterable[Mapping[str, Any]]) -> bytes:
     return json.dumps(list(items), default=str, separators=(",", ":")).encode("utf-8")[1:-1]
 
 
-def json_array(pieces: Iterable[bytes], *, compress: bool = False) -> bytes:
-    """Join :func:`json_items` pieces into one JSON array, gzip-compressed on request.
-
-    ``mtime=0`` keeps the gzip output a pure function of the input.
-    """
-    body = b"[" + b",".join(p for p in pieces if p) + b"]"
-    if compress:
-        return _gzip.compress(body, mtime=0)
-    return body
+def json_array(pieces: Iterable[bytes]) -> bytes:
+    """Join :func:`json_items` pieces into one JSON array."""
+    return b"[" + b",".join(p for p in pieces if p) + b"]"
 
 
 def safe_subject(subject: str) -> str:

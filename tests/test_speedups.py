@@ -54,12 +54,20 @@ def test_the_common_record_takes_the_compiled_path() -> None:
     assert not gc.is_tracked(frozen)  # no collection has to look at it
     bare = logged("no arguments")
     assert plain(bare.__dict__) == _record._freeze_pure(bare)
+    for kwargs in ({"extra": {"user": "ann", "status": 200}}, {"extra": {"user": "bob"}}):
+        extra = logged("with extra= %d", 1, **kwargs)  # type: ignore[arg-type]
+        frozen = plain(extra.__dict__)
+        assert frozen is not None and frozen == _record._freeze_pure(extra)
+        assert not gc.is_tracked(frozen)
+    again = plain(logged("again", extra={"user": "eve"}).__dict__)
+    assert again[-1] is frozen[-1]  # the same names: one tuple, not one per record
 
 
 def test_what_the_compiled_path_leaves_to_the_pure_one() -> None:
     left = [
         logged("mutable %s", [1]),  # merged at the call
-        logged("extra", extra={"k": 1}),  # extra= attributes
+        logged("extra", extra={"k": [1]}),  # an extra= value that can change
+        logged("many", extra={f"k{i}": i for i in range(17)}),  # more extra= than it takes
         logged("%(a)s", {"a": 1}),  # a mapping as the arguments
     ]
     try:
@@ -69,6 +77,9 @@ def test_what_the_compiled_path_leaves_to_the_pure_one() -> None:
     reordered = logged("reordered %d", 1)
     reordered.__dict__["lineno"] = reordered.__dict__.pop("lineno")
     left.append(reordered)
+    formatted = logged("formatted %s", "once", extra={"k": 1})
+    logging.Formatter("%(asctime)s %(message)s").format(formatted)  # adds message, asctime
+    left.append(formatted)
     odd = logged("not str")
     odd.msg = 42
     left.append(odd)

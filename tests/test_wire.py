@@ -6,6 +6,7 @@ the same input, byte for byte.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import gzip
 import json
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from aiologsinks import _wire
+from aiologsinks import _transport, _wire
 
 
 def record(msg: str = "hello %s", *args: Any, **extra: Any) -> logging.LogRecord:
@@ -130,9 +131,33 @@ def test_json_batches_join_pieces_and_never_raise_on_odd_values() -> None:
     body = _wire.json_array(pieces)
     items = json.loads(body)
     assert items[0] == {"a": 1} and items[2] == {"c": [2]} and isinstance(items[1]["b"], str)
-    packed = _wire.json_array(pieces, compress=True)
-    assert gzip.decompress(packed) == body
-    assert packed == _wire.json_array(pieces, compress=True)  # mtime=0: deterministic
+
+
+def test_large_bodies_are_compressed_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[int] = []
+    real = gzip.compress
+
+    def compress(data: bytes, *args: Any, **kwargs: Any) -> bytes:
+        threads.append(threading.get_ident())
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(gzip, "compress", compress)
+    big = b"a JSON batch of log records " * 1000
+    small = big[: _transport.GZIP_INLINE_MAX]
+
+    async def main() -> None:
+        here = threading.get_ident()
+        packed = await _transport.gzip_off_loop(big, mtime=0)
+        assert packed == real(big, 9, mtime=0) and gzip.decompress(packed) == big
+        assert threads[-1] != here  # the loop ran on while zlib worked
+        assert gzip.decompress(await _transport.gzip_off_loop(small)) == small
+        assert threads[-1] == here  # not worth a thread
+        # shutting down: no executor to hand it to, so it is compressed here
+        await asyncio.get_running_loop().shutdown_default_executor()
+        assert gzip.decompress(await _transport.gzip_off_loop(big, 6)) == big
+        assert threads[-1] == here
+
+    asyncio.run(main())
 
 
 def test_mail_headers_cannot_be_injected() -> None:

@@ -14,7 +14,7 @@ from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
-from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session
+from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session, gzip_off_loop
 from .._validate import ArgumentTypeError, ArgumentValueError
 
 if TYPE_CHECKING:
@@ -244,9 +244,11 @@ class HTTPSink(OutboxSinkMixin, Sink):
                 await asyncio.sleep(0)
             if not any(pieces):
                 return
-            body: bytes | None = _wire.json_array(pieces, compress=self.gzip)
+            body: bytes | None = _wire.json_array(pieces)
             headers["Content-Type"] = "application/json"
             if self.gzip:
+                assert body is not None
+                body = await gzip_off_loop(body, mtime=0)  # mtime=0: deterministic
                 headers["Content-Encoding"] = "gzip"
         else:
             (record,) = records

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
-import gzip
 import logging
 import os
 import time
@@ -16,8 +15,10 @@ from .. import _otlp_map, _trace
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
+from .._record import Item, as_record
+from .._record import travelled as _travelled
 from .._sink import Sink
-from .._transport import close_outbox_and_session
+from .._transport import close_outbox_and_session, gzip_off_loop
 from .._validate import ArgumentTypeError, ArgumentValueError
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ _PROTOCOLS = {"http/protobuf": "protobuf", "http/json": "json"}
 
 
 #: what waits in the outbox: a record, its scope (logger name), its encoded log record
-_Item = tuple[logging.LogRecord, str, bytes]
+_Item = tuple[Item, str, bytes]
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
@@ -239,25 +240,39 @@ class OTLPSink(OutboxSinkMixin, Sink):
         """
         observed = time.time_ns()
         pid = self.resource.get("process.pid")
+        # a dispatcher's batch, frozen records encoded as they travelled (the same bytes)
+        travelled = _travelled(records)
+        if travelled is None or self.formatter is not None or self.encoding != "protobuf":
+            travelled = list(records)
+        observed_field = _otlp_map.observed_field(observed)
         items: list[_Item] = []
-        for record in records:
+        for item in travelled:
             try:
-                log = _otlp_map.map_record(record, self.body(record), observed, pid)
-                encoded = self._encode_log(log)
-                if len(encoded) + len(log.scope) + 16 > self.max_batch_bytes:
+                fast = (
+                    _otlp_map.protobuf_frozen(item, observed_field, pid)
+                    if type(item) is tuple
+                    else None
+                )
+                if fast is None:
+                    record = as_record(item)
+                    log = _otlp_map.map_record(record, self.body(record), observed, pid)
+                    scope, encoded = log.scope, self._encode_log(log)
+                else:
+                    scope, encoded = fast
+                if len(encoded) + len(scope) + 16 > self.max_batch_bytes:
                     raise SinkDeliveryError(
                         f"{self!r}: a record of {len(encoded)} bytes exceeds "
                         f"max_batch_bytes={self.max_batch_bytes}"
                     )
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                self.report_error(record)
+                self.report_error(item)
                 continue
-            items.append((record, log.scope, encoded))
+            items.append((item, scope, encoded))
         return items
 
     def _body(self, chunk: Sequence[_Item]) -> tuple[bytes, int]:
-        """The request body for the longest front of ``chunk`` within
-        ``max_batch_bytes`` (before compression), and how many items it holds."""
+        """The request body (not compressed yet) for the longest front of ``chunk`` within
+        ``max_batch_bytes``, and how many items it holds."""
         groups: dict[str, list[bytes]] = {}
         size = 0
         n = 0
@@ -270,10 +285,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
             groups.setdefault(scope, []).append(encoded)
             size += cost
             n += 1
-        body = self._encode_request(self.resource, list(groups.items()))
-        if self.compression == "gzip":
-            body = gzip.compress(body, compresslevel=6)
-        return body, n
+        return self._encode_request(self.resource, list(groups.items())), n
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -312,6 +324,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
         body, n = self._body(chunk)
         headers = {**self.headers, "Content-Type": _CONTENT_TYPES[self.encoding]}
         if self.compression == "gzip":
+            body = await gzip_off_loop(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
         session = self._get_session()
         try:

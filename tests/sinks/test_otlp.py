@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import aiologsinks as als
 from aiologsinks import _otlp_map
@@ -385,3 +387,82 @@ async def test_a_real_collector_restarted_mid_stream_loses_nothing(tmp_path: Pat
     bodies = [lr.body.string_value for _, _, lr in got]
     assert bodies == [f"before {i}" for i in range(50)] + [f"during {i}" for i in range(50)]
     assert sink.error_count == 0
+
+
+EXTRA_VALUES = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=6),
+    st.binary(max_size=4),
+    st.booleans(),
+    st.none(),
+)
+TRACES = [
+    None,
+    ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", True),
+    ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", False),
+    ("0", "0", False),  # what LoggingInstrumentor writes without a span
+    ("not hex", "b7ad6b7169203331", True),  # both paths fail on it
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    args=st.lists(st.one_of(st.integers(), st.text(max_size=5), st.floats()), max_size=3),
+    extra=st.dictionaries(
+        st.sampled_from(["user", "_private", "status"]), EXTRA_VALUES, max_size=3
+    ),
+    trace=st.sampled_from(TRACES),
+    level=st.sampled_from([(20, "INFO"), (25, "Level 25"), (5, "TRACE"), (40, "ERROR")]),
+    stack=st.booleans(),
+    threads=st.booleans(),
+    pid=st.sampled_from([None, os.getpid(), 1]),
+)
+def test_frozen_records_encode_to_the_bytes_the_record_path_writes(
+    args: list[Any],
+    extra: dict[str, Any],
+    trace: tuple[str, str, bool] | None,
+    level: tuple[int, str],
+    stack: bool,
+    threads: bool,
+    pid: int | None,
+) -> None:
+    from aiologsinks import _context, _trace
+    from aiologsinks._record import freeze, thaw
+
+    msg = " ".join(["%r"] * len(args)) or "no arguments"
+    record = logging.LogRecord("app.orders", level[0], __file__, 7, msg, tuple(args), None)
+    record.levelname = level[1]
+    if not threads:  # logging.logThreads = False
+        record.thread = record.threadName = None
+    if stack:
+        record.stack_info = "Stack (most recent call last):\n  here"
+    record.__dict__.update(extra)
+    if trace is not None:
+        ids = dict(zip((_trace.TRACE_ID, _trace.SPAN_ID, _trace.SAMPLED), trace, strict=True))
+        record.__dict__.update(ids)
+    with pytest.MonkeyPatch.context() as mp:
+        # no open sink of an earlier test needing the caller's context (a copy then)
+        mp.setattr(_context._switch, "on", False)
+        frozen = freeze(record)
+    assert isinstance(frozen, tuple)  # immutable values only: it travels frozen
+    observed = 1_700_000_000_123_456_789
+
+    def outcome(encode: Any) -> Any:
+        try:
+            return encode()
+        except Exception as exc:
+            return type(exc)
+
+    def by_record() -> tuple[str, bytes]:
+        thawed = thaw(frozen)
+        log = _otlp_map.map_record(thawed, thawed.getMessage(), observed, pid)
+        return log.scope, _otlp_map.protobuf_log(log)
+
+    fast = outcome(
+        lambda: _otlp_map.protobuf_frozen(frozen, _otlp_map.observed_field(observed), pid)
+    )
+    if fast is None:
+        assert stack  # the only case here it leaves to the record path
+        return
+    assert fast == outcome(by_record)
