@@ -303,7 +303,11 @@ format_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             }
         }
         if (n_args == 0) {
-            if (formats_one(fmt, fields_of, v, out) < 0) {
+            /* held: a field's __str__ may be user code (a filter can set any value) */
+            Py_INCREF(v);
+            int rc = formats_one(fmt, fields_of, v, out);
+            Py_DECREF(v);
+            if (rc < 0) {
                 PyErr_Clear(); /* the Python loop does it again and reports it */
                 break;
             }
@@ -322,8 +326,8 @@ format_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyErr_Clear();
             break; /* its format for this time stamp is not made yet */
         }
-        /* the getter and the format are held: the call can run user code (a str
-         * subclass's __format__ cannot be here, but keep them alive regardless) */
+        /* the getter, the format and the record are held: a field's __str__ may be
+         * user code */
         PyObject *getter = PyTuple_GET_ITEM(entry, 1);
         Py_INCREF(getter);
         Py_INCREF(joined);
