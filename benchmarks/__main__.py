@@ -188,7 +188,10 @@ def stages_rounds(rounds: int, log: Callable[[str], None]) -> tuple[list[float],
         doc = json.loads(proc.stdout.strip().splitlines()[-1])
         values.append(doc["loop_side"])
         last = doc["table"]
-        log(f"  stages round {r + 1}/{rounds}: loop-side {doc['loop_side']:.2f} µs per record")
+        log(
+            f"  stages round {r + 1}/{rounds}: loop-side {doc['loop_side']:.2f} µs per record "
+            f"(the floor: {doc['floor']:.2f} µs, {doc['loop_side'] / doc['floor']:.2f}x)"
+        )
     return values, last
 
 
