@@ -127,21 +127,40 @@ _exc_formatter = logging.Formatter()
 _NOT_EXTRA = _json._NOT_EXTRA
 
 
+def _site_items(
+    name: Any,
+    path: Any,
+    func: Any,
+    line: Any,
+    thread: Any,
+    thread_name: Any,
+    process: Any,
+    pid: int | None,
+) -> list[tuple[str, Any]]:
+    """A record's standard attributes, in order (``process.pid`` only when it is not
+    the resource's process)."""
+    items: list[tuple[str, Any]] = [
+        ("code.file.path", path),
+        ("code.function.name", func),
+        ("code.line.number", line),
+        ("thread.id", thread),
+        ("thread.name", thread_name),
+        ("logger.name", name),
+    ]
+    if process is not None and process != pid:
+        items.append(("process.pid", process))
+    return items
+
+
 def map_record(
     record: logging.LogRecord, body: str, observed_ns: int, pid: int | None = None
 ) -> OTLPLog:
     """The OTLP log record for ``record`` (``body``: its formatted message)."""
     d = record.__dict__
-    attributes: list[tuple[str, Any]] = [
-        ("code.file.path", d["pathname"]),
-        ("code.function.name", d["funcName"]),
-        ("code.line.number", d["lineno"]),
-        ("thread.id", d["thread"]),
-        ("thread.name", d["threadName"]),
-        ("logger.name", d["name"]),
-    ]
-    if d["process"] is not None and d["process"] != pid:
-        attributes.append(("process.pid", d["process"]))
+    attributes = _site_items(
+        d["name"], d["pathname"], d["funcName"], d["lineno"], d["thread"], d["threadName"],
+        d["process"], pid,
+    )  # fmt: skip
     exc = exception_fields(record)
     if exc is not None:
         attributes.append(("exception.type", exc[0]))
@@ -420,17 +439,7 @@ def _site(v: Frozen, pid: int | None) -> bytes | None:
     key = (name, path, func, line, thread, thread_name, process, pid)
     block = _SITE_CACHE.get(key)
     if block is None:
-        items: list[tuple[str, Any]] = [
-            ("code.file.path", path),
-            ("code.function.name", func),
-            ("code.line.number", line),
-            ("thread.id", thread),
-            ("thread.name", thread_name),
-            ("logger.name", name),
-        ]
-        if process is not None and process != pid:
-            items.append(("process.pid", process))
-        block = _proto_attributes(0x32, items)
+        block = _proto_attributes(0x32, _site_items(*key))
         if len(_SITE_CACHE) >= _CACHE_MAX:
             _SITE_CACHE.clear()
         _SITE_CACHE[key] = block
