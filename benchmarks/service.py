@@ -16,7 +16,10 @@ aiologsinks via ``install()``), one server process runs two phases:
 1. open loop: ``GET /work`` at a fixed rate from ``benchmarks/_loadgen.py`` (latency from
    when each request was due: p50/p99/p99.9);
 2. closed loop at saturation: ``wrk`` when installed (one thread), else the Python
-   closed-loop generator: requests/s.
+   closed-loop generator: requests/s. A floor (NullHandler) server runs beside every
+   option's server for the whole round, and this phase alternates between the two in
+   1 s slices (ABBA ABBA ...): the ratio to the floor is paired within seconds, so the
+   machine's drift over a round does not decide it (:func:`sliced_closed_loop`).
 
 Then the server is stopped with SIGTERM (its lifespan exit delivers what the option
 still holds, bounded by ``--drain``), and the records that reached the destination are
@@ -28,6 +31,7 @@ against the floor are paired per round (``benchmarks/_stats.py``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -35,11 +39,13 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -250,8 +256,145 @@ def _loadgen(mode: str, port: int, *args: float) -> dict[str, Any]:
     return result
 
 
-def run_cell(cell: Cell, framework: str, opts: argparse.Namespace) -> dict[str, Any]:
-    """One server process, both phases; returns the round's measurements."""
+def start_server(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+    """The service in its own process, serving once its logging option is set up."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks._service_app", json.dumps(spec)],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(spec["dir"], "server.err"), "wb"),  # noqa: SIM115
+    )
+    try:
+        _wait_ready(server, spec["port"])
+    except BaseException:
+        server.kill()
+        server.wait()
+        raise
+    return server
+
+
+@dataclass
+class Reference:
+    """The floor's server, running beside every cell of a round: the saturation phase
+    alternates between it and the cell's server (see :func:`sliced_closed_loop`)."""
+
+    port: int
+    server: subprocess.Popen[bytes]
+
+
+@contextlib.contextmanager
+def reference_server(framework: str) -> Iterator[Reference]:
+    """A floor (NullHandler) server for one round."""
+    with tempfile.TemporaryDirectory(prefix="aiologsinks-ref-") as tmp:
+        port = free_port()
+        spec = {
+            "framework": framework,
+            "contender": "null",
+            "dest": "file",
+            "port": port,
+            "dir": tmp,
+            "peer_port": None,
+            "result": os.path.join(tmp, "result.json"),
+        }
+        server = start_server(spec)
+        try:
+            yield Reference(port, server)
+        finally:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+                server.wait()
+
+
+def quiesce(pids: list[int], limit: float = 1.0) -> None:
+    """Wait (at most ``limit`` s) until ``pids`` spend less than 10% of a core: work a
+    contender deferred past its slice (a listener's backlog, a peer still reading) is
+    then not done during the floor's slice, where it would slow the floor."""
+    deadline = time.monotonic() + limit
+    before = cpu_seconds(pids)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = cpu_seconds(pids)
+        if now - before <= 0.01:
+            return
+        before = now
+
+
+def sliced_closed_loop(
+    port: int,
+    reference: Reference,
+    quiet: list[int],
+    peer_pids: list[int],
+    opts: argparse.Namespace,
+) -> tuple[dict[str, Any], float, float]:
+    """The saturation phase in slices alternating with the floor's server.
+
+    A shared machine's speed drifts by tens of percent over seconds to minutes, more
+    than the differences measured here. The cell's server and the floor's take turns
+    in 1 s slices (wrk's smallest), ordered ABBA ABBA ... so that a drift that is
+    linear over a few seconds cancels; each cell's ratio to the floor is then paired
+    within seconds rather than across a round. Returns the cell's closed-loop result
+    (with ``ref_rps``, the floor's requests/s over its slices, and ``ratio``), and the
+    CPU seconds its server and its peer spent during its own slices.
+    """
+    n = max(1, round(opts.seconds)) if opts.wrk else max(1, round(opts.seconds / 0.5))
+    length = opts.seconds / n
+    ours: list[dict[str, Any]] = []
+    floors: list[dict[str, Any]] = []
+    server_cpu = peer_cpu = 0.0
+    for mine in slice_order(n):
+        if reference.server.poll() is not None:
+            raise RuntimeError(f"the floor's server exited with {reference.server.returncode}")
+        if mine:
+            s0, p0 = cpu_seconds(quiet[:1]), cpu_seconds(peer_pids)
+            ours.append(closed_loop(port, length, opts.connections, opts.wrk))
+            server_cpu += cpu_seconds(quiet[:1]) - s0
+            peer_cpu += cpu_seconds(peer_pids) - p0
+            quiesce(quiet)
+        else:
+            floors.append(closed_loop(reference.port, length, opts.connections, opts.wrk))
+    out = merge_slices(ours)
+    ref = merge_slices(floors)
+    out["ref_rps"] = ref["rps"]
+    out["ratio"] = out["rps"] / ref["rps"] if ref["rps"] else None
+    out["slices"] = [round(x["rps"]) for x in ours]
+    out["ref_slices"] = [round(x["rps"]) for x in floors]
+    return out, server_cpu, peer_cpu
+
+
+def slice_order(n: int) -> list[bool]:
+    """``n`` slices for the cell (True) and ``n`` for the floor, ABBA ABBA ...: over
+    each four, a drift linear in time moves both sides alike."""
+    return [i % 4 in (0, 3) for i in range(2 * n)]
+
+
+def merge_slices(slices: list[dict[str, Any]]) -> dict[str, Any]:
+    """One closed-loop result from several slices: counts summed, requests/s over the
+    slices' total time, latency percentiles the slices' medians (wrk reports no
+    histogram to merge)."""
+    answered = sum(int(x.get("answered") or 0) for x in slices)
+    seconds = sum(int(x.get("answered") or 0) / x["rps"] for x in slices if x.get("rps"))
+    out: dict[str, Any] = {
+        "rps": answered / seconds if seconds else 0.0,
+        "answered": answered,
+    }
+    for key in ("errors", "timed_out"):
+        out[key] = sum(int(x.get(key) or 0) for x in slices)
+    for key in ("p50_ms", "p99_ms", "p999_ms"):
+        vals = [x[key] for x in slices if x.get(key) is not None]
+        if vals:
+            out[key] = statistics.median(vals)
+    return out
+
+
+def run_cell(
+    cell: Cell, framework: str, opts: argparse.Namespace, reference: Reference | None = None
+) -> dict[str, Any]:
+    """One server process, both phases; returns the round's measurements. With a
+    ``reference`` (the floor's server), the saturation phase alternates with it."""
     kind = DESTS[cell.dest][1] if cell.contender != "null" else None
     stall = (opts.stall_every, opts.stall_ms / 1e3) if kind == "stall" else ()
     peer: Peer | None = None
@@ -265,7 +408,7 @@ def run_cell(cell: Cell, framework: str, opts: argparse.Namespace) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="aiologsinks-svc-") as tmp:
         try:
             port = free_port()
-            spec = {
+            spec: dict[str, Any] = {
                 "framework": framework,
                 "contender": cell.contender,
                 "dest": cell.dest,
@@ -274,14 +417,7 @@ def run_cell(cell: Cell, framework: str, opts: argparse.Namespace) -> dict[str, 
                 "peer_port": peer.port if peer else None,
                 "result": os.path.join(tmp, "result.json"),
             }
-            server = subprocess.Popen(
-                [sys.executable, "-m", "benchmarks._service_app", json.dumps(spec)],
-                cwd=ROOT,
-                env=_env(),
-                stdout=subprocess.DEVNULL,
-                stderr=open(os.path.join(tmp, "server.err"), "wb"),  # noqa: SIM115
-            )
-            _wait_ready(server, port)
+            server = start_server(spec)
             out: dict[str, Any] = {}
             o = _loadgen("open", port, opts.rate, opts.seconds, opts.warmup)
             out.update({f"open_{k}": v for k, v in o.items() if k != "mode"})
@@ -289,13 +425,19 @@ def run_cell(cell: Cell, framework: str, opts: argparse.Namespace) -> dict[str, 
             # (its loop, lanes and sink threads) and the destination's processes, which
             # share the same cores here (in production the collector runs elsewhere)
             peer_pids = peer.pids() if peer is not None else []
-            server0, peer0 = cpu_seconds([server.pid]), cpu_seconds(peer_pids)
-            c = closed_loop(port, opts.seconds, opts.connections, opts.wrk)
-            server1, peer1 = cpu_seconds([server.pid]), cpu_seconds(peer_pids)
+            if reference is None or cell.contender == "null":
+                server0, peer0 = cpu_seconds([server.pid]), cpu_seconds(peer_pids)
+                c = closed_loop(port, opts.seconds, opts.connections, opts.wrk)
+                server_cpu = cpu_seconds([server.pid]) - server0
+                peer_cpu = cpu_seconds(peer_pids) - peer0
+            else:
+                c, server_cpu, peer_cpu = sliced_closed_loop(
+                    port, reference, [server.pid, *peer_pids], peer_pids, opts
+                )
             kreq = max(float(c.get("answered") or 0), 1.0) / 1e3
-            out["closed_server_cpu_ms_per_kreq"] = (server1 - server0) * 1e3 / kreq
+            out["closed_server_cpu_ms_per_kreq"] = server_cpu * 1e3 / kreq
             if peer_pids:
-                out["closed_peer_cpu_ms_per_kreq"] = (peer1 - peer0) * 1e3 / kreq
+                out["closed_peer_cpu_ms_per_kreq"] = peer_cpu * 1e3 / kreq
             out.update({f"closed_{k}": v for k, v in c.items() if k != "mode"})
             logged = int(_get_json(port, "/stats", timeout=30)["logged"])
             out["logged"] = logged
@@ -376,19 +518,23 @@ def run_rounds(
 ) -> None:
     for r in range(opts.rounds):
         shift = r % len(cells)
-        for cell in cells[shift:] + cells[:shift]:
-            t0 = time.perf_counter()
-            try:
-                run = cell.runs[r] = run_cell(cell, framework, opts)
-            except Exception as exc:
-                cell.errors.append(f"round {r + 1}: {exc}")
-                log(f"  round {r + 1}/{opts.rounds} {cell.key:<20} FAILED: {exc}")
-                continue
-            log(
-                f"  round {r + 1}/{opts.rounds} {cell.key:<20} "
-                f"open p99 {run['open_p99_ms']:.1f} ms, closed {run['closed_rps']:,.0f} req/s, "
-                f"lost {run['lost']} ({time.perf_counter() - t0:.1f} s)"
-            )
+        with reference_server(framework) as reference:
+            for cell in cells[shift:] + cells[:shift]:
+                t0 = time.perf_counter()
+                try:
+                    run = cell.runs[r] = run_cell(cell, framework, opts, reference)
+                except Exception as exc:
+                    cell.errors.append(f"round {r + 1}: {exc}")
+                    log(f"  round {r + 1}/{opts.rounds} {cell.key:<20} FAILED: {exc}")
+                    continue
+                ratio = run.get("closed_ratio")
+                log(
+                    f"  round {r + 1}/{opts.rounds} {cell.key:<20} "
+                    f"open p99 {run['open_p99_ms']:.1f} ms, "
+                    f"closed {run['closed_rps']:,.0f} req/s"
+                    f"{f' ({ratio:.2f}x the floor beside it)' if ratio else ''}, "
+                    f"lost {run['lost']} ({time.perf_counter() - t0:.1f} s)"
+                )
 
 
 def _ms(x: float | None) -> str:
@@ -414,7 +560,7 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
             lines.append(f"| {cell.dest} | {cell.label} | failed: {'; '.join(cell.errors)} |")
             continue
         rps = cell.estimate("closed_rps")
-        ratio = paired(cell.per_round("closed_rps"), floor.per_round("closed_rps"))
+        ratio = cell.estimate("closed_ratio")
         diff = paired(cell.per_round("open_p99_ms"), floor.per_round("open_p99_ms"), "diff")
         med = {m: (cell.estimate(m) or Estimate(0, 0, 0, 0)).median for m in ("open_p50_ms",)}
         p99 = cell.estimate("open_p99_ms")
@@ -456,7 +602,7 @@ def verdicts(cells: list[Cell]) -> list[tuple[str, str, str]]:
         if cell.contender != "aiologsinks" or not cell.runs:
             continue
         diff = paired(cell.per_round("open_p99_ms"), floor.per_round("open_p99_ms"), "diff")
-        ratio = paired(cell.per_round("closed_rps"), floor.per_round("closed_rps"))
+        ratio = cell.estimate("closed_ratio")
         lost = cell.lost() or 0
         dest = DESTS[cell.dest][0]
         out.append(
@@ -608,8 +754,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.perf_counter() - started:.0f} s"
     )
     notes = (
-        "req/s: median over rounds; x floor and p99 - floor: median of the per-round ratios "
-        "(differences) with a bootstrap 95% interval. Latencies: open loop, from when each "
+        "req/s: median over rounds. x floor: per round, the option's requests/s over the "
+        "floor's, from 1 s slices alternating (ABBA) with a floor server running beside it; "
+        "p99 - floor: per-round differences; both the median over rounds with a bootstrap "
+        "95% interval. Latencies: open loop, from when each "
         "request was due, medians over rounds; t/o: requests not answered 5 s after the "
         "phase, counted at that lower bound. lost: records logged by the app minus records "
         "counted at the destination after shutdown (summed over rounds). Logging CPU: the "

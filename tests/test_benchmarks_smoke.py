@@ -52,6 +52,9 @@ def test_service_smoke_fastapi_counts_every_record_at_a_file_and_a_stalling_peer
         if key != "null":
             assert run["delivered"] == run["logged"], key
             assert run["lost"] == 0, key
+            # saturation alternated with the floor's server beside it: both answered
+            assert run["closed_ref_rps"] > 0 and run["closed_rps"] > 0, key
+            assert run["closed_ratio"] == pytest.approx(run["closed_rps"] / run["closed_ref_rps"])
     verdicts = {v["target"]: v["verdict"] for v in doc["verdicts"]}
     assert verdicts["local file: 0 lost"] == "met"
 
@@ -101,6 +104,25 @@ def test_optional_contenders_are_skipped_when_their_package_is_missing(
     cells, skipped = service.build_cells(["file"], None)
     assert [c.contender for c in cells] == ["null", "stdlib", "queue", "aiologsinks"]
     assert any(s.startswith("file/loguru") for s in skipped)
+
+
+def test_saturation_slices_alternate_abba_and_merge_over_their_total_time() -> None:
+    assert service.slice_order(2) == [True, False, False, True]
+    assert service.slice_order(3) == [True, False, False, True, True, False]
+    for n in range(1, 8):
+        order = service.slice_order(n)
+        assert order.count(True) == order.count(False) == n
+    merged = service.merge_slices(
+        [
+            {"rps": 1000.0, "answered": 1000, "errors": 1, "p99_ms": 4.0},
+            {"rps": 3000.0, "answered": 1500, "timed_out": 2, "p99_ms": 6.0},
+        ]
+    )
+    # 2,500 requests in 1 s + 0.5 s: not the mean of the slices' rates (2,000)
+    assert merged["rps"] == pytest.approx(2500 / 1.5)
+    assert merged["answered"] == 2500
+    assert (merged["errors"], merged["timed_out"]) == (1, 2)
+    assert merged["p99_ms"] == 5.0
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
