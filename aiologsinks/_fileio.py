@@ -6,12 +6,22 @@ nothing blocks the event loop and a rotation can never overtake a pending write.
 file objects are plain ``open()`` files used only on that thread: one hop per batch
 (write and flush together), which a per-call wrapper such as ``aiofiles`` (one hop
 per method call, on a shared pool) could not give.
+
+With the compiled accelerator, the writes of a regular file whose text is ASCII (in
+an encoding that writes ASCII as itself) go to a :class:`DirectWriter` instead: a
+thread of the compiled module that never takes the GIL (``_speedups.FdWriter``). A
+Python worker thread takes the GIL to wake up, to write and to hand back its result,
+and each time a loop thread serving requests waits for it; at a few hundred batches
+a second that costs a busy service requests. The order of operations is kept: a
+file sink awaits each write before the next operation, and closing a file writes
+what its direct writer still holds first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import errno
 import functools
 import gzip
@@ -20,15 +30,25 @@ import locale
 import os
 import shutil
 import stat
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from ._record import ACCELERATED
 from ._validate import ArgumentPathError
+
+#: the compiled writer (see DirectWriter), or None: every write goes to the worker
+FdWriter: Any = None
+if ACCELERATED:
+    from . import _speedups
+
+    FdWriter = getattr(_speedups, "FdWriter", None)  # absent on Windows
 
 __all__ = [
     "AsyncTextFile",
     "ByteCounter",
+    "DirectWriter",
     "FileWorker",
     "check_directory",
     "gzip_file",
@@ -53,11 +73,15 @@ class FileWorker:
     def __init__(self, name: str) -> None:
         self._name = name
         self._executor: ThreadPoolExecutor | None = None
+        self._pid = os.getpid()
 
     @property
     def executor(self) -> ThreadPoolExecutor:
-        """The executor, created on first use (a thread exists only once needed)."""
-        if self._executor is None:
+        """The executor, created on first use (a thread exists only once needed), and
+        again in a forked child, where the parent's thread does not exist: the old
+        executor would queue the child's operations for it forever."""
+        if self._executor is None or self._pid != os.getpid():
+            self._pid = os.getpid()
             self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"aiologsinks-{self._name}")
         return self._executor
 
@@ -176,15 +200,130 @@ def _stat_or_none(path: str) -> os.stat_result | None:
         return None
 
 
+class DirectWriter:
+    """One open file's writes on the compiled writer's thread (``_speedups.FdWriter``).
+
+    The thread writes each chunk in order to its own duplicate of the descriptor and
+    tells the loop through a pipe the loop watches (``add_reader``): the loop then
+    resolves the chunks' futures in order, with the file position after each write.
+    It belongs to the process that made it (a forked child writes through the worker)
+    and follows the running loop (a sink used from a second loop rebinds it).
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._writer = FdWriter(fd)
+        self._pid = os.getpid()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: deque[asyncio.Future[int]] = deque()
+
+    @property
+    def usable(self) -> bool:
+        """False in a forked child: its thread stayed in the parent."""
+        return self._pid == os.getpid()
+
+    def write(self, data: bytes) -> asyncio.Future[int]:
+        """Queue ``data``; the future is the file position after it was written.
+
+        Raises ``NotImplementedError`` when the running loop cannot watch a pipe.
+        """
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._bind(loop)
+        future: asyncio.Future[int] = loop.create_future()
+        self._writer.submit(data)
+        self._waiting.append(future)
+        return future
+
+    def _bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._unbind()
+        loop.add_reader(self._writer.fileno(), self._ready)
+        self._loop = loop
+
+    def _unbind(self) -> None:
+        loop, self._loop = self._loop, None
+        if loop is not None and not loop.is_closed():
+            loop.remove_reader(self._writer.fileno())
+
+    def _ready(self) -> None:
+        for err, position in self._writer.collect():
+            future = self._waiting.popleft()
+            if future.done():  # its writer stopped waiting (cancelled)
+                continue
+            try:
+                if err:
+                    future.set_exception(OSError(err, os.strerror(err)))
+                else:
+                    future.set_result(position)
+            except RuntimeError:  # a future of an earlier loop, now closed
+                pass
+
+    async def aclose(self) -> None:
+        """Wait for the chunks still queued (on this loop), then close."""
+        pending = [f for f in self._waiting if not f.done()]
+        loop = self._loop
+        if pending and loop is asyncio.get_running_loop():
+            await asyncio.wait(pending)
+        self.close()
+
+    def close(self) -> None:
+        """Stop watching; the thread writes what it still holds, then ends."""
+        if self.usable:
+            self._unbind()
+        self._writer.close()
+        waiting, self._waiting = self._waiting, deque()
+        for future in waiting:
+            if not future.done():
+                with contextlib.suppress(RuntimeError):  # its loop is closed
+                    future.cancel()
+
+
+def _direct_writer(f: io.TextIOBase, regular: bool) -> DirectWriter | None:
+    """A :class:`DirectWriter` for ``f`` when its writes can bypass the file object:
+    a regular file, in an encoding that writes ASCII as itself, with no newline
+    translation; None otherwise (or without the accelerator)."""
+    if FdWriter is None or not regular or os.linesep != "\n":
+        return None
+    encoding = getattr(f, "encoding", None)
+    if not isinstance(encoding, str) or codecs.lookup(encoding).name not in _ASCII_COMPATIBLE:
+        return None
+    return DirectWriter(f.fileno())
+
+
 class AsyncTextFile:
     """An open log file: ``write`` appends one chunk and flushes it, off the loop.
 
-    The file object is touched only on the sink's worker thread.
+    The file object is touched only on the sink's worker thread. Chunks of ASCII text
+    go to the file's :class:`DirectWriter` when it has one; the file object holds
+    nothing buffered between calls (every write is flushed), so the two never mix
+    their bytes out of order.
     """
 
-    def __init__(self, file: io.TextIOBase, worker: FileWorker) -> None:
+    def __init__(
+        self, file: io.TextIOBase, worker: FileWorker, direct: DirectWriter | None = None
+    ) -> None:
         self._file = file
         self._worker = worker
+        self._direct = direct
+
+    def _direct_for(self, data: str) -> DirectWriter | None:
+        direct = self._direct
+        if direct is None or not data.isascii():
+            return None
+        if not direct.usable:
+            self._direct = None  # a forked child: the worker writes from now on
+            direct.close()
+            return None
+        return direct
+
+    async def _write_direct(self, direct: DirectWriter, data: str) -> int | None:
+        """The position after writing ``data`` directly, or None: this loop cannot."""
+        try:
+            future = direct.write(data.encode("ascii"))
+        except NotImplementedError:  # no add_reader on this loop
+            self._direct = None
+            direct.close()
+            return None
+        return await future
 
     @classmethod
     async def open(
@@ -198,19 +337,28 @@ class AsyncTextFile:
         """Open ``path`` on the worker thread, as ``open(path, mode, encoding=..., errors=...)``."""
         loop = asyncio.get_running_loop()
         opening = loop.run_in_executor(
-            worker.executor, functools.partial(open, path, mode, encoding=encoding, errors=errors)
+            worker.executor, functools.partial(_open_probe, path, mode, encoding, errors)
         )
         try:
-            f = await asyncio.shield(opening)
+            f, regular = await asyncio.shield(opening)
         except asyncio.CancelledError:
             # the open still completes on the worker: close what it returns, or the
             # file object would leak (the loop may be shutting down right now)
             opening.add_done_callback(_close_orphan)
             raise
-        return cls(f, worker)
+        try:
+            direct = _direct_writer(f, regular)
+        except BaseException:
+            await worker.run(f.close)
+            raise
+        return cls(f, worker, direct)
 
     async def write(self, data: str) -> None:
-        """Write ``data`` and flush it to the OS in one worker-thread call."""
+        """Write ``data`` and flush it to the OS in one worker-thread call (or with
+        the direct writer)."""
+        direct = self._direct_for(data)
+        if direct is not None and await self._write_direct(direct, data) is not None:
+            return
         await self._worker.run(_write_and_flush, self._file, data)
 
     async def flush(self) -> None:
@@ -228,6 +376,11 @@ class AsyncTextFile:
         what other writers appended before it (what ``stream.tell()`` reports to the
         stdlib ``RotatingFileHandler``).
         """
+        direct = self._direct_for(data)
+        if direct is not None:
+            position = await self._write_direct(direct, data)
+            if position is not None:
+                return position
         return await self._worker.run(_write_flush_position, self._file, data)
 
     async def probe(self) -> tuple[int, bool]:
@@ -235,8 +388,24 @@ class AsyncTextFile:
         return await self._worker.run(_probe, self._file)
 
     async def close(self) -> None:
-        """Flush and close the file."""
+        """Flush and close the file (after what its direct writer still holds)."""
+        direct, self._direct = self._direct, None
+        if direct is not None:
+            await direct.aclose()
         await self._worker.run(self._file.close)
+
+
+def _open_probe(
+    path: str, mode: str, encoding: str | None, errors: str | None
+) -> tuple[io.TextIOBase, bool]:
+    """``open(path, mode, ...)`` and whether it is a regular file (one worker call)."""
+    f: Any = open(path, mode, encoding=encoding, errors=errors)  # noqa: SIM115 - returned open
+    try:
+        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+    except BaseException:
+        f.close()
+        raise
+    return f, regular
 
 
 def _write_flush_position(f: io.TextIOBase, data: str) -> int:
@@ -253,7 +422,7 @@ def _probe(f: io.TextIOBase) -> tuple[int, bool]:
 def _close_orphan(opening: asyncio.Future[Any]) -> None:
     if opening.cancelled() or opening.exception() is not None:
         return
-    opening.result().close()
+    opening.result()[0].close()
 
 
 def _write_and_flush(f: io.TextIOBase, data: str) -> None:

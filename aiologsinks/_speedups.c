@@ -11,6 +11,7 @@
  *   common case (the caller then takes the pure-Python path, which handles every one).
  * - Shim: QueueHandler.handle's common case in one call (below).
  * - format_run: the inner loop of the file sinks' formatting (below).
+ * - FdWriter: a file's writes on a thread of its own that never takes the GIL (below).
  *
  * configure(fields) gives the standard attribute names in LogRecord.__init__ order, as
  * _record.FIELDS has them.
@@ -709,6 +710,398 @@ static PyTypeObject ShimType = {
     .tp_repr = (reprfunc)shim_repr,
 };
 
+/* ---- FdWriter ------------------------------------------------------------------------
+ *
+ * A file sink's worker thread, for its writes: the loop submits a chunk (copied), a
+ * POSIX thread of this writer writes the chunks in order to its own duplicate of the
+ * file's descriptor, and tells the loop through a pipe the loop watches (add_reader);
+ * collect() then returns (errno, position) per finished chunk, in order. A Python
+ * worker thread has to take the GIL to wake up, to run its call and to hand back its
+ * result, and each time it does, a loop thread busy serving requests waits for the GIL
+ * in turn; this thread never touches a Python object, so the loop never waits for it.
+ *
+ * The state is shared by the Python object and the thread and freed by whichever lets
+ * go of it last. close() asks the thread to write what is queued, close the descriptor
+ * and end; nothing is notified after close(). In a forked child the thread does not
+ * exist and the lock may be held by the parent's: a child only closes its copies of
+ * the descriptors and leaves the state alone.
+ */
+#ifndef _WIN32
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <unistd.h>
+
+typedef struct Chunk {
+    struct Chunk *next;
+    Py_ssize_t len;
+    int err;
+    long long pos;
+    char data[];
+} Chunk;
+
+typedef struct {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int refs;          /* the Python object and the thread, while each holds it */
+    int fd;            /* our duplicate of the file's descriptor */
+    int notify_r, notify_w;
+    Chunk *todo, *todo_tail, *done, *done_tail;
+    int notified;      /* a byte is in the pipe that collect() has not drained */
+    int closing;
+    int running;       /* the thread exists */
+    pid_t owner;
+} WriterState;
+
+static void
+state_free_locked_last(WriterState *st)
+{
+    /* the last holder, lock released: nobody else can see the state */
+    Chunk *c = st->todo;
+    while (c != NULL) {
+        Chunk *next = c->next;
+        PyMem_RawFree(c);
+        c = next;
+    }
+    c = st->done;
+    while (c != NULL) {
+        Chunk *next = c->next;
+        PyMem_RawFree(c);
+        c = next;
+    }
+    if (st->fd >= 0) {
+        close(st->fd);
+    }
+    if (st->notify_w >= 0) {
+        close(st->notify_w);
+    }
+    if (st->notify_r >= 0) {
+        close(st->notify_r);
+    }
+    pthread_cond_destroy(&st->cond);
+    pthread_mutex_destroy(&st->lock);
+    PyMem_RawFree(st);
+}
+
+static void
+state_release(WriterState *st)
+{
+    pthread_mutex_lock(&st->lock);
+    int last = --st->refs == 0;
+    pthread_mutex_unlock(&st->lock);
+    if (last) {
+        state_free_locked_last(st);
+    }
+}
+
+static void *
+writer_main(void *arg)
+{
+    WriterState *st = (WriterState *)arg;
+    pthread_mutex_lock(&st->lock);
+    for (;;) {
+        while (st->todo == NULL && !st->closing) {
+            pthread_cond_wait(&st->cond, &st->lock);
+        }
+        Chunk *c = st->todo;
+        if (c == NULL) {
+            break; /* closing, and everything queued is written */
+        }
+        pthread_mutex_unlock(&st->lock);
+        const char *p = c->data;
+        Py_ssize_t left = c->len;
+        int err = 0;
+        while (left > 0) {
+            ssize_t n = write(st->fd, p, (size_t)left);
+            if (n < 0) {
+                if (errno == EINTR) {
+                    continue;
+                }
+                err = errno;
+                break;
+            }
+            p += n;
+            left -= n;
+        }
+        long long pos = err ? -1 : (long long)lseek(st->fd, 0, SEEK_CUR);
+        pthread_mutex_lock(&st->lock);
+        c->err = err;
+        c->pos = pos;
+        st->todo = c->next;
+        if (st->todo == NULL) {
+            st->todo_tail = NULL;
+        }
+        c->next = NULL;
+        if (st->done_tail != NULL) {
+            st->done_tail->next = c;
+        }
+        else {
+            st->done = c;
+        }
+        st->done_tail = c;
+        if (!st->notified && !st->closing) {
+            st->notified = 1;
+            char byte = 1;
+            ssize_t ignored = write(st->notify_w, &byte, 1);
+            (void)ignored; /* non-blocking; a full pipe already wakes the loop */
+        }
+    }
+    close(st->fd);
+    st->fd = -1;
+    st->running = 0;
+    int last = --st->refs == 0;
+    pthread_mutex_unlock(&st->lock);
+    if (last) {
+        state_free_locked_last(st);
+    }
+    return NULL;
+}
+
+typedef struct {
+    PyObject_HEAD
+    WriterState *st; /* NULL once closed */
+} FdWriter;
+
+static int
+cloexec_nonblock(int fd, int nonblock)
+{
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0 || fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
+        return -1;
+    }
+    if (nonblock) {
+        flags = fcntl(fd, F_GETFL);
+        if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+fdwriter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    int fd;
+    if (!PyArg_ParseTuple(args, "i:FdWriter", &fd)) {
+        return NULL;
+    }
+    WriterState *st = PyMem_RawCalloc(1, sizeof(WriterState));
+    if (st == NULL) {
+        return PyErr_NoMemory();
+    }
+    st->fd = st->notify_r = st->notify_w = -1;
+    st->refs = 1;
+    st->owner = getpid();
+    int pipefd[2];
+    if (pthread_mutex_init(&st->lock, NULL) != 0) {
+        PyMem_RawFree(st);
+        return PyErr_NoMemory();
+    }
+    if (pthread_cond_init(&st->cond, NULL) != 0) {
+        pthread_mutex_destroy(&st->lock);
+        PyMem_RawFree(st);
+        return PyErr_NoMemory();
+    }
+    st->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (st->fd < 0 || pipe(pipefd) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        state_free_locked_last(st);
+        return NULL;
+    }
+    st->notify_r = pipefd[0];
+    st->notify_w = pipefd[1];
+    if (cloexec_nonblock(st->notify_r, 1) < 0 || cloexec_nonblock(st->notify_w, 1) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        state_free_locked_last(st);
+        return NULL;
+    }
+    FdWriter *self = (FdWriter *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        state_free_locked_last(st);
+        return NULL;
+    }
+    self->st = st;
+    return (PyObject *)self;
+}
+
+static WriterState *
+open_state(FdWriter *self)
+{
+    if (self->st == NULL) {
+        PyErr_SetString(PyExc_ValueError, "write to a closed FdWriter");
+        return NULL;
+    }
+    if (self->st->owner != getpid()) {
+        PyErr_SetString(PyExc_RuntimeError, "FdWriter made by another process (forked)");
+        return NULL;
+    }
+    return self->st;
+}
+
+static PyObject *
+fdwriter_submit(FdWriter *self, PyObject *arg)
+{
+    WriterState *st = open_state(self);
+    if (st == NULL) {
+        return NULL;
+    }
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    Chunk *c = PyMem_RawMalloc(sizeof(Chunk) + (size_t)view.len);
+    if (c == NULL) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    memcpy(c->data, view.buf, (size_t)view.len);
+    c->len = view.len;
+    c->next = NULL;
+    c->err = 0;
+    c->pos = -1;
+    PyBuffer_Release(&view);
+    int failed = 0;
+    pthread_mutex_lock(&st->lock);
+    if (!st->running) {
+        pthread_t tid;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        st->refs++;
+        failed = pthread_create(&tid, &attr, writer_main, st);
+        pthread_attr_destroy(&attr);
+        if (failed) {
+            st->refs--;
+        }
+        else {
+            st->running = 1;
+        }
+    }
+    if (!failed) {
+        if (st->todo_tail != NULL) {
+            st->todo_tail->next = c;
+        }
+        else {
+            st->todo = c;
+        }
+        st->todo_tail = c;
+        pthread_cond_signal(&st->cond);
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (failed) {
+        PyMem_RawFree(c);
+        errno = failed;
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+fdwriter_collect(FdWriter *self, PyObject *Py_UNUSED(ignored))
+{
+    WriterState *st = open_state(self);
+    if (st == NULL) {
+        return NULL;
+    }
+    /* drain the pipe before taking the list: a chunk finished after we take it writes
+     * a new byte (notified is reset below), so no finished chunk goes unannounced */
+    char sink[64];
+    while (read(st->notify_r, sink, sizeof(sink)) > 0) {
+    }
+    pthread_mutex_lock(&st->lock);
+    Chunk *c = st->done;
+    st->done = st->done_tail = NULL;
+    st->notified = 0;
+    pthread_mutex_unlock(&st->lock);
+    PyObject *out = PyList_New(0);
+    while (c != NULL) {
+        Chunk *next = c->next;
+        if (out != NULL) {
+            PyObject *item = Py_BuildValue("(iL)", c->err, c->pos);
+            if (item == NULL || PyList_Append(out, item) < 0) {
+                Py_CLEAR(out);
+            }
+            Py_XDECREF(item);
+        }
+        PyMem_RawFree(c);
+        c = next;
+    }
+    return out;
+}
+
+static PyObject *
+fdwriter_fileno(FdWriter *self, PyObject *Py_UNUSED(ignored))
+{
+    if (self->st == NULL) {
+        PyErr_SetString(PyExc_ValueError, "fileno of a closed FdWriter");
+        return NULL;
+    }
+    return PyLong_FromLong(self->st->notify_r);
+}
+
+static void
+fdwriter_close_state(FdWriter *self)
+{
+    WriterState *st = self->st;
+    if (st == NULL) {
+        return;
+    }
+    self->st = NULL;
+    if (st->owner != getpid()) {
+        /* a forked child: close its copies, leave the parent's state (and lock) alone */
+        if (st->fd >= 0) {
+            close(st->fd);
+        }
+        close(st->notify_r);
+        close(st->notify_w);
+        return;
+    }
+    pthread_mutex_lock(&st->lock);
+    st->closing = 1;
+    pthread_cond_signal(&st->cond);
+    pthread_mutex_unlock(&st->lock);
+    state_release(st);
+}
+
+static PyObject *
+fdwriter_close(FdWriter *self, PyObject *Py_UNUSED(ignored))
+{
+    fdwriter_close_state(self);
+    Py_RETURN_NONE;
+}
+
+static void
+fdwriter_dealloc(FdWriter *self)
+{
+    fdwriter_close_state(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef fdwriter_methods[] = {
+    {"submit", (PyCFunction)fdwriter_submit, METH_O,
+     "Queue a copy of the bytes-like argument, to be written after those before it."},
+    {"collect", (PyCFunction)fdwriter_collect, METH_NOARGS,
+     "(errno or 0, file position after the write or -1) of each chunk written since "
+     "the last call, in order."},
+    {"fileno", (PyCFunction)fdwriter_fileno, METH_NOARGS,
+     "The descriptor that is readable when chunks were written (for add_reader)."},
+    {"close", (PyCFunction)fdwriter_close, METH_NOARGS,
+     "Write what is queued, then close the duplicate descriptor; nothing is notified."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FdWriterType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiologsinks._speedups.FdWriter",
+    .tp_basicsize = sizeof(FdWriter),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A file's writes on a thread that never takes the GIL (see _speedups.c).",
+    .tp_new = fdwriter_new,
+    .tp_dealloc = (destructor)fdwriter_dealloc,
+    .tp_methods = fdwriter_methods,
+};
+#endif /* _WIN32 */
+
 static PyMethodDef methods[] = {
     {"freeze_plain", freeze_plain, METH_O,
      "The frozen tuple of a plain record's __dict__, or None when it is not plain."},
@@ -760,5 +1153,12 @@ PyInit__speedups(void)
         Py_DECREF(m);
         return NULL;
     }
+#ifndef _WIN32
+    if (PyType_Ready(&FdWriterType) < 0
+        || PyModule_AddObjectRef(m, "FdWriter", (PyObject *)&FdWriterType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+#endif
     return m;
 }
