@@ -425,7 +425,9 @@ def run_cell(
             # (its loop, lanes and sink threads) and the destination's processes, which
             # share the same cores here (in production the collector runs elsewhere)
             peer_pids = peer.pids() if peer is not None else []
-            if reference is None or cell.contender == "null":
+            # the floor's own cell alternates with the floor beside it too: an A/A
+            # check of the method (a bias of the slicing itself would show there)
+            if reference is None:
                 server0, peer0 = cpu_seconds([server.pid]), cpu_seconds(peer_pids)
                 c = closed_loop(port, opts.seconds, opts.connections, opts.wrk)
                 server_cpu = cpu_seconds([server.pid]) - server0
@@ -547,6 +549,11 @@ def _us(e: Estimate | None) -> str:
     return "—" if e is None else f"{e.median:,.0f}"
 
 
+def _floor_ratio(ratio: Estimate | None) -> str:
+    """The floor's row: 1.00x by definition, and the A/A check beside it."""
+    return "1.00x" if ratio is None else f"1.00x (A/A: {ratio.fmt()})"
+
+
 def table(cells: list[Cell], opts: argparse.Namespace) -> str:
     floor = cells[0]
     lines = [
@@ -581,9 +588,10 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
             if server_cpu and peer_cpu
             else (f"{server_cpu.median:,.0f} · —" if server_cpu else "—")
         )
+        ratio_txt = _floor_ratio(ratio) if is_floor else ratio.fmt() if ratio else "—"
         lines.append(
             f"| {'any' if is_floor else cell.dest} | {cell.label} "
-            f"| {rps.median:,.0f} | {'1.00x' if is_floor else ratio.fmt() if ratio else '—'} "
+            f"| {rps.median:,.0f} | {ratio_txt} "
             f"| {_ms(med['open_p50_ms'])} | {_ms(p99.median if p99 else None)} "
             f"| {_ms(p999.median if p999 else None)}{f' ({timeouts} t/o)' if timeouts else ''} "
             f"| {'—' if is_floor or diff is None else diff.fmt(1, '', signed=True)} "
@@ -755,7 +763,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     notes = (
         "req/s: median over rounds. x floor: per round, the option's requests/s over the "
-        "floor's, from 1 s slices alternating (ABBA) with a floor server running beside it; "
+        "floor's, from 1 s slices alternating (ABBA) with a floor server running beside it "
+        "(the floor's own row: the same for a second floor server, an A/A check); "
         "p99 - floor: per-round differences; both the median over rounds with a bootstrap "
         "95% interval. Latencies: open loop, from when each "
         "request was due, medians over rounds; t/o: requests not answered 5 s after the "
