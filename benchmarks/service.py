@@ -326,7 +326,7 @@ def quiesce(pids: list[int], limit: float = 1.0) -> None:
 def sliced_closed_loop(
     port: int,
     reference: Reference,
-    quiet: list[int],
+    server_pid: int,
     peer_pids: list[int],
     opts: argparse.Namespace,
 ) -> tuple[dict[str, Any], float, float]:
@@ -349,11 +349,11 @@ def sliced_closed_loop(
         if reference.server.poll() is not None:
             raise RuntimeError(f"the floor's server exited with {reference.server.returncode}")
         if mine:
-            s0, p0 = cpu_seconds(quiet[:1]), cpu_seconds(peer_pids)
+            s0, p0 = cpu_seconds([server_pid]), cpu_seconds(peer_pids)
             ours.append(closed_loop(port, length, opts.connections, opts.wrk))
-            server_cpu += cpu_seconds(quiet[:1]) - s0
+            server_cpu += cpu_seconds([server_pid]) - s0
             peer_cpu += cpu_seconds(peer_pids) - p0
-            quiesce(quiet)
+            quiesce([server_pid, *peer_pids])
         else:
             floors.append(closed_loop(reference.port, length, opts.connections, opts.wrk))
     out = merge_slices(ours)
@@ -434,7 +434,7 @@ def run_cell(
                 peer_cpu = cpu_seconds(peer_pids) - peer0
             else:
                 c, server_cpu, peer_cpu = sliced_closed_loop(
-                    port, reference, [server.pid, *peer_pids], peer_pids, opts
+                    port, reference, server.pid, peer_pids, opts
                 )
             kreq = max(float(c.get("answered") or 0), 1.0) / 1e3
             out["closed_server_cpu_ms_per_kreq"] = server_cpu * 1e3 / kreq

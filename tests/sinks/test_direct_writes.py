@@ -9,6 +9,7 @@ import errno
 import logging
 import os
 import select
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,10 @@ import pytest
 import aiologsinks as als
 from aiologsinks import _fileio, _record
 from aiologsinks._fileio import AsyncTextFile, FileWorker
+from aiologsinks._stats import assert_accounted
 
 from ..conftest import require
-from ..helpers import wait_until
+from ..helpers import fresh_logger, wait_until
 from ..reliability.test_faults import run_script
 
 BOUND = 10.0
@@ -201,6 +203,72 @@ def test_a_forked_child_writes_through_a_worker_of_its_own(tmp_path: Path) -> No
     assert "child direct None" in proc.stdout
     expected = [f"{tag} {i}" for tag in ("parent", "child", "parent after") for i in range(3)]
     assert path.read_text().splitlines() == expected
+
+
+class ReadOnlyFileSink(als.FileSink):
+    """A file sink whose file takes no writes: every write fails in the OS."""
+
+    reported: list[BaseException | None]
+
+    async def _open(self) -> AsyncTextFile:
+        return await AsyncTextFile.open(self.baseFilename, "r", "utf-8", None, self._worker)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.reported.append(sys.exc_info()[1])
+
+
+async def test_a_write_the_os_refuses_is_counted_and_reported_not_lost(tmp_path: Path) -> None:
+    path = tmp_path / "ro.log"
+    path.write_text("")
+    sink = ReadOnlyFileSink(path)
+    sink.reported = []
+    dispatcher = als.Dispatcher(sink)
+    dispatcher.start()
+    log = fresh_logger("t.direct.refused")
+    log.addHandler(dispatcher.handler)
+    try:
+        for i in range(30):
+            log.warning("refused %d", i)
+        await dispatcher.flush(timeout=BOUND)
+        assert sink._file is not None
+        # the direct writer took the writes (EBADF), or the worker did on the pure path
+        assert (sink._file._direct is not None) == (_fileio.FdWriter is not None)
+        stats = await dispatcher.aclose(timeout=BOUND)
+    finally:
+        log.removeHandler(dispatcher.handler)
+    (only,) = stats.sinks.values()
+    assert only.delivered == 0 and only.errors == 30
+    # one report per failed batch (one write), each with the OS's error
+    assert 1 <= len(sink.reported) <= 30
+    assert all(isinstance(exc, OSError) for exc in sink.reported), sink.reported
+    assert path.read_text() == ""
+    assert_accounted(stats, logged=30)
+
+
+class NoReaderLoop(asyncio.SelectorEventLoop):
+    """A loop that cannot watch a descriptor (as the Windows proactor loop cannot)."""
+
+    def add_reader(self, *args: Any) -> Any:  # type: ignore[override]
+        raise NotImplementedError
+
+
+def test_a_loop_that_cannot_watch_a_pipe_writes_through_the_worker(tmp_path: Path) -> None:
+    path = tmp_path / "noreader.log"
+    sink = als.FileSink(path)
+    sink.setFormatter(logging.Formatter("%(message)s"))
+
+    async def write() -> None:
+        async with sink:
+            for i in range(10):
+                await sink.emit_batch([logging.makeLogRecord({"msg": f"m{i}"})])
+            assert sink._file is not None and sink._file._direct is None
+
+    loop = NoReaderLoop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(write(), BOUND))
+    finally:
+        loop.close()
+    assert path.read_text().splitlines() == [f"m{i}" for i in range(10)]
 
 
 def test_direct_writes_are_on_exactly_when_the_accelerator_is() -> None:
