@@ -26,7 +26,7 @@ from ._record import Item
 from ._shim import QueueHandler
 from ._sink import Sink
 from ._stats import DispatcherStats, SinkStats
-from ._validate import ArgumentTypeError, ArgumentValueError
+from ._validate import ArgumentTypeError, ArgumentValueError, check_number
 
 __all__ = [
     "Dispatcher",
@@ -61,6 +61,12 @@ class Dispatcher(Closing):
       in :meth:`stats` and announced by one WARNING notice when delivery resumes.
     * ``lanes``: per-sink overrides, ``{sink: {"size": int, "overflow": ...}}``.
     * ``batch_size``: most records per ``emit_batch`` call.
+    * ``linger`` (seconds, default 0.005): how long the first record of a burst waits
+      for the records logged after it before the dispatcher moves them to the lanes.
+      A busy service's records then travel in fewer, larger batches, and the per-batch
+      work (waking the lanes, a write, a request) is shared by more records; ``0``
+      moves each burst at the loop's next iteration. ``flush()`` and ``aclose()``
+      never wait for it.
     * ``fallback``: where undeliverable records go (default ``logging.lastResort``);
       it is written from a fallback thread, never on the loop.
 
@@ -96,6 +102,7 @@ class Dispatcher(Closing):
         batch_size: int = 4000,
         lanes: Mapping[Sink | logging.Handler, Mapping[str, Any]] | None = None,
         fallback: logging.Handler | None = None,
+        linger: float = 0.005,
     ) -> None:
         # the hot path's attributes first: the first ones an instance gets stay on
         # CPython's fast attribute path
@@ -109,6 +116,7 @@ class Dispatcher(Closing):
         _check_positive("lane_size", lane_size)
         _check_positive("batch_size", batch_size)
         _check_overflow("overflow", overflow)
+        self.linger: float = check_number("linger", linger)
         if fallback is not None and not isinstance(fallback, logging.Handler):
             raise ArgumentTypeError("fallback", f"expected a logging.Handler, got {fallback!r}")
         seen: dict[int, int] = {}
@@ -306,9 +314,15 @@ class Dispatcher(Closing):
             if not self._auto_scheduled and _get_running_loop() is None:
                 self._schedule_auto_start()
             return
+        linger = self.linger
         try:
             if get_ident() == self._loop_thread:
-                loop.call_soon(self._wake)
+                if linger:
+                    loop.call_later(linger, self._wake)
+                else:
+                    loop.call_soon(self._wake)
+            elif linger:
+                loop.call_soon_threadsafe(loop.call_later, linger, self._wake)
             else:
                 loop.call_soon_threadsafe(self._wake)
         except RuntimeError:  # the loop is closed: nothing will drain the queue

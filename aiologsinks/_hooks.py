@@ -8,8 +8,6 @@ decides it, for the sinks and for the shim alike.
 
 from __future__ import annotations
 
-import inspect
-
 __all__ = ["is_dual", "overridden"]
 
 
@@ -19,9 +17,20 @@ def overridden(cls: type, name: str, *defaults: object) -> bool:
 
     The one place every fast path asks; a dual-entry hook counts as its coroutine.
     """
-    attr = inspect.getattr_static(cls, name, None)
+    attr = _static(cls, name)
     attr = getattr(attr, "__wrapped__", attr) if is_dual(attr) else attr
     return not any(attr is d or attr is getattr(d, "__wrapped__", None) for d in defaults)
+
+
+def _static(cls: type, name: str) -> object:
+    """``cls.<name>`` as the class dicts hold it (no descriptor runs): what
+    ``inspect.getattr_static`` finds for a class, at a tenth of its cost (fast paths
+    ask once per batch)."""
+    for klass in cls.__mro__:
+        namespace = klass.__dict__
+        if name in namespace:
+            return namespace[name]
+    return None
 
 
 def is_dual(method: object) -> bool:

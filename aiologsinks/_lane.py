@@ -66,6 +66,8 @@ class Lane:
         self._idle = False
         self._has_items: asyncio.Event | None = None
         self._has_room: asyncio.Event | None = None
+        # set while the worker lingers between deliveries (see sink.linger)
+        self._lingering: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._rescuing = False
@@ -119,7 +121,7 @@ class Lane:
             self._spill(records)
             return
         self.queue.force(records)
-        self._wake_worker()
+        self._wake_worker(force=True)
 
     def put_marker(self, marker: FlushMarker) -> None:
         """Markers bypass the bound: they are tiny and must never be dropped."""
@@ -139,6 +141,11 @@ class Lane:
         if (self._idle or force) and self._has_items is not None:
             self._idle = False
             self._has_items.set()
+        lingering = self._lingering
+        if lingering is not None and (
+            force or self.queue.depth >= min(self.batch_size, self.queue.size)
+        ):
+            _release(lingering)
 
     async def wait_for_room(self) -> None:
         """Wait until the worker has taken records out of a full lane (or is gone)."""
@@ -207,7 +214,12 @@ class Lane:
             batch, control = queue.take_batch(limit)
             has_room.set()
             if batch:
+                linger = self.sink.linger
+                if linger > 0:
+                    started = asyncio.get_running_loop().time()
                 await self._deliver(batch)
+                if linger > 0 and control is None:
+                    await self._linger(started + linger)
             if control is None:
                 continue
             if type(control) is Notice:
@@ -218,6 +230,23 @@ class Lane:
             await self._flush()
             self._marker = None
             control.ack(self.name)
+
+    async def _linger(self, until: float) -> None:
+        """Wait until ``until`` (loop time) while the records that arrive stay few;
+        a marker, a notice, a full batch or shutdown ends the wait."""
+        queue = self.queue
+        if queue.controls or queue.depth >= min(self.batch_size, queue.size):
+            return
+        loop = asyncio.get_running_loop()
+        if until <= loop.time():
+            return
+        waiter = self._lingering = loop.create_future()
+        timer = loop.call_at(until, _release, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._lingering = None
 
     async def _deliver(self, batch: list[Item]) -> None:
         sink = self.sink
@@ -462,3 +491,8 @@ class Lane:
             delivered=self.emitted - later,
             failed_operations=self.failed_operations,
         )
+
+
+def _release(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

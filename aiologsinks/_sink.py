@@ -131,6 +131,11 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     level: int
     formatter: logging.Formatter | None
     filters: list[Any]
+    #: seconds the sink's lane waits after a delivery before the next one, so that a
+    #: busy service's records reach a sink with a cost per request (an HTTP POST, an
+    #: export) in fewer, larger batches; a flush, a notice, a close or a full batch
+    #: end the wait. 0 (the default): deliver as soon as the last delivery returned.
+    linger: float = 0.0
 
     def __init__(self, level: int | str = logging.NOTSET) -> None:
         super().__init__(_check_level(level))

@@ -15,7 +15,7 @@ from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._sink import Sink
 from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session, gzip_off_loop
-from .._validate import ArgumentTypeError, ArgumentValueError
+from .._validate import ArgumentTypeError, ArgumentValueError, check_number
 
 if TYPE_CHECKING:
     import aiohttp
@@ -25,6 +25,8 @@ __all__ = ["HTTPSink", "InsecureCredentialsWarning"]
 _FORM = "application/x-www-form-urlencoded"
 #: records encoded between two yields to the loop in JSON batch mode (~1 ms of work)
 _JSON_PIECE = 100
+#: the JSON batch mode's default linger: at most ~20 POSTs a second under load
+_LINGER = 0.05
 
 
 class InsecureCredentialsWarning(UserWarning):
@@ -95,6 +97,11 @@ class HTTPSink(OutboxSinkMixin, Sink):
       counted) and delivers them in order after a back-off (``backoff``, a
       :class:`~aiologsinks._backoff.Backoff`; 1 s doubling up to 30 s by default,
       longer when the server sends ``Retry-After``).
+    * ``linger`` (seconds; ``json_batch=True`` only, default 0.05) is how long the sink
+      waits after a POST before the next one, so that a busy service sends a few
+      large requests a second instead of one per round trip; ``flush()`` and
+      ``aclose()`` do not wait for it (see :attr:`Sink.linger`). ``linger=0`` sends
+      the next batch as soon as the last request returned.
     * ``timeout`` bounds each request, in seconds (default 10; the stdlib waits
       forever; None removes the bound). ``close_timeout`` (1 s) bounds what
       :meth:`aclose` spends on a last delivery: a request still running then is
@@ -125,6 +132,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
         backoff: Backoff | None = None,
         timeout: float | None = REQUEST_TIMEOUT,
         close_timeout: float = CLOSE_TIMEOUT,
+        linger: float | None = None,
     ) -> None:
         super().__init__()
         # aiohttp is loaded by the first HTTPSink, not by `import aiologsinks` (it is
@@ -147,6 +155,12 @@ class HTTPSink(OutboxSinkMixin, Sink):
             raise ArgumentValueError("credentials", "expected a (userid, password) pair")
         if gzip and not json_batch:
             raise ArgumentValueError("gzip", "only applies with json_batch=True")
+        if linger is None:
+            linger = _LINGER if json_batch else 0.0
+        elif check_number("linger", linger) and not json_batch:
+            raise ArgumentValueError("linger", "only applies with json_batch=True")
+        #: seconds between two POSTs of a busy sink (see :attr:`Sink.linger`)
+        self.linger = float(linger)
         timeout = None if timeout is None else check_timeout("timeout", timeout)
         self.host = host
         self.url = url

@@ -19,7 +19,7 @@ from .._record import Item, as_record
 from .._record import travelled as _travelled
 from .._sink import Sink
 from .._transport import close_outbox_and_session, gzip_off_loop
-from .._validate import ArgumentTypeError, ArgumentValueError
+from .._validate import ArgumentTypeError, ArgumentValueError, check_number
 
 if TYPE_CHECKING:
     import aiohttp
@@ -117,6 +117,12 @@ class OTLPSink(OutboxSinkMixin, Sink):
     few notices (down, still down with counts, back), never one per record.
     :meth:`aclose` makes one last attempt within ``close_timeout`` seconds; what is
     left is counted as lost. Counts are in ``stats()`` and ``outbox.statistics()``.
+
+    ``linger`` (seconds, default 0.05) is how long the sink waits after an export
+    before the next one, so that a busy service exports a few large requests a second
+    (the SDK's batch processor waits 1 s); ``flush()`` and ``aclose()`` do not wait
+    for it (see :attr:`Sink.linger`). ``linger=0`` exports as soon as the last
+    request returned.
     """
 
     def __init__(
@@ -134,6 +140,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
         backoff: Backoff | None = None,
         close_timeout: float = 5.0,
         level: int | str = logging.NOTSET,
+        linger: float = 0.05,
     ) -> None:
         super().__init__(level)
         import aiohttp  # noqa: F401 - loaded with the first sink, not on the loop
@@ -201,6 +208,8 @@ class OTLPSink(OutboxSinkMixin, Sink):
         self.timeout = float(timeout)
         self.close_timeout = float(close_timeout)
         self.max_batch_records = max_batch_records
+        #: seconds between two exports of a busy sink (see :attr:`Sink.linger`)
+        self.linger: float = check_number("linger", linger)
         self.max_batch_bytes = max_batch_bytes
         self.buffer_size = buffer_size
         self.resource = _otlp_map.resource_attributes(resource)
