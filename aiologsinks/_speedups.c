@@ -11,6 +11,7 @@
  *   common case (the caller then takes the pure-Python path, which handles every one).
  * - Shim: QueueHandler.handle's common case in one call (below).
  * - format_run: the inner loop of the file sinks' formatting (below).
+ * - json_run: the inner loop of HTTPSink's JSON batches (below).
  * - FdWriter: a file's writes on a thread of its own that never takes the GIL (below).
  *
  * configure(fields) gives the standard attribute names in LogRecord.__init__ order, as
@@ -343,6 +344,281 @@ format_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     return PyLong_FromSsize_t(i);
+}
+
+/* ---- json_run -------------------------------------------------------------------------
+ *
+ * json_run(items, start, keys, encode) -> (stop, bytes): HTTPSink(json_batch=True)'s
+ * inner loop. Each common frozen record from items[start] on is written as the JSON
+ * object json.dumps(frozen_dict(v), default=str, separators=(",", ":")) writes, and
+ * the objects are joined by ","; it stops at the first record that is not the common
+ * case (a LogRecord, an exception or stack text, unmerged arguments, a value that is
+ * not a str, int, float, bool or None, a message that does not merge), which the
+ * Python loop then encodes, and returns where it stopped. keys[k] is the text before
+ * field k's value ('{"name":', ',"msg":', ...); encode is json's
+ * encode_basestring_ascii. The output is ASCII, as json.dumps writes by default.
+ */
+typedef struct {
+    char *data;
+    Py_ssize_t len, cap;
+} Buf;
+
+static int
+buf_put(Buf *b, const char *text, Py_ssize_t n)
+{
+    if (b->len + n > b->cap) {
+        Py_ssize_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n) {
+            cap *= 2;
+        }
+        char *data = PyMem_Realloc(b->data, (size_t)cap);
+        if (data == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        b->data = data;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, text, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static int
+buf_put_ascii(Buf *b, PyObject *text)
+{
+    /* text is what repr() or encode_basestring_ascii returned: ASCII */
+    if (text == NULL) {
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *p = PyUnicode_AsUTF8AndSize(text, &n);
+    int rc = p == NULL ? -1 : buf_put(b, p, n);
+    Py_DECREF(text);
+    return rc;
+}
+
+/* The texts of the values one json_run call has written, by the value's address: the
+ * records of one call site share their name, level, path, function, thread and
+ * process objects, and each is encoded once per call. Only values the items hold are
+ * entered (they stay alive for the whole call, so an address is never reused). */
+#define JSON_CACHE 64
+typedef struct {
+    PyObject *key[JSON_CACHE];
+    PyObject *text[JSON_CACHE];
+} JsonCache;
+
+static void
+json_cache_clear(JsonCache *c)
+{
+    for (int k = 0; k < JSON_CACHE; k++) {
+        Py_CLEAR(c->text[k]);
+        c->key[k] = NULL;
+    }
+}
+
+/* 1: written; 0: not a common value (nothing written); -1: an error */
+static int
+json_value(Buf *b, PyObject *v, PyObject *encode, JsonCache *cache)
+{
+    if (v == Py_None) {
+        return buf_put(b, "null", 4) < 0 ? -1 : 1;
+    }
+    if (v == Py_True) {
+        return buf_put(b, "true", 4) < 0 ? -1 : 1;
+    }
+    if (v == Py_False) {
+        return buf_put(b, "false", 5) < 0 ? -1 : 1;
+    }
+    size_t slot = ((size_t)(uintptr_t)v >> 4) % JSON_CACHE;
+    if (cache != NULL && cache->key[slot] == v) {
+        Py_ssize_t n;
+        const char *p = PyUnicode_AsUTF8AndSize(cache->text[slot], &n);
+        return p == NULL || buf_put(b, p, n) < 0 ? -1 : 1;
+    }
+    PyObject *text;
+    if (PyUnicode_CheckExact(v)) {
+        text = PyObject_CallOneArg(encode, v);
+    }
+    else if (PyLong_CheckExact(v)) {
+        text = PyLong_Type.tp_repr(v);
+    }
+    else if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        if (d != d) {
+            return buf_put(b, "NaN", 3) < 0 ? -1 : 1;
+        }
+        if (d == Py_HUGE_VAL) {
+            return buf_put(b, "Infinity", 8) < 0 ? -1 : 1;
+        }
+        if (d == -Py_HUGE_VAL) {
+            return buf_put(b, "-Infinity", 9) < 0 ? -1 : 1;
+        }
+        text = PyFloat_Type.tp_repr(v);
+    }
+    else {
+        return 0;
+    }
+    if (text == NULL) {
+        return -1;
+    }
+    if (!PyUnicode_Check(text)) { /* encode was replaced by something odd */
+        Py_DECREF(text);
+        PyErr_SetString(PyExc_TypeError, "json_run(): encode must return a str");
+        return -1;
+    }
+    if (cache != NULL) {
+        Py_XSETREF(cache->text[slot], Py_NewRef(text));
+        cache->key[slot] = v;
+    }
+    return buf_put_ascii(b, text) < 0 ? -1 : 1;
+}
+
+/* 1: the record was written; 0: not the common case (b is as it was); -1: error */
+static int
+json_record(Buf *b, PyObject *v, PyObject *keys, PyObject *encode, int first,
+            JsonCache *cache)
+{
+    Py_ssize_t size = PyTuple_GET_SIZE(v);
+    if (size < n_fields || PyTuple_GET_ITEM(v, exc_text_at) != Py_None
+        || PyTuple_GET_ITEM(v, exc_info_at) != Py_None
+        || PyTuple_GET_ITEM(v, stack_info_at) != Py_None
+        || !no_args(PyTuple_GET_ITEM(v, args_at))) {
+        return 0;
+    }
+    PyObject *names = NULL;
+    Py_ssize_t n_args = size - n_fields;
+    if (n_args > 0) {
+        PyObject *last = PyTuple_GET_ITEM(v, size - 1);
+        if (PyTuple_CheckExact(last)) { /* extra= values and their names follow */
+            names = last;
+            n_args -= 1 + PyTuple_GET_SIZE(last);
+            if (n_args < 0) {
+                return 0;
+            }
+        }
+    }
+    PyObject *msg = PyTuple_GET_ITEM(v, msg_at);
+    PyObject *merged = NULL;
+    if (n_args > 0) {
+        if (!PyUnicode_CheckExact(msg)) {
+            return 0;
+        }
+        PyObject *deferred = PyTuple_GetSlice(v, n_fields, n_fields + n_args);
+        if (deferred == NULL) {
+            return -1;
+        }
+        merged = PyUnicode_Format(msg, deferred);
+        Py_DECREF(deferred);
+        if (merged == NULL) {
+            PyErr_Clear(); /* kept unmerged: the Python loop reports it */
+            return 0;
+        }
+        msg = merged;
+    }
+    Py_ssize_t mark = b->len;
+    int rc = 1;
+    if (!first && buf_put(b, ",", 1) < 0) {
+        rc = -1;
+    }
+    for (Py_ssize_t k = 0; rc == 1 && k < n_fields; k++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, k);
+        Py_ssize_t n;
+        const char *p = PyUnicode_AsUTF8AndSize(key, &n);
+        if (p == NULL || buf_put(b, p, n) < 0) {
+            rc = -1;
+            break;
+        }
+        if (k == args_at && PyTuple_GET_ITEM(v, k) != Py_None) {
+            rc = buf_put(b, "[]", 2) < 0 ? -1 : 1; /* no_args(): the empty tuple */
+            continue;
+        }
+        /* a merged message is made here and freed after: never cached */
+        rc = k == msg_at && merged != NULL ? json_value(b, merged, encode, NULL)
+                                          : json_value(b, PyTuple_GET_ITEM(v, k), encode, cache);
+    }
+    if (names != NULL && rc == 1) {
+        Py_ssize_t n_extra = PyTuple_GET_SIZE(names);
+        Py_ssize_t at = size - 1 - n_extra;
+        for (Py_ssize_t k = 0; rc == 1 && k < n_extra; k++) {
+            PyObject *name = PyTuple_GET_ITEM(names, k);
+            if (!PyUnicode_CheckExact(name)) {
+                rc = 0;
+                break;
+            }
+            if (buf_put(b, ",", 1) < 0 || json_value(b, name, encode, cache) < 0
+                || buf_put(b, ":", 1) < 0) {
+                rc = -1;
+                break;
+            }
+            rc = json_value(b, PyTuple_GET_ITEM(v, at + k), encode, cache);
+        }
+    }
+    if (rc == 1 && buf_put(b, "}", 1) < 0) {
+        rc = -1;
+    }
+    Py_XDECREF(merged);
+    if (rc != 1) {
+        b->len = mark; /* nothing of this record stays */
+    }
+    return rc;
+}
+
+static PyObject *
+json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "json_run() takes 4 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *keys = args[2], *encode = args[3];
+    if (!PyList_CheckExact(items) || !PyTuple_CheckExact(keys)) {
+        PyErr_SetString(PyExc_TypeError, "json_run(): unexpected argument types");
+        return NULL;
+    }
+    if (fields == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
+        return NULL;
+    }
+    if (PyTuple_GET_SIZE(keys) != n_fields) {
+        PyErr_SetString(PyExc_ValueError, "json_run(): one key per standard field");
+        return NULL;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i < 0) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_ValueError, "json_run(): start < 0");
+        }
+        return NULL;
+    }
+    Buf b = {NULL, 0, 0};
+    JsonCache cache;
+    memset(&cache, 0, sizeof cache);
+    Py_ssize_t start = i;
+    for (; i < PyList_GET_SIZE(items); i++) {
+        PyObject *v = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(v)) {
+            break;
+        }
+        Py_INCREF(v); /* held: encode may run Python code */
+        int rc = json_record(&b, v, keys, encode, i == start, &cache);
+        Py_DECREF(v);
+        if (rc < 0) {
+            json_cache_clear(&cache);
+            PyMem_Free(b.data);
+            return NULL;
+        }
+        if (rc == 0) {
+            break;
+        }
+    }
+    json_cache_clear(&cache);
+    PyObject *out = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
+    PyMem_Free(b.data);
+    if (out == NULL) {
+        return NULL;
+    }
+    return Py_BuildValue("(nN)", i, out);
 }
 
 static PyObject *
@@ -1108,6 +1384,8 @@ static PyMethodDef methods[] = {
     {"configure", configure, METH_O, "Set the standard attribute names, in order."},
     {"format_run", (PyCFunction)(void (*)(void))format_run, METH_FASTCALL,
      "Format a run of common frozen records (see _fastformat.FrozenFormat.lines)."},
+    {"json_run", (PyCFunction)(void (*)(void))json_run, METH_FASTCALL,
+     "JSON-encode a run of common frozen records (see sinks/http.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -32,6 +32,9 @@ def format_run(
     timed: bool,
     /,
 ) -> int: ...
+def json_run(
+    items: list[Any], start: int, keys: tuple[str, ...], encode: Any, /
+) -> tuple[int, bytes]: ...
 
 class FdWriter:
     def __init__(self, fd: int, /) -> None: ...

@@ -155,3 +155,32 @@ def test_bootstrap_is_reproducible_and_brackets_the_median() -> None:
     assert a == b and a is not None
     assert a.low <= a.median <= a.high
     assert min(values) <= a.low and a.high <= max(values)
+
+
+def _run_module(module: str, *args: str) -> str:
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_fixed_rate_smoke_prints_a_row_per_destination() -> None:
+    out = _run_module(
+        "benchmarks.fixed_rate", "--rounds", "1", "--seconds", "0.3", "--rate", "500",
+        "--dest", "file",
+    )  # fmt: skip
+    rows = [line for line in out.splitlines() if line.startswith("| file |")]
+    assert len(rows) == 1 and "floor (NullHandler)" in out
+
+
+def test_http_json_benchmark_checks_both_paths_agree() -> None:
+    out = _run_module("benchmarks.bench_http_json", "--n", "300", "--rounds", "1")
+    compiled = "compiled / Python" in out
+    assert compiled or "not in use" in out

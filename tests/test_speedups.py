@@ -253,6 +253,7 @@ def test_the_pure_python_path_passes_the_record_tests() -> None:
         "tests/test_shim.py",
         "tests/sinks/test_frozen_format.py",
         "tests/sinks/test_direct_writes.py",
+        "tests/sinks/test_http_json_frozen.py",
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *tests],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import ssl
 import warnings
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING, Any
 from .. import _wire
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
+from .._hooks import overridden
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
+from .._record import ACCELERATED, FIELDS, Item, as_record, travelled
 from .._sink import Sink
 from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session, gzip_off_loop
 from .._validate import ArgumentTypeError, ArgumentValueError, check_number
@@ -27,6 +30,17 @@ _FORM = "application/x-www-form-urlencoded"
 _JSON_PIECE = 100
 #: the JSON batch mode's default linger: at most ~20 POSTs a second under load
 _LINGER = 0.05
+
+if ACCELERATED:
+    from .. import _speedups
+
+    #: the compiled JSON encoding of common frozen records (see _speedups.c), or None
+    _json_run: Any = getattr(_speedups, "json_run", None)
+else:
+    _json_run = None
+#: what json.dumps writes before each standard field's value of a record's __dict__
+_JSON_KEYS = tuple(("{" if i == 0 else ",") + json.dumps(k) + ":" for i, k in enumerate(FIELDS))
+_encode_ascii = json.encoder.encode_basestring_ascii  # what json.dumps uses by default
 
 
 class InsecureCredentialsWarning(UserWarning):
@@ -179,7 +193,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
         self.backoff = backoff if backoff is not None else Backoff()
         #: the retrying outbox: one request at a time, in order (records in retry mode
         #: wait in ``outbox.buffer``, bounded; without retry nothing waits)
-        self.outbox: Outbox[logging.LogRecord] = Outbox(
+        self.outbox: Outbox[Item] = Outbox(
             self._send,
             name=_safe_name(self),
             buffer_size=buffer_size,
@@ -209,9 +223,9 @@ class HTTPSink(OutboxSinkMixin, Sink):
         return record.__dict__
 
     @property
-    def buffer(self) -> Any:
-        """The records waiting for the server in retry mode (bounded)."""
-        return self.outbox.buffer
+    def buffer(self) -> list[logging.LogRecord]:
+        """The records waiting for the server in retry mode (bounded; a snapshot)."""
+        return [as_record(item) for item in self.outbox.buffer]
 
     # -- delivery ------------------------------------------------------------------------
 
@@ -229,7 +243,9 @@ class HTTPSink(OutboxSinkMixin, Sink):
         """
         if records:
             self._take_over(len(records))  # the outbox delivers or counts each from here
-            await self.outbox.put(list(records))
+            # a dispatcher's frozen records stay frozen: JSON batches encode them as is
+            items = travelled(records)
+            await self.outbox.put(list(records) if items is None else items)
 
     async def flush(self) -> None:
         """In retry mode, try once more to deliver what waits (if the back-off allows)."""
@@ -240,20 +256,14 @@ class HTTPSink(OutboxSinkMixin, Sink):
         cancelled; what is left is counted), then the session is closed."""
         await close_outbox_and_session(self)
 
-    async def _send(self, records: Sequence[logging.LogRecord]) -> None:
+    async def _send(self, records: Sequence[Item]) -> None:
         """One request for ``records`` (one record unless in JSON batch mode)."""
         headers: dict[str, str] = {}
         if self.json_batch:
-            items = []
-            for record in records:
-                try:
-                    items.append((record, self.mapLogRecord(record)))
-                except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                    self.report_error(record)
             method, url = "POST", self.url
             pieces = []
-            for start in range(0, len(items), _JSON_PIECE):
-                pieces.append(self._json_piece(items[start : start + _JSON_PIECE]))
+            for start in range(0, len(records), _JSON_PIECE):
+                pieces.append(self._json_piece(records[start : start + _JSON_PIECE]))
                 # Encoding 1,000 records takes ~10 ms: let the loop run between pieces.
                 await asyncio.sleep(0)
             if not any(pieces):
@@ -265,8 +275,8 @@ class HTTPSink(OutboxSinkMixin, Sink):
                 body = await gzip_off_loop(body, mtime=0)  # mtime=0: deterministic
                 headers["Content-Encoding"] = "gzip"
         else:
-            (record,) = records
-            data = _wire.http_form(self.mapLogRecord(record))
+            (item,) = records
+            data = _wire.http_form(self.mapLogRecord(as_record(item)))
             method, url, body = self.method, self.url, None
             if method == "GET":
                 url = _wire.http_get_url(url, data)
@@ -278,16 +288,53 @@ class HTTPSink(OutboxSinkMixin, Sink):
             headers["Authorization"] = _wire.basic_auth(self.credentials)
         await self._request(method, url, body, headers)
 
-    def _json_piece(self, items: Sequence[tuple[logging.LogRecord, Mapping[str, Any]]]) -> bytes:
-        """Encode ``items``; a record JSON cannot hold goes to handleError alone."""
+    def _json_piece(self, items: Sequence[Item]) -> bytes:
+        """Encode ``items`` (objects joined by commas); a record that cannot be mapped
+        or encoded goes to handleError alone."""
+        fast = _json_run
+        if fast is None or (
+            "mapLogRecord" in self.__dict__
+            or overridden(type(self), "mapLogRecord", HTTPSink.mapLogRecord)
+        ):
+            return self._json_mapped(items)
+        # the common frozen records in C, the same bytes as json.dumps of the
+        # record's __dict__; the Python path takes each record it stops at
+        items = list(items)
+        out: list[bytes] = []
+        i, n = 0, len(items)
+        while i < n:
+            i, chunk = fast(items, i, _JSON_KEYS, _encode_ascii)
+            if chunk:
+                out.append(chunk)
+            if i < n:
+                # the record it stopped at, and the LogRecords after it, in one go
+                end = i + 1
+                while end < n and type(items[end]) is not tuple:
+                    end += 1
+                piece = self._json_mapped(items[i:end])
+                if piece:
+                    out.append(piece)
+                i = end
+        return b",".join(out)
+
+    def _json_mapped(self, items: Sequence[Item]) -> bytes:
+        """Encode ``items`` through :meth:`mapLogRecord`; a record that fails goes to
+        handleError alone."""
+        mapped = []
+        for item in items:
+            record = as_record(item)
+            try:
+                mapped.append((record, self.mapLogRecord(record)))
+            except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
+                self.report_error(record)
         try:
-            return _wire.json_items(item for _, item in items)
+            return _wire.json_items(mapping for _, mapping in mapped)
         except Exception:  # noqa: BLE001, S110 - a bad record: encode the piece one by one
             pass
         good = []
-        for record, item in items:
+        for record, mapping in mapped:
             try:
-                good.append(_wire.json_items((item,)))
+                good.append(_wire.json_items((mapping,)))
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
                 self.report_error(record)
         return b",".join(good)
@@ -349,11 +396,9 @@ class HTTPSink(OutboxSinkMixin, Sink):
             )
         return self._session
 
-    def _fail_all(
-        self, records: Sequence[logging.LogRecord], exc: BaseException | None = None
-    ) -> None:
+    def _fail_all(self, records: Sequence[Item], exc: BaseException | None = None) -> None:
         # One traceback per refused request, but every record is counted as lost.
-        self.report_batch_error(records)
+        self.report_batch_error([as_record(item) for item in records])
 
     def _notice(self, message: str) -> None:
         self.report_outage(message)
