@@ -38,6 +38,7 @@ from typing import Any
 
 from . import _json, _trace
 from ._record import (
+    ACCELERATED,
     ARGS,
     CREATED,
     EXC_TEXT,
@@ -48,6 +49,7 @@ from ._record import (
     N_FIELDS,
     STACK_INFO,
     Frozen,
+    Item,
     deferred,
     extras,
 )
@@ -60,6 +62,7 @@ __all__ = [
     "map_record",
     "observed_field",
     "protobuf_frozen",
+    "protobuf_run",
     "resource_attributes",
     "severity_number",
 ]
@@ -497,6 +500,34 @@ def protobuf_frozen(v: Frozen, observed: bytes, pid: int | None) -> tuple[str, b
     )
 
 
+if ACCELERATED:
+    from . import _speedups
+
+    #: the compiled protobuf_frozen over a run of records (see _speedups.c), or None
+    _otlp_run: Any = getattr(_speedups, "otlp_run", None)
+else:
+    _otlp_run = None
+#: where otlp_run finds each standard field it reads
+_RUN_AT = (_NAME, _PATH, _FUNC, _LINE, _THREAD, _THREAD_NAME, _PROCESS, LEVELNO, LEVELNAME)
+
+
+def protobuf_run(
+    items: list[Item], start: int, observed_ns: int, pid: Any, max_bytes: int
+) -> tuple[int, list[tuple[Item, str, bytes]]]:
+    """``(stop, [(item, scope, message bytes), ...])`` for the common frozen records of
+    ``items`` from ``start`` on, each the bytes :func:`protobuf_frozen` writes, encoded
+    by the compiled accelerator until the first record it does not take (one that is
+    not the common case, or whose message with its scope exceeds ``max_bytes``):
+    ``stop`` is where the caller goes on, record by record. ``(start, [])`` when the
+    accelerator is not in use."""
+    if _otlp_run is None:
+        return start, []
+    result: tuple[int, list[tuple[Item, str, bytes]]] = _otlp_run(
+        items, start, observed_ns, pid, max_bytes, _RUN_AT, _NOT_EXTRA, _trace.TRACE_ATTRIBUTES
+    )
+    return result
+
+
 def _trace_fields(trace_id: str, span_id: str, flags: int) -> bytes:
     """flags = 8 (fixed32), trace_id = 9, span_id = 10."""
     return (
@@ -516,7 +547,7 @@ def encode_protobuf(
     for scope, logs in groups:
         scope_bytes = _field(0x0A, _text(scope))  # InstrumentationScope.name = 1
         # ScopeLogs.scope = 1, ScopeLogs.log_records = 2
-        body = _field(0x0A, scope_bytes) + b"".join(_field(0x12, log) for log in logs)
+        body = _field(0x0A, scope_bytes) + _log_records(logs)
         parts.append(_field(0x12, body))  # ResourceLogs.scope_logs = 2
     return _field(0x0A, b"".join(parts))  # ExportLogsServiceRequest.resource_logs = 1
 
@@ -554,9 +585,34 @@ def _fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
         yield number, wire, value
 
 
+# The field head (tag and length) of each record's message in a request, by its size:
+# messages of a service's records come in few sizes, so each head is made once.
+_HEADS: dict[int, bytes] = {}
+
+
+def _head(size: int) -> bytes:
+    head = _HEADS.get(size)
+    if head is None:
+        head = b"\x12" + _varint(size)  # ScopeLogs.log_records = 2
+        if len(_HEADS) >= _CACHE_MAX:
+            _HEADS.clear()
+        _HEADS[size] = head
+    return head
+
+
+def _log_records(logs: list[bytes]) -> bytes:
+    """The ``log_records`` fields of a ScopeLogs message: each message framed, joined."""
+    heads = _HEADS
+    parts = []
+    for log in logs:
+        parts.append(heads.get(len(log)) or _head(len(log)))
+        parts.append(log)
+    return b"".join(parts)
+
+
 def framing_overhead(size: int) -> int:
     """Bytes a record of ``size`` bytes adds to a request beyond itself (tag + length)."""
-    return 1 + len(_varint(size))
+    return len(_HEADS.get(size) or _head(size))
 
 
 def parse_partial_success(body: bytes, content_type: str) -> tuple[int, str]:

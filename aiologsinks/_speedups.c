@@ -621,6 +621,399 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(nN)", i, out);
 }
 
+/* otlp_run(items, start, observed_ns, pid, max_bytes, at, skip, trace)
+ *
+ * The OTLP LogRecord message of each common frozen record from items[start], the
+ * bytes _otlp_map.protobuf_frozen writes for it, as (item, scope, bytes) tuples,
+ * until the first record that is not the common case: a LogRecord, exception or stack
+ * text, arguments that do not merge, a value of another type than str, int, bool,
+ * float or None, a trace id among its fields, text that is not UTF-8, or a message
+ * larger than max_bytes. The Python loop takes that one. at: the frozen positions of
+ * name, pathname, funcName, lineno, thread, threadName, process, levelno and
+ * levelname; skip: the names that are not extra= attributes; trace: those of a trace
+ * id. Returns (where it stopped, the tuples).
+ */
+enum { AT_NAME, AT_PATH, AT_FUNC, AT_LINE, AT_THREAD, AT_THREAD_NAME, AT_PROCESS,
+       AT_LEVELNO, AT_LEVELNAME, N_AT };
+
+static int
+pb_byte(Buf *b, unsigned char c)
+{
+    return buf_put(b, (const char *)&c, 1);
+}
+
+static int
+pb_varint(Buf *b, uint64_t n)
+{
+    char out[10];
+    int k = 0;
+    while (n > 0x7F) {
+        out[k++] = (char)((n & 0x7F) | 0x80);
+        n >>= 7;
+    }
+    out[k++] = (char)n;
+    return buf_put(b, out, k);
+}
+
+static int
+pb_fixed64(Buf *b, unsigned char tag, uint64_t n)
+{
+    char out[9];
+    out[0] = (char)tag;
+    for (int k = 0; k < 8; k++) {
+        out[1 + k] = (char)((n >> (8 * k)) & 0xFF);
+    }
+    return buf_put(b, out, 9);
+}
+
+static Py_ssize_t
+varint_size(uint64_t n)
+{
+    Py_ssize_t k = 1;
+    while (n > 0x7F) {
+        n >>= 7;
+        k++;
+    }
+    return k;
+}
+
+/* a length-delimited field of n bytes: its tag and length */
+static int
+pb_head(Buf *b, unsigned char tag, Py_ssize_t n)
+{
+    return pb_byte(b, tag) < 0 || pb_varint(b, (uint64_t)n) < 0 ? -1 : 0;
+}
+
+/* 1: UTF-8 found; 0: not UTF-8 (lone surrogates: the Python path replaces them) */
+static int
+utf8_of(PyObject *s, const char **p, Py_ssize_t *n)
+{
+    *p = PyUnicode_AsUTF8AndSize(s, n);
+    if (*p == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+/* An AnyValue's bytes: 1 written, 0 not a common value (b unchanged), -1 error */
+static int
+pb_any(Buf *b, PyObject *v)
+{
+    if (v == Py_None) {
+        return 1;
+    }
+    if (v == Py_True || v == Py_False) {
+        return buf_put(b, v == Py_True ? "\x10\x01" : "\x10\x00", 2) < 0 ? -1 : 1;
+    }
+    if (PyUnicode_CheckExact(v)) {
+        const char *p;
+        Py_ssize_t n;
+        if (!utf8_of(v, &p, &n)) {
+            return 0;
+        }
+        return pb_head(b, 0x0A, n) < 0 || buf_put(b, p, n) < 0 ? -1 : 1;
+    }
+    if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (overflow) {
+            return 0; /* beyond int64: a string value, written by the Python path */
+        }
+        if (x == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        return pb_byte(b, 0x18) < 0 || pb_varint(b, (uint64_t)x) < 0 ? -1 : 1;
+    }
+    if (PyFloat_CheckExact(v)) {
+        double d = PyFloat_AS_DOUBLE(v);
+        uint64_t bits;
+        memcpy(&bits, &d, 8);
+        return pb_fixed64(b, 0x21, bits) < 0 ? -1 : 1;
+    }
+    return 0;
+}
+
+/* An attribute (tag 0x32 in a LogRecord): KeyValue{key = 1, value = 2} */
+static int
+pb_attribute(Buf *b, const char *key, Py_ssize_t key_len, PyObject *v, Buf *scratch)
+{
+    scratch->len = 0;
+    int rc = pb_any(scratch, v);
+    if (rc != 1) {
+        return rc;
+    }
+    Py_ssize_t kv = 1 + varint_size((uint64_t)key_len) + key_len + 1
+                    + varint_size((uint64_t)scratch->len) + scratch->len;
+    if (pb_head(b, 0x32, kv) < 0 || pb_head(b, 0x0A, key_len) < 0
+        || buf_put(b, key, key_len) < 0 || pb_head(b, 0x12, scratch->len) < 0
+        || buf_put(b, scratch->data ? scratch->data : "", scratch->len) < 0) {
+        return -1;
+    }
+    return 1;
+}
+
+static int
+is_str_or_none(PyObject *v)
+{
+    return v == Py_None || PyUnicode_CheckExact(v);
+}
+
+static long
+severity_number(long levelno)
+{
+    if (levelno <= 0) {
+        return 0;
+    }
+    if (levelno < 10) {
+        return 1;
+    }
+    long base = levelno / 10 < 5 ? levelno / 10 : 5;
+    long step = levelno - 10 * base < 3 ? levelno - 10 * base : 3;
+    return 1 + 4 * base + step;
+}
+
+/* 1: the record's message is in b; 0: not the common case; -1: error */
+static int
+otlp_record(Buf *b, Buf *scratch, PyObject *v, const Py_ssize_t *at, const char *observed,
+            PyObject *pid, PyObject *skip, PyObject *trace)
+{
+    Py_ssize_t size = PyTuple_GET_SIZE(v);
+    if (size < n_fields) {
+        return 0;
+    }
+    PyObject *std[N_AT];
+    for (int k = 0; k < N_AT; k++) {
+        std[k] = PyTuple_GET_ITEM(v, at[k]);
+    }
+    PyObject *msg = PyTuple_GET_ITEM(v, msg_at), *created = PyTuple_GET_ITEM(v, created_at);
+    int flagged = 0;
+    PyObject *checked[] = {PyTuple_GET_ITEM(v, exc_text_at), PyTuple_GET_ITEM(v, stack_info_at),
+                           PyTuple_GET_ITEM(v, args_at)};
+    for (int k = 0; k < 3; k++) {
+        int truth = PyObject_IsTrue(checked[k]);
+        if (truth < 0) {
+            PyErr_Clear();
+            return 0;
+        }
+        flagged |= truth;
+    }
+    if (flagged || !PyUnicode_CheckExact(msg) || !PyLong_CheckExact(std[AT_LEVELNO])
+        || !PyUnicode_CheckExact(std[AT_LEVELNAME]) || !PyLong_CheckExact(std[AT_LINE])
+        || !PyUnicode_CheckExact(std[AT_NAME]) || !is_str_or_none(std[AT_PATH])
+        || !is_str_or_none(std[AT_FUNC]) || !is_str_or_none(std[AT_THREAD_NAME])
+        || (std[AT_THREAD] != Py_None && !PyLong_CheckExact(std[AT_THREAD]))
+        || (std[AT_PROCESS] != Py_None && !PyLong_CheckExact(std[AT_PROCESS]))
+        || !PyFloat_CheckExact(created)) {
+        return 0;
+    }
+    double ns = PyFloat_AS_DOUBLE(created) * 1e9;
+    if (!(ns >= 0.0 && ns < 18446744073709551616.0)) {
+        return 0; /* negative or NaN: the Python path reports it */
+    }
+    int overflow;
+    long levelno = PyLong_AsLongAndOverflow(std[AT_LEVELNO], &overflow);
+    if (overflow || (levelno == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    PyObject *names = NULL;
+    Py_ssize_t n_args = size - n_fields;
+    if (n_args > 0) {
+        PyObject *last = PyTuple_GET_ITEM(v, size - 1);
+        if (PyTuple_CheckExact(last)) {
+            names = last;
+            n_args -= 1 + PyTuple_GET_SIZE(last);
+            if (n_args < 0) {
+                return 0;
+            }
+        }
+    }
+    PyObject *merged = NULL;
+    if (n_args > 0) {
+        PyObject *deferred = PyTuple_GetSlice(v, n_fields, n_fields + n_args);
+        if (deferred == NULL) {
+            return -1;
+        }
+        merged = PyUnicode_Format(msg, deferred);
+        Py_DECREF(deferred);
+        if (merged == NULL) {
+            PyErr_Clear();
+            return 0;
+        }
+        if (!PyUnicode_CheckExact(merged)) {
+            Py_DECREF(merged);
+            return 0;
+        }
+        msg = merged;
+    }
+    Py_ssize_t mark = b->len;
+    int rc = 1;
+    const char *p;
+    Py_ssize_t n;
+    /* time_unix_nano = 1, observed_time_unix_nano = 11, severity_number = 2 */
+    if (pb_fixed64(b, 0x09, (uint64_t)ns) < 0 || buf_put(b, observed, 9) < 0
+        || pb_byte(b, 0x10) < 0 || pb_varint(b, (uint64_t)severity_number(levelno)) < 0) {
+        rc = -1;
+    }
+    /* severity_text = 3 */
+    else if (!utf8_of(std[AT_LEVELNAME], &p, &n)) {
+        rc = 0;
+    }
+    else if (pb_head(b, 0x1A, n) < 0 || buf_put(b, p, n) < 0) {
+        rc = -1;
+    }
+    /* body = 5: AnyValue{string_value = 1} */
+    else if (!utf8_of(msg, &p, &n)) {
+        rc = 0;
+    }
+    else if (pb_head(b, 0x2A, 1 + varint_size((uint64_t)n) + n) < 0 || pb_head(b, 0x0A, n) < 0
+             || buf_put(b, p, n) < 0) {
+        rc = -1;
+    }
+    static const struct {
+        const char *key;
+        int at;
+    } site[] = {
+        {"code.file.path", AT_PATH},     {"code.function.name", AT_FUNC},
+        {"code.line.number", AT_LINE},   {"thread.id", AT_THREAD},
+        {"thread.name", AT_THREAD_NAME}, {"logger.name", AT_NAME},
+    };
+    for (size_t k = 0; rc == 1 && k < sizeof site / sizeof site[0]; k++) {
+        rc = pb_attribute(b, site[k].key, (Py_ssize_t)strlen(site[k].key), std[site[k].at],
+                          scratch);
+    }
+    if (rc == 1 && std[AT_PROCESS] != Py_None) {
+        int differs = PyObject_RichCompareBool(std[AT_PROCESS], pid, Py_NE);
+        if (differs < 0) {
+            PyErr_Clear();
+            rc = 0;
+        }
+        else if (differs) {
+            rc = pb_attribute(b, "process.pid", 11, std[AT_PROCESS], scratch);
+        }
+    }
+    if (names != NULL) {
+        Py_ssize_t n_extra = PyTuple_GET_SIZE(names);
+        Py_ssize_t first = size - 1 - n_extra;
+        for (Py_ssize_t k = 0; rc == 1 && k < n_extra; k++) {
+            PyObject *name = PyTuple_GET_ITEM(names, k);
+            if (!PyUnicode_CheckExact(name)) {
+                rc = 0;
+                break;
+            }
+            int skipped = PySet_Contains(skip, name), traced = PySet_Contains(trace, name);
+            if (skipped < 0 || traced < 0) {
+                rc = -1;
+                break;
+            }
+            if (traced) {
+                rc = 0; /* a trace id: the Python path writes the trace fields */
+                break;
+            }
+            if (skipped
+                || (PyUnicode_GET_LENGTH(name) > 0 && PyUnicode_READ_CHAR(name, 0) == '_')) {
+                continue;
+            }
+            if (!utf8_of(name, &p, &n)) {
+                rc = 0;
+                break;
+            }
+            rc = pb_attribute(b, p, n, PyTuple_GET_ITEM(v, first + k), scratch);
+        }
+    }
+    Py_XDECREF(merged);
+    if (rc != 1) {
+        b->len = mark;
+    }
+    return rc;
+}
+
+static PyObject *
+otlp_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8) {
+        PyErr_SetString(PyExc_TypeError, "otlp_run() takes 8 arguments");
+        return NULL;
+    }
+    PyObject *items = args[0], *pid = args[3], *positions = args[5], *skip = args[6],
+             *trace = args[7];
+    if (!PyList_CheckExact(items) || !PyTuple_CheckExact(positions)
+        || PyTuple_GET_SIZE(positions) != N_AT || !PyAnySet_Check(skip)
+        || !PyAnySet_Check(trace)) {
+        PyErr_SetString(PyExc_TypeError, "otlp_run(): unexpected argument types");
+        return NULL;
+    }
+    if (fields == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
+        return NULL;
+    }
+    Py_ssize_t at[N_AT];
+    for (int k = 0; k < N_AT; k++) {
+        at[k] = PyLong_AsSsize_t(PyTuple_GET_ITEM(positions, k));
+        if (at[k] < 0 || at[k] >= n_fields) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "otlp_run(): a position out of range");
+            }
+            return NULL;
+        }
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    Py_ssize_t max_bytes = PyLong_AsSsize_t(args[4]);
+    unsigned long long observed_ns = PyLong_AsUnsignedLongLong(args[2]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (i < 0) {
+        PyErr_SetString(PyExc_ValueError, "otlp_run(): start < 0");
+        return NULL;
+    }
+    char observed[9];
+    observed[0] = 0x59; /* observed_time_unix_nano = 11 (fixed64) */
+    for (int k = 0; k < 8; k++) {
+        observed[1 + k] = (char)((observed_ns >> (8 * k)) & 0xFF);
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    Buf b = {NULL, 0, 0}, scratch = {NULL, 0, 0};
+    for (; i < PyList_GET_SIZE(items); i++) {
+        PyObject *v = PyList_GET_ITEM(items, i);
+        if (!PyTuple_CheckExact(v)) {
+            break;
+        }
+        Py_INCREF(v); /* held: merging a message may run Python code */
+        b.len = 0;
+        int rc = otlp_record(&b, &scratch, v, at, observed, pid, skip, trace);
+        PyObject *scope = rc == 1 ? PyTuple_GET_ITEM(v, at[AT_NAME]) : NULL;
+        if (rc == 1 && b.len + PyUnicode_GET_LENGTH(scope) + 16 > max_bytes) {
+            rc = 0; /* too large: the Python path reports it */
+        }
+        PyObject *entry = NULL;
+        if (rc == 1) {
+            entry = Py_BuildValue("(OOy#)", v, scope, b.data, b.len);
+            if (entry == NULL || PyList_Append(out, entry) < 0) {
+                rc = -1;
+            }
+            Py_XDECREF(entry);
+        }
+        Py_DECREF(v);
+        if (rc < 0) {
+            PyMem_Free(b.data);
+            PyMem_Free(scratch.data);
+            Py_DECREF(out);
+            return NULL;
+        }
+        if (rc == 0) {
+            break;
+        }
+    }
+    PyMem_Free(b.data);
+    PyMem_Free(scratch.data);
+    return Py_BuildValue("(nN)", i, out);
+}
+
 static PyObject *
 configure(PyObject *module, PyObject *names)
 {
@@ -1386,6 +1779,8 @@ static PyMethodDef methods[] = {
      "Format a run of common frozen records (see _fastformat.FrozenFormat.lines)."},
     {"json_run", (PyCFunction)(void (*)(void))json_run, METH_FASTCALL,
      "JSON-encode a run of common frozen records (see sinks/http.py)."},
+    {"otlp_run", (PyCFunction)(void (*)(void))otlp_run, METH_FASTCALL,
+     "OTLP-protobuf-encode a run of common frozen records (see sinks/otlp.py)."},
     {NULL, NULL, 0, NULL},
 };
 

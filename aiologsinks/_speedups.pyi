@@ -35,6 +35,17 @@ def format_run(
 def json_run(
     items: list[Any], start: int, keys: tuple[str, ...], encode: Any, /
 ) -> tuple[int, bytes]: ...
+def otlp_run(
+    items: list[Any],
+    start: int,
+    observed_ns: int,
+    pid: Any,
+    max_bytes: int,
+    at: tuple[int, ...],
+    skip: frozenset[str],
+    trace: frozenset[str],
+    /,
+) -> tuple[int, list[tuple[Any, str, bytes]]]: ...
 
 class FdWriter:
     def __init__(self, fd: int, /) -> None: ...

@@ -254,6 +254,7 @@ def test_the_pure_python_path_passes_the_record_tests() -> None:
         "tests/sinks/test_frozen_format.py",
         "tests/sinks/test_direct_writes.py",
         "tests/sinks/test_http_json_frozen.py",
+        "tests/sinks/test_otlp_frozen_run.py",
     ]
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", *tests],

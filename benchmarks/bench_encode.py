@@ -1,0 +1,132 @@
+"""Encoding a dispatcher's frozen records, compiled path against the Python path, for
+the two sinks that encode every record themselves:
+
+* ``HTTPSink(json_batch=True)``: ``json_run`` in C against thawing each record and
+  ``json.dumps`` of its ``__dict__``;
+* ``OTLPSink`` (protobuf): ``otlp_run`` in C against the Python writer of the same
+  bytes, each with the request framing (``_items`` and ``_body``, what the sink does on
+  the loop per record).
+
+The records are the service benchmark's three per request (arguments, ``extra=``
+fields, arguments), frozen as the shim freezes them; each contender encodes pieces of
+100 and reports microseconds per record, the best of ``--rounds`` interleaved rounds,
+and the ratio. Both paths give the same bytes (checked before timing).
+
+    python -m benchmarks.bench_encode            # 20,000 records per round
+    python -m benchmarks.bench_encode --n 5000
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import aiologsinks as als  # noqa: E402
+from aiologsinks import _otlp_map  # noqa: E402
+from aiologsinks._record import RecordBatch, freeze  # noqa: E402
+from aiologsinks.sinks import http as http_module  # noqa: E402
+
+PIECE = 100
+
+
+def frozen_records(n: int) -> list[Any]:
+    """``n`` frozen records, the service benchmark's three kinds in turn."""
+    out = []
+    for i in range(n):
+        if i % 3 == 0:
+            args: tuple[Any, ...] = ("GET", "/work", "127.0.0.1:5555")
+            r = logging.LogRecord(
+                "svc.app", logging.INFO, __file__, 1, "request started: %s %s client=%s", args, None
+            )
+        elif i % 3 == 1:
+            r = logging.LogRecord(
+                "svc.app", logging.INFO, __file__, 2, "loaded user profile", (), None
+            )
+            r.user_id, r.tenant = i % 1000, "acme"
+        else:
+            args = (200, 0.123)
+            msg = "request finished: status=%d in %.3f ms"
+            r = logging.LogRecord("svc.app", logging.INFO, __file__, 3, msg, args, None)
+        out.append(freeze(r))
+    return out
+
+
+def timed(encode: Callable[[list[Any]], bytes], items: list[Any]) -> float:
+    """Seconds per record to encode ``items`` piece by piece."""
+    pieces = [items[i : i + PIECE] for i in range(0, len(items), PIECE)]
+    start = time.perf_counter()
+    for piece in pieces:
+        encode(piece)
+    return (time.perf_counter() - start) / len(items)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Time both paths and print microseconds per record and the ratio."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=7)
+    opts = parser.parse_args(argv)
+    if http_module._json_run is None or _otlp_map._otlp_run is None:
+        print("the compiled accelerator is not in use: nothing to compare")
+        return 0
+    items = frozen_records(opts.n)
+    for title, contenders in (("HTTPSink JSON batch", _http()), ("OTLPSink protobuf", _otlp())):
+        best = dict.fromkeys(contenders, float("inf"))
+        for _ in range(opts.rounds):
+            for name, encode in contenders.items():
+                best[name] = min(best[name], timed(encode, items))
+        compiled, python = best.values()
+        print(f"{title} encoding, {opts.n:,} records, best of {opts.rounds} rounds")
+        for name, seconds in best.items():
+            print(f"  {name:40} {seconds * 1e6:6.2f} µs/record")
+        print(f"  compiled / Python: {compiled / python:.2f}x")
+    return 0
+
+
+def _http() -> dict[str, Callable[[list[Any]], bytes]]:
+    sink = als.HTTPSink("127.0.0.1:9", "/log", "POST", json_batch=True)
+    sample = frozen_records(PIECE)
+    if sink._json_piece(sample) != sink._json_mapped(sample):
+        raise SystemExit("the two JSON paths disagree")
+    return {
+        "compiled (frozen records)": sink._json_piece,
+        "Python (thaw + json.dumps of __dict__)": sink._json_mapped,
+    }
+
+
+def _otlp() -> dict[str, Callable[[list[Any]], bytes]]:
+    sink = als.OTLPSink("http://127.0.0.1:9/v1/logs")
+    observed = time.time_ns()
+
+    def request(items: list[Any]) -> bytes:
+        with_time = time.time_ns
+        time.time_ns = lambda: observed  # one observed time: comparable bytes
+        try:
+            return sink._body(sink._items(RecordBatch(items)))[0]
+        finally:
+            time.time_ns = with_time
+
+    def python(items: list[Any]) -> bytes:
+        run, _otlp_map._otlp_run = _otlp_map._otlp_run, None
+        try:
+            return request(items)
+        finally:
+            _otlp_map._otlp_run = run
+
+    sample = frozen_records(PIECE)
+    if request(sample) != python(sample):
+        raise SystemExit("the two OTLP paths disagree")
+    return {"compiled (frozen records)": request, "Python (same bytes)": python}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
