@@ -474,6 +474,52 @@ json_value(Buf *b, PyObject *v, PyObject *encode, JsonCache *cache)
     return buf_put_ascii(b, text) < 0 ? -1 : 1;
 }
 
+/* The extra= names of a frozen record (borrowed; NULL: none) and its message merged
+ * with the arguments the shim deferred (a new reference; NULL: none deferred).
+ * 1: found; 0: not the common case (arguments that do not merge: the Python path
+ * reports them); -1: an error */
+static int
+frozen_message(PyObject *v, PyObject **names, PyObject **merged)
+{
+    Py_ssize_t size = PyTuple_GET_SIZE(v);
+    *names = NULL;
+    *merged = NULL;
+    Py_ssize_t n_args = size - n_fields;
+    if (n_args > 0) {
+        PyObject *last = PyTuple_GET_ITEM(v, size - 1);
+        if (PyTuple_CheckExact(last)) { /* extra= values and their names follow */
+            *names = last;
+            n_args -= 1 + PyTuple_GET_SIZE(last);
+            if (n_args < 0) {
+                return 0;
+            }
+        }
+    }
+    if (n_args == 0) {
+        return 1;
+    }
+    PyObject *msg = PyTuple_GET_ITEM(v, msg_at);
+    if (!PyUnicode_CheckExact(msg)) {
+        return 0;
+    }
+    PyObject *deferred = PyTuple_GetSlice(v, n_fields, n_fields + n_args);
+    if (deferred == NULL) {
+        return -1;
+    }
+    PyObject *text = PyUnicode_Format(msg, deferred);
+    Py_DECREF(deferred);
+    if (text == NULL) {
+        PyErr_Clear(); /* kept unmerged: the Python loop reports it */
+        return 0;
+    }
+    if (!PyUnicode_CheckExact(text)) {
+        Py_DECREF(text);
+        return 0;
+    }
+    *merged = text;
+    return 1;
+}
+
 /* 1: the record was written; 0: not the common case (b is as it was); -1: error */
 static int
 json_record(Buf *b, PyObject *v, PyObject *keys, PyObject *encode, int first,
@@ -486,35 +532,10 @@ json_record(Buf *b, PyObject *v, PyObject *keys, PyObject *encode, int first,
         || !no_args(PyTuple_GET_ITEM(v, args_at))) {
         return 0;
     }
-    PyObject *names = NULL;
-    Py_ssize_t n_args = size - n_fields;
-    if (n_args > 0) {
-        PyObject *last = PyTuple_GET_ITEM(v, size - 1);
-        if (PyTuple_CheckExact(last)) { /* extra= values and their names follow */
-            names = last;
-            n_args -= 1 + PyTuple_GET_SIZE(last);
-            if (n_args < 0) {
-                return 0;
-            }
-        }
-    }
-    PyObject *msg = PyTuple_GET_ITEM(v, msg_at);
-    PyObject *merged = NULL;
-    if (n_args > 0) {
-        if (!PyUnicode_CheckExact(msg)) {
-            return 0;
-        }
-        PyObject *deferred = PyTuple_GetSlice(v, n_fields, n_fields + n_args);
-        if (deferred == NULL) {
-            return -1;
-        }
-        merged = PyUnicode_Format(msg, deferred);
-        Py_DECREF(deferred);
-        if (merged == NULL) {
-            PyErr_Clear(); /* kept unmerged: the Python loop reports it */
-            return 0;
-        }
-        msg = merged;
+    PyObject *names, *merged;
+    int found = frozen_message(v, &names, &merged);
+    if (found != 1) {
+        return found;
     }
     Py_ssize_t mark = b->len;
     int rc = 1;
@@ -564,6 +585,22 @@ json_record(Buf *b, PyObject *v, PyObject *keys, PyObject *encode, int first,
     return rc;
 }
 
+/* Where a *_run call starts (its start argument), once configure() has run; -1 with
+ * an exception set when it has not, or start is not an int >= 0 */
+static Py_ssize_t
+run_start(const char *name, PyObject *start)
+{
+    if (fields == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
+        return -1;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(start);
+    if (i < 0 && !PyErr_Occurred()) {
+        PyErr_Format(PyExc_ValueError, "%s(): start < 0", name);
+    }
+    return i < 0 ? -1 : i;
+}
+
 static PyObject *
 json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -576,19 +613,12 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "json_run(): unexpected argument types");
         return NULL;
     }
-    if (fields == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
+    Py_ssize_t i = run_start("json_run", args[1]);
+    if (i < 0) {
         return NULL;
     }
     if (PyTuple_GET_SIZE(keys) != n_fields) {
         PyErr_SetString(PyExc_ValueError, "json_run(): one key per standard field");
-        return NULL;
-    }
-    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
-    if (i < 0) {
-        if (!PyErr_Occurred()) {
-            PyErr_SetString(PyExc_ValueError, "json_run(): start < 0");
-        }
         return NULL;
     }
     Buf b = {NULL, 0, 0};
@@ -817,34 +847,12 @@ otlp_record(Buf *b, Buf *scratch, PyObject *v, const Py_ssize_t *at, const char 
         PyErr_Clear();
         return 0;
     }
-    PyObject *names = NULL;
-    Py_ssize_t n_args = size - n_fields;
-    if (n_args > 0) {
-        PyObject *last = PyTuple_GET_ITEM(v, size - 1);
-        if (PyTuple_CheckExact(last)) {
-            names = last;
-            n_args -= 1 + PyTuple_GET_SIZE(last);
-            if (n_args < 0) {
-                return 0;
-            }
-        }
+    PyObject *names, *merged;
+    int found = frozen_message(v, &names, &merged);
+    if (found != 1) {
+        return found;
     }
-    PyObject *merged = NULL;
-    if (n_args > 0) {
-        PyObject *deferred = PyTuple_GetSlice(v, n_fields, n_fields + n_args);
-        if (deferred == NULL) {
-            return -1;
-        }
-        merged = PyUnicode_Format(msg, deferred);
-        Py_DECREF(deferred);
-        if (merged == NULL) {
-            PyErr_Clear();
-            return 0;
-        }
-        if (!PyUnicode_CheckExact(merged)) {
-            Py_DECREF(merged);
-            return 0;
-        }
+    if (merged != NULL) {
         msg = merged;
     }
     Py_ssize_t mark = b->len;
@@ -944,8 +952,8 @@ otlp_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "otlp_run(): unexpected argument types");
         return NULL;
     }
-    if (fields == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_speedups.configure() was not called");
+    Py_ssize_t i = run_start("otlp_run", args[1]);
+    if (i < 0) {
         return NULL;
     }
     Py_ssize_t at[N_AT];
@@ -958,14 +966,9 @@ otlp_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             return NULL;
         }
     }
-    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
     Py_ssize_t max_bytes = PyLong_AsSsize_t(args[4]);
     unsigned long long observed_ns = PyLong_AsUnsignedLongLong(args[2]);
     if (PyErr_Occurred()) {
-        return NULL;
-    }
-    if (i < 0) {
-        PyErr_SetString(PyExc_ValueError, "otlp_run(): start < 0");
         return NULL;
     }
     char observed[9];

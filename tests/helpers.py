@@ -9,7 +9,20 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from hypothesis import strategies as st
+
 import aiologsinks as als
+
+#: the values a record's arguments and ``extra=`` fields hold, odd ones included
+#: (integers beyond int64, NaN and infinities, bytes, text JSON and UTF-8 must escape)
+VALUES = st.one_of(
+    st.integers(-(2**70), 2**70),
+    st.floats(),
+    st.text(max_size=8),
+    st.binary(max_size=4),
+    st.booleans(),
+    st.none(),
+)
 
 
 async def wait_until(

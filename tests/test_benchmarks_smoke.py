@@ -18,17 +18,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def run_smoke(*args: str) -> dict[str, object]:
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run(
-        [sys.executable, "-m", "benchmarks.service", "--smoke", "--json", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-        env=env,
+    doc: dict[str, object] = json.loads(
+        _run_module("benchmarks.service", "--smoke", "--json", *args)
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc: dict[str, object] = json.loads(proc.stdout)
     return doc
 
 

@@ -20,7 +20,7 @@ from aiologsinks import _record, _wire
 from aiologsinks._record import freeze, frozen_dict
 from aiologsinks.sinks import http as http_module
 
-from ..helpers import fresh_logger
+from ..helpers import VALUES, fresh_logger
 from ..peers.http import http_peer
 from ..test_record import logged
 
@@ -122,24 +122,14 @@ def test_an_overridden_map_log_record_is_always_called() -> None:
     assert plain._json_piece(items) == b'{"n":"a 1"},{"n":"b"}'
 
 
-ATOMS = st.one_of(
-    st.integers(),
-    st.floats(),
-    st.text(max_size=12),
-    st.binary(max_size=4),
-    st.booleans(),
-    st.none(),
-)
-
-
 @settings(max_examples=300, deadline=None)
 @given(
-    args=st.lists(ATOMS, max_size=4),
+    args=st.lists(VALUES, max_size=4),
     extra=st.dictionaries(
         st.text(alphabet="abcxyzé_", min_size=1, max_size=6).filter(
             lambda k: k not in _record.FIELDS and k not in ("message", "asctime")
         ),
-        ATOMS,
+        VALUES,
         max_size=3,
     ),
     spec=st.sampled_from(["%r", "%s", "%d", "%f"]),

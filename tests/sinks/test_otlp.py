@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 import aiologsinks as als
 from aiologsinks import _otlp_map
 
-from ..helpers import fresh_logger
+from ..helpers import VALUES, fresh_logger
 from ..peers.otel_collector import otlp_receiver, require_module, rotel_collector
 
 pytestmark = pytest.mark.usefixtures("_needs_proto")
@@ -389,14 +389,6 @@ async def test_a_real_collector_restarted_mid_stream_loses_nothing(tmp_path: Pat
     assert sink.error_count == 0
 
 
-EXTRA_VALUES = st.one_of(
-    st.integers(-(2**70), 2**70),
-    st.floats(),
-    st.text(max_size=6),
-    st.binary(max_size=4),
-    st.booleans(),
-    st.none(),
-)
 TRACES = [
     None,
     ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", True),
@@ -409,9 +401,7 @@ TRACES = [
 @settings(max_examples=300, deadline=None)
 @given(
     args=st.lists(st.one_of(st.integers(), st.text(max_size=5), st.floats()), max_size=3),
-    extra=st.dictionaries(
-        st.sampled_from(["user", "_private", "status"]), EXTRA_VALUES, max_size=3
-    ),
+    extra=st.dictionaries(st.sampled_from(["user", "_private", "status"]), VALUES, max_size=3),
     trace=st.sampled_from(TRACES),
     level=st.sampled_from([(20, "INFO"), (25, "Level 25"), (5, "TRACE"), (40, "ERROR")]),
     stack=st.booleans(),

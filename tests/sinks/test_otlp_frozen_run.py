@@ -20,7 +20,7 @@ from aiologsinks import _otlp_map, _trace
 from aiologsinks._record import RecordBatch, freeze
 from aiologsinks.sinks import otlp as otlp_module
 
-from ..helpers import fresh_logger
+from ..helpers import VALUES, fresh_logger
 from ..peers.otel_collector import rotel_collector
 from ..test_record import logged
 
@@ -142,21 +142,11 @@ def test_odd_standard_fields_are_left_to_the_python_path() -> None:
         assert with_run == without, change
 
 
-ATOMS = st.one_of(
-    st.integers(-(2**70), 2**70),
-    st.floats(),
-    st.text(max_size=8),
-    st.binary(max_size=4),
-    st.booleans(),
-    st.none(),
-)
-
-
 @settings(max_examples=300, deadline=None)
 @given(
-    args=st.lists(ATOMS, max_size=4),
+    args=st.lists(VALUES, max_size=4),
     extra=st.dictionaries(
-        st.sampled_from(["user", "_private", "status", "é", "", "otelSpanID"]), ATOMS, max_size=3
+        st.sampled_from(["user", "_private", "status", "é", "", "otelSpanID"]), VALUES, max_size=3
     ),
     spec=st.sampled_from(["%r", "%s", "%d", "%f"]),
     level=st.sampled_from([(20, "INFO"), (25, "Level 25"), (5, "TRACE"), (99, "HUGE")]),
