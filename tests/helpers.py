@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.handlers
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import pytest
 from hypothesis import strategies as st
 
 import aiologsinks as als
@@ -145,3 +147,14 @@ def drive(handler: logging.Handler, recs: list[logging.LogRecord]) -> None:
             handler.handle(r)
     finally:
         handler.close()
+
+
+def need_compiled(present: bool) -> None:
+    """Skip a test of the compiled accelerator where it is off by choice
+    (``AIOLOGSINKS_PURE_PYTHON``) or, outside CI, not built; in CI a missing build
+    fails the test (the CI machine has a compiler)."""
+    if present:
+        return
+    if os.environ.get("AIOLOGSINKS_PURE_PYTHON") or os.environ.get("CI", "").lower() != "true":
+        pytest.skip("the compiled accelerator is not in use")
+    pytest.fail("the compiled accelerator was not built")

@@ -11,7 +11,6 @@ import math
 import sys
 from typing import Any
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,7 +19,7 @@ from aiologsinks import _record, _wire
 from aiologsinks._record import freeze, frozen_dict
 from aiologsinks.sinks import http as http_module
 
-from ..helpers import VALUES, fresh_logger
+from ..helpers import VALUES, fresh_logger, need_compiled
 from ..peers.http import http_peer
 from ..test_record import logged
 
@@ -63,8 +62,7 @@ def test_the_common_records_are_encoded_as_json_dumps_encodes_their_dict() -> No
 
 def test_the_compiled_run_stops_where_the_python_path_takes_over() -> None:
     run = http_module._json_run
-    if run is None:
-        pytest.skip("the compiled accelerator is not in use")
+    need_compiled(run is not None)
     items = _frozen(logged("one %d", 1), logged("bad %d", "x"), logged("three"))
     stop, chunk = run(items, 0, http_module._JSON_KEYS, http_module._encode_ascii)
     assert stop == 1  # "bad %d" % ("x",) does not merge: the Python path keeps it as is

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 import aiologsinks as als
 from aiologsinks import _otlp_map, _trace
 from aiologsinks._record import RecordBatch, freeze
+from aiologsinks._stats import assert_accounted
 from aiologsinks.sinks import otlp as otlp_module
 
-from ..helpers import VALUES, fresh_logger
+from ..helpers import VALUES, fresh_logger, need_compiled
 from ..peers.otel_collector import rotel_collector
 from ..test_record import logged
 
@@ -58,8 +59,7 @@ def _frozen(*records: logging.LogRecord) -> list[Any]:
 
 
 def _run() -> Any:
-    if _otlp_map._otlp_run is None:
-        pytest.skip("the compiled accelerator is not in use")
+    need_compiled(_otlp_map._otlp_run is not None)
     return _otlp_map.protobuf_run
 
 
@@ -181,3 +181,34 @@ async def test_a_real_collector_decodes_what_the_compiled_run_sends(tmp_path: Pa
     ]
     assert all(a["logger.name"].string_value == "app.frozen" for a in attributes)
     assert dispatcher.stats().lost == 0 and sink.error_count == 0
+
+
+async def test_records_the_run_leaves_behind_are_delivered_or_counted(tmp_path: Path) -> None:
+    """Through install() and a real collector: a record whose arguments do not merge
+    and one with a traceback sit among common records; the bad one is reported, the
+    rest arrive in order, and every record sent is delivered or counted."""
+    log = fresh_logger("app.mixed")
+    async with rotel_collector(tmp_path) as (collector, downstream):
+        sink = als.OTLPSink(collector.endpoint)
+        sink.handleError = lambda record: None  # type: ignore[method-assign]
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(30):
+                log.info("before %d", i)
+            log.info("bad %d", "not a number")
+            try:
+                raise ValueError("boom")
+            except ValueError:
+                log.exception("failed")
+            for i in range(30):
+                log.info("after %d", i)
+            await dispatcher.flush()
+            got = await downstream.wait_records(61)
+            stats = dispatcher.stats()
+    bodies = [lr.body.string_value for _, _, lr in got]
+    assert bodies == [f"before {i}" for i in range(30)] + ["failed"] + [
+        f"after {i}" for i in range(30)
+    ]
+    assert sink.error_count == 1
+    (sink_stats,) = stats.sinks.values()
+    assert (sink_stats.delivered, sink_stats.errors, stats.lost) == (61, 1, 1)  # counted
+    assert_accounted(stats, logged=62)
