@@ -178,11 +178,18 @@ def encode_priority(
 
 def syslog_message(pri: int, msg: str, ident: str = "", append_nul: bool = True) -> bytes:
     """The bytes ``SysLogHandler.emit`` sends: ``<PRI>`` + ident + msg (+ NUL), UTF-8."""
-    if ident:
-        msg = ident + msg
-    if append_nul:
-        msg += "\000"
-    return f"<{pri}>".encode() + msg.encode("utf-8")
+    data = f"<{pri}>{ident}{msg}".encode()
+    return nul_terminated(data) if append_nul else data
+
+
+def nul_terminated(msg: bytes) -> bytes:
+    """The stdlib's datagram framing (``append_nul``): the message, then NUL."""
+    return msg + b"\000"
+
+
+def unframed(msg: bytes) -> bytes:
+    """A datagram without ``append_nul``: the message as it is."""
+    return msg
 
 
 def octet_frame(msg: bytes) -> bytes:

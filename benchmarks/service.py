@@ -21,6 +21,10 @@ aiologsinks via ``install()``), one server process runs two phases:
    1 s slices (ABBA ABBA ...): the ratio to the floor is paired within seconds, so the
    machine's drift over a round does not decide it (:func:`sliced_closed_loop`).
 
+On a machine with two or more CPUs the servers run on the first and everything else
+(load generator, ``wrk``, peers) on the others (``--no-pin``: all share every CPU), as
+in production, where the destination is another machine: see :func:`pin_cpus`.
+
 Then the server is stopped with SIGTERM (its lifespan exit delivers what the option
 still holds, bounded by ``--drain``), and the records that reached the destination are
 counted there (file lines, peer counts) against those the app logged: ``lost``.
@@ -256,6 +260,33 @@ def _loadgen(mode: str, port: int, *args: float) -> dict[str, Any]:
     return result
 
 
+#: the CPUs the servers run on, when the benchmark pins them (see :func:`pin_cpus`)
+SERVER_CPUS: set[int] | None = None
+
+
+def pin_cpus() -> str:
+    """Give the servers the first CPU and everything else (this process, hence the load
+    generator, ``wrk`` and the peers it starts) the others.
+
+    In production the destination runs on another machine and the load comes from the
+    network; on one small machine they share the server's cores, and a peer's CPU
+    (a collector parsing what it receives) would be charged to the logging option
+    whose records it parses, while the floor's peer-less slices run alone. A server of
+    its own core also keeps the scheduler from moving it between the paired slices.
+    Everything the service itself starts (the sinks' threads) stays on its core.
+    Returns what was done, for the report's header.
+    """
+    global SERVER_CPUS
+    if not hasattr(os, "sched_setaffinity"):
+        return "not pinned (no sched_setaffinity here)"
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return "not pinned (one CPU)"
+    SERVER_CPUS = {cpus[0]}
+    os.sched_setaffinity(0, set(cpus[1:]))
+    return f"server pinned to CPU {cpus[0]}, load generator and peers to the other {len(cpus) - 1}"
+
+
 def start_server(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     """The service in its own process, serving once its logging option is set up."""
     server = subprocess.Popen(
@@ -265,6 +296,9 @@ def start_server(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=open(os.path.join(spec["dir"], "server.err"), "wb"),  # noqa: SIM115
     )
+    if SERVER_CPUS is not None:
+        # before the interpreter is up, so every thread it starts inherits the CPU
+        os.sched_setaffinity(server.pid, SERVER_CPUS)
     try:
         _wait_ready(server, spec["port"])
     except BaseException:
@@ -715,6 +749,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dest", help="comma-separated destinations (file,http,syslog,stall,otlp)")
     parser.add_argument("--only", help="comma-separated contenders (null is always run)")
     parser.add_argument("--no-wrk", action="store_true", help="Python closed loop even with wrk")
+    parser.add_argument(
+        "--no-pin", action="store_true", help="servers, load and peers share every CPU"
+    )
     parser.add_argument("--chart", help="write the chart here (default: benchmarks/results/)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--replot", metavar="JSON", help="redraw the chart of a results file")
@@ -730,6 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     if opts.quick and not opts.only:
         opts.only = "aiologsinks"
     opts.wrk = not opts.no_wrk and shutil.which("wrk") is not None and not opts.smoke
+    opts.pinning = "not pinned (--no-pin)" if opts.no_pin else pin_cpus()
     DESTS["stall"] = (
         f"syslog over TCP, peer stalls {opts.stall_ms:g} ms every {opts.stall_every:g} s",
         "stall",
@@ -755,7 +793,8 @@ def main(argv: list[str] | None = None) -> int:
     check_text = "\n".join(f"- **{v}**: {what}: {value}" for v, what, value in checks)
     header = (
         f"{opts.framework} ({'uvicorn, h11' if opts.framework == 'fastapi' else 'aiohttp.web'}),"
-        f" Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other work; "
+        f" Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other work, "
+        f"{opts.pinning}; "
         f"{opts.rounds} interleaved rounds; open loop {opts.rate:g} req/s for {opts.seconds:g} s "
         f"(+{opts.warmup:g} s warm-up), closed loop "
         f"{'wrk -t1' if opts.wrk else 'python'} -c{opts.connections} for {opts.seconds:g} s; "
@@ -774,7 +813,7 @@ def main(argv: list[str] | None = None) -> int:
         "of the requests without an exception · of those that logged one (medians over "
         "rounds). CPU per 1k requests: user + system CPU time during the saturation phase "
         "of the server process (all its threads) · of the destination's processes, which "
-        "share this machine's cores (medians over rounds)."
+        "run on the CPUs the server is not pinned to (medians over rounds)."
     )
     doc = {
         "header": header,

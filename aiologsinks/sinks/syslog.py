@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from .. import _wire
@@ -270,10 +270,13 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
 
     def _encode_message(self, msg: str, levelname: str) -> bytes:
         pri = self.encodePriority(self.facility, self.mapPriority(levelname))
+        return self._framer()(_wire.syslog_message(pri, msg, self.ident, append_nul=False))
+
+    def _framer(self) -> Callable[[bytes], bytes]:
+        """What :meth:`_encode_message` does to ``<PRI>ident msg`` once encoded."""
         if self._tcp:
-            data = _wire.syslog_message(pri, msg, self.ident, append_nul=False)
-            return _wire.octet_frame(data) if self.framing == "octet" else _wire.lf_frame(data)
-        return _wire.syslog_message(pri, msg, self.ident, self.append_nul)
+            return _wire.octet_frame if self.framing == "octet" else _wire.lf_frame
+        return _wire.nul_terminated if self.append_nul else _wire.unframed
 
     async def makeSocket(
         self, timeout: float = CONNECT_TIMEOUT
@@ -337,10 +340,17 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         failed: list[int] = []
         if fast is not None:
             texts, batch = fast
-            encode_message = self._encode_message
+            frame = self._framer()
+            # "<PRI>ident" once per level name and batch: the priority hooks are asked
+            # as often as a batch has distinct levels, not once per record
+            heads: dict[str, str] = {}
             for i, (text, level) in enumerate(zip(texts, batch.level_names(), strict=True)):
                 try:
-                    out.append(encode_message(text, level))
+                    head = heads.get(level)
+                    if head is None:
+                        pri = self.encodePriority(self.facility, self.mapPriority(level))
+                        head = heads[level] = f"<{pri}>{self.ident}"
+                    out.append(frame((head + text).encode()))
                 except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                     failed.append(i)
                     self.report_error(batch.record(i))

@@ -151,6 +151,71 @@ async def test_tcp_frames_are_octet_counted_or_lf_terminated() -> None:
     assert lf == b"".join(f + b"\n" for f in frames)
 
 
+class NoticeSysLogSink(SysLogSink):
+    """INFO goes out as notice: the dispatcher's batches must ask the hooks too."""
+
+    def mapPriority(self, levelName: str) -> str:
+        return "notice" if levelName == "INFO" else super().mapPriority(levelName)
+
+
+class NoticeSysLogHandler(SH):
+    def mapPriority(self, levelName: str) -> str:
+        return "notice" if levelName == "INFO" else super().mapPriority(levelName)
+
+
+@pytest.mark.parametrize("framing", ["udp-nul", "udp", "octet", "lf"])
+async def test_batches_through_install_carry_the_stdlib_bytes(framing: str) -> None:
+    """Records frozen by the shim and formatted a batch at a time: per level, per
+    framing, with a priority hook overridden, each message is SysLogHandler's."""
+    levels = [logging.DEBUG, logging.INFO, logging.WARNING, logging.ERROR, logging.INFO] * 4
+    fmt = logging.Formatter("%(name)s %(levelname)s: %(message)s")
+    async with datagram_peer() as (peer, address):
+        stdlib = NoticeSysLogHandler(address, "local2")  # type: ignore[arg-type]
+        stdlib.ident, stdlib.append_nul = "app[7]: ", framing == "udp-nul"
+        stdlib.setFormatter(fmt)
+        try:
+            for i, level in enumerate(levels):
+                stdlib.emit(record(level, "line %d \u00e9", (i,)))
+            messages = [await peer.get() for _ in levels]
+        finally:
+            stdlib.close()
+        received, done, serve = read_until_eof()
+        server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        if framing.startswith("udp"):
+            sink = NoticeSysLogSink(address, "local2")  # type: ignore[arg-type]
+            sink.append_nul = framing == "udp-nul"
+        else:
+            sink = NoticeSysLogSink(
+                ("127.0.0.1", port), "local2", socket.SOCK_STREAM, framing=framing
+            )  # type: ignore[arg-type]
+        sink.ident = "app[7]: "
+        sink.setFormatter(fmt)
+        logger = logging.getLogger("sys.test")
+        logger.propagate = False
+        try:
+            async with als.install(sink, logger=logger, level=logging.DEBUG):
+                for i, level in enumerate(levels):
+                    logger.log(level, "line %d \u00e9", i)
+            if framing.startswith("udp"):
+                got = b"".join([await peer.get() for _ in levels])
+                expected = b"".join(messages)
+            else:
+                await asyncio.wait_for(done.wait(), 5)
+                got = bytes(received)
+                frame = (
+                    (lambda m: b"%d %s" % (len(m), m))
+                    if framing == "octet"
+                    else (lambda m: m + b"\n")
+                )
+                expected = b"".join(frame(m) for m in messages)
+        finally:
+            server.close()
+            await server.wait_closed()
+    assert got == expected
+    assert b"<149>app[7]: sys.test INFO: line 1 \xc3\xa9" in got  # local2.notice
+
+
 async def test_oversize_udp_is_truncated_and_the_next_record_goes_normally() -> None:
     async with datagram_peer() as (peer, address):
         async with RecordingSysLogSink(address, max_size=100) as sink:
