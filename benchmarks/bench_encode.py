@@ -1,11 +1,14 @@
-"""Encoding a dispatcher's frozen records, compiled path against the Python path, for
-the two sinks that encode every record themselves:
+"""Encoding a dispatcher's frozen records: each sink's batch path against the one it
+replaced, for the sinks that encode every record themselves:
 
 * ``HTTPSink(json_batch=True)``: ``json_run`` in C against thawing each record and
   ``json.dumps`` of its ``__dict__``;
 * ``OTLPSink`` (protobuf): ``otlp_run`` in C against the Python writer of the same
   bytes, each with the request framing (``_items`` and ``_body``, what the sink does on
-  the loop per record).
+  the loop per record);
+* ``SysLogSink`` over TCP: the batch framed with one ``<PRI>ident`` head per level
+  name against the per-record ``_encode_message`` (the priority hooks asked for each
+  record), both after the same compiled formatting.
 
 The records are the service benchmark's three per request (arguments, ``extra=``
 fields, arguments), frozen as the shim freezes them; each contender encodes pieces of
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -32,6 +36,7 @@ if ROOT not in sys.path:
 
 import aiologsinks as als  # noqa: E402
 from aiologsinks import _otlp_map  # noqa: E402
+from aiologsinks._fastformat import format_batch  # noqa: E402
 from aiologsinks._record import RecordBatch, freeze  # noqa: E402
 from aiologsinks.sinks import http as http_module  # noqa: E402
 
@@ -70,7 +75,7 @@ def timed(encode: Callable[[list[Any]], bytes], items: list[Any]) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Time both paths and print microseconds per record and the ratio."""
+    """Time both paths of each sink and print microseconds per record and the ratio."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=7)
@@ -79,16 +84,21 @@ def main(argv: list[str] | None = None) -> int:
         print("the compiled accelerator is not in use: nothing to compare")
         return 0
     items = frozen_records(opts.n)
-    for title, contenders in (("HTTPSink JSON batch", _http()), ("OTLPSink protobuf", _otlp())):
+    sections = (
+        ("HTTPSink JSON batch", _http()),
+        ("OTLPSink protobuf", _otlp()),
+        ("SysLogSink TCP octet-counted", _syslog()),
+    )
+    for title, contenders in sections:
         best = dict.fromkeys(contenders, float("inf"))
         for _ in range(opts.rounds):
             for name, encode in contenders.items():
                 best[name] = min(best[name], timed(encode, items))
-        compiled, python = best.values()
+        new, old = best.values()
         print(f"{title} encoding, {opts.n:,} records, best of {opts.rounds} rounds")
         for name, seconds in best.items():
-            print(f"  {name:40} {seconds * 1e6:6.2f} µs/record")
-        print(f"  compiled / Python: {compiled / python:.2f}x")
+            print(f"  {name:44} {seconds * 1e6:6.2f} µs/record")
+        print(f"  first / second: {new / old:.2f}x")
     return 0
 
 
@@ -126,6 +136,26 @@ def _otlp() -> dict[str, Callable[[list[Any]], bytes]]:
     if request(sample) != python(sample):
         raise SystemExit("the two OTLP paths disagree")
     return {"compiled (frozen records)": request, "Python (same bytes)": python}
+
+
+def _syslog() -> dict[str, Callable[[list[Any]], bytes]]:
+    sink = als.SysLogSink(("127.0.0.1", 9), socktype=socket.SOCK_STREAM)
+    sink.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+
+    def batch(items: list[Any]) -> bytes:
+        return b"".join(sink._messages(RecordBatch(items))[1])
+
+    def per_record(items: list[Any]) -> bytes:
+        fast = format_batch(sink, RecordBatch(items), "")
+        assert fast is not None
+        texts, kept = fast
+        encode = sink._encode_message
+        return b"".join(encode(t, lv) for t, lv in zip(texts, kept.level_names(), strict=True))
+
+    sample = frozen_records(PIECE)
+    if batch(sample) != per_record(sample):
+        raise SystemExit("the two syslog paths disagree")
+    return {"one head per level name (the batch path)": batch, "per record": per_record}
 
 
 if __name__ == "__main__":
