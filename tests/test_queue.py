@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 
 import pytest
 
@@ -92,3 +93,43 @@ def test_received_is_what_stayed_plus_what_was_dropped(policy: str) -> None:
         q.put(i)
     taken = q.take(2)
     assert q.received == len(taken) + q.depth + q.dropped
+
+
+class _ProducerMidTake(deque):  # type: ignore[type-arg]
+    """A deque a producer thread appends to in the middle of a take: the GIL can pass
+    to another thread between any two calls the taker makes on it."""
+
+    def __init__(self, items: list[str]) -> None:
+        super().__init__(items)
+        self.appended = False
+
+    def _producer_runs(self) -> None:
+        if not self.appended:
+            self.appended = True
+            self.append("late")
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        self._producer_runs()
+        return super().__iter__()
+
+    def popleft(self) -> str:
+        item: str = super().popleft()
+        self._producer_runs()
+        return item
+
+    def clear(self) -> None:
+        self._producer_runs()
+        super().clear()
+
+
+@pytest.mark.parametrize("n", [2, 3, 10])
+def test_a_record_appended_by_a_thread_during_take_is_taken_or_left_never_lost(n: int) -> None:
+    """The dispatcher's queue is appended to by producer threads while the pump takes
+    from it on the loop; whatever a producer appends mid-take stays in the queue or is
+    taken, in order (taking the whole deque and clearing it lost a thread's slice)."""
+    items = _ProducerMidTake(["a", "b", "c"])
+    q = BoundedQueue(100, "block", items)  # type: ignore[arg-type]
+    taken = q.take(n)
+    assert items.appended
+    assert taken + list(items) == ["a", "b", "c", "late"]
+    assert len(taken) == min(n, 3)
