@@ -178,8 +178,13 @@ def encode_priority(
 
 def syslog_message(pri: int, msg: str, ident: str = "", append_nul: bool = True) -> bytes:
     """The bytes ``SysLogHandler.emit`` sends: ``<PRI>`` + ident + msg (+ NUL), UTF-8."""
-    data = f"<{pri}>{ident}{msg}".encode()
+    data = (syslog_head(pri, ident) + msg).encode()
     return nul_terminated(data) if append_nul else data
+
+
+def syslog_head(pri: int, ident: str = "") -> str:
+    """What precedes the formatted record in a syslog message: ``<PRI>`` + ident."""
+    return f"<{pri}>{ident}"
 
 
 def nul_terminated(msg: bytes) -> bytes:

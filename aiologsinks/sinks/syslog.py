@@ -269,8 +269,12 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         return self._encode_message(self.format(record), record.levelname)
 
     def _encode_message(self, msg: str, levelname: str) -> bytes:
+        return self._framer()((self._head(levelname) + msg).encode())
+
+    def _head(self, levelname: str) -> str:
+        """``<PRI>ident`` for a record of ``levelname``, through the priority hooks."""
         pri = self.encodePriority(self.facility, self.mapPriority(levelname))
-        return self._framer()(_wire.syslog_message(pri, msg, self.ident, append_nul=False))
+        return _wire.syslog_head(pri, self.ident)
 
     def _framer(self) -> Callable[[bytes], bytes]:
         """What :meth:`_encode_message` does to ``<PRI>ident msg`` once encoded."""
@@ -348,8 +352,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                 try:
                     head = heads.get(level)
                     if head is None:
-                        pri = self.encodePriority(self.facility, self.mapPriority(level))
-                        head = heads[level] = f"<{pri}>{self.ident}"
+                        head = heads[level] = self._head(level)
                     out.append(frame((head + text).encode()))
                 except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                     failed.append(i)

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import aiologsinks as als
+from aiologsinks._stats import assert_accounted
 from aiologsinks.sinks.syslog import RFC5424Formatter, SysLogSink
 from tests.conftest import RecordingSinkMixin
 from tests.peers.records import AsyncReceiver
@@ -214,6 +215,52 @@ async def test_batches_through_install_carry_the_stdlib_bytes(framing: str) -> N
             await server.wait_closed()
     assert got == expected
     assert b"<149>app[7]: sys.test INFO: line 1 \xc3\xa9" in got  # local2.notice
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_a_record_that_cannot_be_encoded_in_a_batch_is_counted_and_the_rest_go(
+    transport: str,
+) -> None:
+    """A lone surrogate cannot be UTF-8 (SysLogHandler's handleError too): in a
+    dispatcher's batch that record goes to handleError, counted, the others are sent
+    in order, and received == delivered + errors."""
+    messages = [f"ok {i}" for i in range(10)]
+    messages[4] = "bad \ud800"
+    received, done, serve = read_until_eof()
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    logger = logging.getLogger(f"sys.bad.{transport}")
+    logger.propagate = False
+    async with datagram_peer() as (peer, address):
+        if transport == "udp":
+            sink = RecordingSysLogSink(address)
+        else:
+            sink = RecordingSysLogSink(("127.0.0.1", port), socktype=socket.SOCK_STREAM)
+        try:
+            async with als.install(sink, logger=logger) as dispatcher:
+                for m in messages:
+                    logger.warning(m)
+                await dispatcher.flush()
+                stats = dispatcher.stats()
+            if transport == "udp":
+                got = [await peer.get() for _ in range(9)]
+            else:
+                await asyncio.wait_for(done.wait(), 5)
+                got, rest = [], bytes(received)
+                while m := re.match(rb"(\d+) ", rest):
+                    got.append(rest[m.end() : m.end() + int(m.group(1))])
+                    rest = rest[m.end() + int(m.group(1)) :]
+                assert rest == b""
+        finally:
+            server.close()
+            await server.wait_closed()
+    assert [g.rstrip(b"\x00").decode().split(">", 1)[1] for g in got] == [
+        m for m in messages if m != messages[4]
+    ]
+    assert [r.getMessage() for r in sink.errors] == [messages[4]]
+    s = next(iter(stats.sinks.values()))
+    assert (s.received, s.delivered, s.errors) == (10, 9, 1)
+    assert_accounted(stats, 10)
 
 
 async def test_oversize_udp_is_truncated_and_the_next_record_goes_normally() -> None:
