@@ -134,14 +134,17 @@ class BoundedQueue:
             if self.overflow == "block":
                 return False
             self.received += 1
-            self._count_drop()
             if self.overflow == "drop_newest":
+                self._count_drop()
                 return True
             try:
                 head = items.popleft()
-            except IndexError:  # a consumer emptied it meanwhile
-                head = None
-            if head is not None and type(head) in CONTROL:
+            except IndexError:  # the pump emptied it meanwhile: room, nothing dropped
+                items.append(item)
+                return True
+            self._count_drop()  # only now: counted before the pop, a drop was counted
+            # for a queue the pump had just emptied, and the record delivered as well
+            if type(head) in CONTROL:
                 # a control item is never dropped: the record being offered is instead
                 items.appendleft(head)
                 return True
