@@ -133,3 +133,18 @@ def test_a_record_appended_by_a_thread_during_take_is_taken_or_left_never_lost(n
     assert items.appended
     assert taken + list(items) == ["a", "b", "c", "late"]
     assert len(taken) == min(n, 3)
+
+
+class _PumpEmptiesFirst(deque):  # type: ignore[type-arg]
+    """A full deque the pump empties between a producer's "full?" and its pop."""
+
+    def popleft(self) -> object:
+        self.clear()
+        return super().popleft()
+
+
+def test_drop_oldest_counts_no_drop_when_the_pump_emptied_the_queue_meanwhile() -> None:
+    q = BoundedQueue(2, "drop_oldest", _PumpEmptiesFirst(["a", "b"]))  # type: ignore[arg-type]
+    assert q.put("c")
+    assert list(q.items) == ["c"]
+    assert (q.received, q.dropped) == (1, 0)
