@@ -6,6 +6,12 @@ earlier ones were answered, and its latency is counted from when it was *due*, s
 server that falls behind is charged for the queue it builds (no coordinated omission).
 Requests due in the first WARMUP seconds are sent but not counted.
 
+``open PORT_A,PORT_B ...`` runs the open loop against two servers in turn, in
+``SLICE``-second slices ordered ABBA ABBA ..., SECONDS for each (the warm-up alternates
+requests between them): their percentiles are then measured over the same seconds,
+interleaved, so a drift of the machine's speed moves both alike, and each server
+has the CPU to itself during its slices (the other is idle, as in its own phase).
+
 ``python -m benchmarks._loadgen closed PORT CONNECTIONS SECONDS`` keeps CONNECTIONS
 keep-alive connections busy (closed loop, saturation); the service's requests/s.
 
@@ -81,45 +87,65 @@ def percentiles(lat_s: list[float]) -> dict[str, float | None]:
     return {"p50_ms": q(0.5), "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": xs[-1] * 1e3}
 
 
-async def open_loop(port: int, rate: float, seconds: float, warmup: float) -> dict[str, Any]:
-    pool: asyncio.Queue[Conn] = asyncio.Queue()
-    for _ in range(8):
-        pool.put_nowait(await Conn.open(port))
-    opened = 8
-    lat: list[float] = []
-    errors = 0
+#: the open loop's slice when it alternates between two servers, s
+SLICE = 0.5
+
+
+def slice_side(index: int, sides: int) -> int:
+    """The server slice ``index`` goes to: ABBA ABBA ... for two (a drift linear over
+    four slices moves both alike), always the first for one."""
+    return 0 if sides == 1 else int(index % 4 in (1, 2))
+
+
+async def open_loop(
+    ports: list[int], rate: float, seconds: float, warmup: float, slice_s: float = SLICE
+) -> dict[str, Any]:
+    """The open loop against each of ``ports`` for ``seconds`` (in alternating slices
+    when there are two); one result per port in ``sides``, the first's also at the top."""
+    n = len(ports)
+    # at least two slices a side, so that a short phase alternates ABBA too
+    slice_s = min(slice_s, seconds / 2)
+    pools: list[asyncio.Queue[Conn]] = [asyncio.Queue() for _ in ports]
+    opened = [8] * n
+    for port, pool in zip(ports, pools, strict=True):
+        for _ in range(8):
+            pool.put_nowait(await Conn.open(port))
+    lat: list[list[float]] = [[] for _ in ports]
+    errors = [0] * n
+    sent = [0] * n
     loop = asyncio.get_running_loop()
     perf = time.perf_counter
     start = perf() + 0.05
-    end = start + warmup + seconds
-    tasks: dict[asyncio.Task[None], tuple[float, bool]] = {}
+    counted_from = start + warmup
+    end = counted_from + seconds * n
+    tasks: dict[asyncio.Task[None], tuple[float, int, bool]] = {}
 
-    async def one(due: float, counted: bool) -> None:
-        nonlocal opened, errors
-        if pool.empty() and opened < POOL:
-            opened += 1
+    async def one(due: float, side: int, counted: bool) -> None:
+        pool, port = pools[side], ports[side]
+        if pool.empty() and opened[side] < POOL:
+            opened[side] += 1
             try:
                 conn = await Conn.open(port)
             except OSError:
-                opened -= 1
+                opened[side] -= 1
                 conn = await pool.get()
         else:
             conn = await pool.get()
         try:
             status = await conn.get()
         except (OSError, asyncio.IncompleteReadError, ValueError):
-            errors += 1
+            errors[side] += 1
             conn.close()
-            opened -= 1
+            opened[side] -= 1
             return
         done = perf()
         pool.put_nowait(conn)
         if status != 200:
-            errors += 1
+            errors[side] += 1
         elif counted:
-            lat.append(done - due)
+            lat[side].append(done - due)
 
-    k = sent = 0
+    k = 0
     while True:
         due = start + k / rate
         if due >= end:
@@ -127,33 +153,44 @@ async def open_loop(port: int, rate: float, seconds: float, warmup: float) -> di
         now = perf()
         if due > now:
             await asyncio.sleep(due - now)
-        counted = due >= start + warmup
-        t = loop.create_task(one(due, counted))
-        tasks[t] = (due, counted)
+        counted = due >= counted_from
+        # the warm-up alternates request by request; then ABBA slices
+        side = slice_side(int((due - counted_from) / slice_s), n) if counted else k % n
+        t = loop.create_task(one(due, side, counted))
+        tasks[t] = (due, side, counted)
         t.add_done_callback(tasks.pop)
         k += 1
-        sent += counted
+        sent[side] += counted
     if tasks:
         await asyncio.wait(set(tasks), timeout=DRAIN)
-    answered = len(lat)
+    answered = [len(x) for x in lat]
     cutoff = perf()
-    late = [due for due, counted in tasks.values() if counted]
+    late: list[list[float]] = [[] for _ in ports]
+    for due, side, counted in tasks.values():
+        if counted:
+            late[side].append(due)
     for t in list(tasks):
         t.cancel()
-    # a request still unanswered counts with its latency censored at the cutoff (a lower
-    # bound), so the percentiles of a server that fell behind are not flattered
-    lat.extend(cutoff - due for due in late)
-    while not pool.empty():
-        pool.get_nowait().close()
-    return {
-        "mode": "open",
-        "rate": rate,
-        "sent": sent,
-        "answered": answered,
-        "timed_out": len(late),
-        "errors": errors,
-        **percentiles(lat),
-    }
+    sides: list[dict[str, Any]] = []
+    for side in range(n):
+        # a request still unanswered counts with its latency censored at the cutoff (a
+        # lower bound), so the percentiles of a server that fell behind are not flattered
+        lat[side].extend(cutoff - due for due in late[side])
+        sides.append(
+            {
+                "port": ports[side],
+                "rate": rate,
+                "sent": sent[side],
+                "answered": answered[side],
+                "timed_out": len(late[side]),
+                "errors": errors[side],
+                **percentiles(lat[side]),
+            }
+        )
+    for pool in pools:
+        while not pool.empty():
+            pool.get_nowait().close()
+    return {"mode": "open", **sides[0], "sides": sides}
 
 
 async def closed_loop(port: int, connections: int, seconds: float) -> dict[str, Any]:
@@ -198,12 +235,13 @@ async def closed_loop(port: int, connections: int, seconds: float) -> dict[str, 
 
 
 def main() -> None:
-    mode, port = sys.argv[1], int(sys.argv[2])
+    mode = sys.argv[1]
     if mode == "open":
         warmup = float(sys.argv[5]) if len(sys.argv) > 5 else 0.0
-        coro = open_loop(port, float(sys.argv[3]), float(sys.argv[4]), warmup)
+        ports = [int(p) for p in sys.argv[2].split(",")]
+        coro = open_loop(ports, float(sys.argv[3]), float(sys.argv[4]), warmup)
     elif mode == "closed":
-        coro = closed_loop(port, int(sys.argv[3]), float(sys.argv[4]))
+        coro = closed_loop(int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))
     else:
         raise SystemExit(f"unknown mode {mode!r}")
     print(json.dumps(asyncio.run(coro)))

@@ -16,10 +16,13 @@ aiologsinks via ``install()``), one server process runs two phases:
 1. open loop: ``GET /work`` at a fixed rate from ``benchmarks/_loadgen.py`` (latency from
    when each request was due: p50/p99/p99.9);
 2. closed loop at saturation: ``wrk`` when installed (one thread), else the Python
-   closed-loop generator: requests/s. A floor (NullHandler) server runs beside every
-   option's server for the whole round, and this phase alternates between the two in
-   1 s slices (ABBA ABBA ...): the ratio to the floor is paired within seconds, so the
-   machine's drift over a round does not decide it (:func:`sliced_closed_loop`).
+   closed-loop generator: requests/s.
+
+A floor (NullHandler) server runs beside every option's server for the whole round,
+and both phases alternate between the two, ABBA ABBA ...: the open loop in 0.5 s
+slices, the closed loop in 1 s slices (:func:`sliced_closed_loop`). The option's p99
+and requests/s are then paired with the floor's within seconds, so the machine's drift
+over a round does not decide them.
 
 On a machine with two or more CPUs the servers run on the first and everything else
 (load generator, ``wrk``, peers) on the others (``--no-pin``: all share every CPU), as
@@ -245,7 +248,7 @@ def closed_loop(port: int, seconds: float, connections: int, use_wrk: bool) -> d
     return _loadgen("closed", port, connections, seconds)
 
 
-def _loadgen(mode: str, port: int, *args: float) -> dict[str, Any]:
+def _loadgen(mode: str, port: int | str, *args: float) -> dict[str, Any]:
     proc = subprocess.run(
         [sys.executable, "-m", "benchmarks._loadgen", mode, str(port), *map(str, args)],
         capture_output=True,
@@ -453,8 +456,13 @@ def run_cell(
             }
             server = start_server(spec)
             out: dict[str, Any] = {}
-            o = _loadgen("open", port, opts.rate, opts.seconds, opts.warmup)
-            out.update({f"open_{k}": v for k, v in o.items() if k != "mode"})
+            # with the floor beside it, in alternating slices: the p99s are paired
+            ports = port if reference is None else f"{port},{reference.port}"
+            o = _loadgen("open", ports, opts.rate, opts.seconds, opts.warmup)
+            sides = o.get("sides") or [o]
+            out.update({f"open_{k}": v for k, v in sides[0].items() if k not in _NOT_KEPT})
+            if len(sides) > 1:
+                out.update({f"open_ref_{k}": v for k, v in sides[1].items() if k in _REF_KEPT})
             # the machine's CPU each side spent during saturation: the server process
             # (its loop, lanes and sink threads) and the destination's processes, which
             # share the same cores here (in production the collector runs elsewhere)
@@ -518,6 +526,26 @@ def run_cell(
                 server.wait()
             if peer is not None:
                 peer.close()
+
+
+#: what the open loop's result holds that a run does not keep
+_NOT_KEPT = ("mode", "port", "sides")
+#: what a run keeps of the floor's side of its open loop
+_REF_KEPT = ("p50_ms", "p99_ms", "p999_ms", "timed_out")
+
+
+def p99_vs_floor(cell: Cell, floor: Cell) -> Estimate | None:
+    """The cell's open-loop p99 minus the floor's, per round, paired within seconds when
+    the open loop alternated with the floor beside it (``open_ref_p99_ms``; for the
+    floor's own cell, an A/A check), else with the floor's own cell of the round
+    (results saved before the open loop alternated)."""
+    ours = cell.per_round("open_p99_ms")
+    beside = cell.per_round("open_ref_p99_ms")
+    if any(v is not None for v in beside.values()):
+        return paired(ours, beside, "diff")
+    if cell is floor:
+        return None
+    return paired(ours, floor.per_round("open_p99_ms"), "diff")
 
 
 def _wait_ready(server: subprocess.Popen[bytes], port: int, limit: float = 30.0) -> None:
@@ -602,7 +630,7 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
             continue
         rps = cell.estimate("closed_rps")
         ratio = cell.estimate("closed_ratio")
-        diff = paired(cell.per_round("open_p99_ms"), floor.per_round("open_p99_ms"), "diff")
+        diff = p99_vs_floor(cell, floor)
         med = {m: (cell.estimate(m) or Estimate(0, 0, 0, 0)).median for m in ("open_p50_ms",)}
         p99 = cell.estimate("open_p99_ms")
         p999 = cell.estimate("open_p999_ms")
@@ -628,11 +656,18 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
             f"| {rps.median:,.0f} | {ratio_txt} "
             f"| {_ms(med['open_p50_ms'])} | {_ms(p99.median if p99 else None)} "
             f"| {_ms(p999.median if p999 else None)}{f' ({timeouts} t/o)' if timeouts else ''} "
-            f"| {'—' if is_floor or diff is None else diff.fmt(1, '', signed=True)} "
+            f"| {_p99_diff(diff, is_floor)} "
             f"| {cpu_txt} | {machine_txt} | {lost_txt} / {logged:,} "
             f"| {rss.median if rss else 0:.0f} |"
         )
     return "\n".join(lines)
+
+
+def _p99_diff(diff: Estimate | None, is_floor: bool) -> str:
+    if diff is None:
+        return "—"
+    text = diff.fmt(1, "", signed=True)
+    return f"A/A: {text}" if is_floor else text
 
 
 def verdicts(cells: list[Cell]) -> list[tuple[str, str, str]]:
@@ -643,7 +678,7 @@ def verdicts(cells: list[Cell]) -> list[tuple[str, str, str]]:
     for cell in cells:
         if cell.contender != "aiologsinks" or not cell.runs:
             continue
-        diff = paired(cell.per_round("open_p99_ms"), floor.per_round("open_p99_ms"), "diff")
+        diff = p99_vs_floor(cell, floor)
         ratio = cell.estimate("closed_ratio")
         lost = cell.lost() or 0
         dest = DESTS[cell.dest][0]
@@ -796,7 +831,7 @@ def main(argv: list[str] | None = None) -> int:
         f" Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other work, "
         f"{opts.pinning}; "
         f"{opts.rounds} interleaved rounds; open loop {opts.rate:g} req/s for {opts.seconds:g} s "
-        f"(+{opts.warmup:g} s warm-up), closed loop "
+        f"(+{opts.warmup:g} s warm-up) in 0.5 s slices with the floor's, closed loop "
         f"{'wrk -t1' if opts.wrk else 'python'} -c{opts.connections} for {opts.seconds:g} s; "
         f"{time.perf_counter() - started:.0f} s"
     )
@@ -804,8 +839,10 @@ def main(argv: list[str] | None = None) -> int:
         "req/s: median over rounds. x floor: per round, the option's requests/s over the "
         "floor's, from 1 s slices alternating (ABBA) with a floor server running beside it "
         "(the floor's own row: the same for a second floor server, an A/A check); "
-        "p99 - floor: per-round differences; both the median over rounds with a bootstrap "
-        "95% interval. Latencies: open loop, from when each "
+        "p99 - floor: per round, the option's open-loop p99 minus the floor server's, "
+        "from 0.5 s slices alternating (ABBA) in the same way (the floor's row: A/A); "
+        "both the median over rounds with a bootstrap 95% interval. Latencies: open "
+        "loop, from when each "
         "request was due, medians over rounds; t/o: requests not answered 5 s after the "
         "phase, counted at that lower bound. lost: records logged by the app minus records "
         "counted at the destination after shutdown (summed over rounds). Logging CPU: the "

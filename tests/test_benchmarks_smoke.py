@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from benchmarks import _stats, service
+from benchmarks import _loadgen, _stats, service
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,6 +48,8 @@ def test_service_smoke_fastapi_counts_every_record_at_a_file_and_a_stalling_peer
         # too: the A/A check): both answered
         assert run["closed_ref_rps"] > 0 and run["closed_rps"] > 0, key
         assert run["closed_ratio"] == pytest.approx(run["closed_rps"] / run["closed_ref_rps"])
+        # so did the open loop: both sides answered and have a p99
+        assert run["open_ref_p99_ms"] > 0 and run["open_p99_ms"] > 0, key
     verdicts = {v["target"]: v["verdict"] for v in doc["verdicts"]}
     assert verdicts["local file: 0 lost"] == "met"
 
@@ -116,6 +118,32 @@ def test_saturation_slices_alternate_abba_and_merge_over_their_total_time() -> N
     assert merged["answered"] == 2500
     assert (merged["errors"], merged["timed_out"]) == (1, 2)
     assert merged["p99_ms"] == 5.0
+
+
+def test_open_loop_slices_alternate_abba_between_two_servers() -> None:
+    two = [_loadgen.slice_side(i, 2) for i in range(12)]
+    assert two == [0, 1, 1, 0] * 3
+    assert [_loadgen.slice_side(i, 1) for i in range(5)] == [0] * 5
+
+
+def test_p99_is_paired_with_the_floor_beside_the_cell_when_the_run_has_it() -> None:
+    floor = service.Cell("null", "file")
+    floor.runs = {0: {"open_p99_ms": 5.0, "open_ref_p99_ms": 4.5}, 1: {"open_p99_ms": 9.0}}
+    cell = service.Cell("aiologsinks", "file")
+    cell.runs = {
+        r: {"open_p99_ms": 6.0 + r, "open_ref_p99_ms": 5.5 + r} for r in range(_stats.MIN_ROUNDS)
+    }
+    paired_beside = service.p99_vs_floor(cell, floor)
+    assert paired_beside is not None and paired_beside.median == pytest.approx(0.5)
+    # the floor's own cell: its A/A check against the floor beside it
+    aa = service.p99_vs_floor(floor, floor)
+    assert aa is not None and aa.median == pytest.approx(0.5)
+    # results saved before the open loop alternated: against the floor's cell of the round
+    old = service.Cell("aiologsinks", "file")
+    old.runs = {0: {"open_p99_ms": 7.0}, 1: {"open_p99_ms": 8.0}}
+    before = service.p99_vs_floor(old, floor)
+    # 7 - 5 and 8 - 9
+    assert before is not None and (before.rounds, before.median) == (2, pytest.approx(0.5))
 
 
 def test_paired_ratio_is_the_median_of_per_round_ratios() -> None:
