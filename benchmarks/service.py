@@ -1,6 +1,6 @@
 """Service-level benchmark: what logging costs a real async service under load.
 
-    python -m benchmarks.service                # 9 interleaved rounds (about 30 minutes)
+    python -m benchmarks.service                # 9 interleaved rounds (about 40 minutes)
     python -m benchmarks.service --quick        # sanity: 2 rounds, 1 s phases, floor + ours
     python -m benchmarks.service --smoke        # the code runs (a few seconds; CI)
     python -m benchmarks.service --framework aiohttp --rounds 5
