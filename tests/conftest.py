@@ -2,6 +2,8 @@
 
 * ``blockbuster`` (autouse): fails a test in which aiologsinks makes a blocking call
   on the event loop (guarantee 1 of DESIGN.md, enforced by the suite itself).
+* ``_no_sink_left_capturing`` (autouse): a test closes the sinks it made that need the
+  caller's context.
 * ``require_program``: a test that needs an external peer (rsyslogd, logrotate) skips
   locally when it is missing, but fails when ``CI=true``.
 """
@@ -15,6 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
+
+from aiologsinks import _context
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
@@ -34,6 +38,22 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
         for name in ("os.stat", "os.mkdir"):
             bb.functions[name].can_block_in("aiologsinks/_fileio.py", "check_directory")
         yield bb
+
+
+@pytest.fixture(autouse=True)
+def _no_sink_left_capturing() -> Iterator[None]:
+    """Fail a test that leaves open a sink needing the caller's context (one with a
+    filter or a formatter that may read contextvars). Such a sink keeps context capture
+    on, and so records frozen as prepared copies, until the cyclic GC happens to find
+    it: tests after it would then see capture flip at a moment nobody chose."""
+    before = set(_context._owners)
+    yield
+    left = {key: ref() for key, ref in _context._owners.items() if key not in before}
+    for key in left:
+        _context.release_key(key)  # the next test starts clean either way
+    still_open = [repr(owner) for owner in left.values() if owner is not None]
+    if still_open:
+        pytest.fail(f"sinks left open that need the caller's context: {still_open}")
 
 
 def require_program(name: str) -> str:

@@ -99,6 +99,8 @@ def test_toml_with_every_sink_type_loads(tmp_path: Path) -> None:
         assert cfg.sinks["FileSink"] not in cfg.dispatcher().sinks
     smtp: Any = cfg.sinks["SMTPSink"]
     assert (smtp.mailhost, smtp.mailport) == ("127.0.0.1", 2525)
+    for sink in cfg.sinks.values():
+        sink.close()
 
 
 def test_short_type_names_and_import_paths(tmp_path: Path) -> None:

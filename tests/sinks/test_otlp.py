@@ -323,6 +323,8 @@ formatter = "json"
         isinstance(kafka.formatter, als.JSONFormatter)
         and kafka.formatter.names["level"] == "log.level"
     )
+    otel.close()
+    kafka.close()
     with pytest.raises(config.ConfigError) as info:
         config.loads('[sinks.o]\ntype = "otlp"\nencoding = "grpc"\n')
     assert info.value.path == "sinks.o.encoding"

@@ -56,8 +56,8 @@ def _both_paths(items: list[Any], **kwargs: Any) -> tuple[Any, Any]:
 @pytest.fixture(autouse=True)
 def _no_context_capture() -> None:
     """These tests freeze records themselves: while some open sink needs the caller's
-    context, freeze() keeps records as prepared copies. A sink an earlier test left
-    unclosed holds that switch until the collector finds it, so collect first."""
+    context, freeze() keeps records as prepared copies. The suite fails a test that
+    leaves such a sink open (tests/conftest.py); what is left is collected first."""
     gc.collect()
     assert not _context.capturing(), f"sinks still need the context: {_context._owners}"
 
