@@ -5,7 +5,6 @@ does not take is encoded, or reported, by the Python path in its place."""
 
 from __future__ import annotations
 
-import gc
 import logging
 import math
 import os
@@ -17,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aiologsinks as als
-from aiologsinks import _context, _otlp_map, _trace
+from aiologsinks import _otlp_map, _trace
 from aiologsinks._record import RecordBatch, freeze
 from aiologsinks._stats import assert_accounted
 from aiologsinks.sinks import otlp as otlp_module
@@ -51,15 +50,6 @@ def _both_paths(items: list[Any], **kwargs: Any) -> tuple[Any, Any]:
         mp.setattr(_otlp_map, "_otlp_run", None)
         without = encode()
     return with_run, without
-
-
-@pytest.fixture(autouse=True)
-def _no_context_capture() -> None:
-    """These tests freeze records themselves: while some open sink needs the caller's
-    context, freeze() keeps records as prepared copies. The suite fails a test that
-    leaves such a sink open (tests/conftest.py); what is left is collected first."""
-    gc.collect()
-    assert not _context.capturing(), f"sinks still need the context: {_context._owners}"
 
 
 def _frozen(*records: logging.LogRecord) -> list[Any]:
