@@ -36,6 +36,7 @@ index constants and accessors below)::
 
 from __future__ import annotations
 
+import linecache
 import logging
 import operator
 import os
@@ -184,7 +185,8 @@ def exc_text(exc_info: Any) -> str | ExcText:
 def _snapshot_notes(te: traceback.TracebackException) -> bool:
     """Copy each captured exception's ``__notes__`` (the summary keeps the exception's
     own list: a note added after the call must not show). False when a note is not a
-    plain string (its text could change): then the text is rendered at the call."""
+    plain string (its text could change): then the text is rendered at the call.
+    Each captured stack becomes a :class:`_Stack` on the way."""
     todo = [te]
     seen: set[int] = set()
     while todo:
@@ -192,6 +194,8 @@ def _snapshot_notes(te: traceback.TracebackException) -> bool:
         if id(node) in seen:
             continue
         seen.add(id(node))
+        if type(node.stack) is traceback.StackSummary:
+            node.stack.__class__ = _Stack
         notes = node.__dict__.get("__notes__")
         if notes is not None:
             if type(notes) not in (list, tuple):
@@ -205,6 +209,78 @@ def _snapshot_notes(te: traceback.TracebackException) -> bool:
                 todo.append(nxt)
         todo.extend(getattr(node, "exceptions", None) or ())
     return True
+
+
+class _Stack(traceback.StackSummary):
+    """A captured stack whose text is remembered by what it is made of.
+
+    A service logs the same exception from the same place again and again, and
+    formatting a stack is most of what rendering an exception costs: each frame's
+    source line is read and, from Python 3.11, parsed to place the ``^`` markers (tens
+    of µs an exception, on the loop for a sink formatting there). The text depends
+    only on each frame's file, positions, name and source lines, and on the options
+    it is formatted with, so it is kept by those: the same stack text as the stdlib's
+    for the same source, read again if the file changed.
+    """
+
+    __slots__ = ()
+
+    def format(self, **kwargs: Any) -> list[str]:
+        """The stdlib's ``StackSummary.format``, from the cache when it has the key."""
+        key = _stack_key(self, kwargs)
+        if key is None:
+            return super().format(**kwargs)
+        lines = _stack_texts.get(key)
+        if lines is None:
+            lines = tuple(super().format(**kwargs))
+            if len(_stack_texts) >= _STACK_TEXTS_MAX:
+                _stack_texts.clear()
+            _stack_texts[key] = lines
+        return list(lines)
+
+
+#: stack key -> its formatted lines (see _Stack)
+_stack_texts: dict[tuple[Any, ...], tuple[str, ...]] = {}
+_STACK_TEXTS_MAX = 256
+#: frames whose source spans more lines are formatted every time
+_STACK_SPAN_MAX = 20
+
+
+def _stack_key(stack: traceback.StackSummary, options: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What the text of ``stack`` depends on, or None when it is not worth a key
+    (captured locals, a line given instead of read, an unhashable option)."""
+    parts: list[Any] = [tuple(sorted(options.items()))]
+    for frame in stack:
+        if frame.locals is not None:
+            return None
+        # the slot of a line that was given (or already read): 3.10-3.12 / 3.13
+        if getattr(frame, "_line", None) is not None or getattr(frame, "_lines", None):
+            return None
+        first = frame.lineno
+        last = getattr(frame, "end_lineno", None)
+        lines: tuple[str, ...] = ()
+        if first is not None:
+            end = first if last is None else last
+            if not first <= end <= first + _STACK_SPAN_MAX:
+                return None
+            lines = tuple(linecache.getline(frame.filename, n) for n in range(first, end + 1))
+        parts.append(
+            (
+                frame.filename,
+                first,
+                last,
+                getattr(frame, "colno", None),
+                getattr(frame, "end_colno", None),
+                frame.name,
+                lines,
+            )
+        )
+    key = tuple(parts)
+    try:
+        hash(key)
+    except TypeError:
+        return None
+    return key
 
 
 # ``extra=`` names by the shape of a record's __dict__ (all its keys, in order); a

@@ -165,6 +165,39 @@ def measure(n: int = 4000, repeat: int = 7, trial_n: int = 100_000) -> dict[str,
             )
         )
         texts, _ = sink.render_each(RecordBatch(frozen))
+        exc_info = (type(error), error, error.__traceback__)
+
+        def exc_records() -> list[logging.LogRecord]:
+            # new ones each time: a record keeps its exception text once rendered
+            return [
+                log.makeRecord(log.name, logging.ERROR, __file__, 1, "failed %d", (i,), exc_info)
+                for i in range(n_exc)
+            ]
+
+        def exc_format(fn: Callable[[list[logging.LogRecord]], object], freezing: bool) -> float:
+            times = []
+            for _ in range(repeat):
+                batch: list[Any] = exc_records()
+                if freezing:
+                    batch = [freeze(r) for r in batch]
+                t0 = CLOCK()
+                fn(batch)
+                times.append(CLOCK() - t0)
+            return min(times) / n_exc * 1e6
+
+        formatter = logging.Formatter(FMT)
+        kinds += [
+            (
+                "format_exc",
+                "format a frozen record with that exception (FileSink)",
+                exc_format(lambda b: sink.render_each(RecordBatch(b)), True),
+            ),
+            (
+                "stdlib_exc",
+                "  the stdlib's Formatter.format of that record, for comparison",
+                exc_format(lambda b: [formatter.format(r) for r in b], False),
+            ),
+        ]
         rows.append(("join", "join the batch's lines", best(lambda: "".join(texts), n, repeat)))
 
         async def pipeline() -> float:

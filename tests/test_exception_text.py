@@ -5,6 +5,7 @@ when the exception changes after the call or its frames are gone."""
 from __future__ import annotations
 
 import gc
+import importlib.util
 import logging
 import sys
 import weakref
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 import aiologsinks as als
-from aiologsinks._record import EXC_TEXT, ExcText, freeze, thaw
+from aiologsinks._record import EXC_TEXT, ExcText, _stack_texts, freeze, thaw
 
 from .helpers import fresh_logger
 
@@ -126,11 +127,12 @@ async def test_the_file_is_the_file_handler_s_byte_for_byte(tmp_path: Path) -> N
     try:
         async with als.install(sink, logger=log):
             _log_all(log)
+            _log_all(log)  # the same stacks again: their texts come from the cache
     finally:
         log.removeHandler(ref)
         ref.close()
     expected = theirs.read_bytes()
-    assert expected.count(b"Traceback") >= 8
+    assert expected.count(b"Traceback") >= 16
     assert ours.read_bytes() == expected
     assert b"changed later" not in expected and b"a note added later" not in expected
 
@@ -241,3 +243,38 @@ def test_a_frozen_record_with_extras_pickles_as_the_socket_handler_s() -> None:
             assert list(ours.items()) == list(theirs.items())
     finally:
         handler.close()
+
+
+def _render(err: BaseException) -> tuple[str, str]:
+    """(ours, the stdlib's) text of ``err`` logged now."""
+    record = logging.LogRecord("n", logging.ERROR, __file__, 1, "m", None, None)
+    record.exc_info = (type(err), err, err.__traceback__)
+    expected = logging.Formatter().formatException(record.exc_info)
+    text = thaw(freeze(record)).exc_text
+    assert text is not None
+    return text, expected
+
+
+def test_a_repeated_stack_s_text_is_remembered() -> None:
+    _stack_texts.clear()
+    first = _render(_raising(_chained))
+    assert len(_stack_texts) == 2  # the ValueError's stack and its cause's
+    again = _render(_raising(_chained))
+    assert len(_stack_texts) == 2
+    assert first[0] == first[1] and again[0] == again[1]
+
+
+def test_a_remembered_stack_shows_the_source_as_it_is_now(tmp_path: Path) -> None:
+    """The stdlib reads a frame's source line when it formats: after the file changed,
+    the same code position shows the new line, and so does ours."""
+    path = tmp_path / "edited_module.py"
+    path.write_text("def fail():\n    raise KeyError('first version of the line')\n")
+    spec = importlib.util.spec_from_file_location("edited_module", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    before = _render(_raising(module.fail))
+    assert before[0] == before[1] and "first version" in before[0]
+    path.write_text("def fail():\n    raise KeyError('the line as edited, longer than before')\n")
+    after = _render(_raising(module.fail))
+    assert after[0] == after[1] and "as edited" in after[0]
