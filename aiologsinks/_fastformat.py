@@ -137,11 +137,16 @@ class _Stamps:
         self._stamp = ""
 
     def asctime(self, created: float, msecs: float) -> str:
+        stamp = self.second(created)
+        return stamp if self._datefmt else self._mfmt % (stamp, msecs)
+
+    def second(self, created: float) -> str:
+        """The stamp of ``created``'s second, before the milliseconds are added."""
         sec = int(created) if created >= 0 else -1
         if sec != self._sec or sec < 0:
             self._stamp = time.strftime(self._datefmt or self._tfmt, time.localtime(created))
             self._sec = sec
-        return self._stamp if self._datefmt else self._mfmt % (self._stamp, msecs)
+        return self._stamp
 
 
 class PlainFormat:
@@ -184,8 +189,11 @@ class PlainFormat:
 
 # a %-style field, as logging.PercentStyle validates it, or an escaped percent sign
 _FIELD = re.compile(r"%%|%\((\w+)\)([#0+ -]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxefgcrsa%])")
-# in FrozenFormat's token list: literal positional text, an asctime spec, the message
-_TEXT, _TIME, _MESSAGE = 0, 1, 2
+# in FrozenFormat's token list: literal positional text, an asctime spec, the message,
+# the seconds part of an asctime whose milliseconds are a field of their own
+_TEXT, _TIME, _MESSAGE, _SECOND = 0, 1, 2, 3
+# a msec format that appends the milliseconds to the seconds' stamp, as the default
+_MSEC_FORMAT = re.compile(r"%s([^%]*)%03d([^%]*)")
 _MESSAGE_AT = -1  # stands for the message's place in the field indices
 _CACHE_MAX = 256
 _UNSEEN: Any = object()  # message templates remembered (call sites; bounded for f-strings)
@@ -209,6 +217,7 @@ class FrozenFormat:
         "_indices",
         "_joined",
         "_merged",
+        "_split",
         "_stamps",
         "_templates",
         "_timed",
@@ -227,7 +236,10 @@ class FrozenFormat:
         #: templates can be written into the format (one plain %(message)s)
         self._joined = joined
         self._stamps = stamps
-        self._timed = any(kind == _TIME for kind, _ in tokens)
+        self._timed = any(kind in (_TIME, _SECOND) for kind, _ in tokens)
+        #: the milliseconds are a field: the format changes once a second, not once a
+        #: millisecond (with records spread over time, most lines start a millisecond)
+        self._split = any(kind == _SECOND for kind, _ in tokens)
         regular = [MSG if i == _MESSAGE_AT else i for i in indices]
         self._fields = _getter(regular)
         # from (merged message,) + a frozen record
@@ -246,6 +258,13 @@ class FrozenFormat:
         indices: list[int] = []
         messages = 0
         pos = 0
+        msec = _MSEC_FORMAT.fullmatch(mfmt)
+        # asctime as "<second's stamp><sep>%03d" % msecs: only a plain %(asctime)s
+        split = (
+            datefmt is None
+            and msec is not None
+            and all(m.group(2) == "s" for m in _FIELD.finditer(fmt) if m.group(1) == "asctime")
+        )
         for m in _FIELD.finditer(fmt):
             if "%" in fmt[pos : m.start()]:
                 return None  # a stray "%": the real formatter reports it
@@ -254,6 +273,11 @@ class FrozenFormat:
             key, conv = m.group(1), m.group(2)
             if key is None:
                 tokens.append((_TEXT, "%%"))
+            elif key == "asctime" and split:
+                assert msec is not None
+                tokens.append((_SECOND, ""))
+                tokens.append((_TEXT, msec.group(1) + "%03d" + msec.group(2)))
+                indices.append(MSECS)
             elif key == "asctime":
                 tokens.append((_TIME, "%" + conv))
             elif key in ("message", "msg") and conv == "s":
@@ -270,7 +294,7 @@ class FrozenFormat:
         if "%" in fmt[pos:]:
             return None
         tokens.append((_TEXT, fmt[pos:] + term.replace("%", "%%")))
-        if not uses_time and any(kind == _TIME for kind, _ in tokens):
+        if not uses_time and any(kind in (_TIME, _SECOND) for kind, _ in tokens):
             return None
         # joinable: the message is used once, as a plain %s (no other field reads msg)
         joined = messages == 1 and MSG not in indices
@@ -282,13 +306,16 @@ class FrozenFormat:
         return self
 
     def _format(self, asctime: str, template: str | None) -> str:
-        """The positional format with ``asctime`` and the message template written in."""
+        """The positional format with ``asctime`` (in split mode the second's stamp)
+        and the message template written in."""
         out = []
         for kind, text in self._tokens:
             if kind == _TEXT:
                 out.append(text)
             elif kind == _TIME:
                 out.append((text % asctime).replace("%", "%%"))
+            elif kind == _SECOND:
+                out.append(asctime.replace("%", "%%"))
             else:
                 out.append("%s" if template is None else template)
         return "".join(out)
@@ -317,7 +344,7 @@ class FrozenFormat:
         Not covered: a record that is not frozen, has exception or stack text, or
         whose message could not be merged.
         """
-        fields, merged, timed = self._fields, self._merged, self._timed
+        fields, merged, timed, split = self._fields, self._merged, self._timed, self._split
         templates, formats = self._templates, self._formats
         asctime = ""
         fmt = formats.get(None) or self._format(asctime, None)
@@ -326,7 +353,8 @@ class FrozenFormat:
         last: str | None = None  # the template of the previous deferred record ...
         entry: tuple[int, Any] | None = None  # ... what is known of it ...
         last_joined: str | None = None  # ... and its format for the current time stamp
-        # the time stamp is the same within one millisecond of one second
+        # the time stamp is the same within one millisecond of one second (within the
+        # second in split mode, where ms stays negative: not compared)
         lo, hi, ms = 0.0, -1.0, -1.0
         i, n = 0, len(items)
         run = _format_run if type(items) is list else None
@@ -350,11 +378,14 @@ class FrozenFormat:
                 continue
             if timed:
                 created = v[CREATED]
-                if v[MSECS] != ms or not lo <= created < hi:
-                    ms = v[MSECS]
+                if (ms >= 0.0 and v[MSECS] != ms) or not lo <= created < hi:
                     lo = float(int(created))
                     hi = lo + 1.0
-                    asctime = self._stamps.asctime(created, ms)
+                    if split:
+                        asctime = self._stamps.second(created)
+                    else:
+                        ms = v[MSECS]
+                        asctime = self._stamps.asctime(created, ms)
                     formats.clear()
                     fmt = formats[None] = self._format(asctime, None)
                     last_joined = None

@@ -218,7 +218,8 @@ freeze_plain(PyObject *module, PyObject *d)
  * items[start], appends each line to out while the record is one the loop's state
  * already covers - a frozen tuple without exception or stack text and with its
  * message merged or deferred, whose time stamp is the current one (msecs == ms,
- * lo <= created < hi) and whose deferred template, if any, has its format for that
+ * unless ms < 0: the milliseconds are a field; lo <= created < hi) and whose
+ * deferred template, if any, has its format for that
  * time stamp in formats. Returns the index of the first item it did not format (the
  * Python loop takes that one, updates its state and calls again), len(items) at the
  * end. The lines are exactly the Python loop's: the same format, the same getter, the
@@ -289,7 +290,8 @@ format_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             PyObject *created = PyTuple_GET_ITEM(v, created_at);
             PyObject *msecs = PyTuple_GET_ITEM(v, msecs_at);
             if (!PyFloat_CheckExact(created) || !PyFloat_CheckExact(msecs)
-                || PyFloat_AS_DOUBLE(msecs) != ms || !(lo <= PyFloat_AS_DOUBLE(created))
+                || (ms >= 0 && PyFloat_AS_DOUBLE(msecs) != ms)
+                || !(lo <= PyFloat_AS_DOUBLE(created))
                 || !(PyFloat_AS_DOUBLE(created) < hi)) {
                 break; /* a new time stamp: the Python loop makes its formats */
             }

@@ -148,10 +148,15 @@ CALLS: list[tuple[str, tuple[object, ...], dict[str, object]]] = [
     ("100%% %s", (None,), {}),
     ("stack", (), {"stack_info": True}),
 ]
+#: (fmt, datefmt, default_msec_format, whether the milliseconds become a field)
 FORMAT_SPECS = [
-    ("%(asctime)s %(levelname)s %(name)s: %(message)s", None),
-    ("%(message)s|%(msecs)d|%(levelno)s %(relativeCreated)d", None),
-    ("%(asctime)s [%(message)s]", "%H:%M:%S"),
+    ("%(asctime)s %(levelname)s %(name)s: %(message)s", None, "%s,%03d", True),
+    ("%(asctime)s %(levelname)s %(message)s", None, "%s.%03d ms", True),
+    ("%(asctime)s %(message)s|%(asctime)s", None, "%s,%03d", True),
+    ("%(asctime)-26s %(message)s", None, "%s,%03d", False),  # padded: one string
+    ("%(asctime)s %(message)s", None, "[%s] %03d", False),
+    ("%(message)s|%(msecs)d|%(levelno)s %(relativeCreated)d", None, "%s,%03d", False),
+    ("%(asctime)s [%(message)s]", "%H:%M:%S", "%s,%03d", False),
 ]
 
 
@@ -174,7 +179,7 @@ def frozen_batch(picks: list[tuple[int, int]]) -> list[object]:
     return out
 
 
-@pytest.mark.parametrize(("fmt", "datefmt"), FORMAT_SPECS)
+@pytest.mark.parametrize(("fmt", "datefmt", "mfmt", "split"), FORMAT_SPECS)
 @settings(max_examples=60, deadline=None)
 @given(
     picks=st.lists(
@@ -182,13 +187,17 @@ def frozen_batch(picks: list[tuple[int, int]]) -> list[object]:
     )
 )
 def test_the_compiled_loop_formats_what_the_python_loop_does(
-    fmt: str, datefmt: str | None, picks: list[tuple[int, int]]
+    fmt: str, datefmt: str | None, mfmt: str, split: bool, picks: list[tuple[int, int]]
 ) -> None:
+    """Also where the milliseconds of a plain ``%(asctime)s`` are a field of their own
+    (the format then changes once a second): records within one second, a few
+    milliseconds apart, and across seconds."""
     from aiologsinks import _fastformat
     from aiologsinks._record import as_record
 
-    spec = (fmt, "%(asctime)" in fmt, datefmt, "%Y-%m-%d %H:%M:%S", "%s,%03d")
+    spec = (fmt, "%(asctime)" in fmt, datefmt, "%Y-%m-%d %H:%M:%S", mfmt)
     formatter = logging.Formatter(fmt, datefmt)
+    formatter.default_msec_format = mfmt
     items = frozen_batch(sorted(picks, key=lambda p: p[1]))  # time only goes forward
 
     def slow(item: object) -> str | None:
@@ -200,6 +209,7 @@ def test_the_compiled_loop_formats_what_the_python_loop_does(
     def lines(compiled: bool) -> list[str | None]:
         fast = _fastformat.FrozenFormat.compile(spec, "\n")
         assert fast is not None, f"{fmt!r} is not compiled"  # each spec here compiles
+        assert fast._split is split
         saved = _fastformat._format_run
         assert saved is not None or not _fastformat.ACCELERATED
         if not compiled:
