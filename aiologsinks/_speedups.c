@@ -1116,11 +1116,14 @@ configure(PyObject *module, PyObject *names)
  *
  * QueueHandler.handle's hot path as one C call: installed as a plain QueueHandler's
  * "handle" (an instance attribute, so Logger.callHandlers calls it without a bound
- * method or a Python frame). A plain record - no handler filter, no trace hook, an
- * exact LogRecord, no context to carry, no bound fields, and what freeze_plain takes -
- * is frozen and appended to the dispatcher's queue as Dispatcher.submit would: while
- * it accepts and below its bound, waking the pump once per burst. Everything else is
- * handed to slow(record) (QueueHandler.handle itself), which handles every record.
+ * method or a Python frame). A plain record - no handler filter, an exact LogRecord,
+ * no context to carry, no bound fields, and what freeze_plain takes - is given to the
+ * trace hook when one is set (as QueueHandler.handle does, after the filters), then
+ * frozen and appended to the dispatcher's queue as Dispatcher.submit would: while it
+ * accepts and below its bound, waking the pump once per burst. Everything else is
+ * handed to slow(record) (QueueHandler.handle itself), which handles every record
+ * (calling the hook again for a record freeze_plain did not take: it only sets the
+ * current span's ids, the same ones twice).
  */
 typedef struct {
     PyObject_HEAD
@@ -1184,10 +1187,12 @@ attr_is(PyObject *obj, PyObject *name, PyObject *expected)
     return is;
 }
 
-/* 1: the record is the plain case, 0: it is not, -1: an error */
+/* 1: the record is the plain case, 0: it is not, -1: an error; *hook is the trace
+ * hook to call first (a new reference) or NULL */
 static int
-shim_plain(Shim *self, PyObject *record)
+shim_plain(Shim *self, PyObject *record, PyObject **hook_out)
 {
+    *hook_out = NULL;
     if (Py_TYPE(record) != (PyTypeObject *)self->record_type) {
         return 0;
     }
@@ -1204,9 +1209,6 @@ shim_plain(Shim *self, PyObject *record)
     if (hook == NULL) {
         return PyErr_Occurred() ? -1 : 0;
     }
-    if (hook != Py_None) {
-        return 0;
-    }
     int off = attr_is(self->switch_, s_on, Py_False);
     if (off <= 0) {
         return off;
@@ -1217,6 +1219,9 @@ shim_plain(Shim *self, PyObject *record)
     }
     int unbound = fields_bound == Py_None;
     Py_DECREF(fields_bound);
+    if (unbound && hook != Py_None) {
+        *hook_out = Py_NewRef(hook);
+    }
     return unbound; /* bound fields (even none) travel on the pure-Python path */
 }
 
@@ -1277,12 +1282,22 @@ shim_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kw
         return PyObject_Vectorcall(self->slow, args, nargsf, kwnames);
     }
     PyObject *record = args[0];
-    int plain = shim_plain(self, record);
+    PyObject *hook;
+    int plain = shim_plain(self, record, &hook);
     if (plain < 0) {
         PyErr_Clear(); /* the Python path meets the same and handles it */
     }
     if (plain <= 0) {
         return PyObject_CallOneArg(self->slow, record);
+    }
+    if (hook != NULL) {
+        /* the caller's span, read at the call (see _trace) */
+        PyObject *rv = PyObject_CallOneArg(hook, record);
+        Py_DECREF(hook);
+        if (rv == NULL) {
+            return NULL; /* as QueueHandler.handle, which does not catch it either */
+        }
+        Py_DECREF(rv);
     }
     PyObject *d = PyObject_GenericGetDict(record, NULL);
     if (d == NULL) {

@@ -241,6 +241,31 @@ def test_the_compiled_handle_queues_what_the_python_one_does(
         d._items.clear()
 
 
+def test_with_a_trace_hook_set_the_compiled_handle_still_takes_plain_records(
+    monkeypatch: Any,
+) -> None:
+    """OTLPSink and JSONFormatter set the trace hook for every record: the compiled
+    handle calls it itself (no Python frame between the caller and the hook) and
+    queues the record frozen, span ids included."""
+    if PURE:
+        pytest.skip("AIOLOGSINKS_PURE_PYTHON is set: the compiled path is off")
+    require(_record.ACCELERATED, "the compiled accelerator (pip install -e .)")
+    callers: list[str] = []
+
+    def hook(record: logging.LogRecord) -> None:
+        callers.append(sys._getframe(1).f_code.co_name)
+        record.otelSpanID = "00f067aa0ba902b7"
+
+    monkeypatch.setattr(_trace, "hook", hook)
+    d = als.Dispatcher(ListSink())
+    d._wake_pending = True  # never started: the record stays in its queue
+    record = logged("request %s", "r-1")
+    assert d.handler.handle(record) is record
+    assert callers == [sys._getframe().f_code.co_name]  # once, from the C call
+    (item,) = d._items
+    assert type(item) is tuple and "00f067aa0ba902b7" in item
+
+
 @pytest.mark.skipif(PURE, reason="this run is the pure-Python one already")
 def test_the_pure_python_path_passes_the_record_tests() -> None:
     # the accelerator is optional: without it (no compiler) everything still works
