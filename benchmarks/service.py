@@ -290,10 +290,13 @@ def pin_cpus() -> str:
     return f"server pinned to CPU {cpus[0]}, load generator and peers to the other {len(cpus) - 1}"
 
 
-def start_server(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
-    """The service in its own process, serving once its logging option is set up."""
+def start_server(
+    spec: dict[str, Any], prefix: tuple[str, ...] = (), ready_limit: float = 30.0
+) -> subprocess.Popen[bytes]:
+    """The service in its own process, serving once its logging option is set up;
+    ``prefix`` runs it under another program (``benchmarks/instructions.py``)."""
     server = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks._service_app", json.dumps(spec)],
+        [*prefix, sys.executable, "-m", "benchmarks._service_app", json.dumps(spec)],
         cwd=ROOT,
         env=_env(),
         stdout=subprocess.DEVNULL,
@@ -303,7 +306,7 @@ def start_server(spec: dict[str, Any]) -> subprocess.Popen[bytes]:
         # before the interpreter is up, so every thread it starts inherits the CPU
         os.sched_setaffinity(server.pid, SERVER_CPUS)
     try:
-        _wait_ready(server, spec["port"])
+        _wait_ready(server, spec["port"], ready_limit)
     except BaseException:
         server.kill()
         server.wait()
@@ -559,7 +562,7 @@ def _wait_ready(server: subprocess.Popen[bytes], port: int, limit: float = 30.0)
         except OSError:
             pass
         time.sleep(0.05)
-    raise RuntimeError("server not ready within 30 s")
+    raise RuntimeError(f"server not ready within {limit:g} s")
 
 
 def build_cells(dests: list[str], only: set[str] | None) -> tuple[list[Cell], list[str]]:

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-from benchmarks import _loadgen, _stats, service
+from benchmarks import _loadgen, _stats, instructions, service
+
+from .conftest import require_program
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -177,13 +179,13 @@ def test_bootstrap_is_reproducible_and_brackets_the_median() -> None:
     assert min(values) <= a.low and a.high <= max(values)
 
 
-def _run_module(module: str, *args: str) -> str:
+def _run_module(module: str, *args: str, timeout: float = 120) -> str:
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     proc = subprocess.run(
         [sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=timeout,
         cwd=ROOT,
         env=env,
     )
@@ -203,3 +205,26 @@ def test_fixed_rate_smoke_prints_a_row_per_destination() -> None:
 def test_encoding_benchmark_checks_both_paths_agree() -> None:
     out = _run_module("benchmarks.bench_encode", "--n", "300", "--rounds", "1")
     assert out.count("first / second") == 3 or "not in use" in out
+
+
+def test_instruction_count_smoke_counts_the_floor_server_under_valgrind() -> None:
+    require_program("valgrind")
+    doc = json.loads(_run_module("benchmarks.instructions", "--smoke", "--json", timeout=600))
+    (cell,) = doc["cells"]
+    assert cell["contender"] == "null" and not cell["errors"]
+    (per_request,) = cell["per_request"]
+    # an aiohttp request with three logging calls is tens of thousands of instructions
+    assert 10_000 < per_request < 10_000_000
+    assert cell["logged"][0] >= 25 * 3
+
+
+def test_instruction_table_gives_each_option_over_the_floor_per_record() -> None:
+    floor = instructions.Cell("file", "null", "floor", per_request=[100_000.0, 102_000.0])
+    ours = instructions.Cell("file", "aiologsinks", "ours", per_request=[131_000.0, 133_000.0])
+    broken = instructions.Cell("http", "stdlib", "theirs", errors=["RuntimeError('x')"])
+    text = instructions.table([floor, ours, broken], records_per_request=3.0)
+    rows = text.splitlines()[2:]
+    assert rows[0] == "| any | floor | 101,000 (100,000 to 102,000) | — | 1.00x |"
+    # (132,000 - 101,000) / 3 records; 101,000 / 132,000
+    assert rows[1] == "| file | ours | 132,000 (131,000 to 133,000) | +10,333 | 0.77x |"
+    assert "failed: RuntimeError('x')" in rows[2]

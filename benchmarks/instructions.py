@@ -1,0 +1,297 @@
+"""Instructions per request: what logging adds to a service, counted instead of timed.
+
+    python -m benchmarks.instructions                       # aiohttp app, every option
+    python -m benchmarks.instructions --framework fastapi --only aiologsinks
+    python -m benchmarks.instructions --smoke               # the code runs (CI)
+
+The service of ``benchmarks/service.py`` (the same app, logging options, destinations
+and peers) runs under valgrind's cachegrind, counting instructions only
+(``--cache-sim=no``). Each option's server is started twice: it answers ``N1``
+requests, then is stopped with SIGTERM (its shutdown delivers what it holds); then
+``N2``. The instructions its process executed on all its threads, per request, are
+``(I(N2) - I(N1)) / (N2 - N1)``: start-up and shutdown cancel out. Requests come from
+``--connections`` keep-alive connections at once, as in the closed loop of the timed
+benchmark.
+
+Why: on a shared machine the timed requests/s ratios move by about +-10% between
+rounds (the A/A check of ``benchmarks/service.py``), more than the differences being
+measured; an instruction count does not move with the machine's speed or its other
+work. ``floor / option`` is then what requests/s at saturation would be if every
+instruction cost the same time. It is an estimate of the time ratio, not the time
+ratio: cache misses, branch mispredictions and system calls' time in the kernel are
+not counted (the stdlib's per-record ``write`` and ``send`` calls are cheaper here
+than on the clock), and the pipeline's batches depend on timing, which valgrind
+slows about 50-fold. ``--repeat`` runs each count again: the spread is printed.
+
+The destination that stalls is left out: its stalls are in wall-clock time, which
+valgrind stretches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import service
+from benchmarks._loadgen import Conn
+from benchmarks._peers import Peer
+
+#: the destinations counted here (the stalling peer is not: see the module's doc)
+DESTS = ("file", "http", "syslog", "otlp")
+SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
+
+
+@dataclass
+class Cell:
+    """One logging option for one destination, and its counts."""
+
+    dest: str
+    contender: str
+    label: str
+    #: instructions per request, one per repeat
+    per_request: list[float] = field(default_factory=list)
+    logged: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+async def send(port: int, n: int, connections: int) -> int:
+    """``GET /work`` ``n`` times over ``connections`` keep-alive connections; the
+    number answered with 200."""
+    conns = [await Conn.open(port) for _ in range(connections)]
+    todo = iter(range(n))
+    ok = 0
+
+    async def worker(conn: Conn) -> None:
+        nonlocal ok
+        for _ in todo:
+            # awaited first: `ok += await ...` would read ok before the await
+            status = await conn.get()
+            ok += status == 200
+
+    try:
+        await asyncio.gather(*(worker(c) for c in conns))
+    finally:
+        for c in conns:
+            c.close()
+    return ok
+
+
+def instructions(out_file: str) -> int:
+    """The total instruction count cachegrind wrote to ``out_file``."""
+    with open(out_file) as f:
+        m = SUMMARY.search(f.read())
+    if m is None:
+        raise RuntimeError(f"no summary line in {out_file}")
+    return int(m.group(1))
+
+
+def count(framework: str, contender: str, dest: str, n: int, connections: int) -> tuple[int, int]:
+    """Run one server under cachegrind for ``n`` requests; (instructions, logged)."""
+    kind = service.DESTS[dest][1] if contender != "null" else None
+    peer: Any = None
+    if kind == "otlp":
+        from benchmarks._otlp_peer import OTLPPeer
+
+        peer = OTLPPeer()
+    elif kind:
+        peer = Peer(kind)
+    with tempfile.TemporaryDirectory(prefix="aiologsinks-ir-") as tmp:
+        out_file = os.path.join(tmp, "cachegrind.out")
+        port = service.free_port()
+        spec: dict[str, Any] = {
+            "framework": framework,
+            "contender": contender,
+            "dest": dest,
+            "port": port,
+            "dir": tmp,
+            "peer_port": peer.port if peer else None,
+            "result": os.path.join(tmp, "result.json"),
+        }
+        prefix = (
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            f"--cachegrind-out-file={out_file}",
+        )
+        server = None
+        try:
+            server = service.start_server(spec, prefix=prefix, ready_limit=600.0)
+            answered = asyncio.run(send(port, n, connections))
+            if answered != n:
+                raise RuntimeError(f"{answered} of {n} requests answered with 200")
+            logged = int(service._get_json(port, "/stats", timeout=60)["logged"])
+            server.send_signal(signal.SIGTERM)
+            server.wait(600)
+            if peer is not None:
+                peer.settle(logged, patience=2.0, limit=60.0)
+            return instructions(out_file), logged
+        finally:
+            if server is not None and server.poll() is None:
+                server.kill()
+                server.wait()
+            if peer is not None:
+                peer.close()
+
+
+def build_cells(dests: list[str], only: set[str] | None) -> tuple[list[Cell], list[str]]:
+    """The floor and each option per destination (as the timed benchmark's, minus the
+    ones whose modules are missing); the skipped, with the reason."""
+    cells = [Cell("file", "null", service.LABELS["null"])]
+    skipped: list[str] = []
+    for dest in dests:
+        for contender in service.PER_DEST[dest]:
+            if only is not None and contender not in only:
+                continue
+            reason = service.unavailable(contender, dest)
+            if reason:
+                skipped.append(f"{dest}/{contender}: {reason}")
+                continue
+            handler, sink = service.HANDLERS[dest]
+            label = service.LABELS[contender].format(handler=handler, sink=sink)
+            cells.append(Cell(dest, contender, label))
+    return cells, skipped
+
+
+def run(cells: list[Cell], opts: argparse.Namespace, log: Any) -> None:
+    """Each cell's count per request, ``opts.repeat`` times, the cells interleaved."""
+    n1, n2 = opts.requests
+    for r in range(opts.repeat):
+        for cell in cells:
+            t0 = time.perf_counter()
+            try:
+                i1, _ = count(opts.framework, cell.contender, cell.dest, n1, opts.connections)
+                i2, logged = count(opts.framework, cell.contender, cell.dest, n2, opts.connections)
+            except Exception as exc:
+                cell.errors.append(repr(exc))
+                log(f"  {r + 1}/{opts.repeat} {cell.dest}/{cell.contender}: {exc!r}")
+                continue
+            cell.per_request.append((i2 - i1) / (n2 - n1))
+            cell.logged.append(logged)
+            log(
+                f"  {r + 1}/{opts.repeat} {cell.dest}/{cell.contender:<12} "
+                f"{cell.per_request[-1]:>11,.0f} instructions per request "
+                f"({time.perf_counter() - t0:.0f} s)"
+            )
+
+
+def table(cells: list[Cell], records_per_request: float) -> str:
+    """The markdown table: instructions per request, over the floor, the estimate."""
+    floor = statistics.median(cells[0].per_request) if cells[0].per_request else None
+    lines = [
+        "| destination | option | instructions per request (median; range) "
+        "| over the floor, per record | floor / option (requests/s estimate) |",
+        "|---|---|---|---|---|",
+    ]
+    for c in cells:
+        if not c.per_request:
+            lines.append(f"| {c.dest} | {c.label} | failed: {'; '.join(c.errors)} | — | — |")
+            continue
+        med = statistics.median(c.per_request)
+        spread = f"{min(c.per_request):,.0f} to {max(c.per_request):,.0f}"
+        if c.contender == "null" or floor is None:
+            over, ratio = "—", "1.00x"
+        else:
+            over = f"{(med - floor) / records_per_request:+,.0f}"
+            ratio = f"{floor / med:.2f}x"
+        dest = "any" if c.contender == "null" else c.dest
+        lines.append(f"| {dest} | {c.label} | {med:,.0f} ({spread}) | {over} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions", description=__doc__)
+    parser.add_argument("--framework", choices=("aiohttp", "fastapi"), default="aiohttp")
+    parser.add_argument(
+        "--requests",
+        default="300,1500",
+        help="N1,N2: requests of the two runs per count (300,1500)",
+    )
+    parser.add_argument("--repeat", type=int, default=2, help="counts per option (2)")
+    parser.add_argument("--connections", type=int, default=8, help="connections at once (8)")
+    parser.add_argument("--dest", help=f"comma-separated destinations ({','.join(DESTS)})")
+    parser.add_argument("--only", help="comma-separated contenders (null is always run)")
+    parser.add_argument("--smoke", action="store_true", help="the floor alone, tiny counts")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    opts = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        print("valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
+        return 2
+    if opts.smoke:
+        opts.requests, opts.repeat, opts.only, opts.dest = "5,25", 1, "null", "file"
+    try:
+        n1, n2 = (int(x) for x in opts.requests.split(","))
+    except ValueError:
+        parser.error(f"--requests: expected N1,N2, got {opts.requests!r}")
+    if not 0 < n1 < n2:
+        parser.error(f"--requests: expected 0 < N1 < N2, got {n1},{n2}")
+    opts.requests = (n1, n2)
+    dests = (opts.dest or ",".join(DESTS)).split(",")
+    for d in dests:
+        if d not in DESTS:
+            parser.error(f"--dest: unknown destination {d!r} (counted: {', '.join(DESTS)})")
+    only = set(opts.only.split(",")) if opts.only else None
+    cells, skipped = build_cells(dests, only)
+    log = (lambda s: print(s, file=sys.stderr)) if opts.json else print
+    log(
+        f"{opts.framework}: {len(cells)} options under cachegrind, {n1} and {n2} requests "
+        f"per count over {opts.connections} connections, {opts.repeat} count(s) each"
+    )
+    for s in skipped:
+        log(f"  skipped {s}")
+    started = time.perf_counter()
+    run(cells, opts, log)
+    from benchmarks._service_app import EXC_EVERY
+
+    records = 3 + 1 / EXC_EVERY
+    text = table(cells, records)
+    header = (
+        f"{opts.framework}, Python {platform.python_version()}, instructions counted by "
+        f"valgrind (cachegrind, --cache-sim=no) in the server process, all its threads; "
+        f"(I({n2}) - I({n1})) / {n2 - n1} requests over {opts.connections} connections; "
+        f"{opts.repeat} count(s) per option; {time.perf_counter() - started:.0f} s"
+    )
+    doc = {
+        "header": header,
+        "framework": opts.framework,
+        "python": platform.python_version(),
+        "records_per_request": records,
+        "cells": [
+            {
+                "dest": c.dest,
+                "contender": c.contender,
+                "label": c.label,
+                "per_request": c.per_request,
+                "logged": c.logged,
+                "errors": c.errors,
+            }
+            for c in cells
+        ],
+        "skipped": skipped,
+    }
+    if opts.json:
+        print(json.dumps(doc, indent=1))
+    else:
+        print()
+        print(header)
+        print()
+        print(text)
+    return 0 if all(c.per_request for c in cells) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
