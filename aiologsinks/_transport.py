@@ -615,8 +615,13 @@ def _go_on(i: int, exc: Exception) -> bool:
 GZIP_INLINE_MAX = 4096
 
 
-async def gzip_off_loop(body: bytes, compresslevel: int = 9, mtime: int | None = None) -> bytes:
+async def gzip_off_loop(body: bytes, compresslevel: int = 1, mtime: int | None = None) -> bytes:
     """``gzip.compress(body, compresslevel, mtime=mtime)`` without holding the loop.
+
+    Level 1 by default: the compression runs on the service's own CPU, and log batches
+    are repetitive enough that the fastest level keeps most of the gain (an OTLP
+    request body of service records: 9.0 bytes a record at level 1, 7.8 at level 6,
+    from 248 raw) for less than half the CPU (0.56 against 1.27 µs a record).
 
     A request body of a few MB takes tens of milliseconds to compress: a body larger
     than :data:`GZIP_INLINE_MAX` is compressed in the loop's default executor (zlib

@@ -349,7 +349,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
         body, n = self._body(chunk)
         headers = {**self.headers, "Content-Type": _CONTENT_TYPES[self.encoding]}
         if self.compression == "gzip":
-            body = await gzip_off_loop(body, compresslevel=6)
+            body = await gzip_off_loop(body)
             headers["Content-Encoding"] = "gzip"
         session = self._get_session()
         try:
