@@ -11,6 +11,10 @@ arguments at the end, and every 50th request an exception with its traceback (3.
 records per request). ``GET /health`` answers when the logging option is set up;
 ``GET /stats`` returns the number of records logged so far (neither logs).
 
+``"time_scale": F`` in the spec stretches aiologsinks' batching windows (the
+dispatcher's and the sink's ``linger``) F-fold, for a server slowed down F-fold
+(``benchmarks/instructions.py``): its batches then hold as many records as at full speed.
+
 Logging options (``contender``), each for each destination (``dest``) where it has one:
 
 * ``null``: stdlib logging with a ``NullHandler`` (the floor: record creation only);
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import itertools
 import json
 import logging
@@ -227,7 +232,17 @@ class Logging:
             if getattr(sink, "_uses_formatter", True) and self.dest != "otlp":
                 sink.setFormatter(logging.Formatter(FMT))
             logger = self._stdlib_logger()
-            dispatcher = await self.stack.enter_async_context(als.install(sink, logger=logger))
+            options: dict[str, Any] = {}
+            scale = float(spec.get("time_scale", 1.0))
+            if scale != 1.0:
+                # run slowed down (benchmarks/instructions.py): the batches' time windows
+                # stretched alike keep the batches the size they have at full speed
+                default = inspect.signature(als.Dispatcher).parameters["linger"].default
+                options["linger"] = default * scale
+                sink.linger *= scale
+            dispatcher = await self.stack.enter_async_context(
+                als.install(sink, logger=logger, **options)
+            )
             self.dispatcher = dispatcher
             self.log = Log(logging.getLogger("svc.app"))
         else:

@@ -20,8 +20,17 @@ work. ``floor / option`` is then what requests/s at saturation would be if every
 instruction cost the same time. It is an estimate of the time ratio, not the time
 ratio: cache misses, branch mispredictions and system calls' time in the kernel are
 not counted (the stdlib's per-record ``write`` and ``send`` calls are cheaper here
-than on the clock), and the pipeline's batches depend on timing, which valgrind
-slows about 50-fold. ``--repeat`` runs each count again: the spread is printed.
+than on the clock). ``--repeat`` runs each count again: the spread is printed.
+
+Valgrind runs the server tens of times slower, and aiologsinks batches by time (the
+dispatcher's 5 ms ``linger``, the HTTP and OTLP sinks' 50 ms): slowed down, its
+batches would hold tens of times fewer records than at full speed, and every
+per-batch cost (a POST, a write, a task step) would be counted that much more often
+per request. So its windows are stretched by the slowdown (``--time-scale``; by
+default measured: the floor's requests/s at full speed over its rate under valgrind,
+same connections), which keeps its batches the size they have at full speed. The
+other options batch by count or not at all (the OpenTelemetry SDK's processor exports
+512 records at a time under load) and run as they are.
 
 The destination that stalls is left out: its stalls are in wall-clock time, which
 valgrind stretches.
@@ -100,8 +109,11 @@ def instructions(out_file: str) -> int:
     return int(m.group(1))
 
 
-def count(framework: str, contender: str, dest: str, n: int, connections: int) -> tuple[int, int]:
-    """Run one server under cachegrind for ``n`` requests; (instructions, logged)."""
+def count(
+    framework: str, contender: str, dest: str, n: int, connections: int, scale: float = 1.0
+) -> tuple[int, int, float]:
+    """Run one server under cachegrind for ``n`` requests, aiologsinks' batching
+    windows stretched ``scale``-fold; (instructions, logged, seconds the requests took)."""
     kind = service.DESTS[dest][1] if contender != "null" else None
     peer: Any = None
     if kind == "otlp":
@@ -121,6 +133,7 @@ def count(framework: str, contender: str, dest: str, n: int, connections: int) -
             "dir": tmp,
             "peer_port": peer.port if peer else None,
             "result": os.path.join(tmp, "result.json"),
+            "time_scale": scale,
         }
         prefix = (
             "valgrind",
@@ -131,7 +144,9 @@ def count(framework: str, contender: str, dest: str, n: int, connections: int) -
         server = None
         try:
             server = service.start_server(spec, prefix=prefix, ready_limit=600.0)
+            t0 = time.perf_counter()
             answered = asyncio.run(send(port, n, connections))
+            took = time.perf_counter() - t0
             if answered != n:
                 raise RuntimeError(f"{answered} of {n} requests answered with 200")
             logged = int(service._get_json(port, "/stats", timeout=60)["logged"])
@@ -139,7 +154,7 @@ def count(framework: str, contender: str, dest: str, n: int, connections: int) -
             server.wait(600)
             if peer is not None:
                 peer.settle(logged, patience=2.0, limit=60.0)
-            return instructions(out_file), logged
+            return instructions(out_file), logged, took
         finally:
             if server is not None and server.poll() is None:
                 server.kill()
@@ -167,19 +182,52 @@ def build_cells(dests: list[str], only: set[str] | None) -> tuple[list[Cell], li
     return cells, skipped
 
 
+def full_speed_rps(framework: str, connections: int, n: int = 3000) -> float:
+    """The floor server's requests/s at full speed (no valgrind), ``connections`` at once."""
+    with tempfile.TemporaryDirectory(prefix="aiologsinks-ir-") as tmp:
+        port = service.free_port()
+        spec = {
+            "framework": framework,
+            "contender": "null",
+            "dest": "file",
+            "port": port,
+            "dir": tmp,
+            "peer_port": None,
+            "result": os.path.join(tmp, "result.json"),
+        }
+        server = service.start_server(spec)
+        try:
+            asyncio.run(send(port, n // 10, connections))  # warm-up
+            t0 = time.perf_counter()
+            asyncio.run(send(port, n, connections))
+            return n / (time.perf_counter() - t0)
+        finally:
+            server.kill()
+            server.wait()
+
+
 def run(cells: list[Cell], opts: argparse.Namespace, log: Any) -> None:
-    """Each cell's count per request, ``opts.repeat`` times, the cells interleaved."""
+    """Each cell's count per request, ``opts.repeat`` times, the cells interleaved (the
+    floor first: with ``--time-scale auto`` its run under valgrind sets the scale)."""
     n1, n2 = opts.requests
     for r in range(opts.repeat):
         for cell in cells:
             t0 = time.perf_counter()
+            args = (opts.framework, cell.contender, cell.dest)
             try:
-                i1, _ = count(opts.framework, cell.contender, cell.dest, n1, opts.connections)
-                i2, logged = count(opts.framework, cell.contender, cell.dest, n2, opts.connections)
-            except Exception as exc:
+                i1, _, took1 = count(*args, n1, opts.connections, opts.scale or 1.0)
+                i2, logged, took2 = count(*args, n2, opts.connections, opts.scale or 1.0)
+            except Exception as exc:  # a failed count is reported in the table
                 cell.errors.append(repr(exc))
                 log(f"  {r + 1}/{opts.repeat} {cell.dest}/{cell.contender}: {exc!r}")
                 continue
+            if opts.scale is None and cell.contender == "null":
+                slowed = (n2 - n1) / max(took2 - took1, 1e-9)
+                opts.scale = max(1.0, opts.full_rps / slowed)
+                log(
+                    f"  time scale {opts.scale:.0f}: the floor answers {opts.full_rps:,.0f} "
+                    f"requests/s at full speed, {slowed:,.0f} under valgrind"
+                )
             cell.per_request.append((i2 - i1) / (n2 - n1))
             cell.logged.append(logged)
             log(
@@ -223,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeat", type=int, default=2, help="counts per option (2)")
     parser.add_argument("--connections", type=int, default=8, help="connections at once (8)")
+    parser.add_argument(
+        "--time-scale",
+        default="auto",
+        help="stretch aiologsinks' batching windows this much (auto: measured)",
+    )
     parser.add_argument("--dest", help=f"comma-separated destinations ({','.join(DESTS)})")
     parser.add_argument("--only", help="comma-separated contenders (null is always run)")
     parser.add_argument("--smoke", action="store_true", help="the floor alone, tiny counts")
@@ -240,6 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 < n1 < n2:
         parser.error(f"--requests: expected 0 < N1 < N2, got {n1},{n2}")
     opts.requests = (n1, n2)
+    opts.scale = None
+    if opts.time_scale != "auto":
+        try:
+            opts.scale = float(opts.time_scale)
+        except ValueError:
+            parser.error(f"--time-scale: expected auto or a number, got {opts.time_scale!r}")
+        if opts.scale <= 0:
+            parser.error(f"--time-scale: expected a positive number, got {opts.scale:g}")
     dests = (opts.dest or ",".join(DESTS)).split(",")
     for d in dests:
         if d not in DESTS:
@@ -254,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     for s in skipped:
         log(f"  skipped {s}")
     started = time.perf_counter()
+    if opts.scale is None:
+        opts.full_rps = full_speed_rps(opts.framework, opts.connections)
     run(cells, opts, log)
     from benchmarks._service_app import EXC_EVERY
 
@@ -263,13 +326,15 @@ def main(argv: list[str] | None = None) -> int:
         f"{opts.framework}, Python {platform.python_version()}, instructions counted by "
         f"valgrind (cachegrind, --cache-sim=no) in the server process, all its threads; "
         f"(I({n2}) - I({n1})) / {n2 - n1} requests over {opts.connections} connections; "
-        f"{opts.repeat} count(s) per option; {time.perf_counter() - started:.0f} s"
+        f"{opts.repeat} count(s) per option; aiologsinks' batching windows x"
+        f"{opts.scale or 1.0:.0f}; {time.perf_counter() - started:.0f} s"
     )
     doc = {
         "header": header,
         "framework": opts.framework,
         "python": platform.python_version(),
         "records_per_request": records,
+        "time_scale": opts.scale,
         "cells": [
             {
                 "dest": c.dest,
