@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gzip
 import logging
 import tempfile
 from pathlib import Path
@@ -12,13 +11,7 @@ import pytest
 
 from aiologsinks import RecordTooLargeError, SinkConnectError, _wire
 from aiologsinks._backoff import Backoff
-from aiologsinks._transport import (
-    GZIP_INLINE_MAX,
-    DatagramLink,
-    LinkSlot,
-    StreamLink,
-    gzip_off_loop,
-)
+from aiologsinks._transport import DatagramLink, LinkSlot, StreamLink
 
 from .helpers import wait_until
 from .peers.faulty import blackhole
@@ -179,12 +172,3 @@ async def test_a_slot_keeps_the_link_it_opened_until_reset() -> None:
         slot.abort()
         assert second.transport.is_closing()
         await asyncio.sleep(0)  # the aborted transport's callbacks run
-
-
-@pytest.mark.parametrize("size", [100, GZIP_INLINE_MAX * 4])  # inline, then in the executor
-async def test_request_bodies_are_gzipped_at_the_fastest_level(size: int) -> None:
-    body = b"2026-12-03 12:00:00,000 INFO svc.app: request finished\n" * (size // 55 + 1)
-    out = await gzip_off_loop(body, mtime=0)
-    assert gzip.decompress(out) == body
-    assert out[8] == 4  # the header's XFL byte: 4 is "compressed with the fastest algorithm"
-    assert out == gzip.compress(body, 1, mtime=0)

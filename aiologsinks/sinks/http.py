@@ -105,7 +105,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
     * Keyword-only options, off by default: ``json_batch=True`` sends one POST per
       batch whose body is a JSON array of :meth:`mapLogRecord` dicts
       (``application/json``; values JSON cannot hold become strings), and
-      ``gzip=True`` compresses it (``Content-Encoding: gzip``). ``retry=True``
+      ``gzip=True`` compresses it (``Content-Encoding: gzip``, level 1). ``retry=True``
       keeps records that failed with a connection error, a timeout, a 5xx or a 429
       answer in a buffer of ``buffer_size`` records (the oldest are dropped first,
       counted) and delivers them in order after a back-off (``backoff``, a

@@ -95,9 +95,9 @@ class OTLPSink(OutboxSinkMixin, Sink):
     ``encoding`` is ``"protobuf"`` (``application/x-protobuf``, the default) or ``"json"``
     (the OTLP JSON mapping); neither needs an extra dependency (the protobuf wire format
     is written directly; ``opentelemetry-proto`` is only what the tests decode with).
-    ``compression`` is ``"gzip"`` (default) or ``"none"``; ``timeout`` bounds each
-    request (seconds, default 10); ``headers`` are added to each request (e.g. an API
-    key; never shown in ``repr`` or errors).
+    ``compression`` is ``"gzip"`` (default; level 1, the fastest) or ``"none"``;
+    ``timeout`` bounds each request (seconds, default 10); ``headers`` are added to
+    each request (e.g. an API key; never shown in ``repr`` or errors).
 
     Unset arguments come from the standard variables, the logs-specific one first:
     ``OTEL_EXPORTER_OTLP_LOGS_ENDPOINT`` (used as is) or ``OTEL_EXPORTER_OTLP_ENDPOINT``
