@@ -27,10 +27,10 @@ dispatcher's 5 ms ``linger``, the HTTP and OTLP sinks' 50 ms): slowed down, its
 batches would hold tens of times fewer records than at full speed, and every
 per-batch cost (a POST, a write, a task step) would be counted that much more often
 per request. So its windows are stretched by the slowdown (``--time-scale``; by
-default measured: the floor's requests/s at full speed over its rate under valgrind,
-same connections), which keeps its batches the size they have at full speed. The
-other options batch by count or not at all (the OpenTelemetry SDK's processor exports
-512 records at a time under load) and run as they are.
+default measured: the floor's requests/s at full speed, driven as the timed benchmark
+drives it, over its rate under valgrind), which keeps its batches the size they have
+at full speed. The other options batch by count or not at all (the OpenTelemetry
+SDK's processor exports 512 records at a time under load) and run as they are.
 
 The destination that stalls is left out: its stalls are in wall-clock time, which
 valgrind stretches.
@@ -182,8 +182,10 @@ def build_cells(dests: list[str], only: set[str] | None) -> tuple[list[Cell], li
     return cells, skipped
 
 
-def full_speed_rps(framework: str, connections: int, n: int = 3000) -> float:
-    """The floor server's requests/s at full speed (no valgrind), ``connections`` at once."""
+def full_speed_rps(framework: str) -> float:
+    """The floor server's requests/s at full speed (no valgrind), at saturation as the
+    timed benchmark drives it: ``wrk`` with 32 connections where installed (a Python
+    client cannot keep the lighter app busy), else the Python closed loop."""
     with tempfile.TemporaryDirectory(prefix="aiologsinks-ir-") as tmp:
         port = service.free_port()
         spec = {
@@ -197,10 +199,9 @@ def full_speed_rps(framework: str, connections: int, n: int = 3000) -> float:
         }
         server = service.start_server(spec)
         try:
-            asyncio.run(send(port, n // 10, connections))  # warm-up
-            t0 = time.perf_counter()
-            asyncio.run(send(port, n, connections))
-            return n / (time.perf_counter() - t0)
+            wrk = shutil.which("wrk") is not None
+            service.closed_loop(port, 1.0, 32, wrk)  # warm-up
+            return float(service.closed_loop(port, 3.0, 32, wrk)["rps"])
         finally:
             server.kill()
             server.wait()
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  skipped {s}")
     started = time.perf_counter()
     if opts.scale is None:
-        opts.full_rps = full_speed_rps(opts.framework, opts.connections)
+        opts.full_rps = full_speed_rps(opts.framework)
     run(cells, opts, log)
     from benchmarks._service_app import EXC_EVERY
 
