@@ -58,7 +58,6 @@ if __package__ in (None, ""):
 
 from benchmarks import service
 from benchmarks._loadgen import Conn
-from benchmarks._peers import Peer
 
 #: the destinations counted here (the stalling peer is not: see the module's doc)
 DESTS = ("file", "http", "syslog", "otlp")
@@ -114,27 +113,12 @@ def count(
 ) -> tuple[int, int, float]:
     """Run one server under cachegrind for ``n`` requests, aiologsinks' batching
     windows stretched ``scale``-fold; (instructions, logged, seconds the requests took)."""
-    kind = service.DESTS[dest][1] if contender != "null" else None
-    peer: Any = None
-    if kind == "otlp":
-        from benchmarks._otlp_peer import OTLPPeer
-
-        peer = OTLPPeer()
-    elif kind:
-        peer = Peer(kind)
+    peer = service.start_peer(service.DESTS[dest][1] if contender != "null" else None)
     with tempfile.TemporaryDirectory(prefix="aiologsinks-ir-") as tmp:
         out_file = os.path.join(tmp, "cachegrind.out")
-        port = service.free_port()
-        spec: dict[str, Any] = {
-            "framework": framework,
-            "contender": contender,
-            "dest": dest,
-            "port": port,
-            "dir": tmp,
-            "peer_port": peer.port if peer else None,
-            "result": os.path.join(tmp, "result.json"),
-            "time_scale": scale,
-        }
+        spec = service.server_spec(framework, contender, dest, tmp, peer)
+        spec["time_scale"] = scale
+        port = spec["port"]
         prefix = (
             "valgrind",
             "--tool=cachegrind",
@@ -164,47 +148,20 @@ def count(
 
 
 def build_cells(dests: list[str], only: set[str] | None) -> tuple[list[Cell], list[str]]:
-    """The floor and each option per destination (as the timed benchmark's, minus the
-    ones whose modules are missing); the skipped, with the reason."""
-    cells = [Cell("file", "null", service.LABELS["null"])]
-    skipped: list[str] = []
-    for dest in dests:
-        for contender in service.PER_DEST[dest]:
-            if only is not None and contender not in only:
-                continue
-            reason = service.unavailable(contender, dest)
-            if reason:
-                skipped.append(f"{dest}/{contender}: {reason}")
-                continue
-            handler, sink = service.HANDLERS[dest]
-            label = service.LABELS[contender].format(handler=handler, sink=sink)
-            cells.append(Cell(dest, contender, label))
-    return cells, skipped
+    """The timed benchmark's cells (the floor, then each available option per
+    destination) and the skipped, with the reason."""
+    cells, skipped = service.build_cells(dests, only)
+    return [Cell(c.dest, c.contender, c.label) for c in cells], skipped
 
 
 def full_speed_rps(framework: str) -> float:
     """The floor server's requests/s at full speed (no valgrind), at saturation as the
     timed benchmark drives it: ``wrk`` with 32 connections where installed (a Python
     client cannot keep the lighter app busy), else the Python closed loop."""
-    with tempfile.TemporaryDirectory(prefix="aiologsinks-ir-") as tmp:
-        port = service.free_port()
-        spec = {
-            "framework": framework,
-            "contender": "null",
-            "dest": "file",
-            "port": port,
-            "dir": tmp,
-            "peer_port": None,
-            "result": os.path.join(tmp, "result.json"),
-        }
-        server = service.start_server(spec)
-        try:
-            wrk = shutil.which("wrk") is not None
-            service.closed_loop(port, 1.0, 32, wrk)  # warm-up
-            return float(service.closed_loop(port, 3.0, 32, wrk)["rps"])
-        finally:
-            server.kill()
-            server.wait()
+    wrk = shutil.which("wrk") is not None
+    with service.reference_server(framework) as floor:
+        service.closed_loop(floor.port, 1.0, 32, wrk)  # warm-up
+        return float(service.closed_loop(floor.port, 3.0, 32, wrk)["rps"])
 
 
 def run(cells: list[Cell], opts: argparse.Namespace, log: Any) -> None:

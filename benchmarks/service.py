@@ -323,20 +323,36 @@ class Reference:
     server: subprocess.Popen[bytes]
 
 
+def server_spec(
+    framework: str, contender: str, dest: str, tmp: str, peer: Any = None
+) -> dict[str, Any]:
+    """What ``benchmarks._service_app`` is started with: a free port, files in ``tmp``."""
+    return {
+        "framework": framework,
+        "contender": contender,
+        "dest": dest,
+        "port": free_port(),
+        "dir": tmp,
+        "peer_port": peer.port if peer else None,
+        "result": os.path.join(tmp, "result.json"),
+    }
+
+
+def start_peer(kind: str | None, *stall: float) -> Any:
+    """The destination's peer process (``DESTS``' kind; None: no peer, as for a file)."""
+    if kind == "otlp":
+        from benchmarks._otlp_peer import OTLPPeer
+
+        return OTLPPeer()
+    return Peer(kind, *stall) if kind else None
+
+
 @contextlib.contextmanager
 def reference_server(framework: str) -> Iterator[Reference]:
     """A floor (NullHandler) server for one round."""
     with tempfile.TemporaryDirectory(prefix="aiologsinks-ref-") as tmp:
-        port = free_port()
-        spec = {
-            "framework": framework,
-            "contender": "null",
-            "dest": "file",
-            "port": port,
-            "dir": tmp,
-            "peer_port": None,
-            "result": os.path.join(tmp, "result.json"),
-        }
+        spec = server_spec(framework, "null", "file", tmp)
+        port = spec["port"]
         server = start_server(spec)
         try:
             yield Reference(port, server)
@@ -437,26 +453,12 @@ def run_cell(
     ``reference`` (the floor's server), the saturation phase alternates with it."""
     kind = DESTS[cell.dest][1] if cell.contender != "null" else None
     stall = (opts.stall_every, opts.stall_ms / 1e3) if kind == "stall" else ()
-    peer: Peer | None = None
-    if kind == "otlp":
-        from benchmarks._otlp_peer import OTLPPeer
-
-        peer = OTLPPeer()
-    elif kind:
-        peer = Peer(kind, *stall)
+    peer = start_peer(kind, *stall)
     server: subprocess.Popen[bytes] | None = None
     with tempfile.TemporaryDirectory(prefix="aiologsinks-svc-") as tmp:
         try:
-            port = free_port()
-            spec: dict[str, Any] = {
-                "framework": framework,
-                "contender": cell.contender,
-                "dest": cell.dest,
-                "port": port,
-                "dir": tmp,
-                "peer_port": peer.port if peer else None,
-                "result": os.path.join(tmp, "result.json"),
-            }
+            spec = server_spec(framework, cell.contender, cell.dest, tmp, peer)
+            port = spec["port"]
             server = start_server(spec)
             out: dict[str, Any] = {}
             # with the floor beside it, in alternating slices: the p99s are paired
