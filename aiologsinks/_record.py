@@ -230,7 +230,10 @@ class _Stack(traceback.StackSummary):
         key = _stack_key(self, kwargs)
         if key is None:
             return super().format(**kwargs)
-        lines = _stack_texts.get(key)
+        try:
+            lines = _stack_texts.get(key)
+        except TypeError:  # an option that cannot be a key
+            return super().format(**kwargs)
         if lines is None:
             lines = tuple(super().format(**kwargs))
             if len(_stack_texts) >= _STACK_TEXTS_MAX:
@@ -248,7 +251,7 @@ _STACK_SPAN_MAX = 20
 
 def _stack_key(stack: traceback.StackSummary, options: dict[str, Any]) -> tuple[Any, ...] | None:
     """What the text of ``stack`` depends on, or None when it is not worth a key
-    (captured locals, a line given instead of read, an unhashable option)."""
+    (captured locals, a line given instead of read)."""
     parts: list[Any] = [tuple(sorted(options.items()))]
     for frame in stack:
         if frame.locals is not None:
@@ -275,12 +278,7 @@ def _stack_key(stack: traceback.StackSummary, options: dict[str, Any]) -> tuple[
                 lines,
             )
         )
-    key = tuple(parts)
-    try:
-        hash(key)
-    except TypeError:
-        return None
-    return key
+    return tuple(parts)
 
 
 # ``extra=`` names by the shape of a record's __dict__ (all its keys, in order); a
