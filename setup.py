@@ -9,6 +9,11 @@ from setuptools import Extension, setup
 
 setup(
     ext_modules=[
-        Extension("aiologsinks._speedups", ["aiologsinks/_speedups.c"], optional=True),
+        Extension(
+            "aiologsinks._speedups",
+            ["aiologsinks/_speedups.c"],
+            depends=["aiologsinks/_shortest.h"],
+            optional=True,
+        ),
     ]
 )

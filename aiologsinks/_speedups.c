@@ -22,6 +22,13 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "_shortest.h"
+
+/* 1 where float.__repr__ writes the shortest round-tripping digits (sys.float_repr_style
+ * "short", every platform CPython builds on with IEEE doubles): json_run then writes
+ * floats with shortest_repr, the same text without a str object or the digit search */
+static int short_float_repr = 0;
+
 static PyObject *fields = NULL; /* tuple of str: LogRecord's attributes, in order */
 static Py_ssize_t n_fields = 0;
 static Py_ssize_t args_at = -1;
@@ -455,6 +462,12 @@ json_value(Buf *b, PyObject *v, PyObject *encode, JsonCache *cache)
         }
         if (d == -Py_HUGE_VAL) {
             return buf_put(b, "-Infinity", 9) < 0 ? -1 : 1;
+        }
+        if (short_float_repr) {
+            /* a record's floats are its own: not worth a cache slot */
+            char digits[32];
+            Py_ssize_t n = shortest_repr(d, digits);
+            return buf_put(b, digits, n) < 0 ? -1 : 1;
         }
         text = PyFloat_Type.tp_repr(v);
     }
@@ -1791,6 +1804,27 @@ static PyTypeObject FdWriterType = {
 };
 #endif /* _WIN32 */
 
+static PyObject *
+float_repr(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    double d = PyFloat_AsDouble(arg);
+    if (d == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!short_float_repr || !isfinite(d)) {
+        PyObject *f = PyFloat_FromDouble(d);
+        if (f == NULL) {
+            return NULL;
+        }
+        PyObject *text = PyFloat_Type.tp_repr(f);
+        Py_DECREF(f);
+        return text;
+    }
+    char digits[32];
+    Py_ssize_t n = shortest_repr(d, digits);
+    return PyUnicode_FromStringAndSize(digits, n);
+}
+
 static PyMethodDef methods[] = {
     {"freeze_plain", freeze_plain, METH_O,
      "The frozen tuple of a plain record's __dict__, or None when it is not plain."},
@@ -1801,6 +1835,8 @@ static PyMethodDef methods[] = {
      "JSON-encode a run of common frozen records (see sinks/http.py)."},
     {"otlp_run", (PyCFunction)(void (*)(void))otlp_run, METH_FASTCALL,
      "OTLP-protobuf-encode a run of common frozen records (see sinks/otlp.py)."},
+    {"float_repr", float_repr, METH_O,
+     "repr(float(x)), as json_run writes floats (tests compare the two)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1838,6 +1874,9 @@ PyInit__speedups(void)
     if (intern_names() < 0 || PyType_Ready(&ShimType) < 0) {
         return NULL;
     }
+    PyObject *style = PySys_GetObject("float_repr_style"); /* borrowed */
+    short_float_repr = style != NULL && PyUnicode_Check(style)
+                       && PyUnicode_CompareWithASCIIString(style, "short") == 0;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) {
         return NULL;
