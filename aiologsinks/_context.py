@@ -62,7 +62,10 @@ _contexts: weakref.WeakKeyDictionary[logging.LogRecord, contextvars.Context] = (
 
 
 class _Switch:
-    on = False
+    def __init__(self) -> None:
+        # an instance attribute from the start: the compiled shim reads it from the
+        # instance's dict
+        self.on = False
 
 
 _switch = _Switch()

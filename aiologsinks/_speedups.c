@@ -1147,6 +1147,18 @@ typedef struct {
     PyObject *switch_;       /* _context._switch: .on while a context is captured */
     PyObject *bound;         /* the ContextVar of the bound fields */
     PyObject *record_type;   /* logging.LogRecord */
+    /* What is read per record, held from the start: the instance dicts of the handler
+     * ("filters"), the dispatcher ("_accepting", "_wake_pending") and the switch
+     * ("on"), whose values a dict lookup reads without the attribute protocol's type
+     * walk (none of these names is a descriptor on its class); the dispatcher's queue
+     * (checked per record to still be its "_items"), its bound method append and the
+     * dispatcher's bound, which is set once */
+    PyObject *handler_dict;
+    PyObject *dispatcher_dict;
+    PyObject *switch_dict;
+    PyObject *items;
+    PyObject *append;
+    Py_ssize_t limit;
     vectorcallfunc vectorcall;
 } Shim;
 
@@ -1163,6 +1175,11 @@ shim_traverse(Shim *self, visitproc visit, void *arg)
     Py_VISIT(self->switch_);
     Py_VISIT(self->bound);
     Py_VISIT(self->record_type);
+    Py_VISIT(self->handler_dict);
+    Py_VISIT(self->dispatcher_dict);
+    Py_VISIT(self->switch_dict);
+    Py_VISIT(self->items);
+    Py_VISIT(self->append);
     return 0;
 }
 
@@ -1176,6 +1193,11 @@ shim_clear(Shim *self)
     Py_CLEAR(self->switch_);
     Py_CLEAR(self->bound);
     Py_CLEAR(self->record_type);
+    Py_CLEAR(self->handler_dict);
+    Py_CLEAR(self->dispatcher_dict);
+    Py_CLEAR(self->switch_dict);
+    Py_CLEAR(self->items);
+    Py_CLEAR(self->append);
     return 0;
 }
 
@@ -1187,17 +1209,16 @@ shim_dealloc(Shim *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* 1: the attribute is exactly the object expected; 0: it is not; -1: an error */
+/* 1: the instance attribute (an entry of the object's dict) is exactly the object
+ * expected; 0: it is not, or it is missing; -1: an error */
 static int
-attr_is(PyObject *obj, PyObject *name, PyObject *expected)
+attr_is(PyObject *dict, PyObject *name, PyObject *expected)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    PyObject *v = PyDict_GetItemWithError(dict, name); /* borrowed */
     if (v == NULL) {
-        return -1;
+        return PyErr_Occurred() ? -1 : 0;
     }
-    int is = v == expected;
-    Py_DECREF(v);
-    return is;
+    return v == expected;
 }
 
 /* 1: the record is the plain case, 0: it is not, -1: an error; *hook is the trace
@@ -1209,20 +1230,18 @@ shim_plain(Shim *self, PyObject *record, PyObject **hook_out)
     if (Py_TYPE(record) != (PyTypeObject *)self->record_type) {
         return 0;
     }
-    PyObject *filters = PyObject_GetAttr(self->handler, s_filters);
+    PyObject *filters = PyDict_GetItemWithError(self->handler_dict, s_filters);
     if (filters == NULL) {
-        return -1;
+        return PyErr_Occurred() ? -1 : 0;
     }
-    int none = PyList_CheckExact(filters) && PyList_GET_SIZE(filters) == 0;
-    Py_DECREF(filters);
-    if (!none) {
+    if (!PyList_CheckExact(filters) || PyList_GET_SIZE(filters) != 0) {
         return 0;
     }
     PyObject *hook = PyDict_GetItemWithError(self->trace_globals, s_hook);
     if (hook == NULL) {
         return PyErr_Occurred() ? -1 : 0;
     }
-    int off = attr_is(self->switch_, s_on, Py_False);
+    int off = attr_is(self->switch_dict, s_on, Py_False);
     if (off <= 0) {
         return off;
     }
@@ -1244,35 +1263,29 @@ static int
 shim_append(Shim *self, PyObject *frozen)
 {
     PyObject *d = self->dispatcher;
-    int accepting = attr_is(d, s_accepting, Py_True);
+    int accepting = attr_is(self->dispatcher_dict, s_accepting, Py_True);
     if (accepting <= 0) {
         if (accepting < 0) {
             PyErr_Clear();
         }
         return 0;
     }
-    PyObject *items = PyObject_GetAttr(d, s_items);
-    if (items == NULL) {
+    if (PyDict_GetItemWithError(self->dispatcher_dict, s_items) != self->items) {
         PyErr_Clear();
-        return 0;
+        return 0; /* another queue than the one held: submit() appends to it */
     }
-    PyObject *bound = PyObject_GetAttr(d, s_bound);
-    Py_ssize_t n = PyObject_Length(items);
-    Py_ssize_t limit = bound != NULL && PyLong_CheckExact(bound) ? PyLong_AsSsize_t(bound) : -1;
-    Py_XDECREF(bound);
-    if (n < 0 || limit < 0 || n >= limit) {
+    Py_ssize_t n = PyObject_Length(self->items);
+    if (n < 0 || n >= self->limit) {
         PyErr_Clear();
-        Py_DECREF(items);
-        return 0; /* full, or not what a Dispatcher holds: submit() decides */
+        return 0; /* full: submit() applies the overflow policy */
     }
-    PyObject *rv = PyObject_CallMethodOneArg(items, s_append, frozen);
-    Py_DECREF(items);
+    PyObject *rv = PyObject_CallOneArg(self->append, frozen);
     if (rv == NULL) {
         PyErr_Clear();
         return 0; /* not appended: submit() tries */
     }
     Py_DECREF(rv);
-    int pending = attr_is(d, s_pending, Py_True);
+    int pending = attr_is(self->dispatcher_dict, s_pending, Py_True);
     if (pending < 0) {
         return -1;
     }
@@ -1353,6 +1366,39 @@ shim_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kw
     return Py_NewRef(record);
 }
 
+/* Takes what shim_call reads per record (see Shim); a TypeError names what is not as a
+ * Dispatcher, its handler and the switch have it */
+static int
+shim_hold_state(Shim *self)
+{
+    self->handler_dict = PyObject_GenericGetDict(self->handler, NULL);
+    self->dispatcher_dict = PyObject_GenericGetDict(self->dispatcher, NULL);
+    self->switch_dict = PyObject_GenericGetDict(self->switch_, NULL);
+    if (self->handler_dict == NULL || self->dispatcher_dict == NULL
+        || self->switch_dict == NULL) {
+        return -1;
+    }
+    PyObject *items = PyDict_GetItemWithError(self->dispatcher_dict, s_items);
+    PyObject *limit = PyDict_GetItemWithError(self->dispatcher_dict, s_bound);
+    if (items == NULL || limit == NULL || !PyLong_CheckExact(limit)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError,
+                            "Shim(): the dispatcher has no _items queue or int _bound");
+        }
+        return -1;
+    }
+    self->items = Py_NewRef(items);
+    self->limit = PyLong_AsSsize_t(limit);
+    if (self->limit < 0) {
+        if (PyErr_Occurred()) {
+            return -1;
+        }
+        self->limit = 0; /* every record through submit(), which knows what it means */
+    }
+    self->append = PyObject_GetAttr(items, s_append);
+    return self->append == NULL ? -1 : 0;
+}
+
 static PyObject *
 shim_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -1388,6 +1434,10 @@ shim_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     self->bound = Py_NewRef(bound);
     self->record_type = Py_NewRef(record_type);
     self->vectorcall = shim_call;
+    if (shim_hold_state(self) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     return (PyObject *)self;
 }
 
