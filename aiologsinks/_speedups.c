@@ -19,6 +19,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -232,6 +233,209 @@ freeze_plain(PyObject *module, PyObject *d)
  * end. The lines are exactly the Python loop's: the same format, the same getter, the
  * same %; where that % fails, this stops at the item and the Python loop reports it.
  */
+/* fmt % values for the common lines, without PyUnicode_Format's general machinery
+ * (its writer, its per-conversion dispatch and the result's resizing): an ASCII
+ * format whose conversions are %s of an ASCII str, an int or a float, %d/%i of an int
+ * or a float (optionally with a width, zero-padded or not), %f/%.Nf of a float, and
+ * %%, with exactly as many values as conversions. 1: *line is the text, the same as
+ * PyUnicode_Format's; 0: not such a line (nothing done: the caller uses
+ * PyUnicode_Format, which also reports what is wrong with it); -1: an error. */
+#define PERCENT_MAX 4096
+
+static Py_ssize_t
+decimal_text(long long x, Py_ssize_t width, int zero, char *out)
+{
+    /* out holds at least 20 + width bytes */
+    char digits[24];
+    int n = 0;
+    unsigned long long u = x < 0 ? 0ULL - (unsigned long long)x : (unsigned long long)x;
+    do {
+        digits[sizeof digits - 1 - n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    Py_ssize_t len = n + (x < 0), pad = width > len ? width - len : 0;
+    char *p = out;
+    if (!zero) {
+        memset(p, ' ', (size_t)pad);
+        p += pad;
+    }
+    if (x < 0) {
+        *p++ = '-';
+    }
+    if (zero) {
+        memset(p, '0', (size_t)pad);
+        p += pad;
+    }
+    memcpy(p, digits + sizeof digits - n, (size_t)n);
+    return p + n - out;
+}
+
+static int
+fast_percent(PyObject *fmt, PyObject *values, PyObject **line)
+{
+    if (!PyUnicode_IS_ASCII(fmt) || !PyTuple_CheckExact(values)) {
+        return 0;
+    }
+    const char *f = (const char *)PyUnicode_1BYTE_DATA(fmt);
+    const char *end = f + PyUnicode_GET_LENGTH(fmt);
+    Py_ssize_t n_values = PyTuple_GET_SIZE(values), used = 0, n = 0;
+    char out[PERCENT_MAX];
+    char text[96];
+    while (f < end) {
+        const char *pct = memchr(f, '%', (size_t)(end - f));
+        Py_ssize_t literal = (pct != NULL ? pct : end) - f;
+        if (n + literal > PERCENT_MAX) {
+            return 0;
+        }
+        memcpy(out + n, f, (size_t)literal);
+        n += literal;
+        if (pct == NULL) {
+            break;
+        }
+        f = pct + 1;
+        if (f < end && *f == '%') {
+            if (n + 1 > PERCENT_MAX) {
+                return 0;
+            }
+            out[n++] = '%';
+            f++;
+            continue;
+        }
+        int zero = 0, precision = -1;
+        Py_ssize_t width = 0;
+        if (f < end && *f == '0') {
+            zero = 1;
+            f++;
+        }
+        while (f < end && *f >= '0' && *f <= '9') {
+            width = width * 10 + (*f++ - '0');
+            if (width > 64) {
+                return 0;
+            }
+        }
+        if (f < end && *f == '.') {
+            precision = 0;
+            for (f++; f < end && *f >= '0' && *f <= '9'; f++) {
+                precision = precision * 10 + (*f - '0');
+                if (precision > 40) {
+                    return 0;
+                }
+            }
+        }
+        if (f >= end || used >= n_values) {
+            return 0;
+        }
+        char conversion = *f++;
+        PyObject *v = PyTuple_GET_ITEM(values, used++);
+        const char *piece = text;
+        Py_ssize_t size;
+        char *allocated = NULL;
+        if (conversion == 's' && width == 0 && precision < 0 && !zero) {
+            if (PyUnicode_CheckExact(v)) {
+                if (!PyUnicode_IS_ASCII(v)) {
+                    return 0;
+                }
+                piece = (const char *)PyUnicode_1BYTE_DATA(v);
+                size = PyUnicode_GET_LENGTH(v);
+            }
+            else if (PyLong_CheckExact(v)) {
+                int overflow;
+                long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+                if (overflow || (x == -1 && PyErr_Occurred())) {
+                    PyErr_Clear();
+                    return 0;
+                }
+                size = decimal_text(x, 0, 0, text);
+            }
+            else if (PyFloat_CheckExact(v) && short_float_repr
+                     && isfinite(PyFloat_AS_DOUBLE(v))) {
+                size = shortest_repr(PyFloat_AS_DOUBLE(v), text); /* str(float) is repr */
+            }
+            else {
+                return 0;
+            }
+        }
+        else if ((conversion == 'd' || conversion == 'i') && precision < 0) {
+            long long x;
+            if (PyLong_CheckExact(v)) {
+                int overflow;
+                x = PyLong_AsLongLongAndOverflow(v, &overflow);
+                if (overflow || (x == -1 && PyErr_Occurred())) {
+                    PyErr_Clear();
+                    return 0;
+                }
+            }
+            else if (PyFloat_CheckExact(v) && fabs(PyFloat_AS_DOUBLE(v)) < 9.0e18) {
+                x = (long long)PyFloat_AS_DOUBLE(v); /* int(): toward zero */
+            }
+            else {
+                return 0;
+            }
+            size = decimal_text(x, width, zero, text);
+        }
+        else if (conversion == 'f' && width == 0 && !zero && PyFloat_CheckExact(v)
+                 && isfinite(PyFloat_AS_DOUBLE(v))) {
+            /* what PyUnicode_Format's %f calls, with the same arguments */
+            allocated = PyOS_double_to_string(PyFloat_AS_DOUBLE(v), 'f',
+                                              precision < 0 ? 6 : precision, 0, NULL);
+            if (allocated == NULL) {
+                return -1;
+            }
+            piece = allocated;
+            size = (Py_ssize_t)strlen(allocated);
+        }
+        else {
+            return 0;
+        }
+        int room = n + size <= PERCENT_MAX;
+        if (room) {
+            memcpy(out + n, piece, (size_t)size);
+            n += size;
+        }
+        PyMem_Free(allocated);
+        if (!room) {
+            return 0;
+        }
+    }
+    if (used != n_values) {
+        return 0; /* PyUnicode_Format says "not all arguments converted" */
+    }
+    PyObject *result = PyUnicode_New(n, 127);
+    if (result == NULL) {
+        return -1;
+    }
+    memcpy(PyUnicode_1BYTE_DATA(result), out, (size_t)n);
+    *line = result;
+    return 1;
+}
+
+/* fmt % values: the compiled way where it applies, else PyUnicode_Format */
+static PyObject *
+percent(PyObject *fmt, PyObject *values)
+{
+    PyObject *line;
+    int fast = fast_percent(fmt, values, &line);
+    if (fast == 0) {
+        return PyUnicode_Format(fmt, values);
+    }
+    return fast < 0 ? NULL : line;
+}
+
+static PyObject *
+percent_format(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyUnicode_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "percent_format(fmt: str, values: tuple)");
+        return NULL;
+    }
+    PyObject *line;
+    int rc = fast_percent(args[0], args[1], &line);
+    if (rc < 0) {
+        return NULL;
+    }
+    return rc ? line : Py_NewRef(Py_None);
+}
+
 static int
 formats_one(PyObject *fmt, PyObject *getter, PyObject *v, PyObject *out)
 {
@@ -239,7 +443,7 @@ formats_one(PyObject *fmt, PyObject *getter, PyObject *v, PyObject *out)
     if (values == NULL) {
         return -1;
     }
-    PyObject *line = PyUnicode_Format(fmt, values);
+    PyObject *line = percent(fmt, values);
     Py_DECREF(values);
     if (line == NULL) {
         return -1;
@@ -521,7 +725,7 @@ frozen_message(PyObject *v, PyObject **names, PyObject **merged)
     if (deferred == NULL) {
         return -1;
     }
-    PyObject *text = PyUnicode_Format(msg, deferred);
+    PyObject *text = percent(msg, deferred);
     Py_DECREF(deferred);
     if (text == NULL) {
         PyErr_Clear(); /* kept unmerged: the Python loop reports it */
@@ -1885,6 +2089,8 @@ static PyMethodDef methods[] = {
      "JSON-encode a run of common frozen records (see sinks/http.py)."},
     {"otlp_run", (PyCFunction)(void (*)(void))otlp_run, METH_FASTCALL,
      "OTLP-protobuf-encode a run of common frozen records (see sinks/otlp.py)."},
+    {"percent_format", (PyCFunction)(void (*)(void))percent_format, METH_FASTCALL,
+     "fmt % values where the compiled line formatting takes it, else None (tests)."},
     {"float_repr", float_repr, METH_O,
      "repr(float(x)), as json_run writes floats (tests compare the two)."},
     {NULL, NULL, 0, NULL},
