@@ -49,7 +49,9 @@ from ._sink import Sink, _default_formatter, overridden
 #: the compiled inner loop of FrozenFormat.lines (see _speedups.c), or None: the
 #: loop in Python is complete
 _format_run: Callable[..., int] | None = None
+_Fields: Callable[[list[int]], Callable[[Frozen], tuple[Any, ...]]] | None = None
 if ACCELERATED:
+    from ._speedups import Fields as _Fields
     from ._speedups import format_run as _format_run
 
 __all__ = ["FrozenFormat", "PlainFormat", "format_batch", "plain_percent_format"]
@@ -427,6 +429,9 @@ class FrozenFormat:
 
 
 def _getter(indices: list[int]) -> Callable[[Frozen], tuple[Any, ...]]:
+    if _Fields is not None and len(indices) <= 64:
+        # the compiled loop reads a record's values through it without a tuple
+        return _Fields(indices)
     if len(indices) > 1:
         return operator.itemgetter(*indices)
     if indices:

@@ -64,11 +64,15 @@ shared(int k, PyObject *v)
         }
     }
     else if (PyLong_CheckExact(v)) {
-        int eq = PyObject_RichCompareBool(v, last, Py_EQ);
-        if (eq < 0) {
+        /* thread and process ids fit in 64 bits: compared without the rich-compare
+         * dispatch; larger ones are simply not shared */
+        int over_v, over_last;
+        long long a = PyLong_AsLongLongAndOverflow(v, &over_v);
+        long long b = PyLong_AsLongLongAndOverflow(last, &over_last);
+        if (PyErr_Occurred()) {
             PyErr_Clear();
         }
-        else if (eq) {
+        else if (!over_v && !over_last && a == b) {
             return last;
         }
     }
@@ -271,14 +275,14 @@ decimal_text(long long x, Py_ssize_t width, int zero, char *out)
 }
 
 static int
-fast_percent(PyObject *fmt, PyObject *values, PyObject **line)
+fast_percent(PyObject *fmt, PyObject *const *values, Py_ssize_t n_values, PyObject **line)
 {
-    if (!PyUnicode_IS_ASCII(fmt) || !PyTuple_CheckExact(values)) {
+    if (!PyUnicode_IS_ASCII(fmt)) {
         return 0;
     }
     const char *f = (const char *)PyUnicode_1BYTE_DATA(fmt);
     const char *end = f + PyUnicode_GET_LENGTH(fmt);
-    Py_ssize_t n_values = PyTuple_GET_SIZE(values), used = 0, n = 0;
+    Py_ssize_t used = 0, n = 0;
     char out[PERCENT_MAX];
     char text[96];
     while (f < end) {
@@ -326,7 +330,7 @@ fast_percent(PyObject *fmt, PyObject *values, PyObject **line)
             return 0;
         }
         char conversion = *f++;
-        PyObject *v = PyTuple_GET_ITEM(values, used++);
+        PyObject *v = values[used++];
         const char *piece = text;
         Py_ssize_t size;
         char *allocated = NULL;
@@ -414,7 +418,10 @@ static PyObject *
 percent(PyObject *fmt, PyObject *values)
 {
     PyObject *line;
-    int fast = fast_percent(fmt, values, &line);
+    int fast = PyTuple_CheckExact(values)
+                   ? fast_percent(fmt, &PyTuple_GET_ITEM(values, 0), PyTuple_GET_SIZE(values),
+                                  &line)
+                   : 0;
     if (fast == 0) {
         return PyUnicode_Format(fmt, values);
     }
@@ -428,17 +435,156 @@ percent_format(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t na
         PyErr_SetString(PyExc_TypeError, "percent_format(fmt: str, values: tuple)");
         return NULL;
     }
+    if (!PyTuple_CheckExact(args[1])) {
+        Py_RETURN_NONE;
+    }
     PyObject *line;
-    int rc = fast_percent(args[0], args[1], &line);
+    int rc = fast_percent(args[0], &PyTuple_GET_ITEM(args[1], 0), PyTuple_GET_SIZE(args[1]),
+                          &line);
     if (rc < 0) {
         return NULL;
     }
     return rc ? line : Py_NewRef(Py_None);
 }
 
+/* Fields(indices): operator.itemgetter(*indices) that always returns a tuple (also of
+ * one index or none), for the formats' values. format_run reads a record's values
+ * through it in place, without the tuple, where the compiled formatting takes the
+ * line. */
+#define FIELDS_MAX 64
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Py_ssize_t n;
+    Py_ssize_t at[FIELDS_MAX];
+} Fields;
+
+static PyTypeObject FieldsType;
+
+static PyObject *
+fields_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    Fields *self = (Fields *)callable;
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames != NULL && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError, "Fields() takes one positional argument");
+        return NULL;
+    }
+    PyObject *v = args[0];
+    PyObject *out = PyTuple_New(self->n);
+    if (out == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < self->n; k++) {
+        PyObject *item = PySequence_GetItem(v, self->at[k]);
+        if (item == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, k, item);
+    }
+    return out;
+}
+
+static PyObject *
+fields_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    PyObject *indices;
+    if ((kwargs != NULL && PyDict_GET_SIZE(kwargs))
+        || !PyArg_UnpackTuple(args, "Fields", 1, 1, &indices)) {
+        if (!PyErr_Occurred()) {
+            PyErr_SetString(PyExc_TypeError, "Fields() takes no keyword arguments");
+        }
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(indices, "Fields(): indices must be a sequence");
+    if (seq == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > FIELDS_MAX) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "Fields(): at most %d indices", FIELDS_MAX);
+        return NULL;
+    }
+    Fields *self = (Fields *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(seq);
+        return NULL;
+    }
+    self->vectorcall = fields_call;
+    self->n = n;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        Py_ssize_t i = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(seq, k));
+        if (i < 0) {
+            if (!PyErr_Occurred()) {
+                PyErr_SetString(PyExc_ValueError, "Fields(): indices must be >= 0");
+            }
+            Py_DECREF(seq);
+            Py_DECREF(self);
+            return NULL;
+        }
+        self->at[k] = i;
+    }
+    Py_DECREF(seq);
+    return (PyObject *)self;
+}
+
+static PyObject *
+fields_repr(Fields *self)
+{
+    PyObject *at = PyList_New(self->n);
+    if (at == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < self->n; k++) {
+        PyObject *i = PyLong_FromSsize_t(self->at[k]);
+        if (i == NULL) {
+            Py_DECREF(at);
+            return NULL;
+        }
+        PyList_SET_ITEM(at, k, i);
+    }
+    PyObject *text = PyUnicode_FromFormat("Fields(%R)", at);
+    Py_DECREF(at);
+    return text;
+}
+
+static PyTypeObject FieldsType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "aiologsinks._speedups.Fields",
+    .tp_basicsize = sizeof(Fields),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_doc = "Fields(indices)(v) -> tuple(v[i] for i in indices).",
+    .tp_new = fields_new,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(Fields, vectorcall),
+    .tp_repr = (reprfunc)fields_repr,
+};
+
 static int
 formats_one(PyObject *fmt, PyObject *getter, PyObject *v, PyObject *out)
 {
+    if (Py_TYPE(getter) == &FieldsType && PyTuple_CheckExact(v)) {
+        /* the values in place: borrowed from v, which the caller holds */
+        Fields *g = (Fields *)getter;
+        PyObject *values[FIELDS_MAX];
+        Py_ssize_t k = 0, size = PyTuple_GET_SIZE(v);
+        for (; k < g->n && g->at[k] < size; k++) {
+            values[k] = PyTuple_GET_ITEM(v, g->at[k]);
+        }
+        if (k == g->n) {
+            PyObject *line;
+            int fast = fast_percent(fmt, values, g->n, &line);
+            if (fast < 0) {
+                return -1;
+            }
+            if (fast) {
+                int rc = PyList_Append(out, line);
+                Py_DECREF(line);
+                return rc;
+            }
+        }
+    }
     PyObject *values = PyObject_CallOneArg(getter, v);
     if (values == NULL) {
         return -1;
@@ -2135,6 +2281,11 @@ PyInit__speedups(void)
                        && PyUnicode_CompareWithASCIIString(style, "short") == 0;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) {
+        return NULL;
+    }
+    if (PyType_Ready(&FieldsType) < 0
+        || PyModule_AddObjectRef(m, "Fields", (PyObject *)&FieldsType) < 0) {
+        Py_DECREF(m);
         return NULL;
     }
     if (PyModule_AddObjectRef(m, "Shim", (PyObject *)&ShimType) < 0) {

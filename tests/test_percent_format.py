@@ -5,6 +5,7 @@ everything else is left to ``%`` (``percent_format`` returns None)."""
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -116,3 +117,28 @@ def test_each_supported_conversion_is_taken(percent_format: Format, spec: str, v
         value = float(value)  # %f of an int is left to %
     fmt = f"<{spec}>"
     assert percent_format(fmt, (value,)) == fmt % (value,)
+
+
+def test_fields_picks_as_itemgetter_does_and_always_gives_a_tuple() -> None:
+    need_compiled(_fastformat._format_run is not None)
+    from aiologsinks._speedups import Fields
+
+    record = ("a", 1, 2.5, None)
+    assert Fields([2, 0])(record) == operator.itemgetter(2, 0)(record)
+    assert Fields([1])(record) == (1,)  # itemgetter(1) would give 1
+    assert Fields([])(record) == ()
+    assert Fields([0, 0])(["x", "y"]) == ("x", "x")  # any sequence
+    with pytest.raises(IndexError):
+        Fields([4])(record)
+    with pytest.raises(ValueError, match=">= 0"):
+        Fields([-1])
+    with pytest.raises(ValueError, match="at most 64"):
+        Fields(range(65))
+    assert repr(Fields([3, 1])) == "Fields([3, 1])"
+
+
+def test_frozen_formats_read_values_through_fields() -> None:
+    need_compiled(_fastformat._format_run is not None)
+    from aiologsinks._speedups import Fields
+
+    assert type(_fastformat._getter([1, 2])) is Fields
