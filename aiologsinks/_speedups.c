@@ -757,24 +757,83 @@ buf_put_ascii(Buf *b, PyObject *text)
     return rc;
 }
 
-/* The texts of the values one json_run call has written, by the value's address: the
- * records of one call site share their name, level, path, function, thread and
- * process objects, and each is encoded once per call. Only values the items hold are
- * entered (they stay alive for the whole call, so an address is never reused). */
+/* Room for n more bytes; -1 (MemoryError) when there is none */
+static int
+buf_reserve(Buf *b, Py_ssize_t n)
+{
+    if (b->len + n <= b->cap) {
+        return 0;
+    }
+    Py_ssize_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + n) {
+        cap *= 2;
+    }
+    char *data = PyMem_Realloc(b->data, (size_t)cap);
+    if (data == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    b->data = data;
+    b->cap = cap;
+    return 0;
+}
+
+/* Where the text of the values one json_run call has written is in its buffer, by the
+ * value's address: the records of one call site share their name, level, path,
+ * function, thread and process objects, and each is encoded once per call, then
+ * copied. Only values the items hold are entered (they stay alive for the whole call,
+ * so an address is never reused), and a record that is taken back empties it. */
 #define JSON_CACHE 64
 typedef struct {
     PyObject *key[JSON_CACHE];
-    PyObject *text[JSON_CACHE];
+    Py_ssize_t at[JSON_CACHE];
+    Py_ssize_t len[JSON_CACHE];
 } JsonCache;
 
-static void
-json_cache_clear(JsonCache *c)
+/* The JSON string of ASCII text, as json.dumps (ensure_ascii) writes it: printable
+ * ASCII but '"' and '\\' as is, the usual short escapes, \\u00XX for the rest */
+static int
+json_ascii(Buf *b, const unsigned char *p, Py_ssize_t n)
 {
-    for (int k = 0; k < JSON_CACHE; k++) {
-        Py_CLEAR(c->text[k]);
-        c->key[k] = NULL;
+    if (buf_reserve(b, 6 * n + 2) < 0) {
+        return -1;
     }
+    char *out = b->data + b->len;
+    *out++ = '"';
+    for (Py_ssize_t k = 0; k < n; k++) {
+        unsigned char c = p[k];
+        if (c >= ' ' && c <= '~' && c != '"' && c != '\\') {
+            *out++ = (char)c;
+            continue;
+        }
+        *out++ = '\\';
+        switch (c) {
+        case '"': *out++ = '"'; break;
+        case '\\': *out++ = '\\'; break;
+        case '\b': *out++ = 'b'; break;
+        case '\f': *out++ = 'f'; break;
+        case '\n': *out++ = 'n'; break;
+        case '\r': *out++ = 'r'; break;
+        case '\t': *out++ = 't'; break;
+        default:
+            *out++ = 'u';
+            *out++ = '0';
+            *out++ = '0';
+            *out++ = "0123456789abcdef"[c >> 4];
+            *out++ = "0123456789abcdef"[c & 15];
+        }
+    }
+    *out++ = '"';
+    b->len = out - b->data;
+    return 0;
 }
+
+/* json_run's keys as UTF-8, looked up once a call */
+#define JSON_KEYS_MAX 64
+typedef struct {
+    const char *text[JSON_KEYS_MAX];
+    Py_ssize_t len[JSON_KEYS_MAX];
+} JsonKeys;
 
 /* 1: written; 0: not a common value (nothing written); -1: an error */
 static int
@@ -789,20 +848,8 @@ json_value(Buf *b, PyObject *v, PyObject *encode, JsonCache *cache)
     if (v == Py_False) {
         return buf_put(b, "false", 5) < 0 ? -1 : 1;
     }
-    size_t slot = ((size_t)(uintptr_t)v >> 4) % JSON_CACHE;
-    if (cache != NULL && cache->key[slot] == v) {
-        Py_ssize_t n;
-        const char *p = PyUnicode_AsUTF8AndSize(cache->text[slot], &n);
-        return p == NULL || buf_put(b, p, n) < 0 ? -1 : 1;
-    }
-    PyObject *text;
-    if (PyUnicode_CheckExact(v)) {
-        text = PyObject_CallOneArg(encode, v);
-    }
-    else if (PyLong_CheckExact(v)) {
-        text = PyLong_Type.tp_repr(v);
-    }
-    else if (PyFloat_CheckExact(v)) {
+    if (PyFloat_CheckExact(v)) {
+        /* a record's floats are its own: not worth a cache slot */
         double d = PyFloat_AS_DOUBLE(v);
         if (d != d) {
             return buf_put(b, "NaN", 3) < 0 ? -1 : 1;
@@ -814,29 +861,63 @@ json_value(Buf *b, PyObject *v, PyObject *encode, JsonCache *cache)
             return buf_put(b, "-Infinity", 9) < 0 ? -1 : 1;
         }
         if (short_float_repr) {
-            /* a record's floats are its own: not worth a cache slot */
             char digits[32];
             Py_ssize_t n = shortest_repr(d, digits);
             return buf_put(b, digits, n) < 0 ? -1 : 1;
         }
-        text = PyFloat_Type.tp_repr(v);
+        return buf_put_ascii(b, PyFloat_Type.tp_repr(v)) < 0 ? -1 : 1;
+    }
+    size_t slot = ((size_t)(uintptr_t)v >> 4) % JSON_CACHE;
+    if (cache != NULL && cache->key[slot] == v) {
+        /* a copy of its first text: reserved first, as the buffer may move */
+        Py_ssize_t n = cache->len[slot];
+        if (buf_reserve(b, n) < 0) {
+            return -1;
+        }
+        memcpy(b->data + b->len, b->data + cache->at[slot], (size_t)n);
+        b->len += n;
+        return 1;
+    }
+    Py_ssize_t at = b->len;
+    int rc;
+    if (PyUnicode_CheckExact(v) && PyUnicode_IS_ASCII(v)) {
+        rc = json_ascii(b, PyUnicode_1BYTE_DATA(v), PyUnicode_GET_LENGTH(v));
+    }
+    else if (PyUnicode_CheckExact(v)) {
+        PyObject *text = PyObject_CallOneArg(encode, v);
+        if (text != NULL && !PyUnicode_Check(text)) { /* encode was replaced by something odd */
+            Py_DECREF(text);
+            PyErr_SetString(PyExc_TypeError, "json_run(): encode must return a str");
+            return -1;
+        }
+        rc = buf_put_ascii(b, text);
+    }
+    else if (PyLong_CheckExact(v)) {
+        int overflow;
+        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+        if (x == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        if (overflow) {
+            rc = buf_put_ascii(b, PyLong_Type.tp_repr(v));
+        }
+        else {
+            char digits[24];
+            rc = buf_put(b, digits, decimal_text(x, 0, 0, digits));
+        }
     }
     else {
         return 0;
     }
-    if (text == NULL) {
-        return -1;
-    }
-    if (!PyUnicode_Check(text)) { /* encode was replaced by something odd */
-        Py_DECREF(text);
-        PyErr_SetString(PyExc_TypeError, "json_run(): encode must return a str");
+    if (rc < 0) {
         return -1;
     }
     if (cache != NULL) {
-        Py_XSETREF(cache->text[slot], Py_NewRef(text));
         cache->key[slot] = v;
+        cache->at[slot] = at;
+        cache->len[slot] = b->len - at;
     }
-    return buf_put_ascii(b, text) < 0 ? -1 : 1;
+    return 1;
 }
 
 /* The extra= names of a frozen record (borrowed; NULL: none) and its message merged
@@ -887,7 +968,7 @@ frozen_message(PyObject *v, PyObject **names, PyObject **merged)
 
 /* 1: the record was written; 0: not the common case (b is as it was); -1: error */
 static int
-json_record(Buf *b, PyObject *v, PyObject *keys, PyObject *encode, int first,
+json_record(Buf *b, PyObject *v, const JsonKeys *keys, PyObject *encode, int first,
             JsonCache *cache)
 {
     Py_ssize_t size = PyTuple_GET_SIZE(v);
@@ -908,10 +989,7 @@ json_record(Buf *b, PyObject *v, PyObject *keys, PyObject *encode, int first,
         rc = -1;
     }
     for (Py_ssize_t k = 0; rc == 1 && k < n_fields; k++) {
-        PyObject *key = PyTuple_GET_ITEM(keys, k);
-        Py_ssize_t n;
-        const char *p = PyUnicode_AsUTF8AndSize(key, &n);
-        if (p == NULL || buf_put(b, p, n) < 0) {
+        if (buf_put(b, keys->text[k], keys->len[k]) < 0) {
             rc = -1;
             break;
         }
@@ -946,6 +1024,9 @@ json_record(Buf *b, PyObject *v, PyObject *keys, PyObject *encode, int first,
     Py_XDECREF(merged);
     if (rc != 1) {
         b->len = mark; /* nothing of this record stays */
+        if (cache != NULL) {
+            memset(cache->key, 0, sizeof cache->key); /* its texts may have been there */
+        }
     }
     return rc;
 }
@@ -982,9 +1063,22 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (i < 0) {
         return NULL;
     }
-    if (PyTuple_GET_SIZE(keys) != n_fields) {
+    if (PyTuple_GET_SIZE(keys) != n_fields || n_fields > JSON_KEYS_MAX) {
         PyErr_SetString(PyExc_ValueError, "json_run(): one key per standard field");
         return NULL;
+    }
+    JsonKeys key_texts;
+    for (Py_ssize_t k = 0; k < n_fields; k++) {
+        PyObject *key = PyTuple_GET_ITEM(keys, k);
+        if (!PyUnicode_Check(key)) {
+            PyErr_SetString(PyExc_TypeError, "json_run(): keys must be str");
+            return NULL;
+        }
+        /* kept alive by keys, which the caller holds for the call */
+        key_texts.text[k] = PyUnicode_AsUTF8AndSize(key, &key_texts.len[k]);
+        if (key_texts.text[k] == NULL) {
+            return NULL;
+        }
     }
     Buf b = {NULL, 0, 0};
     JsonCache cache;
@@ -996,10 +1090,9 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
         Py_INCREF(v); /* held: encode may run Python code */
-        int rc = json_record(&b, v, keys, encode, i == start, &cache);
+        int rc = json_record(&b, v, &key_texts, encode, i == start, &cache);
         Py_DECREF(v);
         if (rc < 0) {
-            json_cache_clear(&cache);
             PyMem_Free(b.data);
             return NULL;
         }
@@ -1007,7 +1100,6 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
     }
-    json_cache_clear(&cache);
     PyObject *out = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
     PyMem_Free(b.data);
     if (out == NULL) {

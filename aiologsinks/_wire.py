@@ -352,7 +352,16 @@ def json_items(items: Iterable[Mapping[str, Any]]) -> bytes:
 
 def json_array(pieces: Iterable[bytes]) -> bytes:
     """Join :func:`json_items` pieces into one JSON array."""
-    return b"[" + b",".join(p for p in pieces if p) + b"]"
+    # one join, one copy of the body: the brackets as pieces of it rather than added
+    # to it (each + would copy the whole body again)
+    parts = [b"["]
+    for piece in pieces:
+        if piece:
+            parts += (piece, b",")
+    if len(parts) > 1:
+        parts.pop()
+    parts.append(b"]")
+    return b"".join(parts)
 
 
 def safe_subject(subject: str) -> str:

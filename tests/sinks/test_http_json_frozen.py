@@ -159,3 +159,24 @@ async def test_a_dispatchers_records_reach_the_server_as_their_dicts() -> None:
     assert all(d["name"] == "t.http.frozen" and d["args"] is None for d in items)
     assert all(("taskName" in d) == (sys.version_info >= (3, 12)) for d in items)
     assert dispatcher.stats().lost == 0
+
+
+def test_every_ascii_character_is_escaped_as_json_dumps_escapes_it() -> None:
+    every = "".join(map(chr, range(128)))
+    items = _frozen(
+        logged("all of ascii: %s", every, extra={"each": every, "key\x7f\n": "v\x00"}),
+        logged(every),  # the message itself, unmerged
+        logged("shared %s", every, extra={"each": every}),  # the same objects again
+    )
+    assert all(type(i) is tuple for i in items)
+    sink, errors = _sink()
+    assert sink._json_piece(items) == _reference(items)
+    assert errors == []
+
+
+def test_ints_of_every_size_are_written_as_json_dumps_writes_them() -> None:
+    values = [0, -1, 7, 2**31, -(2**63), 2**63 - 1, 2**63, -(2**63) - 1, 10**30]
+    items = _frozen(*(logged("n", extra={"n": v, "m": -v}) for v in values))
+    sink, errors = _sink()
+    assert sink._json_piece(items) == _reference(items)
+    assert errors == []
