@@ -624,6 +624,10 @@ class RecordBatch(Sequence[logging.LogRecord]):
         """The ``levelname`` of each record."""
         return [level_name_of(i) for i in self.items]
 
+    def level_name(self, index: int) -> str:
+        """The ``levelname`` of record ``index``."""
+        return level_name_of(self.items[index])
+
     def pickle_dicts(self) -> list[dict[str, Any] | None]:
         """For each record, the dict ``SocketHandler.makePickle`` pickles (``msg``
         merged, ``args``/``exc_info`` None), built without a ``LogRecord``; None for a

@@ -1108,6 +1108,107 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(nN)", i, out);
 }
 
+/* syslog_run(texts, items, start, heads, at, framing) -> (stop, frames)
+ *
+ * SysLogSink's framing of formatted records: from texts[start] on, the bytes
+ * frame((heads[items[i][at]] + texts[i]).encode()) for framing 0 (RFC 6587 octet
+ * counting: b"%d " % len(msg) + msg), 1 (non-transparent: msg.rstrip(b"\n\0") + b"\n"),
+ * 2 (NUL-terminated) or 3 (as it is), until the first record that is not the common
+ * case: a text or level name that is not a str, an item that is not a frozen tuple, a
+ * level without a head in heads, text that is not UTF-8. The Python loop takes that
+ * one (asking the priority hooks for a new level). Returns (where it stopped, the
+ * frames).
+ */
+static PyObject *
+syslog_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6) {
+        PyErr_SetString(PyExc_TypeError, "syslog_run() takes 6 arguments");
+        return NULL;
+    }
+    PyObject *texts = args[0], *items = args[1], *heads = args[3];
+    Py_ssize_t at = PyLong_AsSsize_t(args[4]);
+    long framing = PyLong_AsLong(args[5]);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!PyList_CheckExact(texts) || !PyList_CheckExact(items) || !PyDict_CheckExact(heads)
+        || at < 0 || framing < 0 || framing > 3) {
+        PyErr_SetString(PyExc_TypeError, "syslog_run(): unexpected arguments");
+        return NULL;
+    }
+    Py_ssize_t i = run_start("syslog_run", args[2]);
+    if (i < 0) {
+        return NULL;
+    }
+    PyObject *out = PyList_New(0);
+    if (out == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = Py_MIN(PyList_GET_SIZE(texts), PyList_GET_SIZE(items));
+    for (; i < n; i++) {
+        PyObject *text = PyList_GET_ITEM(texts, i), *item = PyList_GET_ITEM(items, i);
+        if (!PyUnicode_CheckExact(text) || !PyTuple_CheckExact(item)
+            || PyTuple_GET_SIZE(item) <= at) {
+            break;
+        }
+        PyObject *level = PyTuple_GET_ITEM(item, at);
+        if (!PyUnicode_CheckExact(level)) {
+            break;
+        }
+        PyObject *head = PyDict_GetItemWithError(heads, level); /* borrowed */
+        if (head == NULL || !PyUnicode_CheckExact(head)) {
+            PyErr_Clear();
+            break; /* a level the Python loop asks the hooks about */
+        }
+        Py_ssize_t hn, tn;
+        const char *h = PyUnicode_AsUTF8AndSize(head, &hn);
+        const char *t = h == NULL ? NULL : PyUnicode_AsUTF8AndSize(text, &tn);
+        if (t == NULL) {
+            PyErr_Clear();
+            break; /* lone surrogates: .encode() raises there, for the Python loop */
+        }
+        char count[24];
+        int cn = 0;
+        Py_ssize_t tail = 0;
+        if (framing == 0) {
+            cn = snprintf(count, sizeof count, "%zd ", hn + tn);
+        }
+        else if (framing == 1) {
+            /* rstrip(b"\n\0") over head + text, then one LF */
+            while (tn > 0 && (t[tn - 1] == '\n' || t[tn - 1] == '\0')) {
+                tn--;
+            }
+            while (tn == 0 && hn > 0 && (h[hn - 1] == '\n' || h[hn - 1] == '\0')) {
+                hn--;
+            }
+            tail = 1;
+        }
+        else if (framing == 2) {
+            tail = 1;
+        }
+        PyObject *frame = PyBytes_FromStringAndSize(NULL, cn + hn + tn + tail);
+        if (frame == NULL) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        char *p = PyBytes_AS_STRING(frame);
+        memcpy(p, count, (size_t)cn);
+        memcpy(p + cn, h, (size_t)hn);
+        memcpy(p + cn + hn, t, (size_t)tn);
+        if (tail) {
+            p[cn + hn + tn] = framing == 1 ? '\n' : '\0';
+        }
+        int rc = PyList_Append(out, frame);
+        Py_DECREF(frame);
+        if (rc < 0) {
+            Py_DECREF(out);
+            return NULL;
+        }
+    }
+    return Py_BuildValue("(nN)", i, out);
+}
+
 /* otlp_run(items, start, observed_ns, pid, max_bytes, at, skip, trace)
  *
  * The OTLP LogRecord message of each common frozen record from items[start], the
@@ -2329,6 +2430,8 @@ static PyMethodDef methods[] = {
      "OTLP-protobuf-encode a run of common frozen records (see sinks/otlp.py)."},
     {"percent_format", (PyCFunction)(void (*)(void))percent_format, METH_FASTCALL,
      "fmt % values where the compiled line formatting takes it, else None (tests)."},
+    {"syslog_run", (PyCFunction)(void (*)(void))syslog_run, METH_FASTCALL,
+     "Frame a run of formatted syslog messages (see sinks/syslog.py)."},
     {"float_repr", float_repr, METH_O,
      "repr(float(x)), as json_run writes floats (tests compare the two)."},
     {NULL, NULL, 0, NULL},

@@ -18,6 +18,15 @@ class Shim:
     def __call__(self, record: logging.LogRecord, /) -> Any: ...
 
 def float_repr(x: float, /) -> str: ...
+def syslog_run(
+    texts: list[str],
+    items: list[Any],
+    start: int,
+    heads: dict[str, str],
+    at: int,
+    framing: int,
+    /,
+) -> tuple[int, list[bytes]]: ...
 def percent_format(fmt: str, values: tuple[Any, ...], /) -> str | None: ...
 
 class Fields:

@@ -20,7 +20,7 @@ from .._backoff import RetryAttributes
 from .._exceptions import RecordTooLargeError
 from .._fastformat import format_batch
 from .._outbox import OutboxSinkMixin
-from .._record import RecordBatch
+from .._record import ACCELERATED, LEVELNAME, RecordBatch
 from .._sink import Sink, overridden
 from .._transport import (
     CLOSE_TIMEOUT,
@@ -41,6 +41,19 @@ __all__ = ["RFC5424Formatter", "SysLogSink"]
 Framing = Literal["octet", "lf"]
 #: a Unix syslog socket is a datagram or a stream socket (known once connected)
 _UnixLink = DatagramLink | StreamLink
+
+
+#: the compiled framing of formatted messages (see _speedups.c), or None
+_syslog_run: Callable[..., tuple[int, list[bytes]]] | None = None
+if ACCELERATED:
+    from .._speedups import syslog_run as _syslog_run
+#: the framings syslog_run knows, by the function that frames in Python
+_FRAMINGS: dict[Callable[[bytes], bytes], int] = {
+    _wire.octet_frame: 0,
+    _wire.lf_frame: 1,
+    _wire.nul_terminated: 2,
+    _wire.unframed: 3,
+}
 
 
 class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
@@ -348,15 +361,27 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             # "<PRI>ident" once per level name and batch: the priority hooks are asked
             # as often as a batch has distinct levels, not once per record
             heads: dict[str, str] = {}
-            for i, (text, level) in enumerate(zip(texts, batch.level_names(), strict=True)):
+            items = batch.items
+            # the common records framed in C; the loop below takes each one it stops at
+            run = _syslog_run if type(items) is list else None
+            framing = _FRAMINGS.get(frame)
+            i, n = 0, len(texts)
+            while i < n:
+                if run is not None and framing is not None:
+                    i, done = run(texts, items, i, heads, LEVELNAME, framing)
+                    out += done
+                    if i == n:
+                        break
+                level = batch.level_name(i)
                 try:
                     head = heads.get(level)
                     if head is None:
                         head = heads[level] = self._head(level)
-                    out.append(frame((head + text).encode()))
+                    out.append(frame((head + texts[i]).encode()))
                 except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                     failed.append(i)
                     self.report_error(batch.record(i))
+                i += 1
         else:
             encode = self.encode
             for i in range(len(batch)):
