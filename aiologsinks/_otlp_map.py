@@ -505,8 +505,11 @@ if ACCELERATED:
 
     #: the compiled protobuf_frozen over a run of records (see _speedups.c), or None
     _otlp_run: Any = getattr(_speedups, "otlp_run", None)
+    #: the compiled _log_records, or None
+    _otlp_frames: Any = getattr(_speedups, "otlp_frames", None)
 else:
     _otlp_run = None
+    _otlp_frames = None
 #: where otlp_run finds each standard field it reads
 _RUN_AT = (_NAME, _PATH, _FUNC, _LINE, _THREAD, _THREAD_NAME, _PROCESS, LEVELNO, LEVELNAME)
 
@@ -602,6 +605,10 @@ def _head(size: int) -> bytes:
 
 def _log_records(logs: list[bytes]) -> bytes:
     """The ``log_records`` fields of a ScopeLogs message: each message framed, joined."""
+    if _otlp_frames is not None and type(logs) is list:
+        framed: bytes | None = _otlp_frames(logs)
+        if framed is not None:
+            return framed
     heads = _HEADS
     parts = []
     for log in logs:

@@ -1108,6 +1108,113 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(nN)", i, out);
 }
 
+static Py_ssize_t varint_size(uint64_t n);
+
+/* otlp_group(chunk, limit) -> (groups, n) or None
+ *
+ * OTLPSink._body's loop: chunk is a list of (item, scope, message bytes); the longest
+ * front of it whose request stays within limit bytes (each message costs its length
+ * and its field head, each new scope its name's length + 16), its messages grouped
+ * by scope in order (a dict scope -> list of bytes), and how many that is (at least
+ * one). None when an entry is not such a tuple: the Python loop does it.
+ */
+static PyObject *
+otlp_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "otlp_group(chunk: list, limit: int)");
+        return NULL;
+    }
+    PyObject *chunk = args[0];
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(chunk); k++) {
+        PyObject *entry = PyList_GET_ITEM(chunk, k);
+        if (!PyTuple_CheckExact(entry) || PyTuple_GET_SIZE(entry) != 3
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(entry, 1))
+            || !PyBytes_CheckExact(PyTuple_GET_ITEM(entry, 2))) {
+            Py_RETURN_NONE;
+        }
+    }
+    PyObject *groups = PyDict_New();
+    if (groups == NULL) {
+        return NULL;
+    }
+    Py_ssize_t size = 0, n = 0;
+    for (; n < PyList_GET_SIZE(chunk); n++) {
+        PyObject *entry = PyList_GET_ITEM(chunk, n);
+        PyObject *scope = PyTuple_GET_ITEM(entry, 1), *encoded = PyTuple_GET_ITEM(entry, 2);
+        Py_ssize_t length = PyBytes_GET_SIZE(encoded);
+        Py_ssize_t cost = length + 1 + varint_size((uint64_t)length);
+        PyObject *logs = PyDict_GetItemWithError(groups, scope); /* borrowed */
+        if (logs == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(groups);
+                return NULL;
+            }
+            cost += PyUnicode_GET_LENGTH(scope) + 16;
+        }
+        if (n && size + cost > limit) {
+            break;
+        }
+        if (logs == NULL) {
+            logs = PyList_New(0);
+            int rc = logs == NULL ? -1 : PyDict_SetItem(groups, scope, logs);
+            Py_XDECREF(logs); /* the dict holds it */
+            if (rc < 0) {
+                Py_DECREF(groups);
+                return NULL;
+            }
+        }
+        if (PyList_Append(logs, encoded) < 0) {
+            Py_DECREF(groups);
+            return NULL;
+        }
+        size += cost;
+    }
+    return Py_BuildValue("(Nn)", groups, n);
+}
+
+/* otlp_frames(logs) -> bytes: each message as a ScopeLogs.log_records field (tag 0x12,
+ * its length as a varint, the message), joined: _otlp_map._log_records; None when a
+ * message is not bytes */
+static PyObject *
+otlp_frames(PyObject *module, PyObject *logs)
+{
+    if (!PyList_CheckExact(logs)) {
+        PyErr_SetString(PyExc_TypeError, "otlp_frames(): logs must be a list of bytes");
+        return NULL;
+    }
+    Py_ssize_t total = 0;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(logs); k++) {
+        PyObject *log = PyList_GET_ITEM(logs, k);
+        if (!PyBytes_CheckExact(log)) {
+            Py_RETURN_NONE; /* another bytes-like object: the Python join takes it */
+        }
+        total += 1 + varint_size((uint64_t)PyBytes_GET_SIZE(log)) + PyBytes_GET_SIZE(log);
+    }
+    PyObject *out = PyBytes_FromStringAndSize(NULL, total);
+    if (out == NULL) {
+        return NULL;
+    }
+    char *p = PyBytes_AS_STRING(out);
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(logs); k++) {
+        PyObject *log = PyList_GET_ITEM(logs, k);
+        uint64_t length = (uint64_t)PyBytes_GET_SIZE(log);
+        *p++ = 0x12;
+        while (length > 0x7F) {
+            *p++ = (char)((length & 0x7F) | 0x80);
+            length >>= 7;
+        }
+        *p++ = (char)length;
+        memcpy(p, PyBytes_AS_STRING(log), (size_t)PyBytes_GET_SIZE(log));
+        p += PyBytes_GET_SIZE(log);
+    }
+    return out;
+}
+
 /* syslog_run(texts, items, start, heads, at, framing) -> (stop, frames)
  *
  * SysLogSink's framing of formatted records: from texts[start] on, the bytes
@@ -2430,6 +2537,10 @@ static PyMethodDef methods[] = {
      "OTLP-protobuf-encode a run of common frozen records (see sinks/otlp.py)."},
     {"percent_format", (PyCFunction)(void (*)(void))percent_format, METH_FASTCALL,
      "fmt % values where the compiled line formatting takes it, else None (tests)."},
+    {"otlp_group", (PyCFunction)(void (*)(void))otlp_group, METH_FASTCALL,
+     "Group the front of a chunk by scope within a byte limit (see sinks/otlp.py)."},
+    {"otlp_frames", otlp_frames, METH_O,
+     "Frame log record messages as ScopeLogs.log_records fields (see _otlp_map.py)."},
     {"syslog_run", (PyCFunction)(void (*)(void))syslog_run, METH_FASTCALL,
      "Frame a run of formatted syslog messages (see sinks/syslog.py)."},
     {"float_repr", float_repr, METH_O,

@@ -15,7 +15,7 @@ from .. import _otlp_map, _trace
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
-from .._record import Item, as_record
+from .._record import ACCELERATED, Item, as_record
 from .._record import travelled as _travelled
 from .._sink import Sink
 from .._transport import close_outbox_and_session, gzip_off_loop
@@ -37,6 +37,10 @@ _PROTOCOLS = {"http/protobuf": "protobuf", "http/json": "json"}
 
 #: what waits in the outbox: a record, its scope (logger name), its encoded log record
 _Item = tuple[Item, str, bytes]
+#: the compiled grouping loop of OTLPSink._body (see _speedups.c), or None
+_otlp_group: Any = None
+if ACCELERATED:
+    from .._speedups import otlp_group as _otlp_group
 
 
 def _env(environ: Mapping[str, str], name: str) -> str | None:
@@ -292,6 +296,9 @@ class OTLPSink(OutboxSinkMixin, Sink):
     def _body(self, chunk: Sequence[_Item]) -> tuple[bytes, int]:
         """The request body (not compressed yet) for the longest front of ``chunk`` within
         ``max_batch_bytes``, and how many items it holds."""
+        grouped = _otlp_group(chunk, self.max_batch_bytes) if _otlp_group is not None else None
+        if grouped is not None:  # the loop below, in C
+            return self._encode_request(self.resource, list(grouped[0].items())), grouped[1]
         groups: dict[str, list[bytes]] = {}
         size = 0
         n = 0
