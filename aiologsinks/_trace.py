@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 __all__ = ["SAMPLED", "SPAN_ID", "TRACE_ATTRIBUTES", "TRACE_ID", "enable", "hook", "ids"]
@@ -41,10 +42,13 @@ def enable() -> bool:
     except ImportError:
         return False
     get_current_span = trace.get_current_span
+    peek = _context_peek()
 
     def stamp(record: logging.LogRecord) -> None:
         """Put the active span's ids on ``record`` (nothing when no span is active)."""
         try:
+            if peek is not None and not peek():
+                return  # an empty OpenTelemetry context: no span (logging outside traces)
             context = get_current_span().get_span_context()
             if context.is_valid:
                 d = record.__dict__
@@ -56,6 +60,23 @@ def enable() -> bool:
 
     hook = stamp
     return True
+
+
+def _context_peek() -> Callable[[], object] | None:
+    """The current OpenTelemetry context's getter when it is the API's default, a
+    ``ContextVar`` (one C call where ``get_current_span`` takes four Python calls to
+    find that it is empty), else None. An empty context holds no span, so
+    ``get_current_span()`` would give the invalid span there."""
+    try:
+        from opentelemetry import context as otel_context
+        from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
+    except ImportError:
+        return None
+    runtime = getattr(otel_context, "_RUNTIME_CONTEXT", None)
+    var = getattr(runtime, "_current_context", None)
+    if type(runtime) is not ContextVarsRuntimeContext or type(var) is not ContextVar:
+        return None
+    return var.get
 
 
 def ids(d: dict[str, Any]) -> tuple[str, str, bool] | None:
