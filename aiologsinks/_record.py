@@ -620,10 +620,6 @@ class RecordBatch(Sequence[logging.LogRecord]):
         item = self.items[i]
         return thaw(item) if type(item) is tuple else item  # type: ignore[return-value]
 
-    def level_names(self) -> list[str]:
-        """The ``levelname`` of each record."""
-        return [level_name_of(i) for i in self.items]
-
     def level_name(self, index: int) -> str:
         """The ``levelname`` of record ``index``."""
         return level_name_of(self.items[index])
