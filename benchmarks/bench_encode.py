@@ -150,7 +150,7 @@ def _syslog() -> dict[str, Callable[[list[Any]], bytes]]:
         assert fast is not None
         texts, kept = fast
         encode = sink._encode_message
-        return b"".join(encode(t, lv) for t, lv in zip(texts, kept.level_names(), strict=True))
+        return b"".join(encode(t, kept.level_name(i)) for i, t in enumerate(texts))
 
     sample = frozen_records(PIECE)
     if batch(sample) != per_record(sample):
