@@ -753,14 +753,27 @@ shortest_repr(double d, char *out)
         digits /= 10;
         exponent++;
     }
+    /* two digits a step: a time stamp has 16 or 17 */
+    static const char pairs[] =
+        "00010203040506070809101112131415161718192021222324252627282930313233343536373839"
+        "40414243444546474849505152535455565758596061626364656667686970717273747576777879"
+        "8081828384858687888990919293949596979899";
     char text[20];
-    int n = 0;
     char *end = text + sizeof text;
-    do {
-        *--end = (char)('0' + digits % 10);
-        digits /= 10;
-        n++;
-    } while (digits != 0);
+    while (digits >= 100) {
+        uint64_t pair = digits % 100;
+        digits /= 100;
+        end -= 2;
+        memcpy(end, pairs + 2 * pair, 2);
+    }
+    if (digits >= 10) {
+        end -= 2;
+        memcpy(end, pairs + 2 * digits, 2);
+    }
+    else {
+        *--end = (char)('0' + digits);
+    }
+    int n = (int)(text + sizeof text - end);
     /* the value is 0.<digits> * 10**point */
     int point = n + exponent;
     if (point > -4 && point <= 16) {

@@ -966,10 +966,41 @@ frozen_message(PyObject *v, PyObject **names, PyObject **merged)
     return 1;
 }
 
+/* Where each standard field of the last record json_run wrote is in its buffer, from
+ * its key to the end of its value: consecutive records of one call site share most of
+ * their values (name, level, path, function, thread, process: the same objects), and
+ * a run of fields whose values are the previous record's objects is written as one
+ * copy of that record's text. The message is always encoded: one format string is
+ * merged with other arguments each time. rec is held while its spans are in use. */
+typedef struct {
+    PyObject *rec;
+    Py_ssize_t start[JSON_KEYS_MAX];
+    Py_ssize_t end[JSON_KEYS_MAX];
+} JsonPrev;
+
+/* Copies the previous record's text of fields [from_k, to_k) (a run of fields whose
+ * spans follow each other) and moves their spans to the copy */
+static int
+json_copy_run(Buf *b, JsonPrev *prev, Py_ssize_t from_k, Py_ssize_t to_k)
+{
+    Py_ssize_t from = prev->start[from_k], n = prev->end[to_k - 1] - from;
+    if (buf_reserve(b, n) < 0) {
+        return -1;
+    }
+    memcpy(b->data + b->len, b->data + from, (size_t)n);
+    Py_ssize_t shift = b->len - from;
+    for (Py_ssize_t k = from_k; k < to_k; k++) {
+        prev->start[k] += shift;
+        prev->end[k] += shift;
+    }
+    b->len += n;
+    return 0;
+}
+
 /* 1: the record was written; 0: not the common case (b is as it was); -1: error */
 static int
 json_record(Buf *b, PyObject *v, const JsonKeys *keys, PyObject *encode, int first,
-            JsonCache *cache)
+            JsonCache *cache, JsonPrev *prev)
 {
     Py_ssize_t size = PyTuple_GET_SIZE(v);
     if (size < n_fields || PyTuple_GET_ITEM(v, exc_text_at) != Py_None
@@ -988,18 +1019,41 @@ json_record(Buf *b, PyObject *v, const JsonKeys *keys, PyObject *encode, int fir
     if (!first && buf_put(b, ",", 1) < 0) {
         rc = -1;
     }
+    /* the fields [run, k) are the previous record's values, to be copied at once */
+    PyObject *last = prev->rec;
+    Py_ssize_t run = -1;
     for (Py_ssize_t k = 0; rc == 1 && k < n_fields; k++) {
+        PyObject *x = PyTuple_GET_ITEM(v, k);
+        if (last != NULL && k != msg_at && x == PyTuple_GET_ITEM(last, k)) {
+            if (run < 0) {
+                run = k;
+            }
+            continue;
+        }
+        if (run >= 0) {
+            if (json_copy_run(b, prev, run, k) < 0) {
+                rc = -1;
+                break;
+            }
+            run = -1;
+        }
+        prev->start[k] = b->len;
         if (buf_put(b, keys->text[k], keys->len[k]) < 0) {
             rc = -1;
             break;
         }
-        if (k == args_at && PyTuple_GET_ITEM(v, k) != Py_None) {
+        if (k == args_at && x != Py_None) {
             rc = buf_put(b, "[]", 2) < 0 ? -1 : 1; /* no_args(): the empty tuple */
-            continue;
         }
-        /* a merged message is made here and freed after: never cached */
-        rc = k == msg_at && merged != NULL ? json_value(b, merged, encode, NULL)
-                                          : json_value(b, PyTuple_GET_ITEM(v, k), encode, cache);
+        else {
+            /* a merged message is made here and freed after: never cached */
+            rc = k == msg_at && merged != NULL ? json_value(b, merged, encode, NULL)
+                                              : json_value(b, x, encode, cache);
+        }
+        prev->end[k] = b->len;
+    }
+    if (rc == 1 && run >= 0 && json_copy_run(b, prev, run, n_fields) < 0) {
+        rc = -1;
     }
     if (names != NULL && rc == 1) {
         Py_ssize_t n_extra = PyTuple_GET_SIZE(names);
@@ -1027,6 +1081,11 @@ json_record(Buf *b, PyObject *v, const JsonKeys *keys, PyObject *encode, int fir
         if (cache != NULL) {
             memset(cache->key, 0, sizeof cache->key); /* its texts may have been there */
         }
+        Py_CLEAR(prev->rec); /* its spans were being moved to this record's */
+    }
+    else {
+        Py_INCREF(v);
+        Py_XSETREF(prev->rec, v);
     }
     return rc;
 }
@@ -1083,6 +1142,8 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     Buf b = {NULL, 0, 0};
     JsonCache cache;
     memset(&cache, 0, sizeof cache);
+    JsonPrev prev;
+    prev.rec = NULL;
     Py_ssize_t start = i;
     for (; i < PyList_GET_SIZE(items); i++) {
         PyObject *v = PyList_GET_ITEM(items, i);
@@ -1090,9 +1151,10 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
         Py_INCREF(v); /* held: encode may run Python code */
-        int rc = json_record(&b, v, &key_texts, encode, i == start, &cache);
+        int rc = json_record(&b, v, &key_texts, encode, i == start, &cache, &prev);
         Py_DECREF(v);
         if (rc < 0) {
+            Py_XDECREF(prev.rec);
             PyMem_Free(b.data);
             return NULL;
         }
@@ -1100,6 +1162,7 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
             break;
         }
     }
+    Py_XDECREF(prev.rec);
     PyObject *out = PyBytes_FromStringAndSize(b.data ? b.data : "", b.len);
     PyMem_Free(b.data);
     if (out == NULL) {
@@ -1109,6 +1172,18 @@ json_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 static Py_ssize_t varint_size(uint64_t n);
+
+/* Writes n as a protobuf varint at p (room for 10 bytes); returns the end */
+static char *
+varint_at(char *p, uint64_t n)
+{
+    while (n > 0x7F) {
+        *p++ = (char)((n & 0x7F) | 0x80);
+        n >>= 7;
+    }
+    *p++ = (char)n;
+    return p;
+}
 
 /* otlp_group(chunk, limit) -> (groups, n) or None
  *
@@ -1202,13 +1277,8 @@ otlp_frames(PyObject *module, PyObject *logs)
     char *p = PyBytes_AS_STRING(out);
     for (Py_ssize_t k = 0; k < PyList_GET_SIZE(logs); k++) {
         PyObject *log = PyList_GET_ITEM(logs, k);
-        uint64_t length = (uint64_t)PyBytes_GET_SIZE(log);
         *p++ = 0x12;
-        while (length > 0x7F) {
-            *p++ = (char)((length & 0x7F) | 0x80);
-            length >>= 7;
-        }
-        *p++ = (char)length;
+        p = varint_at(p, (uint64_t)PyBytes_GET_SIZE(log));
         memcpy(p, PyBytes_AS_STRING(log), (size_t)PyBytes_GET_SIZE(log));
         p += PyBytes_GET_SIZE(log);
     }
@@ -1341,13 +1411,7 @@ static int
 pb_varint(Buf *b, uint64_t n)
 {
     char out[10];
-    int k = 0;
-    while (n > 0x7F) {
-        out[k++] = (char)((n & 0x7F) | 0x80);
-        n >>= 7;
-    }
-    out[k++] = (char)n;
-    return buf_put(b, out, k);
+    return buf_put(b, out, varint_at(out, n) - out);
 }
 
 static int

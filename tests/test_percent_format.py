@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
 from aiologsinks import _fastformat
@@ -98,6 +98,9 @@ def test_a_taken_line_is_what_percent_gives(
     percent_format = _percent_format()
     fmt = "".join(literal + spec for literal, spec in parts) + tail
     args = tuple(values)
+    # a value taken as a "*" width pads to that many characters: % would allocate
+    # gigabytes for a large one (the compiled path leaves every "*" to % anyway)
+    assume("*" not in fmt or all(type(v) is not int or abs(v) < 10_000 for v in values))
     fast = percent_format(fmt, args)
     try:
         expected: str | None = fmt % args

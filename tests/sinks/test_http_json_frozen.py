@@ -180,3 +180,75 @@ def test_ints_of_every_size_are_written_as_json_dumps_writes_them() -> None:
     sink, errors = _sink()
     assert sink._json_piece(items) == _reference(items)
     assert errors == []
+
+
+def _copy(value: Any) -> Any:
+    """An equal value that is another object (the JSON text is the same)."""
+    if type(value) is str and len(value) > 1:  # one-character strings are shared
+        return "".join(list(value))
+    if type(value) is int:
+        return int(str(value))
+    if type(value) is float:
+        return float(repr(value))
+    return value
+
+
+_SITES = [
+    ("request started: %s %s client=%s", ("GET", "/work", "127.0.0.1")),
+    ("loaded user profile", ()),
+    ("request finished: status=%d in %.3f ms", (200, 0.125)),
+]
+
+
+def _site_args(site: int, n: int) -> tuple[Any, ...]:
+    """The site's arguments, the n-th variant: the same format merged with others."""
+    return tuple(a + (f".{n}" if type(a) is str else n) for a in _SITES[site][1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(
+            st.integers(0, len(_SITES) - 1),
+            st.sets(st.sampled_from(_record.FIELDS)),
+            st.booleans(),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_consecutive_records_sharing_values_are_encoded_as_each_alone(
+    plan: list[tuple[int, set[str], bool, int]],
+) -> None:
+    """Consecutive records of one call site share most of their values' objects, and
+    the compiled path copies such runs of fields from the previous record's text:
+    whichever fields are shared or are new objects, and with or without extra=, the
+    bytes are each record's own json.dumps."""
+    first = logged(_SITES[0][0], *_SITES[0][1])
+    records = []
+    for site, fresh, extra, variant in plan:
+        record = logged(
+            _SITES[site][0],
+            *_site_args(site, variant),
+            extra={"user_id": 7, "tenant": "acme"} if extra else None,
+        )
+        for name in _record.FIELDS:
+            if name in ("msg", "args", "exc_info", "exc_text", "stack_info", "taskName"):
+                continue
+            value = getattr(record, name)
+            if name in fresh:
+                setattr(record, name, _copy(value))
+            elif getattr(first, name) == value:
+                # the first record's object: runs of shared objects of every length
+                setattr(record, name, getattr(first, name))
+        records.append(record)
+    items = _frozen(*records)
+    assert all(type(i) is tuple for i in items)
+    sink, errors = _sink()
+    assert sink._json_piece(items) == _reference(items)
+    assert errors == []
+    run = http_module._json_run
+    if run is not None:
+        stop, chunk = run(items, 0, http_module._JSON_KEYS, http_module._encode_ascii)
+        assert (stop, chunk) == (len(items), _reference(items))
