@@ -1839,6 +1839,57 @@ configure(PyObject *module, PyObject *names)
     Py_RETURN_NONE;
 }
 
+/* Some entries of a dict that a caller holds, read again only when the dict has
+ * changed since they were read: on Python 3.10 and 3.11 every change of a dict renews
+ * its ma_version_tag (the tag CPython's own global-lookup caches rely on), so an
+ * unchanged tag means the entries are the same objects, still held by the dict; later
+ * versions deprecate the tag, and there the entries are read each time. */
+#define ENTRIES_MAX 3
+typedef struct {
+    PyObject *dict;                /* borrowed: the caller holds it */
+    int n;
+    PyObject *names[ENTRIES_MAX];  /* interned names */
+    PyObject *values[ENTRIES_MAX]; /* borrowed from the dict; NULL: missing */
+    uint64_t version;              /* the tag they were read at; 0: not read */
+} Entries;
+
+static void
+entries_init(Entries *e, PyObject *dict, int n, PyObject *a, PyObject *b, PyObject *c)
+{
+    e->dict = dict;
+    e->n = n;
+    e->names[0] = a;
+    e->names[1] = b;
+    e->names[2] = c;
+    e->version = 0;
+}
+
+/* 0: e->values[first:] are the dict's entries now (on 3.10/3.11 all of them are);
+ * -1: an error (the next call reads again) */
+static int
+entries_read(Entries *e, int first)
+{
+#if PY_VERSION_HEX < 0x030C0000
+    uint64_t version = ((PyDictObject *)e->dict)->ma_version_tag;
+    if (version == e->version) {
+        return 0;
+    }
+    first = 0;
+#endif
+    for (int i = first; i < e->n; i++) {
+        e->values[i] = PyDict_GetItemWithError(e->dict, e->names[i]);
+        if (e->values[i] == NULL && PyErr_Occurred()) {
+            e->version = 0;
+            return -1;
+        }
+    }
+#if PY_VERSION_HEX < 0x030C0000
+    /* the tag from before the reads: a change while reading reads them again */
+    e->version = version;
+#endif
+    return 0;
+}
+
 /* Shim(handler, dispatcher, slow, trace_globals, switch, bound, record_type)
  *
  * QueueHandler.handle's hot path as one C call: installed as a plain QueueHandler's
@@ -1862,8 +1913,8 @@ typedef struct {
     PyObject *bound;         /* the ContextVar of the bound fields */
     PyObject *record_type;   /* logging.LogRecord */
     /* What is read per record, held from the start: the instance dicts of the handler
-     * ("filters"), the dispatcher ("_accepting", "_wake_pending") and the switch
-     * ("on"), whose values a dict lookup reads without the attribute protocol's type
+     * ("filters"), the dispatcher ("_accepting", "_items", "_wake_pending") and the
+     * switch ("on"), whose entries are read without the attribute protocol's type
      * walk (none of these names is a descriptor on its class); the dispatcher's queue
      * (checked per record to still be its "_items"), its bound method append and the
      * dispatcher's bound, which is set once */
@@ -1874,6 +1925,11 @@ typedef struct {
     PyObject *append;
     Py_ssize_t limit;
     vectorcallfunc vectorcall;
+    /* the entries read per record, each dict's read again only when it has changed */
+    Entries handler_e;    /* filters */
+    Entries trace_e;      /* hook */
+    Entries switch_e;     /* on */
+    Entries dispatcher_e; /* _accepting, _items, _wake_pending */
 } Shim;
 
 static PyObject *s_filters, *s_hook, *s_on, *s_accepting, *s_items, *s_bound, *s_pending,
@@ -1923,18 +1979,6 @@ shim_dealloc(Shim *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* 1: the instance attribute (an entry of the object's dict) is exactly the object
- * expected; 0: it is not, or it is missing; -1: an error */
-static int
-attr_is(PyObject *dict, PyObject *name, PyObject *expected)
-{
-    PyObject *v = PyDict_GetItemWithError(dict, name); /* borrowed */
-    if (v == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    return v == expected;
-}
-
 /* 1: the record is the plain case, 0: it is not, -1: an error; *hook is the trace
  * hook to call first (a new reference) or NULL */
 static int
@@ -1944,20 +1988,17 @@ shim_plain(Shim *self, PyObject *record, PyObject **hook_out)
     if (Py_TYPE(record) != (PyTypeObject *)self->record_type) {
         return 0;
     }
-    PyObject *filters = PyDict_GetItemWithError(self->handler_dict, s_filters);
-    if (filters == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
+    if (entries_read(&self->handler_e, 0) < 0 || entries_read(&self->trace_e, 0) < 0
+        || entries_read(&self->switch_e, 0) < 0) {
+        return -1;
     }
-    if (!PyList_CheckExact(filters) || PyList_GET_SIZE(filters) != 0) {
+    PyObject *filters = self->handler_e.values[0];
+    if (filters == NULL || !PyList_CheckExact(filters) || PyList_GET_SIZE(filters) != 0) {
         return 0;
     }
-    PyObject *hook = PyDict_GetItemWithError(self->trace_globals, s_hook);
-    if (hook == NULL) {
-        return PyErr_Occurred() ? -1 : 0;
-    }
-    int off = attr_is(self->switch_dict, s_on, Py_False);
-    if (off <= 0) {
-        return off;
+    PyObject *hook = self->trace_e.values[0];
+    if (hook == NULL || self->switch_e.values[0] != Py_False) {
+        return 0;
     }
     PyObject *fields_bound;
     if (PyContextVar_Get(self->bound, Py_None, &fields_bound) < 0) {
@@ -1977,15 +2018,15 @@ static int
 shim_append(Shim *self, PyObject *frozen)
 {
     PyObject *d = self->dispatcher;
-    int accepting = attr_is(self->dispatcher_dict, s_accepting, Py_True);
-    if (accepting <= 0) {
-        if (accepting < 0) {
-            PyErr_Clear();
-        }
+    Entries *e = &self->dispatcher_e;
+    if (entries_read(e, 0) < 0) {
+        PyErr_Clear();
         return 0;
     }
-    if (PyDict_GetItemWithError(self->dispatcher_dict, s_items) != self->items) {
-        PyErr_Clear();
+    if (e->values[0] != Py_True) {
+        return 0; /* not accepting: submit() gives it to the fallback */
+    }
+    if (e->values[1] != self->items) {
         return 0; /* another queue than the one held: submit() appends to it */
     }
     Py_ssize_t n = PyObject_Length(self->items);
@@ -1999,11 +2040,10 @@ shim_append(Shim *self, PyObject *frozen)
         return 0; /* not appended: submit() tries */
     }
     Py_DECREF(rv);
-    int pending = attr_is(self->dispatcher_dict, s_pending, Py_True);
-    if (pending < 0) {
+    if (entries_read(e, 2) < 0) { /* _wake_pending, as it is after the append */
         return -1;
     }
-    if (!pending) {
+    if (e->values[2] != Py_True) { /* no wake-up pending */
         rv = PyObject_CallMethodNoArgs(d, s_wake_up);
         if (rv == NULL) {
             return -1;
@@ -2092,6 +2132,11 @@ shim_hold_state(Shim *self)
         || self->switch_dict == NULL) {
         return -1;
     }
+    if (!PyDict_Check(self->handler_dict) || !PyDict_Check(self->dispatcher_dict)
+        || !PyDict_Check(self->switch_dict)) {
+        PyErr_SetString(PyExc_TypeError, "Shim(): an instance __dict__ is not a dict");
+        return -1;
+    }
     PyObject *items = PyDict_GetItemWithError(self->dispatcher_dict, s_items);
     PyObject *limit = PyDict_GetItemWithError(self->dispatcher_dict, s_bound);
     if (items == NULL || limit == NULL || !PyLong_CheckExact(limit)) {
@@ -2110,7 +2155,15 @@ shim_hold_state(Shim *self)
         self->limit = 0; /* every record through submit(), which knows what it means */
     }
     self->append = PyObject_GetAttr(items, s_append);
-    return self->append == NULL ? -1 : 0;
+    if (self->append == NULL) {
+        return -1;
+    }
+    entries_init(&self->handler_e, self->handler_dict, 1, s_filters, NULL, NULL);
+    entries_init(&self->trace_e, self->trace_globals, 1, s_hook, NULL, NULL);
+    entries_init(&self->switch_e, self->switch_dict, 1, s_on, NULL, NULL);
+    entries_init(&self->dispatcher_e, self->dispatcher_dict, 3, s_accepting, s_items,
+                 s_pending);
+    return 0;
 }
 
 static PyObject *

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import pickle
 import sys
@@ -14,7 +15,7 @@ import pytest
 
 import aiologsinks as als
 
-from .helpers import ListSink, fresh_logger
+from .helpers import CaptureHandler, ListSink, fresh_logger
 
 
 def make_record(msg: str = "m %s", args: Any = ("a",), **extra: Any) -> logging.LogRecord:
@@ -191,3 +192,62 @@ async def test_the_stdlib_handle_with_its_lock_still_works_on_the_shim() -> None
         dispatcher.handler.release()
         await dispatcher.flush()
     assert [r.getMessage() for r in sink.records] == ["via Handler.handle"]
+
+
+async def test_the_shim_sees_each_change_of_what_it_reads_after_it_read_it(
+    monkeypatch: Any,
+) -> None:
+    """The compiled shim reads the handler's filters, the trace hook, the context
+    switch and the dispatcher's state again only when their dicts have changed: each
+    change made after records went through is seen by the next record."""
+    from aiologsinks import _trace
+
+    sink = ListSink()
+    fallback = CaptureHandler()
+    log = fresh_logger("t.shim.state")
+    dispatcher = als.Dispatcher(sink, fallback=fallback)
+    handler = dispatcher.handler
+    log.addHandler(handler)
+    errors: list[logging.LogRecord] = []
+    monkeypatch.setattr(handler, "handleError", errors.append)
+    async with dispatcher:
+        log.info("one")  # read
+        handler.filters = [lambda r: r.getMessage() != "two"]  # a new list
+        log.info("two")
+        handler.filters = []
+        log.info("three")
+        handler.filters.append(lambda r: r.getMessage() != "four")  # the same list
+        log.info("four")
+        handler.filters.clear()
+        stamped: list[str] = []
+        monkeypatch.setattr(_trace, "hook", lambda r: stamped.append(r.getMessage()))
+        log.info("five")
+        monkeypatch.setattr(_trace, "hook", None)
+        log.info("six")
+        with monkeypatch.context() as m:
+            m.setattr(dispatcher, "_items", BrokenQueue())
+            log.info("seven")  # the held queue is not the dispatcher's: submit() reports it
+        log.info("eight")
+        await dispatcher.flush()
+        # a sink filter turns the context switch on: records carry their context
+        var: contextvars.ContextVar[str] = contextvars.ContextVar("t_shim_state")
+        seen: list[str | None] = []
+        sink.addFilter(lambda r: seen.append(var.get(None)) or True)
+        var.set("caller's")
+        log.info("nine")
+        await dispatcher.flush()
+    log.info("ten")  # closed: to the fallback, counted
+    log.removeHandler(handler)
+    assert [r.getMessage() for r in sink.records] == [
+        "one",
+        "three",
+        "five",
+        "six",
+        "eight",
+        "nine",
+    ]
+    assert stamped == ["five"]
+    assert [r.getMessage() for r in errors] == ["seven"]
+    assert seen == ["caller's"]
+    assert fallback.records[-1].getMessage() == "ten"
+    assert dispatcher.stats().after_close == 1
