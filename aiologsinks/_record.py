@@ -41,6 +41,7 @@ import logging
 import operator
 import os
 import pickle
+import sys
 import threading
 import traceback
 import types
@@ -164,6 +165,69 @@ def _render(te: traceback.TracebackException | None) -> str:
     return text[:-1] if text[-1:] == "\n" else text
 
 
+#: The stdlib's own steps of building a stack summary from a traceback (3.11+): each
+#: frame's code position is found by walking the code's position table from its start
+#: up to the frame's instruction (``traceback._get_code_position``), thousands of
+#: instructions a frame, at the logging call. A service logs the same exceptions from
+#: the same places, so positions are remembered by (code, instruction) and the rest of
+#: the summary is built by the stdlib's own function.
+_extract_stack = getattr(traceback.StackSummary, "_extract_from_extended_frame_gen", None)
+_code_position = getattr(traceback, "_get_code_position", None)
+_REMEMBER_POSITIONS = (
+    sys.version_info >= (3, 11) and _extract_stack is not None and _code_position is not None
+)
+#: exceptions whose text the stdlib completes from the traceback's last frame (3.12+'s
+#: "Did you mean"): their stack is left to the stdlib's own walk
+_READS_FRAMES = (NameError, AttributeError, ImportError)
+#: (id(code), instruction offset) -> (code, position); the code object is kept with its
+#: position so that the id cannot be reused while the entry exists
+_positions: dict[tuple[int, int], tuple[types.CodeType, tuple[Any, ...]]] = {}
+_POSITIONS_MAX = 1024
+
+
+def _position(code: types.CodeType, lasti: int) -> tuple[Any, ...]:
+    """``traceback._get_code_position(code, lasti)``, remembered."""
+    key = (id(code), lasti)
+    entry = _positions.get(key)
+    if entry is not None and entry[0] is code:
+        return entry[1]
+    assert _code_position is not None
+    position: tuple[Any, ...] = _code_position(code, lasti)
+    if len(_positions) >= _POSITIONS_MAX:
+        _positions.clear()
+    _positions[key] = (code, position)
+    return position
+
+
+def _walk(tb: types.TracebackType | None) -> Iterator[tuple[types.FrameType, tuple[Any, ...]]]:
+    """``traceback._walk_tb_with_full_positions``, with remembered positions."""
+    while tb is not None:
+        position = _position(tb.tb_frame.f_code, tb.tb_lasti)
+        if position[0] is None:
+            position = (tb.tb_lineno, *position[1:])
+        yield tb.tb_frame, position
+        tb = tb.tb_next
+
+
+def _capture(value: BaseException, tb: types.TracebackType | None) -> traceback.TracebackException:
+    """``traceback.TracebackException(type(value), value, tb)`` as print_exception builds
+    it, minus the source line lookups; the exception's own stack from remembered
+    positions where the stdlib's summary depends on nothing else."""
+    if not _REMEMBER_POSITIONS or tb is None or isinstance(value, _READS_FRAMES):
+        return traceback.TracebackException(
+            type(value), value, tb, limit=None, compact=True, lookup_lines=False
+        )
+    te = traceback.TracebackException(
+        type(value), value, None, limit=None, compact=True, lookup_lines=False
+    )
+    # the stdlib's own summary of the walk: the traceback limit, linecache's lazy
+    # entries and checks, and each version's FrameSummary fields as it makes them
+    te.stack = _Stack._extract_from_extended_frame_gen(  # type: ignore[attr-defined]
+        _walk(tb), limit=None, lookup_lines=False, capture_locals=False
+    )
+    return te
+
+
 def exc_text(exc_info: Any) -> str | ExcText:
     """What a frozen record carries for ``exc_info``: an :class:`ExcText` when the
     exception can be rendered later to the same text, else the text itself."""
@@ -172,9 +236,7 @@ def exc_text(exc_info: Any) -> str | ExcText:
         if isinstance(value, BaseException) and (tb is None or type(tb) is _TracebackType):
             try:
                 # exactly traceback.print_exception's, minus the source line lookups
-                te = traceback.TracebackException(
-                    type(value), value, tb, limit=None, compact=True, lookup_lines=False
-                )
+                te = _capture(value, tb)
             except Exception:  # noqa: BLE001 - the stdlib's own call reports it below
                 te = None
             if te is not None and _snapshot_notes(te):

@@ -8,6 +8,7 @@ import gc
 import importlib.util
 import logging
 import sys
+import traceback
 import weakref
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 import aiologsinks as als
-from aiologsinks._record import EXC_TEXT, ExcText, _stack_texts, freeze, thaw
+from aiologsinks._record import EXC_TEXT, ExcText, _positions, _stack_texts, freeze, thaw
 
 from .helpers import fresh_logger
 
@@ -82,8 +83,28 @@ def _recurse(n: int) -> None:
     raise OSError(5, "deep")
 
 
+def _two_places(first: bool) -> None:
+    """Two raises in one code object: two instruction offsets, two positions."""
+    if first:
+        raise KeyError("the first place")
+    values = {"a": 1}
+    raise LookupError(
+        "the second place, spanning lines",
+        values["a"],
+    )
+
+
+def _name_error() -> None:
+    missing_valu = 1  # noqa: F841 - what 3.12+'s "Did you mean" finds in the frame
+    missing_value  # type: ignore[name-defined]  # noqa: F821
+
+
 def _log_all(log: logging.Logger) -> None:
     """Every kind of exception record, some changed after the call."""
+    log.error("first place", exc_info=_raising(lambda: _two_places(True)))
+    log.error("second place", exc_info=_raising(lambda: _two_places(False)))
+    log.error("name error", exc_info=_raising(_name_error))
+    log.error("attribute error", exc_info=_raising(lambda: "text".uper()))  # type: ignore[attr-defined]
     log.error("chained", exc_info=_raising(_chained))
     log.error("implicit context", exc_info=_raising(_implicit))
     log.error("suppressed", exc_info=_raising(_suppressed))
@@ -253,6 +274,40 @@ def _render(err: BaseException) -> tuple[str, str]:
     text = thaw(freeze(record)).exc_text
     assert text is not None
     return text, expected
+
+
+def _second_place() -> None:
+    _two_places(False)
+
+
+def test_positions_are_remembered_by_code_and_instruction() -> None:
+    """The stdlib walks a code object's position table up to each frame's instruction;
+    the capture remembers the position it found, and it is the stdlib's."""
+    _positions.clear()
+    err = _raising(_second_place)
+    ours, theirs = _render(err)
+    assert ours == theirs
+    if sys.version_info < (3, 11):
+        return  # no positions: the stdlib walks nothing
+    tb = err.__traceback__
+    frames = []
+    while tb is not None:
+        frames.append((tb.tb_frame.f_code, tb.tb_lasti))
+        tb = tb.tb_next
+    assert {(id(code), lasti) for code, lasti in frames} == set(_positions)
+    get_position = traceback._get_code_position  # type: ignore[attr-defined]
+    for code, lasti in frames:
+        assert _positions[id(code), lasti] == (code, get_position(code, lasti))
+    remembered = dict(_positions)
+    assert _render(_raising(_second_place)) == (ours, theirs)
+    assert _positions == remembered  # the same places: nothing new to walk
+
+
+@pytest.mark.parametrize("limit", [0, 1, -1])
+def test_the_traceback_limit_applies_as_in_the_stdlib(monkeypatch: Any, limit: int) -> None:
+    monkeypatch.setattr(sys, "tracebacklimit", limit, raising=False)
+    ours, theirs = _render(_raising(lambda: _recurse(3)))
+    assert ours == theirs
 
 
 def test_a_repeated_stack_s_text_is_remembered() -> None:
