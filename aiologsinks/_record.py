@@ -171,10 +171,11 @@ def _render(te: traceback.TracebackException | None) -> str:
 #: instructions a frame, at the logging call. A service logs the same exceptions from
 #: the same places, so positions are remembered by (code, instruction) and the rest of
 #: the summary is built by the stdlib's own function.
-_extract_stack = getattr(traceback.StackSummary, "_extract_from_extended_frame_gen", None)
 _code_position = getattr(traceback, "_get_code_position", None)
 _REMEMBER_POSITIONS = (
-    sys.version_info >= (3, 11) and _extract_stack is not None and _code_position is not None
+    sys.version_info >= (3, 11)
+    and _code_position is not None
+    and hasattr(traceback.StackSummary, "_extract_from_extended_frame_gen")
 )
 #: exceptions whose text the stdlib completes from the traceback's last frame (3.12+'s
 #: "Did you mean"): their stack is left to the stdlib's own walk
