@@ -1896,7 +1896,9 @@ entries_read(Entries *e, int first)
  * "handle" (an instance attribute, so Logger.callHandlers calls it without a bound
  * method or a Python frame). A plain record - no handler filter, an exact LogRecord,
  * no context to carry, no bound fields, and what freeze_plain takes - is given to the
- * trace hook when one is set (as QueueHandler.handle does, after the filters), then
+ * trace hook when one is set (as QueueHandler.handle does, after the filters; not when
+ * _trace.gate shows an empty OpenTelemetry context, where _trace's own hook does
+ * nothing), then
  * frozen and appended to the dispatcher's queue as Dispatcher.submit would: while it
  * accepts and below its bound, waking the pump once per burst. Everything else is
  * handed to slow(record) (QueueHandler.handle itself), which handles every record
@@ -1908,7 +1910,7 @@ typedef struct {
     PyObject *handler;
     PyObject *dispatcher;
     PyObject *slow;
-    PyObject *trace_globals; /* _trace's module dict: "hook" is read per record */
+    PyObject *trace_globals; /* _trace's module dict: "hook", "gate", "gated" */
     PyObject *switch_;       /* _context._switch: .on while a context is captured */
     PyObject *bound;         /* the ContextVar of the bound fields */
     PyObject *record_type;   /* logging.LogRecord */
@@ -1927,12 +1929,12 @@ typedef struct {
     vectorcallfunc vectorcall;
     /* the entries read per record, each dict's read again only when it has changed */
     Entries handler_e;    /* filters */
-    Entries trace_e;      /* hook */
+    Entries trace_e;      /* hook, gate, gated */
     Entries switch_e;     /* on */
     Entries dispatcher_e; /* _accepting, _items, _wake_pending */
 } Shim;
 
-static PyObject *s_filters, *s_hook, *s_on, *s_accepting, *s_items, *s_bound, *s_pending,
+static PyObject *s_filters, *s_hook, *s_gate, *s_gated, *s_on, *s_accepting, *s_items, *s_bound, *s_pending,
     *s_append, *s_submit, *s_wake_up, *s_handle_error;
 
 static int
@@ -2007,6 +2009,20 @@ shim_plain(Shim *self, PyObject *record, PyObject **hook_out)
     int unbound = fields_bound == Py_None;
     Py_DECREF(fields_bound);
     if (unbound && hook != Py_None) {
+        PyObject *gate = self->trace_e.values[1];
+        if (self->trace_e.values[2] == hook && gate != NULL && PyContextVar_CheckExact(gate)) {
+            /* _trace.gate: the hook itself returns at once while the OpenTelemetry
+             * context is empty (no span: most logging calls), so is not called then */
+            PyObject *context;
+            if (PyContextVar_Get(gate, NULL, &context) < 0) {
+                return -1;
+            }
+            int busy = context == NULL ? 0 : PyObject_IsTrue(context);
+            Py_XDECREF(context);
+            if (busy <= 0) {
+                return busy < 0 ? -1 : 1;
+            }
+        }
         *hook_out = Py_NewRef(hook);
     }
     return unbound; /* bound fields (even none) travel on the pure-Python path */
@@ -2159,7 +2175,7 @@ shim_hold_state(Shim *self)
         return -1;
     }
     entries_init(&self->handler_e, self->handler_dict, 1, s_filters, NULL, NULL);
-    entries_init(&self->trace_e, self->trace_globals, 1, s_hook, NULL, NULL);
+    entries_init(&self->trace_e, self->trace_globals, 3, s_hook, s_gate, s_gated);
     entries_init(&self->switch_e, self->switch_dict, 1, s_on, NULL, NULL);
     entries_init(&self->dispatcher_e, self->dispatcher_dict, 3, s_accepting, s_items,
                  s_pending);
@@ -2678,6 +2694,7 @@ intern_names(void)
         const char *text;
     } names[] = {
         {&s_filters, "filters"},   {&s_hook, "hook"},
+        {&s_gate, "gate"},         {&s_gated, "gated"},
         {&s_on, "on"},             {&s_accepting, "_accepting"},
         {&s_items, "_items"},      {&s_bound, "_bound"},
         {&s_pending, "_wake_pending"}, {&s_append, "append"},

@@ -9,7 +9,9 @@ its ``LoggingInstrumentor`` already stamped are read the same way.
 
 The hook is installed by :func:`enable` (``OTLPSink`` and ``JSONFormatter`` call it) and
 only when ``opentelemetry-api`` is importable; without it the shim pays one ``is None``
-check per record.
+check per record. With the API's default runtime context, most logging calls of a
+service happen outside any trace, where the context is empty: :data:`gate` lets the
+compiled shim see that with one C call and not call the hook at all.
 """
 
 from __future__ import annotations
@@ -19,7 +21,17 @@ from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["SAMPLED", "SPAN_ID", "TRACE_ATTRIBUTES", "TRACE_ID", "enable", "hook", "ids"]
+__all__ = [
+    "SAMPLED",
+    "SPAN_ID",
+    "TRACE_ATTRIBUTES",
+    "TRACE_ID",
+    "enable",
+    "gate",
+    "gated",
+    "hook",
+    "ids",
+]
 
 #: record attributes: trace id (32 hex digits), span id (16 hex digits), sampled flag
 TRACE_ID = "otelTraceID"
@@ -31,10 +43,17 @@ TRACE_ATTRIBUTES = frozenset((TRACE_ID, SPAN_ID, SAMPLED, "otelServiceName"))
 #: called by the shim with each record before it is queued (None: trace capture off)
 hook: Callable[[logging.LogRecord], None] | None = None
 
+#: the ``ContextVar`` holding the current OpenTelemetry context (the API's default
+#: runtime context), or None: while it holds an empty context (no span) and ``hook`` is
+#: still :data:`gated`, the hook would do nothing, and the compiled shim skips the call
+gate: ContextVar[Any] | None = None
+#: the hook that :data:`gate` was made for (a hook set by anyone else is always called)
+gated: Callable[[logging.LogRecord], None] | None = None
+
 
 def enable() -> bool:
     """Install the capture hook; False when ``opentelemetry-api`` is not installed."""
-    global hook
+    global hook, gate, gated
     if hook is not None:
         return True
     try:
@@ -42,7 +61,8 @@ def enable() -> bool:
     except ImportError:
         return False
     get_current_span = trace.get_current_span
-    peek = _context_peek()
+    var = _context_var()
+    peek = var.get if var is not None else None
 
     def stamp(record: logging.LogRecord) -> None:
         """Put the active span's ids on ``record`` (nothing when no span is active)."""
@@ -58,15 +78,17 @@ def enable() -> bool:
         except Exception:  # noqa: BLE001, S110 - tracing must never fail a logging call
             pass
 
+    # the gate first: a shim that sees the hook set sees the gate that goes with it
+    gate, gated = var, stamp
     hook = stamp
     return True
 
 
-def _context_peek() -> Callable[[], object] | None:
-    """The current OpenTelemetry context's getter when it is the API's default, a
-    ``ContextVar`` (one C call where ``get_current_span`` takes four Python calls to
-    find that it is empty), else None. An empty context holds no span, so
-    ``get_current_span()`` would give the invalid span there."""
+def _context_var() -> ContextVar[Any] | None:
+    """The ``ContextVar`` of the current OpenTelemetry context when the runtime context
+    is the API's default (reading it is one C call where ``get_current_span`` takes four
+    Python calls to find that it is empty), else None. An empty context holds no span,
+    so ``get_current_span()`` would give the invalid span there."""
     try:
         from opentelemetry import context as otel_context
         from opentelemetry.context.contextvars_context import ContextVarsRuntimeContext
@@ -76,7 +98,7 @@ def _context_peek() -> Callable[[], object] | None:
     var = getattr(runtime, "_current_context", None)
     if type(runtime) is not ContextVarsRuntimeContext or type(var) is not ContextVar:
         return None
-    return var.get
+    return var
 
 
 def ids(d: dict[str, Any]) -> tuple[str, str, bool] | None:

@@ -266,6 +266,61 @@ def test_with_a_trace_hook_set_the_compiled_handle_still_takes_plain_records(
     assert type(item) is tuple and "00f067aa0ba902b7" in item
 
 
+def test_the_compiled_handle_skips_the_trace_hook_only_where_its_gate_says_it_does_nothing(
+    monkeypatch: Any,
+) -> None:
+    """Outside any trace the OpenTelemetry context is empty and _trace's hook returns at
+    once: the compiled handle reads that context itself (``_trace.gate``) and does not
+    call the hook then; in a non-empty context, or for a hook the gate was not made
+    for, it calls the hook, and with a real span the ids still travel."""
+    if PURE:
+        pytest.skip("AIOLOGSINKS_PURE_PYTHON is set: the compiled path is off")
+    require(_record.ACCELERATED, "the compiled accelerator (pip install -e .)")
+    from contextvars import ContextVar, copy_context
+
+    calls: list[str] = []
+
+    def hook(record: logging.LogRecord) -> None:
+        calls.append(record.getMessage())
+
+    def other(record: logging.LogRecord) -> None:
+        calls.append("other: " + record.getMessage())
+
+    var: ContextVar[dict[str, Any]] = ContextVar("otel-context", default={})
+    monkeypatch.setattr(_trace, "gate", var)
+    monkeypatch.setattr(_trace, "gated", hook)
+    monkeypatch.setattr(_trace, "hook", hook)
+    d = als.Dispatcher(ListSink())
+    d._wake_pending = True  # never started: the records stay in its queue
+    handle = d.handler.handle
+
+    handle(logged("outside"))
+    copy_context().run(lambda: (var.set({"span": 1}), handle(logged("inside")))[1])
+    handle(logged("outside again"))
+    monkeypatch.setattr(_trace, "hook", other)  # not the hook the gate was made for
+    handle(logged("someone else's hook"))
+    monkeypatch.setattr(_trace, "gate", None)
+    monkeypatch.setattr(_trace, "hook", hook)
+    handle(logged("no gate"))
+    assert calls == ["inside", "other: someone else's hook", "no gate"]
+    assert len(d._items) == 5 and all(type(item) is tuple for item in d._items)
+
+    # the real hook and the API's own context: ids inside a span only
+    from opentelemetry.sdk.trace import TracerProvider
+
+    monkeypatch.undo()
+    assert _trace.enable() and _trace.hook is _trace.gated and _trace.gate is not None
+    d._items.clear()
+    tracer = TracerProvider().get_tracer("tests")
+    handle(logged("before"))
+    with tracer.start_as_current_span("work") as span:
+        handle(logged("in the span"))
+    handle(logged("after"))
+    span_id = f"{span.get_span_context().span_id:016x}"
+    found = [span_id in item for item in d._items]
+    assert found == [False, True, False]
+
+
 @pytest.mark.skipif(PURE, reason="this run is the pure-Python one already")
 def test_the_pure_python_path_passes_the_record_tests() -> None:
     # the accelerator is optional: without it (no compiler) everything still works

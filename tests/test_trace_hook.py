@@ -20,7 +20,7 @@ def test_ids_inside_a_span_and_none_outside_or_in_a_spanless_context() -> None:
     from opentelemetry.sdk.trace import TracerProvider
 
     assert _trace.enable()
-    assert _trace._context_peek() is not None  # the API's default runtime context
+    assert _trace._context_var() is not None  # the API's default runtime context
     tracer = TracerProvider().get_tracer("tests")
     make = logging.makeLogRecord
     assert _stamped(make({"msg": "before"})) is None
