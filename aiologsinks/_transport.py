@@ -27,8 +27,8 @@ import asyncio
 import contextlib
 import errno
 import functools
-import gzip
 import socket
+import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -613,10 +613,17 @@ def _go_on(i: int, exc: Exception) -> bool:
 #: bodies up to this many bytes are compressed in place: gzip takes about as long as
 #: the hop to a thread and back would
 GZIP_INLINE_MAX = 4096
+#: zlib's window bits for a gzip member: 16 + the largest window (15)
+_GZIP_WBITS = 31
 
 
-async def gzip_off_loop(body: bytes, compresslevel: int = 1, mtime: int | None = None) -> bytes:
-    """``gzip.compress(body, compresslevel, mtime=mtime)`` without holding the loop.
+async def gzip_off_loop(body: bytes, compresslevel: int = 1) -> bytes:
+    """``body`` as one gzip member (RFC 1952), compressed without holding the loop.
+
+    The member's modification time is 0 ("none"): an HTTP body has no file time, and
+    the same records give the same bytes. zlib writes the header and trailer itself,
+    the CRC computed as it reads (``gzip.compress`` before 3.12 takes a second pass
+    over the body for it, or a file object on 3.10).
 
     Level 1 by default: the compression runs on the service's own CPU, and log batches
     are repetitive enough that the fastest level keeps most of the gain (an OTLP
@@ -629,7 +636,7 @@ async def gzip_off_loop(body: bytes, compresslevel: int = 1, mtime: int | None =
     When that executor is gone (the loop or the interpreter is shutting down), or the
     body is small, it is compressed here.
     """
-    compress = functools.partial(gzip.compress, body, compresslevel, mtime=mtime)
+    compress = functools.partial(_gzip, body, compresslevel)
     if len(body) <= GZIP_INLINE_MAX:
         return compress()
     try:
@@ -637,3 +644,9 @@ async def gzip_off_loop(body: bytes, compresslevel: int = 1, mtime: int | None =
     except RuntimeError:  # "cannot schedule new futures after shutdown"
         return compress()
     return await pending
+
+
+def _gzip(body: bytes, level: int) -> bytes:
+    # a compressor object: zlib.compress takes no window bits before 3.11
+    packer = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
+    return packer.compress(body) + packer.flush()

@@ -272,7 +272,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
             headers["Content-Type"] = "application/json"
             if self.gzip:
                 assert body is not None
-                body = await gzip_off_loop(body, mtime=0)  # mtime=0: deterministic
+                body = await gzip_off_loop(body)
                 headers["Content-Encoding"] = "gzip"
         else:
             (item,) = records
