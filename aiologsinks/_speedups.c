@@ -722,8 +722,9 @@ typedef struct {
     Py_ssize_t len, cap;
 } Buf;
 
+/* Room for n more bytes at b->data + b->len: 0, or -1 (MemoryError) */
 static int
-buf_put(Buf *b, const char *text, Py_ssize_t n)
+buf_room(Buf *b, Py_ssize_t n)
 {
     if (b->len + n > b->cap) {
         Py_ssize_t cap = b->cap ? b->cap : 4096;
@@ -737,6 +738,15 @@ buf_put(Buf *b, const char *text, Py_ssize_t n)
         }
         b->data = data;
         b->cap = cap;
+    }
+    return 0;
+}
+
+static int
+buf_put(Buf *b, const char *text, Py_ssize_t n)
+{
+    if (buf_room(b, n) < 0) {
+        return -1;
     }
     memcpy(b->data + b->len, text, (size_t)n);
     b->len += n;
@@ -1447,6 +1457,12 @@ pb_head(Buf *b, unsigned char tag, Py_ssize_t n)
 static int
 utf8_of(PyObject *s, const char **p, Py_ssize_t *n)
 {
+    if (PyUnicode_CheckExact(s) && PyUnicode_IS_COMPACT_ASCII(s)) {
+        /* the common case without a call: an ASCII string's characters are its UTF-8 */
+        *p = (const char *)PyUnicode_DATA(s);
+        *n = PyUnicode_GET_LENGTH(s);
+        return 1;
+    }
     *p = PyUnicode_AsUTF8AndSize(s, n);
     if (*p == NULL) {
         PyErr_Clear();
@@ -1497,13 +1513,42 @@ pb_any(Buf *b, PyObject *v)
 static int
 pb_attribute(Buf *b, const char *key, Py_ssize_t key_len, PyObject *v, Buf *scratch)
 {
+    Py_ssize_t kv;
+    if (PyUnicode_CheckExact(v)) {
+        /* most attributes: AnyValue{string_value = 1} written in place, its size known */
+        const char *p;
+        Py_ssize_t n;
+        if (!utf8_of(v, &p, &n)) {
+            return 0;
+        }
+        Py_ssize_t value = 1 + varint_size((uint64_t)n) + n;
+        kv = 1 + varint_size((uint64_t)key_len) + key_len + 1 + varint_size((uint64_t)value)
+             + value;
+        if (buf_room(b, 1 + varint_size((uint64_t)kv) + kv) < 0) {
+            return -1;
+        }
+        char *q = b->data + b->len;
+        *q++ = 0x32;
+        q = varint_at(q, (uint64_t)kv);
+        *q++ = 0x0A;
+        q = varint_at(q, (uint64_t)key_len);
+        memcpy(q, key, (size_t)key_len);
+        q += key_len;
+        *q++ = 0x12;
+        q = varint_at(q, (uint64_t)value);
+        *q++ = 0x0A;
+        q = varint_at(q, (uint64_t)n);
+        memcpy(q, p, (size_t)n);
+        b->len = q + n - b->data;
+        return 1;
+    }
     scratch->len = 0;
     int rc = pb_any(scratch, v);
     if (rc != 1) {
         return rc;
     }
-    Py_ssize_t kv = 1 + varint_size((uint64_t)key_len) + key_len + 1
-                    + varint_size((uint64_t)scratch->len) + scratch->len;
+    kv = 1 + varint_size((uint64_t)key_len) + key_len + 1 + varint_size((uint64_t)scratch->len)
+         + scratch->len;
     if (pb_head(b, 0x32, kv) < 0 || pb_head(b, 0x0A, key_len) < 0
         || buf_put(b, key, key_len) < 0 || pb_head(b, 0x12, scratch->len) < 0
         || buf_put(b, scratch->data ? scratch->data : "", scratch->len) < 0) {
@@ -1608,17 +1653,19 @@ otlp_record(Buf *b, Buf *scratch, PyObject *v, const Py_ssize_t *at, const char 
              || buf_put(b, p, n) < 0) {
         rc = -1;
     }
+#define SITE(key, at) {key, sizeof(key) - 1, at}
     static const struct {
         const char *key;
+        Py_ssize_t len;
         int at;
     } site[] = {
-        {"code.file.path", AT_PATH},     {"code.function.name", AT_FUNC},
-        {"code.line.number", AT_LINE},   {"thread.id", AT_THREAD},
-        {"thread.name", AT_THREAD_NAME}, {"logger.name", AT_NAME},
+        SITE("code.file.path", AT_PATH),     SITE("code.function.name", AT_FUNC),
+        SITE("code.line.number", AT_LINE),   SITE("thread.id", AT_THREAD),
+        SITE("thread.name", AT_THREAD_NAME), SITE("logger.name", AT_NAME),
     };
+#undef SITE
     for (size_t k = 0; rc == 1 && k < sizeof site / sizeof site[0]; k++) {
-        rc = pb_attribute(b, site[k].key, (Py_ssize_t)strlen(site[k].key), std[site[k].at],
-                          scratch);
+        rc = pb_attribute(b, site[k].key, site[k].len, std[site[k].at], scratch);
     }
     if (rc == 1 && std[AT_PROCESS] != Py_None) {
         int differs = PyObject_RichCompareBool(std[AT_PROCESS], pid, Py_NE);
