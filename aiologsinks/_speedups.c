@@ -1453,6 +1453,21 @@ pb_head(Buf *b, unsigned char tag, Py_ssize_t n)
     return pb_byte(b, tag) < 0 || pb_varint(b, (uint64_t)n) < 0 ? -1 : 0;
 }
 
+/* A length-delimited field (tag, length, bytes) written with one capacity check */
+static int
+pb_string(Buf *b, unsigned char tag, const char *p, Py_ssize_t n)
+{
+    if (buf_room(b, 11 + n) < 0) {
+        return -1;
+    }
+    char *q = b->data + b->len;
+    *q++ = (char)tag;
+    q = varint_at(q, (uint64_t)n);
+    memcpy(q, p, (size_t)n);
+    b->len = q + n - b->data;
+    return 0;
+}
+
 /* 1: UTF-8 found; 0: not UTF-8 (lone surrogates: the Python path replaces them) */
 static int
 utf8_of(PyObject *s, const char **p, Py_ssize_t *n)
@@ -1487,7 +1502,7 @@ pb_any(Buf *b, PyObject *v)
         if (!utf8_of(v, &p, &n)) {
             return 0;
         }
-        return pb_head(b, 0x0A, n) < 0 || buf_put(b, p, n) < 0 ? -1 : 1;
+        return pb_string(b, 0x0A, p, n) < 0 ? -1 : 1;
     }
     if (PyLong_CheckExact(v)) {
         int overflow;
@@ -1549,9 +1564,8 @@ pb_attribute(Buf *b, const char *key, Py_ssize_t key_len, PyObject *v, Buf *scra
     }
     kv = 1 + varint_size((uint64_t)key_len) + key_len + 1 + varint_size((uint64_t)scratch->len)
          + scratch->len;
-    if (pb_head(b, 0x32, kv) < 0 || pb_head(b, 0x0A, key_len) < 0
-        || buf_put(b, key, key_len) < 0 || pb_head(b, 0x12, scratch->len) < 0
-        || buf_put(b, scratch->data ? scratch->data : "", scratch->len) < 0) {
+    if (pb_head(b, 0x32, kv) < 0 || pb_string(b, 0x0A, key, key_len) < 0
+        || pb_string(b, 0x12, scratch->data ? scratch->data : "", scratch->len) < 0) {
         return -1;
     }
     return 1;
@@ -1642,15 +1656,15 @@ otlp_record(Buf *b, Buf *scratch, PyObject *v, const Py_ssize_t *at, const char 
     else if (!utf8_of(std[AT_LEVELNAME], &p, &n)) {
         rc = 0;
     }
-    else if (pb_head(b, 0x1A, n) < 0 || buf_put(b, p, n) < 0) {
+    else if (pb_string(b, 0x1A, p, n) < 0) {
         rc = -1;
     }
     /* body = 5: AnyValue{string_value = 1} */
     else if (!utf8_of(msg, &p, &n)) {
         rc = 0;
     }
-    else if (pb_head(b, 0x2A, 1 + varint_size((uint64_t)n) + n) < 0 || pb_head(b, 0x0A, n) < 0
-             || buf_put(b, p, n) < 0) {
+    else if (pb_head(b, 0x2A, 1 + varint_size((uint64_t)n) + n) < 0
+             || pb_string(b, 0x0A, p, n) < 0) {
         rc = -1;
     }
 #define SITE(key, at) {key, sizeof(key) - 1, at}

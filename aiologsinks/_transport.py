@@ -622,8 +622,8 @@ async def gzip_off_loop(body: bytes, compresslevel: int = 1) -> bytes:
 
     The member's modification time is 0 ("none"): an HTTP body has no file time, and
     the same records give the same bytes. zlib writes the header and trailer itself,
-    the CRC computed as it reads (``gzip.compress`` before 3.12 takes a second pass
-    over the body for it, or a file object on 3.10).
+    the CRC computed as it reads (``gzip.compress`` with a time stamp takes a second
+    pass over the body for it on 3.11 and 3.12, and a file object on 3.10).
 
     Level 1 by default: the compression runs on the service's own CPU, and log batches
     are repetitive enough that the fastest level keeps most of the gain (an OTLP
