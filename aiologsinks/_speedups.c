@@ -1959,9 +1959,8 @@ entries_read(Entries *e, int first)
  * no context to carry, no bound fields, and what freeze_plain takes - is given to the
  * trace hook when one is set (as QueueHandler.handle does, after the filters; not when
  * _trace.gate shows an empty OpenTelemetry context, where _trace's own hook does
- * nothing), then
- * frozen and appended to the dispatcher's queue as Dispatcher.submit would: while it
- * accepts and below its bound, waking the pump once per burst. Everything else is
+ * nothing), then frozen and appended to the dispatcher's queue as Dispatcher.submit
+ * would: while it accepts and below its bound, waking the pump once per burst. Everything else is
  * handed to slow(record) (QueueHandler.handle itself), which handles every record
  * (calling the hook again for a record freeze_plain did not take: it only sets the
  * current span's ids, the same ones twice).
@@ -1995,8 +1994,8 @@ typedef struct {
     Entries dispatcher_e; /* _accepting, _items, _wake_pending */
 } Shim;
 
-static PyObject *s_filters, *s_hook, *s_gate, *s_gated, *s_on, *s_accepting, *s_items, *s_bound, *s_pending,
-    *s_append, *s_submit, *s_wake_up, *s_handle_error;
+static PyObject *s_filters, *s_hook, *s_gate, *s_gated, *s_on, *s_accepting, *s_items, *s_bound,
+    *s_pending, *s_append, *s_submit, *s_wake_up, *s_handle_error;
 
 static int
 shim_traverse(Shim *self, visitproc visit, void *arg)
