@@ -722,51 +722,6 @@ typedef struct {
     Py_ssize_t len, cap;
 } Buf;
 
-/* Room for n more bytes at b->data + b->len: 0, or -1 (MemoryError) */
-static int
-buf_room(Buf *b, Py_ssize_t n)
-{
-    if (b->len + n > b->cap) {
-        Py_ssize_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n) {
-            cap *= 2;
-        }
-        char *data = PyMem_Realloc(b->data, (size_t)cap);
-        if (data == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        b->data = data;
-        b->cap = cap;
-    }
-    return 0;
-}
-
-static int
-buf_put(Buf *b, const char *text, Py_ssize_t n)
-{
-    if (buf_room(b, n) < 0) {
-        return -1;
-    }
-    memcpy(b->data + b->len, text, (size_t)n);
-    b->len += n;
-    return 0;
-}
-
-static int
-buf_put_ascii(Buf *b, PyObject *text)
-{
-    /* text is what repr() or encode_basestring_ascii returned: ASCII */
-    if (text == NULL) {
-        return -1;
-    }
-    Py_ssize_t n;
-    const char *p = PyUnicode_AsUTF8AndSize(text, &n);
-    int rc = p == NULL ? -1 : buf_put(b, p, n);
-    Py_DECREF(text);
-    return rc;
-}
-
 /* Room for n more bytes; -1 (MemoryError) when there is none */
 static int
 buf_reserve(Buf *b, Py_ssize_t n)
@@ -786,6 +741,31 @@ buf_reserve(Buf *b, Py_ssize_t n)
     b->data = data;
     b->cap = cap;
     return 0;
+}
+
+static int
+buf_put(Buf *b, const char *text, Py_ssize_t n)
+{
+    if (buf_reserve(b, n) < 0) {
+        return -1;
+    }
+    memcpy(b->data + b->len, text, (size_t)n);
+    b->len += n;
+    return 0;
+}
+
+static int
+buf_put_ascii(Buf *b, PyObject *text)
+{
+    /* text is what repr() or encode_basestring_ascii returned: ASCII */
+    if (text == NULL) {
+        return -1;
+    }
+    Py_ssize_t n;
+    const char *p = PyUnicode_AsUTF8AndSize(text, &n);
+    int rc = p == NULL ? -1 : buf_put(b, p, n);
+    Py_DECREF(text);
+    return rc;
 }
 
 /* Where the text of the values one json_run call has written is in its buffer, by the
@@ -1457,7 +1437,7 @@ pb_head(Buf *b, unsigned char tag, Py_ssize_t n)
 static int
 pb_string(Buf *b, unsigned char tag, const char *p, Py_ssize_t n)
 {
-    if (buf_room(b, 11 + n) < 0) {
+    if (buf_reserve(b, 11 + n) < 0) {
         return -1;
     }
     char *q = b->data + b->len;
@@ -1539,7 +1519,7 @@ pb_attribute(Buf *b, const char *key, Py_ssize_t key_len, PyObject *v, Buf *scra
         Py_ssize_t value = 1 + varint_size((uint64_t)n) + n;
         kv = 1 + varint_size((uint64_t)key_len) + key_len + 1 + varint_size((uint64_t)value)
              + value;
-        if (buf_room(b, 1 + varint_size((uint64_t)kv) + kv) < 0) {
+        if (buf_reserve(b, 1 + varint_size((uint64_t)kv) + kv) < 0) {
             return -1;
         }
         char *q = b->data + b->len;
