@@ -1433,18 +1433,24 @@ pb_head(Buf *b, unsigned char tag, Py_ssize_t n)
     return pb_byte(b, tag) < 0 || pb_varint(b, (uint64_t)n) < 0 ? -1 : 0;
 }
 
-/* A length-delimited field (tag, length, bytes) written with one capacity check */
+/* A length-delimited field (tag, length, bytes) at q, which has room; returns the end */
+static inline char *
+field_at(char *q, unsigned char tag, const char *p, Py_ssize_t n)
+{
+    *q++ = (char)tag;
+    q = varint_at(q, (uint64_t)n);
+    memcpy(q, p, (size_t)n);
+    return q + n;
+}
+
+/* A length-delimited field written with one capacity check */
 static int
 pb_string(Buf *b, unsigned char tag, const char *p, Py_ssize_t n)
 {
     if (buf_reserve(b, 11 + n) < 0) {
         return -1;
     }
-    char *q = b->data + b->len;
-    *q++ = (char)tag;
-    q = varint_at(q, (uint64_t)n);
-    memcpy(q, p, (size_t)n);
-    b->len = q + n - b->data;
+    b->len = field_at(b->data + b->len, tag, p, n) - b->data;
     return 0;
 }
 
@@ -1525,16 +1531,10 @@ pb_attribute(Buf *b, const char *key, Py_ssize_t key_len, PyObject *v, Buf *scra
         char *q = b->data + b->len;
         *q++ = 0x32;
         q = varint_at(q, (uint64_t)kv);
-        *q++ = 0x0A;
-        q = varint_at(q, (uint64_t)key_len);
-        memcpy(q, key, (size_t)key_len);
-        q += key_len;
+        q = field_at(q, 0x0A, key, key_len);
         *q++ = 0x12;
         q = varint_at(q, (uint64_t)value);
-        *q++ = 0x0A;
-        q = varint_at(q, (uint64_t)n);
-        memcpy(q, p, (size_t)n);
-        b->len = q + n - b->data;
+        b->len = field_at(q, 0x0A, p, n) - b->data;
         return 1;
     }
     scratch->len = 0;
