@@ -18,10 +18,10 @@ aiologsinks via ``install()``), one server process runs two phases:
 2. closed loop at saturation: ``wrk`` when installed (one thread), else the Python
    closed-loop generator: requests/s.
 
-A floor (NullHandler) server runs beside every option's server for the whole round,
-and both phases alternate between the two, ABBA ABBA ...: the open loop in 0.5 s
-slices, the closed loop in 1 s slices (:func:`sliced_closed_loop`). The option's p99
-and requests/s are then paired with the floor's within seconds, so the machine's drift
+A floor (NullHandler) server starts beside each option's server, as fresh as it, and
+both phases alternate between the two, ABBA ABBA ...: the open loop in 0.5 s slices,
+the closed loop in 1 s slices (:func:`sliced_closed_loop`). The option's p99 and
+requests/s are then paired with the floor's within seconds, so the machine's drift
 over a round does not decide them.
 
 On a machine with two or more CPUs the servers run on the first and everything else
@@ -316,7 +316,7 @@ def start_server(
 
 @dataclass
 class Reference:
-    """The floor's server, running beside every cell of a round: the saturation phase
+    """The floor's server, started afresh beside each cell: the saturation phase
     alternates between it and the cell's server (see :func:`sliced_closed_loop`)."""
 
     port: int
@@ -349,7 +349,7 @@ def start_peer(kind: str | None, *stall: float) -> Any:
 
 @contextlib.contextmanager
 def reference_server(framework: str) -> Iterator[Reference]:
-    """A floor (NullHandler) server for one round."""
+    """A floor (NullHandler) server for one cell of a round."""
     with tempfile.TemporaryDirectory(prefix="aiologsinks-ref-") as tmp:
         spec = server_spec(framework, "null", "file", tmp)
         port = spec["port"]
@@ -587,23 +587,26 @@ def run_rounds(
 ) -> None:
     for r in range(opts.rounds):
         shift = r % len(cells)
-        with reference_server(framework) as reference:
-            for cell in cells[shift:] + cells[:shift]:
-                t0 = time.perf_counter()
-                try:
+        for cell in cells[shift:] + cells[:shift]:
+            t0 = time.perf_counter()
+            try:
+                # a floor server as fresh as the cell's: one kept for the whole round
+                # grew slower than a new one as it aged (an A/A check late in a round
+                # gave up to 1.12x), which favoured every cell run late in a round
+                with reference_server(framework) as reference:
                     run = cell.runs[r] = run_cell(cell, framework, opts, reference)
-                except Exception as exc:
-                    cell.errors.append(f"round {r + 1}: {exc}")
-                    log(f"  round {r + 1}/{opts.rounds} {cell.key:<20} FAILED: {exc}")
-                    continue
-                ratio = run.get("closed_ratio")
-                log(
-                    f"  round {r + 1}/{opts.rounds} {cell.key:<20} "
-                    f"open p99 {run['open_p99_ms']:.1f} ms, "
-                    f"closed {run['closed_rps']:,.0f} req/s"
-                    f"{f' ({ratio:.2f}x the floor beside it)' if ratio else ''}, "
-                    f"lost {run['lost']} ({time.perf_counter() - t0:.1f} s)"
-                )
+            except Exception as exc:
+                cell.errors.append(f"round {r + 1}: {exc}")
+                log(f"  round {r + 1}/{opts.rounds} {cell.key:<20} FAILED: {exc}")
+                continue
+            ratio = run.get("closed_ratio")
+            log(
+                f"  round {r + 1}/{opts.rounds} {cell.key:<20} "
+                f"open p99 {run['open_p99_ms']:.1f} ms, "
+                f"closed {run['closed_rps']:,.0f} req/s"
+                f"{f' ({ratio:.2f}x the floor beside it)' if ratio else ''}, "
+                f"lost {run['lost']} ({time.perf_counter() - t0:.1f} s)"
+            )
 
 
 def _ms(x: float | None) -> str:
