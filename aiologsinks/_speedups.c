@@ -1940,10 +1940,10 @@ entries_read(Entries *e, int first)
  * trace hook when one is set (as QueueHandler.handle does, after the filters; not when
  * _trace.gate shows an empty OpenTelemetry context, where _trace's own hook does
  * nothing), then frozen and appended to the dispatcher's queue as Dispatcher.submit
- * would: while it accepts and below its bound, waking the pump once per burst. Everything else is
- * handed to slow(record) (QueueHandler.handle itself), which handles every record
- * (calling the hook again for a record freeze_plain did not take: it only sets the
- * current span's ids, the same ones twice).
+ * would: while it accepts and below its bound, waking the pump once per burst.
+ * Everything else is handed to slow(record) (QueueHandler.handle itself), which
+ * handles every record (calling the hook again for a record freeze_plain did not
+ * take: it only sets the current span's ids, the same ones twice).
  */
 typedef struct {
     PyObject_HEAD

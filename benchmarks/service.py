@@ -490,6 +490,8 @@ def run_cell(
             out.update({f"closed_{k}": v for k, v in c.items() if k != "mode"})
             logged = int(_get_json(port, "/stats", timeout=30)["logged"])
             out["logged"] = logged
+            if reference is not None:
+                out["ref_pid"] = reference.server.pid  # a fresh one per cell (run_rounds)
             out["rss_peak_mb"] = _vmhwm_mb(server.pid)
             t0 = time.perf_counter()
             server.send_signal(signal.SIGTERM)

@@ -52,6 +52,10 @@ def test_service_smoke_fastapi_counts_every_record_at_a_file_and_a_stalling_peer
         assert run["closed_ratio"] == pytest.approx(run["closed_rps"] / run["closed_ref_rps"])
         # so did the open loop: both sides answered and have a p99
         assert run["open_ref_p99_ms"] > 0 and run["open_p99_ms"] > 0, key
+    # each cell had a floor server of its own, as fresh as the cell's (one kept for a
+    # whole round slowed as it aged and favoured the cells run late in the round)
+    ref_pids = [cell["runs"]["0"]["ref_pid"] for cell in cells.values()]
+    assert len(set(ref_pids)) == len(cells)
     verdicts = {v["target"]: v["verdict"] for v in doc["verdicts"]}
     assert verdicts["local file: 0 lost"] == "met"
 
