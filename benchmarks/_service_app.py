@@ -233,6 +233,8 @@ class Logging:
                 sink.setFormatter(logging.Formatter(FMT))
             logger = self._stdlib_logger()
             options: dict[str, Any] = {}
+            if spec.get("linger") is not None:  # benchmarks/service.py --linger
+                options["linger"] = float(spec["linger"])
             scale = float(spec.get("time_scale", 1.0))
             if scale != 1.0:
                 # run slowed down (benchmarks/instructions.py): the batches' time windows
@@ -254,7 +256,7 @@ class Logging:
         d = getattr(self, "dispatcher", None)
         if d is not None:
             s = d.stats()
-            self.stats = {"lost_in_stats": s.lost}
+            self.stats = {"lost_in_stats": s.lost, "linger": d.linger}
 
     # -- the request handler's logging, the same for every framework --
 

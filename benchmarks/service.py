@@ -119,15 +119,21 @@ class Cell:
     dest: str
     runs: dict[int, dict[str, Any]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    #: aiologsinks' Dispatcher ``linger`` (seconds) where --linger sets it; None: default
+    linger: float | None = None
 
     @property
     def key(self) -> str:
-        return "null" if self.contender == "null" else f"{self.dest}/{self.contender}"
+        if self.contender == "null":
+            return "null"
+        key = f"{self.dest}/{self.contender}"
+        return key if self.linger is None else f"{key}@{self.linger * 1e3:g}ms"
 
     @property
     def label(self) -> str:
         handler, sink = HANDLERS[self.dest]
-        return LABELS[self.contender].format(handler=handler, sink=sink)
+        label = LABELS[self.contender].format(handler=handler, sink=sink)
+        return label if self.linger is None else f"{label}, linger {self.linger * 1e3:g} ms"
 
     def per_round(self, metric: str) -> dict[int, float | None]:
         return {r: run.get(metric) for r, run in self.runs.items()}
@@ -458,6 +464,8 @@ def run_cell(
     with tempfile.TemporaryDirectory(prefix="aiologsinks-svc-") as tmp:
         try:
             spec = server_spec(framework, cell.contender, cell.dest, tmp, peer)
+            if cell.linger is not None:
+                spec["linger"] = cell.linger
             port = spec["port"]
             server = start_server(spec)
             out: dict[str, Any] = {}
@@ -569,7 +577,9 @@ def _wait_ready(server: subprocess.Popen[bytes], port: int, limit: float = 30.0)
     raise RuntimeError(f"server not ready within {limit:g} s")
 
 
-def build_cells(dests: list[str], only: set[str] | None) -> tuple[list[Cell], list[str]]:
+def build_cells(
+    dests: list[str], only: set[str] | None, lingers: list[float] | None = None
+) -> tuple[list[Cell], list[str]]:
     cells = [Cell("null", "file")]
     skipped: list[str] = []
     for dest in dests:
@@ -580,7 +590,10 @@ def build_cells(dests: list[str], only: set[str] | None) -> tuple[list[Cell], li
             if why:
                 skipped.append(f"{dest}/{contender}: {why}")
                 continue
-            cells.append(Cell(contender, dest))
+            if contender == "aiologsinks" and lingers:
+                cells.extend(Cell(contender, dest, linger=x) for x in lingers)
+            else:
+                cells.append(Cell(contender, dest))
     return cells, skipped
 
 
@@ -692,6 +705,8 @@ def verdicts(cells: list[Cell]) -> list[tuple[str, str, str]]:
         ratio = cell.estimate("closed_ratio")
         lost = cell.lost() or 0
         dest = DESTS[cell.dest][0]
+        if cell.linger is not None:
+            dest = f"{dest}, linger {cell.linger * 1e3:g} ms"
         out.append(
             (
                 p99_target.verdict(diff),
@@ -793,6 +808,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stall-every", type=float, default=2.0, help="stall period, s (2)")
     parser.add_argument("--dest", help="comma-separated destinations (file,http,syslog,stall,otlp)")
     parser.add_argument("--only", help="comma-separated contenders (null is always run)")
+    parser.add_argument(
+        "--linger",
+        help="comma-separated Dispatcher linger values, ms: one aiologsinks row per value",
+    )
     parser.add_argument("--no-wrk", action="store_true", help="Python closed loop even with wrk")
     parser.add_argument(
         "--no-pin", action="store_true", help="servers, load and peers share every CPU"
@@ -822,7 +841,15 @@ def main(argv: list[str] | None = None) -> int:
         if d not in DESTS:
             parser.error(f"--dest: unknown destination {d!r}")
     only = set(opts.only.split(",")) if opts.only else None
-    cells, skipped = build_cells(dests, only)
+    lingers = None
+    if opts.linger:
+        try:
+            lingers = [float(x) / 1e3 for x in opts.linger.split(",")]
+        except ValueError:
+            parser.error(f"--linger: expected milliseconds, e.g. 5,1,0; got {opts.linger!r}")
+        if any(x < 0 for x in lingers):
+            parser.error(f"--linger: a linger cannot be negative; got {opts.linger!r}")
+    cells, skipped = build_cells(dests, only, lingers)
     log = (lambda s: print(s, file=sys.stderr)) if opts.json else print
     log(
         f"{opts.framework}: {len(cells)} options, {opts.rounds} rounds, {opts.seconds:g} s per "

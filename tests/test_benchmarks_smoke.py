@@ -60,6 +60,32 @@ def test_service_smoke_fastapi_counts_every_record_at_a_file_and_a_stalling_peer
     assert verdicts["local file: 0 lost"] == "met"
 
 
+def test_service_linger_gives_one_aiologsinks_row_per_value_each_server_with_its_own() -> None:
+    doc = run_smoke("--dest", "file", "--only", "aiologsinks", "--linger", "5,0")
+    cells = cells_by_key(doc)
+    assert set(cells) == {"null", "file/aiologsinks@5ms", "file/aiologsinks@0ms"}
+    for key, linger in (("file/aiologsinks@5ms", 0.005), ("file/aiologsinks@0ms", 0.0)):
+        run = cells[key]["runs"]["0"]
+        assert run["linger"] == linger, key  # what the server's Dispatcher had
+        assert run["logged"] > 0 and run["lost"] == 0, key
+    verdicts = {v["target"] for v in doc["verdicts"]}
+    assert "local file, linger 0 ms: 0 lost" in verdicts
+
+
+def test_service_linger_rejects_what_is_not_milliseconds() -> None:
+    for bad in ("fast", "-1"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "benchmarks.service", "--smoke", "--linger", bad],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, bad
+        assert "--linger" in proc.stderr, bad
+
+
 def test_service_smoke_aiohttp_app_runs() -> None:
     doc = run_smoke("--framework", "aiohttp", "--dest", "file", "--only", "aiologsinks")
     cell = cells_by_key(doc)["file/aiologsinks"]
