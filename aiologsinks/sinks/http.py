@@ -30,6 +30,9 @@ _FORM = "application/x-www-form-urlencoded"
 _JSON_PIECE = 100
 #: the JSON batch mode's default linger: at most ~20 POSTs a second under load
 _LINGER = 0.05
+#: the JSON batch mode's default bound on a request body, before compression: under
+#: the 1 MiB that aiohttp's and nginx's servers accept by default
+MAX_BATCH_BYTES = 1_000_000
 
 if ACCELERATED:
     from .. import _speedups
@@ -60,6 +63,14 @@ class _ServerError(SinkDeliveryError, RetryableError):
         self.status = status
         self.retry_after = retry_after
 
+
+class _TooLarge(SinkDeliveryError):
+    """A 413 answer: the body was larger than the server takes."""
+
+
+#: (records, their JSON objects joined by commas, whether one of them failed and was
+#: reported) - a piece of a JSON batch body
+_Piece = tuple[int, bytes, bool]
 
 #: answers that say the server (or the one behind it) is down, not the request bad
 _UNAVAILABLE = frozenset((429, 502, 503, 504))
@@ -111,6 +122,13 @@ class HTTPSink(OutboxSinkMixin, Sink):
       counted) and delivers them in order after a back-off (``backoff``, a
       :class:`~aiologsinks._backoff.Backoff`; 1 s doubling up to 30 s by default,
       longer when the server sends ``Retry-After``).
+    * ``max_batch_bytes`` (``json_batch=True`` only, default 1,000,000) bounds each
+      request body before compression: a backlog goes out in several POSTs, in
+      order, each under the 1 MiB that aiohttp's and nginx's servers accept by
+      default. A server that still answers 413 (Payload Too Large) to a body of more
+      than one record gets it again in smaller requests, and the sink keeps the
+      smaller bound. A record whose JSON alone exceeds ``max_batch_bytes`` goes to
+      :meth:`handleError`.
     * ``linger`` (seconds; ``json_batch=True`` only, default 0.05) is how long the sink
       waits after a POST before the next one, so that a busy service sends a few
       large requests a second instead of one per round trip; ``flush()`` and
@@ -147,6 +165,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
         timeout: float | None = REQUEST_TIMEOUT,
         close_timeout: float = CLOSE_TIMEOUT,
         linger: float | None = None,
+        max_batch_bytes: int | None = None,
     ) -> None:
         super().__init__()
         # aiohttp is loaded by the first HTTPSink, not by `import aiologsinks` (it is
@@ -175,6 +194,24 @@ class HTTPSink(OutboxSinkMixin, Sink):
             raise ArgumentValueError("linger", "only applies with json_batch=True")
         #: seconds between two POSTs of a busy sink (see :attr:`Sink.linger`)
         self.linger = float(linger)
+        if max_batch_bytes is None:
+            max_batch_bytes = MAX_BATCH_BYTES
+        elif not json_batch:
+            raise ArgumentValueError("max_batch_bytes", "only applies with json_batch=True")
+        if isinstance(max_batch_bytes, bool) or not isinstance(max_batch_bytes, int):
+            raise ArgumentTypeError("max_batch_bytes", f"expected an int, got {max_batch_bytes!r}")
+        if max_batch_bytes < 64:
+            raise ArgumentValueError(
+                "max_batch_bytes", f"expected at least 64 bytes, got {max_batch_bytes}"
+            )
+        #: the largest JSON batch body, in bytes before compression
+        self.max_batch_bytes = max_batch_bytes
+        # the bound in use: lowered when the server answers 413 to a smaller body
+        self._body_limit = max_batch_bytes
+        # encoded pieces of a backlog's front that did not fit in the last request:
+        # (the first record they start at, the pieces); sent next, not encoded again
+        # (a record that failed to encode must be reported once)
+        self._carry: tuple[Item, list[_Piece]] | None = None
         timeout = None if timeout is None else check_timeout("timeout", timeout)
         self.host = host
         self.url = url
@@ -256,37 +293,135 @@ class HTTPSink(OutboxSinkMixin, Sink):
         cancelled; what is left is counted), then the session is closed."""
         await close_outbox_and_session(self)
 
-    async def _send(self, records: Sequence[Item]) -> None:
-        """One request for ``records`` (one record unless in JSON batch mode)."""
-        headers: dict[str, str] = {}
+    async def _send(self, records: Sequence[Item]) -> int | None:
+        """One request from the front of ``records`` (one record unless in JSON batch
+        mode); returns how many it carried (None: all)."""
         if self.json_batch:
-            method, url = "POST", self.url
-            pieces = []
-            for start in range(0, len(records), _JSON_PIECE):
-                pieces.append(self._json_piece(records[start : start + _JSON_PIECE]))
-                # Encoding 1,000 records takes ~10 ms: let the loop run between pieces.
-                await asyncio.sleep(0)
-            if not any(pieces):
-                return
-            body: bytes | None = _wire.json_array(pieces)
-            headers["Content-Type"] = "application/json"
-            if self.gzip:
-                assert body is not None
-                body = await gzip_off_loop(body)
-                headers["Content-Encoding"] = "gzip"
+            return await self._send_json(records)
+        (item,) = records
+        headers: dict[str, str] = {}
+        data = _wire.http_form(self.mapLogRecord(as_record(item)))
+        method, url, body = self.method, self.url, None
+        if method == "GET":
+            url = _wire.http_get_url(url, data)
         else:
-            (item,) = records
-            data = _wire.http_form(self.mapLogRecord(as_record(item)))
-            method, url, body = self.method, self.url, None
-            if method == "GET":
-                url = _wire.http_get_url(url, data)
-            else:
-                # Header name spelled as HTTPHandler spells it; the value is what matters.
-                headers["Content-type"] = _FORM
-                body = data.encode("utf-8")
+            # Header name spelled as HTTPHandler spells it; the value is what matters.
+            headers["Content-type"] = _FORM
+            body = data.encode("utf-8")
         if self.credentials:
             headers["Authorization"] = _wire.basic_auth(self.credentials)
         await self._request(method, url, body, headers)
+        return None
+
+    async def _send_json(self, records: Sequence[Item]) -> int:
+        """One POST of the longest front of ``records`` whose JSON array fits the body
+        bound; returns how many records it consumed (sent, or reported as failing)."""
+        pieces = await self._json_pieces(records)
+        while True:
+            n = sum(count for count, _, _ in pieces)
+            if not any(piece for _, piece, _ in pieces):
+                return n  # every record of the front failed to encode (each reported)
+            body = _wire.json_array(piece for _, piece, _ in pieces)
+            if n == 1 and len(body) > self.max_batch_bytes:
+                try:
+                    raise SinkDeliveryError(
+                        f"{self!r}: a record of {len(body)} bytes exceeds "
+                        f"max_batch_bytes={self.max_batch_bytes}"
+                    )
+                except SinkDeliveryError:
+                    self.report_error(records[0])
+                return 1
+            try:
+                await self._post_json(body)
+            except _TooLarge:
+                if n == 1:  # the server refuses this record on its own
+                    self.report_error(records[0])
+                    return 1
+                # the server's bound is lower than ours: half this body, from now on
+                self._body_limit = max(len(body) // 2, 64)
+                pieces = self._fit(records, pieces)
+                continue
+            except BaseException:
+                # not sent: a retry starts at the same record, with these pieces
+                rest = self._carry[1] if self._carry is not None else []
+                self._carry = (records[0], pieces + rest)
+                raise
+            return n
+
+    async def _post_json(self, body: bytes) -> None:
+        headers = {"Content-Type": "application/json"}
+        if self.gzip:
+            body = await gzip_off_loop(body)
+            headers["Content-Encoding"] = "gzip"
+        if self.credentials:
+            headers["Authorization"] = _wire.basic_auth(self.credentials)
+        await self._request("POST", self.url, body, headers)
+
+    async def _json_pieces(self, records: Sequence[Item]) -> list[_Piece]:
+        """The encoded front of ``records`` that fits the body bound, in pieces of at
+        most ``_JSON_PIECE`` records (the loop runs between two): what the last call
+        encoded and could not send first, then as many records as fit, by their size
+        so far."""
+        pieces: list[_Piece] = []
+        carry, self._carry = self._carry, None
+        if (
+            carry is not None
+            and records
+            and records[0] is carry[0]
+            and sum(count for count, _, _ in carry[1]) <= len(records)
+        ):
+            pieces = carry[1]
+        limit = self._body_limit
+        i = sum(count for count, _, _ in pieces)
+        size = 2 + sum(len(piece) + 1 for _, piece, _ in pieces)
+        while i < len(records) and size < limit:
+            k = min(_JSON_PIECE, len(records) - i)
+            if i:
+                # as many as should fit by the size of those so far, with a margin: a
+                # piece that does not fit ends the request (it goes first in the next)
+                k = max(1, min(k, int(0.9 * (limit - size) * i / (size - 2))))
+            errors = self.error_count
+            piece = self._json_piece(records[i : i + k])
+            if pieces and size + len(piece) + 1 > limit:
+                self._carry = (records[i], [(k, piece, self.error_count != errors)])
+                break
+            pieces.append((k, piece, self.error_count != errors))
+            size += len(piece) + 1
+            i += k
+            if i < len(records):
+                # Encoding 1,000 records takes ~10 ms: let the loop run between pieces.
+                await asyncio.sleep(0)
+        return self._fit(records, pieces)
+
+    def _fit(self, records: Sequence[Item], pieces: list[_Piece]) -> list[_Piece]:
+        """The front of ``pieces`` within the body bound (at least one piece; the first
+        split while it alone is over the bound and holds more than one record); the
+        rest is kept for the next request."""
+        limit = self._body_limit
+        while pieces:
+            count, piece, failed = pieces[0]
+            if len(piece) + 2 <= limit or count == 1 or failed:
+                # (a piece where a record failed is not encoded again: that record
+                # would be reported twice; it goes as it is)
+                break
+            half = count // 2
+            pieces[0:1] = [
+                (half, self._json_piece(records[:half]), False),
+                (count - half, self._json_piece(records[half:count]), False),
+            ]
+        size, keep = 2, 0
+        for _, piece, _ in pieces:
+            if keep and size + len(piece) + 1 > limit:
+                break
+            size += len(piece) + 1
+            keep += 1
+        if keep < len(pieces):
+            start = sum(count for count, _, _ in pieces[:keep])
+            rest = pieces[keep:]
+            if self._carry is not None:  # encoded after them: it follows them
+                rest += self._carry[1]
+            self._carry = (records[start], rest)
+        return pieces[:keep]
 
     def _json_piece(self, items: Sequence[Item]) -> bytes:
         """Encode ``items`` (objects joined by commas); a record that cannot be mapped
@@ -380,6 +515,8 @@ class HTTPSink(OutboxSinkMixin, Sink):
             raise _ServerError(
                 f"{self!r}: {self.host} answered {status}", status, retry_after=retry_after
             )
+        if status == 413:
+            raise _TooLarge(f"{self!r}: {self.host} answered 413 (Payload Too Large)")
         if status >= 400:
             raise SinkDeliveryError(f"{self!r}: {self.host} answered {status}")
 
@@ -405,10 +542,6 @@ class HTTPSink(OutboxSinkMixin, Sink):
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
-        unresolved = self._unresolved
-        if unresolved is not None and not self.backoff.ready():
-            raise SinkConnectError(f"{unresolved} (not retried before the back-off)")
-        self._unresolved = None
         scheme = "https" if self.secure else "http"
         method = "POST" if self.json_batch else self.method
         # The path only: a query string may carry a token.

@@ -41,6 +41,8 @@ class HTTPPeer:
     port: int = 0
     delay: float = 0.0
     statuses: list[int] = field(default_factory=list)
+    #: the largest body taken: a larger one is answered 413, as a server's own limit
+    max_body: int | None = None
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -60,7 +62,10 @@ class HTTPPeer:
         body = await request.read()
         if self.delay:
             await asyncio.sleep(self.delay)
-        status = self.statuses.pop(0) if self.statuses else 200
+        if self.max_body is not None and len(body) > self.max_body:
+            status = 413
+        else:
+            status = self.statuses.pop(0) if self.statuses else 200
         self.requests.append(
             Request(
                 request.method,
@@ -114,9 +119,12 @@ async def http_peer(
     ssl_context: ssl.SSLContext | None = None,
     delay: float = 0.0,
     statuses: list[int] | None = None,
+    max_body: int | None = None,
 ) -> AsyncIterator[HTTPPeer]:
     """Serve HTTP (HTTPS with ``ssl_context``) on 127.0.0.1 until the block exits."""
-    peer = HTTPPeer(ssl_context=ssl_context, delay=delay, statuses=list(statuses or ()))
+    peer = HTTPPeer(
+        ssl_context=ssl_context, delay=delay, statuses=list(statuses or ()), max_body=max_body
+    )
     await peer.start()
     try:
         yield peer
