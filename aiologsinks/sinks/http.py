@@ -18,7 +18,7 @@ from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._record import ACCELERATED, FIELDS, Item, as_record, travelled
 from .._sink import Sink
 from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session, gzip_off_loop
-from .._validate import ArgumentTypeError, ArgumentValueError, check_number
+from .._validate import ArgumentTypeError, ArgumentValueError, check_int, check_number
 
 if TYPE_CHECKING:
     import aiohttp
@@ -198,16 +198,10 @@ class HTTPSink(OutboxSinkMixin, Sink):
             max_batch_bytes = MAX_BATCH_BYTES
         elif not json_batch:
             raise ArgumentValueError("max_batch_bytes", "only applies with json_batch=True")
-        if isinstance(max_batch_bytes, bool) or not isinstance(max_batch_bytes, int):
-            raise ArgumentTypeError("max_batch_bytes", f"expected an int, got {max_batch_bytes!r}")
-        if max_batch_bytes < 64:
-            raise ArgumentValueError(
-                "max_batch_bytes", f"expected at least 64 bytes, got {max_batch_bytes}"
-            )
         #: the largest JSON batch body, in bytes before compression
-        self.max_batch_bytes = max_batch_bytes
+        self.max_batch_bytes: int = check_int("max_batch_bytes", max_batch_bytes, min=64)
         # the bound in use: lowered when the server answers 413 to a smaller body
-        self._body_limit = max_batch_bytes
+        self._body_limit = self.max_batch_bytes
         # encoded pieces of a backlog's front that did not fit in the last request:
         # (the first record they start at, the pieces); sent next, not encoded again
         # (a record that failed to encode must be reported once)
@@ -360,8 +354,8 @@ class HTTPSink(OutboxSinkMixin, Sink):
     async def _json_pieces(self, records: Sequence[Item]) -> list[_Piece]:
         """The encoded front of ``records`` that fits the body bound, in pieces of at
         most ``_JSON_PIECE`` records (the loop runs between two): what the last call
-        encoded and could not send first, then as many records as fit, by their size
-        so far."""
+        encoded and could not send first, then records until the bound is reached (the
+        piece that crosses it is kept by :meth:`_fit` for the next request)."""
         pieces: list[_Piece] = []
         carry, self._carry = self._carry, None
         if (
@@ -377,14 +371,11 @@ class HTTPSink(OutboxSinkMixin, Sink):
         while i < len(records) and size < limit:
             k = min(_JSON_PIECE, len(records) - i)
             if i:
-                # as many as should fit by the size of those so far, with a margin: a
-                # piece that does not fit ends the request (it goes first in the next)
+                # as many as should fit by the size of those so far, with a margin, so
+                # that the piece crossing the bound is a small one
                 k = max(1, min(k, int(0.9 * (limit - size) * i / (size - 2))))
             errors = self.error_count
             piece = self._json_piece(records[i : i + k])
-            if pieces and size + len(piece) + 1 > limit:
-                self._carry = (records[i], [(k, piece, self.error_count != errors)])
-                break
             pieces.append((k, piece, self.error_count != errors))
             size += len(piece) + 1
             i += k
