@@ -7,6 +7,7 @@ delivered once, in order, or reported once."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Mapping
@@ -16,7 +17,9 @@ import pytest
 
 import aiologsinks as als
 from aiologsinks._exceptions import SinkDeliveryError
+from aiologsinks._stats import assert_accounted
 from aiologsinks.sinks.http import MAX_BATCH_BYTES, HTTPSink
+from tests.helpers import fresh_logger
 from tests.peers.http import Request, http_peer
 
 from .test_http import RecordingHTTPSink, make_record
@@ -186,3 +189,52 @@ def test_max_batch_bytes_from_a_config_file() -> None:
     assert isinstance(sink, HTTPSink) and sink.max_batch_bytes == 500_000
     with pytest.raises(config.ConfigError, match="max_batch_bytes"):
         config.loads(base + 'max_batch_bytes = "1MB"\n')
+
+
+async def test_a_split_backlog_to_a_server_that_never_answers_is_counted_in_full() -> None:
+    # every request times out: nothing is delivered, every record is counted once
+    async with http_peer(delay=5.0) as peer:
+        sink = RecordingHTTPSink(
+            peer.netloc, "/bulk", json_batch=True, max_batch_bytes=20_000, timeout=0.05
+        )
+        async with sink:
+            await asyncio.wait_for(sink.emit_batch(records()), 5.0)
+        stats = sink.outbox.statistics()
+    assert stats.delivered == 0 and stats.pending == 0
+    assert sink.error_count == N and sink.errors == []  # an outage: counted, no traceback
+
+
+async def test_close_bounds_a_split_backlog_in_retry_mode_and_counts_what_is_left() -> None:
+    # the first request goes through, then the server holds every request: flush(timeout)
+    # and aclose(timeout=1) return within their bounds, and every record is accounted
+    log = fresh_logger("t.http.body_bound.hung")
+    async with http_peer() as peer:
+        sink = RecordingHTTPSink(
+            peer.netloc,
+            "/bulk",
+            json_batch=True,
+            max_batch_bytes=20_000,
+            retry=True,
+            buffer_size=N,
+            timeout=None,
+        )
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        try:
+            for i in range(N):
+                log.info("n %d", i)
+            await peer.wait_ok(1)
+            peer.delay = 30.0  # from now on the server holds each request
+            with pytest.raises(TimeoutError, match="HTTPSink"):
+                await asyncio.wait_for(dispatcher.flush(timeout=0.5), 5.0)
+        finally:
+            stats = await asyncio.wait_for(dispatcher.aclose(timeout=1), 5.0)
+            log.removeHandler(dispatcher.handler)
+        got = delivered(peer.ok)
+    assert_accounted(stats, logged=N)
+    assert 0 < len(got) < N and got == [f"n {i}" for i in range(len(got))]
+    (share,) = stats.sinks.values()
+    # what the held requests carried and what waited behind them: counted, not delivered
+    assert share.delivered + share.errors + share.undelivered == N
+    assert share.errors + share.undelivered >= N - len(got) > 0
