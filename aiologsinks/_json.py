@@ -27,7 +27,7 @@ from . import _trace
 from ._record import FIELDS
 from ._validate import ArgumentTypeError, ArgumentValueError
 
-__all__ = ["PRESETS", "STANDARD_FIELDS", "JSONFormatter", "extra_items", "iso_utc"]
+__all__ = ["PRESETS", "STANDARD_FIELDS", "JSONFormatter", "extra_items", "iso_utc", "key_text"]
 
 try:  # the optional fast serialiser
     import orjson as _orjson
@@ -157,6 +157,18 @@ def _repr(value: Any) -> str:
         return f"<unrepresentable {type(value).__name__}>"
 
 
+def key_text(key: Any) -> str:
+    """A mapping key as an object key, as the stdlib encoder and orjson write it
+    (``None`` as ``"null"``, ``True`` as ``"true"``); any other type by what it would
+    be written as as a value, its ``repr()`` at worst: a key never fails the record."""
+    if isinstance(key, str):
+        return str.__str__(key)
+    if key is None or isinstance(key, (bool, int, float)):
+        return json.dumps(key)
+    value = _default(key)
+    return value if isinstance(value, str) else _repr(value)
+
+
 def _default(value: Any) -> Any:
     """What JSON cannot hold: the common types as orjson writes them, else the repr."""
     if isinstance(value, (datetime.datetime, datetime.date, datetime.time)):
@@ -179,7 +191,7 @@ def _sanitised(value: Any, depth: int = 0) -> Any:
     if depth > 20:
         return _repr(value)
     if isinstance(value, Mapping):
-        return {str(k): _sanitised(v, depth + 1) for k, v in value.items()}
+        return {key_text(k): _sanitised(v, depth + 1) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_sanitised(v, depth + 1) for v in value]
     return _default(value)

@@ -252,7 +252,7 @@ def _json_value(value: Any, depth: int = 0) -> dict[str, Any]:
             return {
                 "kvlistValue": {
                     "values": [
-                        {"key": str(k), "value": _json_value(v, depth + 1)}
+                        {"key": _json.key_text(k), "value": _json_value(v, depth + 1)}
                         for k, v in value.items()
                     ]
                 }
@@ -350,7 +350,7 @@ def _proto_value(value: Any, depth: int = 0) -> bytes:
         if isinstance(value, Mapping):
             # kvlist_value = 6: KeyValueList.values = 1
             pairs = b"".join(
-                _field(0x0A, _key_value(str(k), v, depth + 1)) for k, v in value.items()
+                _field(0x0A, _key_value(_json.key_text(k), v, depth + 1)) for k, v in value.items()
             )
             return _field(0x32, pairs)
         if isinstance(value, (list, tuple)):

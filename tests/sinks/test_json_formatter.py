@@ -110,6 +110,29 @@ def test_values_json_cannot_hold_fall_back_to_repr_and_never_raise(
     assert out["message"] == "hello world"
 
 
+@pytest.mark.parametrize("serialiser", ["default", "stdlib"])
+def test_mapping_keys_json_cannot_hold_never_raise(
+    serialiser: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a key of a type neither encoder takes sends the whole record to the fallback,
+    # which must name the other keys as the encoders do and survive a broken __str__
+    if serialiser == "stdlib":
+        monkeypatch.setattr(_json, "_dumps", _json._dumps_stdlib)
+
+    class NoStr(Unrepresentable):
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    record = make_record(
+        odd={None: 1, True: 2, 1.5: 3, 7: 4, (1, 2): 5},
+        broken={NoStr(): "v"},
+    )
+    out = parsed(als.JSONFormatter(), record)
+    assert out["odd"] == {"null": 1, "true": 2, "1.5": 3, "7": 4, "(1, 2)": 5}
+    assert out["broken"] == {"<unrepresentable NoStr>": "v"}
+    assert out["message"] == "hello world"
+
+
 def test_both_serialisers_write_the_same_object(monkeypatch: pytest.MonkeyPatch) -> None:
     record = make_record(user={"id": 1}, tags=("x", "y"), text="ünïcödé")
     fast = als.JSONFormatter().format(record)

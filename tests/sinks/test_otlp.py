@@ -330,6 +330,14 @@ formatter = "json"
     assert info.value.path == "sinks.o.encoding"
 
 
+class _NoText:
+    def __str__(self) -> str:
+        raise RuntimeError("no str")
+
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
 def test_the_protobuf_writer_agrees_with_the_generated_classes() -> None:
     from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
     from opentelemetry.proto.common.v1.common_pb2 import KeyValueList as KVList
@@ -350,6 +358,11 @@ def test_the_protobuf_writer_agrees_with_the_generated_classes() -> None:
         ({"k": {"n": 1}}, AnyValue(kvlist_value=KVList(values=[KeyValue(key="k", value=AnyValue(
             kvlist_value=KVList(values=[KeyValue(key="n", value=AnyValue(int_value=1))])))]))),
         ("x" * 300, AnyValue(string_value="x" * 300)),
+        # keys as the JSON encoders write them; a key whose str() raises by its name
+        ({None: 1, 7: 2, _NoText(): 3}, AnyValue(kvlist_value=KVList(values=[
+            KeyValue(key="null", value=AnyValue(int_value=1)),
+            KeyValue(key="7", value=AnyValue(int_value=2)),
+            KeyValue(key="<unrepresentable _NoText>", value=AnyValue(int_value=3))]))),
     ]  # fmt: skip
     for _ in range(2):  # the second round reads the attribute cache
         log = _otlp_map.OTLPLog(
