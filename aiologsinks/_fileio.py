@@ -128,10 +128,13 @@ def check_directory(param: str, path: str, mkdir: bool) -> None:
     an error at startup, naming the path, instead of records lost at the first write.
     Raises :class:`~aiologsinks._validate.ArgumentPathError` (a ``FileNotFoundError``)
     naming ``param``; a path that exists but is not a directory raises
-    ``NotADirectoryError``.
+    ``NotADirectoryError``, and a file name that is a directory ``IsADirectoryError``
+    (what the stdlib handler's ``open`` raises).
     """
     directory = os.path.dirname(path) or os.curdir
     if os.path.isdir(directory):
+        if os.path.isdir(path):
+            raise IsADirectoryError(errno.EISDIR, f"{param}: {path!r} is a directory", path)
         return
     if os.path.exists(directory):
         raise NotADirectoryError(

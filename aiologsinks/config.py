@@ -68,7 +68,7 @@ from ._exceptions import AiologsinksError
 from ._handler_sink import HandlerSink
 from ._shim import QueueHandler
 from ._sink import Sink
-from ._validate import ArgumentError
+from ._validate import ArgumentError, check_int, check_number
 from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink
 from .sinks.kafka import KafkaSink
@@ -267,13 +267,30 @@ def _kwargs_for(factory: Callable[..., Any], params: Mapping[str, Any], path: st
             )
 
 
+def _checked(path: str, check: Callable[..., Any], value: object, **limits: Any) -> Any:
+    """``check(path, value, **limits)`` with its error as a ConfigError for ``path``."""
+    try:
+        return check(path, value, **limits)
+    except ArgumentError as exc:
+        raise ConfigError(path, exc.reason) from None
+
+
+def _call_factory(factory: Callable[..., Any], kwargs: Mapping[str, Any], path: str) -> Any:
+    """``factory(**kwargs)``; what it raises becomes a ConfigError for ``path``."""
+    try:
+        return factory(**kwargs)
+    except Exception as exc:
+        name = getattr(factory, "__qualname__", repr(factory))
+        raise ConfigError(path, f"{name}() raised {type(exc).__name__}: {exc}") from exc
+
+
 def _formatter(name: str, spec: object) -> logging.Formatter:
     path = f"formatters.{name}"
     spec = dict(_table(spec, path))
     if "()" in spec:
         factory = _import(str(spec.pop("()")), f"{path}.()")
         _kwargs_for(factory, spec, path)
-        result = factory(**spec)
+        result = _call_factory(factory, spec, f"{path}.()")
         if not isinstance(result, logging.Formatter):
             raise ConfigError(f"{path}.()", "the factory did not return a logging.Formatter")
         return result
@@ -300,7 +317,7 @@ def _filter(name: str, spec: object) -> Any:
     if "()" in spec:
         factory = _import(str(spec.pop("()")), f"{path}.()")
         _kwargs_for(factory, spec, path)
-        return factory(**spec)
+        return _call_factory(factory, spec, f"{path}.()")
     for key in spec:
         if key != "name":
             raise ConfigError(f"{path}.{key}", "unknown key; expected 'name' or '()'")
@@ -438,7 +455,10 @@ class Builder:
                 ref_path, f"no sink named {name!r}; expected one of {list(self.specs)}"
             )
         if name in self._building:
-            raise ConfigError(ref_path, f"sink {name!r} refers to itself")
+            cycle = [*self._building[self._building.index(name) :], name]
+            if len(cycle) == 2:
+                raise ConfigError(ref_path, f"sink {name!r} refers to itself")
+            raise ConfigError(ref_path, f"targets form a cycle: {' -> '.join(cycle)}")
         self._building.append(name)
         try:
             sink = self._make(name, _table(self.specs[name], f"sinks.{name}"))
@@ -522,7 +542,7 @@ class Builder:
         out = dict(_table(spec, path))
         for key, value in out.items():
             if key == "size":
-                _coerce(value, int, f"{path}.size")
+                _checked(f"{path}.size", check_int, _coerce(value, int, f"{path}.size"), min=1)
             elif key == "overflow":
                 _coerce(
                     value, typing.Literal["block", "drop_oldest", "drop_newest"], f"{path}.overflow"
@@ -545,7 +565,12 @@ class Builder:
             if key not in allowed:
                 raise ConfigError(f"dispatcher.{key}", f"unknown option; expected one of {allowed}")
             hint = hints.get(key, Any)
-            out[key] = _coerce(value, hint, f"dispatcher.{key}")
+            out[key] = value = _coerce(value, hint, f"dispatcher.{key}")
+            # the Dispatcher's own checks, here so that load() already names the key
+            if key in ("queue_size", "lane_size", "batch_size"):
+                _checked(f"dispatcher.{key}", check_int, value, min=1)
+            elif key == "linger":
+                _checked(f"dispatcher.{key}", check_number, value)
         return out
 
     def _loggers(self) -> list[LoggerSpec]:

@@ -189,7 +189,20 @@ MISTAKES = [
         "sinks.x.lane.depth",
         "unknown key",
     ),
+    (
+        '[sinks.x]\ntype = "file"\nfilename = "a"\nlane = {size = 0}',
+        "sinks.x.lane.size",
+        "expected an int >= 1, got 0",
+    ),
     ("[dispatcher]\nqueue_size = 1.5", "dispatcher.queue_size", "expected int, got 1.5"),
+    # the Dispatcher's own checks, already at load
+    ("[dispatcher]\nqueue_size = 0", "dispatcher.queue_size", "expected an int >= 1, got 0"),
+    ("[dispatcher]\nlane_size = -3", "dispatcher.lane_size", "expected an int >= 1, got -3"),
+    ("[dispatcher]\nbatch_size = 0", "dispatcher.batch_size", "expected an int >= 1, got 0"),
+    ("[dispatcher]\nlinger = -1", "dispatcher.linger", "expected a number >= 0"),
+    # a factory that raises on its arguments
+    ('[formatters.f]\n"()" = "json:loads"\ns = 3', "formatters.f.()", "loads() raised TypeError"),
+    ('[filters.f]\n"()" = "json:loads"\ns = 3', "filters.f.()", "loads() raised TypeError"),
     ('[dispatcher]\noverflow = "spill"', "dispatcher.overflow", "expected Literal"),
     ("[dispatcher]\nworkers = 4", "dispatcher.workers", "unknown option"),
     ('[formatters.f]\nfmt = "%(message)s"', "formatters.f.fmt", "unknown key"),
@@ -221,6 +234,15 @@ def test_target_reference_errors() -> None:
         config.from_dict({"sinks": {"m": {"type": "memory", "capacity": 1, "target": "ghost"}}})
     with pytest.raises(ConfigError, match=r"^sinks.m.target: sink 'm' refers to itself"):
         config.from_dict({"sinks": {"m": {"type": "memory", "capacity": 1, "target": "m"}}})
+    with pytest.raises(ConfigError, match=r"^sinks.n.target: targets form a cycle: m -> n -> m$"):
+        config.from_dict(
+            {
+                "sinks": {
+                    "m": {"type": "memory", "capacity": 1, "target": "n"},
+                    "n": {"type": "memory", "capacity": 1, "target": "m"},
+                }
+            }
+        )
 
 
 def test_invalid_toml_is_a_config_error() -> None:

@@ -157,6 +157,15 @@ def test_a_path_under_a_regular_file_fails_at_construction(tmp_path: Path) -> No
         als.FileSink(tmp_path / "plain" / "app.log")
 
 
+@pytest.mark.parametrize("cls", [als.FileSink, als.RotatingFileSink, als.WatchedFileSink])
+def test_a_file_name_that_is_a_directory_fails_at_construction(
+    tmp_path: Path, cls: type[als.FileSink]
+) -> None:
+    # as the stdlib handler's open() does, rather than a sink that never opens
+    with pytest.raises(IsADirectoryError, match=r"filename: .* is a directory"):
+        cls(tmp_path)
+
+
 @pytest.mark.parametrize(("param", "value"), [("encoding", "no-such-codec"), ("errors", "nope")])
 def test_unknown_codecs_raise_lookup_error_naming_the_parameter(
     tmp_path: Path, param: str, value: str
