@@ -10,7 +10,7 @@ from typing import Any
 
 from ._dispatcher import Dispatcher
 from ._sink import Sink, _check_level
-from ._validate import ArgumentTypeError
+from ._validate import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["install"]
 
@@ -53,10 +53,13 @@ async def install(
     afterwards (nested or overlapping installs restore correctly in any exit order).
     Yields the started Dispatcher. On exit the handler is detached and
     ``await dispatcher.aclose()`` delivers everything logged before, flushes and
-    closes the sinks. Invalid arguments raise before anything starts. Use it in a
-    FastAPI lifespan, an aiohttp cleanup context, or around ``asyncio.run(main())``'s
-    body.
+    closes the sinks. Invalid arguments (no sink at all among them) raise before
+    anything starts. Use it in a FastAPI lifespan, an aiohttp cleanup context, or
+    around ``asyncio.run(main())``'s body.
     """
+    if not sinks:
+        # a shim with nowhere to deliver would take every record and write none
+        raise ArgumentValueError("sinks", "install() needs at least one sink or handler")
     if logger is not None and not isinstance(logger, (logging.Logger, str)):
         raise ArgumentTypeError(
             "logger", f"expected a Logger, a logger name or None, got {logger!r}"

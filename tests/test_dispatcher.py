@@ -535,6 +535,17 @@ async def test_install_with_an_unknown_level_leaves_nothing_behind(tmp_path: Pat
     assert (root.handlers, root.level) == (handlers, level)
 
 
+async def test_install_without_a_sink_is_an_error() -> None:
+    # records would be taken by the shim and written nowhere
+    root = logging.getLogger()
+    handlers = list(root.handlers)
+    with pytest.raises(ValueError, match=r"^sinks: install\(\) needs at least one sink"):
+        async with als.install(logger=root):
+            pytest.fail("must not get here")
+    assert live_tasks() == []
+    assert root.handlers == handlers
+
+
 async def test_overlapping_installs_restore_the_level_in_any_exit_order() -> None:
     log = fresh_logger("t.install.order")
     log.setLevel(logging.WARNING)
