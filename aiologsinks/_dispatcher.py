@@ -21,6 +21,7 @@ from ._exceptions import DispatcherStateError
 from ._fallback import FallbackWriter
 from ._handler_sink import HandlerSink
 from ._lane import Lane
+from ._loop_binding import running_elsewhere
 from ._queue import OVERFLOWS, BoundedQueue, FlushMarker, Overflow
 from ._record import Item
 from ._shim import QueueHandler
@@ -143,6 +144,14 @@ class Dispatcher(Closing):
                 raise ArgumentTypeError(f"lanes[{sink!r}]", f"unknown option(s) {sorted(opts)}")
             _check_positive(f"lanes[{sink!r}].size", size)
             _check_overflow(f"lanes[{sink!r}].overflow", policy)
+            other = running_elsewhere(sink, self)
+            if other is not None:
+                raise ArgumentValueError(
+                    f"sinks[{i}]",
+                    f"{sink!r} runs in another dispatcher ({other!r}); a sink can be in one"
+                    " running dispatcher at a time: attach that dispatcher's handler to more"
+                    " loggers instead",
+                )
             name = _unique_name(sink, i, names)
             self._lanes.append(Lane(sink, name, size, policy, batch_size, self._fallback))
         if overrides:

@@ -4,6 +4,7 @@ library's background loop, and running a call on the dispatcher's loop from anot
 from __future__ import annotations
 
 import asyncio
+import weakref
 from _thread import get_ident
 from typing import Any
 
@@ -13,7 +14,25 @@ from ._exceptions import DispatcherStateError
 from ._pump import Pump
 from ._supervise import spawn
 
-__all__ = ["LoopBinding"]
+__all__ = ["LoopBinding", "running_elsewhere"]
+
+#: each sink -> the dispatcher that last started a lane for it
+_started_in: weakref.WeakKeyDictionary[Any, LoopBinding] = weakref.WeakKeyDictionary()
+
+
+def running_elsewhere(sink: Any, dispatcher: object) -> LoopBinding | None:
+    """The other dispatcher whose lane runs ``sink`` now, or None.
+
+    Two lanes would open the sink twice (the first file or connection leaks) and the
+    first dispatcher to close would close it under the other.
+    """
+    other = _started_in.get(sink)
+    if other is None or other is dispatcher:
+        return None
+    if other.state not in (DispatcherState.RUNNING, DispatcherState.CLOSING):
+        return None
+    loop = other._loop
+    return None if loop is None or loop.is_closed() else other
 
 
 class LoopBinding(Pump):
@@ -42,6 +61,14 @@ class LoopBinding(Pump):
                 return
             if self.state is not DispatcherState.NEW:
                 raise DispatcherStateError(f"start: dispatcher is {self.state.value}, expected new")
+            for lane in self._lanes:
+                other = running_elsewhere(lane.sink, self)
+                if other is not None:
+                    raise DispatcherStateError(
+                        f"start: {lane.sink!r} runs in another dispatcher ({other!r}); a sink"
+                        " can be in one running dispatcher at a time: attach that"
+                        " dispatcher's handler to more loggers instead"
+                    )
             self._start_on(loop)
 
     def _start_on(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -49,6 +76,7 @@ class LoopBinding(Pump):
         self._loop_thread = get_ident()
         self._wakeup = asyncio.Event()
         for lane in self._lanes:
+            _started_in[lane.sink] = self
             lane.start()
         self._pump_task = spawn(self._pump(), "aiologsinks-dispatcher")
         self.state = DispatcherState.RUNNING

@@ -546,6 +546,48 @@ async def test_install_without_a_sink_is_an_error() -> None:
     assert root.handlers == handlers
 
 
+async def test_a_sink_runs_in_one_dispatcher_at_a_time(tmp_path: Path) -> None:
+    # two lanes would open the file twice (one leaks) and the first dispatcher to close
+    # would close it under the other
+    log_a, log_b = fresh_logger("t.shared.a"), fresh_logger("t.shared.b")
+    path = tmp_path / "shared.log"
+    sink = als.FileSink(path)
+    built_first = als.Dispatcher(sink)  # built before the other started: caught at start
+    async with als.install(sink, logger=log_a) as running:
+        with pytest.raises(ValueError, match=r"^sinks\[1\]: <FileSink .* runs in another"):
+            als.Dispatcher(als.NullSink(), sink)
+        with pytest.raises(als.DispatcherStateError, match=r"^start: <FileSink .* runs in"):
+            built_first.start()
+        assert built_first.state is als.DispatcherState.NEW
+        log_b.addHandler(running.handler)  # the way to feed one sink from two loggers
+        log_a.info("from a")
+        log_b.info("from b")
+        await running.flush()
+        log_b.removeHandler(running.handler)
+    assert read_lines(path) == ["from a", "from b"]
+    # closed: the sink may run in a new dispatcher
+    async with als.install(sink, logger=log_a):
+        log_a.info("again")
+    assert read_lines(path)[-1] == "again"
+
+
+def test_a_sink_whose_loop_ended_without_aclose_runs_in_a_new_dispatcher(tmp_path: Path) -> None:
+    sink = ListSink()
+
+    async def leave_running() -> None:
+        als.Dispatcher(sink).start()  # never closed: its loop ends under it
+
+    async def reuse() -> None:
+        log = fresh_logger("t.shared.reuse")
+        async with als.install(sink, logger=log):
+            log.info("on the next loop")
+
+    with pytest.warns(ResourceWarning):
+        asyncio.run(leave_running())
+    asyncio.run(reuse())
+    assert sink.lines[-1] == "on the next loop"
+
+
 async def test_overlapping_installs_restore_the_level_in_any_exit_order() -> None:
     log = fresh_logger("t.install.order")
     log.setLevel(logging.WARNING)
