@@ -484,7 +484,11 @@ class HTTPSink(OutboxSinkMixin, Sink):
         session = self._get_session()
         for attempt in (1, 2):
             try:
-                async with session.request(method, target, data=body, headers=headers) as resp:
+                # no redirects, as HTTPHandler: a 3xx answered this body (below), and
+                # following it would send the records to a host nobody configured
+                async with session.request(
+                    method, target, data=body, headers=headers, allow_redirects=False
+                ) as resp:
                     await resp.read()  # drained, so the connection goes back to the pool
                     status = resp.status
                     retry_after = _retry_after(resp.headers.get("Retry-After"))
@@ -510,6 +514,11 @@ class HTTPSink(OutboxSinkMixin, Sink):
             raise _TooLarge(f"{self!r}: {self.host} answered 413 (Payload Too Large)")
         if status >= 400:
             raise SinkDeliveryError(f"{self!r}: {self.host} answered {status}")
+        if status >= 300:
+            raise SinkDeliveryError(
+                f"{self!r}: {self.host} answered {status} (a redirect: not followed;"
+                " configure the URL it points to)"
+            )
 
     def _get_session(self) -> aiohttp.ClientSession:
         import aiohttp

@@ -360,7 +360,11 @@ class OTLPSink(OutboxSinkMixin, Sink):
             headers["Content-Encoding"] = "gzip"
         session = self._get_session()
         try:
-            async with session.post(self.endpoint, data=body, headers=headers) as resp:
+            # a 3xx is answered below, not followed: aiohttp would turn a 301/302
+            # POST into a GET without the records and count them as taken
+            async with session.post(
+                self.endpoint, data=body, headers=headers, allow_redirects=False
+            ) as resp:
                 reply = await resp.read()
                 status = resp.status
                 content_type = resp.headers.get("Content-Type", "")
@@ -411,5 +415,6 @@ class OTLPSink(OutboxSinkMixin, Sink):
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
         parts = urllib.parse.urlsplit(self.endpoint)
-        # scheme, host and path only: a query may carry a token
-        return f"<{type(self).__name__} {parts.scheme}://{parts.netloc}{parts.path} ({level})>"
+        # scheme, host and path only: a query or the user part may carry a token
+        host = parts.netloc.rpartition("@")[2]
+        return f"<{type(self).__name__} {parts.scheme}://{host}{parts.path} ({level})>"

@@ -43,6 +43,8 @@ class HTTPPeer:
     statuses: list[int] = field(default_factory=list)
     #: the largest body taken: a larger one is answered 413, as a server's own limit
     max_body: int | None = None
+    #: the ``Location`` a 3xx answer carries
+    location: str | None = None
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -78,7 +80,8 @@ class HTTPPeer:
         )
         async with self._changed:
             self._changed.notify_all()
-        return web.Response(status=status, text="ok" if status < 300 else "no")
+        headers = {"Location": self.location} if self.location and 300 <= status < 400 else None
+        return web.Response(status=status, text="ok" if status < 300 else "no", headers=headers)
 
     async def start(self) -> None:
         """Listen (again) on ``port`` (a free one the first time)."""
@@ -120,10 +123,15 @@ async def http_peer(
     delay: float = 0.0,
     statuses: list[int] | None = None,
     max_body: int | None = None,
+    location: str | None = None,
 ) -> AsyncIterator[HTTPPeer]:
     """Serve HTTP (HTTPS with ``ssl_context``) on 127.0.0.1 until the block exits."""
     peer = HTTPPeer(
-        ssl_context=ssl_context, delay=delay, statuses=list(statuses or ()), max_body=max_body
+        ssl_context=ssl_context,
+        delay=delay,
+        statuses=list(statuses or ()),
+        max_body=max_body,
+        location=location,
     )
     await peer.start()
     try:

@@ -201,6 +201,28 @@ async def test_error_status_goes_to_handle_error_without_retry() -> None:
     assert msgs(peer.ok) == ["c"]
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+@pytest.mark.parametrize("json_batch", [False, True])
+async def test_a_redirect_is_not_followed_and_its_records_are_reported(
+    status: int, json_batch: bool
+) -> None:
+    # as HTTPHandler: one request, no second one to a host nobody configured; the
+    # records the 3xx answered were not taken, so each goes to handleError
+    async with http_peer() as elsewhere:
+        location = f"http://localhost:{elsewhere.port}/moved"
+        async with http_peer(statuses=[status] * 3, location=location) as peer:
+            sink = RecordingHTTPSink(peer.netloc, "/log", "POST", json_batch=json_batch)
+            async with sink:
+                await sink.emit_batch([make_record(f"n {i}") for i in range(3)])
+            await peer.wait_requests(1 if json_batch else 3)
+    # a refused JSON batch is one handleError call, every record counted
+    assert [r.msg for r in sink.errors] == (["n 0"] if json_batch else ["n 0", "n 1", "n 2"])
+    assert sink.error_count == 3
+    assert "not followed" in str(sink.excs[0])
+    assert elsewhere.requests == []
+    assert {r.status for r in peer.requests} == {status}
+
+
 @pytest.mark.parametrize("json_batch", [False, True])
 async def test_retry_mode_500_then_200_loses_nothing(json_batch: bool) -> None:
     async with http_peer(statuses=[500, 503, 500]) as peer:

@@ -118,6 +118,22 @@ async def test_400_is_never_retried_and_its_records_are_counted() -> None:
         assert sink.notices == []  # a refusal is not an outage
 
 
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_is_not_followed_and_its_records_are_counted(status: int) -> None:
+    # followed, a 301/302 POST becomes a GET without the records, answered 2xx by some
+    # server: the records would count as taken; nor do they go to another host
+    async with otlp_receiver() as elsewhere:
+        moved = {"Location": elsewhere.endpoint}
+        async with otlp_receiver(answers=[(status, moved)]) as receiver:
+            async with Sink(receiver.endpoint, "json", backoff=fast()) as sink:
+                await sink.emit_batch(records(4))
+                await sink.emit_batch(records(3, 4))
+            assert bodies(receiver) == ["r4", "r5", "r6"]
+        assert elsewhere.exports == []
+        assert sink.error_count == 4
+        assert len(sink.reported) == 1 and f"answered {status}" in sink.reported[0][1]
+
+
 @pytest.mark.parametrize("encoding", ["protobuf", "json"])
 async def test_partial_success_counts_the_rejected_records_with_the_message(
     encoding: str,
@@ -155,6 +171,28 @@ async def test_a_collector_down_for_a_while_loses_nothing() -> None:
         assert delivered == [f"before {i}" for i in range(20)] + [f"during {i}" for i in range(30)]
         assert len(delivered) + sink.error_count == sent
         assert sink.error_count == 0
+    finally:
+        await receiver.stop()
+
+
+async def test_credentials_in_the_endpoint_stay_out_of_repr_and_notices() -> None:
+    receiver = OTLPReceiver()
+    await receiver.start()
+    try:
+        netloc = f"user:s3cr3t@127.0.0.1:{receiver.port}"
+        sink = Sink(f"http://{netloc}/v1/logs?token=t0ken", "json", backoff=fast())
+        assert repr(sink) == f"<Sink http://127.0.0.1:{receiver.port}/v1/logs (NOTSET)>"
+        async with sink:
+            await sink.emit_batch(records(1))
+            await receiver.stop()  # an outage: its notice names the sink
+            await sink.emit_batch(records(1, 1))
+            assert sink.notices
+            await receiver.start()
+            await wait_for_empty_outbox(sink)
+        assert bodies(receiver) == ["r0", "r1"]
+        assert receiver.exports[0].headers["Authorization"].startswith("Basic ")
+        shown = " ".join([repr(sink), *sink.notices])
+        assert "s3cr3t" not in shown and "t0ken" not in shown and "user" not in shown
     finally:
         await receiver.stop()
 
