@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Sequence
+from contextvars import copy_context
 
+from .._exceptions import SinkDeliveryError
 from .._sink import Sink
 from .._validate import check_instance, check_int
 
@@ -35,6 +38,7 @@ class BufferingSink(Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Append ``record``; if :meth:`shouldFlush` says so, await :meth:`flush`."""
+        self._take_over(1)  # handed on by a flush, or counted, from here
         self.buffer.append(record)
         if self.shouldFlush(record):
             await self.flush()
@@ -96,7 +100,11 @@ class MemorySink(BufferingSink):
 
         Without a target, nothing happens and the records stay buffered. Returns when
         the target handled every record (for a Sink target: when its ``emit_batch``
-        returned; errors went to the target's ``handleError``).
+        returned; errors went to the target's ``handleError``). A record the target's
+        filters or a plain handler's ``handle()`` raise on goes to this sink's
+        :meth:`~aiologsinks.Sink.report_error` and the next record is handed over; a
+        flush interrupted (``aclose(timeout=...)`` giving up on it) counts the records
+        not handed over yet as lost.
         """
         async with self._lock():
             target = self.target
@@ -104,9 +112,57 @@ class MemorySink(BufferingSink):
                 return
             records, self.buffer = self.buffer, []
             if isinstance(target, Sink):
-                await target.emit_batch(target.passes(records))
+                await self._to_sink(target, records)
             else:
-                await asyncio.to_thread(_handle_all, target, records)
+                await self._to_handler(target, records)
+
+    async def _to_sink(self, target: Sink, records: list[logging.LogRecord]) -> None:
+        passed: list[logging.LogRecord] = []
+        for record in records:
+            try:
+                passed.extend(target.passes((record,)))
+            except Exception:  # noqa: BLE001 - per-record boundary: the next one goes on
+                self.report_error(record)
+        try:
+            await target.emit_batch(passed)
+        except asyncio.CancelledError:
+            # how much of the batch reached the target is unknown: counted as lost
+            # (not delivered twice), as the dispatcher counts an interrupted batch
+            self._count_lost(passed, target)
+            raise
+        except Exception:  # noqa: BLE001 - a target that breaks emit_batch's contract
+            self.report_batch_error(passed)
+
+    async def _to_handler(self, target: logging.Handler, records: list[logging.LogRecord]) -> None:
+        # handle() runs on a worker thread, which a cancelled await does not stop: it
+        # takes the records one by one, so an interrupted flush knows which ones the
+        # thread will never take (counted as lost) and reports what the thread failed
+        run = _HandlerRun(target, records)
+        done = asyncio.get_running_loop().run_in_executor(None, copy_context().run, run)
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self._count_lost(run.stop(), target)
+            done.add_done_callback(lambda _: self._report_failed(run.failed))
+            raise
+        self._report_failed(run.failed)
+
+    def _report_failed(self, failed: list[tuple[logging.LogRecord, BaseException]]) -> None:
+        for record, exc in failed:
+            try:
+                raise exc
+            except Exception:  # noqa: BLE001 - reported with its own traceback
+                self.report_error(record)
+
+    def _count_lost(self, records: Sequence[logging.LogRecord], target: object) -> None:
+        if not records:
+            return
+        try:
+            raise SinkDeliveryError(
+                f"{self!r}: closed before {len(records)} buffered record(s) reached {target!r}"
+            )
+        except SinkDeliveryError:
+            self.report_batch_error(records)
 
     async def _aclose(self) -> None:
         try:
@@ -123,6 +179,32 @@ def _check_target(target: object) -> None:
         check_instance("target", target, (Sink, logging.Handler), "a Sink, a Handler or None")
 
 
-def _handle_all(handler: logging.Handler, records: Sequence[logging.LogRecord]) -> None:
-    for record in records:
-        handler.handle(record)
+class _HandlerRun:
+    """A plain handler's ``handle()`` over a flush's records, on a worker thread."""
+
+    def __init__(self, handler: logging.Handler, records: list[logging.LogRecord]) -> None:
+        self.handler = handler
+        self.records = records
+        #: records the handler raised on, with the exception
+        self.failed: list[tuple[logging.LogRecord, BaseException]] = []
+        self._next = 0
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        while True:
+            with self._lock:
+                if self._stopped or self._next >= len(self.records):
+                    return
+                record = self.records[self._next]
+                self._next += 1
+            try:
+                self.handler.handle(record)
+            except Exception as exc:  # noqa: BLE001 - the next record goes on
+                self.failed.append((record, exc))
+
+    def stop(self) -> list[logging.LogRecord]:
+        """Take no more records; return those never taken."""
+        with self._lock:
+            self._stopped = True
+            return self.records[self._next :]

@@ -194,6 +194,7 @@ class SMTPSink(Sink):
         if not records:
             return
         if self.digest:
+            self._take_over(len(records))  # sent in a digest or counted from here
             self._pending.extend(records)
             if self.digest_max is not None and len(self._pending) >= self.digest_max:
                 await self._send_digest()
@@ -247,7 +248,19 @@ class SMTPSink(Sink):
             except Exception:  # noqa: BLE001 - per-mail boundary: later digests go on
                 self.report_batch_error(records)
                 continue
-            await self._deliver([(mail, records)])
+            try:
+                await self._deliver([(mail, records)])
+            except asyncio.CancelledError:
+                # aclose(timeout=...) gave up on the mail: whether the server took it
+                # is unknown; it and the digests after it are counted as lost
+                rest, self._pending = records + self._pending, []
+                try:
+                    raise SinkDeliveryError(
+                        f"{self!r}: closed before a digest of {len(records)} record(s) was sent"
+                    ) from None
+                except SinkDeliveryError:
+                    self.report_batch_error(rest)
+                raise
 
     async def _deliver(self, mails: list[tuple[EmailMessage, Sequence[logging.LogRecord]]]) -> None:
         """Send ``mails`` over one connection; a failure goes to ``handleError``."""

@@ -13,7 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import aiologsinks as als
+from aiologsinks._stats import assert_accounted
 from aiologsinks.sinks.memory import BufferingSink, MemorySink
+
+from ..helpers import wait_until
 
 
 class ListHandler(logging.Handler):
@@ -208,3 +211,115 @@ async def test_end_to_end_through_install() -> None:
         logger.propagate = True
     assert target.got == [f"m{i}" for i in range(25)]
     assert target.batches[0] == [f"m{i}" for i in range(10)]
+
+
+class _Refusing(logging.Handler):
+    """A plain target whose emit raises on one message (not caught, as custom
+    handlers sometimes do); remembers the others."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+        self.got: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == self.refused:
+            raise RuntimeError(f"cannot take {self.refused}")
+        self.got.append(record.getMessage())
+
+
+class _Reporting(MemorySink):
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.reported: list[tuple[str, str]] = []
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        import sys
+
+        self.reported.append((record.getMessage(), str(sys.exc_info()[1])))
+
+
+def _refusing_sink_target(refused: str) -> ListSink:
+    target = ListSink()
+
+    def refuse(record: logging.LogRecord) -> bool:
+        if record.getMessage() == refused:
+            raise RuntimeError(f"cannot take {refused}")
+        return True
+
+    target.addFilter(refuse)
+    return target
+
+
+@pytest.mark.parametrize("kind", ["handler", "sink filter"])
+async def test_a_target_that_raises_on_one_record_gets_the_others(kind: str) -> None:
+    # the stdlib raises into the logging call; here the record is this sink's error
+    # (counted) and the rest of the buffer still reaches the target
+    target: logging.Handler = _Refusing("m2") if kind == "handler" else _refusing_sink_target("m2")
+    sink = _Reporting(5, target=target)
+    log = logging.getLogger(f"test.memory.refused.{kind}")
+    log.propagate = False
+    async with als.install(sink, logger=log, level=logging.INFO) as dispatcher:
+        for i in range(5):
+            log.info("m%d", i)
+        await dispatcher.flush()
+        stats = dispatcher.stats()
+    assert target.got == ["m0", "m1", "m3", "m4"]  # type: ignore[attr-defined]
+    assert sink.reported == [("m2", "cannot take m2")]
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors) == (4, 1)
+    assert_accounted(stats, 5)
+
+
+class _Stuck(logging.Handler):
+    """A plain target that never returns until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.got: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.entered.set()
+        self.release.wait(10)
+        self.got.append(record.getMessage())
+
+
+class _StuckSink(ListSink):
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        await asyncio.Event().wait()
+
+
+@pytest.mark.parametrize("kind", ["handler", "sink"])
+async def test_records_held_when_aclose_gives_up_are_counted_once(kind: str) -> None:
+    # the buffer was the sink's: what the abandoned close did not hand over is lost,
+    # counted, and never counted twice
+    target: logging.Handler = _Stuck() if kind == "handler" else _StuckSink()
+    sink = _Reporting(100, target=target)
+    log = logging.getLogger(f"test.memory.abandoned.{kind}")
+    log.propagate = False
+    dispatcher = als.Dispatcher(sink)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    try:
+        for i in range(5):
+            log.warning("m%d", i)
+        # in the buffer (a dispatcher flush would flush this sink to its target)
+        await wait_until(lambda: len(sink.buffer) == 5)
+        await dispatcher.aclose(timeout=0.3)
+    finally:
+        log.removeHandler(dispatcher.handler)
+    stats = dispatcher.stats()
+    (share,) = stats.sinks.values()
+    if isinstance(target, _Stuck):
+        target.release.set()
+        # the worker thread takes m0 at once (unless the close gave up first): it still
+        # delivers it, and only the four it never took are lost
+        taken = await asyncio.to_thread(target.entered.wait, 5)
+        assert (share.delivered, share.errors) == ((1, 4) if taken else (0, 5))
+    else:
+        assert (share.delivered, share.errors) == (0, 5)
+    assert "closed before" in sink.reported[0][1]
+    assert stats.lost == share.errors
+    assert_accounted(stats, 5)

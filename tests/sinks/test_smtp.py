@@ -336,3 +336,32 @@ def test_wrong_types_are_type_errors_naming_the_parameter(
         SMTPSink(**{**base, **kwargs})
     assert info.value.param == param  # type: ignore[attr-defined]
     assert "pw" not in str(info.value)
+
+
+async def test_a_digest_cut_off_by_aclose_timeout_is_counted_once() -> None:
+    # a server that accepts and never greets: the digest's send hangs; when the close
+    # gives up on it, the records it held are lost, counted once, never silently
+    from aiologsinks._stats import assert_accounted
+
+    from ..helpers import fresh_logger
+    from ..peers.faulty import blackhole
+
+    async with blackhole() as (host, port):
+        sink = RecordingSMTPSink(
+            (host, port), "a@example.com", ["b@example.com"], "s", timeout=30, digest_max=100
+        )
+        log = fresh_logger("t.smtp.digest.abandoned")
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        try:
+            for i in range(3):
+                log.error("r%d", i)
+            await dispatcher.aclose(timeout=0.3)
+        finally:
+            log.removeHandler(dispatcher.handler)
+    stats = dispatcher.stats()
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors, share.undelivered) == (0, 3, 0)
+    assert [r.getMessage() for r in sink.errors] == ["r0"]  # one report for the digest
+    assert_accounted(stats, 3)
