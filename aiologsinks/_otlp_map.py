@@ -48,6 +48,7 @@ from ._record import (
     MSG,
     N_FIELDS,
     STACK_INFO,
+    ExcText,
     Frozen,
     Item,
     deferred,
@@ -56,6 +57,7 @@ from ._record import (
 
 __all__ = [
     "OTLPLog",
+    "captured_exception",
     "encode_json",
     "encode_protobuf",
     "exception_fields",
@@ -97,23 +99,31 @@ def severity_number(levelno: int) -> int:
     return 1 + 4 * base + min(levelno - 10 * base, 3)
 
 
-def exception_fields(record: logging.LogRecord) -> tuple[str, str, str] | None:
+def _type_name(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def exception_fields(
+    record: logging.LogRecord, captured: ExcText | None = None
+) -> tuple[str, str, str] | None:
     """(exception.type, exception.message, exception.stacktrace) of a record, or None.
 
-    A record that went through the pipeline carries the traceback as text only
-    (``exc_text``), so type and message are read back from its last exception line —
+    ``captured`` is the exception a frozen record carried (its class and message as
+    they were at the call). A prepared record copy carries the traceback as text only
+    (``exc_text``): type and message are then read back from its last exception line —
     the one ``traceback`` prints for the exception that was raised last.
     """
     exc_info = record.exc_info
     if exc_info and exc_info[0] is not None:
         cls, value = exc_info[0], exc_info[1]
-        module = cls.__module__
-        name = cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
         rendered = record.exc_text or _exc_formatter.formatException(exc_info)
-        return name, str(value), rendered
+        return _type_name(cls), str(value), rendered
     text = record.exc_text
     if not text:
         return None
+    if captured is not None:
+        return _type_name(captured.exc_type), captured.message, text
     lines = text.rstrip("\n").split("\n")
     last_frame = max((i for i, line in enumerate(lines) if line.startswith('  File "')), default=-1)
     i = last_frame + 1
@@ -155,16 +165,30 @@ def _site_items(
     return items
 
 
+def captured_exception(item: Item) -> ExcText | None:
+    """The exception a frozen record captured at the call, if it carries one."""
+    if type(item) is tuple:
+        text = item[EXC_TEXT]
+        if type(text) is ExcText:
+            return text
+    return None
+
+
 def map_record(
-    record: logging.LogRecord, body: str, observed_ns: int, pid: int | None = None
+    record: logging.LogRecord,
+    body: str,
+    observed_ns: int,
+    pid: int | None = None,
+    captured: ExcText | None = None,
 ) -> OTLPLog:
-    """The OTLP log record for ``record`` (``body``: its formatted message)."""
+    """The OTLP log record for ``record`` (``body``: its formatted message; ``captured``:
+    see :func:`exception_fields`)."""
     d = record.__dict__
     attributes = _site_items(
         d["name"], d["pathname"], d["funcName"], d["lineno"], d["thread"], d["threadName"],
         d["process"], pid,
     )  # fmt: skip
-    exc = exception_fields(record)
+    exc = exception_fields(record, captured)
     if exc is not None:
         attributes.append(("exception.type", exc[0]))
         attributes.append(("exception.message", exc[1]))

@@ -124,11 +124,16 @@ class ExcText:
     in a sink's lane or worker) into the text ``formatException`` returns.
     """
 
-    __slots__ = ("_te", "_text")
+    __slots__ = ("_te", "_text", "exc_type", "message")
 
-    def __init__(self, te: traceback.TracebackException) -> None:
+    def __init__(self, te: traceback.TracebackException, exc_type: type[BaseException]) -> None:
         self._te: traceback.TracebackException | None = te
         self._text: str | None = None
+        #: the exception's class and ``str()`` at the call: what a mapping of the record
+        #: (OTLP's ``exception.type``/``exception.message``) reads without parsing the
+        #: text, which cannot tell a message from its notes or a group's parts
+        self.exc_type = exc_type
+        self.message: str = getattr(te, "_str", "")
 
     def text(self) -> str:
         """The text ``logging.Formatter().formatException(exc_info)`` gave at the call."""
@@ -241,7 +246,7 @@ def exc_text(exc_info: Any) -> str | ExcText:
             except Exception:  # noqa: BLE001 - the stdlib's own call reports it below
                 te = None
             if te is not None and _snapshot_notes(te):
-                return ExcText(te)
+                return ExcText(te, type(value))
     return _exc_formatter.formatException(exc_info)
 
 

@@ -254,9 +254,10 @@ class OTLPSink(OutboxSinkMixin, Sink):
         observed = time.time_ns()
         pid = self.resource.get("process.pid")
         # a dispatcher's batch, frozen records encoded as they travelled (the same bytes)
+        # (as they travelled, a frozen record also carries the exception it captured)
         travelled = _travelled(records)
         frozen = type(travelled) is list and self.formatter is None and self.encoding == "protobuf"
-        if travelled is None or not frozen:
+        if travelled is None:
             travelled = list(records)
         observed_field = _otlp_map.observed_field(observed)
         items: list[_Item] = []
@@ -273,12 +274,13 @@ class OTLPSink(OutboxSinkMixin, Sink):
             try:
                 fast = (
                     _otlp_map.protobuf_frozen(item, observed_field, pid)
-                    if type(item) is tuple
+                    if frozen and type(item) is tuple
                     else None
                 )
                 if fast is None:
                     record = as_record(item)
-                    log = _otlp_map.map_record(record, self.body(record), observed, pid)
+                    captured = _otlp_map.captured_exception(item)
+                    log = _otlp_map.map_record(record, self.body(record), observed, pid, captured)
                     scope, encoded = log.scope, self._encode_log(log)
                 else:
                     scope, encoded = fast

@@ -180,6 +180,58 @@ def test_exception_type_and_message_are_read_back_from_the_text() -> None:
         assert _otlp_map.exception_fields(record) == live == (name, message, record.exc_text)
 
 
+def _raisers() -> list[Any]:
+    def syntax() -> None:
+        compile("x = (", "<config>", "exec")
+
+    def chained() -> None:
+        try:
+            raise KeyError("inner")
+        except KeyError:
+            raise ValueError("outer\nsecond line") from None
+
+    raisers: list[Any] = [syntax, chained]
+    if sys.version_info >= (3, 11):
+
+        def group() -> None:
+            raise ExceptionGroup("eg", [ValueError("a"), TypeError("b")])  # noqa: F821
+
+        def group_while_handling() -> None:
+            try:
+                raise KeyError("k")
+            except KeyError:
+                raise ExceptionGroup("eg2", [OSError("c")])  # noqa: F821
+
+        def noted() -> None:
+            exc = RuntimeError("with a note")
+            exc.add_note("the note")  # type: ignore[attr-defined]
+            raise exc
+
+        raisers += [group, group_while_handling, noted]
+    return raisers
+
+
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_exception_type_and_message_are_the_live_exceptions(encoding: str) -> None:
+    # read from what the record captured at the call, not parsed back from the text,
+    # which cannot tell a message from its notes, a group's parts or a SyntaxError's
+    # position
+    log = fresh_logger("app.exc")
+    expected = []
+    async with otlp_receiver() as receiver:
+        async with als.install(als.OTLPSink(receiver.endpoint, encoding), logger=log):
+            for raiser in _raisers():
+                try:
+                    raiser()
+                except Exception as exc:
+                    expected.append((type(exc).__qualname__, str(exc)))
+                    log.exception("failed")
+        got = await receiver.wait_records(len(expected))
+    mapped = [attrs(lr.attributes) for _, _, lr in got]
+    assert [(a["exception.type"], a["exception.message"]) for a in mapped] == expected
+    assert all("Traceback (most recent call last):" in a["exception.stacktrace"] for a in mapped)
+
+
 @pytest.mark.parametrize("encoding", ENCODINGS)
 async def test_a_real_collector_accepts_and_re_exports_every_record(
     encoding: str, tmp_path: Path
