@@ -14,6 +14,7 @@ import os
 import threading
 import weakref
 from asyncio.events import _get_running_loop
+from typing import Any
 
 from . import _background
 from ._dispatch_state import _EXIT_TIMEOUT, DispatcherState
@@ -72,7 +73,9 @@ class Closing(LoopBinding):
         counted as ``undelivered`` and written to the fallback), a sink whose close
         does not end in time is abandoned (counted in ``failed_operations``).
         Returns the final :meth:`stats`. Idempotent: a second call waits for the
-        first. Cancelling the awaiting task does not stop the close, which the
+        first, and a ``timeout`` it gives moves the first one's deadline earlier (a
+        shutdown path bounding a close a lifespan already began), so it too returns in
+        time. Cancelling the awaiting task does not stop the close, which the
         dispatcher owns. May be awaited on another thread's loop.
         """
         self._check_orphaned()
@@ -89,23 +92,56 @@ class Closing(LoopBinding):
             with self._lock:
                 self._accepting = False
             self.state = DispatcherState.CLOSING
-            self._close_task = loop.create_task(self._close(timeout), name="aiologsinks-close")
+            self._close_deadline = None if timeout is None else loop.time() + timeout
+            self._deadline_moved = asyncio.Event()
+            self._close_task = loop.create_task(self._close(), name="aiologsinks-close")
+        elif timeout is not None:
+            self._move_deadline(loop.time() + timeout)
+            # the close may be past the point where the deadline is read (a lane
+            # stopping or a sink closing with the bound it was given): wait no longer
+            # than this call's own bound, the graces included
+            bound = timeout + _STOP_GRACE + _CLOSE_GRACE + _FALLBACK_GRACE
+            await wait_bounded(self._close_task, bound)
+            return self.stats()
         await asyncio.shield(self._close_task)
         return self.stats()
 
-    async def _close(self, timeout: float | None) -> None:
+    def _move_deadline(self, deadline: float) -> None:
+        current = self._close_deadline
+        if current is None or deadline < current:
+            self._close_deadline = deadline
+            if self._deadline_moved is not None:
+                self._deadline_moved.set()
+
+    async def _close(self) -> None:
         loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
         marker = FlushMarker(loop, [lane.name for lane in self._lanes])
         self._put_marker(marker)
+        moved = self._deadline_moved
+        assert moved is not None
         try:
-            await asyncio.wait({asyncio.shield(marker.done)}, timeout=timeout)
+            while not marker.done.done():
+                deadline = self._close_deadline
+                wait = None if deadline is None else max(deadline - loop.time(), 0.0)
+                if wait == 0.0:
+                    break
+                moved.clear()
+                waiter: asyncio.Future[Any] = loop.create_task(moved.wait())
+                done: asyncio.Future[Any] = asyncio.shield(marker.done)
+                try:
+                    await asyncio.wait(
+                        {done, waiter},
+                        timeout=wait,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                finally:
+                    waiter.cancel()
         except asyncio.CancelledError:
             # the loop is shutting down while aclose() runs: the lanes still deliver
             # what they hold (within their grace period) and close the sinks
             await self._shutdown(None, rescue=True)
             raise
-        await self._shutdown(deadline, rescue=False)
+        await self._shutdown(self._close_deadline, rescue=False)
 
     async def _shutdown(self, deadline: float | None, rescue: bool) -> None:
         loop = asyncio.get_running_loop()

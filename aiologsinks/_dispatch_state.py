@@ -63,6 +63,10 @@ class DispatcherFields:
     _wakeup: asyncio.Event | None
     _pump_task: asyncio.Task[None] | None
     _close_task: asyncio.Task[None] | None
+    #: when a running close abandons delivery (loop time; None: no bound), and the
+    #: event a later aclose(timeout=...) sets when it moves that earlier
+    _close_deadline: float | None
+    _deadline_moved: asyncio.Event | None
     # the lifecycle
     state: DispatcherState
     #: serialises foreign threads' hand-offs with closing

@@ -165,6 +165,8 @@ class Dispatcher(Closing):
         self._wakeup: asyncio.Event | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
+        self._close_deadline: float | None = None
+        self._deadline_moved: asyncio.Event | None = None
         # serialises foreign threads' hand-offs with closing, so that no record is
         # appended after the queue was settled (the loop thread needs no lock)
         self._lock = threading.Lock()

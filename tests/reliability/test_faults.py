@@ -351,6 +351,30 @@ async def test_aclose_timeout_holds_even_for_a_sink_that_ignores_cancellation(
     assert_accounted(stats, logged=N)
 
 
+async def test_a_second_aclose_timeout_bounds_a_close_already_waiting(tmp_path: Path) -> None:
+    # a lifespan's exit began aclose() without a bound; a shutdown path then asks for
+    # aclose(timeout=1): it returns in its own bound, abandoning the stuck delivery
+    sink = HangingSink()
+    RELEASE.clear()
+    path = tmp_path / "healthy.log"
+    dispatcher, log = start_beside(sink, path, "t.faults.second_aclose")
+    try:
+        for i in range(N):
+            log.info("rec %d", i)
+        first = asyncio.create_task(dispatcher.aclose())
+        await asyncio.sleep(0)  # the first close begins
+        assert dispatcher.state is als.DispatcherState.CLOSING
+        stats = await asyncio.wait_for(dispatcher.aclose(timeout=1), BOUND)
+        await asyncio.wait_for(first, BOUND)  # it ends with the second one's deadline
+    finally:
+        log.removeHandler(dispatcher.handler)
+        RELEASE.set()
+    assert lines(path) == [f"rec {i}" for i in range(N)]
+    s = stats.sinks["HangingSink#0"]
+    assert s.failed_operations >= 1
+    assert_accounted(stats, logged=N)
+
+
 async def test_a_black_hole_tcp_peer_cannot_hold_aclose(tmp_path: Path) -> None:
     """SocketSink into a peer that accepts and never reads: 64 KB records fill the
     kernel buffers; aclose(timeout=1) still returns."""
