@@ -309,20 +309,41 @@ class DatagramLink:
         A payload the kernel refuses is given to ``on_error(index, exc)`` (called
         inside the ``except`` block); it returns True to go on with the next payload
         (the error belongs to that record) or False to stop there (the socket is
-        broken: the return value is that index). Yields to the loop every
-        ``SEND_SLICE`` datagrams and waits (bounded) while the transport buffers.
+        broken: the return value is that index, less the datagrams before it that
+        still wait in the transport's buffer, which the caller's abort discards).
+        Yields to the loop every ``SEND_SLICE`` datagrams and waits (bounded) while
+        the transport buffers.
         """
         for i, data in enumerate(payloads):
             if i and not i % SEND_SLICE:
                 # one sendto never suspends: let the loop run between slices
                 await asyncio.sleep(0)
+            taken = False
             try:
                 if not self.send_nowait(data):
+                    taken = True  # sent or buffered: only the drain failed
                     await self.drain(timeout)
             except Exception as exc:  # noqa: BLE001 - per-datagram boundary
                 if not on_error(i, exc):
-                    return i
+                    # a socket that took nothing for the timeout (a paused daemon's
+                    # full queue) leaves datagrams in asyncio's buffer: they never
+                    # reached the socket, so they are sent again, not counted as sent
+                    end = i + 1 if taken else i
+                    return end - self._still_buffered(payloads[:end])
         return len(payloads)
+
+    def _still_buffered(self, sent: Sequence[bytes]) -> int:
+        """How many of the last datagrams of ``sent`` wait in the transport's buffer."""
+        buffer = getattr(self.transport, "_buffer", None)  # asyncio's selector transport
+        if buffer is not None:
+            return min(len(buffer), len(sent))
+        size_of = getattr(self.transport, "get_write_buffer_size", None)
+        size = size_of() if size_of is not None else 0
+        count = 0
+        while size > 0 and count < len(sent):
+            count += 1
+            size -= len(sent[-count])
+        return count
 
     def abort(self) -> None:
         """Close the socket at once."""

@@ -297,6 +297,71 @@ async def test_unix_datagram_socket_is_reconnected_after_the_daemon_restarts(
     assert sink.errors == [] and sink.socktype == socket.SOCK_DGRAM
 
 
+async def test_a_unix_daemon_that_stops_reading_costs_no_uncounted_record(
+    tmp_path: Path,
+) -> None:
+    # the socket's queue fills, asyncio buffers the rest, the write times out and the
+    # link is dropped: what asyncio still held never reached the daemon, so it is sent
+    # again, not counted as sent
+    from aiologsinks._stats import assert_accounted
+
+    from ..helpers import fresh_logger, wait_until
+
+    path = str(tmp_path / "log.sock")
+    daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    daemon.bind(path)
+    daemon.setblocking(False)
+    outage = asyncio.Event()
+
+    class Sink(RecordingSysLogSink):
+        def report_outage(self, message: str) -> None:
+            outage.set()
+
+    sink = Sink(path, write_timeout=0.2)
+    log = fresh_logger("t.syslog.paused_daemon")
+    n = 600  # more than the socket's queue and asyncio's 64 KiB buffer hold
+    arrived: list[bytes] = []
+    try:
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(n):
+                log.info("rec %05d %s", i, "p" * 200)
+            # the daemon is not reading: the sink sees the outage (or, were it blind
+            # to what asyncio held, would count everything as sent)
+            await wait_until(
+                lambda: (
+                    outage.is_set()
+                    or (
+                        dispatcher.stats().sinks["Sink#0"].emitted == n
+                        and not sink.peer.outbox.pending
+                    )
+                )
+            )
+
+            async def read() -> None:
+                loop = asyncio.get_running_loop()
+                while True:
+                    arrived.append(await loop.sock_recv(daemon, 70_000))
+
+            reader = asyncio.create_task(read())
+            # reading again: the sink's retries (flush() does not wait them out) empty
+            # its buffer
+            await wait_until(lambda: sink.peer.outbox.pending == 0, timeout=20)
+            await dispatcher.flush()
+        reader.cancel()
+        stats = dispatcher.stats()
+        while True:  # what the reader had not taken yet is in the socket's queue
+            try:
+                arrived.append(daemon.recv(70_000))
+            except BlockingIOError:
+                break
+    finally:
+        daemon.close()
+    numbers = [int(d.split(b"rec ")[1][:5]) for d in arrived]
+    (share,) = stats.sinks.values()
+    assert share.delivered == len(numbers) == len(set(numbers)) == n
+    assert_accounted(stats, n)
+
+
 async def test_unix_stream_socket_is_used_when_there_is_no_datagram_socket(
     tmp_path: Path,
 ) -> None:
