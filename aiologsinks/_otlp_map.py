@@ -199,6 +199,10 @@ def map_record(
         attributes.extend(_json.extra_items(d))
     ids = _trace.ids(d)
     created_ns = int(d["created"] * 1e9)
+    if not 0 <= created_ns < 1 << 64:
+        # a fixed64 in protobuf; in JSON, a request with one such record is refused
+        # whole: this record is the one reported
+        raise ValueError(f"created={d['created']!r} is not a time OTLP can carry")
     log = OTLPLog(
         d["name"],
         created_ns,
@@ -287,7 +291,10 @@ def _json_value(value: Any, depth: int = 0) -> dict[str, Any]:
 
 
 def _json_attributes(items: Iterable[tuple[str, Any]]) -> list[dict[str, Any]]:
-    return [{"key": k, "value": _json_value(v)} for k, v in items]
+    # an attribute whose value is None is left out, as the OpenTelemetry SDK leaves it
+    # out: its empty AnyValue ({}) is valid OTLP/JSON, but collectors refuse the whole
+    # request for it (rotel answers 400)
+    return [{"key": k, "value": _json_value(v)} for k, v in items if v is not None]
 
 
 def json_log(log: OTLPLog) -> bytes:

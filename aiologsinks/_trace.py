@@ -102,10 +102,32 @@ def _context_var() -> ContextVar[Any] | None:
 
 
 def ids(d: dict[str, Any]) -> tuple[str, str, bool] | None:
-    """(trace id, span id, sampled) from a record's ``__dict__``, or None."""
+    """(trace id, span id, sampled) from a record's ``__dict__``, or None.
+
+    The ids are W3C's: 32 and 16 hex digits, not all zero, given in lower case. Any
+    other value (``extra=`` can set anything under these names) is no trace context:
+    written as it is, one record's bad id would make a collector refuse the whole
+    request it travels in.
+    """
     trace_id = d.get(TRACE_ID)
     span_id = d.get(SPAN_ID)
     # LoggingInstrumentor writes "0" when no span is active
     if not trace_id or not span_id or trace_id == "0" or span_id == "0":
         return None
-    return str(trace_id), str(span_id), bool(d.get(SAMPLED))
+    trace, span = str(trace_id), str(span_id)
+    if len(trace) != 32 or len(span) != 16:
+        return None
+    try:
+        # bytes.fromhex skips spaces between digit pairs: the lengths above and below
+        # together refuse them
+        trace_bytes, span_bytes = bytes.fromhex(trace), bytes.fromhex(span)
+    except ValueError:
+        return None
+    if (
+        len(trace_bytes) != 16
+        or len(span_bytes) != 8
+        or not any(trace_bytes)
+        or not any(span_bytes)
+    ):
+        return None
+    return trace_bytes.hex(), span_bytes.hex(), bool(d.get(SAMPLED))

@@ -253,6 +253,54 @@ async def test_a_real_collector_accepts_and_re_exports_every_record(
     assert all(s.errors == 0 for s in stats.values())
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_one_odd_record_does_not_cost_a_real_collectors_whole_request(
+    encoding: str, tmp_path: Path
+) -> None:
+    # each is a record of its own: a trace id that is not one (extra= can set anything
+    # under the name) is no trace context, None values are left out, a time before
+    # 1970 is that record's error; the rest of the request is accepted
+    trace, span = "0AF7651916CD43DD8448EB211C80319C", "B7AD6B7169203331"
+    odd: list[dict[str, Any]] = [
+        {"otelTraceID": "not-a-trace-id-at-all-not-hex!!!", "otelSpanID": "b7ad6b7169203331"},
+        {"otelTraceID": "ab", "otelSpanID": "cd"},
+        {"otelTraceID": "0" * 32, "otelSpanID": "0" * 16},
+        {"otelTraceID": trace, "otelSpanID": span, "otelTraceSampled": True},
+        {"user": None},
+    ]
+
+    class BeforeEpoch(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if record.getMessage() == "odd time":
+                record.created = -1.0
+            return True
+
+    log = fresh_logger("app.odd")
+    async with rotel_collector(tmp_path) as (collector, downstream):
+        sink = als.OTLPSink(collector.endpoint, encoding)
+        sink.addFilter(BeforeEpoch())
+        reported: list[str] = []
+        sink.handleError = lambda record: reported.append(record.getMessage())  # type: ignore[method-assign]
+        async with als.install(sink, logger=log) as dispatcher:
+            for i, extra in enumerate(odd):
+                log.info("odd %d", i, extra=extra)
+            log.info("odd time")
+            log.info("plain")
+            await dispatcher.flush()
+            stats = dispatcher.stats()
+        got = await downstream.wait_records(len(odd) + 1)
+    by_body = {lr.body.string_value: lr for _, _, lr in got}
+    assert sorted(by_body) == sorted([f"odd {i}" for i in range(len(odd))] + ["plain"])
+    assert [by_body[f"odd {i}"].trace_id for i in range(3)] == [b"", b"", b""]
+    assert by_body["odd 3"].trace_id == bytes.fromhex(trace)
+    assert by_body["odd 3"].span_id == bytes.fromhex(span)
+    user = [a for a in by_body["odd 4"].attributes if a.key == "user"]
+    assert user == [] if encoding == "json" else len(user) == 1
+    assert reported == ["odd time"]
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors) == (len(odd) + 1, 1)
+
+
 async def test_the_collector_rejects_malformed_json_with_400_and_it_is_not_retried(
     tmp_path: Path,
 ) -> None:
