@@ -1175,11 +1175,30 @@ varint_at(char *p, uint64_t n)
     return p;
 }
 
+/* What a new scope adds to a request: its name's UTF-8 bytes and the framing around
+ * its records in either encoding (protobuf's few bytes; JSON's
+ * {"scope":{"name":...},"logRecords":[...]}, 36 bytes); sinks/otlp.py's _SCOPE_FRAMING */
+#define SCOPE_FRAMING 40
+
+static Py_ssize_t
+scope_cost(PyObject *scope)
+{
+    Py_ssize_t n;
+    if (PyUnicode_IS_ASCII(scope)) {
+        return PyUnicode_GET_LENGTH(scope) + SCOPE_FRAMING;
+    }
+    if (PyUnicode_AsUTF8AndSize(scope, &n) == NULL) {
+        PyErr_Clear(); /* a name UTF-8 cannot hold: the encoding reports it, count the most */
+        n = 4 * PyUnicode_GET_LENGTH(scope);
+    }
+    return n + SCOPE_FRAMING;
+}
+
 /* otlp_group(chunk, limit) -> (groups, n) or None
  *
  * OTLPSink._body's loop: chunk is a list of (item, scope, message bytes); the longest
  * front of it whose request stays within limit bytes (each message costs its length
- * and its field head, each new scope its name's length + 16), its messages grouped
+ * and its field head, each new scope scope_cost()), its messages grouped
  * by scope in order (a dict scope -> list of bytes), and how many that is (at least
  * one). None when an entry is not such a tuple: the Python loop does it.
  */
@@ -1219,7 +1238,7 @@ otlp_group(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                 Py_DECREF(groups);
                 return NULL;
             }
-            cost += PyUnicode_GET_LENGTH(scope) + 16;
+            cost += scope_cost(scope);
         }
         if (n && size + cost > limit) {
             break;
@@ -1760,7 +1779,7 @@ otlp_run(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         b.len = 0;
         int rc = otlp_record(&b, &scratch, v, at, observed, pid, skip, trace);
         PyObject *scope = rc == 1 ? PyTuple_GET_ITEM(v, at[AT_NAME]) : NULL;
-        if (rc == 1 && b.len + PyUnicode_GET_LENGTH(scope) + 16 > max_bytes) {
+        if (rc == 1 && b.len + scope_cost(scope) > max_bytes) {
             rc = 0; /* too large: the Python path reports it */
         }
         PyObject *entry = NULL;

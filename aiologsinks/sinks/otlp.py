@@ -260,12 +260,13 @@ class OTLPSink(OutboxSinkMixin, Sink):
         if travelled is None:
             travelled = list(records)
         observed_field = _otlp_map.observed_field(observed)
+        room = self._room()
         items: list[_Item] = []
         i, n = 0, len(travelled)
         while i < n:
             if frozen:
                 # the common records in C; the loop below takes each one it stops at
-                i, done = _otlp_map.protobuf_run(travelled, i, observed, pid, self.max_batch_bytes)
+                i, done = _otlp_map.protobuf_run(travelled, i, observed, pid, room)
                 items += done
                 if i == n:
                     break
@@ -284,7 +285,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
                     scope, encoded = log.scope, self._encode_log(log)
                 else:
                     scope, encoded = fast
-                if len(encoded) + len(scope) + 16 > self.max_batch_bytes:
+                if len(encoded) + _scope_cost(scope) > room:
                     raise SinkDeliveryError(
                         f"{self!r}: a record of {len(encoded)} bytes exceeds "
                         f"max_batch_bytes={self.max_batch_bytes}"
@@ -298,21 +299,21 @@ class OTLPSink(OutboxSinkMixin, Sink):
     def _body(self, chunk: Sequence[_Item]) -> tuple[bytes, int]:
         """The request body (not compressed yet) for the longest front of ``chunk`` within
         ``max_batch_bytes``, and how many items it holds."""
-        grouped = _otlp_group(chunk, self.max_batch_bytes) if _otlp_group is not None else None
+        room = self._room()
+        grouped = _otlp_group(chunk, room) if _otlp_group is not None else None
         if grouped is not None:  # the loop below, in C
             return self._encode_request(self.resource, list(grouped[0].items())), grouped[1]
         groups: dict[str, list[bytes]] = {}
         size = 0
         n = 0
-        limit = self.max_batch_bytes
         overhead = _otlp_map.framing_overhead
         for _, scope, encoded in chunk:
             length = len(encoded)
             cost = length + (2 if length < 0x80 else 3 if length < 0x4000 else overhead(length))
             logs = groups.get(scope)
             if logs is None:
-                cost += len(scope) + 16  # the scope's own framing
-            if n and size + cost > limit:
+                cost += _scope_cost(scope)
+            if n and size + cost > room:
                 break
             if logs is None:
                 logs = groups[scope] = []
@@ -320,6 +321,11 @@ class OTLPSink(OutboxSinkMixin, Sink):
             size += cost
             n += 1
         return self._encode_request(self.resource, list(groups.items())), n
+
+    def _room(self) -> int:
+        """What the records and their scopes may take of ``max_batch_bytes``: the rest
+        of a request (the resource above all) is the same in every one."""
+        return self.max_batch_bytes - len(self._encode_request(self.resource, []))
 
     # -- delivery ---------------------------------------------------------------------------
 
@@ -420,3 +426,17 @@ class OTLPSink(OutboxSinkMixin, Sink):
         # scheme, host and path only: a query or the user part may carry a token
         host = parts.netloc.rpartition("@")[2]
         return f"<{type(self).__name__} {parts.scheme}://{host}{parts.path} ({level})>"
+
+
+#: what a new scope adds to a request besides its name (its framing in either encoding;
+#: the compiled loops' SCOPE_FRAMING)
+_SCOPE_FRAMING = 40
+
+
+def _scope_cost(scope: str) -> int:
+    if scope.isascii():
+        return len(scope) + _SCOPE_FRAMING
+    try:
+        return len(scope.encode()) + _SCOPE_FRAMING
+    except UnicodeEncodeError:  # the encoding reports such a name; count the most
+        return 4 * len(scope) + _SCOPE_FRAMING

@@ -301,6 +301,30 @@ async def test_one_odd_record_does_not_cost_a_real_collectors_whole_request(
     assert (share.delivered, share.errors) == (len(odd) + 1, 1)
 
 
+@pytest.mark.parametrize("encoding", ENCODINGS)
+async def test_no_request_body_exceeds_max_batch_bytes(encoding: str) -> None:
+    # the bound is often a collector's own body limit: the resource every request
+    # repeats and scope names in UTF-8 bytes (not characters) count too
+    log = fresh_logger("app.bound")
+    bound = 20_000
+    resource = {"service.name": "svc", "padding": "r" * 4000}
+    async with otlp_receiver() as receiver:
+        sink = als.OTLPSink(
+            receiver.endpoint, encoding, compression="none", max_batch_bytes=bound,
+            resource=resource,
+        )  # fmt: skip
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(400):
+                scope = log.getChild(f"模块{i % 40}")  # 40 non-ASCII scope names
+                scope.propagate = True
+                scope.info("record %d %s", i, "m" * 60)
+            await dispatcher.flush()
+        got = await receiver.wait_records(400)
+    assert len(got) == 400 and sink.error_count == 0
+    sizes = [len(export.body) for export in receiver.exports]
+    assert len(sizes) > 1 and max(sizes) <= bound, sizes
+
+
 async def test_the_collector_rejects_malformed_json_with_400_and_it_is_not_retried(
     tmp_path: Path,
 ) -> None:
