@@ -234,24 +234,43 @@ def _header_field(value: object, limit: int) -> str:
     return text or _NILVALUE
 
 
+def _text(value: object) -> str:
+    # a field's text; a broken __str__ must not cost the record its header
+    try:
+        return str(value)
+    except Exception:  # noqa: BLE001 - any failure: the type's name stands in
+        return f"<unrepresentable {type(value).__name__}>"
+
+
 def _sd_name(value: object) -> str:
     # SD-NAME: printable US-ASCII except '=', SP, ']', '"', at most 32 characters
-    text = "".join(c if 33 <= ord(c) <= 126 and c not in '= ]"' else "_" for c in str(value))
+    text = "".join(c if 33 <= ord(c) <= 126 and c not in '= ]"' else "_" for c in _text(value))
     return text[:32] or "_"
 
 
 def _sd_value(value: object) -> str:
     # PARAM-VALUE escapes '"', '\' and ']' with a backslash (RFC 5424 section 6.3.3)
-    return re.sub(r'(["\\\]])', r"\\\1", str(value))
+    return re.sub(r'(["\\\]])', r"\\\1", _text(value))
 
 
 def structured_data(sd: Mapping[str, Mapping[str, object]] | None) -> str:
-    """Render ``{sd_id: {name: value}}`` as RFC 5424 STRUCTURED-DATA (``-`` if empty)."""
+    """Render ``{sd_id: {name: value}}`` as RFC 5424 STRUCTURED-DATA (``-`` if empty).
+
+    An element whose parameters are not a mapping has none when they are None, else
+    one parameter ``value`` with their text: an ``extra=`` of another shape never
+    fails the record.
+    """
     if not sd:
         return _NILVALUE
     parts = []
     for sd_id, params in sd.items():
-        body = "".join(f' {_sd_name(k)}="{_sd_value(v)}"' for k, v in params.items())
+        if params is None:
+            pairs: Iterable[tuple[object, object]] = ()
+        elif isinstance(params, Mapping):
+            pairs = params.items()
+        else:
+            pairs = (("value", params),)
+        body = "".join(f' {_sd_name(k)}="{_sd_value(v)}"' for k, v in pairs)
         parts.append(f"[{_sd_name(sd_id)}{body}]")
     return "".join(parts)
 

@@ -395,6 +395,19 @@ def test_rfc5424_formatter_builds_the_header_and_structured_data() -> None:
     ] == [str(rec.process), "-", "-"]
 
 
+def test_rfc5424_structured_data_of_any_shape_never_fails_the_record() -> None:
+    class NoText:
+        def __str__(self) -> str:
+            raise RuntimeError("no str")
+
+    fmt = RFC5424Formatter(hostname="h", app_name="a")
+    rec = record(logging.INFO, "m", ())
+    rec.structured_data = {"a@1": None, "b@1": "flat", "c@1": {"k": NoText()}}
+    assert fmt.format(rec).split(" ", 6)[6] == (
+        '[a@1][b@1 value="flat"][c@1 k="<unrepresentable NoText>"] m'
+    )
+
+
 async def test_rfc5424_option_over_udp() -> None:
     async with datagram_peer() as (peer, address):
         async with SysLogSink(address, "local0", rfc5424=True) as sink:  # type: ignore[arg-type]
