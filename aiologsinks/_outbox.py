@@ -402,12 +402,15 @@ class Outbox(Generic[T]):
         self._came_up()
 
     async def _last_delivery(self, task: asyncio.Task[None] | None) -> None:
-        if task is not None:
-            # Under the lock the retry task sleeps or waits for the lock, never sends:
-            # cancelling it then cannot cut a request the peer may already have taken
-            # (which would be sent twice).
-            async with self._lock:
+        # Taking the lock waits for a send in progress (a put()'s or the retry task's):
+        # its chunk is then delivered or back in the buffer, never counted as abandoned
+        # while the peer is still taking it. Under the lock the retry task sleeps or
+        # waits for the lock, never sends: cancelling it then cannot cut a request the
+        # peer may already have taken (which would be sent twice).
+        async with self._lock:
+            if task is not None:
                 task.cancel()
+        if task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if self.buffer:

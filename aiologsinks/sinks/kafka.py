@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -14,7 +17,7 @@ from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._json import JSONFormatter
 from .._outbox import Failure, Loss, Outbox, OutboxSinkMixin
 from .._sink import Sink
-from .._validate import ArgumentTypeError, ArgumentValueError
+from .._validate import ArgumentTypeError, ArgumentValueError, check_int
 
 if TYPE_CHECKING:
     from aiokafka import AIOKafkaProducer
@@ -52,7 +55,8 @@ def _deadline(msg: _Msg) -> float:
 class KafkaSink(OutboxSinkMixin, Sink):
     """Produce each record to a Kafka ``topic`` and wait for the broker's acknowledgement.
 
-    ``bootstrap_servers`` is a ``"host:port"`` string (or a list of them). The value of
+    ``bootstrap_servers`` is a ``"host:port"`` string (several comma-separated, as
+    aiokafka reads it) or a list of them. The value of
     each message is the record formatted by the sink's formatter — a
     :class:`~aiologsinks.JSONFormatter` unless :meth:`setFormatter` set another one —
     as UTF-8. ``key`` names a record attribute whose value becomes the message key
@@ -62,7 +66,10 @@ class KafkaSink(OutboxSinkMixin, Sink):
     ``compression`` (``None``, ``"gzip"``, ``"snappy"``, ``"lz4"``, ``"zstd"``; the last
     three need their codec packages), ``idempotent`` (the idempotent producer; needs a
     broker that grants producer ids) and ``linger_ms`` go to the producer;
-    ``producer_options`` passes any other ``AIOKafkaProducer`` option.
+    ``producer_options`` passes any other ``AIOKafkaProducer`` option. What the broker
+    or the producer would refuse at every attempt (a topic name Kafka does not allow,
+    a port that is not a number, an option ``AIOKafkaProducer`` does not have, a codec
+    aiokafka cannot import) raises at construction, naming the parameter.
 
     Delivery goes through the retrying outbox. Each batch from the lane becomes
     producer batches (``create_batch``/``send_batch``: one future per batch, not per
@@ -78,7 +85,9 @@ class KafkaSink(OutboxSinkMixin, Sink):
     will not get over (not retriable: an authorisation failure, a record too large)
     counts the records it concerns at once. :meth:`flush` returns when every record was
     acknowledged or counted; :meth:`aclose` makes one last attempt within
-    ``close_timeout`` seconds, counts what is left, and stops the producer. An outage
+    ``close_timeout`` seconds (waiting for a delivery in progress, even one whose
+    producer is still connecting), counts what is left, and stops the producer, also
+    one still starting. An outage
     is reported by :meth:`report_outage` as a few notices (down, still down with
     counts, back). Counts are in ``stats()`` and ``outbox.statistics()``; ``resent``
     counts messages handed to the producer again.
@@ -111,31 +120,13 @@ class KafkaSink(OutboxSinkMixin, Sink):
         super().__init__(level)
         import aiokafka  # noqa: F401 - loaded with the first sink, not on the loop
 
-        if not isinstance(topic, str) or not topic:
-            raise ArgumentValueError("topic", f"expected a non-empty str, got {topic!r}")
-        if isinstance(bootstrap_servers, str):
-            servers = [bootstrap_servers]
-        elif isinstance(bootstrap_servers, Sequence) and all(
-            isinstance(s, str) for s in bootstrap_servers
-        ):
-            servers = list(bootstrap_servers)
-        else:
-            raise TypeError(
-                f"bootstrap_servers: expected 'host:port' or a list of them, "
-                f"got {bootstrap_servers!r}"
-            )
-        if not servers or not all(servers):
-            raise ArgumentValueError(
-                "bootstrap_servers", f"expected 'host:port', got {bootstrap_servers!r}"
-            )
+        _check_topic(topic)
+        servers = _check_servers(bootstrap_servers)
         if key is not None and not isinstance(key, str) and not callable(key):
             raise ArgumentTypeError("key", f"expected an attribute name or a callable, got {key!r}")
         if isinstance(acks, bool) or acks not in _ACKS:
             raise ArgumentValueError("acks", f"expected 0, 1 or 'all', got {acks!r}")
-        if compression not in _COMPRESSION:
-            raise ArgumentValueError(
-                "compression", f"expected one of {_COMPRESSION}, got {compression!r}"
-            )
+        _check_compression("compression", compression)
         if isinstance(linger_ms, bool) or not isinstance(linger_ms, int) or linger_ms < 0:
             raise ArgumentValueError("linger_ms", f"expected an int >= 0, got {linger_ms!r}")
         for name, value in (
@@ -148,10 +139,7 @@ class KafkaSink(OutboxSinkMixin, Sink):
         for name, count in (("max_in_flight", max_in_flight), ("buffer_size", buffer_size)):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
                 raise ArgumentValueError(name, f"expected an int >= 1, got {count!r}")
-        if producer_options is not None and not isinstance(producer_options, Mapping):
-            raise ArgumentTypeError(
-                "producer_options", f"expected a mapping, got {producer_options!r}"
-            )
+        options = _check_producer_options(producer_options)
         from aiokafka.partitioner import DefaultPartitioner
 
         self.topic = topic
@@ -169,18 +157,22 @@ class KafkaSink(OutboxSinkMixin, Sink):
         self.buffer_size = buffer_size
         self._connecting = asyncio.Lock()
         self.backoff = backoff if backoff is not None else Backoff(0.1, 2.0, 2.0)
-        self.producer_options = dict(producer_options or {})
+        self.producer_options = options
         # the producer's partitioner places keyed records, as producer.send() would
         self._partitioner: Callable[..., int] = (
             self.producer_options.get("partitioner") or DefaultPartitioner()
         )
-        self._max_size = int(self.producer_options.get("max_request_size", MAX_REQUEST_SIZE))
+        self._max_size: int = self.producer_options.get("max_request_size", MAX_REQUEST_SIZE)
         #: where the next run of records without a key starts (round robin)
         self._next_partition = 0
         self.formatter = JSONFormatter()
         #: messages sent again after the broker did not acknowledge them (never reset)
         self.resent = 0
         self._producer: AIOKafkaProducer | None = None
+        #: the producer being started and the task starting it (aclose stops both)
+        self._starting: tuple[AIOKafkaProducer, asyncio.Task[None]] | None = None
+        #: set once aclose gave up on delivery: no producer may be started after it
+        self._shut = False
         #: the last delivery error (named when records are given up)
         self._last_error: BaseException | None = None
         #: the retrying outbox: records wait here, in order, while the broker is away
@@ -274,9 +266,10 @@ class KafkaSink(OutboxSinkMixin, Sink):
         await self.outbox.drain()
 
     async def aclose(self, timeout: float | None = None) -> None:
-        """Close within ``timeout`` seconds (default ``close_timeout``): one last attempt
-        at what waits, then what is left is counted as lost and the producer stopped;
-        idempotent."""
+        """Close within ``timeout`` seconds (default ``close_timeout``): wait for a
+        delivery in progress and make one last attempt at what waits, then count what
+        is left as lost and stop the producer (also one still starting: no producer
+        runs once this returns); idempotent."""
         if timeout is not None:
             self.close_timeout = timeout
         await super().aclose()
@@ -289,6 +282,15 @@ class KafkaSink(OutboxSinkMixin, Sink):
         finally:
             # what the producer still holds was counted by the outbox: a broker that
             # does not answer cannot hold the close beyond its bound
+            self._shut = True
+            if self._starting is not None:
+                # a connect still in progress (a send the outbox gave up on): were it
+                # to finish, it would deliver records already counted as abandoned
+                producer, starting = self._starting
+                _cancel_once(starting)
+                await asyncio.wait({starting}, timeout=max(end - loop.time(), 0.05))
+                _retrieve(starting)
+                await _stop_quietly(producer, max(end - loop.time(), 0.05))
             await self._drop_producer(max(end - loop.time(), 0.05))
 
     async def _send(self, chunk: list[_Msg]) -> int:
@@ -430,6 +432,8 @@ class KafkaSink(OutboxSinkMixin, Sink):
         from aiokafka import AIOKafkaProducer
         from aiokafka.errors import KafkaError
 
+        if self._shut:
+            raise SinkConnectError(f"{self!r}: closed")
         options: dict[str, Any] = {
             "bootstrap_servers": self.bootstrap_servers,
             "acks": self.acks,
@@ -441,14 +445,46 @@ class KafkaSink(OutboxSinkMixin, Sink):
         }
         options.update(self.producer_options)
         producer = AIOKafkaProducer(**options)
+        # a task of its own, so that aclose can stop a start that another task awaits
+        starting = asyncio.ensure_future(self._start(producer))
+        self._starting = producer, starting
+        timed_out = False
         try:
-            await asyncio.wait_for(producer.start(), self.request_timeout)
-        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
-            await _stop_quietly(producer, self.close_timeout)
+            try:
+                await asyncio.wait({starting}, timeout=self.request_timeout)
+            finally:
+                if not starting.done():  # timed out, or our own task is cancelled
+                    timed_out = True
+                    _cancel_once(starting)
+                    await asyncio.wait({starting})
+                    _retrieve(starting)
+                    # (a start cancelled before it ran has nothing of its own to stop)
+                    await _stop_quietly(producer, self.close_timeout)
+            if timed_out:
+                error: BaseException | None = asyncio.TimeoutError()
+            elif starting.cancelled() or self._shut:
+                # aclose took the producer over (it stops it): not ours to hand out
+                raise SinkConnectError(f"{self!r}: closed while the producer was starting")
+            else:
+                error = starting.exception()
+        finally:
+            self._starting = None
+        if isinstance(error, (KafkaError, OSError, asyncio.TimeoutError)):
             raise SinkConnectError(
-                f"{self!r}: cannot start the producer (brokers unreachable or refusing): {exc!r}"
-            ) from exc
+                f"{self!r}: cannot start the producer (brokers unreachable or refusing): {error!r}"
+            ) from error
+        if error is not None:
+            raise error
         return producer
+
+    async def _start(self, producer: AIOKafkaProducer) -> None:
+        """Start ``producer``; if that fails or is cancelled, stop what it started
+        (connections, the metadata task) before this task ends."""
+        try:
+            await producer.start()
+        except BaseException:
+            await _stop_quietly(producer, self.close_timeout)
+            raise
 
     async def _drop_producer(self, timeout: float) -> None:
         producer, self._producer = self._producer, None
@@ -503,6 +539,136 @@ class KafkaSink(OutboxSinkMixin, Sink):
         return (
             f"<{type(self).__name__} {self.topic} @ {','.join(self.bootstrap_servers)} ({level})>"
         )
+
+
+#: what a Kafka topic name may be made of (1-249 of these, not "." or "..")
+_TOPIC = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+#: producer options the producer turns into ints: (name, smallest value)
+_INT_OPTIONS = (
+    ("max_request_size", 1),
+    ("max_batch_size", 1),
+    ("linger_ms", 0),
+    ("request_timeout_ms", 1),
+    ("retry_backoff_ms", 0),
+    ("metadata_max_age_ms", 0),
+    ("connections_max_idle_ms", 0),
+    ("transaction_timeout_ms", 1),
+)
+
+
+def _check_topic(topic: object) -> None:
+    """A name the broker can create: otherwise every attempt fails until
+    ``delivery_timeout``, looking like an outage."""
+    if not isinstance(topic, str):
+        raise ArgumentTypeError("topic", f"expected a str, got {topic!r}")
+    if not _TOPIC.fullmatch(topic) or topic in (".", ".."):
+        shown = repr(topic) if len(topic) <= 60 else f"a name of {len(topic)} characters"
+        raise ArgumentValueError(
+            "topic",
+            "expected a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -, "
+            f"not '.' or '..'), got {shown}",
+        )
+
+
+def _check_servers(servers: object, param: str = "bootstrap_servers") -> list[str]:
+    """``servers`` as a list of ``host:port``; a str may list several, comma-separated
+    (as aiokafka reads a str)."""
+    from aiokafka.conn import get_ip_port_afi
+
+    if isinstance(servers, str):
+        hosts = [s.strip() for s in servers.split(",")]
+    elif isinstance(servers, Sequence) and all(isinstance(s, str) for s in servers):
+        hosts = [s.strip() for s in servers]
+    else:
+        raise ArgumentTypeError(param, f"expected 'host:port' or a list of them, got {servers!r}")
+    if not hosts:
+        raise ArgumentValueError(param, f"expected 'host:port', got {servers!r}")
+    for host in hosts:
+        try:
+            name, port, _ = get_ip_port_afi(host)
+        except ValueError:
+            name, port = "", 0
+        if not name or any(c.isspace() or c == "," for c in name) or not 0 < port < 65536:
+            raise ArgumentValueError(
+                param, f"expected 'host:port' with a port from 1 to 65535, got {host!r}"
+            )
+    return hosts
+
+
+def _check_compression(param: str, compression: object) -> None:
+    """A codec aiokafka knows and can import: the producer refuses any other."""
+    import aiokafka.codec
+
+    if compression not in _COMPRESSION:
+        raise ArgumentValueError(param, f"expected one of {_COMPRESSION}, got {compression!r}")
+    has_codec = getattr(aiokafka.codec, f"has_{compression}", None)
+    if compression is not None and (has_codec is None or not has_codec()):
+        raise ArgumentValueError(
+            param,
+            f"{compression!r} needs a codec package that aiokafka cannot import "
+            f"(pip install 'aiokafka[{compression}]')",
+        )
+
+
+def _check_producer_options(options: object) -> dict[str, Any]:
+    """``AIOKafkaProducer`` options by name, checked now rather than by the producer
+    at the first batch (where a mistake would cost every record)."""
+    if options is None:
+        return {}
+    if not isinstance(options, Mapping):
+        raise ArgumentTypeError("producer_options", f"expected a mapping, got {options!r}")
+    known = _producer_parameters()
+    for name in options:
+        if not isinstance(name, str):
+            raise ArgumentTypeError("producer_options", f"expected str keys, got {name!r}")
+        if name not in known:
+            raise ArgumentValueError(
+                f'producer_options["{name}"]', "not an option of aiokafka's AIOKafkaProducer"
+            )
+    checked = dict(options)
+    for name, least in _INT_OPTIONS:
+        if name in checked:
+            check_int(f'producer_options["{name}"]', checked[name], min=least)
+    if "compression_type" in checked:
+        _check_compression('producer_options["compression_type"]', checked["compression_type"])
+    if "acks" in checked and (isinstance(checked["acks"], bool) or checked["acks"] not in _ACKS):
+        raise ArgumentValueError(
+            'producer_options["acks"]', f"expected 0, 1 or 'all', got {checked['acks']!r}"
+        )
+    if "bootstrap_servers" in checked:
+        checked["bootstrap_servers"] = _check_servers(
+            checked["bootstrap_servers"], 'producer_options["bootstrap_servers"]'
+        )
+    if checked.get("partitioner") is not None and not callable(checked["partitioner"]):
+        raise ArgumentTypeError(
+            'producer_options["partitioner"]',
+            f"expected a callable, got {checked['partitioner']!r}",
+        )
+    return checked
+
+
+@functools.cache
+def _producer_parameters() -> frozenset[str]:
+    """The keyword arguments of the installed aiokafka's ``AIOKafkaProducer``
+    (``loop`` excluded: the producer is made on the loop the sink runs on)."""
+    from aiokafka import AIOKafkaProducer
+
+    names = inspect.signature(AIOKafkaProducer).parameters
+    return frozenset(names) - {"loop"}
+
+
+def _cancel_once(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` unless it was already asked to: a second request would cut the
+    clean-up that the first one started."""
+    cancelling = getattr(task, "cancelling", None)  # 3.11+
+    if not task.done() and not (cancelling is not None and cancelling()):
+        task.cancel()
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark the error of a start given up on as seen: its caller reports the failure."""
+    if task.done() and not task.cancelled():
+        task.exception()
 
 
 def _usable(producer: AIOKafkaProducer) -> bool:

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from tests.peers.faulty import FaultyProxy
 from tests.peers.otel_collector import (
     packaged_program,
     require_module,
@@ -178,6 +179,60 @@ class Tansu:
         finally:
             await consumer.stop()
         return got
+
+    async def count(self, topic: str) -> int:
+        """How many records ``topic`` holds (every partition's end offset less its
+        beginning): no wait for records that may or may not come."""
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        await consumer.start()
+        try:
+            await consumer.topics()  # the metadata that names the partitions
+            partitions = [
+                TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()
+            ]
+            first = await consumer.beginning_offsets(partitions)
+            end = await consumer.end_offsets(partitions)
+        finally:
+            await consumer.stop()
+        return sum(end[tp] - first[tp] for tp in partitions)
+
+
+class HeldProxy(FaultyProxy):
+    """A proxy on 127.0.0.1 in front of ``upstream`` that holds every connection,
+    unanswered, until :meth:`release`, then forwards both ways: a broker slow to answer,
+    for exactly as long as the test wants. :attr:`connected` is set once a client has
+    connected.
+
+    Tansu advertises its own address, so only the bootstrap goes through the proxy:
+    a producer's start waits for the release, what follows goes to the broker.
+    """
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        super().__init__(upstream, "pass")
+        self.connected = asyncio.Event()
+        self._release = asyncio.Event()
+
+    def release(self) -> None:
+        """Forward what the held connections sent, and everything after it."""
+        self._release.set()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        # known to kill() while held, so that leaving the block ends it
+        self._tasks.add(task)
+        self._writers.add(writer)
+        self.connected.set()
+        try:
+            await self._release.wait()
+        except asyncio.CancelledError:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+            raise
+        await super()._serve(reader, writer)
 
 
 @asynccontextmanager

@@ -19,6 +19,7 @@ import pytest
 import aiologsinks as als
 from aiologsinks._backoff import Backoff
 from aiologsinks._stats import assert_accounted
+from aiologsinks._validate import ArgumentError, ArgumentValueError
 
 from ..helpers import fresh_logger
 from ..peers.kafka import ObjectStore, object_store, tansu_broker, tansu_program
@@ -202,6 +203,65 @@ def test_bad_arguments_name_the_parameter(
     args = {"topic": "t", **kwargs}
     with pytest.raises(error, match=name):
         als.KafkaSink(**args)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "param"),
+    [
+        ({"topic": "bad topic!"}, ValueError, "topic"),
+        ({"topic": "x" * 250}, ValueError, "topic"),
+        ({"topic": "ünï"}, ValueError, "topic"),
+        ({"topic": "."}, ValueError, "topic"),
+        ({"topic": ".."}, ValueError, "topic"),
+        ({"topic": "logs\n"}, ValueError, "topic"),
+        ({"topic": b"logs"}, TypeError, "topic"),
+        ({"bootstrap_servers": "127.0.0.1:abc"}, ValueError, "bootstrap_servers"),
+        ({"bootstrap_servers": "127.0.0.1:70000"}, ValueError, "bootstrap_servers"),
+        ({"bootstrap_servers": ":9092"}, ValueError, "bootstrap_servers"),
+        ({"bootstrap_servers": ["h:9092", "h:x"]}, ValueError, "bootstrap_servers"),
+        ({"producer_options": {"bogus_option": 1}}, ValueError, 'producer_options["bogus_option"]'),
+        ({"producer_options": {"max_request_size": "big"}}, TypeError,
+         'producer_options["max_request_size"]'),
+        ({"producer_options": {"linger_ms": -1}}, ValueError, 'producer_options["linger_ms"]'),
+        ({"producer_options": {"compression_type": "brotli"}}, ValueError,
+         'producer_options["compression_type"]'),
+        ({"producer_options": {"partitioner": 3}}, TypeError, 'producer_options["partitioner"]'),
+    ],
+)  # fmt: skip
+def test_what_kafka_would_refuse_is_refused_at_construction(
+    kwargs: dict[str, Any], error: type[Exception], param: str
+) -> None:
+    tansu_program()
+    args = {"topic": "t", **kwargs}
+    with pytest.raises(error) as raised:
+        als.KafkaSink(**args)
+    assert isinstance(raised.value, ArgumentError) and raised.value.param == param
+
+
+def test_a_compression_whose_codec_is_missing_is_refused_at_construction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    tansu_program()
+    import aiokafka.codec
+
+    monkeypatch.setattr(aiokafka.codec, "has_lz4", lambda: False)
+    with pytest.raises(ArgumentValueError, match=r"^compression: 'lz4' needs a codec"):
+        als.KafkaSink("t", compression="lz4")
+    with pytest.raises(ArgumentValueError) as raised:
+        als.KafkaSink("t", producer_options={"compression_type": "lz4"})
+    assert raised.value.param == 'producer_options["compression_type"]'
+    monkeypatch.setattr(aiokafka.codec, "has_lz4", lambda: True)
+    assert als.KafkaSink("t", compression="lz4").compression == "lz4"
+
+
+def test_names_kafka_accepts_are_accepted() -> None:
+    tansu_program()
+    assert als.KafkaSink("x" * 249).topic == "x" * 249
+    assert als.KafkaSink("App.logs_2-b").topic == "App.logs_2-b"
+    sink = als.KafkaSink("t", "h1:9092, [::1]:9093,localhost")
+    assert sink.bootstrap_servers == ["h1:9092", "[::1]:9093", "localhost"]
+    options = {"max_request_size": 2000, "security_protocol": "PLAINTEXT"}
+    assert als.KafkaSink("t", producer_options=options).producer_options == options
 
 
 async def test_an_outage_buffers_up_to_buffer_size_and_counts_what_it_drops(

@@ -1,0 +1,174 @@
+"""KafkaSink closing while its producer is still starting (a broker slow to answer).
+
+A :class:`~tests.peers.kafka.HeldProxy` in front of a real Tansu broker holds the
+bootstrap connection until the test releases it, so "still connecting" lasts exactly
+as long as the test needs. Every ``AIOKafkaProducer`` the sink makes is recorded,
+with whether its ``stop()`` ran to the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiologsinks as als
+
+from ..helpers import fresh_logger
+from ..peers.kafka import HeldProxy, tansu_broker, tansu_program
+from .test_kafka import Sink
+
+
+class Producers(list[Any]):
+    """The producers made so far; ``start_error`` is raised by each once it started."""
+
+    start_error: Exception | None = None
+
+
+@pytest.fixture
+def producers(monkeypatch: pytest.MonkeyPatch) -> Iterator[Producers]:
+    tansu_program()  # aiokafka and the broker, as the other Kafka tests need them
+    import aiokafka
+
+    made = Producers()
+
+    class Recorded(aiokafka.AIOKafkaProducer):  # type: ignore[misc]
+        stopped = False
+
+        def __init__(self, **options: Any) -> None:
+            super().__init__(**options)
+            made.append(self)
+
+        async def start(self) -> None:
+            await super().start()
+            if made.start_error is not None:
+                raise made.start_error
+
+        async def stop(self) -> None:
+            await super().stop()
+            self.stopped = True
+
+    monkeypatch.setattr(aiokafka, "AIOKafkaProducer", Recorded)
+    yield made
+
+
+def kafka_tasks() -> list[asyncio.Task[Any]]:
+    """Tasks still running aiokafka code (a producer's connections, metadata, sender)
+    or a producer's start."""
+    running = []
+    for task in asyncio.all_tasks():
+        code = getattr(task.get_coro(), "cr_code", None)
+        if task.done() or code is None:
+            continue
+        if "aiokafka" in code.co_filename or code.co_qualname == "KafkaSink._start":
+            running.append(task)
+    return running
+
+
+def records(n: int) -> list[logging.LogRecord]:
+    return [
+        logging.makeLogRecord({"name": "x", "levelno": 20, "levelname": "INFO", "msg": f"m{i}"})
+        for i in range(n)
+    ]
+
+
+async def test_aclose_while_connecting_stops_the_producer_and_counts_each_record_once(
+    tmp_path: Path, producers: Producers
+) -> None:
+    async with tansu_broker(tmp_path) as broker, HeldProxy(("127.0.0.1", broker.port)) as proxy:
+        sink = Sink("held", proxy.netloc, request_timeout=60.0)
+        emitting = asyncio.create_task(sink.emit_batch(records(10)))
+        await asyncio.wait_for(proxy.connected.wait(), 10)
+        await asyncio.wait_for(sink.aclose(timeout=0.2), 10)
+        # once aclose returned, nothing of a producer runs
+        assert producers and all(p.stopped for p in producers)
+        assert not kafka_tasks()
+        proxy.release()  # the broker answers now: no producer is left to deliver there
+        await asyncio.wait_for(emitting, 10)
+        stats = sink.outbox.statistics()
+        assert (stats.delivered, stats.abandoned, stats.pending) == (0, 10, 0)
+        assert sink.error_count == 10 and sink._producer is None
+        # what was counted as abandoned is not in the topic: only a later sink's record
+        async with Sink("held", broker.bootstrap) as later:
+            await later.emit_batch(records(1))
+        assert await broker.count("held") == 1
+        assert later.error_count == 0
+
+
+async def test_aclose_waits_within_its_timeout_for_a_batch_still_connecting(
+    tmp_path: Path, producers: Producers
+) -> None:
+    async with tansu_broker(tmp_path) as broker, HeldProxy(("127.0.0.1", broker.port)) as proxy:
+        sink = Sink("waited", proxy.netloc, request_timeout=60.0)
+        emitting = asyncio.create_task(sink.emit_batch(records(10)))
+        await asyncio.wait_for(proxy.connected.wait(), 10)
+        closing = asyncio.create_task(sink.aclose(timeout=60.0))
+        await asyncio.wait_for(_until(lambda: sink.outbox.closed), 10)
+        assert not closing.done()  # it waits for the batch the emit is delivering
+        proxy.release()
+        await asyncio.wait_for(closing, 30)
+        await asyncio.wait_for(emitting, 10)
+        stats = sink.outbox.statistics()
+        assert (stats.delivered, stats.abandoned, stats.pending) == (10, 0, 0)
+        assert sink.error_count == 0 and not sink.reported
+        assert producers and all(p.stopped for p in producers)
+        messages = await broker.consume("waited", 10)
+    assert len(messages) == 10
+
+
+async def test_cancelling_aopen_while_connecting_stops_the_half_started_producer(
+    producers: Producers,
+) -> None:
+    # the proxy is never released: its upstream is never reached
+    async with HeldProxy(("127.0.0.1", 9)) as proxy:
+        sink = Sink("t", proxy.netloc, request_timeout=60.0)
+        opening = asyncio.create_task(sink.aopen())
+        await asyncio.wait_for(proxy.connected.wait(), 10)
+        opening.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await opening
+        assert producers and all(p.stopped for p in producers)
+        assert not kafka_tasks() and sink._producer is None
+        await sink.aclose()
+
+
+async def test_a_dispatcher_closed_while_the_sink_connects_leaves_no_producer(
+    producers: Producers,
+) -> None:
+    async with HeldProxy(("127.0.0.1", 9)) as proxy:
+        sink = Sink("t", proxy.netloc, request_timeout=60.0)
+        log = fresh_logger("app.kafka.close")
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        for i in range(10):
+            log.info("m%d", i)
+        await asyncio.wait_for(proxy.connected.wait(), 10)
+        await asyncio.wait_for(dispatcher.aclose(timeout=0.2), 10)
+        assert producers and all(p.stopped for p in producers)
+        assert not kafka_tasks() and sink._producer is None
+        (stats,) = dispatcher.stats().sinks.values()
+        assert stats.received == 10 and stats.delivered == 0
+
+
+async def test_a_start_failing_with_any_error_stops_the_producer(
+    tmp_path: Path, producers: Producers
+) -> None:
+    producers.start_error = ValueError("not a Kafka error")
+    async with tansu_broker(tmp_path) as broker:
+        sink = Sink("t", broker.bootstrap)
+        await sink.emit_batch(records(3))
+        assert producers and all(p.stopped for p in producers) and not kafka_tasks()
+        stats = sink.outbox.statistics()
+        assert stats.failed == 3 and sink.error_count == 3
+        assert "not a Kafka error" in sink.reported[0]
+        await sink.aclose()
+
+
+async def _until(predicate: Any) -> None:
+    while not predicate():
+        await asyncio.sleep(0.01)  # polling the sink's own progress
