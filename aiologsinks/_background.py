@@ -32,6 +32,7 @@ import concurrent.futures.thread  # our exit hook must run before this module's
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -179,8 +180,45 @@ def shutdown(timeout: float = 5.0) -> None:
         thread.join(timeout)
 
 
+#: how long the exit hook waits for the program's own threads to end (see _at_exit)
+_THREADS_GRACE = 30.0
+
+
+def _ends_after_us(thread: threading.Thread) -> bool:
+    # concurrent.futures' workers (the file workers and asyncio's executor among them)
+    # end only when its own exit hook runs, after this one: waiting for them would
+    # never end
+    target = getattr(thread, "_target", None)
+    module = getattr(target, "__module__", None) or type(thread).__module__
+    return module.startswith("concurrent.futures")
+
+
+def _wait_for_program_threads(timeout: float) -> None:
+    """Wait (bounded) for the non-daemon threads the interpreter is about to join.
+
+    threading's exit hooks, this module's among them, run before the interpreter joins
+    the threads that outlive the main thread. A worker still logging then would find
+    the pipelines closed and its records in the fallback; the stdlib's handlers take
+    them until ``logging.shutdown()``. So the pipelines wait for those threads first,
+    as the interpreter itself is about to.
+    """
+    deadline = time.monotonic() + timeout
+    current = threading.current_thread()
+    while True:
+        waiting = [
+            t
+            for t in threading.enumerate()
+            if t is not current and not t.daemon and t.is_alive() and not _ends_after_us(t)
+        ]
+        left = deadline - time.monotonic()
+        if not waiting or left <= 0:
+            return
+        waiting[0].join(left)  # then look again: a thread may have started another
+
+
 def _at_exit() -> None:
     global _exiting
+    _wait_for_program_threads(_THREADS_GRACE)
     _exiting = True
     shutdown()
 

@@ -214,3 +214,40 @@ def test_a_script_that_logs_and_exits_delivers_at_exit(tmp_path: Path, loop: boo
     assert "never awaited" not in result.stderr
     assert result.stderr == ""
     assert lines(target) == [f"line {i}" for i in range(3000)]
+
+
+THREAD_SCRIPT = """
+import logging, sys, threading
+import aiologsinks as als
+
+handler = als.FileSink(sys.argv[1]) if sys.argv[2] == "sink" else logging.FileHandler(sys.argv[1])
+logging.basicConfig(level=logging.INFO, format="%(message)s", handlers=[handler])
+main_done = threading.Event()
+
+def worker():
+    main_done.wait()  # logs only once the main thread is finishing
+    for i in range(200):
+        logging.info("worker %d", i)
+
+threading.Thread(target=worker).start()  # not a daemon: the interpreter waits for it
+logging.info("main done")
+main_done.set()
+"""
+
+
+def test_a_thread_that_outlives_the_main_thread_still_writes_to_the_sink(tmp_path: Path) -> None:
+    # as with FileHandler: the interpreter joins such a thread before logging.shutdown(),
+    # so its records are the file's, not the fallback's
+    expected = ["main done"] + [f"worker {i}" for i in range(200)]
+    for kind in ("stdlib", "sink"):
+        target = tmp_path / f"{kind}.log"
+        result = subprocess.run(
+            [sys.executable, "-c", THREAD_SCRIPT, str(target), kind],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        assert lines(target) == expected, kind
