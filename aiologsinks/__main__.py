@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 __all__ = ["main"]
 
@@ -28,15 +30,24 @@ def _seconds(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text}") from None
-    if not value > 0:
+    # inf and nan would compare their way past the limit the option sets
+    if not math.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"expected seconds > 0, got {text}")
     return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """A command's parser: a mistake is one line on stderr and exit code 2, as a
+    mistake in the collector's configuration is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``aiologsinks`` command line; return the exit code."""
     parser = argparse.ArgumentParser(prog="aiologsinks", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     demo = sub.add_parser(
         "demo",
         help="log records through every sink to embedded loopback peers and report delivery",

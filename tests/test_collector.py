@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
+import socket
 import struct
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -122,6 +124,43 @@ def test_non_string_keys_become_their_repr_and_sets_become_lists() -> None:
     assert got["s"] == [1]
 
 
+@pytest.mark.parametrize("protocol", [1, 2])
+def test_integers_are_charged_by_their_digits(protocol: int) -> None:
+    # 1,000 integers of 151 digits shared by memo reference: one reference costs a
+    # few bytes of the frame and stands for 151,000 characters of output
+    inner = [10**150 + i for i in range(1000)]
+    bomb = pickle.dumps({"msg": "m", "bomb": [inner] * 60}, protocol)
+    assert len(bomb) < 200_000
+    with pytest.raises(FrameError, match=r"larger than .* once expanded"):
+        load_record(bomb)
+    assert load_record(pickle.dumps({"msg": "m", "ok": [inner] * 10}, protocol))["ok"][9] == inner
+
+
+def nested_key_frame(depth: int) -> bytes:
+    """A record whose one extra field has a dict key of tuples nested ``depth`` deep."""
+    return b"\x80\x02}(X\x03\x00\x00\x00msgX\x01\x00\x00\x00x)" + b"\x85" * depth + b"Nu."
+
+
+def nested_list_frame(depth: int) -> bytes:
+    """A record whose field ``deep`` holds lists nested ``depth`` deep, then a memo
+    reference to them (whose expanded size is then computed)."""
+    body = b"\x80\x02}(X\x03\x00\x00\x00msgX\x01\x00\x00\x00xX\x04\x00\x00\x00deep"
+    return body + b"]" * depth + b"a" * (depth - 1) + b"q\x00" + b"0" + b"h\x00" + b"u."
+
+
+def test_nesting_past_the_recursion_limit_is_read_or_refused_never_raised() -> None:
+    deep = Limits(max_depth=100_000)
+    got = load_record(nested_list_frame(5000), deep)["deep"]
+    for _ in range(4999):
+        assert type(got) is list and len(got) == 1
+        got = got[0]
+    assert got == []
+    with pytest.raises(FrameError, match="nested too deeply"):
+        load_record(nested_key_frame(5000), deep)
+    with pytest.raises(FrameError, match="nested deeper than 32"):
+        load_record(nested_list_frame(5000))
+
+
 # -- rebuilding records -------------------------------------------------------------------
 
 
@@ -177,6 +216,18 @@ def test_text_cannot_forge_lines_or_send_escapes() -> None:
     assert (
         clean_block("Traceback\n  File\x07\nError") == "    Traceback\n      File\\x07\n    Error"
     )
+
+
+def test_extra_field_names_cannot_forge_lines_or_send_escapes() -> None:
+    from aiologsinks._collector._daemon import LineFormatter
+
+    forged = "k\n2031-01-01 00:00:00,000 [tcp] CRITICAL pay: forged \x1b[31m"
+    as_sent = record_dict(**{forged: "v"})  # makePickle's dict: the fast rebuild
+    from_http = {"name": "web", "msg": "m", forged: "v"}  # fields converted one by one
+    for fields in (as_sent, from_http):
+        line = LineFormatter().format(rebuild(load_record(pickle.dumps(fields, 1))))
+        assert "\n" not in line and "\x1b" not in line, line
+        assert line.endswith(" k\\n2031-01-01 00:00:00,000 [tcp] CRITICAL pay: forged \\x1b[31m=v")
 
 
 # -- channels ---------------------------------------------------------------------------
@@ -283,6 +334,116 @@ async def test_http_answers_4xx_never_500(receiver: Receiver, raw: bytes, status
     assert receiver.buffered == 0
 
 
+async def test_invalid_frames_do_not_keep_a_connection_from_idling(receiver: Receiver) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", receiver.ports["tcp"])
+
+    async def junk() -> None:
+        # an empty frame at a time, the next as soon as the last was counted
+        sent = 0
+        with contextlib.suppress(ConnectionError):
+            while receiver.connections:
+                writer.write(b"\x00\x00\x00\x00")
+                await writer.drain()
+                sent += 1
+                await receiver.wait_for(
+                    lambda r: r.counts["tcp"].invalid >= sent or not r.connections
+                )
+
+    sender = asyncio.get_running_loop().create_task(junk())
+    await receiver.wait_for(lambda r: r.connections == 1)
+    with contextlib.suppress(ConnectionResetError):  # (a reset when frames were unread)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the idle timeout
+    await asyncio.wait_for(sender, 5)
+    writer.close()
+    counts = receiver.counts["tcp"]
+    assert counts.timeouts == 1 and counts.invalid > 1 and counts.received == 0
+
+
+async def test_a_frame_too_deep_to_read_is_one_invalid_frame_among_good_ones() -> None:
+    got: list[str] = []
+    limits = ReceiverLimits(unpickle=Limits(max_depth=100_000))
+    async with Receiver(tcp=0, limits=limits, on_record=lambda c, f: got.append(f["msg"])) as rx:
+        _, writer = await asyncio.open_connection("127.0.0.1", rx.ports["tcp"])
+        bad = nested_key_frame(5000)
+        good = [frame({"msg": f"g{i}"}) for i in range(16)]
+        # one write: the bad frame is decoded in the same call as the good ones
+        writer.write(b"".join(good[:5]) + struct.pack(">L", len(bad)) + bad + b"".join(good[5:15]))
+        await writer.drain()
+        await rx.wait_for(lambda r: r.counts["tcp"].received + r.counts["tcp"].invalid >= 16)
+        writer.write(good[15])  # the connection goes on
+        await writer.drain()
+        await rx.wait_for(lambda r: r.counts["tcp"].received == 16)
+        writer.close()
+        await writer.wait_closed()
+        assert rx.counts["tcp"].invalid == 1
+    assert got == [f"g{i}" for i in range(16)]
+
+
+async def test_a_frame_the_reader_fails_on_unforeseen_is_one_invalid_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from aiologsinks._collector import _receiver
+
+    def load(payload: bytes, limits: Limits) -> dict[str, Any]:
+        if b"fatal" in payload:
+            raise MemoryError
+        return load_record(payload, limits)
+
+    monkeypatch.setattr(_receiver, "load_record", load)
+    got: list[str] = []
+    async with Receiver(tcp=0, on_record=lambda c, f: got.append(f["msg"])) as rx:
+        _, writer = await asyncio.open_connection("127.0.0.1", rx.ports["tcp"])
+        names = ["a", "b", "fatal", "c", "d"]
+        writer.write(b"".join(frame({"msg": name}) for name in names))  # one read
+        await writer.drain()
+        await rx.wait_for(lambda r: r.counts["tcp"].received + r.counts["tcp"].invalid >= 5)
+        writer.write(frame({"msg": "e"}))  # the connection goes on
+        await writer.drain()
+        await rx.wait_for(lambda r: r.counts["tcp"].received == 5)
+        writer.close()
+        await writer.wait_closed()
+        assert rx.counts["tcp"].invalid == 1
+    assert got == ["a", "b", "c", "d", "e"]
+
+
+async def test_a_peer_that_reads_no_answers_is_not_read_until_it_does() -> None:
+    got: list[str] = []
+    async with Receiver(http=0, on_record=lambda c, f: got.append(f["msg"])) as rx:
+        loop = asyncio.get_running_loop()
+        peer = socket.socket()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.setblocking(False)
+        with peer:
+            await loop.sock_connect(peer, ("127.0.0.1", rx.ports["http"]))
+            await rx.wait_for(lambda r: r.connections == 1)
+            (conn,) = rx._conns
+            assert conn.transport is not None
+            conn.transport.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
+            )
+            n = 20_000
+            requests = b"".join(b"GET /?msg=%d HTTP/1.1\r\n\r\n" % i for i in range(n))
+            sending = loop.create_task(loop.sock_sendall(peer, requests))
+            # the answers wait in the collector's memory until the peer reads them:
+            # it stops reading requests while they are more than the transport's limit
+            await rx.wait_for(
+                lambda r: (
+                    not conn.transport.is_reading()  # type: ignore[union-attr]
+                    or conn.transport.get_write_buffer_size() > 512 * 1024
+                )  # type: ignore[union-attr]
+            )
+            assert conn.transport.get_write_buffer_size() < 256 * 1024
+            assert conn.write_paused
+            answers = bytearray()
+            while answers.count(b"HTTP/1.1 200 ") < n:  # the peer reads: all are answered
+                data = await asyncio.wait_for(loop.sock_recv(peer, 65536), 5)
+                assert data
+                answers += data
+            await asyncio.wait_for(sending, 5)
+            assert conn.transport.is_reading()
+    assert got == [str(i) for i in range(n)]
+
+
 # -- back-pressure ------------------------------------------------------------------------
 
 
@@ -318,3 +479,53 @@ async def test_slow_sinks_pause_reading_instead_of_growing_memory() -> None:
     assert collector.pauses >= 1  # it stopped reading while the sink caught up
     assert sink.got == [f"r{i}" for i in range(1500)]
     assert stats.lost == 0
+
+
+async def test_datagrams_are_dropped_and_counted_while_the_sinks_are_behind() -> None:
+    import aiologsinks as als
+    from aiologsinks._collector._daemon import Settings, _Collector, _summary
+
+    class StalledSink(als.Sink):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unblocked = asyncio.Event()
+            self.got: list[str] = []
+
+        async def emit_batch(self, records: Any) -> None:
+            await self.unblocked.wait()
+            self.got.extend(r.getMessage() for r in records)
+
+    sink = StalledSink()
+    dispatcher = als.Dispatcher(sink, queue_size=50, lane_size=50, batch_size=10)
+    dispatcher.start()
+    collector = _Collector(dispatcher, Settings(udp=0))
+    collector.CHECK_EVERY = 10
+    await collector.start()
+    udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        asyncio.DatagramProtocol, remote_addr=("127.0.0.1", collector.ports["udp"])
+    )
+    counts = collector.counts["udp"]
+    try:
+        for i in range(0, 400, 20):  # a few at a time: the kernel buffer never overflows
+            for j in range(i, i + 20):
+                udp.sendto(frame({"msg": f"r{j}"}))
+            await collector.wait_for(lambda r: counts.received + counts.dropped == i + 20)
+        assert collector.paused and counts.dropped > 0
+        assert counts.received < 200  # the queue's bound, a lane and a check's worth
+        assert f"udp {counts.received} received/0 invalid/{counts.dropped} dropped" in _summary(
+            collector
+        )
+        sink.unblocked.set()
+        waiter = collector._waiter
+        if waiter is not None:  # resumes once the sink has caught up
+            await asyncio.wait_for(waiter, 10)
+        assert not collector.paused
+        received = counts.received
+        udp.sendto(frame({"msg": "after"}))
+        await collector.wait_for(lambda r: counts.received == received + 1)
+        await dispatcher.flush()
+    finally:
+        udp.close()
+        await collector.aclose()
+        stats = await dispatcher.aclose()
+    assert len(sink.got) == counts.received and stats.lost == 0

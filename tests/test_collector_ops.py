@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.handlers
+import math
 import pickle
 import signal
 import socket
@@ -15,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from aiologsinks._collector._channels import ReceiverLimits
+from aiologsinks._collector._daemon import MAX_PICKLE_DEPTH, settings_from
 from tests.conftest import require
 from tests.helpers import ClosingHTTPHandler, drive
 from tests.peers.collector import ROOT, Collector
@@ -196,6 +199,11 @@ async def test_every_channel_writes_one_safe_line_per_record(tmp_path: Path) -> 
         (["--out", "x.log"], "no channel to listen on"),
         (["--tcp", "0", "--host", "no-such-host.invalid"], "unknown address"),
         (["--tcp", "PORT"], "address already in use"),
+        (
+            ["--tcp", "0", "--drain-timeout", "inf"],
+            "--drain-timeout: expected seconds > 0, got inf",
+        ),
+        (["--tcp", "0", "--idle-timeout", "nan"], "--idle-timeout: expected seconds > 0, got nan"),
     ],
 )
 async def test_unusable_paths_and_addresses_exit_2_with_one_line(
@@ -216,8 +224,22 @@ async def test_unusable_paths_and_addresses_exit_2_with_one_line(
     assert text.count("\n") == 1 and message in text and "Traceback" not in text, text
 
 
-async def test_bad_config_key_is_named(tmp_path: Path) -> None:
-    config = rotating_config(tmp_path, max_frame="big")
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("max_frame", "big", "expected a number, got 'big'"),
+        # nan and inf would silently remove the limit they set
+        ("idle_timeout", math.nan, "expected seconds > 0, got nan"),
+        ("read_timeout", math.nan, "expected seconds > 0, got nan"),
+        ("drain_timeout", math.inf, "expected seconds > 0, got inf"),
+        ("stats_interval", math.nan, "expected seconds >= 0, got nan"),
+        ("max_pickle_depth", 100_000, "expected an int 1-200, got 100000"),
+    ],
+)
+async def test_bad_config_key_is_named(
+    tmp_path: Path, key: str, value: object, message: str
+) -> None:
+    config = rotating_config(tmp_path, **{key: value})
     collector = Collector(config, tmp_path)
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aiologsinks", "receive", "--config", str(collector.path),
@@ -225,9 +247,16 @@ async def test_bad_config_key_is_named(tmp_path: Path) -> None:
     )  # fmt: skip
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
-    assert err.decode().strip() == (
-        "aiologsinks receive: error: collector.max_frame: expected a number, got 'big'"
-    )
+    assert err.decode().strip() == f"aiologsinks receive: error: collector.{key}: {message}"
+
+
+def test_limits_refuse_timeouts_that_are_not_finite() -> None:
+    for name in ("idle_timeout", "read_timeout"):
+        for value in (math.nan, math.inf):
+            with pytest.raises(ValueError, match=name):
+                ReceiverLimits(**{name: value})
+    settings, _ = settings_from({"collector": {"tcp": 0, "max_pickle_depth": MAX_PICKLE_DEPTH}})
+    assert settings.limits().unpickle.max_depth == MAX_PICKLE_DEPTH
 
 
 def has_ipv6_loopback() -> bool:

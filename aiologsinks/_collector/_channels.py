@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,7 +74,12 @@ class ReceiverLimits:
                 raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
         for name in ("idle_timeout", "read_timeout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)  # nan and inf would disable the timeout
+                or value <= 0
+            ):
                 raise ValueError(f"{name}: expected a number of seconds > 0, got {value!r}")
 
 
@@ -91,6 +97,8 @@ class ChannelCounts:
     refused: int = 0
     #: connections closed because they idled or a frame took too long
     timeouts: int = 0
+    #: datagrams dropped unread while the sinks were behind (a datagram cannot wait)
+    dropped: int = 0
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:
@@ -143,6 +151,11 @@ class _Conn(asyncio.Protocol):
         self.settle: asyncio.TimerHandle | None = None
         # HTTP: the head of the request whose body is awaited
         self.request: _http.Request | None = None
+        #: the peer does not read what it is answered: its requests wait unread
+        self.write_paused = False
+        #: an invalid frame came after the last valid record: until the next valid
+        #: one, bytes on their way are not taken for progress toward a record
+        self.junk = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -188,10 +201,35 @@ class _Conn(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.closing:
             return
-        rx = self.rx
-        self.last = self.loop.time()
-        before = len(self.buf)
         self.buf += data
+        self._consume(len(data))
+
+    def pause_writing(self) -> None:
+        # the peer sends requests without reading the answers: read no more of them
+        # until it has, or the answers would pile up in the transport without bound
+        self.write_paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+        self.rx._changed()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        transport = self.transport
+        if self.closing or transport is None:
+            return
+        if self.buf:
+            self._consume(0)  # the requests read before the pause
+        if not self.write_paused and not self.rx._paused and not transport.is_closing():
+            transport.resume_reading()
+        self.rx._changed()
+
+    def _consume(self, arrived: int) -> None:
+        """Take the complete frames of buf, of which ``arrived`` bytes are new."""
+        rx = self.rx
+        now = self.loop.time()
+        counts = rx.counts[self.channel]
+        received, invalid = counts.received, counts.invalid
+        before = len(self.buf) - arrived
         try:
             if self.channel == "tcp":
                 self._pickles()
@@ -206,8 +244,18 @@ class _Conn(asyncio.Protocol):
             rx._buffered += after - before
             if not after:
                 self.started = None
-            elif self.started is None or after < before + len(data):
-                self.started = self.last
+            elif self.started is None or after < before + arrived:
+                self.started = now
+            # only records, and bytes on their way to one, keep a connection from
+            # idling: one that sends nothing but invalid frames still times out
+            if counts.invalid > invalid:
+                self.junk = True
+            elif counts.received > received:
+                self.junk = False
+            if counts.received > received or (
+                not self.junk and (after or self.request is not None)
+            ):
+                self.last = now
             rx._after_data()
         if rx._buffered > rx.limits.max_buffered and self.buf and not self.closing:
             # too much held in partial frames: this connection (the one that pushed it
@@ -312,16 +360,12 @@ class _Conn(asyncio.Protocol):
             return
         if self.buf.find(b"\x00") < 0:
             self.framing = "lf"
-            before = len(self.buf)
-            self._syslog()
-            self.rx._buffered += len(self.buf) - before
-            if not self.buf:
-                self.started = None
+            self._consume(0)
 
     def _http(self) -> None:
         rx = self.rx
         buf = self.buf
-        while buf and not self.closing:
+        while buf and not self.closing and not self.write_paused:
             request = self.request
             if request is None:
                 end = buf.find(b"\r\n\r\n", 0, _http.MAX_HEAD + 4)
@@ -387,6 +431,12 @@ class _Datagrams(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         rx = self.rx
+        if rx._paused:
+            # the sinks are behind: the stream peers wait in TCP, a datagram cannot
+            # wait, and queueing it would grow memory without bound
+            rx.counts[self.channel].dropped += 1
+            rx._changed()
+            return
         peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
         if len(data) > rx.limits.max_frame + 4:
             rx._invalid(self.channel)

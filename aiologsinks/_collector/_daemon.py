@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import math
 import os
 import signal
 import sys
@@ -34,6 +35,7 @@ from ._records import rebuild, syslog_record_fields
 from ._unpickle import Limits
 
 __all__ = [
+    "MAX_PICKLE_DEPTH",
     "SETTINGS",
     "CollectorError",
     "LineFormatter",
@@ -90,6 +92,10 @@ class Settings:
 
 #: the keys of the ``[collector]`` table
 SETTINGS = tuple(f.name for f in fields(Settings))
+#: the deepest ``max_pickle_depth``: formatters and sinks that forward a record
+#: (``repr``, ``json``, ``pickle``) recurse once or twice per level of nesting, within
+#: Python's recursion limit of 1000
+MAX_PICKLE_DEPTH = 200
 _PORTS = ("tcp", "udp", "syslog", "http")
 
 
@@ -113,15 +119,18 @@ def _check(key: str, value: Any) -> Any:
         if not isinstance(value, int) or not 0 <= value <= 65535:
             raise ConfigError(path, f"expected a port 0-65535, got {value!r}")
     elif key in ("idle_timeout", "read_timeout", "drain_timeout"):
-        if value <= 0:
+        # nan and inf would compare their way past every limit they stand for
+        if not math.isfinite(value) or value <= 0:
             raise ConfigError(path, f"expected seconds > 0, got {value!r}")
         return float(value)
     elif key == "stats_interval":
-        if value < 0:
+        if not math.isfinite(value) or value < 0:
             raise ConfigError(path, f"expected seconds >= 0, got {value!r}")
         return float(value)
     elif not isinstance(value, int) or value < 1:
         raise ConfigError(path, f"expected an int >= 1, got {value!r}")
+    elif key == "max_pickle_depth" and value > MAX_PICKLE_DEPTH:
+        raise ConfigError(path, f"expected an int 1-{MAX_PICKLE_DEPTH}, got {value!r}")
     return value
 
 
@@ -333,13 +342,15 @@ def _make_reopenable(sink: Any) -> bool:
 def _summary(receiver: Receiver) -> str:
     parts = []
     for name, c in receiver.counts.items():
-        if not (c.received or c.invalid or c.refused or c.timeouts):
+        if not (c.received or c.invalid or c.refused or c.timeouts or c.dropped):
             continue
         text = f"{name} {c.received} received/{c.invalid} invalid"
         if c.refused:
             text += f"/{c.refused} refused"
         if c.timeouts:
             text += f"/{c.timeouts} timed out"
+        if c.dropped:
+            text += f"/{c.dropped} dropped"
         parts.append(text)
     return ", ".join(parts) or "nothing received"
 

@@ -25,7 +25,8 @@ size — returns ``None``, and the budgeted interpreter of ``_unpickle`` reads t
 frame. For a frame both accept they build the same dict; :func:`read_flat` accepts a
 frame only when its size alone proves it within the interpreter's node and size
 budgets (one opcode per byte at most, and 8 bytes of expanded size per opcode plus the
-text), so the fast path never accepts what the interpreter would refuse.
+text, an integer's digits included: at most 9 per byte of the frame), so the fast path
+never accepts what the interpreter would refuse.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from ._channels import (
     _Datagrams,
 )
 from ._records import parse_syslog
-from ._unpickle import FrameError, load_record
+from ._unpickle import load_record
 
 __all__ = ["Receiver"]
 
@@ -287,7 +287,8 @@ class Receiver:
     # -- flow control ----------------------------------------------------------------
 
     def pause(self) -> None:
-        """Stop reading stream connections (their peers then wait, bounded by TCP)."""
+        """Stop reading stream connections (their peers then wait, bounded by TCP);
+        datagrams that arrive meanwhile are dropped and counted (``dropped``)."""
         if self._paused:
             return
         self._paused = True
@@ -306,8 +307,9 @@ class Receiver:
             conn.last = now
             if conn.started is not None:
                 conn.started = now
-            if conn.transport is not None and not conn.transport.is_closing():
-                conn.transport.resume_reading()
+            transport = conn.transport
+            if transport is not None and not transport.is_closing() and not conn.write_paused:
+                transport.resume_reading()
 
     @property
     def paused(self) -> bool:
@@ -406,24 +408,22 @@ class Receiver:
         that cannot be read, or whose delivery raises, is counted invalid."""
         limits = self.limits.unpickle
         deliver = self.deliver
-        received = invalid = 0
+        received = 0
         try:
             for payload in payloads:
+                # a frame that cannot be read (a FrameError, or an error the reader
+                # did not foresee) or handed on is counted, and the stream goes on
                 try:
-                    fields = load_record(payload, limits)
-                except FrameError:
-                    invalid += 1
-                    continue
-                try:
-                    deliver(channel, fields, peer)
-                except Exception:  # noqa: BLE001 - one record's failure: counted, the stream goes on
-                    invalid += 1
-                    continue
-                received += 1
+                    deliver(channel, load_record(payload, limits), peer)
+                except Exception:  # noqa: BLE001, S110 - one frame's failure: counted below
+                    pass
+                else:
+                    received += 1
         finally:
+            # every frame taken is counted, even when the loop is broken off
             counts = self.counts[channel]
             counts.received += received
-            counts.invalid += invalid
+            counts.invalid += len(payloads) - received
 
     def _syslog_message(self, channel: str, data: bytes, peer: str) -> None:
         try:

@@ -15,7 +15,7 @@ have at the source. Everything in it came from the network, so on the way:
   sequences; ``exc_text`` and ``stack_info``, which formatters put on lines of their
   own, keep their line breaks but every line is indented by four spaces;
 * names that would shadow ``LogRecord`` methods (``getMessage``...) get a ``_``
-  appended.
+  appended, and the names of ``extra=`` fields are escaped as text is.
 """
 
 from __future__ import annotations
@@ -366,13 +366,15 @@ def _extras(d: dict[str, Any]) -> None:
     for key, value in d.items():
         if key in _HANDLED:
             continue
-        if key in _RESERVED:
+        if key in _RESERVED or not key.isprintable():
             renamed.append(key)
         elif type(value) is str:
             d[key] = clean(value)
     for key in renamed:
         value = d.pop(key)
-        d[key + "_"] = clean(value) if type(value) is str else value
+        # a formatter writes the name as well as the value (``key=value``)
+        name = key + "_" if key in _RESERVED else clean(key)
+        d[name] = clean(value) if type(value) is str else value
 
 
 def text_fields(pairs: list[tuple[str, str]]) -> dict[str, Any]:

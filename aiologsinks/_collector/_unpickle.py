@@ -12,9 +12,10 @@ pickle opcodes that such values produce (protocols 0 to 5) itself, instead of tr
   are refused, so nothing is imported or called;
 * a budget bounds the work: opcodes (``max_nodes``), container nesting (``max_depth``)
   and the *expanded* size of the result (``max_size``, in bytes of text plus 8 per
-  value). The expanded size counts a memo reference as the size of what it refers to,
-  as it is built, so a memo bomb — a few kilobytes of references that stand for 10^12
-  list items — is refused after at most ``max_size`` worth of references, in time
+  value; an integer's digits count as text). The expanded size counts a memo
+  reference as the size of what it refers to, as it is built, so a memo bomb — a few
+  kilobytes of references that stand for 10^12 list items, or for as many integers of
+  160 digits — is refused after at most ``max_size`` worth of references, in time
   linear in the frame;
 * a container cannot change once a memo reference to it was taken, so sizes counted
   at reference time stay true and no cycle can be built;
@@ -53,7 +54,7 @@ class Limits:
     max_nodes: int = 200_000
     #: containers nested in containers
     max_depth: int = 32
-    #: expanded size of the result: bytes of text plus 8 per value
+    #: expanded size of the result: bytes of text (an integer's digits too) plus 8 per value
     max_size: int = 8 * 1024 * 1024
 
 
@@ -123,10 +124,23 @@ def interpret(data: bytes, limits: Limits = Limits()) -> dict[str, Any]:
         raise
     except (IndexError, struct.error, UnicodeDecodeError, ValueError, TypeError) as exc:
         raise FrameError(f"malformed pickle: {exc}") from None
+    except RecursionError:  # repr() of a non-str key nested past the recursion limit
+        raise FrameError("pickle nested too deeply to read") from None
     if type(result) is not dict:
         raise FrameError(f"expected a pickled dict, got {type(result).__name__}")
     return result
 
+
+def _int_size(value: int) -> int:
+    """8 plus at least the characters ``repr(value)`` takes: a 160-digit integer is
+    written as 160 characters, and memo references repeat it at the cost of one."""
+    return 10 + (value.bit_length() * 1234 >> 12)  # 1234 / 4096 > log10(2)
+
+
+# the expanded size of the ints of the inline opcodes, at their widest
+_BININT1_SIZE = _int_size(0xFF)
+_BININT2_SIZE = _int_size(0xFFFF)
+_BININT_SIZE = _int_size(-(2**31))
 
 _CONTAINERS = (list, dict, tuple)
 #: values that need no depth or marker check when they go into a container
@@ -167,17 +181,32 @@ class _Reader:
         t = type(obj)
         if t is str or t is bytes:
             return 8 + len(obj)
+        if t is int:
+            return _int_size(obj)
         if t not in _CONTAINERS:
             return 8
-        key = id(obj)
-        size = self.sizes.get(key)
-        if size is None:
-            values = obj.values() if t is dict else obj
-            size = 8 + sum(self._expanded(v) for v in values)
-            if t is dict:
-                size += sum(8 + len(k) for k in obj)
-            self.sizes[key] = size
-        return size
+        # children before parents, without recursion: max_depth may be set past
+        # Python's recursion limit
+        sizes = self.sizes
+        todo = [obj]
+        while todo:
+            top = todo[-1]
+            if id(top) in sizes:
+                todo.pop()
+                continue
+            values = top.values() if type(top) is dict else top
+            pending = [v for v in values if type(v) in _CONTAINERS and id(v) not in sizes]
+            if pending:
+                todo += pending
+                continue
+            todo.pop()
+            size = 8
+            for v in values:
+                size += sizes[id(v)] if type(v) in _CONTAINERS else self._expanded(v)
+            if type(top) is dict:
+                size += sum(8 + len(k) for k in top)
+            sizes[id(top)] = size
+        return sizes[id(obj)]
 
     def _new(self, obj: Any) -> Any:
         self.depths[id(obj)] = 1
@@ -206,6 +235,8 @@ class _Reader:
     def _scalar(self, value: Any) -> Any:
         if type(value) is str or type(value) is bytes:
             self._charge(8 + len(value))
+        elif type(value) is int:
+            self._charge(_int_size(value))
         else:
             self._charge(8)
         return value
@@ -345,7 +376,7 @@ class _Reader:
             elif op == 0x4B:  # K BININT1
                 push(data[pos])
                 pos += 1
-                size += 8
+                size += _BININT1_SIZE
             elif op == 0x47:  # G BINFLOAT
                 push(_unpack_f64(data, pos)[0])
                 pos += 8
@@ -354,17 +385,18 @@ class _Reader:
                 nl = data.find(b"\n", pos, pos + _MAX_DIGITS + 3)
                 if nl < 0:
                     raise FrameError("LONG without an end of line, or too large")
-                push(self._int_text(data[pos:nl]))
+                value = self._int_text(data[pos:nl])
+                push(value)
                 pos = nl + 1
-                size += 8
+                size += _int_size(value)
             elif op == 0x4D:  # M BININT2
                 push(_unpack_u16(data, pos)[0])
                 pos += 2
-                size += 8
+                size += _BININT2_SIZE
             elif op == 0x4A:  # J BININT
                 push(_unpack_i32(data, pos)[0])
                 pos += 4
-                size += 8
+                size += _BININT_SIZE
             elif op == 0x71:  # q BINPUT
                 memo[data[pos]] = stack[-1]
                 pos += 1
