@@ -9,7 +9,7 @@ import os
 import pickle
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -447,20 +447,30 @@ async def test_a_peer_that_reads_no_answers_is_not_read_until_it_does() -> None:
 # -- back-pressure ------------------------------------------------------------------------
 
 
-async def test_slow_sinks_pause_reading_instead_of_growing_memory() -> None:
+def _behind_sink(delay: Callable[[Any], Awaitable[None]]) -> Any:
+    """A sink that awaits ``delay(records)`` before it keeps each batch's messages."""
     import aiologsinks as als
-    from aiologsinks._collector._daemon import Settings, _Collector
 
-    class SlowSink(als.Sink):
+    class BehindSink(als.Sink):
         def __init__(self) -> None:
             super().__init__()
             self.got: list[str] = []
 
         async def emit_batch(self, records: Any) -> None:
-            await asyncio.sleep(0.0003 * len(records))  # a slow disk, not synchronisation
+            await delay(records)
             self.got.extend(r.getMessage() for r in records)
 
-    sink = SlowSink()
+    return BehindSink()
+
+
+async def test_slow_sinks_pause_reading_instead_of_growing_memory() -> None:
+    import aiologsinks as als
+    from aiologsinks._collector._daemon import Settings, _Collector
+
+    async def slow_disk(records: Any) -> None:
+        await asyncio.sleep(0.0003 * len(records))  # a slow disk, not synchronisation
+
+    sink = _behind_sink(slow_disk)
     dispatcher = als.Dispatcher(sink, queue_size=200, lane_size=200, batch_size=100)
     dispatcher.start()
     collector = _Collector(dispatcher, Settings(tcp=0))
@@ -485,17 +495,12 @@ async def test_datagrams_are_dropped_and_counted_while_the_sinks_are_behind() ->
     import aiologsinks as als
     from aiologsinks._collector._daemon import Settings, _Collector, _summary
 
-    class StalledSink(als.Sink):
-        def __init__(self) -> None:
-            super().__init__()
-            self.unblocked = asyncio.Event()
-            self.got: list[str] = []
+    unblocked = asyncio.Event()
 
-        async def emit_batch(self, records: Any) -> None:
-            await self.unblocked.wait()
-            self.got.extend(r.getMessage() for r in records)
+    async def stalled(records: Any) -> None:
+        await unblocked.wait()
 
-    sink = StalledSink()
+    sink = _behind_sink(stalled)
     dispatcher = als.Dispatcher(sink, queue_size=50, lane_size=50, batch_size=10)
     dispatcher.start()
     collector = _Collector(dispatcher, Settings(udp=0))
@@ -515,7 +520,7 @@ async def test_datagrams_are_dropped_and_counted_while_the_sinks_are_behind() ->
         assert f"udp {counts.received} received/0 invalid/{counts.dropped} dropped" in _summary(
             collector
         )
-        sink.unblocked.set()
+        unblocked.set()
         waiter = collector._waiter
         if waiter is not None:  # resumes once the sink has caught up
             await asyncio.wait_for(waiter, 10)
