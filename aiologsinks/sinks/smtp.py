@@ -60,10 +60,11 @@ class SMTPSink(Sink):
       :meth:`flush` and :meth:`aclose` send what is pending.
 
     A record's mail is one connection's work; a batch of records shares one
-    connection (one mail per record, or one digest). A CR/LF in the subject is
-    folded into a space (never a new header); an address with CR/LF is rejected
-    here, at construction, and — if changed later — at delivery, through
-    :meth:`handleError`. Credentials never appear in ``repr`` or error messages.
+    connection (one mail per record, or one digest). A CR/LF in ``subject`` or in an
+    address is rejected here, at construction (an address changed later: at delivery,
+    through :meth:`handleError`); one in a subject an overridden :meth:`getSubject`
+    returns is folded into a space (never a new header). Credentials never appear in
+    ``repr`` or error messages.
     """
 
     def __init__(
