@@ -87,9 +87,30 @@ class FileWorker:
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run ``fn(*args, **kwargs)`` on the worker thread; return its result."""
-        loop = asyncio.get_running_loop()
         call = functools.partial(fn, *args, **kwargs) if kwargs else functools.partial(fn, *args)
-        return await loop.run_in_executor(self.executor, call)
+        return await self.start(call)
+
+    def start(self, call: Callable[[], T]) -> asyncio.Future[T]:
+        """``call()`` on the worker thread, as a future of the running loop.
+
+        At interpreter exit no worker thread may be able to start (Python 3.12 refuses
+        new threads once exit has begun; ``concurrent.futures`` refuses new jobs after
+        its own exit hook): a script that logs its first record and ends would lose it.
+        Then no thread holds the call (the pool's one thread was never started, or the
+        pool took nothing), and it runs here, once, blocking this thread for it.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            return loop.run_in_executor(self.executor, call)
+        except RuntimeError as exc:
+            if "shutdown" not in str(exc):
+                raise
+        done: asyncio.Future[T] = loop.create_future()
+        try:
+            done.set_result(call())
+        except Exception as exc:  # noqa: BLE001 - the caller awaits it as the worker's
+            done.set_exception(exc)
+        return done
 
     def shutdown(self) -> None:
         """Let the worker thread end once its queued operations are done."""
@@ -338,10 +359,7 @@ class AsyncTextFile:
         worker: FileWorker,
     ) -> AsyncTextFile:
         """Open ``path`` on the worker thread, as ``open(path, mode, encoding=..., errors=...)``."""
-        loop = asyncio.get_running_loop()
-        opening = loop.run_in_executor(
-            worker.executor, functools.partial(_open_probe, path, mode, encoding, errors)
-        )
+        opening = worker.start(functools.partial(_open_probe, path, mode, encoding, errors))
         try:
             f, regular = await asyncio.shield(opening)
         except asyncio.CancelledError:
