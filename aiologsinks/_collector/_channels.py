@@ -179,6 +179,7 @@ class _Conn(asyncio.Protocol):
             self.half_close()
         elif rx._paused:
             transport.pause_reading()
+        rx._changed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         rx = self.rx

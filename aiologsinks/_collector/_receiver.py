@@ -361,7 +361,7 @@ class Receiver:
 
     async def wait_for(self, predicate: Callable[[Receiver], bool], timeout: float = 10.0) -> None:
         """Wait until ``predicate(self)`` is true (checked whenever something arrives
-        or a connection closes); raises ``TimeoutError`` after ``timeout`` seconds.
+        or a connection opens or closes); raises ``TimeoutError`` after ``timeout`` seconds.
         Call it on the receiver's loop."""
         event = self._event
         assert event is not None, "start() first"
