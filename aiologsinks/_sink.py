@@ -35,6 +35,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from ._context import need_context, release_context, run_in
+from ._exceptions import SinkDeliveryError
 from ._hooks import is_dual, overridden
 from ._notices import is_notice
 from ._record import Frozen, as_record, freeze
@@ -252,6 +253,18 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             return
         self.error_count += sum(1 for r in records[1:] if not is_notice(r))
         self.report_error(records[0])
+
+    def _report_lost(
+        self, records: Sequence[Any], reason: str, cause: BaseException | None = None
+    ) -> None:
+        """Count ``records`` as lost for ``reason``, a loss that raised nothing of its
+        own (a close that gave up, a peer gone mid-batch): one
+        :class:`~aiologsinks.SinkDeliveryError` saying why goes to :meth:`handleError`
+        with the first record, every record is counted."""
+        try:
+            raise SinkDeliveryError(reason) from cause
+        except SinkDeliveryError:
+            self.report_batch_error(records)
 
     def contain_each(
         self, records: Iterable[Any], fn: Callable[[Any], Any]

@@ -522,13 +522,12 @@ class KafkaSink(OutboxSinkMixin, Sink):
             else "still unacknowledged at close"
         )
         error = self._last_error
-        try:
-            raise SinkDeliveryError(
-                f"{self!r}: {len(items)} record(s) {reason}: {error!r}"
-            ) from error
-        except SinkDeliveryError:
-            # one traceback per batch given up, every record counted
-            self.report_batch_error([item.record for item in items])
+        # one traceback per batch given up, every record counted
+        self._report_lost(
+            [item.record for item in items],
+            f"{self!r}: {len(items)} record(s) {reason}: {error!r}",
+            error,
+        )
 
     def _count_refused(self, items: Sequence[_Msg], exc: BaseException) -> None:
         # called inside the except block: one traceback per refusal, every record counted

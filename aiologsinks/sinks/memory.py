@@ -8,7 +8,6 @@ import threading
 from collections.abc import Sequence
 from contextvars import copy_context
 
-from .._exceptions import SinkDeliveryError
 from .._sink import Sink
 from .._validate import check_instance, check_int
 
@@ -155,14 +154,9 @@ class MemorySink(BufferingSink):
                 self.report_error(record)
 
     def _count_lost(self, records: Sequence[logging.LogRecord], target: object) -> None:
-        if not records:
-            return
-        try:
-            raise SinkDeliveryError(
-                f"{self!r}: closed before {len(records)} buffered record(s) reached {target!r}"
-            )
-        except SinkDeliveryError:
-            self.report_batch_error(records)
+        if records:
+            reason = f"{self!r}: closed before {len(records)} buffered record(s) reached {target!r}"
+            self._report_lost(records, reason)
 
     async def _aclose(self) -> None:
         try:

@@ -11,7 +11,7 @@ from email.message import EmailMessage
 from typing import TYPE_CHECKING
 
 from .. import _wire
-from .._exceptions import SinkConnectError, SinkDeliveryError
+from .._exceptions import SinkConnectError
 from .._sink import Sink
 from .._validate import (
     ArgumentTypeError,
@@ -255,12 +255,8 @@ class SMTPSink(Sink):
                 # aclose(timeout=...) gave up on the mail: whether the server took it
                 # is unknown; it and the digests after it are counted as lost
                 rest, self._pending = records + self._pending, []
-                try:
-                    raise SinkDeliveryError(
-                        f"{self!r}: closed before a digest of {len(records)} record(s) was sent"
-                    ) from None
-                except SinkDeliveryError:
-                    self.report_batch_error(rest)
+                reason = f"{self!r}: closed before a digest of {len(records)} record(s) was sent"
+                self._report_lost(rest, reason)
                 raise
 
     async def _deliver(self, mails: list[tuple[EmailMessage, Sequence[logging.LogRecord]]]) -> None:
@@ -282,20 +278,15 @@ class SMTPSink(Sink):
                 for index, (mail, records) in enumerate(mails):
                     try:
                         await smtp.send_message(mail)
-                    except aiosmtplib.SMTPServerDisconnected:
+                    except aiosmtplib.SMTPServerDisconnected as exc:
+                        reason = f"{self!r}: the SMTP server closed the connection"
                         for _, rest in mails[index:]:
-                            self._fail_rest(rest)
+                            self._report_lost(rest, reason, exc)
                         return
                     except Exception:  # noqa: BLE001 - per-mail boundary: next mail goes on
                         self.report_batch_error(records)
             finally:
                 await self._quit(smtp)
-
-    def _fail_rest(self, records: Sequence[logging.LogRecord]) -> None:
-        try:
-            raise SinkDeliveryError(f"{self!r}: the SMTP server closed the connection")
-        except SinkDeliveryError:
-            self.report_batch_error(records)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         """Connect, STARTTLS and log in as ``SMTPHandler`` does; errors are mapped."""
