@@ -109,12 +109,22 @@ def ids(d: dict[str, Any]) -> tuple[str, str, bool] | None:
     written as it is, one record's bad id would make a collector refuse the whole
     request it travels in.
     """
+    global _last
     trace_id = d.get(TRACE_ID)
     span_id = d.get(SPAN_ID)
     # LoggingInstrumentor writes "0" when no span is active
     if not trace_id or not span_id or trace_id == "0" or span_id == "0":
         return None
     trace, span = str(trace_id), str(span_id)
+    last = _last  # the records of one span come one after another: checked once
+    if trace != last[0] or span != last[1]:
+        last = _last = (trace, span, _w3c(trace, span))
+    valid = last[2]
+    return None if valid is None else (valid[0], valid[1], bool(d.get(SAMPLED)))
+
+
+def _w3c(trace: str, span: str) -> tuple[str, str] | None:
+    """The ids in lower case when they are W3C ids, else None."""
     if len(trace) != 32 or len(span) != 16:
         return None
     try:
@@ -130,4 +140,8 @@ def ids(d: dict[str, Any]) -> tuple[str, str, bool] | None:
         or not any(span_bytes)
     ):
         return None
-    return trace_bytes.hex(), span_bytes.hex(), bool(d.get(SAMPLED))
+    return trace_bytes.hex(), span_bytes.hex()
+
+
+#: the last ids checked and their verdict (one tuple, replaced whole: threads may share it)
+_last: tuple[str, str, tuple[str, str] | None] = ("", "", None)
