@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import logging.handlers
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -158,3 +159,18 @@ def need_compiled(present: bool) -> None:
     if os.environ.get("AIOLOGSINKS_PURE_PYTHON") or os.environ.get("CI", "").lower() != "true":
         pytest.skip("the compiled accelerator is not in use")
     pytest.fail("the compiled accelerator was not built")
+
+
+@contextlib.contextmanager
+def attached(
+    log: logging.Logger, *sinks: als.Sink | logging.Handler, **options: Any
+) -> Iterator[als.Dispatcher]:
+    """A started Dispatcher for ``sinks`` whose handler is on ``log`` for the block
+    (closing it is the test's)."""
+    dispatcher = als.Dispatcher(*sinks, **options)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    try:
+        yield dispatcher
+    finally:
+        log.removeHandler(dispatcher.handler)

@@ -447,9 +447,14 @@ async def test_a_peer_that_reads_no_answers_is_not_read_until_it_does() -> None:
 # -- back-pressure ------------------------------------------------------------------------
 
 
-def _behind_sink(delay: Callable[[Any], Awaitable[None]]) -> Any:
-    """A sink that awaits ``delay(records)`` before it keeps each batch's messages."""
+async def _behind_collector(
+    delay: Callable[[Any], Awaitable[None]], settings: Any, size: int, batch: int, every: int
+) -> tuple[Any, Any, Any]:
+    """A started collector whose one sink awaits ``delay(records)`` before it keeps a
+    batch's messages (bounds: ``size`` queue and lane, ``batch``; the collector checks
+    its backlog every ``every`` records): ``(sink, dispatcher, collector)``."""
     import aiologsinks as als
+    from aiologsinks._collector._daemon import _Collector
 
     class BehindSink(als.Sink):
         def __init__(self) -> None:
@@ -460,22 +465,22 @@ def _behind_sink(delay: Callable[[Any], Awaitable[None]]) -> Any:
             await delay(records)
             self.got.extend(r.getMessage() for r in records)
 
-    return BehindSink()
+    sink = BehindSink()
+    dispatcher = als.Dispatcher(sink, queue_size=size, lane_size=size, batch_size=batch)
+    dispatcher.start()
+    collector = _Collector(dispatcher, settings)
+    collector.CHECK_EVERY = every
+    await collector.start()
+    return sink, dispatcher, collector
 
 
 async def test_slow_sinks_pause_reading_instead_of_growing_memory() -> None:
-    import aiologsinks as als
-    from aiologsinks._collector._daemon import Settings, _Collector
+    from aiologsinks._collector._daemon import Settings
 
     async def slow_disk(records: Any) -> None:
         await asyncio.sleep(0.0003 * len(records))  # a slow disk, not synchronisation
 
-    sink = _behind_sink(slow_disk)
-    dispatcher = als.Dispatcher(sink, queue_size=200, lane_size=200, batch_size=100)
-    dispatcher.start()
-    collector = _Collector(dispatcher, Settings(tcp=0))
-    collector.CHECK_EVERY = 50
-    await collector.start()
+    sink, dispatcher, collector = await _behind_collector(slow_disk, Settings(tcp=0), 200, 100, 50)
     try:
         _, writer = await asyncio.open_connection("127.0.0.1", collector.ports["tcp"])
         writer.write(b"".join(frame({"msg": f"r{i}"}) for i in range(1500)))
@@ -492,20 +497,14 @@ async def test_slow_sinks_pause_reading_instead_of_growing_memory() -> None:
 
 
 async def test_datagrams_are_dropped_and_counted_while_the_sinks_are_behind() -> None:
-    import aiologsinks as als
-    from aiologsinks._collector._daemon import Settings, _Collector, _summary
+    from aiologsinks._collector._daemon import Settings, _summary
 
     unblocked = asyncio.Event()
 
     async def stalled(records: Any) -> None:
         await unblocked.wait()
 
-    sink = _behind_sink(stalled)
-    dispatcher = als.Dispatcher(sink, queue_size=50, lane_size=50, batch_size=10)
-    dispatcher.start()
-    collector = _Collector(dispatcher, Settings(udp=0))
-    collector.CHECK_EVERY = 10
-    await collector.start()
+    sink, dispatcher, collector = await _behind_collector(stalled, Settings(udp=0), 50, 10, 10)
     udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         asyncio.DatagramProtocol, remote_addr=("127.0.0.1", collector.ports["udp"])
     )

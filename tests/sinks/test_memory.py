@@ -16,7 +16,7 @@ import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 from aiologsinks.sinks.memory import BufferingSink, MemorySink
 
-from ..helpers import wait_until
+from ..helpers import attached, wait_until
 
 
 class ListHandler(logging.Handler):
@@ -299,17 +299,12 @@ async def test_records_held_when_aclose_gives_up_are_counted_once(kind: str) -> 
     sink = _Reporting(100, target=target)
     log = logging.getLogger(f"test.memory.abandoned.{kind}")
     log.propagate = False
-    dispatcher = als.Dispatcher(sink)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
-    try:
+    with attached(log, sink) as dispatcher:
         for i in range(5):
             log.warning("m%d", i)
         # in the buffer (a dispatcher flush would flush this sink to its target)
         await wait_until(lambda: len(sink.buffer) == 5)
         await dispatcher.aclose(timeout=0.3)
-    finally:
-        log.removeHandler(dispatcher.handler)
     stats = dispatcher.stats()
     (share,) = stats.sinks.values()
     if isinstance(target, _Stuck):

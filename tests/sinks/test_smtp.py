@@ -343,7 +343,7 @@ async def test_a_digest_cut_off_by_aclose_timeout_is_counted_once() -> None:
     # gives up on it, the records it held are lost, counted once, never silently
     from aiologsinks._stats import assert_accounted
 
-    from ..helpers import fresh_logger
+    from ..helpers import attached, fresh_logger
     from ..peers.faulty import blackhole
 
     async with blackhole() as (host, port):
@@ -351,15 +351,10 @@ async def test_a_digest_cut_off_by_aclose_timeout_is_counted_once() -> None:
             (host, port), "a@example.com", ["b@example.com"], "s", timeout=30, digest_max=100
         )
         log = fresh_logger("t.smtp.digest.abandoned")
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
-        try:
+        with attached(log, sink) as dispatcher:
             for i in range(3):
                 log.error("r%d", i)
             await dispatcher.aclose(timeout=0.3)
-        finally:
-            log.removeHandler(dispatcher.handler)
     stats = dispatcher.stats()
     (share,) = stats.sinks.values()
     assert (share.delivered, share.errors, share.undelivered) == (0, 3, 0)
