@@ -37,6 +37,12 @@ from ._exceptions import RecordTooLargeError, SinkConnectError
 from ._outbox import Loss, Outbox
 from ._validate import ArgumentValueError
 
+_isal_zlib: Any
+try:  # ISA-L's deflate: the same gzip, about five times less CPU (the ``otlp`` extra)
+    from isal import isal_zlib as _isal_zlib
+except ImportError:  # pragma: no cover - the test extra installs it
+    _isal_zlib = None
+
 __all__ = [
     "CLOSE_TIMEOUT",
     "CONNECT_TIMEOUT",
@@ -649,7 +655,8 @@ async def gzip_off_loop(body: bytes, compresslevel: int = 1) -> bytes:
     Level 1 by default: the compression runs on the service's own CPU, and log batches
     are repetitive enough that the fastest level keeps most of the gain (an OTLP
     request body of service records: 9.0 bytes a record at level 1, 7.8 at level 6,
-    from 248 raw) for less than half the CPU (0.56 against 1.27 µs a record).
+    from 248 raw) for less than half the CPU (0.56 against 1.27 µs a record). With
+    ``isal`` installed level 1 is ISA-L's, a fifth of zlib's CPU again (see ``_gzip``).
 
     A request body of a few MB takes tens of milliseconds to compress: a body larger
     than :data:`GZIP_INLINE_MAX` is compressed in the loop's default executor (zlib
@@ -667,7 +674,16 @@ async def gzip_off_loop(body: bytes, compresslevel: int = 1) -> bytes:
     return await pending
 
 
+#: the compressor of level 1 bodies: ISA-L's when ``isal`` is installed, else zlib
+_fast_zlib: Any = _isal_zlib if _isal_zlib is not None else zlib
+
+
 def _gzip(body: bytes, level: int) -> bytes:
+    # Level 1 is what the sinks ask for: the service's CPU pays for it. ISA-L's level 1
+    # writes a body of service records smaller than zlib's level 1 (7.0 against 7.2
+    # bytes a record) for a fifth of the CPU (0.07 against 0.38 µs a record); other
+    # levels keep zlib's meaning (ISA-L has 0-3, and its 0 is not "stored").
+    lib = _fast_zlib if level == 1 else zlib
     # a compressor object: zlib.compress takes no window bits before 3.11
-    packer = zlib.compressobj(level, zlib.DEFLATED, _GZIP_WBITS)
-    return packer.compress(body) + packer.flush()
+    packer = lib.compressobj(level, lib.DEFLATED, _GZIP_WBITS)
+    return bytes(packer.compress(body) + packer.flush())

@@ -8,7 +8,10 @@ replaced, for the sinks that encode every record themselves:
   the loop per record);
 * ``SysLogSink`` over TCP: the batch framed with one ``<PRI>ident`` head per level
   name against the per-record ``_encode_message`` (the priority hooks asked for each
-  record), both after the same compiled formatting.
+  record), both after the same compiled formatting;
+* the gzip of ``OTLPSink``'s request bodies (level 1): ISA-L's deflate (``isal``, the
+  ``otlp`` extra) against zlib's, the bodies encoded beforehand (when ``isal`` is
+  installed).
 
 The records are the service benchmark's three per request (arguments, ``extra=``
 fields, arguments), frozen as the shim freezes them; each contender encodes pieces of
@@ -27,6 +30,7 @@ import os
 import socket
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -35,7 +39,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import aiologsinks as als  # noqa: E402
-from aiologsinks import _otlp_map  # noqa: E402
+from aiologsinks import _otlp_map, _transport  # noqa: E402
 from aiologsinks._fastformat import format_batch  # noqa: E402
 from aiologsinks._record import RecordBatch, freeze  # noqa: E402
 from aiologsinks.sinks import http as http_module  # noqa: E402
@@ -84,11 +88,15 @@ def main(argv: list[str] | None = None) -> int:
         print("the compiled accelerator is not in use: nothing to compare")
         return 0
     items = frozen_records(opts.n)
-    sections = (
+    sections = [
         ("HTTPSink JSON batch", _http()),
         ("OTLPSink protobuf", _otlp()),
         ("SysLogSink TCP octet-counted", _syslog()),
-    )
+    ]
+    if _transport._isal_zlib is not None:
+        sections.append(("OTLPSink request body (100 records), gzip", _gzip()))
+    else:
+        print("isal is not installed: the gzip section is left out")
     for title, contenders in sections:
         best = dict.fromkeys(contenders, float("inf"))
         for _ in range(opts.rounds):
@@ -136,6 +144,30 @@ def _otlp() -> dict[str, Callable[[list[Any]], bytes]]:
     if request(sample) != python(sample):
         raise SystemExit("the two OTLP paths disagree")
     return {"compiled (frozen records)": request, "Python (same bytes)": python}
+
+
+def _gzip() -> dict[str, Callable[[list[Any]], bytes]]:
+    encode = _otlp()["compiled (frozen records)"]
+    bodies: dict[tuple[int, int], bytes] = {}
+
+    def body(items: list[Any]) -> bytes:
+        key = (id(items[0]), len(items))  # the same records each round: encoded once
+        if key not in bodies:
+            bodies[key] = encode(items)
+        return bodies[key]
+
+    def packer(lib: Any) -> Callable[[list[Any]], bytes]:
+        def pack(items: list[Any]) -> bytes:
+            gz = lib.compressobj(1, lib.DEFLATED, 31)
+            return bytes(gz.compress(body(items)) + gz.flush())
+
+        return pack
+
+    isal, plain = packer(_transport._isal_zlib), packer(zlib)
+    sample = frozen_records(PIECE)
+    if zlib.decompress(isal(sample), 31) != zlib.decompress(plain(sample), 31):
+        raise SystemExit("the two gzip paths disagree")
+    return {"ISA-L deflate, level 1 (isal)": isal, "zlib, level 1": plain}
 
 
 def _syslog() -> dict[str, Callable[[list[Any]], bytes]]:

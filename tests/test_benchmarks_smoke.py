@@ -3,6 +3,7 @@ statistics its verdicts rest on. Nothing here is timed or compared with a speed.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -234,7 +235,9 @@ def test_fixed_rate_smoke_prints_a_row_per_destination() -> None:
 
 def test_encoding_benchmark_checks_both_paths_agree() -> None:
     out = _run_module("benchmarks.bench_encode", "--n", "300", "--rounds", "1")
-    assert out.count("first / second") == 3 or "not in use" in out
+    # the gzip section needs isal (the test extra has it)
+    sections = 4 if importlib.util.find_spec("isal") is not None else 3
+    assert out.count("first / second") == sections or "not in use" in out
 
 
 def test_instruction_count_smoke_counts_the_floor_server_under_valgrind() -> None:

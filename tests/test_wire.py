@@ -14,6 +14,7 @@ import logging
 import logging.handlers
 import socket
 import threading
+import types
 import urllib.parse
 import zlib
 from typing import Any
@@ -134,15 +135,26 @@ def test_json_batches_join_pieces_and_never_raise_on_odd_values() -> None:
     assert items[0] == {"a": 1} and items[2] == {"c": [2]} and isinstance(items[1]["b"], str)
 
 
-def test_large_bodies_are_compressed_off_the_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("lib", ["isal", "zlib"])
+def test_large_bodies_are_compressed_off_the_loop(
+    lib: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if lib == "isal":
+        isal_zlib = pytest.importorskip("isal.isal_zlib")  # the test extra has it
     threads: list[int] = []
-    real = zlib.compressobj
 
-    def compressobj(*args: Any, **kwargs: Any) -> Any:
-        threads.append(threading.get_ident())
-        return real(*args, **kwargs)
+    def recording(module: Any) -> Any:
+        real = module.compressobj
 
-    monkeypatch.setattr(zlib, "compressobj", compressobj)
+        def compressobj(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.get_ident())
+            return real(*args, **kwargs)
+
+        return types.SimpleNamespace(compressobj=compressobj, DEFLATED=module.DEFLATED)
+
+    fast = recording(isal_zlib if lib == "isal" else zlib)
+    monkeypatch.setattr(_transport, "_fast_zlib", fast)
+    monkeypatch.setattr(_transport, "zlib", recording(zlib))
     big = b"a JSON batch of log records " * 1000
     small = big[: _transport.GZIP_INLINE_MAX]
 
@@ -151,16 +163,20 @@ def test_large_bodies_are_compressed_off_the_loop(monkeypatch: pytest.MonkeyPatc
         packed = await _transport.gzip_off_loop(big)
         assert threads[-1] != here  # the loop ran on while zlib worked
         # one gzip member, deflate, no flags; MTIME 0 (the same records give the same
-        # bytes); level 1, the fastest (the XFL byte says so: 4)
-        assert packed[:8] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00" and packed[8] == 4
+        # bytes); level 1, the fastest (zlib's XFL byte says so: 4; ISA-L writes 0)
+        assert packed[:8] == b"\x1f\x8b\x08\x00\x00\x00\x00\x00"
+        assert packed[8] == (0 if lib == "isal" else 4)
         assert packed == await _transport.gzip_off_loop(big)
         assert gzip.decompress(packed) == big
+        assert len(threads) == 2  # level 1: the fast compressor, each time
         assert gzip.decompress(await _transport.gzip_off_loop(small)) == small
         assert threads[-1] == here  # not worth a thread
-        # shutting down: no executor to hand it to, so it is compressed here
+        # shutting down: no executor to hand it to, so it is compressed here; another
+        # level keeps zlib's meaning
         await asyncio.get_running_loop().shutdown_default_executor()
-        assert gzip.decompress(await _transport.gzip_off_loop(big, 6)) == big
-        assert threads[-1] == here
+        six = await _transport.gzip_off_loop(big, 6)
+        assert gzip.decompress(six) == big and six[8] == 0  # zlib's XFL for level 6
+        assert threads[-1] == here and len(threads) == 4
 
     asyncio.run(main())
 
