@@ -32,7 +32,7 @@ import shutil
 import stat
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from ._record import ACCELERATED
@@ -67,6 +67,24 @@ def resolve_encoding(mode: str, encoding: str | None) -> str | None:
     return resolved
 
 
+def off_loop(executor: Executor | None, call: Callable[[], T]) -> asyncio.Future[T]:
+    """``call()`` in ``executor`` (None: the loop's default one), as a future of the
+    running loop; when the executor takes no more jobs (the loop or the interpreter is
+    shutting down), ``call()`` runs here, once, and the future holds its outcome."""
+    loop = asyncio.get_running_loop()
+    try:
+        return loop.run_in_executor(executor, call)
+    except RuntimeError as exc:
+        if "shutdown" not in str(exc):
+            raise
+    done: asyncio.Future[T] = loop.create_future()
+    try:
+        done.set_result(call())
+    except Exception as exc:  # noqa: BLE001 - the caller awaits it as the executor's
+        done.set_exception(exc)
+    return done
+
+
 class FileWorker:
     """A single ordered worker thread for one sink's disk operations."""
 
@@ -99,18 +117,7 @@ class FileWorker:
         Then no thread holds the call (the pool's one thread was never started, or the
         pool took nothing), and it runs here, once, blocking this thread for it.
         """
-        loop = asyncio.get_running_loop()
-        try:
-            return loop.run_in_executor(self.executor, call)
-        except RuntimeError as exc:
-            if "shutdown" not in str(exc):
-                raise
-        done: asyncio.Future[T] = loop.create_future()
-        try:
-            done.set_result(call())
-        except Exception as exc:  # noqa: BLE001 - the caller awaits it as the worker's
-            done.set_exception(exc)
-        return done
+        return off_loop(self.executor, call)
 
     def shutdown(self) -> None:
         """Let the worker thread end once its queued operations are done."""

@@ -34,6 +34,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ._backoff import Backoff
 from ._exceptions import RecordTooLargeError, SinkConnectError
+from ._fileio import off_loop
 from ._outbox import Loss, Outbox
 from ._validate import ArgumentValueError
 
@@ -667,11 +668,7 @@ async def gzip_off_loop(body: bytes, compresslevel: int = 1) -> bytes:
     compress = functools.partial(_gzip, body, compresslevel)
     if len(body) <= GZIP_INLINE_MAX:
         return compress()
-    try:
-        pending = asyncio.get_running_loop().run_in_executor(None, compress)
-    except RuntimeError:  # "cannot schedule new futures after shutdown"
-        return compress()
-    return await pending
+    return await off_loop(None, compress)
 
 
 #: the compressor of level 1 bodies: ISA-L's when ``isal`` is installed, else zlib
