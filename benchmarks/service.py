@@ -205,15 +205,77 @@ end
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU time of the processes ``pids`` (all their threads), seconds."""
-    total = 0.0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                rest = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces
-        except (OSError, IndexError):
-            continue
-        total += (int(rest[11]) + int(rest[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-    return total
+    return sum(sum(cpu_split(pid)) for pid in pids)
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the process ``pid``, all its threads; zeros once
+    it has gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            rest = f.read().rsplit(")", 1)[1].split()  # the name may hold spaces
+    except (OSError, IndexError):
+        return 0.0, 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(rest[11]) / tick, int(rest[12]) / tick  # utime, stime
+
+
+@dataclass
+class Spent:
+    """What a server spent: CPU seconds (all its threads), of which in the kernel, and
+    seconds in the cyclic GC (all generations; full collections), from its ``/stats``."""
+
+    cpu: float = 0.0
+    kernel: float = 0.0
+    gc: float = 0.0
+    gc_full: float = 0.0
+
+    def __sub__(self, other: Spent) -> Spent:
+        return Spent(
+            self.cpu - other.cpu,
+            self.kernel - other.kernel,
+            self.gc - other.gc,
+            self.gc_full - other.gc_full,
+        )
+
+    def __add__(self, other: Spent) -> Spent:
+        return Spent(
+            self.cpu + other.cpu,
+            self.kernel + other.kernel,
+            self.gc + other.gc,
+            self.gc_full + other.gc_full,
+        )
+
+    def per_kreq(self, answered: float) -> dict[str, float]:
+        """The result's ``closed_server_*_ms_per_kreq`` entries for ``answered`` requests."""
+        kreq = max(answered, 1.0) / 1e3
+        return {
+            f"closed_server_{name}_ms_per_kreq": value * 1e3 / kreq
+            for name, value in (
+                ("cpu", self.cpu),
+                ("kernel", self.kernel),
+                ("gc", self.gc),
+                ("gc_full", self.gc_full),
+            )
+        }
+
+
+def server_spent(pid: int, port: int, before: bool) -> Spent:
+    """A snapshot of what the server ``pid`` has spent. Its ``/stats`` request is made
+    outside the CPU window (first when ``before``, last otherwise), so that the
+    snapshot's own request is not counted."""
+
+    def gc_seconds() -> tuple[float, float]:
+        seconds = _get_json(port, "/stats", timeout=30).get("gc_s") or [0.0, 0.0, 0.0]
+        return float(sum(seconds)), float(seconds[2])
+
+    if before:
+        gc_s, full = gc_seconds()
+        user, kernel = cpu_split(pid)
+    else:
+        user, kernel = cpu_split(pid)
+        gc_s, full = gc_seconds()
+    return Spent(user + kernel, kernel, gc_s, full)
 
 
 def closed_loop(port: int, seconds: float, connections: int, use_wrk: bool) -> dict[str, Any]:
@@ -391,7 +453,7 @@ def sliced_closed_loop(
     server_pid: int,
     peer_pids: list[int],
     opts: argparse.Namespace,
-) -> tuple[dict[str, Any], float, float]:
+) -> tuple[dict[str, Any], Spent, float]:
     """The saturation phase in slices alternating with the floor's server.
 
     A shared machine's speed drifts by tens of percent over seconds to minutes, more
@@ -399,22 +461,24 @@ def sliced_closed_loop(
     in 1 s slices (wrk's smallest), ordered ABBA ABBA ... so that a drift that is
     linear over a few seconds cancels; each cell's ratio to the floor is then paired
     within seconds rather than across a round. Returns the cell's closed-loop result
-    (with ``ref_rps``, the floor's requests/s over its slices, and ``ratio``), and the
-    CPU seconds its server and its peer spent during its own slices.
+    (with ``ref_rps``, the floor's requests/s over its slices, and ``ratio``), what its
+    server spent during its own slices, and the CPU seconds its peer spent then.
     """
     n = max(1, round(opts.seconds)) if opts.wrk else max(1, round(opts.seconds / 0.5))
     length = opts.seconds / n
     ours: list[dict[str, Any]] = []
     floors: list[dict[str, Any]] = []
-    server_cpu = peer_cpu = 0.0
+    spent = Spent()
+    peer_cpu = 0.0
     for mine in slice_order(n):
         if reference.server.poll() is not None:
             raise RuntimeError(f"the floor's server exited with {reference.server.returncode}")
         if mine:
-            s0, p0 = cpu_seconds([server_pid]), cpu_seconds(peer_pids)
+            s0 = server_spent(server_pid, port, before=True)
+            p0 = cpu_seconds(peer_pids)
             ours.append(closed_loop(port, length, opts.connections, opts.wrk))
-            server_cpu += cpu_seconds([server_pid]) - s0
             peer_cpu += cpu_seconds(peer_pids) - p0
+            spent += server_spent(server_pid, port, before=False) - s0
             quiesce([server_pid, *peer_pids])
         else:
             floors.append(closed_loop(reference.port, length, opts.connections, opts.wrk))
@@ -424,7 +488,7 @@ def sliced_closed_loop(
     out["ratio"] = out["rps"] / ref["rps"] if ref["rps"] else None
     out["slices"] = [round(x["rps"]) for x in ours]
     out["ref_slices"] = [round(x["rps"]) for x in floors]
-    return out, server_cpu, peer_cpu
+    return out, spent, peer_cpu
 
 
 def slice_order(n: int) -> list[bool]:
@@ -483,16 +547,17 @@ def run_cell(
             # the floor's own cell alternates with the floor beside it too: an A/A
             # check of the method (a bias of the slicing itself would show there)
             if reference is None:
-                server0, peer0 = cpu_seconds([server.pid]), cpu_seconds(peer_pids)
+                server0 = server_spent(server.pid, port, before=True)
+                peer0 = cpu_seconds(peer_pids)
                 c = closed_loop(port, opts.seconds, opts.connections, opts.wrk)
-                server_cpu = cpu_seconds([server.pid]) - server0
                 peer_cpu = cpu_seconds(peer_pids) - peer0
+                spent = server_spent(server.pid, port, before=False) - server0
             else:
-                c, server_cpu, peer_cpu = sliced_closed_loop(
+                c, spent, peer_cpu = sliced_closed_loop(
                     port, reference, server.pid, peer_pids, opts
                 )
             kreq = max(float(c.get("answered") or 0), 1.0) / 1e3
-            out["closed_server_cpu_ms_per_kreq"] = server_cpu * 1e3 / kreq
+            out.update(spent.per_kreq(float(c.get("answered") or 0)))
             if peer_pids:
                 out["closed_peer_cpu_ms_per_kreq"] = peer_cpu * 1e3 / kreq
             out.update({f"closed_{k}": v for k, v in c.items() if k != "mode"})
@@ -686,6 +751,41 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def spent_table(cells: list[Cell]) -> str:
+    """Where the server's CPU went during saturation: all of it, in the kernel, in the
+    cyclic GC (all generations; full collections), per 1,000 requests, medians over
+    rounds, and each option's medians less the floor's."""
+    lines = [
+        "| destination | option | CPU ms per 1k requests | of which kernel | of which GC "
+        "(full collections) | over the floor: CPU · kernel · GC |",
+        "|---|---|---|---|---|---|",
+    ]
+    keys = ("cpu", "kernel", "gc", "gc_full")
+
+    def medians(cell: Cell) -> dict[str, float] | None:
+        out = {}
+        for key in keys:
+            e = cell.estimate(f"closed_server_{key}_ms_per_kreq")
+            if e is None:
+                return None
+            out[key] = e.median
+        return out
+
+    floor = medians(cells[0]) if cells else None
+    for cell in cells:
+        m = medians(cell)
+        if m is None:
+            continue
+        over = "—"
+        if floor is not None and cell is not cells[0]:
+            over = " · ".join(f"{m[k] - floor[k]:+,.1f}" for k in ("cpu", "kernel", "gc"))
+        lines.append(
+            f"| {'any' if cell is cells[0] else cell.dest} | {cell.label} | {m['cpu']:,.1f} "
+            f"| {m['kernel']:,.1f} | {m['gc']:,.1f} ({m['gc_full']:,.1f}) | {over} |"
+        )
+    return "\n".join(lines)
+
+
 def _p99_diff(diff: Estimate | None, is_floor: bool) -> str:
     if diff is None:
         return "—"
@@ -860,7 +960,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  skipped {s}")
     started = time.perf_counter()
     run_rounds(cells, opts.framework, opts, log)
-    text = table(cells, opts)
+    text = table(cells, opts) + "\n\n" + spent_table(cells)
     checks = verdicts(cells)
     check_text = "\n".join(f"- **{v}**: {what}: {value}" for v, what, value in checks)
     header = (
@@ -887,7 +987,11 @@ def main(argv: list[str] | None = None) -> int:
         "of the requests without an exception · of those that logged one (medians over "
         "rounds). CPU per 1k requests: user + system CPU time during the saturation phase "
         "of the server process (all its threads) · of the destination's processes, which "
-        "run on the CPUs the server is not pinned to (medians over rounds)."
+        "run on the CPUs the server is not pinned to (medians over rounds). The second "
+        "table splits the server's CPU during saturation: in the kernel (system time) and "
+        "in the cyclic GC (the app's gc.callbacks clock; a full collection traverses "
+        "every object of the process, the logging option's own included); medians over "
+        "rounds, and their differences from the floor's (not paired)."
     )
     doc = {
         "header": header,

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from benchmarks import _loadgen, _stats, instructions, service
+from benchmarks import _loadgen, _stats, attribute, instructions, service
 
 from .conftest import require_program
 
@@ -42,6 +42,9 @@ def test_service_smoke_fastapi_counts_every_record_at_a_file_and_a_stalling_peer
         assert run["logged"] > 0, key
         assert run["open_answered"] > 0 and run["closed_answered"] > 0, key
         assert run["closed_server_cpu_ms_per_kreq"] > 0, key  # the server worked
+        # its CPU split: the kernel's share and the cyclic GC's (the app's own clock)
+        assert 0 <= run["closed_server_kernel_ms_per_kreq"] <= run["closed_server_cpu_ms_per_kreq"]
+        assert 0 <= run["closed_server_gc_full_ms_per_kreq"] <= run["closed_server_gc_ms_per_kreq"]
         # the stalling peer is a process whose CPU is counted; a file has none
         assert ("closed_peer_cpu_ms_per_kreq" in run) == key.startswith("stall"), key
         if key != "null":
@@ -92,6 +95,7 @@ def test_service_smoke_aiohttp_app_runs() -> None:
     cell = cells_by_key(doc)["file/aiologsinks"]
     run = cell["runs"]["0"]
     assert run["logged"] > 0 and run["delivered"] == run["logged"]
+    assert run["closed_server_gc_ms_per_kreq"] >= 0  # the aiohttp app's /stats has the clock
 
 
 def test_service_smoke_otlp_counts_every_record_through_a_real_collector() -> None:
@@ -261,3 +265,52 @@ def test_instruction_table_gives_each_option_over_the_floor_per_record() -> None
     # (132,000 - 101,000) / 3 records; 101,000 / 132,000
     assert rows[1] == "| file | ours | 132,000 (131,000 to 133,000) | +10,333 | 0.77x |"
     assert "failed: RuntimeError('x')" in rows[2]
+
+
+def test_attribute_charges_a_sample_to_its_innermost_python_function_or_our_compiled_code() -> None:
+    # `perf script -F comm,tid,ip,sym,dso` of four samples: one in the kernel under
+    # aiohttp, one in libpython under a logging frame, one in aiologsinks' compiled
+    # shim under a logging frame (the shim comes first: it is charged to us), one in a
+    # collection of the cyclic GC under a Starlette frame
+    script = "\n".join(
+        [
+            "python 4242",
+            "\tffffffff81000000 tcp_sendmsg ([kernel.kallsyms])",
+            "\t7f0000000001 _PyEval_EvalFrameDefault (/usr/lib/libpython3.12.so)",
+            "\t7f0000000002 py::StreamWriter.write:/x/aiohttp/http_writer.py (/tmp/perf-1.map)",
+            "\t7f0000000003 py::Logger.info:/x/logging/__init__.py (/tmp/perf-1.map)",
+            "",
+            "python 4242",
+            "\t7f0000000004 PyDict_GetItem (/usr/lib/libpython3.12.so)",
+            "\t7f0000000005 py::LogRecord.__init__:/x/logging/__init__.py (/tmp/perf-1.map)",
+            "",
+            "python 4243",
+            "\t7f0000000006 PyTuple_New (/usr/lib/libpython3.12.so)",
+            "\t7f0000000007 shim_call (/x/aiologsinks/_speedups.cpython-312-x86_64-linux-gnu.so)",
+            "\t7f0000000008 py::Logger.callHandlers:/x/logging/__init__.py (/tmp/perf-1.map)",
+            "",
+            "python 4242",
+            "\t7f0000000009 visit_reachable (/usr/lib/libpython3.12.so)",
+            "\t7f000000000a gc_collect_main (/usr/lib/libpython3.12.so)",
+            "\t7f000000000b py::Request.json:/x/starlette/requests.py (/tmp/perf-1.map)",
+            "",
+        ]
+    )
+    stacks = list(attribute.samples(script))
+    assert len(stacks) == 4
+    counts = attribute.attribute(stacks)
+    assert counts["all"] == 4 and counts["kernel"] == 1
+    assert counts["cyclic GC"] == 1  # not the function whose allocation started it
+    assert counts["aiohttp"] == 1
+    assert counts["logging (stdlib)"] == 1
+    assert counts["aiologsinks"] == 1
+    per = attribute.per_request(counts, requests=10, frequency=100)
+    assert per["all"] == pytest.approx(4 / 100 / 10 * 1e6)  # 4 samples of 10 ms, 10 requests
+
+
+def test_attribute_says_what_it_needs_instead_of_failing_later() -> None:
+    why = attribute.missing()
+    if sys.version_info < (3, 12):
+        assert why is not None and "3.12" in why
+    else:
+        assert why is None or "perf" in why or "wrk" in why
