@@ -81,7 +81,11 @@ class Closing(LoopBinding):
         self._check_orphaned()
         if self.state is DispatcherState.NEW:
             self._start_on(asyncio.get_running_loop())  # deliver what was queued
-        if self.state is DispatcherState.CLOSED and self._close_task is None:
+        if self.state is DispatcherState.CLOSED and (
+            self._close_task is None or self._close_task.done()
+        ):
+            # closed already: nothing to wait for, whichever loop this is (the one
+            # that closed it may have ended since)
             return self.stats()
         loop = self._loop
         assert loop is not None

@@ -59,17 +59,22 @@ class LoopBinding(Pump):
             if self.state is DispatcherState.RUNNING and self._auto:
                 self._auto = False
                 return
-            if self.state is not DispatcherState.NEW:
-                raise DispatcherStateError(f"start: dispatcher is {self.state.value}, expected new")
-            for lane in self._lanes:
-                other = running_elsewhere(lane.sink, self)
-                if other is not None:
-                    raise DispatcherStateError(
-                        f"start: {lane.sink!r} runs in another dispatcher ({other!r}); a sink"
-                        " can be in one running dispatcher at a time: attach that"
-                        " dispatcher's handler to more loggers instead"
-                    )
+            self._check_startable()
             self._start_on(loop)
+
+    def _check_startable(self) -> None:
+        """Raise :class:`DispatcherStateError` when :meth:`start` would: not new, or a
+        sink already running in another dispatcher."""
+        if self.state is not DispatcherState.NEW:
+            raise DispatcherStateError(f"start: dispatcher is {self.state.value}, expected new")
+        for lane in self._lanes:
+            other = running_elsewhere(lane.sink, self)
+            if other is not None:
+                raise DispatcherStateError(
+                    f"start: {lane.sink!r} runs in another dispatcher ({other!r}); a sink"
+                    " can be in one running dispatcher at a time: attach that"
+                    " dispatcher's handler to more loggers instead"
+                )
 
     def _start_on(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop

@@ -43,6 +43,7 @@ context, around ``asyncio.run``). For the stdlib ``logging.config.dictConfig``, 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import importlib
@@ -701,11 +702,18 @@ def _start_for_dictconfig(dispatcher: Dispatcher) -> None:
 
     dictConfig often runs before any loop (uvicorn's parent process, a script): the
     background loop then delivers, and its exit hook closes the dispatcher at exit.
+    dictConfig calls its factories holding logging's module lock, so the start on the
+    background loop is not waited for: anything there that takes that lock (a sink's
+    ``aopen`` getting a logger, the GC collecting a handler) would wait for this
+    thread while it waits for the start. What can make ``start()`` fail is checked
+    here, and records logged before the loop gets to it wait in the queue.
     """
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        _background.run(_start(dispatcher), _SYNC_TIMEOUT)
+        dispatcher._check_startable()
+        started = _background.submit(dispatcher._start_here())
+        started.add_done_callback(functools.partial(_report_start_failure, dispatcher))
         _background.on_exit(functools.partial(_close_on_background, dispatcher))
         _dictconfig_dispatchers.append((dispatcher, True))
     else:
@@ -713,8 +721,16 @@ def _start_for_dictconfig(dispatcher: Dispatcher) -> None:
         _dictconfig_dispatchers.append((dispatcher, False))
 
 
-async def _start(dispatcher: Dispatcher) -> None:
-    dispatcher.start()
+def _report_start_failure(dispatcher: Dispatcher, started: concurrent.futures.Future[None]) -> None:
+    # nothing else would tell: dictConfig has returned (the way logging reports a
+    # handler's own failure, on stderr)
+    stream = sys.stderr
+    if stream is not None and not started.cancelled() and started.exception() is not None:
+        with contextlib.suppress(Exception):  # stderr itself is gone: nothing to do
+            stream.write(
+                f"aiologsinks: {dispatcher!r} (made for dictConfig) did not start on the "
+                f"background loop: {started.exception()!r}\n"
+            )
 
 
 def _close_on_background(dispatcher: Dispatcher) -> None:
@@ -895,9 +911,10 @@ def _resolved(spec: Any, call: bool) -> Any:
 
 async def start_dictconfig() -> None:
     """Start, on the running loop, every Dispatcher made for dictConfig that is not
-    started yet (records logged so far are delivered now)."""
-    for dispatcher, _ in _dictconfig_dispatchers:
-        if dispatcher.state is DispatcherState.NEW:
+    started yet (records logged so far are delivered now). Those made while no loop
+    ran are the background loop's, which starts them (and closes them at exit)."""
+    for dispatcher, on_background in _dictconfig_dispatchers:
+        if not on_background and dispatcher.state is DispatcherState.NEW:
             dispatcher.start()
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import queue
 import socket
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -337,6 +341,70 @@ def test_dictconfig_factory_outside_a_loop_waits_for_start(tmp_path: Path) -> No
         logger.removeHandler(handler)
         logger.propagate = True
     assert log.read_text().splitlines() == ["queued before the loop", "after start"]
+
+
+#: dictConfig at import time, no loop anywhere, with a sink whose aopen() takes
+#: logging's module lock (a new logger, a new handler), on the background loop, while
+#: dictConfig holds that lock in the main thread and calls the factory
+LOCK_TAKING_SINK_SCRIPT = """
+import logging, logging.config, sys
+import aiologsinks as als
+
+class LockTakingSink(als.FileSink):
+    async def aopen(self):
+        logging.getLogger("lock.taking.sink.%d" % id(self))
+        logging.Handler()
+        await super().aopen()
+
+als.config.register_sink_type(LockTakingSink)
+try:
+    logging.config.dictConfig({
+        "version": 1,
+        "handlers": {"als": {
+            "()": "aiologsinks.config.dictconfig_handler",
+            "config": {"sinks": {"f": {"type": "LockTakingSink", "filename": sys.argv[1]}}},
+        }},
+        "root": {"level": "INFO", "handlers": ["als"]},
+    })
+except Exception as exc:
+    print("dictConfig failed:", repr(exc), repr(exc.__cause__))
+    raise SystemExit(1)
+print("configured")
+logging.getLogger("app").info("delivered at exit")
+"""
+
+
+def test_dictconfig_outside_a_loop_does_not_wait_for_the_start_holding_loggings_lock(
+    tmp_path: Path,
+) -> None:
+    # waiting for the start there deadlocked with the sink's aopen() until a 10 s bound
+    # made dictConfig fail: "Unable to configure handler 'als'", nothing set up
+    target = tmp_path / "lock.log"
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(LOCK_TAKING_SINK_SCRIPT), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout == "configured\n"
+    assert result.stderr == ""
+    assert target.read_text() == "delivered at exit\n"
+
+
+def test_dictconfig_outside_a_loop_still_refuses_a_sink_running_elsewhere_at_once(
+    tmp_path: Path,
+) -> None:
+    # the start is not waited for, so what would make it fail is checked first: the
+    # error is dictConfig's, not a line on stderr later
+    sink = als.FileSink(str(tmp_path / "busy.log"))
+    second = als.Dispatcher(sink)  # made while the sink is free
+    with als.Dispatcher(sink):  # then started elsewhere: on the background loop
+        handler = config.DispatcherQueueHandler(queue.Queue())
+        with pytest.raises(als.DispatcherStateError, match="another dispatcher"):
+            handler.listener = second
+    assert second.state is als.DispatcherState.NEW
 
 
 # -- completeness: everything a constructor accepts, fail-fast, files -----------------------

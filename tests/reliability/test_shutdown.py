@@ -112,6 +112,32 @@ def test_asyncio_run_ending_without_aclose_delivers_and_warns(tmp_path: Path) ->
     assert "ResourceWarning" in proc.stderr and "was not closed" in proc.stderr
 
 
+def test_aclose_again_after_its_loop_ended_returns_the_final_stats(tmp_path: Path) -> None:
+    """Closed on one loop, which then ended: a second aclose() from another loop (an
+    exit hook, a later asyncio.run) has nothing to wait for and returns the stats; it
+    used to raise, the loop that closed it not running any more."""
+    path = tmp_path / "twice.log"
+    dispatcher = als.Dispatcher(als.FileSink(str(path)))
+    logger = fresh_logger("twice")
+    logger.addHandler(dispatcher.handler)
+
+    async def first() -> als.DispatcherStats:
+        dispatcher.start()
+        logger.warning("one")
+        return await dispatcher.aclose()
+
+    async def again() -> als.DispatcherStats:
+        return await dispatcher.aclose()
+
+    try:
+        closed = asyncio.run(first())
+        assert asyncio.run(again()) == closed
+    finally:
+        logger.removeHandler(dispatcher.handler)
+    assert closed.lost == 0
+    assert path.read_text() == "one\n"
+
+
 def test_a_stalled_sink_at_loop_end_does_not_hang_the_program(tmp_path: Path) -> None:
     """A sink that never returns: the program still exits, records go to stderr."""
     proc = run_script(
