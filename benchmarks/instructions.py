@@ -68,6 +68,11 @@ from benchmarks._loadgen import Conn
 #: the destinations counted here (the stalling peer is not: see the module's doc)
 DESTS = ("file", "http", "syslog", "otlp")
 SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
+EVENTS = re.compile(r"^events:\s+(.+)$", re.MULTILINE)
+SUMMARY_LINE = re.compile(r"^summary:\s+(.+)$", re.MULTILINE)
+#: the simulated cache's misses a run with ``--cache-sim`` reports per request:
+#: first-level instruction and data-read misses, last-level read misses
+MISSES = ("I1mr", "D1mr", "DLmr")
 
 
 @dataclass
@@ -79,6 +84,8 @@ class Cell:
     label: str
     #: instructions per request, one per repeat
     per_request: list[float] = field(default_factory=list)
+    #: with --cache-sim: each of MISSES per request, one per repeat
+    misses: dict[str, list[float]] = field(default_factory=dict)
     logged: list[int] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
@@ -114,6 +121,17 @@ def instructions(out_file: str) -> int:
     return int(m.group(1))
 
 
+def events(out_file: str) -> dict[str, int]:
+    """Every total cachegrind wrote to ``out_file``, by event (``Ir``, and with the
+    cache simulation ``I1mr``, ``D1mr``, ``DLmr``...)."""
+    with open(out_file) as f:
+        text = f.read()
+    names, totals = EVENTS.search(text), SUMMARY_LINE.search(text)
+    if names is None or totals is None:
+        raise RuntimeError(f"no events or summary line in {out_file}")
+    return dict(zip(names.group(1).split(), map(int, totals.group(1).split()), strict=True))
+
+
 #: glibc copies large blocks with ``rep movsb``, which valgrind counts as one instruction
 #: per byte moved, where the CPU moves 32-64 bytes a cycle with it: a 300 KB request body
 #: copied once counted as 300,000 instructions. This threshold makes glibc use its
@@ -129,9 +147,11 @@ def count(
     connections: int,
     scale: float = 1.0,
     vector_copies: bool = True,
-) -> tuple[int, int, float]:
+    cache_sim: bool = False,
+) -> tuple[dict[str, int], int, float]:
     """Run one server under cachegrind for ``n`` requests, aiologsinks' batching
-    windows stretched ``scale``-fold; (instructions, logged, seconds the requests took)."""
+    windows stretched ``scale``-fold (with ``cache_sim``, caches simulated too); (the
+    event totals, ``Ir`` the instructions; logged; seconds the requests took)."""
     peer = service.start_peer(service.DESTS[dest][1] if contender != "null" else None)
     with tempfile.TemporaryDirectory(prefix="aiologsinks-ir-") as tmp:
         out_file = os.path.join(tmp, "cachegrind.out")
@@ -143,7 +163,7 @@ def count(
             *tunables,
             "valgrind",
             "--tool=cachegrind",
-            "--cache-sim=no",
+            f"--cache-sim={'yes' if cache_sim else 'no'}",
             f"--cachegrind-out-file={out_file}",
         )
         server = None
@@ -159,7 +179,7 @@ def count(
             server.wait(600)
             if peer is not None:
                 peer.settle(logged, patience=2.0, limit=60.0)
-            return instructions(out_file), logged, took
+            return events(out_file), logged, took
         finally:
             if server is not None and server.poll() is None:
                 server.kill()
@@ -195,8 +215,10 @@ def run(cells: list[Cell], opts: argparse.Namespace, log: Any) -> None:
             args = (opts.framework, cell.contender, cell.dest)
             try:
                 scale, vector = opts.scale or 1.0, not opts.rep_movsb
-                i1, _, took1 = count(*args, n1, opts.connections, scale, vector)
-                i2, logged, took2 = count(*args, n2, opts.connections, scale, vector)
+                e1, _, took1 = count(*args, n1, opts.connections, scale, vector, opts.cache_sim)
+                e2, logged, took2 = count(
+                    *args, n2, opts.connections, scale, vector, opts.cache_sim
+                )
             except Exception as exc:  # a failed count is reported in the table
                 cell.errors.append(repr(exc))
                 log(f"  {r + 1}/{opts.repeat} {cell.dest}/{cell.contender}: {exc!r}")
@@ -208,7 +230,10 @@ def run(cells: list[Cell], opts: argparse.Namespace, log: Any) -> None:
                     f"  time scale {opts.scale:.0f}: the floor answers {opts.full_rps:,.0f} "
                     f"requests/s at full speed, {slowed:,.0f} under valgrind"
                 )
-            cell.per_request.append((i2 - i1) / (n2 - n1))
+            cell.per_request.append((e2["Ir"] - e1["Ir"]) / (n2 - n1))
+            for name in MISSES if opts.cache_sim else ():
+                per = (e2.get(name, 0) - e1.get(name, 0)) / (n2 - n1)
+                cell.misses.setdefault(name, []).append(per)
             cell.logged.append(logged)
             log(
                 f"  {r + 1}/{opts.repeat} {cell.dest}/{cell.contender:<12} "
@@ -218,7 +243,8 @@ def run(cells: list[Cell], opts: argparse.Namespace, log: Any) -> None:
 
 
 def table(cells: list[Cell], records_per_request: float) -> str:
-    """The markdown table: instructions per request, over the floor, the estimate."""
+    """The markdown table: instructions per request, over the floor, the estimate;
+    then, when the caches were simulated, each option's misses per request."""
     floor = statistics.median(cells[0].per_request) if cells[0].per_request else None
     lines = [
         "| destination | option | instructions per request (median; range) "
@@ -238,6 +264,38 @@ def table(cells: list[Cell], records_per_request: float) -> str:
             ratio = f"{floor / med:.2f}x"
         dest = "any" if c.contender == "null" else c.dest
         lines.append(f"| {dest} | {c.label} | {med:,.0f} ({spread}) | {over} | {ratio} |")
+    text = "\n".join(lines)
+    simulated = [c for c in cells if c.misses]
+    return f"{text}\n\n{_misses(simulated)}" if simulated else text
+
+
+def _misses(cells: list[Cell]) -> str:
+    """Each option's simulated cache misses per request (medians), and against the
+    floor's (the first cell)."""
+    lines = [
+        "| destination | option | instructions | I1 misses | D1 read misses "
+        "| LL read misses | each over the floor's |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    base = cells[0]
+
+    def med(cell: Cell, name: str) -> float:
+        values = cell.per_request if name == "Ir" else cell.misses.get(name, [])
+        return statistics.median(values) if values else 0.0
+
+    for c in cells:
+        values = [med(c, name) for name in ("Ir", *MISSES)]
+        # (below one a request, a count is noise: the differences of two runs)
+        over = " · ".join(
+            f"{v / b - 1:+.1%}" if b >= 1 else "—"
+            for v, b in zip(values, [med(base, n) for n in ("Ir", *MISSES)], strict=True)
+        )
+        dest = "any" if c.contender == "null" else c.dest
+        lines.append(
+            f"| {dest} | {c.label} | "
+            + " | ".join(f"{max(v, 0.0):,.0f}" for v in values)
+            + f" | {'—' if c is base else over} |"
+        )
     return "\n".join(lines)
 
 
@@ -262,6 +320,11 @@ def main(argv: list[str] | None = None) -> int:
         "--rep-movsb",
         action="store_true",
         help="let glibc copy large blocks with rep movsb, counted per byte (see VECTOR_COPIES)",
+    )
+    parser.add_argument(
+        "--cache-sim",
+        action="store_true",
+        help="simulate the caches too: I1, D1 and last-level misses per request (slower)",
     )
     parser.add_argument("--smoke", action="store_true", help="the floor alone, tiny counts")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -309,7 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     text = table(cells, records)
     header = (
         f"{opts.framework}, Python {platform.python_version()}, instructions counted by "
-        f"valgrind (cachegrind, --cache-sim=no) in the server process, all its threads; "
+        f"valgrind (cachegrind, --cache-sim={'yes' if opts.cache_sim else 'no'}) in the "
+        f"server process, all its threads; "
         f"(I({n2}) - I({n1})) / {n2 - n1} requests over {opts.connections} connections; "
         f"{opts.repeat} count(s) per option; aiologsinks' batching windows x"
         f"{opts.scale or 1.0:.0f}; large copies "
@@ -328,6 +392,7 @@ def main(argv: list[str] | None = None) -> int:
                 "contender": c.contender,
                 "label": c.label,
                 "per_request": c.per_request,
+                "misses_per_request": c.misses,
                 "logged": c.logged,
                 "errors": c.errors,
             }

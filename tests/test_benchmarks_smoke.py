@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import pathlib
 import subprocess
 import sys
 
@@ -265,6 +266,36 @@ def test_instruction_table_gives_each_option_over_the_floor_per_record() -> None
     # (132,000 - 101,000) / 3 records; 101,000 / 132,000
     assert rows[1] == "| file | ours | 132,000 (131,000 to 133,000) | +10,333 | 0.77x |"
     assert "failed: RuntimeError('x')" in rows[2]
+    assert "I1 misses" not in text  # no cache simulation, no second table
+
+
+def test_instruction_table_with_simulated_caches_gives_the_misses_against_the_floor(
+    tmp_path: pathlib.Path,
+) -> None:
+    # what cachegrind --cache-sim=yes writes: the events, then their totals
+    out = tmp_path / "cachegrind.out"
+    out.write_text(
+        "desc: I1 cache: 65536 B, 64 B, 8-way associative\n"
+        "cmd: python -m benchmarks._service_app\n"
+        "events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw\n"
+        "fl=x.c\nfn=f\n1 9 1 0 3 1 0 2 0 0\n"
+        "summary: 1019032 23100 0 328389 16327 5 151496 1838 1\n"
+    )
+    totals = instructions.events(str(out))
+    assert totals["Ir"] == 1019032 and totals["I1mr"] == 23100 and totals["DLmr"] == 5
+    assert instructions.instructions(str(out)) == 1019032  # the first event, as before
+    floor = instructions.Cell("file", "null", "floor", per_request=[100_000.0])
+    floor.misses = {"I1mr": [2_000.0], "D1mr": [1_000.0], "DLmr": [0.0]}
+    ours = instructions.Cell("file", "aiologsinks", "ours", per_request=[110_000.0])
+    ours.misses = {"I1mr": [2_300.0], "D1mr": [1_050.0], "DLmr": [-0.25]}
+    text = instructions.table([floor, ours], records_per_request=3.0)
+    misses = text.split("\n\n")[1].splitlines()
+    assert "I1 misses" in misses[0]
+    assert misses[2] == "| any | floor | 100,000 | 2,000 | 1,000 | 0 | — |"
+    # each over the floor's: +10% instructions, +15% I1, +5% D1; the last level's
+    # fraction of a miss a request is the two runs' noise: 0, no ratio
+    over = "+10.0% · +15.0% · +5.0% · —"
+    assert misses[3] == f"| file | ours | 110,000 | 2,300 | 1,050 | 0 | {over} |"
 
 
 def test_attribute_charges_a_sample_to_its_innermost_python_function_or_our_compiled_code() -> None:
