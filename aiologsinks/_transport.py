@@ -57,6 +57,7 @@ __all__ = [
     "StreamLink",
     "bounded",
     "check_timeout",
+    "each_record",
     "gzip_off_loop",
 ]
 
@@ -619,13 +620,21 @@ class DatagramSender:
         first = chunk[0]
         payloads = self._payloads[first : first + len(chunk)]
 
+        broken = False
+
         def on_error(i: int, exc: Exception) -> bool:
+            nonlocal broken
             if self._on_error(first + i, exc):
                 return True
-            self.slot.abort()
+            broken = True
             return False
 
-        return await link.send_all(payloads, on_error, timeout=self.timeout)
+        sent = await link.send_all(payloads, on_error, timeout=self.timeout)
+        if broken:
+            # after send_all has counted what still waits in the transport's buffer
+            # (aborting empties it): those were not sent, the outbox has them again
+            self.slot.abort()
+        return sent
 
     async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
         """Close the link (bounded)."""
@@ -636,6 +645,23 @@ class DatagramSender:
 
 def _go_on(i: int, exc: Exception) -> bool:
     return True
+
+
+def each_record(report: Callable[[int], None]) -> Callable[[int, Exception], bool]:
+    """An ``on_error`` for :meth:`DatagramSender.send_all` where a refused datagram's
+    error is its record's: ``report(index)`` (inside the ``except`` block), and the
+    next one goes. Not a write timeout: the socket took nothing for that long (a Unix
+    socket's reader stopped reading) and the datagram waits in asyncio's buffer, not
+    failed; the socket is dropped with what waits there, and the sender sends it
+    again or counts it."""
+
+    def on_error(i: int, exc: Exception) -> bool:
+        if isinstance(exc, TimeoutError):
+            return False
+        report(i)
+        return True
+
+    return on_error
 
 
 #: bodies up to this many bytes are compressed in place: gzip takes about as long as

@@ -317,6 +317,8 @@ async def http(port: int, raw: bytes) -> bytes:
          b"Connection: close\r\n\r\n" + b"[" * 2000 + b"1" + b"]" * 2000, 400),
         (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\n\xff\xfe\xfd", 400),
         (b"POST / HTTP/1.1\r\nContent-Length: 999999\r\n\r\n", 413),
+        # a digit to str.isdigit() once decoded as Latin-1 ("²"), not to int()
+        (b"POST / HTTP/1.1\r\nContent-Length: \xb2\r\nConnection: close\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
         (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
         (b"DELETE /?msg=x HTTP/1.1\r\nConnection: close\r\n\r\n", 405),

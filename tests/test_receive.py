@@ -102,7 +102,8 @@ async def test_decodes_http_handler_requests(receiver: Receiver, method: str) ->
 
 def test_decodes_octet_counted_syslog_and_rejects_bad_pri() -> None:
     assert parse_syslog(b"<134>app: hi\x00") == {"facility": 16, "severity": 6, "msg": "app: hi"}
-    for bad in (b"no pri", b"<999>x", b"<x>y", b""):
+    # Arabic-Indic digits: a number to str.isdigit() and int(), not a PRI
+    for bad in (b"no pri", b"<999>x", b"<x>y", b"", "<\u0661\u0663\u0664>x".encode()):
         with pytest.raises(ValueError):
             parse_syslog(bad)
 

@@ -77,7 +77,8 @@ def parse_head(head: bytes, max_body: int) -> Request:
     if "transfer-encoding" in headers:
         raise HTTPError(411, "chunked bodies are not accepted: send Content-Length", close=True)
     raw_length = headers.get("content-length", "0")
-    if not raw_length.isdigit() or len(raw_length) > 12:
+    # ASCII digits only: str.isdigit() also takes "²" and the like, which int() refuses
+    if not (raw_length.isascii() and raw_length.isdigit()) or len(raw_length) > 12:
         raise HTTPError(400, "malformed Content-Length", close=True)
     length = int(raw_length)
     if length > max_body:

@@ -413,9 +413,10 @@ def parse_syslog(message: bytes) -> dict[str, Any]:
     if text.startswith("\ufeff"):
         text = text[1:]
     end = text.find(">", 1, 5)
-    if not text.startswith("<") or end < 2 or not text[1:end].isdigit():
+    digits = text[1:end]
+    if not text.startswith("<") or end < 2 or not (digits.isascii() and digits.isdigit()):
         raise ValueError("syslog message without <PRI>")
-    pri = int(text[1:end])
+    pri = int(digits)
     if pri > 191:
         raise ValueError(f"syslog PRI out of range: {pri}")
     body = text[end + 1 :]

@@ -34,6 +34,7 @@ from .._transport import (
     StreamLink,
     bounded,
     check_timeout,
+    each_record,
 )
 from .._validate import ArgumentTypeError, ArgumentValueError
 
@@ -280,7 +281,10 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
     ``timeout`` seconds). A record whose frame does not fit one datagram goes to
     :meth:`handleError` with :class:`~aiologsinks.RecordTooLargeError`; other send
     errors too (a missing Unix socket), and the next record is sent normally.
-    Nothing is buffered: datagrams are fire-and-forget, as in ``DatagramHandler``.
+    Nothing is buffered: datagrams are fire-and-forget, as in ``DatagramHandler``. A
+    Unix socket whose reader stops reading takes nothing more; what asyncio holds for
+    it after the write timeout (10 s) is dropped with the socket, counted as lost
+    (``stats().errors``), and the next records go to a new socket.
 
     As ``DatagramHandler`` (a ``SocketHandler`` subclass), the sink has
     ``retryStart``/``retryFactor``/``retryMax``/``retryTime`` and ``closeOnError``:
@@ -364,11 +368,10 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
             except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
                 self.report_error(batch.record(i))
 
-        def on_error(i: int, exc: Exception) -> bool:
+        def report(i: int) -> None:
             self.report_error(batch.record(kept[i]))  # inside the except block
-            return True
 
-        await self.sender.send_all(payloads, on_error)
+        await self.sender.send_all(payloads, each_record(report))
 
     async def _open_link(self) -> DatagramLink:
         return await self.makeSocket()

@@ -32,6 +32,7 @@ from .._transport import (
     LinkOutbox,
     StreamLink,
     check_timeout,
+    each_record,
 )
 from .._validate import ArgumentTypeError, ArgumentValueError
 from .._wire import RFC5424Formatter
@@ -336,11 +337,11 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         assert self.sender is not None
         payloads = [self._fit(d) for d in data]
 
-        def on_error(i: int, exc: Exception) -> bool:
+        def report(i: int) -> None:
             self.report_error(batch.record(i))  # inside the except block
-            return True  # every datagram is on its own: the next one goes
 
-        await self.sender.send_all(payloads, on_error)
+        # every datagram is on its own: the next one goes
+        await self.sender.send_all(payloads, each_record(report))
 
     async def flush(self) -> None:
         """Send what waits for a TCP/Unix daemon if the back-off allows; never waits."""

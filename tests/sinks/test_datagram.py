@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import logging.handlers
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ import pytest
 import aiologsinks as als
 from aiologsinks.sinks.socket import DatagramSink
 from tests.conftest import IN_CI, RecordingSinkMixin
+from tests.helpers import fresh_logger, wait_until
 from tests.peers.records import StdlibReceiver
 from tests.sinks.test_syslog import datagram_peer
 
@@ -132,3 +136,60 @@ async def test_an_unresolvable_host_is_counted_and_not_looked_up_per_record(
         assert sink.retryTime is not None  # the next lookup waits for the back-off
     assert sink.error_count == 150 and sink.errors == []
     assert capsys.readouterr().err.count("peer unreachable") == 1
+
+
+async def test_a_reader_that_stops_reading_gets_each_record_once_or_it_is_counted(
+    tmp_path: Path,
+) -> None:
+    """A Unix datagram socket whose reader stops for longer than the write timeout.
+
+    What asyncio holds for it then did not fail: it used to go to handleError (counted
+    as an error) and arrive all the same once the reader read again. Now the socket
+    is dropped with what waits in asyncio's buffer, those records are sent again or
+    counted, and each record either arrives once or is counted, never both.
+    """
+    path = str(tmp_path / "stalled.sock")
+    peer = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    peer.bind(path)
+    peer.setblocking(False)
+    sink = RecordingDatagramSink(path, None)
+    sink.sender.timeout = 0.2  # the write timeout (10 s), short for the test
+    dispatcher = als.Dispatcher(sink)
+    logger = fresh_logger("stalled.datagram")
+    logger.addHandler(dispatcher.handler)
+    n = 600
+    got: list[bytes] = []
+
+    def stats() -> als.SinkStats:
+        (only,) = dispatcher.stats().sinks.values()
+        return only
+
+    def read_all() -> int:
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                got.append(peer.recv(70_000))
+        return len(got)
+
+    try:
+        async with dispatcher:
+            for i in range(n):
+                logger.warning("d%05d %s", i, "p" * 200)
+            # the reader reads nothing until the sink has settled every record: sent
+            # (to the kernel, or into asyncio's buffer) or counted as lost
+            await wait_until(
+                lambda: stats().delivered + stats().errors == n, describe=lambda: repr(stats())
+            )
+            # then it reads: what asyncio held goes out, and nothing is sent twice
+            await wait_until(
+                lambda: read_all() >= stats().delivered,
+                describe=lambda: f"{len(got)} read; {stats()!r}",
+            )
+    finally:
+        logger.removeHandler(dispatcher.handler)
+        peer.close()
+    ids = [re.search(rb"d\d{5}", data).group().decode() for data in got]  # type: ignore[union-attr]
+    reported = {record.getMessage()[:6] for record in sink.errors}
+    assert len(ids) == len(set(ids))  # none twice
+    assert not reported & set(ids)  # none both counted and delivered
+    final = stats()
+    assert final.delivered == len(ids) and final.delivered + final.errors == n
