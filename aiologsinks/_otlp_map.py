@@ -670,7 +670,9 @@ def parse_partial_success(body: bytes, content_type: str) -> tuple[int, str]:
         if number == 1 and wire == 2:
             for inner, inner_wire, inner_value in _fields(value):
                 if inner == 1 and inner_wire == 0:
-                    rejected = inner_value
+                    # an int64: a negative one is ten bytes of two's complement, as
+                    # JSON's "rejectedLogRecords": -1 is -1 (then nothing is rejected)
+                    rejected = inner_value - (1 << 64) if inner_value >= 1 << 63 else inner_value
                 elif inner == 2 and inner_wire == 2:
                     message = inner_value.decode("utf-8", "replace")
     return rejected, message

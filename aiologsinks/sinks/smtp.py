@@ -135,9 +135,13 @@ class SMTPSink(Sink):
         self.digest_interval = digest_interval
         self.digest_max = digest_max
         self._pending: list[logging.LogRecord] = []
+        #: the digest being sent (its records), until the server answered
+        self._sending: list[logging.LogRecord] | None = None
         self._timer: asyncio.Task[None] | None = None
-        # True while the digest timer sleeps: only then may aclose() cancel it.
-        self._timer_waiting = False
+        # True once the digest timer's window is over and it sends: from then on
+        # aclose() lets it finish its mail (before, it may cancel it: a timer not
+        # started yet, or asleep), and flush() waits for that mail.
+        self._timer_sending = False
         # Digest timer and lane worker may both want to send; one SMTP session at a time.
         self._send_lock: asyncio.Lock | None = None
         self._tls_context: ssl.SSLContext | None = None
@@ -213,17 +217,39 @@ class SMTPSink(Sink):
         await self._deliver(mails)
 
     async def flush(self) -> None:
-        """Send the pending digest, if any; returns when the server accepted it."""
+        """Send the pending digest, if any; returns when the server accepted it (and
+        the digest the timer is sending, if it is sending one)."""
+        timer = self._timer
+        if timer is not None and self._timer_sending:
+            # its mail holds records logged before this flush (cancelling the flush
+            # does not cancel the timer)
+            await asyncio.wait({timer})
         await self._send_digest()
 
     async def _aclose(self) -> None:
         timer, self._timer = self._timer, None
         if timer is not None:
-            if self._timer_waiting:
+            if not self._timer_sending:
                 timer.cancel()
-            # A timer that is already sending finishes its mail; never cut it off.
-            await asyncio.gather(timer, return_exceptions=True)
+            try:
+                # a timer that is already sending finishes its mail: never cut it off,
+                # unless this close is given up (aclose(timeout=...))
+                await asyncio.wait({timer})
+            except asyncio.CancelledError:
+                timer.cancel()
+                self._give_up()
+                raise
         await self._send_digest()
+
+    def _give_up(self) -> None:
+        """Count the digest being sent and the pending records as lost, now: the
+        close was given up, and whether the server takes that mail is unknown."""
+        records = (self._sending or []) + self._pending
+        self._sending, self._pending = None, []
+        if records:
+            self._report_lost(
+                records, f"{self!r}: closed before a digest of {len(records)} record(s) was sent"
+            )
 
     def _arm_timer(self) -> None:
         if self._timer is None or self._timer.done():
@@ -233,12 +259,12 @@ class SMTPSink(Sink):
 
     async def _digest_after_window(self) -> None:
         assert self.digest_interval is not None
-        self._timer_waiting = True
+        await asyncio.sleep(self.digest_interval)
+        self._timer_sending = True
         try:
-            await asyncio.sleep(self.digest_interval)
+            await self._send_digest()
         finally:
-            self._timer_waiting = False
-        await self._send_digest()
+            self._timer_sending = False
 
     async def _send_digest(self) -> None:
         while self._pending:
@@ -249,15 +275,19 @@ class SMTPSink(Sink):
             except Exception:  # noqa: BLE001 - per-mail boundary: later digests go on
                 self.report_batch_error(records)
                 continue
+            self._sending = records
             try:
                 await self._deliver([(mail, records)])
             except asyncio.CancelledError:
                 # aclose(timeout=...) gave up on the mail: whether the server took it
-                # is unknown; it and the digests after it are counted as lost
-                rest, self._pending = records + self._pending, []
-                reason = f"{self!r}: closed before a digest of {len(records)} record(s) was sent"
-                self._report_lost(rest, reason)
+                # is unknown; it and the digests after it are counted as lost (unless
+                # the close counted them already: see _give_up)
+                if self._sending is records:
+                    self._give_up()
                 raise
+            finally:
+                if self._sending is records:
+                    self._sending = None
 
     async def _deliver(self, mails: list[tuple[EmailMessage, Sequence[logging.LogRecord]]]) -> None:
         """Send ``mails`` over one connection; a failure goes to ``handleError``."""
@@ -274,6 +304,7 @@ class SMTPSink(Sink):
                 for _, records in mails:
                     self.report_batch_error(records)
                 return
+            given_up = False
             try:
                 for index, (mail, records) in enumerate(mails):
                     try:
@@ -285,8 +316,15 @@ class SMTPSink(Sink):
                         return
                     except Exception:  # noqa: BLE001 - per-mail boundary: next mail goes on
                         self.report_batch_error(records)
+            except asyncio.CancelledError:
+                # given up (a close that timed out): no QUIT to a server that may not
+                # answer, which would keep this task past the close
+                given_up = True
+                smtp.close()
+                raise
             finally:
-                await self._quit(smtp)
+                if not given_up:
+                    await self._quit(smtp)
 
     async def _connect(self) -> aiosmtplib.SMTP:
         """Connect, STARTTLS and log in as ``SMTPHandler`` does; errors are mapped."""

@@ -244,3 +244,22 @@ async def test_aclose_is_bounded_when_the_collector_hangs() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("rejected", "wire"),
+    [
+        (3, b"\x0a\x02\x08\x03"),
+        # -1 as an int64 varint: ten bytes of two's complement
+        (-1, b"\x0a\x0b\x08" + b"\xff" * 9 + b"\x01"),
+    ],
+)
+def test_partial_success_count_is_a_signed_int64_in_both_encodings(
+    rejected: int, wire: bytes
+) -> None:
+    from aiologsinks import _otlp_map
+
+    as_json = b'{"partialSuccess": {"rejectedLogRecords": %d}}' % rejected
+    assert _otlp_map.parse_partial_success(as_json, "application/json") == (rejected, "")
+    # the protobuf answer counts the same: -1 is not 18446744073709551615 rejected
+    assert _otlp_map.parse_partial_success(wire, "application/x-protobuf") == (rejected, "")

@@ -360,3 +360,68 @@ async def test_a_digest_cut_off_by_aclose_timeout_is_counted_once() -> None:
     assert (share.delivered, share.errors, share.undelivered) == (0, 3, 0)
     assert [r.getMessage() for r in sink.errors] == ["r0"]  # one report for the digest
     assert_accounted(stats, 3)
+
+
+def gate_data(peer: Any, release: asyncio.Event) -> asyncio.Event:
+    """Make ``peer`` hold each DATA until ``release`` is set; returns the event set
+    when a DATA arrives."""
+    entered = asyncio.Event()
+    accept = peer.handle_DATA
+
+    async def gated(server: Any, session: Any, envelope: Any) -> str:
+        entered.set()
+        await release.wait()
+        return str(await accept(server, session, envelope))
+
+    peer.handle_DATA = gated
+    return entered
+
+
+async def test_flush_waits_for_the_digest_the_timer_is_sending() -> None:
+    # it returned at once: the timer had taken the records, so none were pending
+    async with smtp_peer() as peer:
+        release = asyncio.Event()
+        entered = gate_data(peer, release)
+        async with SMTPSink(
+            ("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "s", digest_interval=0.01
+        ) as sink:
+            await sink.emit(make_record("one"))
+            await asyncio.wait_for(entered.wait(), 5)  # the timer's digest is in DATA
+            flush = asyncio.create_task(sink.flush())
+            done, _ = await asyncio.wait({flush}, timeout=0.5)
+            assert not done, "flush returned before the server accepted the digest"
+            release.set()
+            await asyncio.wait_for(flush, 5)
+            assert [m.body for m in peer.mails] == ["one\n"]
+
+
+async def test_a_close_given_up_counts_the_digest_in_flight_when_it_returns() -> None:
+    # the timer's digest hangs in DATA; aclose(timeout=...) gives up on it: its records
+    # and the pending one are counted by the time aclose returns (they were counted
+    # delivered, and lost only when the SMTP timeout fired, after the close)
+    from aiologsinks._stats import assert_accounted
+
+    from ..helpers import attached, fresh_logger
+
+    async with smtp_peer() as peer:
+        entered = gate_data(peer, asyncio.Event())  # never released
+        sink = RecordingSMTPSink(
+            ("127.0.0.1", peer.port),
+            "a@example.com",
+            ["b@example.com"],
+            "s",
+            timeout=30,
+            digest_interval=0.01,
+        )
+        log = fresh_logger("t.smtp.digest.in_flight")
+        with attached(log, sink) as dispatcher:
+            log.error("one")
+            log.error("two")
+            await asyncio.wait_for(entered.wait(), 5)
+            log.error("three")
+            await dispatcher.aclose(timeout=0.3)
+            stats = dispatcher.stats()
+        assert peer.mails == []
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors, share.undelivered) == (0, 3, 0)
+    assert_accounted(stats, 3)
