@@ -79,7 +79,9 @@ class KafkaSink(OutboxSinkMixin, Sink):
     partition unacknowledged. :meth:`emit_batch` returns when the broker acknowledged
     them, or they wait in the outbox during an outage (``buffer_size`` records; the
     oldest are dropped first, counted). Records the broker did not acknowledge are sent
-    again, in order, after a back-off (``backoff``; 0.1 s doubling up to 2 s) until
+    again, in their order but after what the broker acknowledged meanwhile (so across a
+    broker failure a partition's order can break, as with Kafka's producer retrying
+    without idempotence), after a back-off (``backoff``; 0.1 s doubling up to 2 s) until
     ``delivery_timeout`` seconds after they reached the sink; then they go to
     :meth:`handleError`, counted (one report per batch given up). An error the broker
     will not get over (not retriable: an authorisation failure, a record too large)
