@@ -78,16 +78,11 @@ def samples(script_output: str) -> Iterator[list[str]]:
         yield frames
 
 
-def category(frames: list[str]) -> str:
-    """Where one sample's time goes: the module of its innermost Python function, or
-    aiologsinks when its compiled accelerator comes first, or the cyclic GC when a
-    collection does."""
-    return charge(frames)[0]
-
-
 def charge(frames: list[str]) -> tuple[str, str]:
-    """``(category, function)`` of one sample (see :func:`category`); the function is
-    the innermost Python function's qualified name, or the compiled function's."""
+    """``(category, function)`` of one sample: the category is the module of its
+    innermost Python function, or aiologsinks when its compiled accelerator comes
+    first, or the cyclic GC when a collection does; the function is the innermost
+    Python function's qualified name, or the compiled function's."""
     for frame in frames:
         if COMPILED in frame and "aiologsinks" in frame:
             return "aiologsinks", _symbol(frame) + " (compiled)"
@@ -176,12 +171,7 @@ def measure(
             if perf.returncode not in (0, -signal.SIGINT):
                 raise RuntimeError(f"perf record failed: {err.decode(errors='replace')[-300:]}")
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            service.stop_server(server, 30)
             if peer is not None:
                 peer.close()
         script = subprocess.run(

@@ -67,7 +67,6 @@ from benchmarks._loadgen import Conn
 
 #: the destinations counted here (the stalling peer is not: see the module's doc)
 DESTS = ("file", "http", "syslog", "otlp")
-SUMMARY = re.compile(r"^summary:\s+(\d+)", re.MULTILINE)
 EVENTS = re.compile(r"^events:\s+(.+)$", re.MULTILINE)
 SUMMARY_LINE = re.compile(r"^summary:\s+(.+)$", re.MULTILINE)
 #: the simulated cache's misses a run with ``--cache-sim`` reports per request:
@@ -114,11 +113,7 @@ async def send(port: int, n: int, connections: int) -> int:
 
 def instructions(out_file: str) -> int:
     """The total instruction count cachegrind wrote to ``out_file``."""
-    with open(out_file) as f:
-        m = SUMMARY.search(f.read())
-    if m is None:
-        raise RuntimeError(f"no summary line in {out_file}")
-    return int(m.group(1))
+    return events(out_file)["Ir"]
 
 
 def events(out_file: str) -> dict[str, int]:

@@ -425,12 +425,17 @@ def reference_server(framework: str) -> Iterator[Reference]:
         try:
             yield Reference(port, server)
         finally:
-            server.terminate()
-            try:
-                server.wait(10)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            stop_server(server, 10)
+
+
+def stop_server(server: subprocess.Popen[bytes], grace: float) -> None:
+    """SIGTERM (the service delivers what it holds), then SIGKILL after ``grace`` s."""
+    server.terminate()
+    try:
+        server.wait(grace)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 def quiesce(pids: list[int], limit: float = 1.0) -> None:
