@@ -101,19 +101,20 @@ class _SessionSink(Protocol):
 
     outbox: Outbox[Any]
     close_timeout: float
-    _session: Any  # an aiohttp.ClientSession, made on first use; None before and after
+    _session: Any  # its HTTPClient (aiologsinks._http); None once closed
 
 
 async def close_outbox_and_session(sink: _SessionSink) -> None:
     """Close an HTTP sink: the outbox's last delivery within ``close_timeout`` seconds
-    (it may still need the session), then the session, also within that bound."""
+    (it may still need the client), then the client's connections, also within that
+    bound."""
     try:
         await sink.outbox.aclose(sink.close_timeout)
     finally:
         session, sink._session = sink._session, None
         if session is not None:
             with contextlib.suppress(OSError):  # a close that hangs is given up on
-                await bounded(session.close(), sink.close_timeout, "session close")
+                await bounded(session.aclose(), sink.close_timeout, "connections close")
 
 
 class StreamLink:

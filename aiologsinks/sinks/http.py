@@ -1,4 +1,4 @@
-"""HTTPSink: the async counterpart of ``logging.handlers.HTTPHandler`` over aiohttp."""
+"""HTTPSink: the async counterpart of ``logging.handlers.HTTPHandler``."""
 
 from __future__ import annotations
 
@@ -8,20 +8,18 @@ import logging
 import ssl
 import warnings
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import _wire
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._hooks import overridden
+from .._http import Disconnected, HTTPClient, check_target
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._record import ACCELERATED, FIELDS, Item, as_record, travelled
 from .._sink import Sink
 from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session, gzip_off_loop
 from .._validate import ArgumentTypeError, ArgumentValueError, check_int, check_number
-
-if TYPE_CHECKING:
-    import aiohttp
 
 __all__ = ["HTTPSink", "InsecureCredentialsWarning"]
 
@@ -106,8 +104,10 @@ class HTTPSink(OutboxSinkMixin, Sink):
     Credentials over plain HTTP emit :class:`InsecureCredentialsWarning` once, when
     the sink is made; they never appear in ``repr`` or error messages.
 
-    All requests go through one ``aiohttp.ClientSession``, made lazily on the running
-    loop and closed by :meth:`aclose`, so connections are kept alive and reused.
+    Requests go over kept-alive connections, reused from one request to the next and
+    closed by :meth:`aclose`. As ``http.client`` does, the request carries ``Host``,
+    ``Accept-Encoding: identity`` and ``Content-Length`` (with a body) besides its own
+    headers, and nothing else.
 
     Differences from the stdlib:
 
@@ -168,14 +168,13 @@ class HTTPSink(OutboxSinkMixin, Sink):
         max_batch_bytes: int | None = None,
     ) -> None:
         super().__init__()
-        # aiohttp is loaded by the first HTTPSink, not by `import aiologsinks` (it is
-        # most of the package's import time and heap), and not later on the loop
-        import aiohttp  # noqa: F401
-
         if not isinstance(host, str) or not host:
             raise ArgumentValueError("host", f"expected 'host' or 'host:port', got {host!r}")
         if not isinstance(url, str):
             raise ArgumentTypeError("url", f"expected a str, got {url!r}")
+        problem = check_target(url)
+        if problem is not None:
+            raise ArgumentValueError("url", problem)
         if not isinstance(method, str) or method.upper() not in ("GET", "POST"):
             raise ArgumentValueError("method", f"must be GET or POST, got {method!r}")
         if not secure and context is not None:
@@ -236,7 +235,15 @@ class HTTPSink(OutboxSinkMixin, Sink):
             on_failed=self._fail_all,
             notify=self._notice,
         )
-        self._session: aiohttp.ClientSession | None = None
+        try:
+            self._session: HTTPClient | None = HTTPClient(
+                "https" if self.secure else "http",
+                host,
+                ssl_context=context,
+                timeout=timeout,
+            )
+        except ValueError as exc:
+            raise ArgumentValueError("host", f"expected 'host' or 'host:port': {exc}") from None
         # a failed name resolution is remembered until the back-off allows a new one
         self._unresolved: SinkConnectError | None = None
         if self.credentials and not self.secure:
@@ -469,43 +476,34 @@ class HTTPSink(OutboxSinkMixin, Sink):
         self, method: str, url: str, body: bytes | None, headers: dict[str, str]
     ) -> None:
         """Send one request; map transport errors once, here, without credentials."""
-        import aiohttp
-        from yarl import URL
-
         unresolved = self._unresolved
         if unresolved is not None and not self.backoff.ready():
             raise SinkConnectError(f"{unresolved} (not retried before the back-off)")
         self._unresolved = None
-        scheme = "https" if self.secure else "http"
-        # encoded=True: the query is already url-encoded and must go out byte for byte.
-        target = URL(f"{scheme}://{self.host}{url}", encoded=True)
+        client = self._session
+        if client is None:
+            raise SinkConnectError(f"{self!r}: closed")
+        client.timeout = self.timeout  # an attribute the user may have changed
         # Like http.client: identity encoding, no User-Agent or Accept of our own.
         headers = {"Accept-Encoding": "identity", **headers}
-        session = self._get_session()
-        for attempt in (1, 2):
-            try:
-                # no redirects, as HTTPHandler: a 3xx answered this body (below), and
-                # following it would send the records to a host nobody configured
-                async with session.request(
-                    method, target, data=body, headers=headers, allow_redirects=False
-                ) as resp:
-                    await resp.read()  # drained, so the connection goes back to the pool
-                    status = resp.status
-                    retry_after = _retry_after(resp.headers.get("Retry-After"))
-                break
-            except aiohttp.ServerDisconnectedError as exc:
-                # A kept-alive connection the server had closed: one fresh attempt.
-                if attempt == 2:
-                    raise SinkConnectError(f"{self!r}: {self.host} disconnected") from exc
-            except aiohttp.ClientSSLError as exc:
-                # Not retryable: a certificate problem does not heal by waiting.
-                raise SinkDeliveryError(f"{self!r}: TLS failure with {self.host}") from exc
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                # refused, reset, timed out, a body cut short: the server is not there
-                error = SinkConnectError(f"{self!r}: cannot reach {self.host}: {exc}")
-                if _is_dns_failure(exc):
-                    self._unresolved = error
-                raise error from exc
+        try:
+            # no redirects, as HTTPHandler: a 3xx answered this body (below), and
+            # following it would send the records to a host nobody configured
+            response = await client.request(method, url, headers, body)
+        except ssl.SSLError as exc:
+            # Not retryable: a certificate problem does not heal by waiting.
+            raise SinkDeliveryError(f"{self!r}: TLS failure with {self.host}") from exc
+        except Disconnected as exc:
+            # (a kept-alive connection found closed was already tried again, fresh)
+            raise SinkConnectError(f"{self!r}: {self.host} disconnected") from exc
+        except (asyncio.TimeoutError, OSError) as exc:
+            # refused, reset, timed out, a body cut short: the server is not there
+            error = SinkConnectError(f"{self!r}: cannot reach {self.host}: {exc}")
+            if _is_dns_failure(exc):
+                self._unresolved = error
+            raise error from exc
+        status = response.status
+        retry_after = _retry_after(response.headers.get("retry-after"))
         if status >= 500 or status == 429:
             raise _ServerError(
                 f"{self!r}: {self.host} answered {status}", status, retry_after=retry_after
@@ -519,19 +517,6 @@ class HTTPSink(OutboxSinkMixin, Sink):
                 f"{self!r}: {self.host} answered {status} (a redirect: not followed;"
                 " configure the URL it points to)"
             )
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        import aiohttp
-
-        if self._session is None:
-            ssl_arg: ssl.SSLContext | bool = self.context if self.context is not None else True
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=ssl_arg),
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
-                auto_decompress=False,
-            )
-        return self._session
 
     def _fail_all(self, records: Sequence[Item], exc: BaseException | None = None) -> None:
         # One traceback per refused request, but every record is counted as lost.
@@ -580,9 +565,6 @@ def _is_dns_failure(exc: BaseException) -> bool:
         if seen is None:
             return False
         if isinstance(seen, socket.gaierror):
-            return True
-        os_error = getattr(seen, "os_error", None)  # aiohttp's ClientConnectorError
-        if isinstance(os_error, socket.gaierror):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

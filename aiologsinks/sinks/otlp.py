@@ -9,20 +9,18 @@ import os
 import time
 import urllib.parse
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .. import _otlp_map, _trace
+from .. import _otlp_map, _trace, _wire
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
+from .._http import HTTPClient, check_target
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._record import ACCELERATED, Item, as_record
 from .._record import travelled as _travelled
 from .._sink import Sink
 from .._transport import close_outbox_and_session, gzip_off_loop
 from .._validate import ArgumentTypeError, ArgumentValueError, check_number
-
-if TYPE_CHECKING:
-    import aiohttp
 
 __all__ = ["OTLPSink"]
 
@@ -147,8 +145,6 @@ class OTLPSink(OutboxSinkMixin, Sink):
         linger: float = 0.05,
     ) -> None:
         super().__init__(level)
-        import aiohttp  # noqa: F401 - loaded with the first sink, not on the loop
-
         environ = os.environ
         if endpoint is None:
             endpoint = environ.get("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "").strip() or None
@@ -160,6 +156,11 @@ class OTLPSink(OutboxSinkMixin, Sink):
         parts = urllib.parse.urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ArgumentValueError("endpoint", f"expected an http(s) URL, got {endpoint!r}")
+        # the request line's target: the path (``/`` when there is none) and query
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        problem = check_target(target)
+        if problem is not None:
+            raise ArgumentValueError("endpoint", f"its path {problem}")
         if encoding is None:
             protocol = _env(environ, "PROTOCOL")
             if protocol is not None:
@@ -218,7 +219,32 @@ class OTLPSink(OutboxSinkMixin, Sink):
         self.buffer_size = buffer_size
         self.resource = _otlp_map.resource_attributes(resource)
         self.backoff = backoff if backoff is not None else Backoff()
-        self._session: aiohttp.ClientSession | None = None
+        for header, text in self.headers.items():
+            if not _header_ok(header) or not _header_ok(text) or ":" in header or not header:
+                raise ArgumentValueError(
+                    "headers", f"{header!r}: a name or value that cannot be an HTTP header"
+                )
+        if parts.username is not None:
+            # user:password@ in the endpoint is Basic authentication (as curl does)
+            self.headers.setdefault(
+                "Authorization",
+                _wire.basic_auth(
+                    (
+                        urllib.parse.unquote(parts.username),
+                        urllib.parse.unquote(parts.password or ""),
+                    )
+                ),
+            )
+        self._target = target
+        try:
+            self._session: HTTPClient | None = HTTPClient(
+                parts.scheme,
+                parts.netloc.rpartition("@")[2],
+                timeout=self.timeout,
+                decompress=True,
+            )
+        except ValueError as exc:
+            raise ArgumentValueError("endpoint", str(exc)) from None
         #: the retrying outbox: records wait here, in order, while the collector is away
         self.outbox: Outbox[_Item] = Outbox(
             self._send,
@@ -359,26 +385,24 @@ class OTLPSink(OutboxSinkMixin, Sink):
     async def _send(self, chunk: list[_Item]) -> int:
         """POST one export request from the front of ``chunk``; return how many items
         it carried. Raises by the OTLP rules; counts a partial success."""
-        import aiohttp
-
         body, n = self._body(chunk)
         headers = {**self.headers, "Content-Type": _CONTENT_TYPES[self.encoding]}
         if self.compression == "gzip":
             body = await gzip_off_loop(body)
             headers["Content-Encoding"] = "gzip"
-        session = self._get_session()
+        client = self._session
+        if client is None:
+            raise SinkConnectError(f"{self!r}: closed")
+        client.timeout = self.timeout  # an attribute the user may have changed
         try:
-            # a 3xx is answered below, not followed: aiohttp would turn a 301/302
-            # POST into a GET without the records and count them as taken
-            async with session.post(
-                self.endpoint, data=body, headers=headers, allow_redirects=False
-            ) as resp:
-                reply = await resp.read()
-                status = resp.status
-                content_type = resp.headers.get("Content-Type", "")
-                retry_after = resp.headers.get("Retry-After")
-        except (aiohttp.ClientConnectionError, asyncio.TimeoutError, OSError) as exc:
+            # a 3xx is answered below, not followed: a 301/302 followed would turn the
+            # POST into a GET without the records
+            response = await client.request("POST", self._target, headers, body)
+        except (asyncio.TimeoutError, OSError) as exc:
             raise SinkConnectError(f"{self!r}: cannot reach the collector: {exc}") from exc
+        status, reply = response.status, response.body
+        content_type = response.headers.get("content-type", "")
+        retry_after = response.headers.get("retry-after")
         if status in RETRYABLE:
             raise RetryableError(
                 f"{self!r}: the collector answered {status}", retry_after=_retry_after(retry_after)
@@ -402,16 +426,6 @@ class OTLPSink(OutboxSinkMixin, Sink):
                 self.error_count += rejected - 1
                 self.report_error(chunk[0][0])
         return n
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        import aiohttp
-
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout),
-                auto_decompress=True,
-            )
-        return self._session
 
     # -- accounting ---------------------------------------------------------------------------
 
@@ -440,3 +454,9 @@ def _scope_cost(scope: str) -> int:
         return len(scope.encode()) + _SCOPE_FRAMING
     except UnicodeEncodeError:  # the encoding reports such a name; count the most
         return 4 * len(scope) + _SCOPE_FRAMING
+
+
+def _header_ok(text: str) -> bool:
+    """Whether ``text`` can be an HTTP header's name or value as given (latin-1, no
+    line break or NUL: a header must not be able to start another)."""
+    return not any(c in text for c in "\r\n\0") and all(ord(c) < 256 for c in text)

@@ -6,6 +6,8 @@ import asyncio
 import json
 import logging
 import logging.handlers
+import subprocess
+import sys
 import urllib.parse
 from typing import Any
 
@@ -320,13 +322,58 @@ async def test_credentials_never_in_repr_or_errors() -> None:
         ({"timeout": 0}, ValueError, "timeout"),
         ({"credentials": ("only",), "secure": True}, ValueError, "credentials"),
         ({"buffer_size": -1}, ValueError, "buffer_size"),
+        ({"url": "log"}, ValueError, "url"),
+        ({"url": "/log me"}, ValueError, "url"),
+        ({"url": "/journal/é"}, ValueError, "url"),
+        ({"url": "/log\r\nX-Injected: 1"}, ValueError, "url"),
+        ({"host": "localhost:http"}, ValueError, "host"),
     ],
 )
 def test_bad_arguments_name_the_parameter(
     kwargs: dict[str, Any], exc: type[Exception], match: str
 ) -> None:
+    args = {"host": "localhost", "url": "/log", **kwargs}
     with pytest.raises(exc, match=match):
-        HTTPSink("localhost", "/log", **kwargs)
+        HTTPSink(**args)
+
+
+_NO_AIOHTTP = """
+import asyncio, logging, sys
+import aiologsinks as als
+
+async def main():
+    got = asyncio.get_running_loop().create_future()
+
+    async def answer(reader, writer):
+        head = await reader.readuntil(b"\\r\\n\\r\\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\\r\\n")[0])
+        got.set_result(await reader.readexactly(length))
+        writer.write(b"HTTP/1.1 200 OK\\r\\nContent-Length: 0\\r\\n\\r\\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with als.HTTPSink(f"127.0.0.1:{port}", "/log", json_batch=True) as sink:
+        await sink.emit(logging.makeLogRecord({"msg": "hello"}))
+    await als.OTLPSink(f"http://127.0.0.1:{port}/v1/logs").aclose()
+    assert b"hello" in await asyncio.wait_for(got, 10)
+    server.close()
+    await server.wait_closed()
+    print(sorted(m for m in sys.modules if m.split(".")[0] in ("aiohttp", "yarl")))
+
+asyncio.run(main())
+"""
+
+
+def test_sending_does_not_load_aiohttp() -> None:
+    # the sinks' HTTP client is the package's own: a service that does not use aiohttp
+    # does not carry its client's objects (every full GC collection walks them)
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_AIOHTTP], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
 
 
 def test_method_is_case_insensitive_as_in_the_stdlib() -> None:

@@ -397,6 +397,10 @@ async def test_standard_environment_variables_configure_the_sink(
         ({"buffer_size": -1}, ValueError, "buffer_size"),
         ({"headers": "a=b"}, TypeError, "headers"),
         ({"resource": ["x"]}, TypeError, "resource"),
+        ({"headers": {"x-team": "logs\r\nX-Injected: 1"}}, ValueError, "headers"),
+        ({"headers": {"x:y": "1"}}, ValueError, "headers"),
+        ({"endpoint": "http://127.0.0.1:4318/v1/my logs"}, ValueError, "endpoint"),
+        ({"endpoint": "http://127.0.0.1:port/v1/logs"}, ValueError, "endpoint"),
     ],
 )
 def test_bad_arguments_name_the_parameter(
@@ -404,6 +408,17 @@ def test_bad_arguments_name_the_parameter(
 ) -> None:
     with pytest.raises(error, match=name):
         als.OTLPSink(**kwargs)
+
+
+async def test_user_and_password_in_the_endpoint_are_basic_authentication() -> None:
+    async with otlp_receiver() as receiver:
+        endpoint = f"http://collector:s%3Dcret@127.0.0.1:{receiver.port}/v1/logs"
+        sink = als.OTLPSink(endpoint, encoding="json")
+        assert "cret" not in repr(sink)
+        async with sink:
+            await sink.emit(logging.LogRecord("x", 20, "f", 1, "m", None, None))
+        await receiver.wait_records(1)
+    assert receiver.exports[0].headers["Authorization"] == "Basic Y29sbGVjdG9yOnM9Y3JldA=="
 
 
 def test_grpc_in_the_environment_is_refused_clearly(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,387 @@
+"""A small HTTP/1.1 client for the sinks that POST: one origin, kept-alive connections.
+
+HTTPSink and OTLPSink send one request at a time to one server and read a short
+answer. For that a general client is a heavy dependency: aiohttp's client adds about
+50,000 references to a service's heap (every full collection of the cyclic GC walks
+them) and several hundred objects to each request. This one is what those sinks need
+and nothing more, on asyncio's streams:
+
+* ``Content-Length`` request bodies; answers framed by ``Content-Length``, by
+  ``Transfer-Encoding: chunked`` or by the end of the connection; interim ``1xx``
+  answers skipped; ``Content-Encoding: gzip``/``deflate`` answers decoded on request.
+* Connections kept alive (HTTP/1.1, unless the server says ``Connection: close``) and
+  reused; a request that finds a kept-alive connection closed by the server before it
+  answered a byte is sent once more on a fresh connection (what ``http.client``'s
+  users and aiohttp do).
+* No redirects (an answer is an answer), no cookies, no proxies, no headers of its own
+  but ``Host`` and ``Content-Length``.
+
+Errors: everything the transport raises is an ``OSError``: ``ssl.SSLError`` for TLS,
+:class:`Disconnected` (a ``ConnectionError``) when the server closed without
+answering, :class:`ProtocolError` for an answer that is not HTTP, the builtin
+``TimeoutError`` when ``timeout`` ran out. A failed request drops its connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import urllib.parse
+import zlib
+from typing import NamedTuple
+
+from ._transport import bounded
+
+__all__ = ["Disconnected", "HTTPClient", "ProtocolError", "Response", "check_target"]
+
+#: the longest status line plus headers we read (aiohttp and http.client: 8 KiB lines,
+#: 100 headers)
+MAX_HEAD = 65536
+#: the most of an answer's body kept (the rest is read and dropped): the sinks read a
+#: short status text or an OTLP partial success, never more
+MAX_BODY = 1 << 20
+#: idle connections kept for reuse
+MAX_IDLE = 2
+_READ = 65536
+
+
+class ProtocolError(OSError):
+    """The server's answer is not HTTP/1.x as this client reads it."""
+
+
+class Disconnected(ConnectionError):
+    """The server closed the connection before its answer was complete."""
+
+
+class Response(NamedTuple):
+    """A server's answer: its status, its headers (names lower-cased; a repeated
+    header's values joined by ``", "``) and the first :data:`MAX_BODY` bytes of its
+    body (decoded when the client decompresses)."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+def check_target(target: str) -> str | None:
+    """What is wrong with ``target`` as a request target (path and query), or None:
+    it must start with ``/`` and be printable ASCII without spaces (``http.client``
+    refuses the same)."""
+    if not target.startswith("/"):
+        return f"expected a path starting with '/', got {target!r}"
+    if any(c <= " " or c == "\x7f" for c in target):
+        return f"must not contain spaces or control characters, got {target!r}"
+    if not target.isascii():
+        return f"must be ASCII (percent-encode other characters), got {target!r}"
+    return None
+
+
+class _Connection:
+    __slots__ = ("answered", "reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        # whether a byte of the current request's answer arrived: only a request
+        # that got none may be sent again (the server cannot have acted on it)
+        self.answered = False
+
+    def usable(self) -> bool:
+        # an idle connection the server closed meanwhile shows it here (EOF read or
+        # the transport closing); one closed in flight is caught by the retry
+        return not (self.reader.at_eof() or self.writer.transport.is_closing())
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+class HTTPClient:
+    """Requests to one server (``scheme://host[:port]``), one at a time per connection.
+
+    ``ssl_context`` is used for ``https`` (default: :func:`ssl.create_default_context`,
+    which verifies the server); ``timeout`` bounds each request from connecting to the
+    last byte of the answer (None: no bound); ``decompress`` decodes gzip and deflate
+    answers. Made anywhere; its connections belong to the loop that opened them.
+    """
+
+    def __init__(
+        self,
+        scheme: str,
+        netloc: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        timeout: float | None = None,
+        decompress: bool = False,
+    ) -> None:
+        if scheme not in ("http", "https"):
+            raise ValueError(f"expected http or https, got {scheme!r}")
+        parts = urllib.parse.urlsplit(f"//{netloc}")
+        host = parts.hostname
+        if not host:
+            raise ValueError(f"no host in {netloc!r}")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port in {netloc!r}") from exc
+        default_port = 443 if scheme == "https" else 80
+        self.host = host
+        self.port = port if port is not None else default_port
+        # the Host header as http.client writes it: the port only when not the default
+        shown = f"[{host}]" if ":" in host else host
+        self.authority = shown if self.port == default_port else f"{shown}:{self.port}"
+        self.ssl: ssl.SSLContext | None = None
+        if scheme == "https":
+            self.ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
+        self.timeout = timeout
+        self.decompress = decompress
+        self._idle: list[_Connection] = []
+        self._busy: set[_Connection] = set()
+        self._closed = False
+        # the loop the idle connections belong to: a sink carried to another loop (a
+        # second asyncio.run, a forked child's) opens its own
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def request(
+        self, method: str, target: str, headers: dict[str, str], body: bytes | None = None
+    ) -> Response:
+        """Send one request and read its answer, within ``timeout`` seconds.
+
+        ``target`` is the path and query as they go on the request line (checked by
+        :func:`check_target` first; ``ValueError`` if bad); ``headers`` go out as
+        given, after ``Host``; ``Content-Length`` is added for a body. Raises
+        ``OSError`` as the module says.
+        """
+        problem = check_target(target)
+        if problem is not None:
+            raise ValueError(f"request target: {problem}")
+        if not (method.isascii() and method.isalpha() and method.isupper()):
+            raise ValueError(f"expected an HTTP method such as POST, got {method!r}")
+        head = self._head(method, target, headers, body)
+        return await bounded(
+            self._exchange(method, head, body),
+            self.timeout,
+            f"{method} {self.authority}",
+        )
+
+    async def aclose(self) -> None:
+        """Close every connection (idle ones politely; one in use is aborted)."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in self._busy:
+            conn.abort()
+        self._busy.clear()
+        for conn in idle:
+            conn.writer.close()
+        for conn in idle:
+            with contextlib.suppress(OSError):  # a TLS peer may cut the shutdown short
+                await conn.writer.wait_closed()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _head(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> bytes:
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.authority}"]
+        for name, value in headers.items():
+            if _has_line_break(name) or _has_line_break(value) or ":" in name:
+                raise ValueError(f"header {name!r}: a name or value with a line break")
+            lines.append(f"{name}: {value}")
+        if body is not None:
+            lines.append(f"Content-Length: {len(body)}")
+        lines.append("\r\n")
+        try:
+            return "\r\n".join(lines).encode("latin-1")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"a header that is not latin-1: {exc}") from None
+
+    async def _exchange(self, method: str, head: bytes, body: bytes | None) -> Response:
+        conn, reused = await self._acquire()
+        try:
+            try:
+                return await self._on(conn, method, head, body)
+            except (Disconnected, ConnectionResetError, BrokenPipeError):
+                if not reused or conn.answered:
+                    raise
+            # the server had closed this kept-alive connection: once more, on a new one
+            self._release(conn, keep=False)
+            conn = await self._open()
+            return await self._on(conn, method, head, body)
+        except BaseException:
+            self._release(conn, keep=False)
+            raise
+
+    async def _on(
+        self, conn: _Connection, method: str, head: bytes, body: bytes | None
+    ) -> Response:
+        writer = conn.writer
+        conn.answered = False
+        writer.write(head)
+        if body:
+            writer.write(body)
+        await writer.drain()
+        response, keep = await self._read_response(conn, method)
+        self._release(conn, keep=keep)
+        return response
+
+    async def _acquire(self) -> tuple[_Connection, bool]:
+        if self._closed:
+            raise ConnectionError("the client is closed")
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            stale, self._idle = self._idle, []
+            self._loop = loop
+            for conn in stale:
+                with contextlib.suppress(Exception):  # its loop may be closed
+                    conn.abort()
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.usable():
+                self._busy.add(conn)
+                return conn, True
+            conn.abort()
+        return await self._open(), False
+
+    async def _open(self) -> _Connection:
+        reader, writer = await asyncio.open_connection(
+            self.host, self.port, ssl=self.ssl, limit=MAX_HEAD
+        )
+        conn = _Connection(reader, writer)
+        if self._closed:  # closed while connecting
+            conn.abort()
+            raise ConnectionError("the client is closed")
+        self._busy.add(conn)
+        return conn
+
+    def _release(self, conn: _Connection, *, keep: bool) -> None:
+        if conn not in self._busy:
+            return
+        self._busy.discard(conn)
+        if keep and not self._closed and len(self._idle) < MAX_IDLE and conn.usable():
+            self._idle.append(conn)
+        else:
+            conn.abort()
+
+    async def _read_response(self, conn: _Connection, method: str) -> tuple[Response, bool]:
+        reader = conn.reader
+        while True:
+            status, version, headers = await _read_head(conn)
+            if 100 <= status < 200 and status != 101:
+                continue  # 100 Continue and other interim answers: the real one follows
+            break
+        connection = headers.get("connection", "").lower()
+        # HTTP/1.1 keeps the connection unless told not to; 1.0 only when asked to
+        keep = "keep-alive" in connection if version == "HTTP/1.0" else "close" not in connection
+        if method == "HEAD" or status in (101, 204, 304):
+            return Response(status, headers, b""), keep and status != 101
+        if "chunked" in headers.get("transfer-encoding", "").lower():
+            body = await _read_chunked(reader)
+        elif "content-length" in headers:
+            length = headers["content-length"]
+            if not (length.isascii() and length.isdigit()):
+                raise ProtocolError(f"bad Content-Length {length[:40]!r}")
+            body = await _read_exactly(reader, int(length))
+        else:
+            body = await _read_to_end(reader)
+            keep = False
+        encoding = headers.get("content-encoding", "").strip().lower()
+        if self.decompress and body and encoding in ("gzip", "deflate"):
+            body = _decode(body, encoding)
+        return Response(status, headers, body), keep
+
+
+async def _read_head(conn: _Connection) -> tuple[int, str, dict[str, str]]:
+    try:
+        raw = await conn.reader.readuntil(b"\r\n\r\n")
+        conn.answered = True
+    except asyncio.IncompleteReadError as exc:
+        conn.answered = conn.answered or bool(exc.partial)  # an interim answer counts
+        raise Disconnected(
+            "the server closed the connection without answering"
+            if not exc.partial
+            else "the server closed the connection within its answer's headers"
+        ) from None
+    except asyncio.LimitOverrunError:
+        conn.answered = True
+        raise ProtocolError(f"an answer's headers longer than {MAX_HEAD} bytes") from None
+    lines = raw.decode("latin-1").split("\r\n")
+    version, _, rest = lines[0].partition(" ")
+    code = rest.partition(" ")[0]  # three digits, then a space or the end (as http.client)
+    if not version.startswith("HTTP/1.") or not (
+        len(code) == 3 and code.isascii() and code.isdigit()
+    ):
+        raise ProtocolError(f"not an HTTP/1.x status line: {lines[0][:80]!r}")
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if not line:
+            continue
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise ProtocolError(f"a malformed header line: {line[:80]!r}")
+        key = name.lower()
+        value = value.strip()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    return int(code), version, headers
+
+
+async def _read_exactly(reader: asyncio.StreamReader, n: int) -> bytes:
+    """``n`` bytes of body, of which the first :data:`MAX_BODY` are kept."""
+    kept = bytearray()
+    while n > 0:
+        chunk = await reader.read(min(n, _READ))
+        if not chunk:
+            raise Disconnected("the server closed the connection within its answer's body")
+        n -= len(chunk)
+        if len(kept) < MAX_BODY:
+            kept += chunk[: MAX_BODY - len(kept)]
+    return bytes(kept)
+
+
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    kept = bytearray()
+    while True:
+        line = await _read_line(reader)
+        size_text = line.split(b";", 1)[0].strip()
+        # hex digits only: int() would also take a sign, "0x", "_" and inner spaces
+        if not size_text or size_text.translate(None, b"0123456789abcdefABCDEF"):
+            raise ProtocolError(f"a bad chunk size {size_text[:40]!r}")
+        size = int(size_text, 16)
+        if size == 0:
+            while await _read_line(reader):  # trailers, up to the empty line
+                pass
+            return bytes(kept)
+        chunk = await _read_exactly(reader, size)
+        if len(kept) < MAX_BODY:
+            kept += chunk[: MAX_BODY - len(kept)]
+        if await _read_line(reader):
+            raise ProtocolError("a chunk longer than its size")
+
+
+async def _read_line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return (await reader.readuntil(b"\r\n"))[:-2]
+    except asyncio.IncompleteReadError:
+        raise Disconnected("the server closed the connection within a chunked body") from None
+    except asyncio.LimitOverrunError:
+        raise ProtocolError(f"a chunk line longer than {MAX_HEAD} bytes") from None
+
+
+async def _read_to_end(reader: asyncio.StreamReader) -> bytes:
+    kept = bytearray()
+    while chunk := await reader.read(_READ):
+        if len(kept) < MAX_BODY:
+            kept += chunk[: MAX_BODY - len(kept)]
+    return bytes(kept)
+
+
+def _decode(body: bytes, encoding: str) -> bytes:
+    # wbits: gzip's header (31), or deflate as zlib data (15) or raw (-15), which
+    # servers both call "deflate"
+    for wbits in (31,) if encoding == "gzip" else (15, -15):
+        try:
+            return zlib.decompressobj(wbits).decompress(body, MAX_BODY)
+        except zlib.error:
+            continue
+    raise ProtocolError(f"an answer whose {encoding} body cannot be decoded")
+
+
+def _has_line_break(text: str) -> bool:
+    return "\r" in text or "\n" in text or "\0" in text
