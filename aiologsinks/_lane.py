@@ -28,6 +28,13 @@ __all__ = ["Lane"]
 
 #: consecutive failures of the lane machinery (not of the sink) before it gives up
 _MAX_FAILURES = 10
+#: records a lingering lane lets wait before it delivers anyway. Each waiting record
+#: is an object the cyclic GC counted when it was made; with more of them alive than
+#: the young generation's threshold (700 on Python 3.10-3.12), a busy service's
+#: collections come several times as often, and each moves the app's objects of the
+#: requests in flight to older generations, which its full collections then walk.
+#: 256 records still make one large request.
+LINGER_MAX_RECORDS = 256
 
 
 class Lane:
@@ -46,6 +53,8 @@ class Lane:
         self.name = name
         self.batch_size = batch_size
         self.queue = BoundedQueue(size, overflow)
+        # a lingering lane delivers when this many records wait
+        self._linger_limit = min(batch_size, size, LINGER_MAX_RECORDS)
         self._fallback = fallback
         self.emitted = 0
         self.filtered = 0
@@ -142,9 +151,7 @@ class Lane:
             self._idle = False
             self._has_items.set()
         lingering = self._lingering
-        if lingering is not None and (
-            force or self.queue.depth >= min(self.batch_size, self.queue.size)
-        ):
+        if lingering is not None and (force or self.queue.depth >= self._linger_limit):
             _release(lingering)
 
     async def wait_for_room(self) -> None:
@@ -233,9 +240,10 @@ class Lane:
 
     async def _linger(self, until: float) -> None:
         """Wait until ``until`` (loop time) while the records that arrive stay few;
-        a marker, a notice, a full batch or shutdown ends the wait."""
+        a marker, a notice, :data:`LINGER_MAX_RECORDS` records (or a full batch) or
+        shutdown ends the wait."""
         queue = self.queue
-        if queue.controls or queue.depth >= min(self.batch_size, queue.size):
+        if queue.controls or queue.depth >= self._linger_limit:
             return
         loop = asyncio.get_running_loop()
         if until <= loop.time():

@@ -149,3 +149,26 @@ def test_the_defaults() -> None:
     assert als.Dispatcher(ListSink()).linger == 0.005
     assert als.OTLPSink(endpoint="http://127.0.0.1:4318/v1/logs").linger == 0.05
     assert als.Sink.linger == 0.0
+
+
+async def test_a_few_hundred_waiting_records_end_a_sinks_linger() -> None:
+    """With the default batch size (4,000), a lingering lane delivers once
+    LINGER_MAX_RECORDS records wait: more of them alive at once would make a busy
+    service's cyclic GC collect several times as often."""
+    from aiologsinks._lane import LINGER_MAX_RECORDS
+
+    sink = LingeringSink(FOREVER)
+    log = fresh_logger("t.linger.gc")
+    async with als.install(sink, logger=log, linger=0) as dispatcher:
+        log.info("first")
+        await asyncio.wait_for(sink.delivered.wait(), BOUND)
+        for i in range(LINGER_MAX_RECORDS - 1):
+            log.info("later %d", i)
+        for _ in range(20):  # the records reach the lane; one short of the bound
+            await asyncio.sleep(0)
+        assert sink.sizes == [1]
+        log.info("the last one")
+        await wait_until(lambda: len(sink.sizes) == 2, BOUND, lambda: repr(sink.sizes))
+        assert sink.sizes == [1, LINGER_MAX_RECORDS]
+        await dispatcher.flush()
+    assert_accounted(dispatcher.stats(), logged=LINGER_MAX_RECORDS + 1)
