@@ -11,8 +11,15 @@ pipeline costs on top. Contenders: aiologsinks as shipped (the dispatcher linger
 5 ms, the HTTP and OTLP sinks 50 ms) and with every linger off (``linger=0``).
 Rounds are interleaved; the saving is paired per round (``benchmarks/_stats.py``).
 
+Each run also counts the cyclic GC's collections per 1,000 requests, by generation
+(no app garbage here: what the logging's own live objects cause). ``--linger-max N``
+sets how many waiting records end a lingering lane
+(``aiologsinks._lane.LINGER_MAX_RECORDS``; 0: no bound, as before 783b883) to show
+what the bound does to them.
+
     python -m benchmarks.fixed_rate                 # 9 rounds, about 6 minutes
     python -m benchmarks.fixed_rate --rounds 3 --dest file
+    python -m benchmarks.fixed_rate --rounds 3 --rate 5000 --dest http,otlp --linger-max 0
 
 Bounded: each run lasts ``--seconds`` plus a final flush under a timeout.
 """
@@ -24,6 +31,7 @@ import asyncio
 import json
 import logging
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -44,8 +52,28 @@ def _one(log: logging.Logger, i: int) -> None:
     log.info("request finished: status=%d in %.3f ms", 200, 0.123)
 
 
-async def _serve(dest: str, linger: bool, port: int, rate: int, seconds: float) -> float:
+class _Collections:
+    """The cyclic GC's collections by generation, counted while running."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "stop":
+            self.count[info["generation"]] += 1
+
+
+async def _serve(
+    dest: str, linger: bool, port: int, rate: int, seconds: float
+) -> tuple[float, list[float]]:
+    import gc
+
     import aiologsinks as als
+    from aiologsinks import _lane
+
+    linger_max = int(os.environ.get("FIXED_RATE_LINGER_MAX", "-1"))
+    if linger_max >= 0:
+        _lane.LINGER_MAX_RECORDS = linger_max or 1 << 30
 
     log = logging.getLogger("svc.app")
     log.propagate = False
@@ -71,6 +99,8 @@ async def _serve(dest: str, linger: bool, port: int, rate: int, seconds: float) 
         await asyncio.wait_for(dispatcher.flush(), 30)
     # the process's CPU clock (all threads, user + system) in ns: os.times() counts
     # 10 ms ticks, which a short smoke run can see none of
+    collections = _Collections()
+    gc.callbacks.append(collections)
     before = time.process_time()
     start = time.monotonic()
     n = 0
@@ -83,22 +113,29 @@ async def _serve(dest: str, linger: bool, port: int, rate: int, seconds: float) 
     if dispatcher is not None:
         await asyncio.wait_for(dispatcher.flush(), 30)
     after = time.process_time()
+    gc.callbacks.remove(collections)
     if dispatcher is not None:
         await asyncio.wait_for(dispatcher.aclose(), 30)
         stats = dispatcher.stats()
         if stats.lost:
             raise SystemExit(f"{dest}: {stats.lost} record(s) lost")
-    return (after - before) / max(n, 1) * 1e6
+    per_k = [c * 1000 / max(n, 1) for c in collections.count]
+    return (after - before) / max(n, 1) * 1e6, per_k
 
 
 def _child(argv: list[str]) -> None:
     dest, linger, port, rate, seconds = argv
-    us = asyncio.run(_serve(dest, linger == "1", int(port), int(rate), float(seconds)))
-    print(json.dumps({"us": us}))
+    us, gc_per_k = asyncio.run(_serve(dest, linger == "1", int(port), int(rate), float(seconds)))
+    print(json.dumps({"us": us, "gc_per_k": gc_per_k}))
 
 
-def _run(dest: str, linger: bool, port: int, opts: argparse.Namespace, tmp: str) -> float:
+def _run(
+    dest: str, linger: bool, port: int, opts: argparse.Namespace, tmp: str
+) -> tuple[float, list[float]]:
+    """One run in a process of its own: CPU µs per request, collections per 1k."""
     env = dict(os.environ, FIXED_RATE_DIR=tmp, PYTHONPATH=ROOT)
+    if opts.linger_max is not None:
+        env["FIXED_RATE_LINGER_MAX"] = str(opts.linger_max)
     args = [dest, "1" if linger else "0", str(port), str(opts.rate), str(opts.seconds)]
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.fixed_rate", "--child", *args],
@@ -108,7 +145,8 @@ def _run(dest: str, linger: bool, port: int, opts: argparse.Namespace, tmp: str)
         timeout=opts.seconds + 120,
         check=True,
     )
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["us"])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(result["us"]), [float(c) for c in result["gc_per_k"]]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -118,6 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=int, default=3000, help="requests a second")
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--dest", default=",".join(DESTS))
+    parser.add_argument(
+        "--linger-max",
+        type=int,
+        default=None,
+        help="records that end a lingering lane (0: no bound; default: as shipped)",
+    )
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
     opts = parser.parse_args(argv)
     if opts.child:
@@ -132,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     peers: dict[str, Any] = {}
     results: dict[tuple[str, bool], dict[int, float | None]] = {}
     floor: dict[int, float | None] = {}
+    collections: dict[tuple[str, bool], list[list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         try:
             if "http" in dests:
@@ -139,13 +184,14 @@ def main(argv: list[str] | None = None) -> int:
             if "otlp" in dests:
                 peers["otlp"] = OTLPPeer()
             for r in range(opts.rounds):
-                floor[r] = _run("null", False, 0, opts, tmp)
+                floor[r], _ = _run("null", False, 0, opts, tmp)
                 for dest in dests:
                     port = peers[dest].port if dest in peers else 0
                     # the order of the two alternates, so neither always runs first
                     for linger in (r % 2 == 0, r % 2 == 1):
-                        us = _run(dest, linger, port, opts, tmp)
+                        us, per_k = _run(dest, linger, port, opts, tmp)
                         results.setdefault((dest, linger), {})[r] = us
+                        collections.setdefault((dest, linger), []).append(per_k)
                 print(f"  round {r + 1}/{opts.rounds} done", file=sys.stderr)
         finally:
             for peer in peers.values():
@@ -172,6 +218,23 @@ def main(argv: list[str] | None = None) -> int:
     floor_est = bootstrap([v for v in floor.values() if v is not None])
     if floor_est is not None:
         print(f"\nfloor (NullHandler): {floor_est.fmt(1, ' µs')} per request")
+    from aiologsinks._lane import LINGER_MAX_RECORDS
+
+    limit = LINGER_MAX_RECORDS if opts.linger_max is None else opts.linger_max
+    bound = f"ends at {limit} waiting records" if limit else "has no bound in records"
+    print(
+        f"\nCyclic GC collections per 1,000 requests, generations 0 / 1 / 2 (medians; "
+        f"a lingering lane {bound})\n"
+    )
+    print("| destination | lingering (as shipped) | linger=0 |")
+    print("|---|---|---|")
+    for dest in dests:
+        cells = []
+        for linger in (True, False):
+            runs = collections.get((dest, linger), [])
+            gens = [statistics.median(run[g] for run in runs) for g in range(3)] if runs else []
+            cells.append(" / ".join(f"{c:.2f}" for c in gens) or "—")
+        print(f"| {dest} | {cells[0]} | {cells[1]} |")
     return 0
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -232,10 +233,13 @@ def _run_module(module: str, *args: str, timeout: float = 120) -> str:
 def test_fixed_rate_smoke_prints_a_row_per_destination() -> None:
     out = _run_module(
         "benchmarks.fixed_rate", "--rounds", "1", "--seconds", "0.3", "--rate", "500",
-        "--dest", "file",
+        "--dest", "file", "--linger-max", "0",
     )  # fmt: skip
-    rows = [line for line in out.splitlines() if line.startswith("| file |")]
-    assert len(rows) == 1 and "floor (NullHandler)" in out
+    cpu, gc = [line for line in out.splitlines() if line.startswith("| file |")]
+    assert "floor (NullHandler)" in out and "a lingering lane has no bound in records" in out
+    # the collections table: generations 0 / 1 / 2, as shipped and with linger=0
+    assert re.fullmatch(r"\| file \| [\d.]+ / [\d.]+ / [\d.]+ \| [\d.]+ / [\d.]+ / [\d.]+ \|", gc)
+    assert cpu.count("|") == 5
 
 
 def test_encoding_benchmark_checks_both_paths_agree() -> None:
