@@ -268,6 +268,10 @@ class Logging:
                 sink.setFormatter(logging.Formatter(FMT))
             logger = self._stdlib_logger()
             options: dict[str, Any] = {}
+            if spec.get("linger_max") is not None:  # benchmarks/service.py --linger-max
+                from aiologsinks import _lane
+
+                _lane.LINGER_MAX_RECORDS = int(spec["linger_max"]) or 1 << 30
             if spec.get("linger") is not None:  # benchmarks/service.py --linger
                 options["linger"] = float(spec["linger"])
             scale = float(spec.get("time_scale", 1.0))
@@ -291,7 +295,13 @@ class Logging:
         d = getattr(self, "dispatcher", None)
         if d is not None:
             s = d.stats()
-            self.stats = {"lost_in_stats": s.lost, "linger": d.linger}
+            from aiologsinks import _lane
+
+            self.stats = {
+                "lost_in_stats": s.lost,
+                "linger": d.linger,
+                "linger_max": _lane.LINGER_MAX_RECORDS,
+            }
 
     # -- the request handler's logging, the same for every framework --
 

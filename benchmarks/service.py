@@ -121,19 +121,40 @@ class Cell:
     errors: list[str] = field(default_factory=list)
     #: aiologsinks' Dispatcher ``linger`` (seconds) where --linger sets it; None: default
     linger: float | None = None
+    #: the records that end a lingering lane where --linger-max sets it (0: no bound;
+    #: None: as shipped)
+    linger_max: int | None = None
 
     @property
     def key(self) -> str:
         if self.contender == "null":
             return "null"
         key = f"{self.dest}/{self.contender}"
-        return key if self.linger is None else f"{key}@{self.linger * 1e3:g}ms"
+        if self.linger is not None:
+            key = f"{key}@{self.linger * 1e3:g}ms"
+        if self.linger_max is not None:
+            key = f"{key}@max{self.linger_max}"
+        return key
+
+    @property
+    def variant(self) -> str:
+        """What --linger and --linger-max set for this row, as words ("" if neither)."""
+        parts = []
+        if self.linger is not None:
+            parts.append(f"linger {self.linger * 1e3:g} ms")
+        if self.linger_max is not None:
+            parts.append(
+                f"lanes linger up to {self.linger_max} records"
+                if self.linger_max
+                else "lanes linger without a record bound"
+            )
+        return ", ".join(parts)
 
     @property
     def label(self) -> str:
         handler, sink = HANDLERS[self.dest]
         label = LABELS[self.contender].format(handler=handler, sink=sink)
-        return label if self.linger is None else f"{label}, linger {self.linger * 1e3:g} ms"
+        return f"{label}, {self.variant}" if self.variant else label
 
     def per_round(self, metric: str) -> dict[int, float | None]:
         return {r: run.get(metric) for r, run in self.runs.items()}
@@ -535,6 +556,8 @@ def run_cell(
             spec = server_spec(framework, cell.contender, cell.dest, tmp, peer)
             if cell.linger is not None:
                 spec["linger"] = cell.linger
+            if cell.linger_max is not None:
+                spec["linger_max"] = cell.linger_max
             port = spec["port"]
             server = start_server(spec)
             out: dict[str, Any] = {}
@@ -648,7 +671,10 @@ def _wait_ready(server: subprocess.Popen[bytes], port: int, limit: float = 30.0)
 
 
 def build_cells(
-    dests: list[str], only: set[str] | None, lingers: list[float] | None = None
+    dests: list[str],
+    only: set[str] | None,
+    lingers: list[float] | None = None,
+    linger_maxes: list[int] | None = None,
 ) -> tuple[list[Cell], list[str]]:
     cells = [Cell("null", "file")]
     skipped: list[str] = []
@@ -660,8 +686,12 @@ def build_cells(
             if why:
                 skipped.append(f"{dest}/{contender}: {why}")
                 continue
-            if contender == "aiologsinks" and lingers:
-                cells.extend(Cell(contender, dest, linger=x) for x in lingers)
+            if contender == "aiologsinks" and (lingers or linger_maxes):
+                cells.extend(
+                    Cell(contender, dest, linger=x, linger_max=m)
+                    for x in lingers or [None]
+                    for m in linger_maxes or [None]
+                )
             else:
                 cells.append(Cell(contender, dest))
     return cells, skipped
@@ -810,8 +840,8 @@ def verdicts(cells: list[Cell]) -> list[tuple[str, str, str]]:
         ratio = cell.estimate("closed_ratio")
         lost = cell.lost() or 0
         dest = DESTS[cell.dest][0]
-        if cell.linger is not None:
-            dest = f"{dest}, linger {cell.linger * 1e3:g} ms"
+        if cell.variant:
+            dest = f"{dest}, {cell.variant}"
         out.append(
             (
                 p99_target.verdict(diff),
@@ -917,6 +947,11 @@ def main(argv: list[str] | None = None) -> int:
         "--linger",
         help="comma-separated Dispatcher linger values, ms: one aiologsinks row per value",
     )
+    parser.add_argument(
+        "--linger-max",
+        help="comma-separated records that end a lingering lane (0: no bound; as shipped: "
+        "256): one aiologsinks row per value",
+    )
     parser.add_argument("--no-wrk", action="store_true", help="Python closed loop even with wrk")
     parser.add_argument(
         "--no-pin", action="store_true", help="servers, load and peers share every CPU"
@@ -954,7 +989,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--linger: expected milliseconds, e.g. 5,1,0; got {opts.linger!r}")
         if any(x < 0 for x in lingers):
             parser.error(f"--linger: a linger cannot be negative; got {opts.linger!r}")
-    cells, skipped = build_cells(dests, only, lingers)
+    linger_maxes = None
+    if opts.linger_max:
+        try:
+            linger_maxes = [int(x) for x in opts.linger_max.split(",")]
+        except ValueError:
+            parser.error(
+                f"--linger-max: expected record counts, e.g. 0,256; got {opts.linger_max!r}"
+            )
+        if any(x < 0 for x in linger_maxes):
+            parser.error(f"--linger-max: a count cannot be negative; got {opts.linger_max!r}")
+    cells, skipped = build_cells(dests, only, lingers, linger_maxes)
     log = (lambda s: print(s, file=sys.stderr)) if opts.json else print
     log(
         f"{opts.framework}: {len(cells)} options, {opts.rounds} rounds, {opts.seconds:g} s per "

@@ -78,6 +78,18 @@ def test_service_linger_gives_one_aiologsinks_row_per_value_each_server_with_its
     assert "local file, linger 0 ms: 0 lost" in verdicts
 
 
+def test_service_linger_max_gives_one_aiologsinks_row_per_value() -> None:
+    doc = run_smoke("--dest", "file", "--only", "aiologsinks", "--linger-max", "0,64")
+    cells = cells_by_key(doc)
+    assert set(cells) == {"null", "file/aiologsinks@max0", "file/aiologsinks@max64"}
+    for key, bound in (("file/aiologsinks@max0", 1 << 30), ("file/aiologsinks@max64", 64)):
+        run = cells[key]["runs"]["0"]
+        assert run["linger_max"] == bound, key  # what the server's lanes had
+        assert run["logged"] > 0 and run["lost"] == 0, key
+    verdicts = {v["target"] for v in doc["verdicts"]}
+    assert "local file, lanes linger without a record bound: 0 lost" in verdicts
+
+
 def test_service_linger_rejects_what_is_not_milliseconds() -> None:
     for bad in ("fast", "-1"):
         proc = subprocess.run(
