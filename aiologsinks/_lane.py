@@ -12,6 +12,7 @@ undelivered, and every other lane and the pump carry on.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -28,13 +29,27 @@ __all__ = ["Lane"]
 
 #: consecutive failures of the lane machinery (not of the sink) before it gives up
 _MAX_FAILURES = 10
-#: records a lingering lane lets wait before it delivers anyway. Each waiting record
-#: is an object the cyclic GC counted when it was made; with more of them alive than
-#: the young generation's threshold (700 on Python 3.10-3.12), a busy service's
-#: collections come several times as often, and each moves the app's objects of the
-#: requests in flight to older generations, which its full collections then walk.
-#: 256 records still make one large request.
-LINGER_MAX_RECORDS = 256
+#: records a lingering lane lets wait before it delivers anyway; None: half the cyclic
+#: GC's young-generation threshold when the lane starts (see :func:`linger_max_records`)
+LINGER_MAX_RECORDS: int | None = None
+
+
+def linger_max_records() -> int:
+    """How many waiting records end a lingering lane's wait.
+
+    Each waiting record is an object the cyclic GC counted when it was made. With more
+    of them alive at once than its young generation's threshold (700 on Python
+    3.10-3.12, 2,000 on 3.13), a busy service collects several times as often, and
+    each collection moves the objects of the app's requests in flight to the older
+    generations, which its full collections then walk. Half the threshold (350
+    records on 3.10-3.12) still makes one large request; a service that raised the
+    threshold gets larger ones, and one that set it to 0 (no automatic collections)
+    has no bound.
+    """
+    if LINGER_MAX_RECORDS is not None:
+        return LINGER_MAX_RECORDS
+    threshold = gc.get_threshold()[0]
+    return max(threshold // 2, 64) if threshold > 0 else 1 << 30
 
 
 class Lane:
@@ -54,7 +69,7 @@ class Lane:
         self.batch_size = batch_size
         self.queue = BoundedQueue(size, overflow)
         # a lingering lane delivers when this many records wait
-        self._linger_limit = min(batch_size, size, LINGER_MAX_RECORDS)
+        self._linger_limit = min(batch_size, size, linger_max_records())
         self._fallback = fallback
         self.emitted = 0
         self.filtered = 0
@@ -240,7 +255,7 @@ class Lane:
 
     async def _linger(self, until: float) -> None:
         """Wait until ``until`` (loop time) while the records that arrive stay few;
-        a marker, a notice, :data:`LINGER_MAX_RECORDS` records (or a full batch) or
+        a marker, a notice, :func:`linger_max_records` records (or a full batch) or
         shutdown ends the wait."""
         queue = self.queue
         if queue.controls or queue.depth >= self._linger_limit:

@@ -300,7 +300,7 @@ class Logging:
             self.stats = {
                 "lost_in_stats": s.lost,
                 "linger": d.linger,
-                "linger_max": _lane.LINGER_MAX_RECORDS,
+                "linger_max": _lane.linger_max_records(),
             }
 
     # -- the request handler's logging, the same for every framework --

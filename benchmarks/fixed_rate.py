@@ -13,9 +13,9 @@ Rounds are interleaved; the saving is paired per round (``benchmarks/_stats.py``
 
 Each run also counts the cyclic GC's collections per 1,000 requests, by generation
 (no app garbage here: what the logging's own live objects cause). ``--linger-max N``
-sets how many waiting records end a lingering lane
-(``aiologsinks._lane.LINGER_MAX_RECORDS``; 0: no bound, as before 783b883) to show
-what the bound does to them.
+sets how many waiting records end a lingering lane (``aiologsinks._lane``'s
+``LINGER_MAX_RECORDS``; 0: no bound, as before 783b883; by default half the GC's
+young threshold) to show what the bound does to them.
 
     python -m benchmarks.fixed_rate                 # 9 rounds, about 6 minutes
     python -m benchmarks.fixed_rate --rounds 3 --dest file
@@ -218,9 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     floor_est = bootstrap([v for v in floor.values() if v is not None])
     if floor_est is not None:
         print(f"\nfloor (NullHandler): {floor_est.fmt(1, ' µs')} per request")
-    from aiologsinks._lane import LINGER_MAX_RECORDS
+    from aiologsinks._lane import linger_max_records
 
-    limit = LINGER_MAX_RECORDS if opts.linger_max is None else opts.linger_max
+    limit = linger_max_records() if opts.linger_max is None else opts.linger_max
     bound = f"ends at {limit} waiting records" if limit else "has no bound in records"
     print(
         f"\nCyclic GC collections per 1,000 requests, generations 0 / 1 / 2 (medians; "

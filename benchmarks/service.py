@@ -950,7 +950,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--linger-max",
         help="comma-separated records that end a lingering lane (0: no bound; as shipped: "
-        "256): one aiologsinks row per value",
+        "half the GC's young threshold, 350): one aiologsinks row per value",
     )
     parser.add_argument("--no-wrk", action="store_true", help="Python closed loop even with wrk")
     parser.add_argument(

@@ -6,11 +6,13 @@ failure, never as a slow pass."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 
 import pytest
 
 import aiologsinks as als
+from aiologsinks._lane import linger_max_records
 from aiologsinks._stats import assert_accounted
 
 from .helpers import ListSink, fresh_logger, wait_until
@@ -152,23 +154,36 @@ def test_the_defaults() -> None:
 
 
 async def test_a_few_hundred_waiting_records_end_a_sinks_linger() -> None:
-    """With the default batch size (4,000), a lingering lane delivers once
-    LINGER_MAX_RECORDS records wait: more of them alive at once would make a busy
-    service's cyclic GC collect several times as often."""
-    from aiologsinks._lane import LINGER_MAX_RECORDS
-
+    """With the default batch size (4,000), a lingering lane delivers once half the
+    GC's young threshold in records wait: more of them alive at once would make a
+    busy service's cyclic GC collect several times as often."""
+    bound = linger_max_records()
+    assert bound == max(gc.get_threshold()[0] // 2, 64)
     sink = LingeringSink(FOREVER)
     log = fresh_logger("t.linger.gc")
     async with als.install(sink, logger=log, linger=0) as dispatcher:
         log.info("first")
         await asyncio.wait_for(sink.delivered.wait(), BOUND)
-        for i in range(LINGER_MAX_RECORDS - 1):
+        for i in range(bound - 1):
             log.info("later %d", i)
         for _ in range(20):  # the records reach the lane; one short of the bound
             await asyncio.sleep(0)
         assert sink.sizes == [1]
         log.info("the last one")
         await wait_until(lambda: len(sink.sizes) == 2, BOUND, lambda: repr(sink.sizes))
-        assert sink.sizes == [1, LINGER_MAX_RECORDS]
+        assert sink.sizes == [1, bound]
         await dispatcher.flush()
-    assert_accounted(dispatcher.stats(), logged=LINGER_MAX_RECORDS + 1)
+    assert_accounted(dispatcher.stats(), logged=bound + 1)
+
+
+def test_the_bound_follows_the_gcs_threshold() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(10_000, *before[1:])
+        assert linger_max_records() == 5_000
+        gc.set_threshold(100, *before[1:])
+        assert linger_max_records() == 64  # still a batch worth a request
+        gc.set_threshold(0, *before[1:])  # no automatic collections: no bound
+        assert linger_max_records() >= 1 << 30
+    finally:
+        gc.set_threshold(*before)
