@@ -12,7 +12,6 @@ undelivered, and every other lane and the pump carry on.
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -29,27 +28,19 @@ __all__ = ["Lane"]
 
 #: consecutive failures of the lane machinery (not of the sink) before it gives up
 _MAX_FAILURES = 10
-#: records a lingering lane lets wait before it delivers anyway; None: half the cyclic
-#: GC's young-generation threshold when the lane starts (see :func:`linger_max_records`)
+#: records a lingering lane lets wait before it delivers anyway (None: a full batch).
+#: A bound below the cyclic GC's young threshold (700 on 3.10-3.12) keeps the waiting
+#: records from triggering collections (50 times fewer young collections at 15,000
+#: records/s), but the extra requests cost as much on the clock: paired against no
+#: bound, a FastAPI service's requests/s moved by -2% to +1%, within the noise
+#: (benchmarks/README.md, "The sinks' own HTTP client"). Benchmarks set it
+#: (``--linger-max``); the default stays the full batch.
 LINGER_MAX_RECORDS: int | None = None
 
 
 def linger_max_records() -> int:
-    """How many waiting records end a lingering lane's wait.
-
-    Each waiting record is an object the cyclic GC counted when it was made. With more
-    of them alive at once than its young generation's threshold (700 on Python
-    3.10-3.12, 2,000 on 3.13), a busy service collects several times as often, and
-    each collection moves the objects of the app's requests in flight to the older
-    generations, which its full collections then walk. Half the threshold (350
-    records on 3.10-3.12) still makes one large request; a service that raised the
-    threshold gets larger ones, and one that set it to 0 (no automatic collections)
-    has no bound.
-    """
-    if LINGER_MAX_RECORDS is not None:
-        return LINGER_MAX_RECORDS
-    threshold = gc.get_threshold()[0]
-    return max(threshold // 2, 64) if threshold > 0 else 1 << 30
+    """How many waiting records end a lingering lane's wait, besides a full batch."""
+    return LINGER_MAX_RECORDS if LINGER_MAX_RECORDS else 1 << 30
 
 
 class Lane:
@@ -255,7 +246,7 @@ class Lane:
 
     async def _linger(self, until: float) -> None:
         """Wait until ``until`` (loop time) while the records that arrive stay few;
-        a marker, a notice, :func:`linger_max_records` records (or a full batch) or
+        a marker, a notice, a full batch (or :func:`linger_max_records` records) or
         shutdown ends the wait."""
         queue = self.queue
         if queue.controls or queue.depth >= self._linger_limit:

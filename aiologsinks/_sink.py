@@ -134,10 +134,8 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     filters: list[Any]
     #: seconds the sink's lane waits after a delivery before the next one, so that a
     #: busy service's records reach a sink with a cost per request (an HTTP POST, an
-    #: export) in fewer, larger batches; a flush, a notice, a close, a full batch or
-    #: half the cyclic GC's young threshold in waiting records (350 on Python
-    #: 3.10-3.12: ``_lane.linger_max_records``) end the wait. 0 (the default):
-    #: deliver as soon as the last delivery returned.
+    #: export) in fewer, larger batches; a flush, a notice, a close or a full batch
+    #: end the wait. 0 (the default): deliver as soon as the last delivery returned.
     linger: float = 0.0
 
     def __init__(self, level: int | str = logging.NOTSET) -> None:

@@ -14,12 +14,12 @@ Rounds are interleaved; the saving is paired per round (``benchmarks/_stats.py``
 Each run also counts the cyclic GC's collections per 1,000 requests, by generation
 (no app garbage here: what the logging's own live objects cause). ``--linger-max N``
 sets how many waiting records end a lingering lane (``aiologsinks._lane``'s
-``LINGER_MAX_RECORDS``; 0: no bound, as before 783b883; by default half the GC's
-young threshold) to show what the bound does to them.
+``LINGER_MAX_RECORDS``; 0 or unset: no bound but a full batch, as shipped) to show
+what such a bound does to them.
 
     python -m benchmarks.fixed_rate                 # 9 rounds, about 6 minutes
     python -m benchmarks.fixed_rate --rounds 3 --dest file
-    python -m benchmarks.fixed_rate --rounds 3 --rate 5000 --dest http,otlp --linger-max 0
+    python -m benchmarks.fixed_rate --rounds 3 --rate 5000 --dest http,otlp --linger-max 256
 
 Bounded: each run lasts ``--seconds`` plus a final flush under a timeout.
 """
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     from aiologsinks._lane import linger_max_records
 
     limit = linger_max_records() if opts.linger_max is None else opts.linger_max
-    bound = f"ends at {limit} waiting records" if limit else "has no bound in records"
+    bound = f"ends at {limit} waiting records" if 0 < limit < 1 << 30 else "has no bound in records"
     print(
         f"\nCyclic GC collections per 1,000 requests, generations 0 / 1 / 2 (medians; "
         f"a lingering lane {bound})\n"

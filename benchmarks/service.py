@@ -949,8 +949,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--linger-max",
-        help="comma-separated records that end a lingering lane (0: no bound; as shipped: "
-        "half the GC's young threshold, 350): one aiologsinks row per value",
+        help="comma-separated records that end a lingering lane (0: no bound, as shipped): "
+        "one aiologsinks row per value",
     )
     parser.add_argument("--no-wrk", action="store_true", help="Python closed loop even with wrk")
     parser.add_argument(

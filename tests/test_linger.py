@@ -6,13 +6,12 @@ failure, never as a slow pass."""
 from __future__ import annotations
 
 import asyncio
-import gc
 import threading
 
 import pytest
 
 import aiologsinks as als
-from aiologsinks._lane import linger_max_records
+from aiologsinks import _lane
 from aiologsinks._stats import assert_accounted
 
 from .helpers import ListSink, fresh_logger, wait_until
@@ -153,37 +152,27 @@ def test_the_defaults() -> None:
     assert als.Sink.linger == 0.0
 
 
-async def test_a_few_hundred_waiting_records_end_a_sinks_linger() -> None:
-    """With the default batch size (4,000), a lingering lane delivers once half the
-    GC's young threshold in records wait: more of them alive at once would make a
-    busy service's cyclic GC collect several times as often."""
-    bound = linger_max_records()
-    assert bound == max(gc.get_threshold()[0] // 2, 64)
+async def test_a_bound_in_records_ends_a_sinks_linger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With LINGER_MAX_RECORDS set (the benchmarks' --linger-max), a lingering lane
+    delivers once that many records wait, short of a full batch (4,000)."""
+    monkeypatch.setattr(_lane, "LINGER_MAX_RECORDS", 300)
     sink = LingeringSink(FOREVER)
     log = fresh_logger("t.linger.gc")
     async with als.install(sink, logger=log, linger=0) as dispatcher:
         log.info("first")
         await asyncio.wait_for(sink.delivered.wait(), BOUND)
-        for i in range(bound - 1):
+        for i in range(299):
             log.info("later %d", i)
         for _ in range(20):  # the records reach the lane; one short of the bound
             await asyncio.sleep(0)
         assert sink.sizes == [1]
         log.info("the last one")
         await wait_until(lambda: len(sink.sizes) == 2, BOUND, lambda: repr(sink.sizes))
-        assert sink.sizes == [1, bound]
+        assert sink.sizes == [1, 300]
         await dispatcher.flush()
-    assert_accounted(dispatcher.stats(), logged=bound + 1)
+    assert_accounted(dispatcher.stats(), logged=301)
 
 
-def test_the_bound_follows_the_gcs_threshold() -> None:
-    before = gc.get_threshold()
-    try:
-        gc.set_threshold(10_000, *before[1:])
-        assert linger_max_records() == 5_000
-        gc.set_threshold(100, *before[1:])
-        assert linger_max_records() == 64  # still a batch worth a request
-        gc.set_threshold(0, *before[1:])  # no automatic collections: no bound
-        assert linger_max_records() >= 1 << 30
-    finally:
-        gc.set_threshold(*before)
+def test_by_default_only_a_full_batch_bounds_a_linger() -> None:
+    assert _lane.LINGER_MAX_RECORDS is None
+    assert _lane.linger_max_records() >= 1 << 30
