@@ -33,7 +33,14 @@ from typing import NamedTuple
 
 from ._transport import bounded
 
-__all__ = ["Disconnected", "HTTPClient", "ProtocolError", "Response", "check_target"]
+__all__ = [
+    "Disconnected",
+    "HTTPClient",
+    "ProtocolError",
+    "Response",
+    "check_header",
+    "check_target",
+]
 
 #: the longest status line plus headers we read (aiohttp and http.client: 8 KiB lines,
 #: 100 headers)
@@ -74,6 +81,29 @@ def check_target(target: str) -> str | None:
         return f"must not contain spaces or control characters, got {target!r}"
     if not target.isascii():
         return f"must be ASCII (percent-encode other characters), got {target!r}"
+    return None
+
+
+#: the headers the client writes itself: the body's framing
+_FRAMING = frozenset(("content-length", "transfer-encoding"))
+
+
+def check_header(name: str, value: str) -> str | None:
+    """What is wrong with a request header, or None: a name that is not a token or
+    that frames the body (the client sets ``Content-Length``), a value with a line
+    break or a NUL (it could start another header) or outside latin-1."""
+    if (
+        not name
+        or not name.isascii()
+        or any(c <= " " or c == "\x7f" or c in ':"(),/;<=>?@[\\]{}' for c in name)
+    ):
+        return "not a header name"
+    if name.lower() in _FRAMING:
+        return "set by the client from the body"
+    if any(c in value for c in "\r\n\0"):
+        return "a value with a line break or a NUL"
+    if any(ord(c) > 255 for c in value):
+        return "a value outside latin-1"
     return None
 
 
@@ -180,18 +210,18 @@ class HTTPClient:
     # -- internals -----------------------------------------------------------------------
 
     def _head(self, method: str, target: str, headers: dict[str, str], body: bytes | None) -> bytes:
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.authority}"]
+        lines = [f"{method} {target} HTTP/1.1"]
+        if not any(name.lower() == "host" for name in headers):  # a given Host wins
+            lines.append(f"Host: {self.authority}")
         for name, value in headers.items():
-            if _has_line_break(name) or _has_line_break(value) or ":" in name:
-                raise ValueError(f"header {name!r}: a name or value with a line break")
+            problem = check_header(name, value)
+            if problem is not None:
+                raise ValueError(f"header {name!r}: {problem}")
             lines.append(f"{name}: {value}")
         if body is not None:
             lines.append(f"Content-Length: {len(body)}")
         lines.append("\r\n")
-        try:
-            return "\r\n".join(lines).encode("latin-1")
-        except UnicodeEncodeError as exc:
-            raise ValueError(f"a header that is not latin-1: {exc}") from None
+        return "\r\n".join(lines).encode("latin-1")
 
     async def _exchange(self, method: str, head: bytes, body: bytes | None) -> Response:
         conn, reused = await self._acquire()
@@ -381,7 +411,3 @@ def _decode(body: bytes, encoding: str) -> bytes:
         except zlib.error:
             continue
     raise ProtocolError(f"an answer whose {encoding} body cannot be decoded")
-
-
-def _has_line_break(text: str) -> bool:
-    return "\r" in text or "\n" in text or "\0" in text

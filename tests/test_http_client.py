@@ -954,8 +954,24 @@ async def test_a_bad_method_is_refused_before_anything_is_sent(method: str) -> N
         {"X-A\r\nX-In": "1"},
         {"X:A": "1"},
         {"X-A": "\u20ac"},
+        {"Content-Length": "3"},
+        {"transfer-encoding": "chunked"},
+        {"X A": "1"},
+        {"": "1"},
     ],
-    ids=["crlf", "lf", "cr", "nul", "crlf-in-name", "colon-in-name", "not-latin-1"],
+    ids=[
+        "crlf",
+        "lf",
+        "cr",
+        "nul",
+        "crlf-in-name",
+        "colon-in-name",
+        "not-latin-1",
+        "content-length",
+        "transfer-encoding",
+        "space-in-name",
+        "empty-name",
+    ],
 )
 async def test_a_bad_header_is_refused_before_anything_is_sent(headers: dict[str, str]) -> None:
     async with served(response(b"fine")) as (server, client):
@@ -968,6 +984,14 @@ async def test_a_bad_header_is_refused_before_anything_is_sent(headers: dict[str
 
 
 # -- Host -------------------------------------------------------------------------------------
+
+
+async def test_a_host_header_given_replaces_the_clients_own() -> None:
+    async with served(response(b"fine")) as (server, client):
+        await client.request("GET", "/ok", {"host": "logs.internal"})
+        (request,) = await server.wait_requests(1)
+    hosts = [line for line in request.lines[1:] if line.lower().startswith(b"host:")]
+    assert hosts == [b"host: logs.internal"]
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,7 @@ from typing import Any
 from .. import _otlp_map, _trace, _wire
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
-from .._http import HTTPClient, check_target
+from .._http import HTTPClient, check_header, check_target
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._record import ACCELERATED, Item, as_record
 from .._record import travelled as _travelled
@@ -220,10 +220,9 @@ class OTLPSink(OutboxSinkMixin, Sink):
         self.resource = _otlp_map.resource_attributes(resource)
         self.backoff = backoff if backoff is not None else Backoff()
         for header, text in self.headers.items():
-            if not _header_ok(header) or not _header_ok(text) or ":" in header or not header:
-                raise ArgumentValueError(
-                    "headers", f"{header!r}: a name or value that cannot be an HTTP header"
-                )
+            problem = check_header(header, text)
+            if problem is not None:
+                raise ArgumentValueError("headers", f"{header!r}: {problem}")
         if parts.username is not None:
             # user:password@ in the endpoint is Basic authentication (as curl does)
             self.headers.setdefault(
@@ -454,9 +453,3 @@ def _scope_cost(scope: str) -> int:
         return len(scope.encode()) + _SCOPE_FRAMING
     except UnicodeEncodeError:  # the encoding reports such a name; count the most
         return 4 * len(scope) + _SCOPE_FRAMING
-
-
-def _header_ok(text: str) -> bool:
-    """Whether ``text`` can be an HTTP header's name or value as given (latin-1, no
-    line break or NUL: a header must not be able to start another)."""
-    return not any(c in text for c in "\r\n\0") and all(ord(c) < 256 for c in text)
