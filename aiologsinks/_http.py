@@ -40,6 +40,7 @@ __all__ = [
     "Response",
     "check_header",
     "check_target",
+    "decode_body",
 ]
 
 #: the longest status line plus headers we read (aiohttp and http.client: 8 KiB lines,
@@ -247,7 +248,16 @@ class HTTPClient:
         writer.write(head)
         if body:
             writer.write(body)
-        await writer.drain()
+        try:
+            await writer.drain()
+        except (ConnectionResetError, BrokenPipeError):
+            # a server may answer before it read the whole body (a 413, a 5xx) and
+            # close: the answer whose head arrived first is this request's
+            response = _early_answer(conn)
+            if response is None:
+                raise
+            self._release(conn, keep=False)
+            return response
         response, keep = await self._read_response(conn, method)
         self._release(conn, keep=keep)
         return response
@@ -314,8 +324,23 @@ class HTTPClient:
             keep = False
         encoding = headers.get("content-encoding", "").strip().lower()
         if self.decompress and body and encoding in ("gzip", "deflate"):
-            body = _decode(body, encoding)
+            body = decode_body(body, encoding)
         return Response(status, headers, body), keep
+
+
+def _early_answer(conn: _Connection) -> Response | None:
+    """The head of an answer that arrived while the request was still being sent, as a
+    bodiless response (its body may be cut short by the reset), or None."""
+    buffered: bytearray = getattr(conn.reader, "_buffer", bytearray())
+    end = buffered.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    conn.answered = True
+    try:
+        status, _, headers = _parse_head(bytes(buffered[: end + 4]))
+    except ProtocolError:
+        return None
+    return Response(status, headers, b"") if status >= 300 else None
 
 
 async def _read_head(conn: _Connection) -> tuple[int, str, dict[str, str]]:
@@ -332,6 +357,10 @@ async def _read_head(conn: _Connection) -> tuple[int, str, dict[str, str]]:
     except asyncio.LimitOverrunError:
         conn.answered = True
         raise ProtocolError(f"an answer's headers longer than {MAX_HEAD} bytes") from None
+    return _parse_head(raw)
+
+
+def _parse_head(raw: bytes) -> tuple[int, str, dict[str, str]]:
     lines = raw.decode("latin-1").split("\r\n")
     version, _, rest = lines[0].partition(" ")
     code = rest.partition(" ")[0]  # three digits, then a space or the end (as http.client)
@@ -402,7 +431,9 @@ async def _read_to_end(reader: asyncio.StreamReader) -> bytes:
     return bytes(kept)
 
 
-def _decode(body: bytes, encoding: str) -> bytes:
+def decode_body(body: bytes, encoding: str) -> bytes:
+    """``body`` of an answer sent with ``Content-Encoding: encoding`` (gzip or deflate),
+    at most :data:`MAX_BODY` bytes of it; ``ProtocolError`` when it does not decode."""
     # wbits: gzip's header (31), or deflate as zlib data (15) or raw (-15), which
     # servers both call "deflate"
     for wbits in (31,) if encoding == "gzip" else (15, -15):

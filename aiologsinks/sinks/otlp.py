@@ -14,7 +14,7 @@ from typing import Any
 from .. import _otlp_map, _trace, _wire
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
-from .._http import HTTPClient, check_header, check_target
+from .._http import HTTPClient, ProtocolError, check_header, check_target, decode_body
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._record import ACCELERATED, Item, as_record
 from .._record import travelled as _travelled
@@ -240,7 +240,6 @@ class OTLPSink(OutboxSinkMixin, Sink):
                 parts.scheme,
                 parts.netloc.rpartition("@")[2],
                 timeout=self.timeout,
-                decompress=True,
             )
         except ValueError as exc:
             raise ArgumentValueError("endpoint", str(exc)) from None
@@ -400,6 +399,15 @@ class OTLPSink(OutboxSinkMixin, Sink):
         except (asyncio.TimeoutError, OSError) as exc:
             raise SinkConnectError(f"{self!r}: cannot reach the collector: {exc}") from exc
         status, reply = response.status, response.body
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        if reply and encoding in ("gzip", "deflate"):
+            # decoded here, not by the client: an answer whose body does not decode
+            # still has its status (a 2xx one accepted the records, which must not
+            # be sent again)
+            try:
+                reply = decode_body(reply, encoding)
+            except ProtocolError:
+                reply = b""
         content_type = response.headers.get("content-type", "")
         retry_after = response.headers.get("retry-after")
         if status in RETRYABLE:
