@@ -127,6 +127,14 @@ def reset(writer: Writer) -> None:
     writer.transport.abort()
 
 
+async def send_then_reset(writer: Writer, data: bytes) -> bool:
+    """Send ``data``, then reset the connection (a step that ends it: False)."""
+    writer.write(data)
+    await writer.drain()
+    reset(writer)
+    return False
+
+
 def form_msg(got: Got) -> str:
     assert got.body is not None
     return urllib.parse.parse_qs(got.body.decode())["msg"][0]
@@ -188,10 +196,7 @@ async def test_a_reset_within_an_answer_on_a_reused_connection_is_retried_and_co
     # the sink counts each record delivered once, none lost
     async def step(got: Got, reader: Reader, writer: Writer) -> bool:
         if len(server.requests) == 2:
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-")
-            await writer.drain()
-            reset(writer)
-            return False
+            return await send_then_reset(writer, b"HTTP/1.1 200 OK\r\nContent-")
         writer.write(answer())
         await writer.drain()
         return True
@@ -226,10 +231,7 @@ async def test_an_early_413_during_a_large_body_shrinks_the_requests_and_loses_n
 
     async def step(got: Got, reader: Reader, writer: Writer) -> bool:
         if got.body is None:
-            writer.write(answer(b"413 Payload Too Large"))
-            await writer.drain()
-            reset(writer)
-            return False
+            return await send_then_reset(writer, answer(b"413 Payload Too Large"))
         writer.write(answer())
         await writer.drain()
         return True
