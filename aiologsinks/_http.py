@@ -8,7 +8,8 @@ and nothing more, on asyncio's streams:
 
 * ``Content-Length`` request bodies; answers framed by ``Content-Length``, by
   ``Transfer-Encoding: chunked`` or by the end of the connection; interim ``1xx``
-  answers skipped; ``Content-Encoding: gzip``/``deflate`` answers decoded on request.
+  answers skipped; :func:`decode_body` decodes a gzip or deflate body for the caller
+  (who keeps the status when it does not decode).
 * Connections kept alive (HTTP/1.1, unless the server says ``Connection: close``) and
   reused; a request that finds a kept-alive connection closed by the server before it
   answered a byte is sent once more on a fresh connection (what ``http.client``'s
@@ -65,7 +66,7 @@ class Disconnected(ConnectionError):
 class Response(NamedTuple):
     """A server's answer: its status, its headers (names lower-cased; a repeated
     header's values joined by ``", "``) and the first :data:`MAX_BODY` bytes of its
-    body (decoded when the client decompresses)."""
+    body, as sent (see :func:`decode_body`)."""
 
     status: int
     headers: dict[str, str]
@@ -132,8 +133,8 @@ class HTTPClient:
 
     ``ssl_context`` is used for ``https`` (default: :func:`ssl.create_default_context`,
     which verifies the server); ``timeout`` bounds each request from connecting to the
-    last byte of the answer (None: no bound); ``decompress`` decodes gzip and deflate
-    answers. Made anywhere; its connections belong to the loop that opened them.
+    last byte of the answer (None: no bound). Made anywhere; its connections belong to
+    the loop that opened them.
     """
 
     def __init__(
@@ -143,7 +144,6 @@ class HTTPClient:
         *,
         ssl_context: ssl.SSLContext | None = None,
         timeout: float | None = None,
-        decompress: bool = False,
     ) -> None:
         if scheme not in ("http", "https"):
             raise ValueError(f"expected http or https, got {scheme!r}")
@@ -165,7 +165,6 @@ class HTTPClient:
         if scheme == "https":
             self.ssl = ssl_context if ssl_context is not None else ssl.create_default_context()
         self.timeout = timeout
-        self.decompress = decompress
         self._idle: list[_Connection] = []
         self._busy: set[_Connection] = set()
         self._closed = False
@@ -322,9 +321,6 @@ class HTTPClient:
         else:
             body = await _read_to_end(reader)
             keep = False
-        encoding = headers.get("content-encoding", "").strip().lower()
-        if self.decompress and body and encoding in ("gzip", "deflate"):
-            body = decode_body(body, encoding)
         return Response(status, headers, body), keep
 
 
@@ -431,9 +427,13 @@ async def _read_to_end(reader: asyncio.StreamReader) -> bytes:
     return bytes(kept)
 
 
-def decode_body(body: bytes, encoding: str) -> bytes:
-    """``body`` of an answer sent with ``Content-Encoding: encoding`` (gzip or deflate),
-    at most :data:`MAX_BODY` bytes of it; ``ProtocolError`` when it does not decode."""
+def decode_body(body: bytes, content_encoding: str) -> bytes:
+    """``body`` decoded by its ``Content-Encoding`` header's value: gzip or deflate
+    (at most :data:`MAX_BODY` bytes of it), any other (or none) left as it is;
+    ``ProtocolError`` when it does not decode."""
+    encoding = content_encoding.strip().lower()
+    if not body or encoding not in ("gzip", "deflate"):
+        return body
     # wbits: gzip's header (31), or deflate as zlib data (15) or raw (-15), which
     # servers both call "deflate"
     for wbits in (31,) if encoding == "gzip" else (15, -15):

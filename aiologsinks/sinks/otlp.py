@@ -399,15 +399,12 @@ class OTLPSink(OutboxSinkMixin, Sink):
         except (asyncio.TimeoutError, OSError) as exc:
             raise SinkConnectError(f"{self!r}: cannot reach the collector: {exc}") from exc
         status, reply = response.status, response.body
-        encoding = response.headers.get("content-encoding", "").strip().lower()
-        if reply and encoding in ("gzip", "deflate"):
-            # decoded here, not by the client: an answer whose body does not decode
-            # still has its status (a 2xx one accepted the records, which must not
-            # be sent again)
-            try:
-                reply = decode_body(reply, encoding)
-            except ProtocolError:
-                reply = b""
+        try:
+            reply = decode_body(reply, response.headers.get("content-encoding", ""))
+        except ProtocolError:
+            # an answer whose body does not decode still has its status (a 2xx one
+            # accepted the records, which must not be sent again)
+            reply = b""
         content_type = response.headers.get("content-type", "")
         retry_after = response.headers.get("retry-after")
         if status in RETRYABLE:
