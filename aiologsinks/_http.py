@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import urllib.parse
 import zlib
@@ -171,6 +172,9 @@ class HTTPClient:
         # the loop the idle connections belong to: a sink carried to another loop (a
         # second asyncio.run, a forked child's) opens its own
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pid = os.getpid()
+        # a forked child's copies of the parent's connections (see _acquire)
+        self._forked_away: list[_Connection] = []
 
     async def request(
         self, method: str, target: str, headers: dict[str, str], body: bytes | None = None
@@ -268,6 +272,16 @@ class HTTPClient:
         if loop is not self._loop:
             stale, self._idle = self._idle, []
             self._loop = loop
+            if os.getpid() != self._pid:
+                # a forked child: those connections are registered with the parent's
+                # loop, whose epoll set the child shares; aborting one here would
+                # stop the parent's loop watching its socket. They are kept, untouched,
+                # so that no collection closes them through that loop either.
+                self._pid = os.getpid()
+                self._forked_away.extend(stale)
+                self._forked_away.extend(self._busy)
+                self._busy = set()
+                stale = []
             for conn in stale:
                 with contextlib.suppress(Exception):  # its loop may be closed
                     conn.abort()

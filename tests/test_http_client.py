@@ -13,9 +13,12 @@ import asyncio
 import contextlib
 import gc
 import gzip
+import os
 import socket
 import ssl
 import struct
+import subprocess
+import sys
 import threading
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -860,6 +863,49 @@ def test_a_client_carried_to_a_second_event_loop_works_there() -> None:
         loop.close()
     assert (first.body, second.body) == (b"first loop", b"second loop")
     assert server.connections == 2
+
+
+_FORK = """
+import asyncio, os, sys
+from aiologsinks._http import HTTPClient
+
+client = HTTPClient("http", sys.argv[1], timeout=5)
+loop = asyncio.new_event_loop()
+print("parent", loop.run_until_complete(client.request("GET", "/a", {})).body.decode())
+sys.stdout.flush()
+pid = os.fork()
+if pid == 0:
+    try:
+        print("child", asyncio.run(client.request("GET", "/child", {})).body.decode())
+    finally:
+        sys.stdout.flush()
+        os._exit(0)
+os.waitpid(pid, 0)
+# the kept-alive connection the child also holds: the parent's loop still watches it
+print("parent", loop.run_until_complete(client.request("GET", "/b", {})).body.decode())
+loop.run_until_complete(client.aclose())
+loop.close()
+"""
+
+
+async def test_a_forked_child_leaves_the_parents_kept_alive_connection_working() -> None:
+    if not hasattr(os, "fork"):
+        pytest.skip("os.fork")
+    answers = [response(b"one"), response(b"two"), response(b"three")]
+    async with scripted(*answers) as server:
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", _FORK, server.netloc],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONWARNINGS": "error::ResourceWarning"},
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.split("\n")[:3] == ["parent one", "child two", "parent three"]
+        requests = await server.wait_requests(3)
+    # the parent's two requests went over one connection, the child's over its own
+    assert [r.connection for r in requests] == [0, 1, 0]
 
 
 # -- TLS --------------------------------------------------------------------------------------
