@@ -122,8 +122,12 @@ class _Connection:
 
     def usable(self) -> bool:
         # an idle connection the server closed meanwhile shows it here (EOF read or
-        # the transport closing); one closed in flight is caught by the retry
-        return not (self.reader.at_eof() or self.writer.transport.is_closing())
+        # the transport closing); one closed in flight is caught by the retry. Bytes
+        # that arrived unasked (more than an answer's length said, or a stray answer)
+        # would be read as the next request's answer: such a connection is dropped.
+        return not (
+            self.reader.at_eof() or self.writer.transport.is_closing() or _unread(self.reader)
+        )
 
     def abort(self) -> None:
         self.writer.transport.abort()
@@ -336,6 +340,11 @@ class HTTPClient:
             body = await _read_to_end(reader)
             keep = False
         return Response(status, headers, body), keep
+
+
+def _unread(reader: asyncio.StreamReader) -> int:
+    """How many received bytes ``reader`` holds unread (0 where asyncio does not say)."""
+    return len(getattr(reader, "_buffer", b""))
 
 
 def _early_answer(conn: _Connection) -> Response | None:

@@ -305,6 +305,23 @@ async def test_a_content_length_answer_is_read_exactly_and_the_connection_kept()
     assert [r.connection for r in requests] == [0, 0]
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [b"junk", response(b"stray")],
+    ids=["bytes past the length", "a second, unasked answer"],
+)
+async def test_a_connection_with_bytes_past_the_answer_is_not_reused(extra: bytes) -> None:
+    # what is left would be read as the next request's answer: a stray 200 would count
+    # that request's records as delivered, junk would fail it
+    async with served(response(b"first") + extra, response(b"second")) as (server, client):
+        first = await client.request("GET", "/", {})
+        second = await client.request("GET", "/", {})
+        requests = await server.wait_requests(2)
+        assert await server.wait_ended(0) == ["eof"]
+    assert (first.body, second.body) == (b"first", b"second")
+    assert [r.connection for r in requests] == [0, 1]
+
+
 async def test_a_chunked_answer_with_extensions_and_trailers_is_read_whole() -> None:
     answer = (
         response(b"", b"Transfer-Encoding: chunked", length=False)
