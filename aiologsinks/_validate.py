@@ -225,6 +225,9 @@ def check_level(param: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         type_error(param, "an int or a level name", value)
     if isinstance(value, int):
+        if value < 0:
+            # logging compares levels as numbers: below NOTSET means nothing more
+            raise ArgumentValueError(param, f"expected a level >= 0, got {value!r}")
         return value
     number = logging.getLevelName(value)
     if not isinstance(number, int):

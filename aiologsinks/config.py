@@ -242,6 +242,8 @@ def _level(value: object, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ConfigError(path, f"expected a level name or int, got {value!r}")
     if isinstance(value, int):
+        if value < 0:
+            raise ConfigError(path, f"expected a level >= 0, got {value!r}")
         return value
     level = logging.getLevelName(value.upper())
     if not isinstance(level, int):

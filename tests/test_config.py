@@ -454,6 +454,23 @@ def test_an_unknown_encoding_fails_at_load(tmp_path: Path) -> None:
         config.loads(text)
 
 
+@pytest.mark.parametrize(
+    ("table", "error"),
+    [
+        ('type = "null"\nlevel = -5', r"^sinks\.s\.level: expected a level >= 0, got -5"),
+        ('type = "buffering"\ncapacity = -1', r"^sinks\.s\.capacity: .*>= 0.*-1"),
+        (
+            'type = "otlp"\nendpoint = "http://127.0.0.1:4318/v1/logs"\nheaders = {a = 1}',
+            r"^sinks\.s\.headers: expected a mapping of str to str, got 'a': 1",
+        ),
+    ],
+    ids=["negative level", "negative capacity", "a header that is not text"],
+)
+def test_values_no_sink_can_use_fail_at_load(table: str, error: str) -> None:
+    with pytest.raises(ConfigError, match=error):
+        config.loads("[sinks.s]\n" + table + "\n")
+
+
 async def test_compression_by_name_rotates_into_gzip_files(tmp_path: Path) -> None:
     import gzip
 

@@ -135,6 +135,23 @@ def test_a_bad_level_is_a_type_error_naming_it(level: object) -> None:
     assert info.value.param == "level"  # type: ignore[attr-defined]
 
 
+def test_a_negative_level_is_a_value_error_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"^level: expected a level >= 0, got -5"):
+        als.NullSink(-5)
+    sink = als.NullSink()
+    with pytest.raises(ValueError, match=r"^level: "):
+        sink.setLevel(-1)
+    assert sink.level == logging.NOTSET
+
+
+def test_a_negative_buffer_capacity_is_a_value_error_naming_it() -> None:
+    with pytest.raises(ValueError, match=r"^capacity: .*>= 0"):
+        als.BufferingSink(-1)
+    with pytest.raises(ValueError, match=r"^capacity: "):
+        als.MemorySink(-1)
+    assert als.MemorySink(0).capacity == 0  # as MemoryHandler: every record flushes
+
+
 def test_a_hand_made_record_without_a_level_does_not_stop_the_pipeline() -> None:
     sink = Recording()
     sink.handle(logging.makeLogRecord({"msg": "no level"}))  # levelno None

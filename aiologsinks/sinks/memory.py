@@ -25,7 +25,7 @@ class BufferingSink(Sink):
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
-        self.capacity: int = check_int("capacity", capacity)
+        self.capacity: int = check_int("capacity", capacity, min=0)
         self.buffer: list[logging.LogRecord] = []
         # flush() is a coroutine that awaits a target: one flush at a time, as the
         # stdlib serialises it with the handler lock.

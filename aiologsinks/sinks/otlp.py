@@ -206,7 +206,12 @@ class OTLPSink(OutboxSinkMixin, Sink):
             raise ArgumentTypeError("resource", f"expected a mapping, got {type(resource)}")
         env_headers = _env(environ, "HEADERS")
         self.headers: dict[str, str] = _parse_headers(env_headers) if env_headers else {}
-        self.headers.update({str(k): str(v) for k, v in (headers or {}).items()})
+        for header, text in (headers or {}).items():
+            if not (isinstance(header, str) and isinstance(text, str)):
+                raise ArgumentTypeError(
+                    "headers", f"expected a mapping of str to str, got {header!r}: {text!r}"
+                )
+            self.headers[header] = text
         self.endpoint = endpoint
         self.encoding = encoding
         self.compression = compression

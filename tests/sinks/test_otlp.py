@@ -400,6 +400,7 @@ async def test_standard_environment_variables_configure_the_sink(
         ({"headers": {"x-team": "logs\r\nX-Injected: 1"}}, ValueError, "headers"),
         ({"headers": {"x:y": "1"}}, ValueError, "headers"),
         ({"headers": {"Content-Length": "1"}}, ValueError, "headers"),
+        ({"headers": {"x-team": 1}}, TypeError, "headers"),
         ({"endpoint": "http://127.0.0.1:4318/v1/my logs"}, ValueError, "endpoint"),
         ({"endpoint": "http://127.0.0.1:port/v1/logs"}, ValueError, "endpoint"),
     ],
