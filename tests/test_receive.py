@@ -19,6 +19,7 @@ import pytest
 
 import aiologsinks as als
 from aiologsinks._cli.receive import Receiver, decode_frame, parse_syslog
+from aiologsinks._collector._records import rebuild
 from tests.helpers import ClosingHTTPHandler, drive
 
 N = 50
@@ -119,6 +120,90 @@ async def test_syslog_tcp_octet_counting_and_mixed_framing(receiver: Receiver) -
     writer.close()
     await writer.wait_closed()
     assert messages(receiver, "syslog_tcp") == ["one", "two", "thr ee"]
+
+
+async def send_in_two(
+    rx: Receiver, first: bytes, rest: bytes, read: Callable[[Receiver], bool]
+) -> None:
+    """Send ``first`` to the syslog port, wait until ``read(rx)`` says the receiver has
+    read it, then ``rest``: two reads, as a slow network makes them."""
+    _, writer = await asyncio.open_connection("127.0.0.1", rx.ports["syslog"])
+    try:
+        writer.write(first)
+        await writer.drain()
+        await rx.wait_for(read)
+        writer.write(rest)
+        await writer.drain()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+def nul_framed(n: int) -> bytes:
+    return b"".join(b"<14>record %d\x00" % i for i in range(n))
+
+
+async def test_a_syslog_handler_message_with_lines_that_start_with_a_digit(
+    receiver: Receiver,
+) -> None:
+    # SysLogHandler's multi-line message (an embedded log with its timestamps) whose
+    # NUL has not arrived yet: an LF before "2024-..." is inside the message, and
+    # "2024-01-02" is no RFC 6587 octet count. The connection stays NUL-framed.
+    head = b"<14>job output:\n2024-01-02 03:04:05 step one\n2024-01-0"
+    rest = b"2 03:04:06 step two\x00" + nul_framed(100)
+    # held, or (before the fix) a message made of its first line
+    await send_in_two(
+        receiver, head, rest, lambda r: r._buffered > 0 or r.counts["syslog_tcp"].received > 0
+    )
+    await wait_count(receiver, "syslog_tcp", 101)
+    got = messages(receiver, "syslog_tcp")
+    assert got[0] == "job output:\n2024-01-02 03:04:05 step one\n2024-01-02 03:04:06 step two"
+    assert got[1:] == [f"record {i}" for i in range(100)]
+    assert receiver.invalid == 0
+
+
+async def test_a_pause_after_an_lf_costs_one_message_not_the_connection(
+    receiver: Receiver,
+) -> None:
+    # the NUL-framed sender stalls right after an LF inside its first message: the
+    # receiver takes the LF as the end (as it must for an LF-framed sender that has
+    # stopped) and the next NUL tells it otherwise: what follows is read as sent
+    rest = b"second line\x00" + nul_framed(100)
+    # the pause: the receiver made a message of the first line
+    await send_in_two(
+        receiver, b"<14>first line\n", rest, lambda r: r.counts["syslog_tcp"].received > 0
+    )
+    await wait_count(receiver, "syslog_tcp", 101)
+    # its second line, without a PRI of its own, is counted invalid
+    assert messages(receiver, "syslog_tcp") == ["first line", *(f"record {i}" for i in range(100))]
+    assert receiver.counts["syslog_tcp"].invalid == 1
+
+
+async def test_http_handler_args_that_are_not_literals_stay_in_the_message(
+    receiver: Receiver,
+) -> None:
+    # HTTPHandler sends str(args): a datetime's or a Decimal's repr is code, not a
+    # literal, so the values cannot be rebuilt; they must not vanish from the message
+    import datetime
+    import decimal
+
+    handler = ClosingHTTPHandler(f"127.0.0.1:{receiver.ports['http']}", "/log", "POST")
+    at = datetime.datetime(2024, 1, 2, 3, 4, 5)
+    sent = [
+        logging.LogRecord("web", logging.INFO, __file__, 1, "at %s", (at,), None),
+        logging.LogRecord(
+            "web", logging.INFO, __file__, 1, "amount %s", (decimal.Decimal(2),), None
+        ),
+        logging.LogRecord("web", logging.INFO, __file__, 1, "%d of %d", (1, 2), None),
+    ]
+    await asyncio.to_thread(drive, handler, sent)
+    await wait_count(receiver, "http", 3)
+    rebuilt = [rebuild(f).getMessage() for c, f in receiver.got]  # type: ignore[attr-defined]
+    assert rebuilt == [
+        "at %s (datetime.datetime(2024, 1, 2, 3, 4, 5),)",
+        "amount %s (Decimal('2'),)",
+        "1 of 2",
+    ]
 
 
 # -- hostile and broken input ------------------------------------------------------------

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 
 from . import _http
 from ._frames import SYSLOG_STARTS as _STARTS
-from ._frames import FramingError, take_frames
+from ._frames import FramingError, octet_count, take_frames
 from ._frames import frame_length as _unpack_len
 from ._http import HTTPError
 from ._unpickle import Limits
@@ -297,18 +297,16 @@ class _Conn(asyncio.Protocol):
         rx = self.rx
         limit = rx.limits.max_frame
         while buf:
-            if buf[:1].isdigit():
+            counted = octet_count(buf) if buf[:1].isdigit() else None
+            if counted == -1:
+                return  # the count, or the byte after it, is still on its way
+            if counted is not None:
                 # RFC 6587 octet counting: "LEN SP MSG"
-                space = buf.find(b" ", 0, 12)
-                if space < 0:
-                    if len(buf) >= 12:
-                        self._broken()
-                        return
-                    return
-                if not buf[:space].isdigit() or int(buf[:space]) > limit:
+                space = buf.find(b" ")
+                if counted > limit:
                     self._broken()
                     return
-                stop = space + 1 + int(buf[:space])
+                stop = space + 1 + counted
                 if len(buf) < stop:
                     return
                 msg = bytes(buf[space + 1 : stop])
@@ -334,7 +332,16 @@ class _Conn(asyncio.Protocol):
         if self.framing == "nul":
             return buf.find(b"\x00")
         if self.framing == "lf":
-            return buf.find(b"\n")
+            lf = buf.find(b"\n")
+            # LF was a guess (a line that looked like the next message, or a pause
+            # after an LF): a NUL before the next LF proves it wrong, and the rest of
+            # the connection is NUL-framed (SysLogHandler never sends a bare NUL
+            # inside a message; an LF-framed sender never sends one at all)
+            nul = buf.find(b"\x00", 0, len(buf) if lf < 0 else lf)
+            if nul < 0:
+                return lf
+            self.framing = "nul"
+            return nul
         nul, lf = buf.find(b"\x00"), buf.find(b"\n")
         if nul >= 0 and (lf < 0 or nul < lf):
             self.framing = "nul"
@@ -345,7 +352,7 @@ class _Conn(asyncio.Protocol):
             self.framing = "nul"
             return nul
         if lf + 1 < len(buf):
-            if buf[lf + 1] in _STARTS:
+            if _starts_like(buf, lf + 1):
                 self.framing = "lf"
                 return lf
             return -1  # the LF is inside a message: wait for its end
@@ -469,3 +476,16 @@ def _bind_udp(host: str, port: int) -> socket.socket:
 
 class ListenError(OSError):
     """A channel could not listen; the message names the channel and address."""
+
+
+_LT = ord("<")
+
+
+def _starts_like(buf: bytearray, pos: int) -> bool:
+    """Whether the line at ``pos`` starts as the message at the head of ``buf`` did, so
+    may be the next message: a PRI after a PRI (``<`` and a digit), a digit (a
+    timestamp) after a message without one. A line of a multi-line message rarely
+    does (a traceback's or an embedded log's lines start with spaces or a date)."""
+    if buf[0] == _LT:
+        return buf[pos] == _LT and buf[pos + 1 : pos + 2].isdigit()
+    return buf[pos] in _STARTS and buf[pos] != _LT

@@ -25,6 +25,7 @@ __all__ = [
     "SYSLOG_STARTS",
     "FramingError",
     "frame_length",
+    "octet_count",
     "take_frames",
     "take_octet_counted",
     "take_terminated",
@@ -38,6 +39,7 @@ frame_length = HEADER.unpack_from
 SYSLOG_STARTS = frozenset(b"<0123456789")
 #: the longest octet count RFC 6587 framing is given before it must be a number
 _MAX_COUNT_DIGITS = 12
+_LT = ord("<")
 
 
 class FramingError(ValueError):
@@ -86,6 +88,22 @@ def take_octet_counted(buf: bytearray, max_frame: int) -> list[bytes]:
         return space + 1, space + 1 + int(count)
 
     return _take(buf, message_at)
+
+
+def octet_count(buf: bytearray) -> int | None:
+    """The length of an RFC 6587 octet-counted frame at the head of ``buf`` ("LEN SP"
+    and a message that starts with its PRI's ``<``), -1 when that cannot be told yet,
+    None when ``buf`` does not start with one (a message without a PRI that starts
+    with a digit, such as a timestamp, framed by LF or NUL)."""
+    space = buf.find(b" ", 0, _MAX_COUNT_DIGITS + 1)
+    if space < 0:
+        head = buf[:_MAX_COUNT_DIGITS]
+        return -1 if len(buf) <= _MAX_COUNT_DIGITS and head.isdigit() else None
+    if not buf[:space].isdigit():
+        return None
+    if len(buf) == space + 1:
+        return -1
+    return int(buf[:space]) if buf[space + 1] == _LT else None
 
 
 def take_terminated(buf: bytearray, terminator: bytes = b"\x00") -> list[bytes]:

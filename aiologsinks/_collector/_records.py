@@ -139,22 +139,31 @@ def merge_args(msg: str, args: Any) -> str:
 
 
 def _unmerged(msg: str, args: Any) -> str:
-    text = repr(args)
+    return _followed_by(msg, repr(args))
+
+
+def _followed_by(msg: str, text: str) -> str:
     if len(text) > 4096:
         text = text[:4096] + "..."
     return f"{msg} {text}"
 
 
 def _literal_args(text: str) -> Any:
-    """``args`` as ``HTTPHandler`` sends it (``str(tuple)``) back as a value."""
+    """``args`` as ``HTTPHandler`` sends it (``str(tuple)``) back as a value; None for
+    no args, :data:`_NOT_LITERAL` when the text does not read back (a ``datetime``, a
+    ``Decimal``, any object: their reprs are code, not literals)."""
     if text in ("", "None", "()"):
         return None
     if len(text) > 65536:
-        return None
+        return _NOT_LITERAL
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        return None
+        return _NOT_LITERAL
+
+
+#: what :func:`_literal_args` returns for args whose text is not a Python literal
+_NOT_LITERAL: Any = object()
 
 
 # -- the standard attributes ------------------------------------------------------------
@@ -295,7 +304,10 @@ def _convert(d: dict[str, Any], now: float) -> None:
         msg = "" if msg is None else str(msg)
     args = d.get("args")
     if type(args) is str:
-        args = _literal_args(args)
+        text, args = args, _literal_args(args)
+        if args is _NOT_LITERAL:
+            # the values cannot be rebuilt: the message keeps them as they were sent
+            msg, args = _followed_by(msg, text), None
     if args:
         msg = merge_args(msg, args)
     d["msg"] = clean(msg)
