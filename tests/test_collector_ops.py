@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from aiologsinks._collector._channels import ReceiverLimits
-from aiologsinks._collector._daemon import MAX_PICKLE_DEPTH, settings_from
+from aiologsinks._collector._daemon import MAX_PICKLE_DEPTH, _sink_summary, settings_from
+from aiologsinks._stats import DispatcherStats, SinkStats
 from tests.conftest import require
 from tests.helpers import ClosingHTTPHandler, drive
 from tests.peers.collector import ROOT, Collector
@@ -282,3 +283,14 @@ async def test_listens_on_ipv4_and_ipv6_and_prints_stats(tmp_path: Path) -> None
     assert "tcp 10 received/0 invalid" in collector.summary
     got = await asyncio.to_thread(rotated_lines, tmp_path, "app.log")
     assert sorted(int(ln.rsplit("r-", 1)[1]) for ln in got) == list(range(10))
+
+
+def test_the_stop_summary_counts_what_never_left_the_queue() -> None:
+    # records still queued when the drain gave up went to the fallback: the summary
+    # an operator reads must count them with the rest of what was lost
+    sink = SinkStats("out", received=20, emitted=10, filtered=0, dropped=4, errors=1,
+                     depth=0, undelivered=5, delivered=10)  # fmt: skip
+    stats = DispatcherStats(queued=0, dropped=2, after_close=3, sinks={"out": sink},
+                            undelivered=7)  # fmt: skip
+    assert _sink_summary(stats) == "out 10 written/10 lost, queue 12 lost"
+    assert stats.lost == 22

@@ -360,8 +360,11 @@ def _sink_summary(stats: Any) -> str:
     for name, s in stats.sinks.items():
         lost = s.dropped + s.errors + s.undelivered
         parts.append(f"{name} {s.emitted} written/{lost} lost")
-    if stats.dropped or stats.after_close:
-        parts.append(f"queue {stats.dropped + stats.after_close} lost")
+    # and what never reached a sink: dropped from the full queue, or still in it when
+    # the drain gave up (both went to the fallback, and count as lost here too)
+    queue_lost = stats.dropped + stats.after_close + stats.undelivered
+    if queue_lost:
+        parts.append(f"queue {queue_lost} lost")
     return ", ".join(parts)
 
 
