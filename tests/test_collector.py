@@ -320,6 +320,8 @@ async def http(port: int, raw: bytes) -> bytes:
         # a digit to str.isdigit() once decoded as Latin-1 ("²"), not to int()
         (b"POST / HTTP/1.1\r\nContent-Length: \xb2\r\nConnection: close\r\n\r\n", 400),
         (b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n", 411),
+        # two lengths: which one frames the body is anybody's guess (RFC 9112 6.3)
+        (b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 300\r\n\r\nabc", 400),
         (b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
         (b"DELETE /?msg=x HTTP/1.1\r\nConnection: close\r\n\r\n", 405),
         (b"garbage\r\n\r\n", 400),

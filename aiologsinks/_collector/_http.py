@@ -73,7 +73,11 @@ def parse_head(head: bytes, max_body: int) -> Request:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
             raise HTTPError(400, "malformed header line", close=True)
-        headers[name.lower()] = value.strip()
+        key, value = name.lower(), value.strip()
+        if key == "content-length" and headers.get(key, value) != value:
+            # which one frames the body? (RFC 9112 6.3: an error, never a guess)
+            raise HTTPError(400, "conflicting Content-Length headers", close=True)
+        headers[key] = value
     if "transfer-encoding" in headers:
         raise HTTPError(411, "chunked bodies are not accepted: send Content-Length", close=True)
     raw_length = headers.get("content-length", "0")
