@@ -117,6 +117,16 @@ async def close_outbox_and_session(sink: _SessionSink) -> None:
                 await bounded(session.aclose(), sink.close_timeout, "connections close")
 
 
+def _deliver_to_the_kernel(transport: asyncio.BaseTransport) -> None:
+    """Make a write wait until the kernel took everything (not only until asyncio's
+    own buffer is under its 64 KiB mark): data asyncio still holds is not delivered.
+    It is discarded when the link is aborted or its close times out, so a write that
+    returned with it buffered counted records as sent that never left the process."""
+    set_limits = getattr(transport, "set_write_buffer_limits", None)
+    if set_limits is not None:
+        set_limits(high=0)
+
+
 class StreamLink:
     """One TCP or Unix stream connection to a peer that only receives.
 
@@ -126,6 +136,7 @@ class StreamLink:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
         self.writer = writer
+        _deliver_to_the_kernel(writer.transport)
 
     @classmethod
     async def connect_tcp(
@@ -245,6 +256,7 @@ class DatagramLink:
         self.protocol = protocol
         self.target = target
         self.max_payload = max_payload
+        _deliver_to_the_kernel(transport)
 
     @classmethod
     async def open_udp(

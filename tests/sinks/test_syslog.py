@@ -362,6 +362,46 @@ async def test_a_unix_daemon_that_stops_reading_costs_no_uncounted_record(
     assert_accounted(stats, n)
 
 
+async def test_datagrams_asyncio_still_holds_at_close_are_counted_not_delivered(
+    tmp_path: Path,
+) -> None:
+    # a daemon that does not read while the sink closes: the socket's queue takes a few
+    # datagrams, asyncio would hold the rest (under its 64 KiB mark, so no write ever
+    # waited) and the close discards them. They never reached the daemon: counted lost.
+    from aiologsinks._stats import assert_accounted
+
+    from ..helpers import fresh_logger
+
+    path = str(tmp_path / "log.sock")
+    daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    daemon.bind(path)
+    daemon.setblocking(False)
+    sink = RecordingSysLogSink(path, write_timeout=0.2)
+    log = fresh_logger("t.syslog.close_with_held_datagrams")
+    n = 300  # small ones: all of them fit asyncio's buffer
+    arrived: list[bytes] = []
+    try:
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        for i in range(n):
+            log.info("rec %05d", i)
+        await dispatcher.flush()
+        stats = await dispatcher.aclose(timeout=1)
+        while True:
+            try:
+                arrived.append(daemon.recv(70_000))
+            except BlockingIOError:
+                break
+    finally:
+        daemon.close()
+    (share,) = stats.sinks.values()
+    assert 0 < len(arrived) < n
+    assert share.delivered == len(arrived)
+    assert share.delivered + share.lost == n
+    assert_accounted(stats, n)
+
+
 async def test_unix_stream_socket_is_used_when_there_is_no_datagram_socket(
     tmp_path: Path,
 ) -> None:
