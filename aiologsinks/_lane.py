@@ -267,7 +267,11 @@ class Lane:
         records: Sequence[logging.LogRecord] = RecordBatch(batch)
         failed = 0
         if sink.filters:
+            # in flight while filtered too: a filter raising SystemExit or
+            # KeyboardInterrupt leaves the batch where stop()/rescue settle it
+            self._in_flight = records
             records, failed = self._filter(records)
+            self._in_flight = ()
         self.filtered += len(batch) - len(records) - failed
         self.errors += failed
         if not records:

@@ -724,3 +724,57 @@ def test_ctrl_c_during_loop_cleanup_loses_nothing_uncounted(tmp_path: Path) -> N
     in_file, lost, fallback = (int(words[i]) for i in (2, 4, 6))
     assert in_file + lost == 20_000
     assert fallback == lost
+
+
+FILTER_EXIT_SCRIPT = """
+import asyncio, logging, sys
+import aiologsinks as als
+
+class Count(logging.Handler):
+    n = 0
+    def emit(self, record):
+        if record.name != "aiologsinks":
+            Count.n += 1
+
+class Exits(logging.Filter):
+    n = 0
+    def filter(self, record):
+        Exits.n += 1
+        if Exits.n == 3:
+            raise {exc}
+        return True
+
+sink = als.FileSink(sys.argv[1])
+sink.addFilter(Exits())
+d = als.Dispatcher(sink, fallback=Count())
+log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+
+async def main():
+    d.start()
+    for i in range(30):
+        log.warning("r %d", i)
+        await asyncio.sleep(0)
+    await d.flush()
+
+try:
+    asyncio.run(main())
+except {exc}:
+    print("ended by {exc}")
+(s,) = d.stats().sinks.values()
+print("received", s.received, "delivered", s.delivered, "errors", s.errors,
+      "undelivered", s.undelivered, "fallback", Count.n)
+"""
+
+
+@pytest.mark.parametrize("exc", ["SystemExit", "KeyboardInterrupt"])
+def test_a_filter_ending_the_loop_leaves_its_batch_counted(tmp_path: Path, exc: str) -> None:
+    # the records being filtered had left the lane's queue: they must be in flight,
+    # where the shutdown delivers them to the fallback and counts them
+    proc = run_script(FILTER_EXIT_SCRIPT.replace("{exc}", exc), str(tmp_path / "f.log"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"ended by {exc}" in proc.stdout
+    words = proc.stdout.split()
+    received, delivered, errors, undelivered, fallback = (int(words[i]) for i in range(4, 14, 2))
+    assert received == 30
+    assert delivered + errors + undelivered == received
+    assert undelivered > 0 and fallback == undelivered
