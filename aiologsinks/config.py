@@ -844,7 +844,18 @@ class DispatcherQueueHandler(logging.handlers.QueueHandler):
         super().__init__(queue)
         self._dispatcher: Dispatcher | None = None
         # Python 3.10/3.11 pass the keys as they are (names): resolved at first use,
-        # once dictConfig has configured the handlers they name
+        # once dictConfig has configured the handlers they name. dictConfig's own
+        # table of them is kept: logging's registry holds handlers weakly, and one
+        # that no logger names would be collected before that use.
+        self._configured: Mapping[str, Any] = {}
+        if handlers is not None:
+            configurator = getattr(handlers, "configurator", None)  # made by dictConfig
+            table = getattr(configurator, "config", {}).get("handlers")
+            if isinstance(table, Mapping):
+                self._configured = table
+                missing = [n for n in handlers if n not in table]
+                if missing:
+                    raise ValueError(f"handlers: no handler named {missing[0]!r} is configured")
         self._pending = (
             (list(handlers), respect_handler_level, listener or dispatcher_listener)
             if handlers is not None
@@ -856,13 +867,16 @@ class DispatcherQueueHandler(logging.handlers.QueueHandler):
         """The Dispatcher behind this handler (``QueueHandler.listener`` in 3.12)."""
         if self._dispatcher is None and self._pending is not None:
             names, rhl, factory = self._pending
-            self._pending = None
             found = []
             for name in names:
-                handler = logging._handlers.get(name)  # type: ignore[attr-defined]
+                handler = self._configured.get(name)
+                if not isinstance(handler, logging.Handler):
+                    handler = logging._handlers.get(name)  # type: ignore[attr-defined]
                 if handler is None:
                     raise ConfigError(f"handlers.{self.name}.handlers", f"no handler {name!r}")
                 found.append(handler)
+            self._pending = None
+            self._configured = {}
             self.listener = factory(self.queue, *found, respect_handler_level=rhl)
         return self._dispatcher
 
@@ -884,14 +898,18 @@ class DispatcherQueueHandler(logging.handlers.QueueHandler):
         rv: Any = self.filter(record)
         if not rv:
             return rv
-        dispatcher = self.listener
-        if dispatcher is not None:
-            dispatcher.handler.handle(rv if isinstance(rv, logging.LogRecord) else record)
+        self.emit(rv if isinstance(rv, logging.LogRecord) else record)
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
         """Hand ``record`` to the Dispatcher's shim (``handle`` normally does)."""
-        dispatcher = self.listener
+        try:
+            dispatcher = self.listener
+        except ConfigError:
+            # a logging call does not raise: this handler's error, reported per record
+            # (and tried again with the next one) as for any handler failing to emit
+            self.handleError(record)
+            return
         if dispatcher is not None:
             dispatcher.handler.handle(record)
 

@@ -592,6 +592,66 @@ async def test_dictconfig_formatter_and_filters_keys_reach_the_sinks(tmp_path: P
     assert log_file.read_text() == "INFO|kept\n"
 
 
+def _queued_config(log_file: Path, names: list[str]) -> dict[str, object]:
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {
+            "file": {"class": "aiologsinks.FileSink", "filename": str(log_file)},
+            "queued": {"class": "aiologsinks.config.DispatcherQueueHandler", "handlers": names},
+        },
+        "loggers": {"dcq": {"level": "INFO", "handlers": ["queued"], "propagate": False}},
+    }
+
+
+def test_a_queued_handler_no_logger_names_survives_a_collection(tmp_path: Path) -> None:
+    # "file" is named by the queue handler only; logging's registry holds it weakly, so
+    # a collection between dictConfig and the first record must not take it
+    import asyncio
+    import gc
+
+    log_file = tmp_path / "q.log"
+    logging.config.dictConfig(_queued_config(log_file, ["file"]))
+    logger = logging.getLogger("dcq")
+    try:
+        gc.collect()
+        logger.warning("after a collection")
+        (handler,) = logger.handlers
+        assert isinstance(handler.listener, als.Dispatcher)
+        asyncio.run(config.aclose_dictconfig())
+    finally:
+        _reset(logger)
+    assert log_file.read_text() == "after a collection\n"
+
+
+def test_a_queued_handler_naming_no_configured_handler_fails_in_dictconfig(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(ValueError, match="queued") as info:
+        logging.config.dictConfig(_queued_config(tmp_path / "q.log", ["flie"]))
+    # Python 3.12+ finds it in dictConfig itself; before, the handler's own check
+    assert "flie" in repr(info.value.__cause__) or "flie" in str(info.value)
+
+
+def test_a_queued_handler_whose_names_do_not_resolve_reports_each_record(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # made by hand with a name nothing registered: a logging call does not raise; each
+    # record is this handler's error, as for any handler that cannot emit
+    handler = config.DispatcherQueueHandler(handlers=["nowhere"])
+    handler.set_name("by-hand")
+    logger = logging.getLogger("t.config.unresolved")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("one")
+        logger.warning("two")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert err.count("handlers.by-hand.handlers: no handler 'nowhere'") == 2
+
+
 def test_dictconfig_queue_handler_keys_build_a_dispatcher(tmp_path: Path) -> None:
     import asyncio
 
