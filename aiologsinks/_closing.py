@@ -230,7 +230,11 @@ class Closing(LoopBinding):
         self._room_cv = threading.Condition(threading.Lock())
         self._blocked = 0
         if self.state is DispatcherState.NEW:
-            return  # never started: the child may start it on its own loop
+            # never started: the child may start it on its own loop, without the
+            # records queued before the fork (the parent delivers those: the child
+            # delivering them too wrote each twice)
+            self._queue.clear()
+            return
         self._accepting = False
         self._queue.clear()
         for lane in self._lanes:

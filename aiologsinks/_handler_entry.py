@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _background
+from ._dispatch_state import DispatcherState
 from ._dispatcher import Dispatcher
 from ._sink import Sink, set_entry_factory
 
@@ -110,7 +111,10 @@ class HandlerPipeline:
         _background.submit(self._start())
 
     async def _start(self) -> None:
-        self.dispatcher.start()
+        # also called by flush(): in a child forked before the parent's start ran,
+        # nothing else starts it (that start was the parent's background loop's)
+        if self.dispatcher.state is DispatcherState.NEW:
+            self.dispatcher.start()
 
     def submit(self, item: Any) -> None:
         """Hand over a record (thread-safe; after close it goes to the fallback)."""
@@ -124,7 +128,18 @@ class HandlerPipeline:
         """
         if self._closed or _on_loop_thread():
             return
-        _background.run(self.dispatcher.flush(), SYNC_TIMEOUT)
+        _background.run(self._flush(), SYNC_TIMEOUT)
+
+    async def _flush(self) -> None:
+        await self._start()
+        dispatcher = self.dispatcher
+        dispatcher._check_orphaned()
+        if dispatcher._orphaned is not None:
+            # forked from the process whose loop runs it (or that loop ended): its
+            # records went to the fallback as they came, and there is nothing to wait
+            # for; a handler's flush() does not raise (logging.shutdown() calls it)
+            return
+        await dispatcher.flush()
 
     def close(self) -> None:
         """Deliver what was handed over, flush and close the sink; idempotent."""

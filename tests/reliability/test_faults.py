@@ -574,6 +574,75 @@ def test_a_forked_child_never_hangs_and_counts_its_records(tmp_path: Path) -> No
     assert "forked" in proc.stderr and "child 99" in proc.stderr
 
 
+FORK_BEFORE_START_SCRIPT = """
+import asyncio, logging, os, sys
+import aiologsinks as als
+
+d = als.Dispatcher(als.FileSink(sys.argv[1]))
+log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+for i in range(100):
+    log.warning("before fork %d", i)  # queued: no loop has started it yet
+pid = os.fork()
+if pid == 0:
+    async def child():
+        d.start()  # the child may start it on its own loop (README)
+        log.warning("child")
+        await d.aclose()
+    asyncio.run(child())
+    os._exit(0)
+os.waitpid(pid, 0)
+
+async def parent():
+    d.start()
+    await d.aclose()
+asyncio.run(parent())
+"""
+
+
+def test_records_queued_before_a_fork_are_written_once(tmp_path: Path) -> None:
+    # the parent delivers what it queued before the fork; the child, starting the
+    # copy it got, delivered them again
+    require(hasattr(os, "fork"), "os.fork")
+    path = tmp_path / "once.log"
+    proc = run_script(FORK_BEFORE_START_SCRIPT, str(path))
+    assert proc.returncode == 0, proc.stderr
+    written = lines(path)
+    assert sorted(written) == sorted([f"before fork {i}" for i in range(100)] + ["child"])
+
+
+FORK_SHUTDOWN_SCRIPT = """
+import logging, os, sys
+import aiologsinks as als
+
+sink = als.FileSink(sys.argv[1])
+root = logging.getLogger(); root.setLevel(logging.INFO); root.addHandler(sink)
+logging.getLogger("x").info("parent")
+sink.flush()  # the pipeline runs on the parent's background loop
+pid = os.fork()
+if pid == 0:
+    logging.getLogger("x").info("child")
+    try:
+        sink.flush()
+        logging.shutdown()  # what a pre-fork worker does before os._exit()
+        print("child shutdown ok", flush=True)
+    except BaseException as exc:
+        print("child raised", repr(exc), flush=True)
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_forked_childs_flush_and_logging_shutdown_do_not_raise(tmp_path: Path) -> None:
+    require(hasattr(os, "fork"), "os.fork")
+    path = tmp_path / "shutdown.log"
+    proc = run_script(FORK_SHUTDOWN_SCRIPT, str(path))
+    assert proc.returncode == 0, proc.stderr
+    assert "child shutdown ok" in proc.stdout, proc.stdout
+    # the child's record went to the fallback (stderr) with the notice saying why
+    assert "forked" in proc.stderr and "child" in proc.stderr
+    assert lines(path) == ["parent"]
+
+
 def test_a_dispatcher_used_in_a_second_loop_says_how_to_fix_it(tmp_path: Path) -> None:
     path = tmp_path / "second.log"
     log = fresh_logger("t.faults.second")
