@@ -492,8 +492,11 @@ class Outbox(Generic[T]):
                 while start < len(items):
                     chunk = items[start : start + self.chunk_size]
                     start += len(chunk)
-                    if self.retry and not self.backoff.ready():
+                    if not self.backoff.ready():
                         # ``SocketHandler``'s behaviour: no attempt during the back-off
+                        # (without it, each record in an outage waited out its own
+                        # timeout: a flush of N records behind a peer that never
+                        # answers took N timeouts)
                         self._lose(chunk, Loss.UNSENT)
                         self._summarise()
                         continue

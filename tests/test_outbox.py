@@ -215,15 +215,20 @@ async def test_without_a_buffer_nothing_is_attempted_during_the_back_off() -> No
     assert rig.peer.got == [3] and balanced(rig.outbox.statistics())
 
 
-async def test_without_retry_every_chunk_is_tried_and_a_failure_loses_it() -> None:
+async def test_without_retry_a_failure_loses_its_chunk_and_the_back_off_the_rest() -> None:
+    # as SocketHandler: no attempt while the back-off runs (each one could wait out a
+    # timeout); what comes meanwhile is lost at once, counted
     rig = Rig(retry=False, chunk_size=1)
     rig.peer.up = False
     await rig.outbox.put([0, 1, 2])
-    assert rig.peer.calls == 3 and rig.lost_count(Loss.UNSENT) == 3
+    assert rig.peer.calls == 1 and rig.lost_count(Loss.UNSENT) == 3
     assert len(rig.notices) == 1  # down, once
     rig.peer.up = True
-    await rig.outbox.put([3])
-    assert rig.peer.got == [3] and len(rig.notices) == 2
+    await rig.outbox.put([3])  # still within the back-off
+    assert rig.peer.calls == 1 and rig.lost_count(Loss.UNSENT) == 4
+    rig.clock.now += 1.0  # the back-off elapsed
+    await rig.outbox.put([4])
+    assert rig.peer.got == [4] and len(rig.notices) == 2
     assert balanced(rig.outbox.statistics())
 
 

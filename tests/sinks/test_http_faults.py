@@ -321,6 +321,37 @@ async def test_aclose_with_a_timeout_while_a_request_hangs_returns_in_time_and_c
     assert share.delivered == 0 and share.errors + share.undelivered == n
 
 
+async def test_without_retry_an_outage_costs_one_timeout_per_back_off_step_not_per_record() -> None:
+    # a server that takes the connection and never answers: each record waiting out
+    # its own timeout made flush() take n timeouts (10 s each by default), while the
+    # notice said the records were lost until the server is back
+    async def never_answer(got: Got, reader: Reader, writer: Writer) -> bool:
+        await reader.read()
+        return False
+
+    n = 40
+    log = fresh_logger("t.http.faults.blackhole_once")
+    async with scripted(never_answer) as server:
+        backoff = Backoff(retryStart=60.0, retryFactor=2.0, retryMax=60.0)
+        sink = Recording(server.netloc, "/log", "POST", timeout=0.2, backoff=backoff)
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        try:
+            for i in range(n):
+                log.info("n %d", i)
+            await dispatcher.flush()
+        finally:
+            log.removeHandler(dispatcher.handler)
+            stats = await dispatcher.aclose(timeout=1)
+        tried = [form_msg(g) for g in server.requests]
+    assert tried == ["n 0"]  # then the back-off: the rest counted, not tried
+    assert_accounted(stats, logged=n)
+    (share,) = stats.sinks.values()
+    assert share.delivered == 0 and share.errors == n
+    assert any("records are lost until it is back" in m for m in sink.notices)
+
+
 # -- OTLPSink -------------------------------------------------------------------------
 
 
