@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+from ._context import need_context, run_in
 from ._fileio import FileWorker
 from ._sink import Sink
 
@@ -15,7 +16,9 @@ class HandlerSink(Sink):
     """Adapt a synchronous ``logging.Handler`` to the Sink interface.
 
     The handler runs on its own worker thread, one record at a time, through its own
-    ``handle()`` (so its filters, lock and ``handleError`` apply as usual). Its level
+    ``handle()`` (so its filters, lock and ``handleError`` apply as usual). When it has
+    filters or a formatter of its own class when wrapped, each record is handled in the
+    context it was logged in, so those can read the caller's contextvars. Its level
     is the handler's level. ``flush``/``aclose`` call the handler's ``flush``/``close``
     on that thread.
     """
@@ -27,6 +30,11 @@ class HandlerSink(Sink):
         # handler registry under the wrapped handler's name
         self._name = handler.get_name()
         self._worker = FileWorker(type(handler).__name__)
+        formatter = handler.formatter
+        if handler.filters or (formatter is not None and type(formatter) is not logging.Formatter):
+            # they may read the caller's contextvars, as they would on the logger:
+            # the records carry their context and the handler runs in it
+            need_context(self)
 
     @property
     def level(self) -> int:
@@ -47,7 +55,7 @@ class HandlerSink(Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Pass one record to the handler on the worker thread."""
-        await self._worker.run(self.handler.handle, record)
+        await self._worker.run(run_in, record, self.handler.handle, record)
 
     async def flush(self) -> None:
         """Call the handler's ``flush()`` on the worker thread."""
@@ -66,4 +74,4 @@ class HandlerSink(Sink):
 def _handle_all(handler: logging.Handler, records: Sequence[logging.LogRecord]) -> None:
     handle = handler.handle
     for record in records:
-        handle(record)
+        run_in(record, handle, record)

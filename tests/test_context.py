@@ -174,6 +174,24 @@ async def test_a_sink_used_as_a_handler_formats_in_the_callers_context(tmp_path:
     check(file_lines(tmp_path / "h.log"))
 
 
+@pytest.mark.parametrize("how", ["filter", "formatter"])
+async def test_a_plain_handler_in_a_dispatcher_runs_in_the_callers_context(
+    tmp_path: Path, how: str
+) -> None:
+    # a logging.FileHandler given to install(): its filter or formatter reads the
+    # request's contextvar as it would attached to the logger itself
+    handler = logging.FileHandler(tmp_path / "plain.log")
+    if how == "formatter":
+        handler.setFormatter(RequestIdFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(FMT))
+        handler.addFilter(RequestIdFilter())
+    log = fresh_logger(f"t.context.plain_{how}")
+    async with als.install(handler, logger=log):
+        await serve(log)
+    check(file_lines(tmp_path / "plain.log"))
+
+
 def test_bound_fields_nest_and_are_restored() -> None:
     records: list[logging.LogRecord] = []
 
