@@ -239,6 +239,9 @@ class Outbox(Generic[T]):
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: list[T] = []
+        # how many items of the chunk in flight its send said reached the peer (see
+        # reached()): what a send cut short still delivered
+        self._progress = 0
         self._closed = False
         # counters (see OutboxStatistics)
         self._accepted = self._delivered = self._dropped = 0
@@ -380,8 +383,7 @@ class Outbox(Generic[T]):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            left = self._in_flight + self.buffer.take()
-            self._in_flight = []
+            left = self._cut_short() + self.buffer.take()
             if left:
                 self._lose(left, Loss.ABANDONED)
                 self._say(
@@ -389,6 +391,13 @@ class Outbox(Generic[T]):
                     f" ({self._last_error or 'peer unreachable'})"
                 )
         return not left
+
+    def reached(self, n: int) -> None:
+        """Called by ``send`` as it goes: the first ``n`` items of its chunk reached the
+        peer. A send cut short (``aclose`` gave up on it, or it was cancelled) counts
+        those as delivered and only the rest as lost or to send again; a send that
+        returns says what it sent by its result, as before."""
+        self._progress = n
 
     def record_failure(self, exc: BaseException, retry_after: float | None = None) -> None:
         """Note a failed attempt made outside the outbox (e.g. an eager connect).
@@ -441,7 +450,7 @@ class Outbox(Generic[T]):
                     sent = await self._attempt(chunk)
                 finally:
                     # cancelled mid-send: the chunk waits again (aclose counts it)
-                    rest, self._in_flight = self._in_flight, []
+                    rest = self._cut_short()
                     if rest:
                         self._put_back(rest)
                 if sent is None:  # a retryable failure: the chunk went back
@@ -453,10 +462,11 @@ class Outbox(Generic[T]):
         """One ``send`` of ``chunk``: return how many items left the outbox (delivered
         or failed), None after a retryable failure (``_in_flight`` keeps the rest)."""
         self._refused = 0
+        self._progress = 0
         try:
             n = await self._send(chunk)
         except Exception as exc:  # noqa: BLE001 - every send error is classified here
-            self._refused = 0  # (a send that raises has consumed nothing)
+            self._refused = self._progress = 0  # (a send that raises has consumed nothing)
             if self._in_flight is not chunk:  # aclose() gave up on it and counted it
                 return len(chunk)
             failure = self._classify(exc)
@@ -470,6 +480,7 @@ class Outbox(Generic[T]):
                 self._on_failed(records, exc)
             self._came_up()  # the peer answered: it is reachable
             return len(chunk)
+        self._progress = 0  # its result says what went
         if self._in_flight is not chunk:  # aclose() gave up on it and counted it
             return len(chunk)
         refused, self._refused = self._refused, 0
@@ -509,10 +520,20 @@ class Outbox(Generic[T]):
                         self._lose(rest, Loss.UNSENT)
             finally:
                 # cancelled: the chunk in flight and the ones not tried are lost too
-                rest = self._in_flight + items[start:]
-                self._in_flight = []
+                rest = self._cut_short() + items[start:]
                 if rest:
                     self._lose(rest, Loss.UNSENT)
+
+    def _cut_short(self) -> list[T]:
+        """Take the chunk in flight: what its send said reached the peer is counted
+        delivered (a send cut short), the rest is returned."""
+        done, self._progress = self._progress, 0
+        chunk, self._in_flight = self._in_flight, []
+        if done:
+            self._delivered += done
+            if self._notices:
+                self._records(chunk[:done])  # delivered: forget the notices among them
+        return chunk[done:]
 
     def _put_back(self, items: list[T]) -> None:
         dropped = self.buffer.appendleft_all(items)

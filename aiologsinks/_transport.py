@@ -324,6 +324,7 @@ class DatagramLink:
         on_error: Callable[[int, Exception], bool],
         *,
         timeout: float | None = WRITE_TIMEOUT,
+        reached: Callable[[int], None] | None = None,
     ) -> int:
         """Send each payload as one datagram, in order; return how many were handled.
 
@@ -333,16 +334,22 @@ class DatagramLink:
         broken: the return value is that index, less the datagrams before it that
         still wait in the transport's buffer, which the caller's abort discards).
         Yields to the loop every ``SEND_SLICE`` datagrams and waits (bounded) while
-        the transport buffers.
+        the transport buffers; before each such wait it tells ``reached(i)`` that the
+        first ``i`` payloads are with the kernel (an outbox's :meth:`Outbox.reached`:
+        a send cut short during the wait then counts them delivered).
         """
         for i, data in enumerate(payloads):
             if i and not i % SEND_SLICE:
                 # one sendto never suspends: let the loop run between slices
+                if reached is not None:
+                    reached(i)
                 await asyncio.sleep(0)
             taken = False
             try:
                 if not self.send_nowait(data):
                     taken = True  # sent or buffered: only the drain failed
+                    if reached is not None:
+                        reached(i)  # this one waits in asyncio's buffer
                     await self.drain(timeout)
             except Exception as exc:  # noqa: BLE001 - per-datagram boundary
                 if not on_error(i, exc):
@@ -642,7 +649,9 @@ class DatagramSender:
             broken = True
             return False
 
-        sent = await link.send_all(payloads, on_error, timeout=self.timeout)
+        sent = await link.send_all(
+            payloads, on_error, timeout=self.timeout, reached=self.outbox.reached
+        )
         if broken:
             # after send_all has counted what still waits in the transport's buffer
             # (aborting empties it): those were not sent, the outbox has them again

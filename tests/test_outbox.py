@@ -8,6 +8,7 @@ clock; the last ones deliver over a real loopback connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 import time
 from collections.abc import Sequence
@@ -265,6 +266,32 @@ async def test_aclose_is_bounded_by_a_send_that_never_returns_and_counts_what_it
     assert lost == [2, 3, 4] and (s.abandoned, s.delivered) == (3, 2) and balanced(s)
     await outbox.put([5])  # after close: counted, never sent
     assert lost[-1] == 5 and balanced(outbox.statistics())
+
+
+@pytest.mark.parametrize("buffer_size", [1000, 0], ids=["buffered", "send once"])
+async def test_a_send_cut_short_counts_what_it_said_reached_the_peer(buffer_size: int) -> None:
+    # a send that got part of its chunk to the peer, then waits (a full socket): when
+    # aclose() gives up on it, that part was delivered, only the rest is lost
+    waiting = asyncio.Event()
+    outbox: Outbox[int]
+
+    async def send(chunk: list[int]) -> int | None:
+        outbox.reached(2)
+        waiting.set()
+        await asyncio.Event().wait()  # never returns
+        return None
+
+    lost: list[int] = []
+    outbox = Outbox(send, name="x", buffer_size=buffer_size,
+                    on_lost=lambda items, why: lost.extend(items))  # fmt: skip
+    putting = asyncio.ensure_future(outbox.put([0, 1, 2, 3, 4]))
+    await asyncio.wait_for(waiting.wait(), 5)
+    await asyncio.wait_for(outbox.aclose(timeout=0.05), 5)
+    putting.cancel()  # then the lane's task ends: nothing is counted twice
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(putting, 5)
+    s = outbox.statistics()
+    assert lost == [2, 3, 4] and s.delivered == 2 and balanced(s)
 
 
 async def test_aclose_cancels_the_retry_task_and_reports_what_it_abandons() -> None:

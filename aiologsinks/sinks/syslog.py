@@ -430,8 +430,12 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                 return True
             return False  # the daemon went away: reconnect, go on from this message
 
+        assert self.peer is not None  # the peer's outbox sends ``data``: its chunk
         sent = await link.send_all(
-            [self._fit(d) for d in data], on_error, timeout=self.write_timeout
+            [self._fit(d) for d in data],
+            on_error,
+            timeout=self.write_timeout,
+            reached=self.peer.outbox.reached,
         )
         if sent == 0 and data:
             raise ConnectionResetError(f"{self!r}: the daemon's socket refused a message")

@@ -402,6 +402,44 @@ async def test_datagrams_asyncio_still_holds_at_close_are_counted_not_delivered(
     assert_accounted(stats, n)
 
 
+async def test_a_send_cut_short_by_close_counts_what_reached_the_daemon_as_delivered(
+    tmp_path: Path,
+) -> None:
+    # the daemon's queue is full and the write timeout far: aclose(timeout=) gives up
+    # on the send while it waits. The datagrams the kernel took before are delivered
+    # (the daemon reads them later), not counted lost with the rest of the chunk.
+    from aiologsinks._stats import assert_accounted
+
+    from ..helpers import fresh_logger
+
+    path = str(tmp_path / "log.sock")
+    daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    daemon.bind(path)
+    daemon.setblocking(False)
+    sink = RecordingSysLogSink(path, write_timeout=30)
+    log = fresh_logger("t.syslog.cut_short")
+    n = 300
+    arrived: list[bytes] = []
+    try:
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        for i in range(n):
+            log.info("rec %05d", i)
+        stats = await dispatcher.aclose(timeout=0.5)
+        while True:
+            try:
+                arrived.append(daemon.recv(70_000))
+            except BlockingIOError:
+                break
+    finally:
+        daemon.close()
+    (share,) = stats.sinks.values()
+    assert 0 < len(arrived) < n
+    assert share.delivered == len(arrived)
+    assert_accounted(stats, n)
+
+
 async def test_unix_stream_socket_is_used_when_there_is_no_datagram_socket(
     tmp_path: Path,
 ) -> None:
