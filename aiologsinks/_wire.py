@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+import email.generator
 import email.utils
+import io
 import json
 import logging
 import os
@@ -400,6 +402,23 @@ def check_address(name: str, value: str) -> str:
     if "\r" in value or "\n" in value:
         raise ArgumentValueError(name, "an address must not contain CR or LF")
     return value
+
+
+def flatten_mail(msg: EmailMessage) -> tuple[bytes, list[str]]:
+    """``msg`` as ``smtplib.SMTP.send_message`` puts it on the wire, and the MAIL
+    options it adds: the generator without a policy of its own, so a body line that
+    starts with "From " is sent as ">From " (``mangle_from_``, as mbox readers need;
+    aiosmtplib's own flattening leaves it), and SMTPUTF8 for non-ASCII addresses."""
+    addresses = "".join(str(msg.get(h, "")) for h in ("From", "To"))
+    with io.BytesIO() as out:
+        if addresses.isascii():
+            options: list[str] = []
+            generator = email.generator.BytesGenerator(out)
+        else:
+            options = ["SMTPUTF8", "BODY=8BITMIME"]
+            generator = email.generator.BytesGenerator(out, policy=msg.policy.clone(utf8=True))
+        generator.flatten(msg, linesep="\r\n")
+        return out.getvalue(), options
 
 
 def mail_message(fromaddr: str, toaddrs: Sequence[str], subject: str, body: str) -> EmailMessage:

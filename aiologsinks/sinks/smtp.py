@@ -308,7 +308,11 @@ class SMTPSink(Sink):
             try:
                 for index, (mail, records) in enumerate(mails):
                     try:
-                        await smtp.send_message(mail)
+                        # flattened as smtplib does (">From " lines), not as aiosmtplib would
+                        flat, options = _wire.flatten_mail(mail)
+                        await smtp.sendmail(
+                            self.fromaddr, self.toaddrs, flat, mail_options=options
+                        )
                     except aiosmtplib.SMTPServerDisconnected as exc:
                         reason = f"{self!r}: the SMTP server closed the connection"
                         for _, rest in mails[index:]:

@@ -69,6 +69,25 @@ async def test_same_mail_as_stdlib_smtphandler() -> None:
     assert ours.message["Date"]
 
 
+async def test_a_line_starting_with_from_is_sent_as_smtplib_sends_it() -> None:
+    # smtplib's generator writes ">From " (mbox readers would take "From " for the
+    # start of a new mail); the bytes on the wire are the same, but for the Date
+    async with smtp_peer() as peer:
+        args = (("127.0.0.1", peer.port), "app@example.com", ["ops@example.com"], "Trouble")
+        record = make_record("From the start\nFrom here\nnot From here", level=logging.ERROR)
+        stdlib = logging.handlers.SMTPHandler(*args)
+        await asyncio.to_thread(stdlib.handle, record)
+        async with SMTPSink(*args) as sink:
+            await sink.handle(record)
+        theirs, ours = await peer.wait_for(2)
+
+    def without_date(content: bytes) -> list[bytes]:
+        return [line for line in content.split(b"\r\n") if not line.startswith(b"Date:")]
+
+    assert without_date(ours.content) == without_date(theirs.content)
+    assert b"\r\n>From the start\r\n>From here\r\nnot From here" in ours.content
+
+
 async def test_plain_string_toaddrs_is_one_address() -> None:
     async with smtp_peer() as peer:
         async with SMTPSink(
