@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import datetime
 import email.generator
+import email.policy
 import email.utils
 import io
 import json
@@ -416,7 +417,8 @@ def flatten_mail(msg: EmailMessage) -> tuple[bytes, list[str]]:
             generator = email.generator.BytesGenerator(out)
         else:
             options = ["SMTPUTF8", "BODY=8BITMIME"]
-            generator = email.generator.BytesGenerator(out, policy=msg.policy.clone(utf8=True))
+            # smtplib's msg.policy.clone(utf8=True): the message's policy is the default
+            generator = email.generator.BytesGenerator(out, policy=email.policy.SMTPUTF8)
         generator.flatten(msg, linesep="\r\n")
         return out.getvalue(), options
 

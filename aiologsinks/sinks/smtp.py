@@ -310,9 +310,7 @@ class SMTPSink(Sink):
                     try:
                         # flattened as smtplib does (">From " lines), not as aiosmtplib would
                         flat, options = _wire.flatten_mail(mail)
-                        await smtp.sendmail(
-                            self.fromaddr, self.toaddrs, flat, mail_options=options
-                        )
+                        await smtp.sendmail(self.fromaddr, self.toaddrs, flat, mail_options=options)
                     except aiosmtplib.SMTPServerDisconnected as exc:
                         reason = f"{self!r}: the SMTP server closed the connection"
                         for _, rest in mails[index:]:
