@@ -2,7 +2,8 @@
 
 Every file sink owns one :class:`FileWorker`: a single worker thread that performs the
 sink's disk operations in order (open, write+flush, stat, rename, remove, compress), so
-nothing blocks the event loop and a rotation can never overtake a pending write. The
+nothing blocks the event loop and a rotation can never overtake a pending write. It is
+a daemon thread, so an operation that never returns cannot keep the process alive. The
 file objects are plain ``open()`` files used only on that thread: one hop per batch
 (write and flush together), which a per-call wrapper such as ``aiofiles`` (one hop
 per method call, on a shared pool) could not give.
@@ -27,12 +28,18 @@ import functools
 import gzip
 import io
 import locale
+import math
 import os
+import queue
+import select
 import shutil
 import stat
+import threading
+import time
+import weakref
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from typing import Any, TypeVar
 
 from ._record import ACCELERATED
@@ -54,6 +61,7 @@ __all__ = [
     "gzip_file",
     "resolve_encoding",
     "shift_backups",
+    "write_bounded",
 ]
 
 T = TypeVar("T")
@@ -85,22 +93,98 @@ def off_loop(executor: Executor | None, call: Callable[[], T]) -> asyncio.Future
     return done
 
 
+class _DaemonThreadExecutor(Executor):
+    """One daemon thread running the submitted calls in order.
+
+    Not a ``ThreadPoolExecutor``: the interpreter joins its threads at exit, so one
+    stuck in an ``open`` or ``write`` that never returns (a FIFO nobody reads, a hung
+    network file system) kept the process alive after ``aclose(timeout=...)`` had
+    already counted the batch and sent it to the fallback. Nothing is lost by not
+    waiting: whoever needs an operation's outcome awaits it before the exit.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = (
+            queue.SimpleQueue()
+        )
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        """Queue ``fn(*args, **kwargs)`` for the thread, starting it on first use.
+
+        Raises ``RuntimeError`` (mentioning shutdown) after :meth:`shutdown`, or when
+        the interpreter refuses new threads because it is exiting.
+        """
+        future: Future[T] = Future()
+        call = functools.partial(fn, *args, **kwargs)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if self._thread is None:
+                # the thread holds the queue, not the executor: an executor nobody
+                # shut down (a sink never closed) ends its thread when collected
+                thread = threading.Thread(
+                    target=_serve, args=(self._calls,), name=self._name, daemon=True
+                )
+                try:
+                    thread.start()
+                except RuntimeError as exc:  # Python 3.12+ during interpreter shutdown
+                    raise RuntimeError(f"cannot start a worker at shutdown: {exc}") from exc
+                self._thread = thread
+                weakref.finalize(self, self._calls.put, None)
+            self._calls.put((future, call))
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more calls; the thread ends after those already queued."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            thread = self._thread
+            if thread is not None:
+                self._calls.put(None)
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+
+def _serve(calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None]) -> None:
+    while True:
+        item = calls.get()
+        if item is None:
+            return
+        future, call = item
+        del item
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            result = call()
+        except BaseException as exc:  # noqa: BLE001 - the awaiting caller gets it
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+        del future, call  # free the call's arguments (a file, a batch) while idle
+
+
 class FileWorker:
     """A single ordered worker thread for one sink's disk operations."""
 
     def __init__(self, name: str) -> None:
         self._name = name
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor: _DaemonThreadExecutor | None = None
         self._pid = os.getpid()
 
     @property
-    def executor(self) -> ThreadPoolExecutor:
+    def executor(self) -> Executor:
         """The executor, created on first use (a thread exists only once needed), and
         again in a forked child, where the parent's thread does not exist: the old
         executor would queue the child's operations for it forever."""
         if self._executor is None or self._pid != os.getpid():
             self._pid = os.getpid()
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"aiologsinks-{self._name}")
+            self._executor = _DaemonThreadExecutor(f"aiologsinks-{self._name}")
         return self._executor
 
     async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -335,6 +419,8 @@ class AsyncTextFile:
         self._file = file
         self._worker = worker
         self._direct = direct
+        #: the encoder of a FIFO or socket's bounded writes (None: any other file)
+        self._pipe_encoder: codecs.IncrementalEncoder | None = None
 
     def _direct_for(self, data: str) -> DirectWriter | None:
         direct = self._direct
@@ -368,18 +454,21 @@ class AsyncTextFile:
         """Open ``path`` on the worker thread, as ``open(path, mode, encoding=..., errors=...)``."""
         opening = worker.start(functools.partial(_open_probe, path, mode, encoding, errors))
         try:
-            f, regular = await asyncio.shield(opening)
+            f, st_mode = await asyncio.shield(opening)
         except asyncio.CancelledError:
             # the open still completes on the worker: close what it returns, or the
             # file object would leak (the loop may be shutting down right now)
             opening.add_done_callback(_close_orphan)
             raise
         try:
-            direct = _direct_writer(f, regular)
+            direct = _direct_writer(f, stat.S_ISREG(st_mode))
         except BaseException:
             await worker.run(f.close)
             raise
-        return cls(f, worker, direct)
+        opened = cls(f, worker, direct)
+        if _POLLABLE_WRITES and (stat.S_ISFIFO(st_mode) or stat.S_ISSOCK(st_mode)):
+            opened._pipe_encoder = codecs.getincrementalencoder(f.encoding)(f.errors or "strict")
+        return opened
 
     async def write(self, data: str) -> None:
         """Write ``data`` and flush it to the OS in one worker-thread call (or with
@@ -387,7 +476,27 @@ class AsyncTextFile:
         direct = self._direct_for(data)
         if direct is not None and await self._write_direct(direct, data) is not None:
             return
+        if self._pipe_encoder is not None:
+            await self._write_pipe(data)
+            return
         await self._worker.run(_write_and_flush, self._file, data)
+
+    async def _write_pipe(self, data: str) -> None:
+        """Write ``data`` to a FIFO or socket without ever blocking in ``write``.
+
+        A reader that stops reading would otherwise hold the worker thread in a
+        ``write`` for good: the batch abandoned by ``aclose(timeout=...)`` could still
+        reach the reader later, after it was counted and sent to the fallback, and
+        every later operation (the close) would wait behind it. As
+        :class:`~aiologsinks.sinks.stream.StreamSink`: waits as long as the reader
+        takes something, and stops as soon as this call is cancelled.
+        """
+        abandoned = threading.Event()
+        try:
+            await self._worker.run(_write_pipe, self._file, self._pipe_encoder, data, abandoned)
+        except asyncio.CancelledError:
+            abandoned.set()  # nobody waits for this write any more: free the thread
+            raise
 
     async def flush(self) -> None:
         """Flush Python's buffer to the OS."""
@@ -425,15 +534,15 @@ class AsyncTextFile:
 
 def _open_probe(
     path: str, mode: str, encoding: str | None, errors: str | None
-) -> tuple[io.TextIOBase, bool]:
-    """``open(path, mode, ...)`` and whether it is a regular file (one worker call)."""
+) -> tuple[io.TextIOBase, int]:
+    """``open(path, mode, ...)`` and its ``st_mode`` (one worker call)."""
     f: Any = open(path, mode, encoding=encoding, errors=errors)  # noqa: SIM115 - returned open
     try:
-        regular = stat.S_ISREG(os.fstat(f.fileno()).st_mode)
+        st_mode = os.fstat(f.fileno()).st_mode
     except BaseException:
         f.close()
         raise
-    return f, regular
+    return f, st_mode
 
 
 def _write_flush_position(f: io.TextIOBase, data: str) -> int:
@@ -451,6 +560,48 @@ def _close_orphan(opening: asyncio.Future[Any]) -> None:
     if opening.cancelled() or opening.exception() is not None:
         return
     opening.result()[0].close()
+
+
+def _write_pipe(f: io.TextIOBase, encoder: Any, data: str, abandoned: threading.Event) -> None:
+    # encode first: a text that cannot be encoded fails before anything is written
+    # (and a failed encode leaves the encoder's start-of-stream BOM for the next one)
+    encoded = encoder.encode(data)
+    f.flush()
+    write_bounded(f.fileno(), encoded, None, abandoned)
+
+
+def write_bounded(fd: int, data: bytes, timeout: float | None, abandoned: threading.Event) -> None:
+    """Write ``data`` to the pipe or socket ``fd`` without ever blocking in ``write``.
+
+    Each piece is at most ``PIPE_BUF`` bytes and is written only once ``poll`` reports
+    room, which for a pipe means a free buffer slot, so the blocking ``write`` returns
+    at once. Raises ``TimeoutError`` when nothing could be written for ``timeout``
+    seconds (None: no limit), and stops when ``abandoned`` is set.
+    """
+    view = memoryview(data)
+    piece = select.PIPE_BUF
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    patience = math.inf if timeout is None else timeout
+    deadline = time.monotonic() + patience
+    while view:
+        if abandoned.is_set():
+            raise TimeoutError(f"write abandoned with {len(view)} of {len(data)} bytes unwritten")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(
+                f"stream took nothing for {patience:g} s: "
+                f"{len(view)} of {len(data)} bytes unwritten"
+            )
+        if not poller.poll(min(_CHECK_ABANDONED, left) * 1000):
+            continue
+        try:
+            # POLLERR/POLLHUP/POLLNVAL also end the wait: the write raises the error
+            written = os.write(fd, view[:piece])
+        except (BlockingIOError, InterruptedError):
+            continue  # a non-blocking fd, or another writer took the room first
+        view = view[written:]
+        deadline = time.monotonic() + patience  # the timeout is for a peer taking nothing
 
 
 def _write_and_flush(f: io.TextIOBase, data: str) -> None:
@@ -489,5 +640,10 @@ class ByteCounter:
             n += text.count("\n") * self._extra_per_newline
         return n
 
+
+#: how often a waiting bounded write checks whether it was abandoned (seconds)
+_CHECK_ABANDONED = 0.05
+#: FIFOs and sockets are written with write_bounded (poll, "\n" written as itself)
+_POLLABLE_WRITES = hasattr(select, "poll") and os.linesep == "\n"
 
 _ASCII_COMPATIBLE = frozenset({"utf-8", "ascii", "latin-1", "iso8859-15", "cp1252", "iso8859-1"})

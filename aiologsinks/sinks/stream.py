@@ -5,18 +5,16 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-import math
 import os
 import select
 import stat
 import sys
 import threading
-import time
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from .._fastformat import PlainFormat, format_batch, plain_percent_format
-from .._fileio import FileWorker
+from .._fileio import FileWorker, write_bounded
 from .._sink import Sink
 from .._validate import ArgumentTypeError, ArgumentValueError
 
@@ -24,8 +22,6 @@ __all__ = ["NullSink", "StreamSink"]
 
 #: seconds a pipe or socket may stay full before a write gives up (``write_timeout``)
 WRITE_TIMEOUT = 10.0
-#: how often a waiting write checks whether it was abandoned (seconds)
-_CHECK_ABANDONED = 0.05
 
 
 class StreamSink(Sink):
@@ -156,7 +152,7 @@ class StreamSink(Sink):
         wrapper: Any = stream  # an io.TextIOWrapper (checked by _pollable_fd)
         data = text.encode(wrapper.encoding, wrapper.errors or "strict")
         stream.flush()  # what the stream holds goes out before this batch
-        _write_bounded(fd, data, self.write_timeout, abandoned)
+        write_bounded(fd, data, self.write_timeout, abandoned)
 
     async def flush(self) -> None:
         """Flush the stream (on the worker thread)."""
@@ -200,40 +196,6 @@ def _write_flush(stream: Any, text: str) -> None:
     flush = getattr(stream, "flush", None)
     if flush is not None:
         flush()
-
-
-def _write_bounded(fd: int, data: bytes, timeout: float | None, abandoned: threading.Event) -> None:
-    """Write ``data`` to the pipe or socket ``fd`` without ever blocking in ``write``.
-
-    Each piece is at most ``PIPE_BUF`` bytes and is written only once ``poll`` reports
-    room, which for a pipe means a free buffer slot, so the blocking ``write`` returns
-    at once. Raises ``TimeoutError`` when nothing could be written for ``timeout``
-    seconds, and stops when ``abandoned`` is set.
-    """
-    view = memoryview(data)
-    piece = select.PIPE_BUF
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
-    patience = math.inf if timeout is None else timeout
-    deadline = time.monotonic() + patience
-    while view:
-        if abandoned.is_set():
-            raise TimeoutError(f"write abandoned with {len(view)} of {len(data)} bytes unwritten")
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(
-                f"stream took nothing for {patience:g} s: "
-                f"{len(view)} of {len(data)} bytes unwritten"
-            )
-        if not poller.poll(min(_CHECK_ABANDONED, left) * 1000):
-            continue
-        try:
-            # POLLERR/POLLHUP/POLLNVAL also end the wait: the write raises the error
-            written = os.write(fd, view[:piece])
-        except (BlockingIOError, InterruptedError):
-            continue  # a non-blocking fd, or another writer took the room first
-        view = view[written:]
-        deadline = time.monotonic() + patience  # the timeout is for a peer taking nothing
 
 
 class NullSink(Sink):

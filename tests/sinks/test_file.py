@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,8 @@ import pytest
 import aiologsinks as als
 
 from ._oracle import make_records
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class Recorder(als.FileSink):
@@ -197,3 +203,61 @@ def test_bad_file_arguments_name_the_parameter(
     with pytest.raises(error, match=f"^{param}: ") as info:
         als.FileSink(**args)  # type: ignore[arg-type]
     assert info.value.param == param  # type: ignore[attr-defined]
+
+
+FIFO_SCRIPT = """
+import asyncio, logging, os, sys
+import aiologsinks as als
+
+path, phase, kind = sys.argv[1], sys.argv[2], sys.argv[3]
+os.mkfifo(path)
+if phase == "write":
+    keep = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a reader that never reads
+sinks = {
+    "file": lambda: als.FileSink(path),
+    "watched": lambda: als.WatchedFileSink(path),
+}
+
+async def main():
+    sink = sinks[kind]()
+    log = logging.getLogger("fifo")
+    log.propagate = False
+    async with als.install(sink, logger=log, level=logging.INFO) as dispatcher:
+        for i in range(3000):  # ~180 KiB: more than a pipe holds
+            log.info("rec %d %s", i, "x" * 50)
+        await dispatcher.aclose(timeout=0.5)
+    (s,) = dispatcher.stats().sinks.values()
+    print(s.received, s.delivered, s.errors, s.undelivered)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+@pytest.mark.parametrize("kind", ["file", "watched"])
+@pytest.mark.parametrize("phase", ["open", "write"])
+def test_a_fifo_nobody_reads_lets_the_process_exit_with_every_record_counted(
+    tmp_path: Path, phase: str, kind: str
+) -> None:
+    # "open": no reader ever, the open() never returns; "write": a reader that never
+    # reads, the pipe fills and a write() never returns
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(FIFO_SCRIPT),
+            str(tmp_path / "app.log"),
+            phase,
+            kind,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    received, delivered, errors, undelivered = map(int, result.stdout.split())
+    assert received == 3000
+    assert delivered + errors + undelivered == received
+    assert undelivered > 0  # what the FIFO never took went to the fallback
