@@ -419,6 +419,8 @@ class AsyncTextFile:
         self._file = file
         self._worker = worker
         self._direct = direct
+        #: whether the file opened is a regular file (not a pipe, device, socket)
+        self.regular = True
         #: the encoder of a FIFO or socket's bounded writes (None: any other file)
         self._pipe_encoder: codecs.IncrementalEncoder | None = None
 
@@ -466,6 +468,7 @@ class AsyncTextFile:
             await worker.run(f.close)
             raise
         opened = cls(f, worker, direct)
+        opened.regular = stat.S_ISREG(st_mode)
         if _POLLABLE_WRITES and (stat.S_ISFIFO(st_mode) or stat.S_ISSOCK(st_mode)):
             opened._pipe_encoder = codecs.getincrementalencoder(f.encoding)(f.errors or "strict")
         return opened
@@ -520,9 +523,10 @@ class AsyncTextFile:
                 return position
         return await self._worker.run(_write_flush_position, self._file, data)
 
-    async def probe(self) -> tuple[int, bool]:
-        """Return ``(position, is_regular_file)`` of the open file, in one worker call."""
-        return await self._worker.run(_probe, self._file)
+    async def position(self) -> int:
+        """The OS file position (``lseek``); raises ``OSError`` when the file cannot
+        seek (a pipe), as ``tell()`` does for the stdlib ``RotatingFileHandler``."""
+        return await self._worker.run(_position, self._file)
 
     async def close(self) -> None:
         """Flush and close the file (after what its direct writer still holds)."""
@@ -551,9 +555,8 @@ def _write_flush_position(f: io.TextIOBase, data: str) -> int:
     return os.lseek(f.fileno(), 0, os.SEEK_CUR)
 
 
-def _probe(f: io.TextIOBase) -> tuple[int, bool]:
-    fd = f.fileno()
-    return os.lseek(fd, 0, os.SEEK_CUR), stat.S_ISREG(os.fstat(fd).st_mode)
+def _position(f: io.TextIOBase) -> int:
+    return os.lseek(f.fileno(), 0, os.SEEK_CUR)
 
 
 def _close_orphan(opening: asyncio.Future[Any]) -> None:

@@ -237,7 +237,8 @@ class RotatingFileSink(BaseRotatingSink):
     is the stdlib's, record by record: the file's size in bytes plus the length of
     ``format(record) + "\\n"`` in characters, ``>= maxBytes``. The size is tracked
     as bytes are written (and re-read from the OS after every write), so the decision
-    never blocks. Follows CPython 3.13: an empty file never rolls over (gh-116263),
+    never blocks; with ``maxBytes=0`` the position is never asked for, so a path that
+    cannot seek (``/dev/stdout`` into a pipe) is written as by the stdlib. Follows CPython 3.13: an empty file never rolls over (gh-116263),
     nor does anything that is not a regular file (bpo-45401).
     """
 
@@ -268,11 +269,16 @@ class RotatingFileSink(BaseRotatingSink):
 
     async def _open(self) -> AsyncTextFile:
         f = await super()._open()
-        try:
-            self._pos, self._regular = await f.probe()
-        except BaseException:
-            await f.close()
-            raise
+        self._regular = f.regular
+        self._pos = 0
+        if self.maxBytes > 0:
+            # only a size test needs the position: with maxBytes=0 a pipe such as
+            # /dev/stdout is written, as by the stdlib (whose tell() fails otherwise)
+            try:
+                self._pos = await f.position()
+            except BaseException:
+                await f.close()
+                raise
         self._counter = ByteCounter(self.encoding, self.errors, at_start=self._pos == 0)
         return f
 
@@ -280,7 +286,10 @@ class RotatingFileSink(BaseRotatingSink):
         """Append ``text`` and flush it; the tracked size becomes the OS's."""
         if self._file is None:
             self._file = await self._open()
-        self._pos = await self._file.append(text)
+        if self.maxBytes > 0:
+            self._pos = await self._file.append(text)
+        else:
+            await self._file.write(text)
 
     def shouldRollover(self, record: logging.LogRecord) -> bool:
         """Return True when writing ``record`` would make the file reach ``maxBytes``.
@@ -474,11 +483,7 @@ class TimedRotatingFileSink(BaseRotatingSink):
 
     async def _open(self) -> AsyncTextFile:
         f = await super()._open()
-        try:
-            _, self._regular_file = await f.probe()
-        except BaseException:
-            await f.close()
-            raise
+        self._regular_file = f.regular
         return f
 
     async def getFilesToDelete(self) -> list[str]:

@@ -291,3 +291,25 @@ async def test_end_to_end_through_install(tmp_path: Path) -> None:
             log.info("record %d", i)
         await d.flush()
     assert lines_oldest_first(tmp_path) == [f"record {i}" for i in range(1000)]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+@pytest.mark.parametrize(("max_bytes", "written"), [(0, b"a\nb\n"), (1000, b"")])
+async def test_a_pipe_path_is_written_unless_a_size_needs_its_position(
+    tmp_path: Path, max_bytes: int, written: bytes
+) -> None:
+    # /dev/stdout piped to a log collector, as in a container. As the stdlib (3.13):
+    # maxBytes=0 writes every record; maxBytes > 0 asks the pipe for its position,
+    # which fails for every record
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        sink = Recorder(path, maxBytes=max_bytes, backupCount=2, delay=True)
+        sink.setFormatter(logging.Formatter("%(message)s"))
+        async with sink:
+            await sink.emit_batch(_oracle.make_records(["a", "b"], 1.0))
+        assert sink.failures == (0 if max_bytes == 0 else 2)
+        assert os.read(reader, 65536) == written
+    finally:
+        os.close(reader)

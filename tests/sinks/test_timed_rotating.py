@@ -307,3 +307,31 @@ def test_a_patched_time_time_is_followed_as_by_the_stdlib(
         assert ours.shouldRollover(record) and theirs.shouldRollover(record)
     finally:
         theirs.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+async def test_a_pipe_path_is_written_and_never_rolled_over(tmp_path: Path) -> None:
+    # /dev/stdout piped to a log collector, as in a container: the stdlib (3.13)
+    # writes every record and skips the rollovers of a file that is not a regular one
+    path = tmp_path / "pipe"
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    now = [1_700_000_000.0]
+    failures: list[logging.LogRecord] = []
+
+    class Recorder(als.TimedRotatingFileSink):
+        def handleError(self, record: logging.LogRecord) -> None:
+            failures.append(record)
+
+    try:
+        sink = Recorder(path, when="S", backupCount=2, clock=lambda: now[0])
+        sink.setFormatter(logging.Formatter("%(message)s"))
+        async with sink:
+            await sink.emit_batch(_oracle.make_records(["a"], now[0]))
+            now[0] += 10  # a rollover is due
+            await sink.emit_batch(_oracle.make_records(["b"], now[0]))
+        assert failures == []
+        assert os.read(reader, 65536) == b"a\nb\n"
+        assert sorted(os.listdir(tmp_path)) == ["pipe"]
+    finally:
+        os.close(reader)
