@@ -419,8 +419,6 @@ class AsyncTextFile:
         self._file = file
         self._worker = worker
         self._direct = direct
-        #: whether the file opened is a regular file (not a pipe, device, socket)
-        self.regular = True
         #: the encoder of a FIFO or socket's bounded writes (None: any other file)
         self._pipe_encoder: codecs.IncrementalEncoder | None = None
 
@@ -468,7 +466,6 @@ class AsyncTextFile:
             await worker.run(f.close)
             raise
         opened = cls(f, worker, direct)
-        opened.regular = stat.S_ISREG(st_mode)
         if _POLLABLE_WRITES and (stat.S_ISFIFO(st_mode) or stat.S_ISSOCK(st_mode)):
             opened._pipe_encoder = codecs.getincrementalencoder(f.encoding)(f.errors or "strict")
         return opened

@@ -200,6 +200,9 @@ class BaseRotatingSink(FileSink):
                 # formatted up front (a frozen record, built-in test): the test reads
                 # the text; otherwise the public hook gets the LogRecord
                 due = self.shouldRollover(record) if msgs is None else self._rollover_due(msgs[n])  # type: ignore[arg-type]
+                if due and not await self._worker.run(_may_roll_over, self.baseFilename):
+                    self._rollover_refused()
+                    due = False
                 if due:
                     await self.write_texts(texts, RecordBatch(kept))
                     texts, kept = [], []
@@ -213,6 +216,9 @@ class BaseRotatingSink(FileSink):
             texts.append(text)
             kept.append(record)
         await self.write_texts(texts, RecordBatch(kept))
+
+    def _rollover_refused(self) -> None:
+        """A rollover was due but the path is not a regular file (see :func:`_may_roll_over`)."""
 
     def _formatted(self, record: logging.LogRecord) -> str:
         # shouldRollover and the write need the same text: format once per record
@@ -238,8 +244,10 @@ class RotatingFileSink(BaseRotatingSink):
     ``format(record) + "\\n"`` in characters, ``>= maxBytes``. The size is tracked
     as bytes are written (and re-read from the OS after every write), so the decision
     never blocks; with ``maxBytes=0`` the position is never asked for, so a path that
-    cannot seek (``/dev/stdout`` into a pipe) is written as by the stdlib. Follows CPython 3.13: an empty file never rolls over (gh-116263),
-    nor does anything that is not a regular file (bpo-45401).
+    cannot seek (``/dev/stdout`` into a pipe) is written as by the stdlib. Follows
+    CPython 3.13: an empty file never rolls over (gh-116263), nor does a path that
+    exists and is not a regular file (bpo-45401), checked off the loop when a
+    rollover is due.
     """
 
     _check_needs_open = True
@@ -264,12 +272,10 @@ class RotatingFileSink(BaseRotatingSink):
         self.maxBytes = maxBytes
         self.backupCount = backupCount
         self._pos = 0
-        self._regular = True
         self._counter: ByteCounter | None = None
 
     async def _open(self) -> AsyncTextFile:
         f = await super()._open()
-        self._regular = f.regular
         self._pos = 0
         if self.maxBytes > 0:
             # only a size test needs the position: with maxBytes=0 a pipe such as
@@ -294,15 +300,15 @@ class RotatingFileSink(BaseRotatingSink):
     def shouldRollover(self, record: logging.LogRecord) -> bool:
         """Return True when writing ``record`` would make the file reach ``maxBytes``.
 
-        The stdlib's test, on the tracked size: never for an empty file or one that
-        is not a regular file.
+        The stdlib's test, on the tracked size: never for an empty file. When the path
+        is not a regular file the sink then skips the rollover, as the stdlib does.
         """
         return self._rollover_due(self._formatted(record))
 
     def _rollover_due(self, text: str) -> bool:
         if self.maxBytes <= 0 or not self._pos:
             return False
-        return self._pos + len(text) + 1 >= self.maxBytes and self._regular
+        return self._pos + len(text) + 1 >= self.maxBytes
 
     def _count(self, text: str) -> None:
         super()._count(text)
@@ -465,26 +471,17 @@ class TimedRotatingFileSink(BaseRotatingSink):
     def shouldRollover(self, record: logging.LogRecord) -> bool:
         """Return True when the clock reached :attr:`rolloverAt`.
 
-        ``record`` is not used. When the open file is not a regular file the rollover
-        is skipped and the next rollover time computed, as the stdlib does.
+        ``record`` is not used. When the path is not a regular file the sink then
+        skips the rollover and computes the next rollover time, as the stdlib does.
         """
         return self._rollover_due("")
 
     def _rollover_due(self, text: str) -> bool:
-        t = int(self._clock())
-        if t < self.rolloverAt:
-            return False
-        if self._file is not None and not self._regular_file:
-            self.rolloverAt = self.computeRollover(t)
-            return False
-        return True
+        return int(self._clock()) >= self.rolloverAt
 
-    _regular_file = True
-
-    async def _open(self) -> AsyncTextFile:
-        f = await super()._open()
-        self._regular_file = f.regular
-        return f
+    def _rollover_refused(self) -> None:
+        # as the stdlib: the next rollover time, so the path is not checked per record
+        self.rolloverAt = self.computeRollover(int(self._clock()))
 
     async def getFilesToDelete(self) -> list[str]:
         """Return the oldest backups beyond ``backupCount``, oldest first.
@@ -564,6 +561,13 @@ _WHEN: dict[str, tuple[int, str, str]] = {
 def _now() -> float:
     # the module attribute, read at each call: never a clock captured at import
     return time.time()
+
+
+def _may_roll_over(path: str) -> bool:
+    # bpo-45401 / gh-89564 (3.13): never roll over a path that exists and is not a
+    # regular file (a FIFO, /dev/stdout, a directory that replaced the log), whatever
+    # the open file is: rotating it would move the directory into the backups
+    return not os.path.exists(path) or os.path.isfile(path)
 
 
 def _is_async_callable(fn: object) -> bool:

@@ -313,3 +313,21 @@ async def test_a_pipe_path_is_written_unless_a_size_needs_its_position(
         assert os.read(reader, 65536) == written
     finally:
         os.close(reader)
+
+
+async def test_a_directory_that_replaced_the_log_is_never_rolled_over(tmp_path: Path) -> None:
+    # as the stdlib (3.13, bpo-45401): the size says roll over, the path is not a
+    # regular file, so the records go on into the open file and the directory stays
+    path = tmp_path / "app.log"
+    sink = Recorder(path, maxBytes=60, backupCount=3)
+    sink.setFormatter(logging.Formatter("%(message)s"))
+    async with sink:
+        await sink.emit_batch(_oracle.make_records([f"record {n:03d}" for n in range(3)], 1.0))
+        os.remove(path)
+        os.mkdir(path)
+        (path / "user-data").write_text("precious")
+        for n in range(3, 20):
+            await sink.emit_batch(_oracle.make_records([f"record {n:03d}"], 1.0))
+    assert sink.failures == 0
+    assert sorted(os.listdir(tmp_path)) == ["app.log"]
+    assert (path / "user-data").read_text() == "precious"

@@ -335,3 +335,29 @@ async def test_a_pipe_path_is_written_and_never_rolled_over(tmp_path: Path) -> N
         assert sorted(os.listdir(tmp_path)) == ["pipe"]
     finally:
         os.close(reader)
+
+
+async def test_a_directory_that_replaced_the_log_is_never_rotated(tmp_path: Path) -> None:
+    # as the stdlib (3.13, gh-89564): the rollover time came, the path is not a
+    # regular file, so the rollover is skipped and the next one scheduled
+    path = tmp_path / "app.log"
+    now = [1_700_000_000.0]
+    failures: list[logging.LogRecord] = []
+
+    class Recorder(als.TimedRotatingFileSink):
+        def handleError(self, record: logging.LogRecord) -> None:
+            failures.append(record)
+
+    sink = Recorder(path, when="S", backupCount=2, clock=lambda: now[0])
+    sink.setFormatter(logging.Formatter("%(message)s"))
+    async with sink:
+        await sink.emit_batch(_oracle.make_records(["before"], now[0]))
+        os.remove(path)
+        os.mkdir(path)
+        (path / "user-data").write_text("precious")
+        now[0] += 10  # a rollover is due
+        await sink.emit_batch(_oracle.make_records(["after"], now[0]))
+        assert sink.rolloverAt == sink.computeRollover(int(now[0]))
+    assert failures == []
+    assert sorted(os.listdir(tmp_path)) == ["app.log"]
+    assert (path / "user-data").read_text() == "precious"
