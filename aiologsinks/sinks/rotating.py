@@ -188,6 +188,7 @@ class BaseRotatingSink(FileSink):
         term = self.terminator
         texts: list[str] = []
         kept: list[Item] = []
+        settled = 0  # records of the batch already taken over (see Sink._take_over)
         # formatted up front, a record costs the loop little here: yield less often
         every = _YIELD_EVERY if msgs is None else _YIELD_EVERY * 16
         for n, record in enumerate(records):
@@ -206,6 +207,11 @@ class BaseRotatingSink(FileSink):
                 if due:
                     await self.write_texts(texts, RecordBatch(kept))
                     texts, kept = [], []
+                    # the records before this one are written or reported: should the
+                    # rollover be abandoned (aclose(timeout=...)), only the rest of the
+                    # batch is undelivered, and none of these goes to the fallback
+                    self._take_over(n - settled)
+                    settled = n
                     await self.doRollover()
                     await self._prepare_check()
                 text = (self._formatted(record) if msgs is None else msgs[n]) + term  # type: ignore[arg-type]

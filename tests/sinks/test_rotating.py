@@ -7,6 +7,8 @@ import gzip
 import logging
 import os
 import random
+import re
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ import aiologsinks as als
 from aiologsinks._record import RecordBatch, freeze
 
 from ..conftest import IN_CI
+from ..helpers import CaptureHandler, fresh_logger
 from . import _oracle
 
 REFERENCE = _oracle.reference_python()
@@ -331,3 +334,45 @@ async def test_a_directory_that_replaced_the_log_is_never_rolled_over(tmp_path: 
     assert sink.failures == 0
     assert sorted(os.listdir(tmp_path)) == ["app.log"]
     assert (path / "user-data").read_text() == "precious"
+
+
+async def test_records_written_before_an_abandoned_rollover_count_as_delivered(
+    tmp_path: Path,
+) -> None:
+    # aclose(timeout=...) gives up while the batch waits for its rollover: the chunk
+    # written before it is in the file, so it is delivered, and only the records
+    # after it are undelivered and go to the fallback (each record once)
+    path = tmp_path / "app.log"
+    rotating, release, rotated = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_rotator(source: str, dest: str) -> None:
+        rotating.set()
+        release.wait(30)
+        os.rename(source, dest)
+        rotated.set()
+
+    sink = als.RotatingFileSink(path, maxBytes=200, backupCount=5)
+    sink.rotator = slow_rotator
+    fallback = CaptureHandler()
+    dispatcher = als.Dispatcher(sink, fallback=fallback)
+    dispatcher.start()
+    log = fresh_logger("t.rotating.abandoned")
+    log.addHandler(dispatcher.handler)
+    try:
+        for i in range(50):  # one batch: a few records fill the first file
+            log.info("rec %03d %s", i, "s" * 30)
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, rotating.wait, 30)
+        await dispatcher.aclose(timeout=0.2)
+    finally:
+        log.removeHandler(dispatcher.handler)
+        release.set()
+    assert await asyncio.get_running_loop().run_in_executor(None, rotated.wait, 30)
+    (stats,) = dispatcher.stats().sinks.values()
+    in_files = set()
+    for name in os.listdir(tmp_path):
+        in_files |= set(re.findall(r"rec (\d{3})", (tmp_path / name).read_text()))
+    in_fallback = {m for r in fallback.records for m in re.findall(r"rec (\d{3})", r.getMessage())}
+    assert in_files and not in_files & in_fallback
+    assert stats.delivered == len(in_files)
+    assert stats.undelivered == len(in_fallback) == 50 - len(in_files)
