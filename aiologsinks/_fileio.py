@@ -419,6 +419,8 @@ class AsyncTextFile:
         self._file = file
         self._worker = worker
         self._direct = direct
+        #: no write reached the file object yet, and its encoding starts with a BOM
+        self._bom_pending = codecs.lookup(file.encoding).name in _BOM_ENCODINGS
         #: the encoder of a FIFO or socket's bounded writes (None: any other file)
         self._pipe_encoder: codecs.IncrementalEncoder | None = None
 
@@ -479,7 +481,16 @@ class AsyncTextFile:
         if self._pipe_encoder is not None:
             await self._write_pipe(data)
             return
-        await self._worker.run(_write_and_flush, self._file, data)
+        await self._write_file(_write_and_flush, data)
+
+    async def _write_file(self, write: Callable[[io.TextIOBase, str], T], data: str) -> T:
+        """``write(file, data)`` on the worker; the first write of a file that starts
+        with a BOM checks first that ``data`` can be encoded."""
+        if not self._bom_pending:
+            return await self._worker.run(write, self._file, data)
+        result: T = await self._worker.run(_encodable_then, write, self._file, data)
+        self._bom_pending = False
+        return result
 
     async def _write_pipe(self, data: str) -> None:
         """Write ``data`` to a FIFO or socket without ever blocking in ``write``.
@@ -518,7 +529,7 @@ class AsyncTextFile:
             position = await self._write_direct(direct, data)
             if position is not None:
                 return position
-        return await self._worker.run(_write_flush_position, self._file, data)
+        return await self._write_file(_write_flush_position, data)
 
     async def position(self) -> int:
         """The OS file position (``lseek``); raises ``OSError`` when the file cannot
@@ -562,10 +573,23 @@ def _close_orphan(opening: asyncio.Future[Any]) -> None:
     opening.result()[0].close()
 
 
+def _encodable_then(write: Callable[[io.TextIOBase, str], T], f: io.TextIOBase, data: str) -> T:
+    # TextIOWrapper forgets that its stream starts (and so the BOM) even when the
+    # encoding of its first write fails: a first batch holding one record that cannot
+    # be encoded, retried record by record, would leave a file with no BOM
+    data.encode(f.encoding, f.errors or "strict")
+    return write(f, data)
+
+
 def _write_pipe(f: io.TextIOBase, encoder: Any, data: str, abandoned: threading.Event) -> None:
-    # encode first: a text that cannot be encoded fails before anything is written
-    # (and a failed encode leaves the encoder's start-of-stream BOM for the next one)
-    encoded = encoder.encode(data)
+    # encode first: a text that cannot be encoded fails before anything is written;
+    # a failed encode must not use up the encoder's start-of-stream BOM
+    state = encoder.getstate()
+    try:
+        encoded = encoder.encode(data)
+    except UnicodeError:
+        encoder.setstate(state)
+        raise
     f.flush()
     write_bounded(f.fileno(), encoded, None, abandoned)
 
@@ -645,5 +669,8 @@ class ByteCounter:
 _CHECK_ABANDONED = 0.05
 #: FIFOs and sockets are written with write_bounded (poll, "\n" written as itself)
 _POLLABLE_WRITES = hasattr(select, "poll") and os.linesep == "\n"
+
+#: encodings whose first write starts with a byte order mark
+_BOM_ENCODINGS = frozenset({"utf-16", "utf-32", "utf-8-sig"})
 
 _ASCII_COMPATIBLE = frozenset({"utf-8", "ascii", "latin-1", "iso8859-15", "cp1252", "iso8859-1"})

@@ -261,3 +261,26 @@ def test_a_fifo_nobody_reads_lets_the_process_exit_with_every_record_counted(
     assert received == 3000
     assert delivered + errors + undelivered == received
     assert undelivered > 0  # what the FIFO never took went to the fallback
+
+
+class WatchedRecorder(als.WatchedFileSink):
+    failures: list[logging.LogRecord]
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.failures.append(record)
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
+@pytest.mark.parametrize("cls", [Recorder, WatchedRecorder])
+async def test_the_bom_is_written_when_the_first_batch_holds_a_record_that_cannot_be_encoded(
+    tmp_path: Path, encoding: str, cls: type[Recorder] | type[WatchedRecorder]
+) -> None:
+    # as FileHandler: the BOM, then the records that can be encoded
+    path = tmp_path / "app.log"
+    sink = cls(path, encoding=encoding)
+    sink.failures = []
+    sink.setFormatter(logging.Formatter("%(message)s"))
+    async with sink:
+        await sink.emit_batch(make_records(["plain", "bad \udcff", "after"], 1.0))
+    assert len(sink.failures) == 1
+    assert path.read_bytes() == "plain\nafter\n".encode(encoding)
