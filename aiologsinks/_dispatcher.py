@@ -355,13 +355,16 @@ class Dispatcher(Closing):
                     # rather than hold an unbounded backlog until exit
                     self._auto = True
                     self._start_in_background()
-            elif not _background.is_pipeline_thread():
+            elif not _background.is_pipeline_thread() and _get_running_loop() is None:
+                # a thread that runs an event loop never waits either, not only the
+                # dispatcher's: the application's loop, when the dispatcher runs on
+                # the background loop (started before any loop ran, or by dictConfig)
                 self._wait_for_room()
             if not self._accepting:
                 self._to_fallback(record)
                 return
-        # the loop thread, the pipeline's own threads, a dispatcher not started:
-        # never wait; accepted past the bound
+        # the loop thread, any thread running a loop, the pipeline's own threads, a
+        # dispatcher not started: never wait; accepted past the bound
         self._items.append(record)
         if not self._wake_pending:
             self._wake_up()

@@ -99,3 +99,45 @@ def test_a_forked_child_gets_a_fresh_background_loop() -> None:
         os._exit(0 if ok else 1)
     _, status = os.waitpid(child, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_an_application_loop_never_waits_for_room_in_a_background_dispatcher() -> None:
+    # records logged before any loop ran started the dispatcher on the background
+    # loop; the application's loop then logs into a full queue (overflow="block"): it
+    # must not wait for the background loop's sink, it is accepted past the bound
+    import logging
+
+    import aiologsinks as als
+
+    entered, gate, app_done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[bool] = []
+
+    class Stuck(als.Sink):
+        async def emit_batch(self, records: object) -> None:
+            if not seen:
+                entered.set()
+                await asyncio.to_thread(gate.wait, 10)
+                seen.append(app_done.is_set())
+
+    dispatcher = als.Dispatcher(Stuck(), queue_size=20, lane_size=20, batch_size=10)
+    log = logging.getLogger("t.background.app_loop_never_waits")
+    log.propagate = False
+    log.addHandler(dispatcher.handler)
+    try:
+        for i in range(5):
+            log.warning("before any loop %d", i)
+        assert entered.wait(10)  # the background loop runs it, its sink is stuck
+
+        async def app() -> None:
+            for i in range(200):  # ten times the queue
+                log.warning("from the application's loop %d", i)
+            app_done.set()
+
+        asyncio.run(app())
+    finally:
+        gate.set()
+        log.removeHandler(dispatcher.handler)
+        dispatcher.close(10)
+    assert seen == [True]  # the application logged everything while the sink was stuck
+    stats = dispatcher.stats()
+    assert stats.lost == 0 and stats.sinks["Stuck#0"].received == 205
