@@ -23,6 +23,7 @@ from ._loop_binding import LoopBinding
 from ._queue import FlushMarker
 from ._stats import DispatcherStats
 from ._supervise import abandon, wait_bounded
+from ._validate import check_number
 
 __all__ = ["Closing", "live"]
 
@@ -47,6 +48,7 @@ class Closing(LoopBinding):
         a second). Raises :class:`DispatcherStateError` when called on a thread whose
         event loop is running (``await aclose()`` there).
         """
+        timeout = check_number("timeout", timeout, none=True)
         if _get_running_loop() is not None:
             raise DispatcherStateError("close: an event loop is running here; await aclose()")
         self._check_orphaned()
@@ -78,6 +80,8 @@ class Closing(LoopBinding):
         time. Cancelling the awaiting task does not stop the close, which the
         dispatcher owns. May be awaited on another thread's loop.
         """
+        # checked before anything changes: a bad value must not leave it half closed
+        timeout = check_number("timeout", timeout, none=True)
         self._check_orphaned()
         if self.state is DispatcherState.NEW:
             self._start_on(asyncio.get_running_loop())  # deliver what was queued

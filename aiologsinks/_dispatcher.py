@@ -128,10 +128,18 @@ class Dispatcher(Closing):
                     f"a sink can be given once (it has one lane and one worker)"
                 )
             seen[id(obj)] = i
+        if not isinstance(respect_handler_level, bool):
+            raise ArgumentTypeError(
+                "respect_handler_level", f"expected True or False, got {respect_handler_level!r}"
+            )
         self.respect_handler_level = respect_handler_level
         self.batch_size = batch_size
         self._fallback_handler = fallback
         self._fallback = FallbackWriter(self._fallback_target)
+        if lanes is not None and not isinstance(lanes, Mapping):
+            raise ArgumentTypeError(
+                "lanes", f"expected a mapping of sink to options, got {lanes!r}"
+            )
         overrides = dict(lanes or {})
         self._lanes: list[Lane] = []
         names: set[str] = set()
@@ -260,6 +268,7 @@ class Dispatcher(Closing):
         started, if its loop ended without ``aclose()``, or if its loop is not
         running while awaited from another loop.
         """
+        timeout = check_number("timeout", timeout, none=True)
         if self.state is DispatcherState.NEW:
             raise DispatcherStateError("flush: dispatcher was not started")
         self._check_orphaned()

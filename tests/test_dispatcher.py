@@ -739,3 +739,28 @@ async def test_the_fallback_is_written_off_the_loop() -> None:
     assert await asyncio.to_thread(fallback.written.wait, 5)
     assert fallback.threads == ["aiologsinks-fallback"]
     assert dispatcher.stats().after_close == stats.after_close + 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "name"),
+    [({"respect_handler_level": "no"}, "respect_handler_level"), ({"lanes": [1]}, "lanes")],
+)
+def test_a_bad_option_is_a_type_error_naming_it(kwargs: dict[str, object], name: str) -> None:
+    with pytest.raises(TypeError, match=f"^{name}: "):
+        als.Dispatcher(ListSink(), **kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("timeout", ["1", -1, float("nan")])
+async def test_a_bad_timeout_is_refused_before_anything_changes(timeout: object) -> None:
+    # a close that raised half way stopped taking records but never closed the sinks
+    sink = ListSink()
+    dispatcher = als.Dispatcher(sink)
+    dispatcher.start()
+    with pytest.raises((TypeError, ValueError), match=r"^timeout: "):
+        await dispatcher.aclose(timeout=timeout)  # type: ignore[arg-type]
+    with pytest.raises((TypeError, ValueError), match=r"^timeout: "):
+        await dispatcher.flush(timeout=timeout)  # type: ignore[arg-type]
+    assert dispatcher.state is als.DispatcherState.RUNNING
+    stats = await dispatcher.aclose()
+    assert dispatcher.state is als.DispatcherState.CLOSED and sink.closed
+    assert stats.lost == 0
