@@ -63,12 +63,17 @@ class MemorySink(BufferingSink):
     buffer holds ``capacity`` records or a record at ``flushLevel`` (``ERROR``) or
     above arrives; :meth:`flush` hands the buffered records, in order, to the target
     and clears the buffer — without a target it keeps them. :meth:`aclose` flushes
-    when ``flushOnClose`` is true, then drops the target and the buffer.
+    when ``flushOnClose`` is true, then drops the target and the buffer; records
+    still in it (no target, or ``flushOnClose=False``) are counted as lost, where
+    the stdlib drops them silently.
 
     The target is any :class:`~aiologsinks.Sink` (given the records as one batch,
     after its own filters, so a batching target makes one write or one request) or
     a plain ``logging.Handler``, whose ``handle()`` runs in a worker thread so a
     blocking handler never blocks the loop. The target is not closed with this sink.
+    Records a Sink target gives to its own ``handleError`` while it takes the batch
+    are counted by this sink too, as a plain handler's failures are; what a target
+    that buffers (a network sink's outbox) loses later is in its own counts only.
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class MemorySink(BufferingSink):
                 passed.extend(target.passes((record,)))
             except Exception:  # noqa: BLE001 - per-record boundary: the next one goes on
                 self.report_error(record)
+        before = target.error_count
         try:
             await target.emit_batch(passed)
         except asyncio.CancelledError:
@@ -131,6 +137,13 @@ class MemorySink(BufferingSink):
             raise
         except Exception:  # noqa: BLE001 - a target that breaks emit_batch's contract
             self.report_batch_error(passed)
+            return
+        # records the target gave to its own handleError (reported there, once) did
+        # not reach it: counted here too, where stats() sees them, as a plain
+        # handler's failures are
+        failed = target.error_count - before
+        if failed > 0:
+            self.error_count += min(failed, len(passed))
 
     async def _to_handler(self, target: logging.Handler, records: list[logging.LogRecord]) -> None:
         # handle() runs on a worker thread, which a cancelled await does not stop: it
@@ -163,9 +176,15 @@ class MemorySink(BufferingSink):
             if self.flushOnClose:
                 await self.flush()
         finally:
-            self.target = None
-            # The stdlib leaves them in the list; the sink is closed, so free them.
-            self.buffer = []
+            target, self.target = self.target, None
+            # The stdlib leaves them in the list; the sink is closed, so free them,
+            # counted: no target took them (none set, or flushOnClose=False)
+            left, self.buffer = self.buffer, []
+            if left:
+                why = "no target" if target is None else "flushOnClose=False"
+                self._report_lost(
+                    left, f"{self!r}: closed with {len(left)} record(s) buffered ({why})"
+                )
 
 
 def _check_target(target: object) -> None:

@@ -140,6 +140,7 @@ async def test_flush_on_close_false_drops_the_buffer() -> None:
     await sink.aclose()
     assert target.batches == []
     assert sink.buffer == [] and sink.target is None
+    assert sink.error_count == 1  # dropped as the stdlib drops it, but counted
     await sink.aclose()  # idempotent
 
 
@@ -268,6 +269,59 @@ async def test_a_target_that_raises_on_one_record_gets_the_others(kind: str) -> 
     assert sink.reported == [("m2", "cannot take m2")]
     (share,) = stats.sinks.values()
     assert (share.delivered, share.errors) == (4, 1)
+    assert_accounted(stats, 5)
+
+
+class _ReportingSinkTarget(ListSink):
+    """A Sink target that gives one record to its own handleError (a record its peer
+    refused, say) and takes the others."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        taken = []
+        for record in records:
+            if record.getMessage() == self.refused:
+                self.report_error(record)
+            else:
+                taken.append(record)
+        await super().emit_batch(taken)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass  # reported here, once: the MemorySink counts it, never reports it again
+
+
+async def test_what_a_sink_target_reports_as_failed_is_counted_by_the_memory_sink() -> None:
+    target = _ReportingSinkTarget("m2")
+    sink = _Reporting(5, target=target)
+    log = logging.getLogger("test.memory.target_reported")
+    log.propagate = False
+    async with als.install(sink, logger=log, level=logging.INFO) as dispatcher:
+        for i in range(5):
+            log.info("m%d", i)
+        await dispatcher.flush()
+        stats = dispatcher.stats()
+    assert target.got == ["m0", "m1", "m3", "m4"] and target.error_count == 1
+    assert sink.reported == []
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors) == (4, 1)
+    assert_accounted(stats, 5)
+
+
+async def test_records_no_target_ever_took_are_counted_at_close() -> None:
+    # the stdlib drops them with the handler; here they are lost, counted
+    sink = _Reporting(100)
+    log = logging.getLogger("test.memory.no_target")
+    log.propagate = False
+    async with als.install(sink, logger=log, level=logging.INFO) as dispatcher:
+        for i in range(5):
+            log.info("m%d", i)
+    stats = dispatcher.stats()
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors) == (0, 5)
+    assert "closed with 5 record(s) buffered (no target)" in sink.reported[0][1]
     assert_accounted(stats, 5)
 
 
