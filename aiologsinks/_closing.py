@@ -32,6 +32,9 @@ __all__ = ["Closing", "live"]
 #: within T + _STOP_GRACE + _CLOSE_GRACE + _FALLBACK_GRACE (under a second)
 _STOP_GRACE = 0.2
 _CLOSE_GRACE = 0.3
+#: of _CLOSE_GRACE, what a sink's close given up on (cancelled) gets to settle its
+#: counts on the way out, so that the stats aclose() returns include them
+_SETTLE_GRACE = 0.1
 _FALLBACK_GRACE = 0.2
 
 #: every dispatcher not yet garbage-collected: the exit and fork hooks settle them
@@ -174,7 +177,11 @@ class Closing(LoopBinding):
             self._settle_queue(records)
         grace = max(lane.grace for lane in self._lanes) + _STOP_GRACE if rescue else _STOP_GRACE
         await asyncio.gather(*(lane.stop(left(grace)) for lane in self._lanes))
-        await asyncio.gather(*(lane.close_sink(left(_CLOSE_GRACE)) for lane in self._lanes))
+        closing = (
+            lane.close_sink(left(_CLOSE_GRACE - _SETTLE_GRACE), settle=_SETTLE_GRACE)
+            for lane in self._lanes
+        )
+        await asyncio.gather(*closing)
         self.state = DispatcherState.CLOSED
         self._sweep_late()
         await self._fallback.drained(_FALLBACK_GRACE)

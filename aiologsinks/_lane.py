@@ -476,12 +476,17 @@ class Lane:
         self.dead = True
         self.take_all()
 
-    async def close_sink(self, timeout: float | None) -> None:
+    async def close_sink(self, timeout: float | None, settle: float = 0.0) -> None:
         """Close the sink, waiting at most ``timeout``; a failure goes to its
-        handleError, a close that does not end in time is abandoned and counted."""
+        handleError, a close that does not end in time is abandoned and counted.
+
+        An abandoned close is cancelled, and waited for ``settle`` seconds more: on
+        its way out it may still count what it held (an outbox giving up on its
+        buffer), which the stats read right after should include."""
         task = asyncio.get_running_loop().create_task(self._close_sink())
         if not await wait_bounded(task, timeout):
             abandon(task)
+            await wait_bounded(task, settle)
             self.failed_operations += 1
             self._tell(f"aiologsinks: sink {self.name} did not close within {timeout}s; abandoned")
 

@@ -279,12 +279,16 @@ class KafkaSink(OutboxSinkMixin, Sink):
     async def _aclose(self) -> None:
         loop = asyncio.get_running_loop()
         end = loop.time() + self.close_timeout
+        clean = False
         try:
-            await self.outbox.aclose(self.close_timeout)
+            clean = await self.outbox.aclose(self.close_timeout)
         finally:
             # what the producer still holds was counted by the outbox: a broker that
-            # does not answer cannot hold the close beyond its bound
+            # does not answer cannot hold the close beyond its bound, and a broker
+            # coming back must not get it (a graceful stop() would send it)
             self._shut = True
+            if not clean and self._producer is not None:
+                _abort(self._producer)
             if self._starting is not None:
                 # a connect still in progress (a send the outbox gave up on): were it
                 # to finish, it would deliver records already counted as abandoned
@@ -680,9 +684,46 @@ def _usable(producer: AIOKafkaProducer) -> bool:
 
 async def _stop_quietly(producer: AIOKafkaProducer, timeout: float) -> None:
     """Stop ``producer`` within ``timeout``; a broker that does not answer cannot hold
-    the close (what was not acknowledged is already counted by the caller)."""
+    the close (what was not acknowledged is already counted by the caller).
+
+    Past ``timeout``, or cancelled (a dispatcher giving up on the sink's close), the
+    producer is aborted: ``stop()`` waits for its batches to be acknowledged, and a
+    ``stop()`` merely cancelled left its sender running, to deliver records already
+    counted as lost once the broker came back."""
     stopping = asyncio.ensure_future(producer.stop())
-    done, _ = await asyncio.wait({stopping}, timeout=timeout)
+    try:
+        done, _ = await asyncio.wait({stopping}, timeout=timeout)
+    except asyncio.CancelledError:
+        _abort(producer, stopping)
+        raise
     if not done:
-        stopping.cancel()
+        _abort(producer, stopping)
     await asyncio.gather(stopping, return_exceptions=True)
+
+
+#: stops of aborted producers, finishing by themselves (held: a task nobody
+#: references may be collected before it ends)
+_ABORTED: set[asyncio.Future[Any]] = set()
+
+
+def _abort(producer: AIOKafkaProducer, stopping: asyncio.Future[Any] | None = None) -> None:
+    """End ``producer``'s sending now; a ``stopping`` of it then finishes by itself."""
+    sender = getattr(producer, "_sender", None)
+    task = getattr(sender, "sender_task", None)
+    if task is not None and not task.done():
+        task.cancel()  # no batch goes out any more
+    accumulator = getattr(producer, "_message_accumulator", None)
+    if accumulator is not None:
+        from aiokafka.errors import ProducerClosed  # loaded with the producer
+
+        # its batches fail at once: stop() no longer waits for their acknowledgements
+        accumulator.fail_all(ProducerClosed())
+    if stopping is not None and not stopping.done():
+        _ABORTED.add(stopping)
+        stopping.add_done_callback(_ABORTED.discard)
+        stopping.add_done_callback(_retrieve_any)
+
+
+def _retrieve_any(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

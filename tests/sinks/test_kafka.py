@@ -116,6 +116,49 @@ async def test_a_broker_restart_mid_stream_loses_nothing_with_acks_all(
     assert sink.error_count == 0
 
 
+async def test_a_close_given_up_during_an_outage_leaves_no_producer_sending(
+    tmp_path: Path, object_store: ObjectStore
+) -> None:
+    # the dispatcher gives up on the sink's close (its grace is shorter than the
+    # sink's close_timeout) while the broker is down: the records it holds are counted
+    # lost, so no producer may still hold them to send when the broker comes back
+    # (a graceful stop() did, delivering all 100 once it was back)
+    from aiologsinks import _supervise
+
+    def senders() -> list[asyncio.Task[Any]]:
+        return [t for t in asyncio.all_tasks() if "_sender_routine" in t.get_coro().__qualname__]
+
+    async with tansu_broker(tmp_path, object_store) as broker:
+        sink = Sink("given_up", broker.bootstrap, delivery_timeout=20.0, request_timeout=1.0,
+                    close_timeout=2.0, backoff=Backoff(0.05, 2.0, 0.5))  # fmt: skip
+        log = fresh_logger("app.close_given_up")
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        try:
+            for i in range(100):
+                log.info("before", extra={"i": i})
+            await dispatcher.flush()
+            await broker.stop(crash=True)
+            for i in range(100, 200):
+                log.info("during", extra={"i": i})
+            await wait_until(lambda: sink.resent > 0)  # held, sent again, not acknowledged
+        finally:
+            log.removeHandler(dispatcher.handler)
+            stats = await dispatcher.aclose(timeout=1.0)
+        await broker.start()  # back while the given-up close still runs
+        await wait_until(lambda: not _supervise._abandoned)  # that close ended
+        assert senders() == []
+        # the 100 counted lost did not reach the topic behind the count's back
+        # (the old graceful stop sent them once the broker was back: some were read
+        # among these)
+        acknowledged = await broker.consume("given_up", 100)  # the broker serves again
+        assert {json.loads(m.value)["i"] for m in acknowledged} == set(range(100))
+    (share,) = stats.sinks.values()
+    assert share.delivered == 100 and share.delivered + share.lost == 200
+    assert_accounted(stats, 200)
+
+
 async def test_records_never_acknowledged_are_counted(tmp_path: Path) -> None:
     async with tansu_broker(tmp_path) as broker:
         sink = Sink("lost", broker.bootstrap, delivery_timeout=1.0, close_timeout=0.5,
