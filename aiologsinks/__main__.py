@@ -11,17 +11,36 @@ from typing import NoReturn
 __all__ = ["main"]
 
 
+def _int(text: str, expected: str) -> int:
+    # argparse words a ValueError as "invalid _port value": say what is expected
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+
+
 def _port(text: str) -> int:
-    value = int(text)
+    value = _int(text, "a port 0-65535")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"expected a port 0-65535, got {text}")
     return value
 
 
 def _records(text: str) -> int:
-    value = int(text)
+    value = _int(text, "an int >= 1")
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an int >= 1, got {text}")
+    return value
+
+
+def _interval(text: str) -> float:
+    # 0 is "no counters", as stats_interval = 0 in a configuration
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected seconds >= 0 (0: none), got {text}")
     return value
 
 
@@ -79,7 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     recv.add_argument("--read-timeout", type=_seconds, help="time to finish a frame (30 s)")
     recv.add_argument("--drain-timeout", type=_seconds, help="bound of a SIGTERM stop (10 s)")
     recv.add_argument(
-        "--stats-interval", type=_seconds, help="print counters every N seconds on stderr"
+        "--stats-interval",
+        type=_interval,
+        help="print counters every N seconds on stderr (0: none)",
     )
     args = parser.parse_args(argv)
     if args.command == "demo":

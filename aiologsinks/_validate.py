@@ -185,6 +185,8 @@ def check_path(param: str, value: object) -> str:
         type_error(param, "a str path", value)
     if not path:
         value_error(param, "a non-empty path", value)
+    if "\x00" in path:  # open() would refuse it at every attempt
+        value_error(param, "a path without NUL characters", value)
     return path
 
 

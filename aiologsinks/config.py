@@ -220,8 +220,10 @@ def _import(spec: str, path: str) -> Any:
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
             obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(path, f"cannot import {spec!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - anything a module raises at import too
+        # ImportError and AttributeError, but also ":x" (ValueError), ".rel:x"
+        # (TypeError), a module that raises or does not compile: the key is named
+        raise ConfigError(path, f"cannot import {spec!r}: {type(exc).__name__}: {exc}") from None
     return obj
 
 
@@ -320,7 +322,13 @@ def _filter(name: str, spec: object) -> Any:
     if "()" in spec:
         factory = _import(str(spec.pop("()")), f"{path}.()")
         _kwargs_for(factory, spec, path)
-        return _call_factory(factory, spec, f"{path}.()")
+        made = _call_factory(factory, spec, f"{path}.()")
+        # what logging.Filterer takes: an object with filter(record), or a callable
+        if not (callable(getattr(made, "filter", None)) or callable(made)):
+            raise ConfigError(
+                f"{path}.()", "the factory did not return a filter (a filter(record) or a callable)"
+            )
+        return made
     for key in spec:
         if key != "name":
             raise ConfigError(f"{path}.{key}", "unknown key; expected 'name' or '()'")
@@ -647,6 +655,8 @@ def load(path: str | os.PathLike[str]) -> Config:
             text = f.read()
     except OSError as exc:
         raise ConfigError("", f"cannot read the configuration: {exc.strerror}", file) from None
+    except UnicodeDecodeError as exc:  # TOML is UTF-8
+        raise ConfigError("", f"invalid TOML: not UTF-8: {exc}", file) from None
     return loads(text, file=file)
 
 

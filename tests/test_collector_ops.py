@@ -205,18 +205,26 @@ async def test_every_channel_writes_one_safe_line_per_record(tmp_path: Path) -> 
             "--drain-timeout: expected seconds > 0, got inf",
         ),
         (["--tcp", "0", "--idle-timeout", "nan"], "--idle-timeout: expected seconds > 0, got nan"),
+        (["--tcp", "abc"], "--tcp: expected a port 0-65535, got 'abc'"),
+        (["--tcp", "0", "--max-frame", "1k"], "--max-frame: expected an int >= 1, got '1k'"),
+        (["--tcp", "0", "--stats-interval", "-1"], "--stats-interval: expected seconds >= 0"),
+        # a configured sink type that importlib refuses with a ValueError, not ImportError
+        (["--config", "BADTYPE"], "sinks.x.type: cannot import ':X'"),
     ],
 )
 async def test_unusable_paths_and_addresses_exit_2_with_one_line(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
+    bad_type = tmp_path / "bad-type.toml"
+    bad_type.write_text('[collector]\ntcp = 0\n[sinks.x]\ntype = ":X"\n')
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
+        given = {"PORT": port, "BADTYPE": str(bad_type)}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "aiologsinks", "receive",
-            *[port if a == "PORT" else a for a in args],
+            *[given.get(a, a) for a in args],
             stderr=asyncio.subprocess.PIPE, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)},
         )  # fmt: skip
         _, err = await asyncio.wait_for(proc.communicate(), 30)

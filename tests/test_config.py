@@ -214,6 +214,12 @@ MISTAKES = [
     ('[formatters.f]\nformat = "{message}"\nstyle = "%"', "formatters.f.format", "Invalid format"),
     ("[filters.f]\nname = 3", "filters.f.name", "expected str"),
     ('[filters.f]\n"()" = "no.such.module:Filter"', "filters.f.()", "cannot import"),
+    # what importlib raises besides ImportError: an empty or a relative module name
+    ('[sinks.x]\ntype = ":X"', "sinks.x.type", "cannot import ':X': ValueError"),
+    ('[sinks.x]\ntype = ".rel:X"', "sinks.x.type", "cannot import '.rel:X': TypeError"),
+    ('[formatters.f]\n"()" = ":F"', "formatters.f.()", "cannot import ':F'"),
+    ('[filters.f]\n"()" = "builtins:object"', "filters.f.()", "did not return a filter"),
+    ('[sinks.x]\ntype = "file"\nfilename = "a\\u0000b"', "sinks.x.filename", "without NUL"),
     ('[loggers.app]\nlevel = "VERBOSE"', "loggers.app.level", "unknown level name 'VERBOSE'"),
     ('[loggers.app]\npropagate = "no"', "loggers.app.propagate", "expected bool"),
     ('[loggers.app]\nhandlers = ["x"]', "loggers.app.handlers", "unknown key"),
@@ -446,6 +452,13 @@ def test_a_missing_log_directory_fails_at_load(tmp_path: Path) -> None:
     built = config.loads(text + "mkdir = true\n")
     assert (tmp_path / "nope").is_dir()
     assert isinstance(built.sinks["f"], als.FileSink)
+
+
+def test_a_file_that_is_not_utf_8_fails_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[sinks.f]\ntype = "file"\nfilename = "caf\u00e9.log"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.toml: invalid TOML: not UTF-8"):
+        config.load(path)
 
 
 def test_an_unknown_encoding_fails_at_load(tmp_path: Path) -> None:

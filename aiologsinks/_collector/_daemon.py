@@ -157,7 +157,9 @@ def settings_from(data: Mapping[str, Any], **overrides: Any) -> tuple[Settings, 
             values[key] = _check(key, value)
     settings = Settings(**values)
     if all(getattr(settings, p) is None for p in _PORTS):
-        raise ConfigError("collector", "no channel to listen on: give tcp, udp, syslog or http")
+        raise ConfigError(
+            "collector", "no channel to listen on: give tcp, udp, syslog or http (--tcp PORT ...)"
+        )
     try:
         settings.limits()
     except ValueError as exc:
