@@ -35,8 +35,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _background
-from ._dispatch_state import DispatcherState
-from ._dispatcher import Dispatcher
+from ._dispatcher import Dispatcher, DispatcherState
 from ._sink import Sink, set_entry_factory
 
 __all__ = ["HandlerPipeline"]
