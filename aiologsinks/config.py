@@ -792,6 +792,10 @@ def dictconfig_handler(config: Mapping[str, Any] | str) -> QueueHandler:
     everything and closes the sinks. Otherwise it starts on a private background
     loop, which delivers with or without an application loop and closes it at exit.
     """
+    if not isinstance(config, (str, Mapping)):
+        raise ConfigError(
+            "config", f"expected a table of the configuration or a TOML file path, got {config!r}"
+        )
     data = (
         load(config)
         if isinstance(config, str)

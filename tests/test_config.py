@@ -705,3 +705,11 @@ def test_dictconfig_queue_handler_keys_build_a_dispatcher(tmp_path: Path) -> Non
     finally:
         _reset(logger)
     assert log_file.read_text() == "dcq delivered\n"
+
+
+@pytest.mark.parametrize("given", [5, [1]])
+def test_dictconfig_handler_names_a_config_that_is_neither_a_table_nor_a_path(
+    given: object,
+) -> None:
+    with pytest.raises(ConfigError, match=r"^config: expected a table of the configuration"):
+        config.dictconfig_handler(given)  # type: ignore[arg-type]
