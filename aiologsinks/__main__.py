@@ -106,7 +106,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from ._cli.demo import run_demo
 
-        return run_demo(records=args.records, as_json=args.json)
+        try:
+            return run_demo(records=args.records, as_json=args.json)
+        except KeyboardInterrupt:
+            # Ctrl-C: one line, as the shell's convention for SIGINT (no traceback)
+            sys.stderr.write("aiologsinks demo: interrupted\n")
+            return 130
     if args.command == "receive":
         from ._cli.receive import run_receive
 

@@ -66,3 +66,26 @@ async def test_demo_table_and_exit_code() -> None:
 async def test_demo_rejects_a_bad_record_count() -> None:
     code, _, err = await run_demo("--records", "0")
     assert code == 2 and "--records" in err
+
+
+async def test_ctrl_c_during_the_demo_is_one_line_and_exit_code_130() -> None:
+    import signal
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiologsinks", "demo", "--records", "300000",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        # the first sink's progress line: the demo is running, with ten sinks to go
+        first = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert b"received" in first
+        proc.send_signal(signal.SIGINT)
+        err = await asyncio.wait_for(proc.stderr.read(), 30)
+        await asyncio.wait_for(proc.wait(), 30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 130, err
+    assert err.decode() == "aiologsinks demo: interrupted\n"
