@@ -242,6 +242,8 @@ class Outbox(Generic[T]):
         # how many items of the chunk in flight its send said reached the peer (see
         # reached()): what a send cut short still delivered
         self._progress = 0
+        # whether the failure that began (or extended) the back-off was a timeout
+        self._timed_out = False
         self._closed = False
         # counters (see OutboxStatistics)
         self._accepted = self._delivered = self._dropped = 0
@@ -503,11 +505,13 @@ class Outbox(Generic[T]):
                 while start < len(items):
                     chunk = items[start : start + self.chunk_size]
                     start += len(chunk)
-                    if not self.backoff.ready():
-                        # ``SocketHandler``'s behaviour: no attempt during the back-off
-                        # (without it, each record in an outage waited out its own
-                        # timeout: a flush of N records behind a peer that never
-                        # answers took N timeouts)
+                    if not self.backoff.ready() and (self.retry or self._timed_out):
+                        # ``SocketHandler``'s behaviour: no attempt during the back-off.
+                        # Without retry only after a timeout: an attempt then costs a
+                        # whole timeout (a flush of N records behind a peer that never
+                        # answers took N of them), while a refused connection or a 503
+                        # fails at once, and trying each record, as ``HTTPHandler``
+                        # does, loses only what the peer actually refused
                         self._lose(chunk, Loss.UNSENT)
                         self._summarise()
                         continue
@@ -618,6 +622,7 @@ class Outbox(Generic[T]):
     # -- outage notices ------------------------------------------------------------------
 
     def _went_down(self, exc: BaseException, retry_after: float | None) -> None:
+        self._timed_out = _is_timeout(exc)
         self.backoff.failed()
         if retry_after is not None and retry_after > 0:
             due = self._clock() + min(retry_after, MAX_RETRY_AFTER)
@@ -652,6 +657,7 @@ class Outbox(Generic[T]):
         )
 
     def _came_up(self) -> None:
+        self._timed_out = False
         self.backoff.succeeded()
         if self._down_since is None:
             return
@@ -664,6 +670,17 @@ class Outbox(Generic[T]):
         # a broken notice must not break delivery
         with contextlib.suppress(Exception):
             self._notify(message)
+
+
+def _is_timeout(exc: BaseException | None) -> bool:
+    """Whether ``exc``, or an error it was raised from, is a timeout."""
+    seen = 0
+    while exc is not None and seen < 8:  # a chain, not a cycle
+        if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
 
 
 def _describe(exc: BaseException) -> str:

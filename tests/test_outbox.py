@@ -216,14 +216,28 @@ async def test_without_a_buffer_nothing_is_attempted_during_the_back_off() -> No
     assert rig.peer.got == [3] and balanced(rig.outbox.statistics())
 
 
-async def test_without_retry_a_failure_loses_its_chunk_and_the_back_off_the_rest() -> None:
-    # as SocketHandler: no attempt while the back-off runs (each one could wait out a
-    # timeout); what comes meanwhile is lost at once, counted
+async def test_without_retry_every_chunk_is_tried_and_a_failure_loses_it() -> None:
+    # a refused connection fails at once: each record is tried, as HTTPHandler tries
+    # each, and only what the peer refused is lost
     rig = Rig(retry=False, chunk_size=1)
     rig.peer.up = False
     await rig.outbox.put([0, 1, 2])
-    assert rig.peer.calls == 1 and rig.lost_count(Loss.UNSENT) == 3
+    assert rig.peer.calls == 3 and rig.lost_count(Loss.UNSENT) == 3
     assert len(rig.notices) == 1  # down, once
+    rig.peer.up = True
+    await rig.outbox.put([3])
+    assert rig.peer.got == [3] and len(rig.notices) == 2
+    assert balanced(rig.outbox.statistics())
+
+
+async def test_without_retry_after_a_timeout_the_back_off_counts_without_trying() -> None:
+    # as SocketHandler: no attempt while the back-off runs, when an attempt costs a
+    # whole timeout (a flush of N records behind a silent peer took N of them)
+    rig = Rig(retry=False, chunk_size=1)
+    rig.peer.up = False
+    rig.peer.error = TimeoutError("no answer within 10s")
+    await rig.outbox.put([0, 1, 2])
+    assert rig.peer.calls == 1 and rig.lost_count(Loss.UNSENT) == 3
     rig.peer.up = True
     await rig.outbox.put([3])  # still within the back-off
     assert rig.peer.calls == 1 and rig.lost_count(Loss.UNSENT) == 4

@@ -142,11 +142,11 @@ class HTTPSink(OutboxSinkMixin, Sink):
       records are counted (``stats().errors``; with ``retry=True`` only what the
       buffer drops or still holds at close) and :meth:`report_outage` says so a
       few times (unreachable with the error, a summary every 30 s, reachable
-      again), never once per record. Without ``retry`` the records logged while the
-      back-off runs are counted at once, not tried (as ``SocketHandler`` does), so a
-      server that never answers costs one ``timeout`` per back-off step, not one
-      per record. A host name that does not resolve is looked up again only when
-      the back-off allows.
+      again), never once per record. Without ``retry`` each record is tried, but after
+      a request that timed out the records logged while the back-off runs are counted
+      at once, not tried (as ``SocketHandler`` does), so a server that never answers
+      costs one ``timeout`` per back-off step, not one per record. A host name that
+      does not resolve is looked up again only when the back-off allows.
     """
 
     _uses_formatter = False

@@ -352,6 +352,39 @@ async def test_without_retry_an_outage_costs_one_timeout_per_back_off_step_not_p
     assert any("records are lost until it is back" in m for m in sink.notices)
 
 
+async def test_without_retry_a_peer_that_failed_fast_is_tried_again_at_once() -> None:
+    # a 503 (or a refused connection) costs nothing to try again: the next records are
+    # sent as HTTPHandler sends each, not counted away while a back-off runs
+    answers = iter([answer(b"503 Service Unavailable")])
+
+    async def first_unavailable(got: Got, reader: Reader, writer: Writer) -> bool:
+        writer.write(next(answers, answer()))
+        await writer.drain()
+        return True
+
+    n = 10
+    log = fresh_logger("t.http.faults.transient")
+    async with scripted(first_unavailable) as server:
+        sink = Recording(server.netloc, "/log", "POST", timeout=2.0)  # the default back-off
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        try:
+            log.info("refused")
+            await dispatcher.flush()
+            for i in range(n):
+                log.info("n %d", i)
+            await dispatcher.flush()
+        finally:
+            log.removeHandler(dispatcher.handler)
+            stats = await dispatcher.aclose(timeout=1)
+        tried = [form_msg(g) for g in server.requests]
+    assert tried == ["refused", *(f"n {i}" for i in range(n))]
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors) == (n, 1)
+    assert_accounted(stats, logged=n + 1)
+
+
 # -- OTLPSink -------------------------------------------------------------------------
 
 
