@@ -40,6 +40,11 @@ __all__ = [
 #: seconds a dispatcher that receives records while no loop runs waits for start()
 #: before it starts on the background loop
 _AUTO_START_DELAY = 5.0
+#: with overflow="block", a thread running an event loop other than the dispatcher's
+#: never waits for room: its records go past the bound up to this many times the
+#: queue's size, then are dropped (counted); the dispatcher's own loop thread has no
+#: such limit (the pump drains the queue between its awaits)
+_LOOP_SLACK = 2
 
 
 class Dispatcher(Closing):
@@ -364,11 +369,20 @@ class Dispatcher(Closing):
                     # rather than hold an unbounded backlog until exit
                     self._auto = True
                     self._start_in_background()
-            elif not _background.is_pipeline_thread() and _get_running_loop() is None:
-                # a thread that runs an event loop never waits either, not only the
-                # dispatcher's: the application's loop, when the dispatcher runs on
-                # the background loop (started before any loop ran, or by dictConfig)
-                self._wait_for_room()
+            elif not _background.is_pipeline_thread():
+                if _get_running_loop() is None:
+                    self._wait_for_room()
+                elif len(self._items) - queue.controls >= _LOOP_SLACK * queue.size:
+                    # a thread that runs an event loop never waits either, not only
+                    # the dispatcher's: the application's loop, when the dispatcher
+                    # runs on the background loop (started before any loop ran, or by
+                    # dictConfig). Its awaits do not drain this queue, though: past
+                    # a second bound its records are dropped, counted and announced
+                    with self._lock:
+                        queue.drop_offered()
+                    if not self._wake_pending:
+                        self._wake_up()
+                    return
             if not self._accepting:
                 self._to_fallback(record)
                 return

@@ -172,6 +172,11 @@ class BoundedQueue:
         self.controls += 1
         self.items.append(item)
 
+    def drop_offered(self) -> None:
+        """Count one offered record as received and dropped (it is not queued)."""
+        self.received += 1
+        self._count_drop()
+
     def _count_drop(self) -> None:
         self.dropped += 1
         self.unannounced += 1

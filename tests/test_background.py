@@ -140,4 +140,10 @@ def test_an_application_loop_never_waits_for_room_in_a_background_dispatcher() -
         dispatcher.close(10)
     assert seen == [True]  # the application logged everything while the sink was stuck
     stats = dispatcher.stats()
-    assert stats.lost == 0 and stats.sinks["Stuck#0"].received == 205
+    # past twice queue_size, the application loop's records were dropped, counted:
+    # its awaits never drain the background loop's queue, so it holds no more
+    (share,) = stats.sinks.values()
+    assert stats.dropped > 0 and share.received + stats.dropped == 205
+    # what got past: twice the queue, a lane, the batch the sink holds (not all 200)
+    assert share.received <= 5 + 2 * 20 + 20 + 10
+    assert share.lost == 0
