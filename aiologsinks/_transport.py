@@ -350,7 +350,14 @@ class DatagramLink:
                     taken = True  # sent or buffered: only the drain failed
                     if reached is not None:
                         reached(i)  # this one waits in asyncio's buffer
-                    await self.drain(timeout)
+                    try:
+                        await self.drain(timeout)
+                    except asyncio.CancelledError:
+                        # cut short (a close giving up): what asyncio holds goes with
+                        # the link, so that it is not sent after reached() said it
+                        # was not (the last delivery sent it again: a duplicate)
+                        self.abort()
+                        raise
             except Exception as exc:  # noqa: BLE001 - per-datagram boundary
                 if not on_error(i, exc):
                     # a socket that took nothing for the timeout (a paused daemon's

@@ -124,6 +124,45 @@ async def test_a_datagram_link_stops_where_the_sender_says_the_socket_broke() ->
         await link.aclose()
 
 
+async def test_a_datagram_send_cut_short_takes_what_asyncio_holds_with_the_link() -> None:
+    # the daemon's queue is full: the datagram being sent waits in asyncio's buffer,
+    # and reached() said the ones before it went. Cancelled there, the link goes with
+    # that datagram: sent later, it would duplicate the copy the outbox sends again.
+    import socket
+
+    with tempfile.TemporaryDirectory() as d:
+        path = str(Path(d) / "dgram")
+        daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        daemon.bind(path)
+        daemon.setblocking(False)
+        try:
+            link = await DatagramLink.open_unix(path, connect=True)
+            reached: list[int] = []
+            sending = asyncio.ensure_future(
+                link.send_all(
+                    [frame(i) for i in range(200)],
+                    lambda i, e: False,
+                    timeout=30,
+                    reached=reached.append,
+                )
+            )
+            await wait_until(lambda: bool(reached))  # waiting for room, one held
+            sending.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await sending
+            assert link.transport.is_closing()
+            arrived = 0
+            while True:
+                try:
+                    daemon.recv(70_000)
+                except BlockingIOError:
+                    break
+                arrived += 1
+            assert arrived == reached[-1]  # what reached() said went: no more, no less
+        finally:
+            daemon.close()
+
+
 async def test_opening_a_missing_unix_datagram_socket_fails_at_once() -> None:
     with tempfile.TemporaryDirectory() as d, pytest.raises(OSError):
         await DatagramLink.open_unix(str(Path(d) / "nobody"), connect=True)
