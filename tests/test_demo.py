@@ -68,12 +68,21 @@ async def test_demo_rejects_a_bad_record_count() -> None:
     assert code == 2 and "--records" in err
 
 
+def _interruptible() -> None:
+    # as in a terminal: a test run started in the background inherits SIGINT ignored,
+    # and Python then never turns it into KeyboardInterrupt
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_ctrl_c_during_the_demo_is_one_line_and_exit_code_130() -> None:
     import signal
 
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "aiologsinks", "demo", "--records", "300000",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        preexec_fn=_interruptible,
     )  # fmt: skip
     try:
         assert proc.stdout is not None and proc.stderr is not None
