@@ -342,15 +342,17 @@ class HTTPClient:
         return Response(status, headers, body), keep
 
 
-def _unread(reader: asyncio.StreamReader) -> int:
-    """How many received bytes ``reader`` holds unread (0 where asyncio does not say)."""
-    return len(getattr(reader, "_buffer", b""))
+def _unread(reader: asyncio.StreamReader) -> bytearray:
+    """The received bytes ``reader`` holds unread (none where asyncio does not say:
+    StreamReader has no public way to look)."""
+    buffered: bytearray = getattr(reader, "_buffer", bytearray())
+    return buffered
 
 
 def _early_answer(conn: _Connection) -> Response | None:
     """The head of an answer that arrived while the request was still being sent, as a
     bodiless response (its body may be cut short by the reset), or None."""
-    buffered: bytearray = getattr(conn.reader, "_buffer", bytearray())
+    buffered = _unread(conn.reader)
     end = buffered.find(b"\r\n\r\n")
     if end < 0:
         return None

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from . import _http
-from ._frames import SYSLOG_STARTS as _STARTS
-from ._frames import FramingError, octet_count, take_frames
+from ._frames import FramingError, octet_count, starts_like, take_frames
 from ._frames import frame_length as _unpack_len
 from ._http import HTTPError
 from ._unpickle import Limits
@@ -352,7 +351,7 @@ class _Conn(asyncio.Protocol):
             self.framing = "nul"
             return nul
         if lf + 1 < len(buf):
-            if _starts_like(buf, lf + 1):
+            if starts_like(buf, lf + 1):
                 self.framing = "lf"
                 return lf
             return -1  # the LF is inside a message: wait for its end
@@ -476,16 +475,3 @@ def _bind_udp(host: str, port: int) -> socket.socket:
 
 class ListenError(OSError):
     """A channel could not listen; the message names the channel and address."""
-
-
-_LT = ord("<")
-
-
-def _starts_like(buf: bytearray, pos: int) -> bool:
-    """Whether the line at ``pos`` starts as the message at the head of ``buf`` did, so
-    may be the next message: a PRI after a PRI (``<`` and a digit), a digit (a
-    timestamp) after a message without one. A line of a multi-line message rarely
-    does (a traceback's or an embedded log's lines start with spaces or a date)."""
-    if buf[0] == _LT:
-        return buf[pos] == _LT and buf[pos + 1 : pos + 2].isdigit()
-    return buf[pos] in _STARTS and buf[pos] != _LT

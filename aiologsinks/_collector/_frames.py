@@ -26,6 +26,7 @@ __all__ = [
     "FramingError",
     "frame_length",
     "octet_count",
+    "starts_like",
     "take_frames",
     "take_octet_counted",
     "take_terminated",
@@ -104,6 +105,16 @@ def octet_count(buf: bytearray) -> int | None:
     if len(buf) == space + 1:
         return -1
     return int(buf[:space]) if buf[space + 1] == _LT else None
+
+
+def starts_like(buf: bytearray, pos: int) -> bool:
+    """Whether the line at ``pos`` starts as the message at the head of ``buf`` did, so
+    may be the next message: a PRI after a PRI (``<`` and a digit), a digit (a
+    timestamp) after a message without one. A line of a multi-line message rarely
+    does (a traceback's or an embedded log's lines start with spaces or a date)."""
+    if buf[0] == _LT:
+        return buf[pos] == _LT and buf[pos + 1 : pos + 2].isdigit()
+    return buf[pos] in SYSLOG_STARTS and buf[pos] != _LT
 
 
 def take_terminated(buf: bytearray, terminator: bytes = b"\x00") -> list[bytes]:

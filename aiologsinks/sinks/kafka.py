@@ -670,8 +670,9 @@ def _cancel_once(task: asyncio.Task[None]) -> None:
         task.cancel()
 
 
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """Mark the error of a start given up on as seen: its caller reports the failure."""
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark the error of a start (or a stop) given up on as seen: its caller reports
+    the failure."""
     if task.done() and not task.cancelled():
         task.exception()
 
@@ -721,9 +722,4 @@ def _abort(producer: AIOKafkaProducer, stopping: asyncio.Future[Any] | None = No
     if stopping is not None and not stopping.done():
         _ABORTED.add(stopping)
         stopping.add_done_callback(_ABORTED.discard)
-        stopping.add_done_callback(_retrieve_any)
-
-
-def _retrieve_any(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+        stopping.add_done_callback(_retrieve)

@@ -292,11 +292,33 @@ async def test_http_1_0_answers_without_length_are_read_to_the_end_on_new_connec
     assert sink.error_count == 0 and sink.reported == [] and sink.notices == []
 
 
-async def test_aclose_with_a_timeout_while_a_request_hangs_returns_in_time_and_counts() -> None:
-    async def never_answer(got: Got, reader: Reader, writer: Writer) -> bool:
-        await reader.read()  # until the client goes away
-        return False
+async def never_answer(got: Got, reader: Reader, writer: Writer) -> bool:
+    """Take the request and answer nothing, until the client goes away."""
+    await reader.read()
+    return False
 
+
+async def log_in_flushed_batches(
+    sink: HTTPSink, name: str, *batches: list[str]
+) -> als.DispatcherStats:
+    """Log each batch of messages through a Dispatcher for ``sink``, flushing after
+    each, then close it (bounded); its final stats."""
+    log = fresh_logger(name)
+    dispatcher = als.Dispatcher(sink)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    try:
+        for batch in batches:
+            for message in batch:
+                log.info(message)
+            await dispatcher.flush()
+    finally:
+        log.removeHandler(dispatcher.handler)
+        stats = await dispatcher.aclose(timeout=1)
+    return stats
+
+
+async def test_aclose_with_a_timeout_while_a_request_hangs_returns_in_time_and_counts() -> None:
     n = 10
     log = fresh_logger("t.http.faults.hung_close")
     async with scripted(never_answer) as server:
@@ -325,25 +347,13 @@ async def test_without_retry_an_outage_costs_one_timeout_per_back_off_step_not_p
     # a server that takes the connection and never answers: each record waiting out
     # its own timeout made flush() take n timeouts (10 s each by default), while the
     # notice said the records were lost until the server is back
-    async def never_answer(got: Got, reader: Reader, writer: Writer) -> bool:
-        await reader.read()
-        return False
-
     n = 40
-    log = fresh_logger("t.http.faults.blackhole_once")
     async with scripted(never_answer) as server:
         backoff = Backoff(retryStart=60.0, retryFactor=2.0, retryMax=60.0)
         sink = Recording(server.netloc, "/log", "POST", timeout=0.2, backoff=backoff)
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
-        try:
-            for i in range(n):
-                log.info("n %d", i)
-            await dispatcher.flush()
-        finally:
-            log.removeHandler(dispatcher.handler)
-            stats = await dispatcher.aclose(timeout=1)
+        stats = await log_in_flushed_batches(
+            sink, "t.http.faults.blackhole_once", [f"n {i}" for i in range(n)]
+        )
         tried = [form_msg(g) for g in server.requests]
     assert tried == ["n 0"]  # then the back-off: the rest counted, not tried
     assert_accounted(stats, logged=n)
@@ -363,21 +373,11 @@ async def test_without_retry_a_peer_that_failed_fast_is_tried_again_at_once() ->
         return True
 
     n = 10
-    log = fresh_logger("t.http.faults.transient")
     async with scripted(first_unavailable) as server:
         sink = Recording(server.netloc, "/log", "POST", timeout=2.0)  # the default back-off
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
-        try:
-            log.info("refused")
-            await dispatcher.flush()
-            for i in range(n):
-                log.info("n %d", i)
-            await dispatcher.flush()
-        finally:
-            log.removeHandler(dispatcher.handler)
-            stats = await dispatcher.aclose(timeout=1)
+        stats = await log_in_flushed_batches(
+            sink, "t.http.faults.transient", ["refused"], [f"n {i}" for i in range(n)]
+        )
         tried = [form_msg(g) for g in server.requests]
     assert tried == ["refused", *(f"n {i}" for i in range(n))]
     (share,) = stats.sinks.values()

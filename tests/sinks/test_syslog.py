@@ -362,39 +362,52 @@ async def test_a_unix_daemon_that_stops_reading_costs_no_uncounted_record(
     assert_accounted(stats, n)
 
 
-async def test_datagrams_asyncio_still_holds_at_close_are_counted_not_delivered(
-    tmp_path: Path,
-) -> None:
-    # a daemon that does not read while the sink closes: the socket's queue takes a few
-    # datagrams, asyncio would hold the rest (under its 64 KiB mark, so no write ever
-    # waited) and the close discards them. They never reached the daemon: counted lost.
-    from aiologsinks._stats import assert_accounted
+def read_all(sock: socket.socket) -> list[bytes]:
+    """The datagrams waiting in a non-blocking socket's queue."""
+    got: list[bytes] = []
+    while True:
+        try:
+            got.append(sock.recv(70_000))
+        except BlockingIOError:
+            return got
 
+
+async def close_on_a_daemon_that_does_not_read(
+    tmp_path: Path, n: int, write_timeout: float, flush: bool, close_timeout: float
+) -> tuple[als.DispatcherStats, list[bytes]]:
+    """Log ``n`` small records to a Unix datagram daemon that reads nothing until the
+    dispatcher closed (after a flush, or not); its stats and what the daemon got."""
     from ..helpers import fresh_logger
 
     path = str(tmp_path / "log.sock")
     daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     daemon.bind(path)
     daemon.setblocking(False)
-    sink = RecordingSysLogSink(path, write_timeout=0.2)
-    log = fresh_logger("t.syslog.close_with_held_datagrams")
-    n = 300  # small ones: all of them fit asyncio's buffer
-    arrived: list[bytes] = []
+    log = fresh_logger(f"t.syslog.unread_daemon.{write_timeout}.{flush}")
     try:
-        dispatcher = als.Dispatcher(sink)
+        dispatcher = als.Dispatcher(RecordingSysLogSink(path, write_timeout=write_timeout))
         dispatcher.start()
         log.addHandler(dispatcher.handler)
         for i in range(n):
             log.info("rec %05d", i)
-        await dispatcher.flush()
-        stats = await dispatcher.aclose(timeout=1)
-        while True:
-            try:
-                arrived.append(daemon.recv(70_000))
-            except BlockingIOError:
-                break
+        if flush:
+            await dispatcher.flush()
+        stats = await dispatcher.aclose(timeout=close_timeout)
+        return stats, read_all(daemon)
     finally:
         daemon.close()
+
+
+async def test_datagrams_asyncio_still_holds_at_close_are_counted_not_delivered(
+    tmp_path: Path,
+) -> None:
+    # a daemon that does not read while the sink closes: the socket's queue takes a few
+    # datagrams, asyncio would hold the rest (under its 64 KiB mark, so no write ever
+    # waited) and the close discards them. They never reached the daemon: counted lost.
+    n = 300  # small ones: all of them fit asyncio's buffer
+    stats, arrived = await close_on_a_daemon_that_does_not_read(
+        tmp_path, n, write_timeout=0.2, flush=True, close_timeout=1
+    )
     (share,) = stats.sinks.values()
     assert 0 < len(arrived) < n
     assert share.delivered == len(arrived)
@@ -408,32 +421,10 @@ async def test_a_send_cut_short_by_close_counts_what_reached_the_daemon_as_deliv
     # the daemon's queue is full and the write timeout far: aclose(timeout=) gives up
     # on the send while it waits. The datagrams the kernel took before are delivered
     # (the daemon reads them later), not counted lost with the rest of the chunk.
-    from aiologsinks._stats import assert_accounted
-
-    from ..helpers import fresh_logger
-
-    path = str(tmp_path / "log.sock")
-    daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    daemon.bind(path)
-    daemon.setblocking(False)
-    sink = RecordingSysLogSink(path, write_timeout=30)
-    log = fresh_logger("t.syslog.cut_short")
     n = 300
-    arrived: list[bytes] = []
-    try:
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
-        for i in range(n):
-            log.info("rec %05d", i)
-        stats = await dispatcher.aclose(timeout=0.5)
-        while True:
-            try:
-                arrived.append(daemon.recv(70_000))
-            except BlockingIOError:
-                break
-    finally:
-        daemon.close()
+    stats, arrived = await close_on_a_daemon_that_does_not_read(
+        tmp_path, n, write_timeout=30, flush=False, close_timeout=0.5
+    )
     (share,) = stats.sinks.values()
     assert 0 < len(arrived) < n
     assert share.delivered == len(arrived)
