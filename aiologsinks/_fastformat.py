@@ -18,6 +18,7 @@ text or raises the same error.
 from __future__ import annotations
 
 import logging
+import math
 import operator
 import re
 import time
@@ -381,7 +382,7 @@ class FrozenFormat:
             if timed:
                 created = v[CREATED]
                 if (ms >= 0.0 and v[MSECS] != ms) or not lo <= created < hi:
-                    lo = float(int(created))
+                    lo = float(math.floor(created))  # localtime() rounds down, as floor
                     hi = lo + 1.0
                     if split:
                         asctime = self._stamps.second(created)
@@ -391,12 +392,12 @@ class FrozenFormat:
                     formats.clear()
                     fmt = formats[None] = self._format(asctime, None)
                     last_joined = None
-            if len(v) == N_FIELDS:  # nothing after the fields: the common case
-                append(fmt % fields(v))
-                continue
-            args = deferred(v)
-            if not args:  # extra= attributes only
-                append(fmt % fields(v))
+            args = deferred(v) if len(v) != N_FIELDS else ()
+            if not args:  # nothing to merge (extra= attributes at most)
+                try:
+                    append(fmt % fields(v))
+                except Exception:  # noqa: BLE001 - a field that does not fit: the real formatter reports it
+                    append(slow(v))
                 continue
             # arguments deferred by the shim: merge while formatting
             template = v[MSG]
@@ -424,7 +425,10 @@ class FrozenFormat:
             except Exception:  # noqa: BLE001 - the real formatter reports it
                 append(slow(v))
                 continue
-            append(fmt % merged((message,) + v))  # noqa: RUF005 - one copy
+            try:
+                append(fmt % merged((message,) + v))  # noqa: RUF005 - one copy
+            except Exception:  # noqa: BLE001 - a field that does not fit: the real formatter reports it
+                append(slow(v))
         return out
 
 

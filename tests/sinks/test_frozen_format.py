@@ -43,7 +43,8 @@ class Recorder(als.FileSink):
 
 
 class Clock(logging.Filter):
-    """Gives records times that cross milliseconds and seconds (and one before 1970)."""
+    """Gives records times that cross milliseconds and seconds (and one before 1970,
+    followed by one in 1970's first second)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -52,7 +53,8 @@ class Clock(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         # existing attributes only: the record stays a plain, frozen one
         self.n += 1
-        record.created = -0.25 if self.n == 3 else 1_700_000_000.9985 + self.n * 0.00031
+        early = {3: -0.25, 4: 0.3}
+        record.created = early.get(self.n, 1_700_000_000.9985 + self.n * 0.00031)
         record.msecs = int((record.created - int(record.created)) * 1000) + 0.0
         return True
 
@@ -80,6 +82,9 @@ def log_everything(log: logging.Logger) -> None:
     log.info("bytes %r %s", b"\x00", None)
     log.info(BadStr())
     log.info("with user", extra={"user": "ann"})
+    # as a receiver rebuilds a peer's record: a standard field of another type
+    peer = {"name": log.name, "msg": "from a peer", "levelno": 20, "levelname": "INFO"}
+    log.handle(logging.makeLogRecord({**peer, "lineno": None}))
     log.info("stack", stack_info=True)
     try:
         raise KeyError("k")
