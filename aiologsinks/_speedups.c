@@ -889,7 +889,14 @@ json_value(Buf *b, PyObject *v, PyObject *encode, JsonCache *cache)
             return -1;
         }
         if (overflow) {
-            rc = buf_put_ascii(b, PyLong_Type.tp_repr(v));
+            PyObject *text = PyLong_Type.tp_repr(v);
+            if (text == NULL && PyErr_ExceptionMatches(PyExc_ValueError)) {
+                /* past the interpreter's int digit limit: not this record alone's
+                 * batch to fail; the Python path takes it and reports it */
+                PyErr_Clear();
+                return 0;
+            }
+            rc = buf_put_ascii(b, text);
         }
         else {
             char digits[24];

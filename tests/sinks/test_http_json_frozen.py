@@ -107,6 +107,20 @@ def test_a_record_json_cannot_hold_goes_to_handle_error_alone() -> None:
     assert errors == [bad]
 
 
+def test_an_int_past_the_digit_limit_goes_to_handle_error_alone() -> None:
+    # str() of such an int raises ValueError: the compiled run leaves the record to
+    # the Python path, which reports it, instead of failing the whole chunk
+    items = _frozen(logged("before"), logged("big", extra={"big": 10**5000}), logged("after"))
+    sink, errors = _sink()
+    decoded = json.loads(b"[" + sink._json_piece(items) + b"]")
+    if sys.get_int_max_str_digits() == 0:  # no limit set in this interpreter
+        assert [d["msg"] for d in decoded] == ["before", "big", "after"]
+        assert errors == []
+    else:
+        assert [d["msg"] for d in decoded] == ["before", "after"]
+        assert [e.getMessage() for e in errors] == ["big"]
+
+
 def test_an_overridden_map_log_record_is_always_called() -> None:
     class Mapped(als.HTTPSink):
         def mapLogRecord(self, record: logging.LogRecord) -> dict[str, Any]:
