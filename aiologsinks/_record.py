@@ -495,10 +495,16 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
     record can still cross a process boundary (``SocketSink``).
     """
     d = record.__dict__.copy()
-    if type(record) is _LogRecord:
+    cls = type(record)
+    if cls is _LogRecord:
         merged = _merged(d["msg"], d["args"])
     else:  # a LogRecord subclass may build its message differently
-        merged = _subclass_message(record)
+        own = cls.getMessage is not _LogRecord.getMessage
+        merged = _subclass_message(record, own)
+        if merged is not None and own:
+            # the sinks' formatters call getMessage() again: the subclass's would
+            # build its message a second time from this one (or fail on args None)
+            cls = _LogRecord
     if merged is not None:
         d["msg"], d["args"] = merged, None
     if d.get("exc_info"):
@@ -512,7 +518,7 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
             d.setdefault(key, value)
     if len(d) > _N:
         _picklable_extras(d)
-    new: Any = _new(type(record))
+    new: Any = _new(cls)
     new.__dict__ = d
     if _switch.on:
         remember(new, copy_context())
@@ -537,8 +543,16 @@ def _safe_repr(value: object) -> str:
         return f"<unrepresentable {type(value).__name__}>"
 
 
-def _subclass_message(record: logging.LogRecord) -> str | None:
-    if not record.args and type(record.msg) is str:
+def _subclass_message(record: logging.LogRecord, own: bool) -> str | None:
+    """The message of a subclass's record, built now; None to leave it to the sinks:
+    nothing to merge; immutable arguments where the subclass has its ``own``
+    ``getMessage()`` (the record stays of its class, and each sink's formatter builds
+    the message with it, as a handler does); or a message that cannot be built (each
+    sink reports it)."""
+    args, msg = record.args, record.msg
+    if type(msg) is str and (
+        not args or (own and type(args) is tuple and all(type(a) in _IMMUTABLE for a in args))
+    ):
         return None
     try:
         return record.getMessage()

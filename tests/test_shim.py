@@ -9,6 +9,7 @@ import logging
 import pickle
 import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -160,14 +161,47 @@ async def test_records_from_many_threads_all_arrive_exactly_once() -> None:
         assert mine == list(range(1000))
 
 
-def test_prepare_uses_a_record_subclass_own_get_message() -> None:
-    class Braces(logging.LogRecord):
-        def getMessage(self) -> str:
-            return str(self.msg).format(*self.args)
+class Braces(logging.LogRecord):
+    def getMessage(self) -> str:
+        return str(self.msg).format(*self.args)
 
+
+class Tagged(logging.LogRecord):
+    def getMessage(self) -> str:
+        return "[app] " + super().getMessage()
+
+
+def test_prepare_uses_a_record_subclass_own_get_message() -> None:
     handler = als.Dispatcher(ListSink()).handler
-    record = Braces("n", logging.INFO, __file__, 1, "user={} id={}", ("ann", 7), None)
-    assert handler.prepare(record).msg == "user=ann id=7"
+    record = Braces("n", logging.INFO, __file__, 1, "user={} id={}", (["ann"], 7), None)
+    assert handler.prepare(record).getMessage() == "user=['ann'] id=7"
+
+
+@pytest.mark.parametrize("factory", [Braces, Tagged])
+async def test_a_record_subclass_message_is_what_file_handler_writes(
+    tmp_path: Path, monkeypatch: Any, factory: type[logging.LogRecord]
+) -> None:
+    """Its getMessage() runs once, with the arguments as they were at the call."""
+    monkeypatch.setattr(logging, "_logRecordFactory", factory)
+    template = "user={} id={}" if factory is Braces else "user=%s id=%s"
+    log = fresh_logger("t.shim.subclass")
+    reference = logging.FileHandler(tmp_path / "reference.log")
+    log.addHandler(reference)
+    sink = als.FileSink(tmp_path / "sink.log")
+    try:
+        async with als.install(sink, logger=log) as dispatcher:
+            log.info(template, "ann", 7)  # immutable: the message is built by the sink
+            names = ["bob"]
+            log.info(template, names, 8)  # mutable: built at the call
+            names.append("eve")
+            log.info("no args")
+            await dispatcher.flush()
+            assert [s.errors for s in dispatcher.stats().sinks.values()] == [0]
+    finally:
+        reference.close()
+    expected = (tmp_path / "reference.log").read_text().splitlines()
+    assert expected[1].endswith("id=8") and "eve" not in expected[1]
+    assert (tmp_path / "sink.log").read_text().splitlines() == expected
 
 
 def test_the_listener_is_the_dispatcher_as_on_the_stdlib_queue_handler() -> None:
