@@ -23,6 +23,8 @@ class HandlerSink(Sink):
     on that thread.
     """
 
+    changes_records = True  # its filters, and on its own thread
+
     def __init__(self, handler: logging.Handler) -> None:
         self.handler = handler
         super().__init__(handler.level)

@@ -19,7 +19,7 @@ from typing import Any
 from ._fallback import FallbackWriter
 from ._notices import delivering_notice
 from ._queue import BoundedQueue, FlushMarker, Notice, Overflow, notice
-from ._record import Item, RecordBatch, as_record
+from ._record import Item, RecordBatch, as_record, own_items
 from ._sink import Sink
 from ._stats import SinkStats
 from ._supervise import abandon, containable, spawn, wait_bounded
@@ -264,6 +264,8 @@ class Lane:
 
     async def _deliver(self, batch: list[Item]) -> None:
         sink = self.sink
+        if sink.filters or sink.changes_records:
+            batch = own_items(batch)
         records: Sequence[logging.LogRecord] = RecordBatch(batch)
         failed = 0
         if sink.filters:

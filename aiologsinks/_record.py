@@ -49,7 +49,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextvars import copy_context
 from typing import Any, overload
 
-from ._context import _switch, remember
+from ._context import _switch, context_of, remember
 from ._context import fields as _bound_fields
 
 __all__ = [
@@ -69,6 +69,7 @@ __all__ = [
     "freeze",
     "frozen_dict",
     "level_name_of",
+    "own_items",
     "passing",
     "prepared_copy",
     "thaw",
@@ -558,6 +559,26 @@ def _subclass_message(record: logging.LogRecord, own: bool) -> str | None:
         return record.getMessage()
     except Exception:  # noqa: BLE001 - kept unmerged: each sink reports it
         return None
+
+
+def own_items(items: list[Item]) -> list[Item]:
+    """``items`` with each ``LogRecord`` replaced by a copy of its own (carrying the
+    context it was logged in): one object is queued to every lane, and a lane whose
+    sink changes its records (a filter adding a field, a handler on another thread)
+    must not change what the other lanes format, in whatever order the lanes run.
+    Frozen records are thawed per lane already."""
+    out: list[Item] = []
+    for item in items:
+        if type(item) is not tuple:
+            record: Any = item
+            new: Any = _new(type(record))
+            new.__dict__ = record.__dict__.copy()
+            ctx = context_of(record)
+            if ctx is not None:
+                remember(new, ctx)
+            item = new
+        out.append(item)
+    return out
 
 
 def thaw(values: Frozen) -> logging.LogRecord:

@@ -137,6 +137,11 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     #: export) in fewer, larger batches; a flush, a notice, a close or a full batch
     #: end the wait. 0 (the default): deliver as soon as the last delivery returned.
     linger: float = 0.0
+    #: the sink may change the records it is given beyond what a formatter sets (a
+    #: wrapped handler's filters, on another thread): in a dispatcher it then gets
+    #: copies of its own, as a sink with filters does, so that other sinks' output
+    #: does not depend on it
+    changes_records: bool = False
 
     def __init__(self, level: int | str = logging.NOTSET) -> None:
         super().__init__(_check_level(level))

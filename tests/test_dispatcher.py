@@ -764,3 +764,39 @@ async def test_a_bad_timeout_is_refused_before_anything_changes(timeout: object)
     stats = await dispatcher.aclose()
     assert dispatcher.state is als.DispatcherState.CLOSED and sink.closed
     assert stats.lost == 0
+
+
+class _Tag(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.tag = "changed by another sink"
+        return True
+
+
+@pytest.mark.parametrize("changer", ["sink filter", "wrapped handler's filter"])
+@pytest.mark.parametrize("first", [True, False])
+async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
+    tmp_path: Path, changer: str, first: bool
+) -> None:
+    """Lanes run in no fixed order: a record one sink's filter changes must not reach
+    another sink changed, or that sink's output would depend on the order."""
+    tagger: als.Sink
+    if changer == "sink filter":
+        tagger = ListSink()
+        tagger.addFilter(_Tag())
+    else:
+        handler = CaptureHandler()
+        handler.addFilter(_Tag())
+        tagger = als.HandlerSink(handler)
+    plain = als.FileSink(tmp_path / "plain.log")
+    plain.setFormatter(logging.Formatter("%(message)s tag=%(tag)s", defaults={"tag": "-"}))
+    # a filter on the sink makes every record travel as one LogRecord for all lanes
+    plain.addFilter(lambda r: True)
+    sinks = (tagger, plain) if first else (plain, tagger)
+    log = fresh_logger("t.dispatcher.isolated")
+    async with als.install(*sinks, logger=log) as dispatcher:
+        for i in range(50):
+            log.info("record %d", i)
+        await dispatcher.flush()
+    assert (tmp_path / "plain.log").read_text().splitlines() == [
+        f"record {i} tag=-" for i in range(50)
+    ]
