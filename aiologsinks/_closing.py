@@ -130,8 +130,18 @@ class Closing(LoopBinding):
         self._put_marker(marker)
         moved = self._deadline_moved
         assert moved is not None
+        # the pump and lanes carry the marker: if one of them has ended, something
+        # cancelled it (asyncio.run() cancels every task at exit, then waits for the
+        # ones that close the dispatcher in their `finally`), and the marker never
+        # comes: what they hold is rescued instead of waited for without end
+        lanes = [lane._task for lane in self._lanes if not lane.dead]
+        carriers = [t for t in (self._pump_task, *lanes) if t is not None]
+        stopped = False
         try:
             while not marker.done.done():
+                if any(t.done() for t in carriers):
+                    stopped = True
+                    break
                 deadline = self._close_deadline
                 wait = None if deadline is None else max(deadline - loop.time(), 0.0)
                 if wait == 0.0:
@@ -141,7 +151,7 @@ class Closing(LoopBinding):
                 done: asyncio.Future[Any] = asyncio.shield(marker.done)
                 try:
                     await asyncio.wait(
-                        {done, waiter},
+                        {done, waiter, *carriers},
                         timeout=wait,
                         return_when=asyncio.FIRST_COMPLETED,
                     )
@@ -152,7 +162,7 @@ class Closing(LoopBinding):
             # what they hold (within their grace period) and close the sinks
             await self._shutdown(None, rescue=True)
             raise
-        await self._shutdown(self._close_deadline, rescue=False)
+        await self._shutdown(self._close_deadline, rescue=stopped)
 
     async def _shutdown(self, deadline: float | None, rescue: bool) -> None:
         loop = asyncio.get_running_loop()

@@ -800,3 +800,58 @@ async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
     assert (tmp_path / "plain.log").read_text().splitlines() == [
         f"record {i} tag=-" for i in range(50)
     ]
+
+
+CANCELLED_OWNER_SCRIPT = """
+import asyncio, logging, sys
+import aiologsinks as als
+
+async def owner(entered):
+    log = logging.getLogger("owner")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    if sys.argv[2] == "install":
+        async with als.install(als.FileSink(sys.argv[1]), logger=log):
+            for i in range(100):
+                log.info("r %d", i)
+            entered.set()
+            await asyncio.Event().wait()  # until asyncio.run() cancels it
+    dispatcher = als.Dispatcher(als.FileSink(sys.argv[1]))
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    try:
+        for i in range(100):
+            log.info("r %d", i)
+        entered.set()
+        await asyncio.Event().wait()
+    finally:
+        await dispatcher.aclose()
+
+async def main():
+    entered = asyncio.Event()
+    task = asyncio.create_task(owner(entered))
+    await entered.wait()
+    return task  # kept: asyncio.run() cancels it with the dispatcher's own tasks
+
+asyncio.run(main())
+print("returned")
+"""
+
+
+@pytest.mark.parametrize("how", ["install", "aclose in finally"])
+def test_asyncio_run_ends_when_the_task_that_closes_the_dispatcher_is_cancelled(
+    how: str, tmp_path: Path
+) -> None:
+    """asyncio.run() cancels every task at once: the close a task's `finally` (or
+    install()'s exit) starts finds the pump and lanes cancelled; it must not wait for
+    them without end."""
+    path = tmp_path / "owner.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CANCELLED_OWNER_SCRIPT), str(path), how.split()[0]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "returned\n"
+    assert path.read_text(encoding="utf-8").splitlines() == [f"r {i}" for i in range(100)]
