@@ -70,10 +70,30 @@ class FallbackWriter:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return
-            self._thread = threading.Thread(
+            thread = threading.Thread(
                 target=self._serve, name=f"{THREAD_PREFIX}fallback", daemon=True
             )
-            self._thread.start()
+            try:
+                thread.start()
+            except RuntimeError:
+                # no thread can start (Python 3.12.0-3.12.2 at interpreter exit):
+                # written here and now, as off a loop, rather than not at all
+                self._thread = None
+                self._write_queued()
+                return
+            self._thread = thread
+
+    def _write_queued(self) -> None:
+        while True:
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(job, concurrent.futures.Future):
+                if not job.done():
+                    job.set_result(None)
+            else:
+                _handle(*job)
 
     def _serve(self) -> None:
         mark_pipeline_thread()

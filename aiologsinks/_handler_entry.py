@@ -97,16 +97,25 @@ class HandlerPipeline:
         self._closed = False
         self._close_lock = threading.Lock()
         # start() must run on the loop; records submitted meanwhile wait in the queue
-        if _background.loop_thread_id() is None and _on_a_running_loop():
-            # starting the background loop waits for its thread: not on this loop
-            threading.Thread(
-                target=self._submit_start, name="aiologsinks-handler-start", daemon=True
-            ).start()
-        else:
-            self._submit_start()
+        try:
+            if _background.loop_thread_id() is None and _on_a_running_loop():
+                # starting the background loop waits for its thread: not on this loop
+                threading.Thread(
+                    target=self._submit_start, name="aiologsinks-handler-start", daemon=True
+                ).start()
+            else:
+                self._submit_start()
+        except RuntimeError:
+            # no thread can start (Python 3.12.0-3.12.2 at interpreter exit, a first
+            # record from an atexit callback): its records go to the fallback, counted,
+            # after one notice, instead of a traceback per record
+            self.dispatcher._orphan("no thread can start at interpreter exit")
         _background.on_exit(self.close)
 
     def _submit_start(self) -> None:
+        # the loop first: where no thread can start, that raises before a coroutine
+        # exists that nothing would await
+        _background.get_loop()
         _background.submit(self._start())
 
     async def _start(self) -> None:
@@ -125,8 +134,8 @@ class HandlerPipeline:
         Returns at once on the background loop's own thread (a sink logging from
         inside the pipeline must not wait for itself) and after close.
         """
-        if self._closed or _on_loop_thread():
-            return
+        if self._closed or _on_loop_thread() or self.dispatcher._orphaned is not None:
+            return  # orphaned: nothing to wait for (see _flush)
         _background.run(self._flush(), SYNC_TIMEOUT)
 
     async def _flush(self) -> None:
@@ -146,6 +155,8 @@ class HandlerPipeline:
             if self._closed:
                 return
             self._closed = True
+        if self.dispatcher.state is DispatcherState.CLOSED:
+            return  # orphaned (see __init__): its records went to the fallback as they came
         if _on_loop_thread():
             _background.submit(self.dispatcher.aclose(SYNC_TIMEOUT))
             return

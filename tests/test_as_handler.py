@@ -256,3 +256,86 @@ def test_a_thread_that_outlives_the_main_thread_still_writes_to_the_sink(tmp_pat
         assert result.returncode == 0, result.stderr
         assert result.stderr == ""
         assert lines(target) == expected, kind
+
+
+LATE_THREAD_SCRIPT = """
+import logging, sys, threading
+import aiologsinks as als
+
+sink = als.FileSink(sys.argv[1])
+logging.basicConfig(level=logging.INFO, handlers=[sink], format="%(message)s")
+
+def late():
+    for i in range(50):
+        logging.info("late %d", i)
+
+# runs as the interpreter exits, before the hooks registered earlier (the package's):
+# where a thread the program did not join logs its first records
+threading._register_atexit(late)
+"""
+
+
+def test_a_first_record_while_the_interpreter_exits_is_written_or_falls_back(
+    tmp_path: Path,
+) -> None:
+    """The first records come as the interpreter exits. Python 3.12.0-3.12.2 start no
+    thread then, and the sink needs one: the records go to the fallback (stderr) after
+    one notice, not a traceback each; elsewhere they are written."""
+    path = tmp_path / "late.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(LATE_THREAD_SCRIPT), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "Logging error" not in proc.stderr
+    expected = [f"late {i}" for i in range(50)]
+    written = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    fallback = [ln for ln in proc.stderr.splitlines() if ln.startswith("late")]
+    if (3, 12) <= sys.version_info[:3] < (3, 12, 3):
+        assert (written, fallback) == ([], expected)
+        assert "no thread can start at interpreter exit" in proc.stderr
+    else:
+        assert (written, fallback) == (expected, [])
+
+
+STUCK_AT_EXIT_SCRIPT = """
+import asyncio, logging, sys
+import aiologsinks as als
+import aiologsinks._handler_entry
+
+aiologsinks._handler_entry.SYNC_TIMEOUT = 1.0  # the exit close's bound: keep it short
+
+class Stuck(als.Sink):
+    async def emit(self, record):
+        if record.getMessage().startswith("stuck"):
+            await asyncio.Event().wait()  # never delivered: the close abandons it
+        print("delivered", record.getMessage(), flush=True)
+
+sink = Stuck()
+log = logging.getLogger("stuck")
+log.propagate = False
+log.addHandler(sink)
+log.warning("first")
+sink.flush()  # the pipeline runs on its background loop now
+for i in range(3):
+    log.warning("stuck %d", i)
+"""
+
+
+def test_records_a_close_at_exit_abandons_reach_the_fallback(tmp_path: Path) -> None:
+    """Spilled from the pipeline's loop at exit, they are written by a fallback thread,
+    or at once where no thread can start (Python 3.12.0-3.12.2), never dropped."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(STUCK_AT_EXIT_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "delivered first\n"
+    assert "Traceback" not in proc.stderr
+    assert [ln for ln in proc.stderr.splitlines() if ln.startswith("stuck")] == [
+        f"stuck {i}" for i in range(3)
+    ]
