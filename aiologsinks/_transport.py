@@ -448,6 +448,14 @@ class LinkSlot(Generic[L]):
             if backoff is not None:
                 backoff.failed()
             raise
+        except Exception as exc:  # any failure to open is the peer's outage, as an OSError
+            # a host name idna cannot encode (UnicodeError), an address an event loop
+            # rejects (uvloop's TypeError): no link either, and no record sent. Raised
+            # as such, it failed each chunk for good and the records counted as sent
+            self._error = exc
+            if backoff is not None:
+                backoff.failed()
+            raise SinkConnectError(f"{self.name}: cannot open a link: {exc!r}") from exc
         if self.closed:
             link.abort()
             raise ConnectionResetError(f"{self.name}: closed")
@@ -491,8 +499,8 @@ class LinkOutbox(Generic[L]):
         name: str,
         buffer_size: int = 1000,
         gone: Callable[[L], bool] | None = None,
-        on_lost: Callable[[list[bytes], Loss], None] | None = None,
-        on_failed: Callable[[list[bytes], BaseException], None] | None = None,
+        on_lost: Callable[[list[bytes], Loss], None],
+        on_failed: Callable[[list[bytes], BaseException], None],
         notify: Callable[[str], None] | None = None,
     ) -> None:
         self.backoff = Backoff()
@@ -598,7 +606,8 @@ class DatagramSender:
     peer outage: the payloads are counted as lost (``on_lost``), reported by the
     outbox's rate-limited notices, and no new attempt (no DNS lookup) is made until
     the back-off (:attr:`backoff`, ``SocketHandler``'s ``retryStart``/``retryFactor``/
-    ``retryMax``) allows it.
+    ``retryMax``) allows it. A send that fails otherwise (an error no datagram owns)
+    gives its payloads to ``on_failed``: they were not sent either.
     """
 
     def __init__(
@@ -606,7 +615,8 @@ class DatagramSender:
         open_link: Callable[[], Awaitable[DatagramLink]],
         *,
         name: str,
-        on_lost: Callable[[list[int], Loss], None] | None = None,
+        on_lost: Callable[[list[int], Loss], None],
+        on_failed: Callable[[list[int], BaseException], None],
         notify: Callable[[str], None] | None = None,
         timeout: float | None = WRITE_TIMEOUT,
     ) -> None:
@@ -622,6 +632,7 @@ class DatagramSender:
             chunk_size=1 << 30,
             backoff=self.backoff,
             on_lost=on_lost,
+            on_failed=on_failed,
             **options,
         )
         self._payloads: Sequence[bytes] = ()

@@ -193,6 +193,31 @@ async def test_a_slot_remembers_a_failed_resolution_for_the_back_off_period() ->
     assert lookups == 2 and slot.link is None
 
 
+async def test_a_slot_takes_an_open_that_fails_with_any_error_for_an_outage() -> None:
+    """A host name idna refuses (a 64-character label) fails with UnicodeError, not
+    OSError: still no link. It is remembered for the back-off like a failed lookup,
+    and raised as the outage the sinks count (it used to fail each chunk for good,
+    and the sinks without a report for that counted the records as sent)."""
+    now = [0.0]
+    opens = 0
+
+    async def opener() -> DatagramLink:
+        nonlocal opens
+        opens += 1
+        return await DatagramLink.open_udp("a" * 64 + ".example", 514, timeout=5)
+
+    slot: LinkSlot[DatagramLink] = LinkSlot(
+        opener, backoff=Backoff(1.0, 2.0, 30.0, clock=lambda: now[0]), name="syslog"
+    )
+    with pytest.raises(SinkConnectError) as raised:
+        await slot.get()
+    assert isinstance(raised.value.__cause__, UnicodeError)
+    for _ in range(10):
+        with pytest.raises(SinkConnectError, match="next attempt in"):
+            await slot.get()
+    assert opens == 1 and slot.link is None
+
+
 async def test_a_slot_keeps_the_link_it_opened_until_reset() -> None:
     with StdlibReceiver("udp") as receiver:
         host, port = receiver.address

@@ -305,6 +305,7 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
             self._open_link,
             name=f"<{type(self).__name__} {self.address!r}>",
             on_lost=self._count_lost,
+            on_failed=self._count_failed,
             notify=self._notice,
         )
         self.backoff = self.sender.backoff

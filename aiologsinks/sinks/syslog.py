@@ -239,6 +239,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                 self._open_udp,
                 name=name,
                 on_lost=self._count_lost,
+                on_failed=self._count_failed,
                 notify=self._notice,
                 timeout=self.write_timeout,
             )
