@@ -278,15 +278,20 @@ class DatagramLink:
         """A Unix datagram socket sending to ``path`` (connected with ``connect``:
         then a missing or non-datagram socket fails here, not at the first send)."""
         loop = asyncio.get_running_loop()
-        if connect:
-            transport, protocol = await loop.create_datagram_endpoint(
-                _DatagramProtocol, remote_addr=path, family=socket.AF_UNIX
-            )
-            return cls(transport, protocol)
-        transport, protocol = await loop.create_datagram_endpoint(
-            _DatagramProtocol, family=socket.AF_UNIX
-        )
-        return cls(transport, protocol, path)
+        # The socket is made here and handed over: uvloop's create_datagram_endpoint
+        # takes no path for remote_addr and no AF_UNIX without an address, asyncio's
+        # and uvloop's both take a socket. Connecting a Unix datagram socket does not
+        # wait: it fails at once (no such socket, not a datagram socket) or is done.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if connect:
+                sock.connect(path)
+            transport, protocol = await loop.create_datagram_endpoint(_DatagramProtocol, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        return cls(transport, protocol, None if connect else path)
 
     def send_nowait(self, data: bytes) -> bool:
         """Send one datagram, raising what the kernel refused it with; False when the

@@ -408,11 +408,8 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
 
     async def _open_link(self) -> _UnixLink:
         if isinstance(self.address, str) and not self._force_stream:
-            try:
-                link = await DatagramLink.open_unix(self.address, connect=True)
-            except OSError:
-                pass  # not a datagram socket (or not there): try a stream, as SysLogHandler does
-            else:
+            link = await _unix_datagram_or_none(self.address)
+            if link is not None:
                 self.socktype = socket.SOCK_DGRAM
                 return link
         reader, writer = await self.makeSocket(self.connect_timeout)
@@ -466,6 +463,16 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.address!r}>"
+
+
+async def _unix_datagram_or_none(path: str) -> DatagramLink | None:
+    """A datagram link connected to ``path``, None when it cannot be opened: not a
+    datagram socket, not there, or any other error (then a stream is tried, as
+    ``SysLogHandler`` does; an error other than ``OSError`` used to skip that)."""
+    try:
+        return await DatagramLink.open_unix(path, connect=True)
+    except Exception:  # noqa: BLE001 - whatever it was, a stream is tried next
+        return None
 
 
 def _gone(link: _UnixLink) -> bool:

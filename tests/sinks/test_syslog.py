@@ -50,9 +50,10 @@ async def datagram_peer(path: str | None = None) -> AsyncIterator[tuple[Datagram
         )
         address: object = transport.get_extra_info("sockname")
     else:
-        transport, proto = await loop.create_datagram_endpoint(
-            Datagrams, local_addr=path, family=socket.AF_UNIX
-        )
+        # bound here: uvloop's create_datagram_endpoint takes no path for local_addr
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(path)
+        transport, proto = await loop.create_datagram_endpoint(Datagrams, sock=sock)
         address = path
     try:
         yield proto, address
