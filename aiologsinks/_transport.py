@@ -24,6 +24,7 @@ sink, and closing never waits for one.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import errno
 import functools
@@ -71,6 +72,10 @@ CLOSE_TIMEOUT = 1.0
 MAX_UDP_PAYLOAD = 65507
 #: datagrams sent between two yields to the loop (one sendto never suspends)
 SEND_SLICE = 128
+#: seconds between two looks at asyncio's datagram buffer while a drain waits for
+#: it to empty: the first, and the longest (see DatagramLink.drain)
+_HELD_POLL_FIRST = 0.001
+_HELD_POLL_MAX = 0.05
 
 _T = TypeVar("_T")
 
@@ -257,6 +262,12 @@ class DatagramLink:
         self.target = target
         self.max_payload = max_payload
         _deliver_to_the_kernel(transport)
+        # asyncio's selector transport: the datagrams it holds, the one measure of
+        # what is not sent yet that does not depend on its byte count (see drain)
+        held = getattr(transport, "_buffer", None)
+        self._held: collections.deque[Any] | None = (
+            held if isinstance(held, collections.deque) else None
+        )
 
     @classmethod
     async def open_udp(
@@ -306,22 +317,61 @@ class DatagramLink:
             self.transport.sendto(data)
         else:
             self.transport.sendto(data, self.target)
-        error, protocol.error = protocol.error, None
+        self._raise_error(len(data))
+        return self.writable
+
+    def _raise_error(self, size: int) -> None:
+        """Raise the error the transport reported for the datagram of ``size`` bytes."""
+        error, self.protocol.error = self.protocol.error, None
         if error is not None:
             if getattr(error, "errno", None) == errno.EMSGSIZE:
-                raise RecordTooLargeError(f"{len(data)} bytes do not fit one datagram") from error
+                raise RecordTooLargeError(f"{size} bytes do not fit one datagram") from error
             raise error
-        return protocol.writable
 
-    async def drain(self, timeout: float | None = WRITE_TIMEOUT) -> None:
-        """Wait until the transport's buffer is below its mark again."""
-        if not self.protocol.writable:
-            await bounded(self.protocol._writable.wait(), timeout, "datagram send")
+    @property
+    def writable(self) -> bool:
+        """True when the transport holds no datagram: the kernel took every one."""
+        held = self._held
+        if held is None:  # another loop's transport (uvloop): its own flow control
+            return self.protocol.writable
+        return not held
+
+    async def drain(self, timeout: float | None = WRITE_TIMEOUT, *, size: int = 0) -> None:
+        """Wait until the transport holds no datagram any more (see :attr:`writable`).
+
+        Raises what the kernel refused the datagram it held with (``size``: its
+        length, for the message): it was not sent.
+        """
+        if not self.writable:
+            await bounded(self._emptied(), timeout, "datagram send")
+            self._raise_error(size)
+
+    async def _emptied(self) -> None:
+        protocol = self.protocol
+        held = self._held
+        if held is None:
+            await protocol._writable.wait()
+            return
+        # resume_writing says when asyncio's buffer is empty where asyncio counts its
+        # bytes right. CPython 3.13 before the fix of python/cpython#135444 (3.13.0
+        # among them) counts 8 bytes more for each datagram it buffers than it takes
+        # off when sending it: the count never gets back to 0, the protocol stays
+        # paused after one EAGAIN, and every later batch waited out the write
+        # timeout. So the buffer itself is looked at too, again every few
+        # milliseconds while resume_writing does not come.
+        pause = _HELD_POLL_FIRST
+        while held and not protocol.lost:
+            if protocol.writable:  # resumed with datagrams held (a mark set elsewhere)
+                await asyncio.sleep(pause)
+            else:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(protocol._writable.wait(), pause)
+            pause = min(pause * 2, _HELD_POLL_MAX)
 
     async def send(self, data: bytes, *, timeout: float | None = WRITE_TIMEOUT) -> None:
         """Send one datagram; raise what the kernel refused it with."""
         if not self.send_nowait(data):
-            await self.drain(timeout)
+            await self.drain(timeout, size=len(data))
 
     async def send_all(
         self,
@@ -352,15 +402,18 @@ class DatagramLink:
             taken = False
             try:
                 if not self.send_nowait(data):
-                    taken = True  # sent or buffered: only the drain failed
+                    taken = True  # sent or held: a drain that times out leaves it so
                     if reached is not None:
                         reached(i)  # this one waits in asyncio's buffer
                     try:
-                        await self.drain(timeout)
+                        await self.drain(timeout, size=len(data))
                     except asyncio.CancelledError:
                         # cut short (a close giving up): what asyncio holds goes with
                         # the link, so that it is not sent after reached() said it
-                        # was not (the last delivery sent it again: a duplicate)
+                        # was not (the last delivery sent it again: a duplicate). One
+                        # that left while the drain had not woken yet did reach it
+                        if reached is not None and self._all_taken():
+                            reached(i + 1)
                         self.abort()
                         raise
             except Exception as exc:  # noqa: BLE001 - per-datagram boundary
@@ -368,15 +421,27 @@ class DatagramLink:
                     # a socket that took nothing for the timeout (a paused daemon's
                     # full queue) leaves datagrams in asyncio's buffer: they never
                     # reached the socket, so they are sent again, not counted as sent
-                    end = i + 1 if taken else i
+                    # (a datagram the kernel refused once it left the buffer was not)
+                    end = i + 1 if taken and isinstance(exc, TimeoutError) else i
                     return end - self._still_buffered(payloads[:end])
         return len(payloads)
 
+    def _all_taken(self) -> bool:
+        """True when the kernel took every datagram sent (none held, none dropped by
+        a close or an abort, which empty the transport's buffer)."""
+        protocol = self.protocol
+        return (
+            self.writable
+            and protocol.error is None
+            and not protocol.lost
+            and not self.transport.is_closing()
+        )
+
     def _still_buffered(self, sent: Sequence[bytes]) -> int:
         """How many of the last datagrams of ``sent`` wait in the transport's buffer."""
-        buffer = getattr(self.transport, "_buffer", None)  # asyncio's selector transport
-        if buffer is not None:
-            return min(len(buffer), len(sent))
+        if self._held is not None:
+            return min(len(self._held), len(sent))
+        # uvloop's: libuv's queue of whole datagrams, counted in payload bytes
         size_of = getattr(self.transport, "get_write_buffer_size", None)
         size = size_of() if size_of is not None else 0
         count = 0

@@ -1,5 +1,5 @@
 """The datagram sinks on asyncio's loop and on uvloop's: Unix sockets, a socket that
-cannot be opened.
+cannot be opened, a daemon whose queue fills and empties again.
 
 Each test runs its coroutine on a loop it makes (``on_loop``), so one test runs on
 both loops whatever loop the suite itself uses.
@@ -20,6 +20,7 @@ import pytest
 
 import aiologsinks as als
 from aiologsinks._stats import assert_accounted
+from aiologsinks._transport import DatagramLink
 from aiologsinks.sinks.socket import DatagramSink, SocketSink
 from aiologsinks.sinks.syslog import SysLogSink
 from tests.conftest import RecordingSinkMixin, require
@@ -248,3 +249,57 @@ def test_a_missing_unix_datagram_socket_sends_each_record_to_handle_error(
 
     on_loop(loop, main)
     assert sink.errors == records
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_a_unix_daemon_that_catches_up_gets_the_rest_without_waiting_out_the_timeout(
+    loop: str, tmp_path: Path
+) -> None:
+    """The daemon's queue fills and the sink waits with a datagram held; the daemon
+    reads again. The sink goes on at once: the write timeout (30 s here) is for a
+    daemon that does not read, not for one that did."""
+    path = str(tmp_path / "log.sock")
+    daemon = unix_datagram_daemon(path)
+    n = 600  # many times what the socket's queue holds
+    arrived: list[bytes] = []
+    sink = RecordingSysLogSink(path, write_timeout=30)
+    sink.setFormatter(logging.Formatter("%(message)s"))
+
+    async def main() -> als.DispatcherStats:
+        log = fresh_logger(f"t.catching_up.{loop}")
+        async with als.install(sink, logger=log) as dispatcher:
+            for i in range(n):
+                log.warning("rec %05d", i)
+
+            def holding() -> bool:
+                link = sink.socket  # asyncio's or libuv's buffer holds a datagram
+                return isinstance(link, DatagramLink) and link.transport.get_write_buffer_size() > 0
+
+            await wait_until(holding, describe=lambda: repr(dispatcher.stats()))
+
+            async def serve() -> None:
+                ev_loop = asyncio.get_running_loop()
+                while True:
+                    arrived.append(await ev_loop.sock_recv(daemon, 70_000))
+
+            reader = asyncio.ensure_future(serve())
+            try:
+                # the queue fills and empties many times over: each wait ends when the
+                # daemon took the held datagram, not after the write timeout
+                await dispatcher.flush(timeout=10)
+                await wait_until(lambda: len(arrived) >= n, describe=lambda: str(len(arrived)))
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)
+        return dispatcher.stats()
+
+    try:
+        stats = on_loop(loop, main)
+        read_waiting(daemon, arrived)
+    finally:
+        daemon.close()
+    assert arrived == [b"<12>rec %05d\x00" % i for i in range(n)]
+    assert sink.errors == [] and sink.notices == []
+    (share,) = stats.sinks.values()
+    assert share.delivered == n
+    assert_accounted(stats, n)
