@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
+import json
 import logging
 import os
 import pickle
 import socket
 import struct
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +24,8 @@ from aiologsinks._collector._channels import ReceiverLimits
 from aiologsinks._collector._receiver import Receiver
 from aiologsinks._collector._records import clean, clean_block, merge_args, rebuild
 from aiologsinks._collector._unpickle import FrameError, Limits, load_record
+
+from .conftest import require
 
 # -- the pickle reader -------------------------------------------------------------------
 
@@ -537,3 +545,99 @@ async def test_datagrams_are_dropped_and_counted_while_the_sinks_are_behind() ->
         await collector.aclose()
         stats = await dispatcher.aclose()
     assert len(sink.got) == counts.received and stats.lost == 0
+
+
+# -- under uvloop -------------------------------------------------------------------------
+
+
+async def uvloop_scenario() -> dict[str, Any]:
+    """Run in a child process on a uvloop loop (see the test below): every channel
+    receives, an oversized frame closes its connection, a graceful stop with one peer
+    that never closes its end returns; what the test checks comes back as a dict."""
+    got: list[str] = []
+    limits = ReceiverLimits(max_frame=4096, idle_timeout=10, read_timeout=10)
+    rx = Receiver(
+        tcp=0, udp=0, syslog=0, http=0, limits=limits, on_record=lambda c, f: got.append(c)
+    )
+    await rx.start()
+    try:
+        ports = rx.ports
+        _, tcp = await asyncio.open_connection("127.0.0.1", ports["tcp"])
+        tcp.write(frame({"msg": "tcp"}))
+        await tcp.drain()
+        _, syslog = await asyncio.open_connection("127.0.0.1", ports["syslog"])
+        syslog.write(b"<14>over syslog TCP\n")
+        await syslog.drain()
+        answer = await http(ports["http"], b"GET /?msg=web HTTP/1.1\r\nConnection: close\r\n\r\n")
+        udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            asyncio.DatagramProtocol, remote_addr=("127.0.0.1", ports["udp"])
+        )
+        udp.sendto(frame({"msg": "udp"}))
+        udp.close()
+        reader, writer = await asyncio.open_connection("127.0.0.1", ports["tcp"])
+        writer.write(struct.pack(">L", 4097))  # over max_frame: the collector hangs up
+        await writer.drain()
+        cut = await asyncio.wait_for(reader.read(), 5)
+        await rx.wait_for(lambda r: r.received == 4 and r.connections == 2)
+    finally:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await rx.aclose(grace=2.0)  # the tcp peer never closes its end: stop anyway
+        stopped = loop.time() - began
+    for peer in (tcp, syslog, writer):  # what is left open at the end is the receiver's
+        peer.close()
+        with contextlib.suppress(OSError):
+            await peer.wait_closed()
+    return {
+        "channels": sorted(got),
+        "http": answer.split(b"\r\n", 1)[0].decode(),
+        "cut": cut.decode(),
+        "invalid": rx.invalid,
+        "left": rx.connections,
+        "stopped": stopped,
+    }
+
+
+def run_uvloop_scenario() -> None:
+    """The child's main: the scenario on a new uvloop loop, then the loop closed; prints
+    the scenario's dict with the loop's errors and how long the close took."""
+    import uvloop
+
+    errors: list[str] = []
+    loop = uvloop.new_event_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(str(context.get("message"))))
+    try:
+        result = loop.run_until_complete(asyncio.wait_for(uvloop_scenario(), 20))
+    finally:
+        began = time.monotonic()
+        loop.close()  # runs the loop until every handle is closed
+        closing = time.monotonic() - began
+    result.update(close=closing, errors=errors)
+    print(json.dumps(result))
+
+
+def test_receiver_under_uvloop_serves_every_channel_and_its_loop_closes() -> None:
+    # A loop that does not close hangs for good (pytest-timeout cannot interrupt libuv's
+    # poll), hence the child process, killed at the bound.
+    require(importlib.util.find_spec("uvloop") is not None, "uvloop (pip install -e .[test])")
+    root = Path(__file__).resolve().parent.parent
+    code = "from tests.test_collector import run_uvloop_scenario; run_uvloop_scenario()"
+    try:
+        child = subprocess.run(
+            [sys.executable, "-W", "error::ResourceWarning", "-c", code],
+            cwd=root,
+            env={**os.environ, "PYTHONPATH": str(root)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the receiver or its uvloop loop did not stop: {exc.stderr!r}")
+    assert child.returncode == 0 and child.stderr == "", child.stderr
+    result = json.loads(child.stdout)
+    assert result["errors"] == []  # no callback of the receiver raised
+    assert result["channels"] == ["http", "syslog_tcp", "tcp", "udp"]
+    assert result["http"] == "HTTP/1.1 200 OK"
+    assert (result["cut"], result["invalid"], result["left"]) == ("", 1, 0)
+    assert result["stopped"] < 2.0 + 1.0  # the grace, plus a moment
+    assert result["close"] < 1.0

@@ -26,7 +26,7 @@ import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from . import _http
 from ._frames import FramingError, octet_count, starts_like, take_frames
@@ -159,7 +159,9 @@ class _Conn(asyncio.Protocol):
     # -- asyncio.Protocol -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # a stream server's transport; not isinstance(asyncio.Transport) under uvloop,
+        # whose transports only quack like one
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         rx = self.rx
         counts = rx.counts[self.channel]
