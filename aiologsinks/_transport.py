@@ -275,9 +275,16 @@ class DatagramLink:
     ) -> DatagramLink:
         """An unconnected UDP socket for ``host:port`` (resolved once, off the loop)."""
         loop = asyncio.get_running_loop()
-        infos = await bounded(
-            loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), timeout, f"resolve {host}"
-        )
+        try:
+            # a literal address needs no lookup: taken here, without the executor's
+            # thread (which Python 3.12.0-3.12.2 cannot start at interpreter exit)
+            infos = socket.getaddrinfo(
+                host, port, type=socket.SOCK_DGRAM, flags=socket.AI_NUMERICHOST
+            )
+        except (OSError, UnicodeError):
+            infos = await bounded(
+                loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM), timeout, f"resolve {host}"
+            )
         if not infos:  # pragma: no cover - getaddrinfo raises instead
             raise OSError(f"getaddrinfo({host!r}) returned no address")
         family, _, _, _, sockaddr = infos[0]

@@ -9,6 +9,9 @@ import logging
 import logging.handlers
 import re
 import socket
+import subprocess
+import sys
+import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -604,3 +607,34 @@ def test_udp_mode_carries_no_stream_machinery() -> None:
     assert udp.peer is None and udp.sender is not None
     tcp = SysLogSink(("127.0.0.1", 514), socktype=socket.SOCK_STREAM)
     assert tcp.peer is not None and tcp.sender is None
+
+
+EXITING_SCRIPT = """
+import logging, sys
+import aiologsinks as als
+
+log = logging.getLogger("exiting")
+log.propagate = False
+log.addHandler(als.SysLogSink(("127.0.0.1", int(sys.argv[1]))))
+for i in range(20):
+    log.warning("exiting %d", i)
+"""
+
+
+def test_a_script_that_exits_at_once_delivers_over_udp_to_a_literal_address() -> None:
+    """The records are sent at exit, by the exit hook's close: a literal address is
+    taken without a lookup, which needs a thread Python 3.12.0-3.12.2 cannot start
+    then (they were all lost, and counted delivered)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.settimeout(30)
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(EXITING_SCRIPT), str(peer.getsockname()[1])],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "Traceback" not in proc.stderr
+        got = sorted(peer.recv(2048).decode() for _ in range(20))
+    assert got == sorted(f"<12>exiting {i}\x00" for i in range(20))
