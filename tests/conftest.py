@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
@@ -21,6 +22,23 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from aiologsinks import _context
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: ``AIOLOGSINKS_TEST_LOOP=uvloop``: every test runs on uvloop's event loop (the one
+#: ``uvicorn --loop uvloop`` runs), as .ci/run does once after the asyncio runs
+TEST_LOOP = os.environ.get("AIOLOGSINKS_TEST_LOOP", "asyncio")
+if TEST_LOOP not in ("asyncio", "uvloop"):
+    raise pytest.UsageError(f"AIOLOGSINKS_TEST_LOOP: expected asyncio or uvloop, got {TEST_LOOP!r}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if TEST_LOOP == "uvloop":
+        import uvloop
+
+        # for the async tests and for the asyncio.run() calls of the sync ones
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"aiologsinks test loop: {TEST_LOOP}"
 
 
 @pytest.fixture(autouse=True)
