@@ -60,9 +60,11 @@ def on_loop(kind: str, main: Callable[[], Awaitable[T]]) -> T:
         loop.close()
 
 
-class RecordingDatagramSink(RecordingSinkMixin, DatagramSink):
+class RecordingOutages(RecordingSinkMixin):
+    """Records the sink's errors and its outage notices."""
+
     def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        super().__init__(*args, **kwargs)
         self.errors = []
         self.notices: list[str] = []
 
@@ -70,24 +72,16 @@ class RecordingDatagramSink(RecordingSinkMixin, DatagramSink):
         self.notices.append(message)
 
 
-class RecordingSocketSink(RecordingSinkMixin, SocketSink):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.errors = []
-        self.notices: list[str] = []
-
-    def report_outage(self, message: str) -> None:
-        self.notices.append(message)
+class RecordingDatagramSink(RecordingOutages, DatagramSink):
+    pass
 
 
-class RecordingSysLogSink(RecordingSinkMixin, SysLogSink):
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.errors = []
-        self.notices: list[str] = []
+class RecordingSocketSink(RecordingOutages, SocketSink):
+    pass
 
-    def report_outage(self, message: str) -> None:
-        self.notices.append(message)
+
+class RecordingSysLogSink(RecordingOutages, SysLogSink):
+    pass
 
 
 def unix_datagram_daemon(path: str) -> socket.socket:
