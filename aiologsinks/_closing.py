@@ -92,7 +92,10 @@ class Closing(LoopBinding):
             self._close_task is None or self._close_task.done()
         ):
             # closed already: nothing to wait for, whichever loop this is (the one
-            # that closed it may have ended since)
+            # that closed it may have ended since) - but for lanes still delivering
+            # what a pump cancelled without aclose() handed them (asyncio.run()
+            # cancelling every task, this call in a cancelled task's `finally`)
+            await self._rescue_done(timeout)
             return self.stats()
         loop = self._loop
         assert loop is not None
@@ -116,6 +119,20 @@ class Closing(LoopBinding):
             return self.stats()
         await asyncio.shield(self._close_task)
         return self.stats()
+
+    async def _rescue_done(self, timeout: float | None) -> None:
+        """Wait (bounded) for the lanes of this loop that are rescuing what they hold."""
+        loop = self._loop
+        if loop is None or loop is not asyncio.get_running_loop():
+            return
+        rescuing = [
+            lane._task for lane in self._lanes if lane._task is not None and not lane._task.done()
+        ]
+        if not rescuing:
+            return
+        grace = max(lane.grace for lane in self._lanes) + _STOP_GRACE + _CLOSE_GRACE
+        bound = grace if timeout is None else min(timeout, grace)
+        await asyncio.wait(rescuing, timeout=bound)
 
     def _move_deadline(self, deadline: float) -> None:
         current = self._close_deadline
