@@ -264,7 +264,15 @@ class Lane:
 
     async def _deliver(self, batch: list[Item]) -> None:
         sink = self.sink
-        if sink.filters or sink.changes_records:
+        formatter = sink.formatter
+        if (
+            sink.filters
+            or sink.changes_records
+            or (formatter is not None and type(formatter) is not logging.Formatter)
+        ):
+            # it may change the records it is given (a filter adding a field, a
+            # formatter colouring levelname): its own copies, so that what the other
+            # sinks write does not depend on which lane ran first
             batch = own_items(batch)
         records: Sequence[logging.LogRecord] = RecordBatch(batch)
         failed = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import subprocess
 import sys
@@ -772,7 +773,13 @@ class _Tag(logging.Filter):
         return True
 
 
-@pytest.mark.parametrize("changer", ["sink filter", "wrapped handler's filter"])
+class _Tagging(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        record.tag = "changed by another sink"  # as a colouring formatter does
+        return super().format(record)
+
+
+@pytest.mark.parametrize("changer", ["sink filter", "wrapped handler's filter", "formatter"])
 @pytest.mark.parametrize("first", [True, False])
 async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
     tmp_path: Path, changer: str, first: bool
@@ -783,6 +790,9 @@ async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
     if changer == "sink filter":
         tagger = ListSink()
         tagger.addFilter(_Tag())
+    elif changer == "formatter":
+        tagger = als.StreamSink(io.StringIO())
+        tagger.setFormatter(_Tagging())
     else:
         handler = CaptureHandler()
         handler.addFilter(_Tag())
