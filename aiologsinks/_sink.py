@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
-from ._context import need_context, release_context, run_in
+from ._context import context_of, need_context, release_context, remember, run_in
 from ._exceptions import SinkDeliveryError
 from ._hooks import is_dual, overridden
 from ._notices import is_notice
@@ -388,6 +388,11 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             # in the context of the logging call, as on a stdlib handler
             rv: Any = run_in(record, self.filter, record)
             if isinstance(rv, logging.LogRecord):
+                if rv is not record:
+                    # a replacement: formatted in the caller's context all the same
+                    ctx = context_of(record)
+                    if ctx is not None:
+                        remember(rv, ctx)
                 out.append(rv)
             elif rv:
                 out.append(record)

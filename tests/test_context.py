@@ -8,6 +8,7 @@ import io
 import logging
 import pickle
 import re
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -248,3 +249,19 @@ async def test_capturing_is_on_while_an_open_sink_has_a_filter() -> None:
     assert not capturing()
     als.NullSink().setFormatter(RequestIdFormatter())
     assert not capturing()  # that sink is gone
+
+
+@pytest.mark.skipif(sys.version_info < (3, 12), reason="a filter returns a record on 3.12+")
+async def test_a_record_a_filter_replaces_is_formatted_in_the_callers_context(
+    tmp_path: Path,
+) -> None:
+    def replace(record: logging.LogRecord) -> logging.LogRecord:
+        return logging.makeLogRecord(record.__dict__)
+
+    sink = als.FileSink(tmp_path / "replaced.log")
+    sink.addFilter(replace)
+    sink.setFormatter(RequestIdFormatter())
+    log = fresh_logger("t.context.replaced")
+    async with als.install(sink, logger=log):
+        await serve(log)
+    check(file_lines(tmp_path / "replaced.log"))
