@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
@@ -159,3 +163,34 @@ def test_a_hand_made_record_without_a_level_does_not_stop_the_pipeline() -> None
     sink.flush()
     assert sink.got == ["no level", "next"]
     sink.close()
+
+
+TEARDOWN_SCRIPT = """
+import logging, sys
+import aiologsinks as als
+
+log = logging.getLogger("teardown")
+log.propagate = False
+log.addHandler(als.FileSink(sys.argv[1]))
+
+class LogsWhenCollected:
+    def __del__(self):
+        for i in range(3):
+            log.warning("collected %d", i)
+
+# collected as the interpreter tears the modules down, when imports no longer work
+keep = LogsWhenCollected()
+"""
+
+
+def test_a_logging_call_at_module_teardown_does_not_raise(tmp_path: Path) -> None:
+    """Whatever its sink cannot do then, the logging call itself must not raise (it
+    did on 3.13: handleError's own traceback formatting failed to import)."""
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(TEARDOWN_SCRIPT), str(tmp_path / "t.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Exception ignored in" not in proc.stderr, proc.stderr
