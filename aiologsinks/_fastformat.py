@@ -72,7 +72,7 @@ def plain_percent_format(sink: Sink) -> PlainSpec | None:
     f = sink.formatter or _default_formatter
     if overridden(type(sink), "format", Sink.format) or type(f) is not logging.Formatter:
         return None
-    if f.__dict__.keys() & _FORMATTER_HOOKS:
+    if f.__dict__.keys() & FORMATTER_HOOKS:
         return None  # a method patched on the instance
     style = f._style
     if type(style) is not logging.PercentStyle or getattr(style, "_defaults", None):
@@ -82,7 +82,8 @@ def plain_percent_format(sink: Sink) -> PlainSpec | None:
     return style._fmt, style.usesTime(), f.datefmt, f.default_time_format, f.default_msec_format
 
 
-_FORMATTER_HOOKS = frozenset(
+#: a Formatter's methods that, set on an instance, make it not a plain one
+FORMATTER_HOOKS = frozenset(
     ("format", "formatTime", "formatMessage", "usesTime", "formatException", "formatStack")
 )
 

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._fallback import FallbackWriter
+from ._fastformat import FORMATTER_HOOKS
+from ._hooks import overridden
 from ._notices import delivering_notice
 from ._queue import BoundedQueue, FlushMarker, Notice, Overflow, notice
 from ._record import Item, RecordBatch, as_record, own_items
@@ -56,6 +58,8 @@ class Lane:
         fallback: FallbackWriter,
     ) -> None:
         self.sink = sink
+        #: the sink formats with a format() of its own, which may change the records
+        self._own_format = overridden(type(sink), "format", Sink.format)
         self.name = name
         self.batch_size = batch_size
         self.queue = BoundedQueue(size, overflow)
@@ -268,7 +272,14 @@ class Lane:
         if (
             sink.filters
             or sink.changes_records
-            or (formatter is not None and type(formatter) is not logging.Formatter)
+            or self._own_format
+            or (
+                formatter is not None
+                and (
+                    type(formatter) is not logging.Formatter
+                    or formatter.__dict__.keys() & FORMATTER_HOOKS  # patched on it
+                )
+            )
         ):
             # it may change the records it is given (a filter adding a field, a
             # formatter colouring levelname): its own copies, so that what the other

@@ -23,6 +23,7 @@ delivered and flushed; ``close`` delivers, flushes and closes.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import inspect
@@ -99,6 +100,17 @@ def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., A
     return entry
 
 
+def _in_context(format: Callable[[Any, logging.LogRecord], str]) -> Callable[..., str]:
+    """``format`` run in the context its record was logged in (see ``_context``)."""
+
+    def in_context(self: Any, record: logging.LogRecord) -> str:
+        return run_in(record, format, self, record)
+
+    functools.update_wrapper(in_context, format)
+    in_context.__in_context__ = True  # type: ignore[attr-defined]
+    return in_context
+
+
 # A Sink is a logging.Handler at runtime. For type checkers its base is Any: its I/O
 # hooks are coroutines where Handler's are plain methods, which no override of
 # Handler.emit/flush/handle could state; with an Any base, subclasses override them
@@ -167,6 +179,11 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             hook = cls.__dict__.get(name)
             if inspect.iscoroutinefunction(hook):
                 setattr(cls, name, _dual(hook, sync))
+        own = cls.__dict__.get("format")
+        if callable(own) and not getattr(own, "__in_context__", False):
+            # a format() of its own runs in the caller's context too, as Sink.format
+            # runs the formatter (it may read a ContextVar, as a formatter may)
+            cls.format = _in_context(own)  # type: ignore[method-assign]
 
     # -- logging.Handler-compatible surface -------------------------------------------
 
@@ -219,9 +236,10 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the error
                 parts.append("Unable to print the message and arguments.\n")
             sys.stderr.write("".join(parts))
-        except Exception:  # noqa: BLE001, S110 - stderr gone, or no import works (module
-            # teardown): a logging call must never raise, and there is nowhere to say it
-            pass
+        except Exception as again:  # noqa: BLE001 - no import works (module teardown)
+            # a logging call must never raise: the error in one line, if stderr takes it
+            with contextlib.suppress(Exception):
+                sys.stderr.write(f"--- Logging error ---\n{exc!r} ({again!r})\n")
         finally:
             del exc_type, exc, tb
 

@@ -265,3 +265,18 @@ async def test_a_record_a_filter_replaces_is_formatted_in_the_callers_context(
     async with als.install(sink, logger=log):
         await serve(log)
     check(file_lines(tmp_path / "replaced.log"))
+
+
+class RequestIdSink(als.FileSink):
+    """A sink with a format() of its own that reads the contextvar."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{request_id.get()} {record.getMessage()}"
+
+
+async def test_a_sinks_own_format_runs_in_the_callers_context(tmp_path: Path) -> None:
+    sink = RequestIdSink(tmp_path / "own.log")
+    log = fresh_logger("t.context.own_format")
+    async with als.install(sink, logger=log):
+        await serve(log)
+    check(file_lines(tmp_path / "own.log"))

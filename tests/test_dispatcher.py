@@ -779,7 +779,16 @@ class _Tagging(logging.Formatter):
         return super().format(record)
 
 
-@pytest.mark.parametrize("changer", ["sink filter", "wrapped handler's filter", "formatter"])
+class _TaggingSink(als.StreamSink):
+    def format(self, record: logging.LogRecord) -> str:
+        record.tag = "changed by another sink"
+        return super().format(record)
+
+
+@pytest.mark.parametrize(
+    "changer",
+    ["sink filter", "wrapped handler's filter", "formatter", "format()", "patched formatter"],
+)
 @pytest.mark.parametrize("first", [True, False])
 async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
     tmp_path: Path, changer: str, first: bool
@@ -793,6 +802,13 @@ async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
     elif changer == "formatter":
         tagger = als.StreamSink(io.StringIO())
         tagger.setFormatter(_Tagging())
+    elif changer == "format()":
+        tagger = _TaggingSink(io.StringIO())
+    elif changer == "patched formatter":
+        tagger = als.StreamSink(io.StringIO())
+        patched = logging.Formatter()
+        patched.format = _Tagging().format  # type: ignore[method-assign]
+        tagger.setFormatter(patched)
     else:
         handler = CaptureHandler()
         handler.addFilter(_Tag())

@@ -194,3 +194,7 @@ def test_a_logging_call_at_module_teardown_does_not_raise(tmp_path: Path) -> Non
     )
     assert proc.returncode == 0, proc.stderr
     assert "Exception ignored in" not in proc.stderr, proc.stderr
+    # nor is a record lost without a word: written, or its error said
+    path = tmp_path / "t.log"
+    written = path.read_text().splitlines() if path.exists() else []
+    assert written == [f"collected {i}" for i in range(3)] or "Logging error" in proc.stderr
