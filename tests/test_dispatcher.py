@@ -787,7 +787,14 @@ class _TaggingSink(als.StreamSink):
 
 @pytest.mark.parametrize(
     "changer",
-    ["sink filter", "wrapped handler's filter", "formatter", "format()", "patched formatter"],
+    [
+        "sink filter",
+        "wrapped handler's filter",
+        "formatter",
+        "format()",
+        "patched formatter",
+        "memory sink's target",
+    ],
 )
 @pytest.mark.parametrize("first", [True, False])
 async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
@@ -796,6 +803,7 @@ async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
     """Lanes run in no fixed order: a record one sink's filter changes must not reach
     another sink changed, or that sink's output would depend on the order."""
     tagger: als.Sink
+    owned: list[als.Sink] = []
     if changer == "sink filter":
         tagger = ListSink()
         tagger.addFilter(_Tag())
@@ -804,6 +812,11 @@ async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
         tagger.setFormatter(_Tagging())
     elif changer == "format()":
         tagger = _TaggingSink(io.StringIO())
+    elif changer == "memory sink's target":
+        target = als.StreamSink(io.StringIO())
+        target.setFormatter(_Tagging())
+        tagger = als.MemorySink(capacity=1, target=target)
+        owned.append(target)  # a MemorySink does not close its target
     elif changer == "patched formatter":
         tagger = als.StreamSink(io.StringIO())
         patched = logging.Formatter()
@@ -819,10 +832,14 @@ async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
     plain.addFilter(lambda r: True)
     sinks = (tagger, plain) if first else (plain, tagger)
     log = fresh_logger("t.dispatcher.isolated")
-    async with als.install(*sinks, logger=log) as dispatcher:
-        for i in range(50):
-            log.info("record %d", i)
-        await dispatcher.flush()
+    try:
+        async with als.install(*sinks, logger=log) as dispatcher:
+            for i in range(50):
+                log.info("record %d", i)
+            await dispatcher.flush()
+    finally:
+        for sink in owned:
+            await sink.aclose()
     assert (tmp_path / "plain.log").read_text().splitlines() == [
         f"record {i} tag=-" for i in range(50)
     ]

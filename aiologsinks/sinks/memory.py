@@ -76,6 +76,10 @@ class MemorySink(BufferingSink):
     that buffers (a network sink's outbox) loses later is in its own counts only.
     """
 
+    #: its target may change the records it is given (its filters, its formatter, a
+    #: plain handler on its own thread): in a dispatcher it gets copies of its own
+    changes_records = True
+
     def __init__(
         self,
         capacity: int,
