@@ -155,7 +155,7 @@ class HandlerPipeline:
             if self._closed:
                 return
             self._closed = True
-        if self.dispatcher.state is DispatcherState.CLOSED:
+        if self.dispatcher._orphaned is not None:
             return  # orphaned (see __init__): its records went to the fallback as they came
         if _on_loop_thread():
             _background.submit(self.dispatcher.aclose(SYNC_TIMEOUT))

@@ -84,6 +84,17 @@ class RecordingSysLogSink(RecordingOutages, SysLogSink):
     pass
 
 
+async def log_records(sink: als.Sink, logger: str, n: int) -> als.DispatcherStats:
+    """Log ``n`` records ("rec 0" ...) through ``sink`` in a dispatcher, flush (bounded),
+    close it; its stats."""
+    log = fresh_logger(logger)
+    async with als.install(sink, logger=log) as dispatcher:
+        for i in range(n):
+            log.warning("rec %d", i)
+        await dispatcher.flush(timeout=10)
+    return dispatcher.stats()
+
+
 def unix_datagram_daemon(path: str) -> socket.socket:
     """A bound, non-blocking Unix datagram socket that reads only when told to."""
     daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -120,15 +131,7 @@ def test_a_host_name_that_cannot_be_encoded_costs_counted_records_not_delivered_
         socktype = socket.SOCK_STREAM if kind == "syslog-tcp" else socket.SOCK_DGRAM
         sink = RecordingSysLogSink((BAD_HOST, 514), socktype=socktype)
 
-    async def main() -> als.DispatcherStats:
-        log = fresh_logger(f"t.badhost.{loop}.{kind}")
-        async with als.install(sink, logger=log) as dispatcher:
-            for i in range(n):
-                log.warning("rec %d", i)
-            await dispatcher.flush(timeout=10)
-        return dispatcher.stats()
-
-    stats = on_loop(loop, main)
+    stats = on_loop(loop, lambda: log_records(sink, f"t.badhost.{loop}.{kind}", n))
     (share,) = stats.sinks.values()
     # nothing left the process: every record is counted, none as delivered
     assert share.delivered == 0 and share.errors == n, share
@@ -208,16 +211,8 @@ def test_a_datagram_sink_on_a_unix_path_sends_every_record(loop: str, tmp_path: 
     got: list[bytes] = []
     sink = RecordingDatagramSink(path, None)
 
-    async def main() -> als.DispatcherStats:
-        log = fresh_logger(f"t.unix_datagram.{loop}")
-        async with als.install(sink, logger=log) as dispatcher:
-            for i in range(n):
-                log.warning("rec %d", i)
-            await dispatcher.flush(timeout=10)
-        return dispatcher.stats()
-
     try:
-        stats = on_loop(loop, main)
+        stats = on_loop(loop, lambda: log_records(sink, f"t.unix_datagram.{loop}", n))
         read_waiting(daemon, got)
     finally:
         daemon.close()
