@@ -124,9 +124,12 @@ def run_in(record: object, fn: Callable[..., T], *args: Any) -> T:
     try:
         return ctx.run(fn, *args)
     except RuntimeError as exc:
-        # that context is already entered on this thread (a formatter called from a
-        # filter running in it): we are in it already
-        if "already entered" not in str(exc):
+        # Context.run raises before calling fn when the context is entered already:
+        # here (a format() calling the sink's own format, a formatter called from a
+        # filter), where we are in it, or by another sink's lane on its worker thread.
+        # Only then does the traceback end in this frame; fn's own RuntimeError has
+        # fn's frames after it and must not make fn run twice.
+        if exc.__traceback__ is None or exc.__traceback__.tb_next is not None:
             raise
         return fn(*args)
 

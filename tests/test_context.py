@@ -280,3 +280,37 @@ async def test_a_sinks_own_format_runs_in_the_callers_context(tmp_path: Path) ->
     async with als.install(sink, logger=log):
         await serve(log)
     check(file_lines(tmp_path / "own.log"))
+
+
+class RaisingFormatter(logging.Formatter):
+    """A formatter whose own RuntimeError happens to say "already entered"."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def format(self, record: logging.LogRecord) -> str:
+        self.calls += 1
+        if self.calls % 2:
+            raise RuntimeError("connection pool already entered")
+        return super().format(record)
+
+
+async def test_a_formatters_runtime_error_is_reported_not_retried(tmp_path: Path) -> None:
+    """A RuntimeError from the formatter itself is that record's error: the formatter
+    is not called a second time outside the caller's context as if the context could
+    not be entered."""
+    formatter = RaisingFormatter()
+    sink = als.FileSink(tmp_path / "raising.log")
+    sink.setFormatter(formatter)
+    errors: list[logging.LogRecord] = []
+    sink.handleError = errors.append  # type: ignore[method-assign]
+    log = fresh_logger("t.context.raising_formatter")
+    async with als.install(sink, logger=log) as dispatcher:
+        assert capturing()  # the formatter is not a plain one: records carry a context
+        for i in range(4):
+            log.warning("record %d", i)
+        await dispatcher.flush(timeout=10)
+    assert formatter.calls == 4
+    assert [r.getMessage() for r in errors] == ["record 0", "record 2"]
+    assert file_lines(tmp_path / "raising.log") == ["record 1", "record 3"]
