@@ -40,6 +40,7 @@ from ._exceptions import SinkDeliveryError
 from ._hooks import is_dual, overridden
 from ._notices import is_notice
 from ._record import Frozen, as_record, freeze
+from ._supervise import containable
 from ._validate import check_level
 
 __all__ = ["HandlerEntry", "Sink", "SinkState", "is_dual", "overridden"]
@@ -376,7 +377,11 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         for record in records:
             try:
                 await self.emit(record)
-            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+            except BaseException as exc:
+                # per-record boundary: the next record goes on, also after a
+                # CancelledError the sink raised on its own (not our task's cancel)
+                if not containable(exc):
+                    raise
                 self.report_error(record)
 
     async def handle(self, record: logging.LogRecord) -> bool:
@@ -394,7 +399,9 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         if rv:
             try:
                 await self.emit(record)
-            except Exception:  # noqa: BLE001 - per-record boundary: next record goes on
+            except BaseException as exc:
+                if not containable(exc):
+                    raise
                 self.report_error(record)
         return bool(rv)
 

@@ -129,6 +129,20 @@ class CancellingSink(ListSink):
         await super().emit_batch(records)
 
 
+class CancellingEmit(als.Sink):
+    """Delivers one record per emit (the default emit_batch), raising CancelledError
+    on its own for every fifth record."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        if int(record.getMessage().split()[-1]) % 5 == 2:
+            raise asyncio.CancelledError("the sink's own")
+        self.lines.append(record.getMessage())
+
+
 class HalfFailingSink(ListSink):
     """Reports half its batch to handleError, then raises: each record counted once."""
 
@@ -176,6 +190,22 @@ async def test_a_sink_raising_anything_keeps_its_lane_and_counts_each_record_onc
     assert s.delivered == len(sink.lines)
     assert s.errors == N - len(sink.lines)
     assert s.lost == s.errors  # nothing dropped or undelivered: the lane never died
+    assert_accounted(stats, logged=N)
+
+
+async def test_an_emit_raising_cancelled_error_fails_that_record_alone(tmp_path: Path) -> None:
+    """The default emit_batch's per-record boundary holds for a CancelledError the
+    sink raised on its own: that record is the one reported, and the records after
+    it in the batch are delivered, not counted as errors."""
+    sink = CancellingEmit()
+    failed: list[str] = []
+    sink.handleError = lambda record: failed.append(record.getMessage())  # type: ignore[method-assign]
+    stats, _ = await run_beside(sink, tmp_path, batch_size=50)
+    expected = [f"rec {i}" for i in range(N) if i % 5 == 2]
+    assert failed == expected
+    assert sorted(sink.lines) == sorted(f"rec {i}" for i in range(N) if i % 5 != 2)
+    s = stats.sinks["CancellingEmit#0"]
+    assert (s.errors, s.delivered) == (len(expected), N - len(expected))
     assert_accounted(stats, logged=N)
 
 
