@@ -102,6 +102,9 @@ CREATED = FIELDS.index("created")
 if FIELDS[:3] != ("name", "msg", "args"):  # freeze() builds (name, msg, args, *rest)
     raise ImportError(f"aiologsinks: unexpected LogRecord layout {FIELDS}")
 _take_tail = operator.itemgetter(*FIELDS[3:])
+# the fields with exc_info's value where args' goes: what freeze() queues when the
+# record has no exception info and its arguments follow the fields
+_take_head = operator.itemgetter("name", "msg", "exc_info", *FIELDS[3:])
 MSECS = FIELDS.index("msecs")
 
 #: exact types whose values cannot change after the logging call
@@ -416,22 +419,23 @@ def _freeze_pure(record: logging.LogRecord) -> Item:
                 return prepared_copy(record)  # a value that can change after the call
         extra += (names,)
     try:
+        msg, args, exc_info = d["msg"], d["args"], d["exc_info"]
+        if exc_info is None and type(msg) is str and type(args) is tuple and args:
+            # Arguments of immutable types cannot change after the call: they travel
+            # after the fields, unmerged, and are merged where the record is formatted
+            # (or thawed) - off the logging call. Not as a nested tuple: the GC
+            # untracks a tuple only once its items are untracked, so a nested one
+            # would keep the record tracked a collection longer.
+            for arg in args:
+                if type(arg) not in _IMMUTABLE:
+                    break
+            else:
+                # exc_info (None) read in args' place: the fields in one read
+                return _take_head(d) + args + extra  # type: ignore[no-any-return]
         tail: Frozen = _take_tail(d)
-        name, msg, args = d["name"], d["msg"], d["args"]
+        name = d["name"]
     except KeyError:  # as many attributes, but not the standard ones
         return prepared_copy(record)
-    exc_info = d["exc_info"]
-    if not exc_info and type(msg) is str and type(args) is tuple and args:
-        # Arguments of immutable types cannot change after the call: they travel after
-        # the fields, unmerged, and are merged where the record is formatted (or
-        # thawed) - off the logging call. Not as a nested tuple: the GC untracks a
-        # tuple only once its items are untracked, so a nested one would keep the
-        # record tracked a collection longer.
-        for arg in args:
-            if type(arg) not in _IMMUTABLE:
-                break
-        else:
-            return (name, msg, None) + tail + args + extra  # noqa: RUF005 - fewest copies
     merged = _merged(msg, args)
     if not exc_info:
         if merged is not None:

@@ -76,8 +76,11 @@ class QueueHandler(logging.Handler):
             overridden(cls, name, getattr(QueueHandler, name))
             for name in ("emit", "enqueue", "prepare")
         )
-        if self._plain and ACCELERATED and not overridden(cls, "handle", QueueHandler.handle):
-            self._compile_handle()
+        if self._plain and not overridden(cls, "handle", QueueHandler.handle):
+            if ACCELERATED:
+                self._compile_handle()
+            else:
+                self._bind_handle()
 
     def _compile_handle(self) -> None:
         """Install the compiled :meth:`handle` (see ``_speedups.c``) for a Dispatcher's
@@ -97,6 +100,40 @@ class QueueHandler(logging.Handler):
             _context._bound,
             logging.LogRecord,
         )
+
+    def _bind_handle(self) -> None:
+        """Install the pure-Python :meth:`handle` for a Dispatcher's handler: the
+        compiled one's short path, with what it reads bound once. A record that is
+        filtered, traced, or finds the queue full, closed or the pump to wake takes
+        :meth:`handle` and ``submit()`` themselves."""
+        from ._dispatcher import Dispatcher
+
+        dispatcher = self.dispatcher
+        if getattr(type(dispatcher), "submit", None) is not Dispatcher.submit:
+            return
+        assert isinstance(dispatcher, Dispatcher)
+        slow = MethodType(QueueHandler.handle, self)
+        room = dispatcher._bound
+        submit = dispatcher.submit
+        trace = _trace
+
+        def handle(record: logging.LogRecord) -> Any:
+            if self.filters or trace.hook is not None:
+                return slow(record)
+            try:
+                item = freeze(record)
+                # what submit() does when the queue is open, has room and the pump
+                # was woken already: a burst's every record but its first
+                items = dispatcher._items
+                if dispatcher._accepting and dispatcher._wake_pending and len(items) < room:
+                    items.append(item)
+                else:
+                    submit(item)
+            except Exception:  # noqa: BLE001 - a logging call must never raise
+                self.handleError(record)
+            return record
+
+        self.handle = handle  # type: ignore[method-assign]
 
     def createLock(self) -> None:
         # enqueue() is thread-safe without a handler-level lock, and a lock taken
