@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -192,6 +193,9 @@ class Dispatcher(Closing):
         #: started by the library on the background loop, not by the user
         self._auto = False
         self._auto_scheduled = False
+        #: a start submitted to the background loop and not waited for (dictConfig
+        #: before any loop runs): flush() waits for it
+        self._starting: concurrent.futures.Future[None] | None = None
         #: why the dispatcher closed without aclose() ("the loop ended", "fork")
         self._orphaned: str | None = None
         self._pid = os.getpid()
@@ -269,13 +273,19 @@ class Dispatcher(Closing):
         call. With ``timeout``, raises :class:`TimeoutError` naming the sinks still
         pending after that many seconds (delivery goes on). May be awaited on
         another thread's loop: it completes thread-safely. After close it returns at
-        once. Raises :class:`DispatcherStateError` if the dispatcher was never
-        started, if its loop ended without ``aclose()``, or if its loop is not
+        once. A start still pending on the background loop (a dispatcher made by
+        dictConfig before any loop ran) is waited for. Raises
+        :class:`DispatcherStateError` if the dispatcher was never started, if its loop
+        ended without ``aclose()``, or if its loop is not
         running while awaited from another loop.
         """
         timeout = check_number("timeout", timeout, none=True)
         if self.state is DispatcherState.NEW:
-            raise DispatcherStateError("flush: dispatcher was not started")
+            if self._starting is None:
+                raise DispatcherStateError("flush: dispatcher was not started")
+            timeout = await self._await_start(self._starting, timeout)
+            if self.state is DispatcherState.NEW:  # the start found it closed, or taken
+                raise DispatcherStateError("flush: dispatcher was not started")
         self._check_orphaned()
         if self._orphaned is not None:
             raise DispatcherStateError(
@@ -290,6 +300,23 @@ class Dispatcher(Closing):
             await self._on_own_loop(self._flush_here(timeout), "flush")
             return
         await self._flush_here(timeout)
+
+    async def _await_start(
+        self, starting: concurrent.futures.Future[None], timeout: float | None
+    ) -> float | None:
+        """Wait for a start already submitted to the background loop; what is left
+        of ``timeout`` after it."""
+        loop = asyncio.get_running_loop()
+        begun = loop.time()
+        try:
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(starting)), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"flush: not done within {timeout}s; the dispatcher was still starting"
+            ) from None
+        except Exception as exc:
+            raise DispatcherStateError(f"flush: the dispatcher did not start: {exc!r}") from exc
+        return None if timeout is None else max(0.0, timeout - (loop.time() - begun))
 
     async def _flush_here(self, timeout: float | None) -> None:
         if self.state is DispatcherState.CLOSED or self._pump_task is None:

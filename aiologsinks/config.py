@@ -725,6 +725,7 @@ def _start_for_dictconfig(dispatcher: Dispatcher) -> None:
     except RuntimeError:
         dispatcher._check_startable()
         started = _background.submit(dispatcher._start_here())
+        dispatcher._starting = started
         started.add_done_callback(functools.partial(_report_start_failure, dispatcher))
         _background.on_exit(functools.partial(_close_on_background, dispatcher))
         _dictconfig_dispatchers.append((dispatcher, True))

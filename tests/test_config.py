@@ -713,3 +713,43 @@ def test_dictconfig_handler_names_a_config_that_is_neither_a_table_nor_a_path(
 ) -> None:
     with pytest.raises(ConfigError, match=r"^config: expected a table of the configuration"):
         config.dictconfig_handler(given)  # type: ignore[arg-type]
+
+
+def test_a_queued_handlers_listener_flushes_while_its_start_is_pending(tmp_path: Path) -> None:
+    """dictConfig before any loop submits the dispatcher's start to the background loop
+    without waiting (it holds logging's lock); ``await listener.flush()`` in the first
+    coroutine must wait for that start, not raise "not started"."""
+    import asyncio
+    import threading
+
+    from aiologsinks import _background
+
+    log_file = tmp_path / "q.log"
+    gate = threading.Event()
+    # hold the background loop so that the start is still pending when flush() runs
+    _background.get_loop().call_soon_threadsafe(gate.wait, 30)
+    try:
+        logging.config.dictConfig(_queued_config(log_file, ["file"]))
+        logger = logging.getLogger("dcq")
+        logger.warning("before the loop")  # the listener exists on every Python now
+        (handler,) = logger.handlers
+        dispatcher = handler.listener
+        assert dispatcher.state is als.DispatcherState.NEW
+
+        async def main() -> None:
+            for i in range(10):
+                logger.warning("in the loop %d", i)
+            flushing = asyncio.ensure_future(dispatcher.flush(timeout=30))
+            await asyncio.sleep(0)  # flush() runs up to its first wait
+            assert not flushing.done()
+            gate.set()
+            await flushing
+            assert log_file.read_text().splitlines() == ["before the loop"] + [
+                f"in the loop {i}" for i in range(10)
+            ]
+            await config.aclose_dictconfig()
+
+        asyncio.run(main())
+    finally:
+        gate.set()
+        _reset(logging.getLogger("dcq"))
