@@ -7,12 +7,14 @@ network backend (``connect_tcp``/``connect_unix_socket`` returning a stream whos
 * :class:`StreamLink` — one TCP or Unix stream connection: :meth:`StreamLink.connect_tcp`,
   :meth:`StreamLink.connect_unix`, :meth:`~StreamLink.write` (write and drain),
   :meth:`~StreamLink.abort`, :meth:`~StreamLink.aclose`.
-* :class:`DatagramLink` — one UDP or Unix datagram socket, with the one send loop
-  (:meth:`~DatagramLink.send_all`) that every datagram sink uses.
+* :class:`DatagramLink` — one UDP or connected Unix datagram socket, with the one
+  send loop (:meth:`~DatagramLink.send_all`, through :func:`send_datagrams`, which
+  tells a record's error from a link's) that every datagram sink uses.
 
 :class:`LinkSlot` holds the link a sink currently uses, opens it on demand and
 remembers a failed open (a DNS failure, a missing socket) for the back-off period, so
-a peer that cannot be resolved costs one lookup per back-off, not one per record.
+a peer that cannot be resolved costs one lookup per back-off, not one per record; its
+:meth:`~LinkSlot.send` replaces a link that broke once, at once (a restarted peer).
 :class:`LinkOutbox` puts the retrying :class:`~aiologsinks._outbox.Outbox` of encoded
 frames in front of a slot: what a connected sink (TCP, Unix) is made of.
 
@@ -60,6 +62,8 @@ __all__ = [
     "check_timeout",
     "each_record",
     "gzip_off_loop",
+    "reader_gone",
+    "send_datagrams",
 ]
 
 #: seconds allowed to open a connection (``SocketHandler.makeSocket(timeout=1)``)
@@ -292,9 +296,17 @@ class DatagramLink:
         return cls(transport, protocol, sockaddr, MAX_UDP_PAYLOAD)
 
     @classmethod
-    async def open_unix(cls, path: str, *, connect: bool = False) -> DatagramLink:
-        """A Unix datagram socket sending to ``path`` (connected with ``connect``:
-        then a missing or non-datagram socket fails here, not at the first send)."""
+    async def open_unix(cls, path: str) -> DatagramLink:
+        """A Unix datagram socket connected to ``path``: a missing or non-datagram
+        socket fails here (``OSError``), not at the first send.
+
+        Connected, because the kernel then tells the loop when the reader's queue has
+        room: an unconnected socket polls writable while every ``sendto`` fails with
+        ``EAGAIN``, and the loop spun at full CPU for as long as a reader did not
+        read. A reader that goes away (closed, or restarted on the same path) makes
+        the sends fail with :func:`reader_gone` errors: the link is then replaced
+        (see :meth:`LinkSlot.send`), as ``SysLogHandler`` reconnects.
+        """
         loop = asyncio.get_running_loop()
         # The socket is made here and handed over: uvloop's create_datagram_endpoint
         # takes no path for remote_addr and no AF_UNIX without an address, asyncio's
@@ -303,13 +315,12 @@ class DatagramLink:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
-            if connect:
-                sock.connect(path)
+            sock.connect(path)
             transport, protocol = await loop.create_datagram_endpoint(_DatagramProtocol, sock=sock)
         except BaseException:
             sock.close()
             raise
-        return cls(transport, protocol, None if connect else path)
+        return cls(transport, protocol)
 
     def send_nowait(self, data: bytes) -> bool:
         """Send one datagram, raising what the kernel refused it with; False when the
@@ -470,6 +481,60 @@ class DatagramLink:
             self.abort()
 
 
+#: what a send on a connected datagram socket fails with when its reader went away:
+#: closed (``ECONNREFUSED``, then ``ENOTCONN``), its path gone (``ENOENT``), or the
+#: transport closed under the link (``ECONNRESET``). None of it is the record's
+_READER_GONE = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ENOENT,
+        errno.ENOTCONN,
+        errno.EPIPE,
+        errno.EDESTADDRREQ,
+    }
+)
+
+
+def reader_gone(exc: BaseException) -> bool:
+    """True when ``exc``, raised by a datagram send, says the reader went away (see
+    :data:`_READER_GONE`): the link is replaced, the datagram sent again on the new one."""
+    return isinstance(exc, ConnectionError) or getattr(exc, "errno", None) in _READER_GONE
+
+
+async def send_datagrams(
+    link: DatagramLink,
+    payloads: Sequence[bytes],
+    on_error: Callable[[int, Exception], bool],
+    *,
+    timeout: float | None = WRITE_TIMEOUT,
+    reached: Callable[[int], None] | None = None,
+) -> int:
+    """The one send of the datagram sinks: each payload as one datagram, in order.
+
+    A payload the kernel refuses for its own sake (too large) goes to
+    ``on_error(index, exc)``, which returns True to go on with the next one. A
+    reader that went away (:func:`reader_gone`), a socket that took nothing for
+    ``timeout`` seconds (a reader that stopped reading), and an error ``on_error``
+    returns False for, stop the send there: the link is broken. Returns how many
+    payloads were handled (see :meth:`DatagramLink.send_all`); when that is none,
+    raises the error that stopped it, so the caller replaces the link or backs off.
+    """
+    stopped: Exception | None = None
+
+    def classify(i: int, exc: Exception) -> bool:
+        nonlocal stopped
+        if not (isinstance(exc, TimeoutError) or reader_gone(exc)) and on_error(i, exc):
+            return True
+        stopped = exc
+        return False
+
+    sent = await link.send_all(payloads, classify, timeout=timeout, reached=reached)
+    if sent == 0 and stopped is not None:
+        raise stopped
+    return sent
+
+
 class _Link(Protocol):
     def abort(self) -> None: ...
 
@@ -542,6 +607,36 @@ class LinkSlot(Generic[L]):
         self.link = link
         self.opened += 1
         return link
+
+    async def send(self, write: Callable[[L], Awaitable[_T]], *, again: bool = True) -> _T:
+        """Run ``write`` on the open link (opening one, see :meth:`get`); its result.
+
+        A link that breaks (``write`` raises ``OSError``) is aborted. One that had
+        worked is replaced at once and ``write`` runs once more on the new one (a
+        restarted peer: the stream daemon, the Unix datagram reader), as
+        ``SysLogHandler`` reconnects; unless ``again`` is False, or it was a
+        ``TimeoutError`` (a peer that does not read: no new link helps now). What
+        fails then, or on a link opened for this call, raises to the caller (its
+        outbox backs off and reports the outage).
+        """
+        fresh = self.link is None
+        link = await self.get()
+        try:
+            return await self._write_on(link, write)
+        except TimeoutError:
+            raise
+        except OSError:
+            if fresh or not again:
+                raise
+        return await self._write_on(await self.get(), write)
+
+    async def _write_on(self, link: L, write: Callable[[L], Awaitable[_T]]) -> _T:
+        try:
+            return await write(link)
+        except OSError:
+            if self.link is link:
+                self.abort()
+            raise
 
     async def reset(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
         """Close the current link (bounded); the next :meth:`get` opens a new one."""
@@ -631,28 +726,14 @@ class LinkOutbox(Generic[L]):
 
     async def _send(self, frames: list[bytes]) -> int | None:
         self._drop_gone()
-        fresh = self.slot.link is None
-        link = await self.slot.get()
-        try:
-            return await self._write_on(link, frames)
-        except TimeoutError:
-            raise  # a peer that does not read: the outbox backs off
-        except OSError:
-            if fresh or self.outbox.closed:
-                raise
-        # A link that had worked broke (a restarted daemon): as SysLogHandler does,
-        # reconnect once at once and send there; a failure now is the outbox's to back off.
-        return await self._write_on(await self.slot.get(), frames)
 
-    async def _write_on(self, link: L, frames: list[bytes]) -> int | None:
-        try:
+        async def write(link: L) -> int | None:
             n = await self._write(link, frames)
-        except OSError:
-            self.slot.abort()
-            raise
-        if n is not None and n < len(frames):
-            self.slot.abort()  # a short write: the link broke, the rest goes on a new one
-        return n
+            if n is not None and n < len(frames):
+                self.slot.abort()  # a short write: the link broke, the rest goes on a new one
+            return n
+
+        return await self.slot.send(write, again=not self.outbox.closed)
 
     def _drop_gone(self) -> None:
         link = self.slot.link
@@ -677,14 +758,16 @@ class LinkOutbox(Generic[L]):
 class DatagramSender:
     """Sends payloads as datagrams over a link opened on demand (UDP, Unix datagram).
 
-    Nothing is buffered: datagrams are fire-and-forget, as in ``DatagramHandler``. A payload the
-    kernel refuses goes to the caller's ``on_error`` (it belongs to that record). A
-    link that cannot be opened (a name that does not resolve, a missing socket) is a
-    peer outage: the payloads are counted as lost (``on_lost``), reported by the
-    outbox's rate-limited notices, and no new attempt (no DNS lookup) is made until
-    the back-off (:attr:`backoff`, ``SocketHandler``'s ``retryStart``/``retryFactor``/
-    ``retryMax``) allows it. A send that fails otherwise (an error no datagram owns)
-    gives its payloads to ``on_failed``: they were not sent either.
+    Nothing is buffered: datagrams are fire-and-forget, as in ``DatagramHandler``.
+    A payload the kernel refuses goes to the caller's ``on_error`` (it belongs to
+    that record). A link whose reader went away is replaced (:meth:`LinkSlot.send`)
+    and sending goes on from that payload. A link that cannot be opened (a name that
+    does not resolve, a missing socket) is a peer outage: the payloads are counted
+    as lost (``on_lost``), reported by the outbox's rate-limited notices, and no new
+    attempt (no DNS lookup) is made until the back-off (:attr:`backoff`,
+    ``SocketHandler``'s ``retryStart``/``retryFactor``/``retryMax``) allows it. A
+    send that fails otherwise (an error no datagram owns) gives its payloads to
+    ``on_failed``: they were not sent either.
     """
 
     def __init__(
@@ -731,27 +814,34 @@ class DatagramSender:
             self._payloads, self._on_error = (), _go_on
 
     async def _send(self, chunk: list[int]) -> int:
-        link = await self.slot.get()
         first = chunk[0]
         payloads = self._payloads[first : first + len(chunk)]
 
-        broken = False
-
         def on_error(i: int, exc: Exception) -> bool:
-            nonlocal broken
-            if self._on_error(first + i, exc):
-                return True
-            broken = True
-            return False
+            return self._on_error(first + i, exc)
 
-        sent = await link.send_all(
-            payloads, on_error, timeout=self.timeout, reached=self.outbox.reached
-        )
-        if broken:
-            # after send_all has counted what still waits in the transport's buffer
-            # (aborting empties it): those were not sent, the outbox has them again
-            self.slot.abort()
-        return sent
+        async def write(link: DatagramLink) -> int:
+            sent = await send_datagrams(
+                link, payloads, on_error, timeout=self.timeout, reached=self.outbox.reached
+            )
+            if sent < len(payloads):
+                # the link broke; after send_datagrams counted what still waits in the
+                # transport's buffer (aborting empties it): those were not sent, the
+                # outbox has them again
+                self.slot.abort()
+            return sent
+
+        return await self.slot.send(write, again=not self.outbox.closed)
+
+    async def send_now(self, data: bytes) -> None:
+        """Send ``data`` as one datagram at once, outside the outbox, over the link
+        (opened if there is none; one that broke is replaced as :meth:`LinkSlot.send`
+        says). Raises what the kernel refused the datagram with."""
+
+        async def write(link: DatagramLink) -> None:
+            await link.send(data, timeout=self.timeout)
+
+        await self.slot.send(write, again=not self.outbox.closed)
 
     async def aclose(self, timeout: float | None = CLOSE_TIMEOUT) -> None:
         """Close the link (bounded)."""
@@ -767,14 +857,10 @@ def _go_on(i: int, exc: Exception) -> bool:
 def each_record(report: Callable[[int], None]) -> Callable[[int, Exception], bool]:
     """An ``on_error`` for :meth:`DatagramSender.send_all` where a refused datagram's
     error is its record's: ``report(index)`` (inside the ``except`` block), and the
-    next one goes. Not a write timeout: the socket took nothing for that long (a Unix
-    socket's reader stopped reading) and the datagram waits in asyncio's buffer, not
-    failed; the socket is dropped with what waits there, and the sender sends it
-    again or counts it."""
+    next one goes. A write timeout and a reader that went away never come here (see
+    :func:`send_datagrams`): the datagram did not fail, the link did."""
 
     def on_error(i: int, exc: Exception) -> bool:
-        if isinstance(exc, TimeoutError):
-            return False
         report(i)
         return True
 

@@ -109,7 +109,7 @@ async def test_a_datagram_link_stops_where_the_sender_says_the_socket_broke() ->
     with tempfile.TemporaryDirectory() as d:
         path = str(Path(d) / "dgram")
         with StdlibReceiver("unixdgram", path=path) as receiver:
-            link = await DatagramLink.open_unix(path, connect=True)
+            link = await DatagramLink.open_unix(path)
             await link.send(frame(0))
             await receiver.wait_for(1)
         # the receiver is gone: the connected socket refuses
@@ -136,7 +136,7 @@ async def test_a_datagram_send_cut_short_takes_what_asyncio_holds_with_the_link(
         daemon.bind(path)
         daemon.setblocking(False)
         try:
-            link = await DatagramLink.open_unix(path, connect=True)
+            link = await DatagramLink.open_unix(path)
             reached: list[int] = []
             sending = asyncio.ensure_future(
                 link.send_all(
@@ -165,7 +165,7 @@ async def test_a_datagram_send_cut_short_takes_what_asyncio_holds_with_the_link(
 
 async def test_opening_a_missing_unix_datagram_socket_fails_at_once() -> None:
     with tempfile.TemporaryDirectory() as d, pytest.raises(OSError):
-        await DatagramLink.open_unix(str(Path(d) / "nobody"), connect=True)
+        await DatagramLink.open_unix(str(Path(d) / "nobody"))
 
 
 async def test_a_slot_remembers_a_failed_resolution_for_the_back_off_period() -> None:

@@ -279,19 +279,24 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
     :meth:`makePickle`'s frame (length prefix included, as the stdlib sends it).
     UDP over IPv4 or IPv6 (the host is resolved once, off the loop, within
     ``timeout`` seconds). A record whose frame does not fit one datagram goes to
-    :meth:`handleError` with :class:`~aiologsinks.RecordTooLargeError`; other send
-    errors too (a missing Unix socket), and the next record is sent normally.
-    Nothing is buffered: datagrams are fire-and-forget, as in ``DatagramHandler``. A
-    Unix socket whose reader stops reading takes nothing more; what asyncio holds for
-    it after the write timeout (10 s) is dropped with the socket, counted as lost
-    (``stats().errors``), and the next records go to a new socket.
+    :meth:`handleError` with :class:`~aiologsinks.RecordTooLargeError`; other errors
+    the kernel refuses a datagram with too, and the next record is sent normally.
+    Nothing is buffered: datagrams are fire-and-forget, as in ``DatagramHandler``.
+
+    A Unix datagram socket is connected to its path, by the link
+    :class:`~aiologsinks.SysLogSink` connects its own with: a reader that stops
+    reading makes the sink wait for room in its queue, without spinning the loop,
+    and what asyncio still holds for it after the write timeout (10 s) is dropped
+    with the socket, counted as lost (``stats().errors``). A reader that went away
+    or was restarted on the same path is reached again on a new socket, from the
+    record that found it gone.
 
     As ``DatagramHandler`` (a ``SocketHandler`` subclass), the sink has
     ``retryStart``/``retryFactor``/``retryMax``/``retryTime`` and ``closeOnError``:
     here the back-off applies to opening the socket. A host name that does not
-    resolve is looked up again only when the back-off allows; meanwhile records are
-    counted as lost (``stats().errors``) and :meth:`report_outage` says so a few
-    times, never once per record.
+    resolve, or a Unix socket that is not there, is tried again only when the
+    back-off allows; meanwhile records are counted as lost (``stats().errors``) and
+    :meth:`report_outage` says so a few times, never once per record.
     """
 
     def __init__(self, host: str, port: int | None, *, timeout: float = CONNECT_TIMEOUT) -> None:
@@ -335,12 +340,13 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
 
     async def send(self, s: bytes) -> None:
         """Send ``s`` as one datagram; raise what the kernel refused it with, and
-        :class:`~aiologsinks.SinkConnectError` while the socket cannot be opened."""
+        :class:`~aiologsinks.SinkConnectError` while the socket cannot be opened. A
+        Unix socket whose reader went away is replaced once, at once, and ``s``
+        sent on the new one."""
         await self.createSocket()
-        link = self.sock
-        if link is None:
+        if self.sock is None:
             raise SinkConnectError(f"{self!r}: no socket (next attempt in back-off)")
-        await link.send(s)
+        await self.sender.send_now(s)
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Pickle and send one record as one datagram (errors raise to the caller)."""

@@ -33,6 +33,7 @@ from .._transport import (
     StreamLink,
     check_timeout,
     each_record,
+    send_datagrams,
 )
 from .._validate import ArgumentTypeError, ArgumentValueError
 from .._wire import RFC5424Formatter
@@ -426,18 +427,16 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             if isinstance(exc, RecordTooLargeError):
                 self._too_large(exc)
                 return True
-            return False  # the daemon went away: reconnect, go on from this message
+            return False  # the socket broke: a new one goes on from this message
 
         assert self.peer is not None  # the peer's outbox sends ``data``: its chunk
-        sent = await link.send_all(
+        return await send_datagrams(
+            link,
             [self._fit(d) for d in data],
             on_error,
             timeout=self.write_timeout,
             reached=self.peer.outbox.reached,
         )
-        if sent == 0 and data:
-            raise ConnectionResetError(f"{self!r}: the daemon's socket refused a message")
-        return sent
 
     def _too_large(self, exc: RecordTooLargeError) -> None:
         # the message is already bytes: report it with a notice record, counted once
@@ -470,7 +469,7 @@ async def _unix_datagram_or_none(path: str) -> DatagramLink | None:
     datagram socket, not there, or any other error (then a stream is tried, as
     ``SysLogHandler`` does; an error other than ``OSError`` used to skip that)."""
     try:
-        return await DatagramLink.open_unix(path, connect=True)
+        return await DatagramLink.open_unix(path)
     except Exception:  # noqa: BLE001 - whatever it was, a stream is tried next
         return None
 

@@ -84,11 +84,14 @@ async def test_a_record_too_large_goes_to_handle_error_and_the_next_is_sent(
     assert b"small" in data
 
 
-async def test_a_missing_unix_socket_goes_to_handle_error(tmp_path: Path) -> None:
+async def test_a_missing_unix_socket_is_an_outage_counted_not_a_traceback_a_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # connected, the socket fails to open: a peer outage, as an unresolvable host
     async with RecordingDatagramSink(str(tmp_path / "none.sock"), None) as sink:
-        rec = logging.makeLogRecord({"msg": "lost"})
-        await sink.emit_batch([rec])
-    assert sink.errors == [rec]
+        await sink.emit_batch([logging.makeLogRecord({"msg": "lost"}) for _ in range(3)])
+    assert sink.errors == [] and sink.error_count == 3
+    assert capsys.readouterr().err.count("peer unreachable") == 1
 
 
 def test_bad_arguments_name_the_parameter() -> None:
