@@ -378,6 +378,9 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
         def report(i: int) -> None:
             self.report_error(batch.record(kept[i]))  # inside the except block
 
+        # from here the sender delivers each record or counts it: a close that cuts
+        # the send short counts what reached the socket as delivered, the rest once
+        self._take_over(len(records))
         await self.sender.send_all(payloads, each_record(report))
 
     async def _open_link(self) -> DatagramLink:

@@ -338,6 +338,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
             return
         assert self.sender is not None
         payloads = [self._fit(d) for d in data]
+        self._take_over(len(records))  # the sender delivers or counts each from here
 
         def report(i: int) -> None:
             self.report_error(batch.record(i))  # inside the except block

@@ -431,3 +431,45 @@ def test_a_restarted_unix_reader_gets_the_records_logged_after_its_restart(
     (share,) = stats.sinks.values()
     assert share.delivered == 2 * n
     assert_accounted(stats, 2 * n)
+
+
+@pytest.mark.parametrize("kind", SINKS)
+@pytest.mark.parametrize("loop", LOOPS)
+def test_closing_during_a_unix_reader_stall_counts_each_record_once(
+    loop: str, kind: str, tmp_path: Path
+) -> None:
+    """The sink closes (a bounded close) while the reader still reads nothing: what
+    reached the reader's queue is delivered, the rest lost, each record counted once."""
+    path = str(tmp_path / "log.sock")
+    daemon = unix_datagram_daemon(path)
+    n = 60
+    arrived: list[bytes] = []
+    sink = unix_sink(kind, path)
+    sink.report_outage = lambda message: None  # a close with records left says so
+
+    async def main() -> als.DispatcherStats:
+        log = fresh_logger(f"t.close_stalled.{loop}.{kind}")
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        try:
+            for i in range(n):
+                log.warning("rec %05d", i)
+            await wait_until(lambda: holding(sink), describe=lambda: repr(dispatcher.stats()))
+        finally:
+            log.removeHandler(dispatcher.handler)
+            stats = await dispatcher.aclose(timeout=0.5)
+        return stats
+
+    try:
+        stats = on_loop(loop, main)
+        read_waiting(daemon, arrived)
+    finally:
+        daemon.close()
+    got = numbers(arrived)
+    assert got == list(range(len(got)))  # in order, none twice
+    (share,) = stats.sinks.values()
+    assert share.delivered == len(got), (share, len(got))
+    assert share.delivered + share.errors + share.undelivered == n, share
+    assert 0 < len(got) < n
+    assert_accounted(stats, n)
