@@ -115,6 +115,26 @@ def read_waiting(daemon: socket.socket, into: list[bytes]) -> int:
             return len(into)
 
 
+async def read_until(
+    daemon: socket.socket, into: list[bytes], n: int, dispatcher: als.Dispatcher
+) -> None:
+    """Read ``daemon`` on the running loop while ``dispatcher`` flushes, until ``n``
+    datagrams are ``into`` (bounded)."""
+
+    async def serve() -> None:
+        ev_loop = asyncio.get_running_loop()
+        while True:
+            into.append(await ev_loop.sock_recv(daemon, 70_000))
+
+    reader = asyncio.ensure_future(serve())
+    try:
+        await dispatcher.flush(timeout=10)
+        await wait_until(lambda: len(into) >= n, describe=lambda: str(len(into)))
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
 #: a name whose 64-character label idna refuses: a UnicodeError, not an OSError
 BAD_HOST = "a" * 64 + ".example"
 
@@ -267,21 +287,9 @@ def test_a_unix_daemon_that_catches_up_gets_the_rest_without_waiting_out_the_tim
                 return isinstance(link, DatagramLink) and link.transport.get_write_buffer_size() > 0
 
             await wait_until(holding, describe=lambda: repr(dispatcher.stats()))
-
-            async def serve() -> None:
-                ev_loop = asyncio.get_running_loop()
-                while True:
-                    arrived.append(await ev_loop.sock_recv(daemon, 70_000))
-
-            reader = asyncio.ensure_future(serve())
-            try:
-                # the queue fills and empties many times over: each wait ends when the
-                # daemon took the held datagram, not after the write timeout
-                await dispatcher.flush(timeout=10)
-                await wait_until(lambda: len(arrived) >= n, describe=lambda: str(len(arrived)))
-            finally:
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
+            # the queue fills and empties many times over: each wait ends when the
+            # daemon took the held datagram, not after the write timeout
+            await read_until(daemon, arrived, n, dispatcher)
         return dispatcher.stats()
 
     try:
@@ -329,13 +337,6 @@ def holding(sink: RecordingDatagramSink | RecordingSysLogSink) -> bool:
     return isinstance(link, DatagramLink) and link.transport.get_write_buffer_size() > 0
 
 
-async def serve(daemon: socket.socket, into: list[bytes]) -> None:
-    """Read ``daemon`` on the running loop until cancelled."""
-    ev_loop = asyncio.get_running_loop()
-    while True:
-        into.append(await ev_loop.sock_recv(daemon, 70_000))
-
-
 @pytest.mark.parametrize("kind", SINKS)
 @pytest.mark.parametrize("loop", LOOPS)
 def test_a_stalled_unix_reader_costs_no_cpu_and_then_gets_every_record(
@@ -364,13 +365,7 @@ def test_a_stalled_unix_reader_costs_no_cpu_and_then_gets_every_record(
                 assert holding(sink) and sink.error_count == 0, dispatcher.stats()
                 await asyncio.sleep(0.01)
             used.append(time.process_time() - cpu)
-            reader = asyncio.ensure_future(serve(daemon, arrived))
-            try:
-                await dispatcher.flush(timeout=10)
-                await wait_until(lambda: len(arrived) >= n, describe=lambda: str(len(arrived)))
-            finally:
-                reader.cancel()
-                await asyncio.gather(reader, return_exceptions=True)
+            await read_until(daemon, arrived, n, dispatcher)
         return dispatcher.stats()
 
     try:
