@@ -32,10 +32,18 @@ class HandlerSink(Sink):
         # handler registry under the wrapped handler's name
         self._name = handler.get_name()
         self._worker = FileWorker(type(handler).__name__)
-        formatter = handler.formatter
-        if handler.filters or (formatter is not None and type(formatter) is not logging.Formatter):
-            # they may read the caller's contextvars, as they would on the logger:
-            # the records carry their context and the handler runs in it
+        self._check_context()
+
+    def _check_context(self) -> None:
+        """Make records carry the caller's context if the wrapped handler has filters
+        or a formatter of its own class: they may read the caller's contextvars, as
+        they would on the logger, and the handler runs in that context. Checked when
+        wrapped and again as the sink's lane starts (the handler may have got them
+        in between, by attribute too)."""
+        formatter = self.handler.formatter
+        if self.handler.filters or (
+            formatter is not None and type(formatter) is not logging.Formatter
+        ):
             need_context(self)
 
     @property

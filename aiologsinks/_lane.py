@@ -18,6 +18,7 @@ from typing import Any
 
 from ._fallback import FallbackWriter
 from ._fastformat import FORMATTER_HOOKS
+from ._handler_sink import HandlerSink
 from ._hooks import overridden
 from ._notices import delivering_notice
 from ._queue import BoundedQueue, FlushMarker, Notice, Overflow, notice
@@ -109,6 +110,8 @@ class Lane:
 
     def start(self) -> None:
         """Start the worker on the running loop."""
+        if isinstance(self.sink, HandlerSink):
+            self.sink._check_context()
         self._has_items = asyncio.Event()
         self._has_room = asyncio.Event()
         self._task = spawn(self._run(), f"aiologsinks-lane-{self.name}")

@@ -31,6 +31,7 @@ import logging
 import sys
 import threading
 import traceback
+import weakref
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any, Protocol
@@ -119,6 +120,44 @@ def _in_context(format: Callable[[Any, logging.LogRecord], str]) -> Callable[...
 _HandlerBase: Any = logging.Handler
 
 
+class _Filters(list):  # type: ignore[type-arg]
+    """A sink's filters list: a filter added in place (``sink.filters.append(f)``)
+    makes records carry the caller's context, as :meth:`Sink.addFilter` does."""
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: Sink, filters: Iterable[Any] = ()) -> None:
+        super().__init__(filters)
+        # weakly: a sink dropped without close() is freed at once, which ends its
+        # need for the context (need_context holds it weakly too)
+        self._sink = weakref.ref(sink)
+
+    def _added(self) -> None:
+        sink = self._sink()
+        if sink is not None:
+            need_context(sink)
+
+    def append(self, item: Any) -> None:
+        self._added()
+        super().append(item)
+
+    def extend(self, items: Iterable[Any]) -> None:
+        self._added()
+        super().extend(items)
+
+    def insert(self, index: Any, item: Any) -> None:
+        self._added()
+        super().insert(index, item)
+
+    def __setitem__(self, index: Any, item: Any) -> None:
+        self._added()
+        super().__setitem__(index, item)
+
+    def __iadd__(self, items: Iterable[Any]) -> _Filters:  # type: ignore[misc]
+        self._added()
+        return super().__iadd__(items)
+
+
 class Sink(_HandlerBase):  # type: ignore[misc]
     """Base class of every sink: a ``logging.Handler`` whose I/O methods are coroutines.
 
@@ -143,8 +182,6 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     """
 
     level: int
-    formatter: logging.Formatter | None
-    filters: list[Any]
     #: seconds the sink's lane waits after a delivery before the next one, so that a
     #: busy service's records reach a sink with a cost per request (an HTTP POST, an
     #: export) in fewer, larger batches; a flush, a notice, a close or a full batch
@@ -195,8 +232,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     def addFilter(self, filter: Any) -> None:
         """Add a filter; it runs in the context of the logging call (as on a stdlib
         handler), so a filter reading a ``ContextVar`` sees the caller's value."""
-        need_context(self)
-        super().addFilter(filter)
+        super().addFilter(filter)  # the list's append: see _Filters
 
     def setFormatter(self, fmt: logging.Formatter | None) -> None:
         """Set the formatter used by :meth:`format`.
@@ -204,9 +240,33 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         A formatter other than a plain ``logging.Formatter`` runs in the context of
         the logging call, as filters do (a plain one reads only record attributes).
         """
+        self.formatter = fmt
+
+    # Assigning ``formatter`` or ``filters``, or changing the filters list in place,
+    # is as common as setFormatter()/addFilter() in code written for logging.handlers:
+    # each of them makes records carry the caller's context from the next logging call.
+
+    @property
+    def formatter(self) -> logging.Formatter | None:
+        """The formatter :meth:`format` uses (None: the stdlib default one)."""
+        return self._formatter
+
+    @formatter.setter
+    def formatter(self, fmt: logging.Formatter | None) -> None:
         if fmt is not None and type(fmt) is not logging.Formatter:
             need_context(self)
-        self.formatter = fmt
+        self._formatter = fmt
+
+    @property
+    def filters(self) -> list[Any]:
+        """The sink's filters; they run in the context of the logging call."""
+        return self._filters
+
+    @filters.setter
+    def filters(self, filters: Iterable[Any]) -> None:
+        self._filters = _Filters(self, filters)
+        if self._filters:
+            need_context(self)
 
     def format(self, record: logging.LogRecord) -> str:
         """Format ``record`` with this sink's formatter, or the stdlib default one.

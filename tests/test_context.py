@@ -314,3 +314,55 @@ async def test_a_formatters_runtime_error_is_reported_not_retried(tmp_path: Path
     assert formatter.calls == 4
     assert [r.getMessage() for r in errors] == ["record 0", "record 2"]
     assert file_lines(tmp_path / "raising.log") == ["record 1", "record 3"]
+
+
+def _formatter_by_attribute(sink: als.FileSink) -> None:
+    sink.formatter = RequestIdFormatter()
+
+
+def _filter_appended(sink: als.FileSink) -> None:
+    sink.setFormatter(logging.Formatter(FMT))
+    sink.filters.append(RequestIdFilter())
+
+
+def _filters_assigned(sink: als.FileSink) -> None:
+    sink.setFormatter(logging.Formatter(FMT))
+    sink.filters = [RequestIdFilter()]
+
+
+@pytest.mark.parametrize(
+    "configure",
+    [_formatter_by_attribute, _filter_appended, _filters_assigned],
+    ids=["formatter=", "filters.append", "filters="],
+)
+async def test_a_formatter_or_filter_set_by_attribute_sees_the_callers_context(
+    tmp_path: Path, configure: Callable[[als.FileSink], None]
+) -> None:
+    """Code written for logging.handlers sets a handler's formatter and filters by
+    attribute as often as through setFormatter()/addFilter(); on a sink they must run
+    in the caller's context all the same."""
+    sink = als.FileSink(tmp_path / "attr.log")
+    configure(sink)
+    assert capturing()
+    log = fresh_logger("t.context.by_attribute")
+    async with als.install(sink, logger=log):
+        await serve(log)
+    check(file_lines(tmp_path / "attr.log"))
+
+
+async def test_a_wrapped_handler_given_a_filter_after_wrapping_sees_the_callers_context(
+    tmp_path: Path,
+) -> None:
+    handler = logging.FileHandler(tmp_path / "wrapped.log")
+    handler.setFormatter(logging.Formatter(FMT))
+    dispatcher = als.Dispatcher(handler)  # wrapped here, with no filter yet
+    handler.addFilter(RequestIdFilter())
+    log = fresh_logger("t.context.wrapped_later")
+    log.addHandler(dispatcher.handler)
+    try:
+        async with dispatcher:
+            await serve(log)
+    finally:
+        log.removeHandler(dispatcher.handler)
+        handler.close()
+    check(file_lines(tmp_path / "wrapped.log"))

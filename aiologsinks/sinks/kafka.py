@@ -167,7 +167,9 @@ class KafkaSink(OutboxSinkMixin, Sink):
         self._max_size: int = self.producer_options.get("max_request_size", MAX_REQUEST_SIZE)
         #: where the next run of records without a key starts (round robin)
         self._next_partition = 0
-        self.formatter = JSONFormatter()
+        # the default reads no contextvars: records need not carry the caller's
+        # context for it (a formatter the user sets is taken as any other)
+        self._formatter = JSONFormatter()
         #: messages sent again after the broker did not acknowledge them (never reset)
         self.resent = 0
         self._producer: AIOKafkaProducer | None = None
