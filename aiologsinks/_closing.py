@@ -69,6 +69,16 @@ class Closing(LoopBinding):
             future.result(bound)
         return self.stats()
 
+    def stop(self) -> None:
+        """``QueueListener.stop()`` for code that runs no event loop: :meth:`close`.
+
+        The logging cookbook registers a dictConfig queue handler's
+        ``listener.stop`` with ``atexit``; with a ``DispatcherQueueHandler`` that
+        delivers what is queued and closes the dispatcher. Inside a coroutine,
+        ``await aclose()`` instead.
+        """
+        self.close()
+
     async def aclose(self, timeout: float | None = None) -> DispatcherStats:
         """Deliver what was submitted before the call, flush and close every sink.
 

@@ -15,6 +15,7 @@ The parts share one instance's fields, declared once here, and never import upwa
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import enum
 import logging
 import threading
@@ -76,6 +77,7 @@ class DispatcherFields:
     _blocked: int
     _auto: bool
     _auto_scheduled: bool
+    _starting: concurrent.futures.Future[None] | None
     _orphaned: str | None
     _pid: int
     # the fallback and its counts

@@ -46,11 +46,16 @@ class LoopBinding(Pump):
         submitted before ``start()`` were queued and are delivered now. Raises
         :class:`DispatcherStateError` if already started (a second ``start()``) or
         closed. A dispatcher the library started on its background loop (records
-        logged while no loop ran) is adopted: it keeps running there.
+        logged while no loop ran) is adopted: it keeps running there. Called with no
+        loop running on a dispatcher that ``dictConfig`` made and started (the
+        listener of a ``DispatcherQueueHandler``, where the logging cookbook calls
+        ``listener.start()``), it does nothing.
         """
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
+            if self._starting is not None and self.state is not DispatcherState.CLOSED:
+                return  # started on the background loop already, as QueueListener.start()
             raise DispatcherStateError(
                 "start: must be called with a running event loop "
                 "(or use the dispatcher as a sync context manager: with Dispatcher(...))"

@@ -753,3 +753,48 @@ def test_a_queued_handlers_listener_flushes_while_its_start_is_pending(tmp_path:
     finally:
         gate.set()
         _reset(logging.getLogger("dcq"))
+
+
+#: the logging cookbook's recipe for a dictConfig queue handler (Python 3.12+ docs):
+#: start its listener, register the listener's stop() with atexit
+COOKBOOK_SCRIPT = """
+import atexit, logging, logging.config, sys
+
+logging.config.dictConfig({
+    "version": 1,
+    "handlers": {
+        "file": {"class": "aiologsinks.FileSink", "filename": sys.argv[1]},
+        "queue_handler": {"class": "aiologsinks.config.DispatcherQueueHandler",
+                          "handlers": ["file"]},
+    },
+    "root": {"level": "INFO", "handlers": ["queue_handler"]},
+})
+queue_handler = logging.getLogger().handlers[0]  # getHandlerByName() on 3.12+
+queue_handler.listener.start()
+atexit.register(queue_handler.listener.stop)
+for i in range(50):
+    logging.getLogger("app").info("record %d", i)
+print("logged")
+"""
+
+
+def test_the_logging_cookbooks_queue_listener_recipe_works(tmp_path: Path) -> None:
+    target = tmp_path / "cookbook.log"
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(COOKBOOK_SCRIPT), str(target)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout == "logged\n"
+    assert target.read_text().splitlines() == [f"record {i}" for i in range(50)]
+
+
+def test_a_dispatchers_stop_is_close_and_start_outside_a_loop_still_refuses() -> None:
+    dispatcher = als.Dispatcher(als.NullSink())
+    with pytest.raises(als.DispatcherStateError, match="running event loop"):
+        dispatcher.start()  # not made by dictConfig: nothing started it
+    dispatcher.stop()
+    assert dispatcher.state is als.DispatcherState.CLOSED
