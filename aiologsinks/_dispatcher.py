@@ -129,9 +129,10 @@ class Dispatcher(Closing):
         seen: dict[int, int] = {}
         for i, obj in enumerate(sinks):
             if id(obj) in seen:
-                raise ValueError(
-                    f"sinks[{i}]: {obj!r} is already sinks[{seen[id(obj)]}]; "
-                    f"a sink can be given once (it has one lane and one worker)"
+                raise ArgumentValueError(
+                    f"sinks[{i}]",
+                    f"{obj!r} is already sinks[{seen[id(obj)]}]; "
+                    f"a sink can be given once (it has one lane and one worker)",
                 )
             seen[id(obj)] = i
         if not isinstance(respect_handler_level, bool):

@@ -56,6 +56,8 @@ class LoopBinding(Pump):
         except RuntimeError:
             if self._starting is not None and self.state is not DispatcherState.CLOSED:
                 return  # started on the background loop already, as QueueListener.start()
+            if self.state is not DispatcherState.NEW:
+                self._check_startable()  # the reason it cannot start: it is not new
             raise DispatcherStateError(
                 "start: must be called with a running event loop "
                 "(or use the dispatcher as a sync context manager: with Dispatcher(...))"

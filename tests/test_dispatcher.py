@@ -519,8 +519,16 @@ def live_tasks() -> list[str]:
 
 def test_the_same_sink_twice_is_rejected_naming_both_positions() -> None:
     sink = ListSink()
-    with pytest.raises(ValueError, match=r"sinks\[2\]: .* is already sinks\[0\]"):
+    with pytest.raises(ValueError, match=r"sinks\[2\]: .* is already sinks\[0\]") as info:
         als.Dispatcher(sink, ListSink(), sink)
+    assert getattr(info.value, "param", None) == "sinks[2]"  # as every argument error
+
+
+def test_start_after_close_says_closed_with_or_without_a_loop() -> None:
+    dispatcher = als.Dispatcher(ListSink())
+    dispatcher.close()
+    with pytest.raises(als.DispatcherStateError, match="dispatcher is closed, expected new"):
+        dispatcher.start()
 
 
 async def test_install_with_an_unknown_level_leaves_nothing_behind(tmp_path: Path) -> None:
