@@ -86,12 +86,14 @@ def get_loop() -> asyncio.AbstractEventLoop:
         if _loop is not None and not _loop.is_closed():
             return _loop
         loop = asyncio.new_event_loop()
-        ready = threading.Event()
         thread = threading.Thread(
-            target=_serve, args=(loop, ready), name=f"{THREAD_PREFIX}loop", daemon=True
+            target=_serve, args=(loop,), name=f"{THREAD_PREFIX}loop", daemon=True
         )
         thread.start()
-        ready.wait()
+        # Not waiting for the loop to run: what is scheduled on it thread-safely before
+        # then runs once it does, and a caller may hold logging's lock (dictConfig
+        # starting a dispatcher) that the new thread's first steps can need too (a
+        # collection there running a handler's weakref callback): waiting deadlocked.
         _loop, _thread = loop, thread
         return loop
 
@@ -102,10 +104,9 @@ def loop_thread_id() -> int | None:
     return thread.ident if thread is not None and thread.is_alive() else None
 
 
-def _serve(loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
+def _serve(loop: asyncio.AbstractEventLoop) -> None:
     mark_pipeline_thread()
     asyncio.set_event_loop(loop)
-    loop.call_soon(ready.set)
     try:
         loop.run_forever()
     finally:

@@ -399,6 +399,54 @@ def test_dictconfig_outside_a_loop_does_not_wait_for_the_start_holding_loggings_
     assert target.read_text() == "delivered at exit\n"
 
 
+#: dictConfig at import time starting the background loop's thread, whose first steps
+#: take logging's module lock (as a collection there running a handler's weakref
+#: callback, logging._removeHandlerRef, does), while dictConfig holds that lock
+THREAD_TAKING_LOCK_SCRIPT = """
+import asyncio, logging, logging.config, sys, threading
+
+class LockTakingPolicy(asyncio.DefaultEventLoopPolicy):
+    def set_event_loop(self, loop):
+        logging.getLogger("policy.%d" % threading.get_ident())
+        super().set_event_loop(loop)
+
+asyncio.set_event_loop_policy(LockTakingPolicy())
+logging.config.dictConfig({
+    "version": 1,
+    "handlers": {
+        "als": {"()": "aiologsinks.config.dictconfig_handler",
+                "config": {"sinks": {"f": {"type": "FileSink", "filename": sys.argv[1]}}}},
+    },
+    "root": {"level": "INFO", "handlers": ["als"]},
+})
+print("configured")
+logging.getLogger("app").info("delivered at exit")
+"""
+
+
+def test_dictconfig_does_not_wait_for_the_background_thread_holding_loggings_lock(
+    tmp_path: Path,
+) -> None:
+    # the background loop's start waited for the new thread's loop to run: that
+    # thread waited for logging's lock, dictConfig's thread for the loop, for ever
+    target = tmp_path / "thread.log"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(THREAD_TAKING_LOCK_SCRIPT),
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    assert result.stdout == "configured\n"
+    assert target.read_text() == "delivered at exit\n"
+
+
 def test_dictconfig_outside_a_loop_still_refuses_a_sink_running_elsewhere_at_once(
     tmp_path: Path,
 ) -> None:
