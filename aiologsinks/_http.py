@@ -153,6 +153,10 @@ class HTTPClient:
         if scheme not in ("http", "https"):
             raise ValueError(f"expected http or https, got {scheme!r}")
         parts = urllib.parse.urlsplit(f"//{netloc}")
+        if "@" in parts.netloc or parts.path or parts.query or parts.fragment:
+            # urlsplit would drop them silently (and user info may hold a password,
+            # so it is not quoted)
+            raise ValueError("expected host[:port] alone: no user info, path or query")
         host = parts.hostname
         if not host:
             raise ValueError(f"no host in {netloc!r}")

@@ -1079,8 +1079,17 @@ def test_the_host_header_omits_the_default_port_and_brackets_ipv6(
 
 @pytest.mark.parametrize(
     ("scheme", "netloc"),
-    [("ftp", "example.com"), ("http", ""), ("http", ":80"), ("http", "h:abc"), ("http", "h:70000")],
-    ids=["scheme", "empty", "no-host", "port-letters", "port-too-big"],
+    [
+        ("ftp", "example.com"),
+        ("http", ""),
+        ("http", ":80"),
+        ("http", "h:abc"),
+        ("http", "h:70000"),
+        ("http", "user:pw@h:80"),
+        ("http", "h:80/path"),
+        ("http", "h:80?q"),
+    ],
+    ids=["scheme", "empty", "no-host", "port-letters", "port-too-big", "userinfo", "path", "query"],
 )
 def test_a_bad_origin_is_refused(scheme: str, netloc: str) -> None:
     with pytest.raises(ValueError):

@@ -93,7 +93,8 @@ def _classify_once(exc: BaseException) -> Failure:
 class HTTPSink(OutboxSinkMixin, Sink):
     """Send each record to a web server, as ``HTTPHandler`` does, on one reused session.
 
-    ``host`` (``"host"`` or ``"host:port"``), ``url``, ``method`` (``GET`` or
+    ``host`` (``"host"`` or ``"host:port"``, ``"[::1]:8080"``; a scheme, user info,
+    a path or a query raises ``ValueError``), ``url``, ``method`` (``GET`` or
     ``POST``; anything else raises ``ValueError``), ``secure`` (HTTPS),
     ``credentials`` (``(userid, password)`` for Basic auth) and ``context`` (the
     ``ssl.SSLContext`` for HTTPS; only with ``secure=True``) mean what they mean for
@@ -171,8 +172,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
         max_batch_bytes: int | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(host, str) or not host:
-            raise ArgumentValueError("host", f"expected 'host' or 'host:port', got {host!r}")
+        _check_host(host)
         if not isinstance(url, str):
             raise ArgumentTypeError("url", f"expected a str, got {url!r}")
         problem = check_target(url)
@@ -246,7 +246,9 @@ class HTTPSink(OutboxSinkMixin, Sink):
                 timeout=timeout,
             )
         except ValueError as exc:
-            raise ArgumentValueError("host", f"expected 'host' or 'host:port': {exc}") from None
+            raise ArgumentValueError(
+                "host", f"expected 'host' or 'host:port', got {_shown(host)!r}: {exc}"
+            ) from None
         # a failed name resolution is remembered until the back-off allows a new one
         self._unresolved: SinkConnectError | None = None
         if self.credentials and not self.secure:
@@ -535,6 +537,61 @@ class HTTPSink(OutboxSinkMixin, Sink):
         # The path only: a query string may carry a token.
         path = self.url.split("?", 1)[0]
         return f"<{type(self).__name__} {method} {scheme}://{self.host}{path} ({level})>"
+
+
+def _shown(host: str) -> str:
+    # what an error may quote of a bad host: anything before an "@" may be a password
+    if "@" not in host:
+        return host
+    scheme, sep, rest = host.rpartition("://")
+    return f"{scheme}{sep}***@{rest.rpartition('@')[2]}"
+
+
+def _check_host(host: object) -> None:
+    """Raise ArgumentValueError unless ``host`` is ``"host"`` or ``"host:port"``.
+
+    ``HTTPHandler`` takes nothing more: a scheme, user info, a path, a query or a
+    fragment would be dropped or misread, so each is refused here with where it
+    belongs instead (``secure``, ``credentials``, ``url``); the message never quotes
+    what precedes an ``@``.
+    """
+    if not isinstance(host, str):
+        raise ArgumentTypeError("host", f"expected a str 'host' or 'host:port', got {host!r}")
+    shown = _shown(host)
+    if not host:
+        raise ArgumentValueError("host", "expected 'host' or 'host:port', got ''")
+    if "://" in host:
+        raise ArgumentValueError(
+            "host",
+            f"expected 'host' or 'host:port', not a URL, got {shown!r}"
+            " (secure=True selects https; the path goes in url)",
+        )
+    if "@" in host:
+        raise ArgumentValueError(
+            "host",
+            f"expected 'host' or 'host:port' without user info, got {shown!r}"
+            " (pass credentials=(userid, password) instead)",
+        )
+    if any(c in host for c in "/?#"):
+        raise ArgumentValueError(
+            "host",
+            f"expected 'host' or 'host:port' without a path, query or fragment, got {shown!r}"
+            " (they go in url)",
+        )
+    if not host.isprintable() or any(c.isspace() for c in host):
+        raise ArgumentValueError(
+            "host", f"expected 'host' or 'host:port' without spaces or controls, got {shown!r}"
+        )
+    if host.count(":") > 1 and not host.startswith("["):
+        raise ArgumentValueError(
+            "host", f"expected an IPv6 address in brackets ('[::1]:8080'), got {shown!r}"
+        )
+    # after an IPv6 literal's closing bracket, if any
+    _, colon, port = host.rpartition("]")[2].rpartition(":")
+    if colon and port and (not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536):
+        raise ArgumentValueError(
+            "host", f"expected a port from 1 to 65535 after the colon, got {shown!r}"
+        )
 
 
 #: the JSON batch mode sends everything that waits in one request

@@ -337,6 +337,37 @@ def test_bad_arguments_name_the_parameter(
         HTTPSink(**args)
 
 
+@pytest.mark.parametrize(
+    ("host", "hint"),
+    [
+        ("app:S3CRET-PW@127.0.0.1:8080", "credentials="),
+        ("app@127.0.0.1:8080", "credentials="),
+        ("http://app:S3CRET-PW@127.0.0.1:8080/ingest", "not a URL"),
+        ("http://127.0.0.1:8080", "not a URL"),
+        ("127.0.0.1:8080/ingest", "url"),
+        ("127.0.0.1:8080?token=S3CRET-PW", "url"),
+        ("127.0.0.1:8080#frag", "url"),
+        ("127.0.0.1 :8080", "spaces"),
+        ("::1", "brackets"),
+        ("127.0.0.1:0", "1 to 65535"),
+        ("127.0.0.1:99999", "1 to 65535"),
+    ],
+)
+def test_a_host_with_more_than_host_and_port_is_refused_without_its_password(
+    host: str, hint: str
+) -> None:
+    with pytest.raises(ValueError, match=r"^host: ") as caught:
+        HTTPSink(host, "/log", method="POST")
+    assert hint in str(caught.value)
+    assert "S3CRET" not in str(caught.value).replace("token=S3CRET", "")
+    assert "app:" not in str(caught.value)
+
+
+def test_a_host_that_is_not_a_str_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match=r"^host: "):
+        HTTPSink(("127.0.0.1", 80), "/log")  # type: ignore[arg-type]
+
+
 _NO_AIOHTTP = """
 import asyncio, logging, sys
 import aiologsinks as als
