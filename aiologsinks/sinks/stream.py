@@ -27,6 +27,9 @@ WRITE_TIMEOUT = 10.0
 class StreamSink(Sink):
     """Write formatted records to a stream (``sys.stderr`` by default).
 
+    ``stream`` is any object with a ``write(str)`` method (``flush()`` is called when
+    it has one); anything else raises ``TypeError`` naming ``stream``.
+
     As ``logging.StreamHandler``: each record is formatted and followed by
     :attr:`terminator` (``'\\n'``). A batch is written with one ``write`` and one
     ``flush`` on a worker thread, so a slow pipe or terminal never blocks the loop.
@@ -60,6 +63,14 @@ class StreamSink(Sink):
                 raise ArgumentValueError(
                     "write_timeout", f"must be > 0 seconds, got {write_timeout!r}"
                 )
+        if stream is not None and not callable(getattr(stream, "write", None)):
+            # StreamHandler takes anything and fails on every record; a name such as
+            # "stdout" is the likely mistake (the config loader maps those names)
+            raise ArgumentTypeError(
+                "stream",
+                f"expected a stream with a write() method (sys.stderr, an open file,"
+                f" io.StringIO) or None, got {stream!r}",
+            )
         super().__init__()
         self.stream: IO[str] = sys.stderr if stream is None else stream
         #: seconds a pipe or socket may take nothing before a write gives up (None: wait)

@@ -7,6 +7,8 @@ import logging
 import os
 import threading
 
+import pytest
+
 import aiologsinks as als
 
 from ..helpers import fresh_logger
@@ -175,3 +177,40 @@ async def test_a_pipe_nobody_reads_times_out_and_the_records_are_counted() -> No
     finally:
         writer.close()
         os.close(read_fd)
+
+
+@pytest.mark.parametrize(
+    "stream", ["stdout", 5, b"x", object()], ids=["str", "int", "bytes", "object"]
+)
+def test_a_stream_without_write_is_refused_naming_the_parameter(stream: object) -> None:
+    with pytest.raises(TypeError, match=r"^stream: .*write\(\)"):
+        als.StreamSink(stream)  # type: ignore[arg-type]
+
+
+async def test_a_stream_with_write_and_no_flush_is_written() -> None:
+    class WriteOnly:
+        def __init__(self) -> None:
+            self.texts: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.texts.append(text)
+            return len(text)
+
+    stream = WriteOnly()
+    log = fresh_logger("t.write_only")
+    async with als.install(als.StreamSink(stream), logger=log) as dispatcher:  # type: ignore[arg-type]
+        log.warning("one")
+        log.warning("two")
+        await dispatcher.flush()
+        assert dispatcher.stats().sinks["StreamSink#0"].errors == 0
+    assert "".join(stream.texts) == "one\ntwo\n"
+
+
+@pytest.mark.parametrize("name", ["stdout", "stderr"])
+def test_the_config_loader_still_maps_a_stream_name(name: str) -> None:
+    import sys
+
+    from aiologsinks import config
+
+    built = config.from_dict({"sinks": {"out": {"type": "stream", "stream": name}}})
+    assert built.sinks["out"].stream is getattr(sys, name)  # type: ignore[attr-defined]
