@@ -396,15 +396,44 @@ def _tls_context(spec: str | Mapping[str, Any], path: str) -> ssl.SSLContext:
             raise ConfigError(f"{path}.{key}", f"unknown key; expected one of {list(_TLS_KEYS)}")
         if not isinstance(value, str):
             raise ConfigError(f"{path}.{key}", f"expected a file path, got {value!r}")
-    try:
-        context = ssl.create_default_context(cafile=opts.get("cafile"), capath=opts.get("capath"))
-        if "certfile" in opts:
+    if "keyfile" in opts and "certfile" not in opts:
+        raise ConfigError(f"{path}.keyfile", "needs certfile")
+    cafile, capath = opts.get("cafile"), opts.get("capath")
+    # the string form has no key of its own to point at
+    where = path if isinstance(spec, str) else None
+    # one file at a time, so that an error says which one (ssl's errors do not)
+    with _loading(path, opts, ("cafile",) if cafile is not None else ("capath",), where):
+        context = ssl.create_default_context(
+            cafile=cafile, capath=capath if cafile is None else None
+        )
+    if cafile is not None and capath is not None:
+        with _loading(path, opts, ("capath",), where):
+            context.load_verify_locations(capath=capath)
+    if "certfile" in opts:
+        with _loading(path, opts, ("certfile", "keyfile"), where):
             context.load_cert_chain(opts["certfile"], opts.get("keyfile"))
-        elif "keyfile" in opts:
-            raise ConfigError(f"{path}.keyfile", "needs certfile")
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(path, f"cannot load TLS material: {exc}") from None
     return context
+
+
+@contextlib.contextmanager
+def _loading(
+    path: str, opts: Mapping[str, str], keys: tuple[str, ...], where: str | None
+) -> typing.Iterator[None]:
+    """Turn a failure to load the TLS files of ``keys`` into a ConfigError naming them
+    (at ``where``, else at the key of the one at fault)."""
+    try:
+        yield
+    except (OSError, ssl.SSLError) as exc:
+        given = [key for key in keys if opts.get(key) is not None]
+        # a missing or unreadable file is the one to name; else the pair is at fault
+        # (a key that does not match its certificate)
+        absent = [key for key in given if not os.access(opts[key], os.R_OK)]
+        named = absent[:1] or given
+        if where is None:
+            where = f"{path}.{named[0]}" if len(named) == 1 else path
+        files = " and ".join(f"{key} {opts[key]!r}" for key in named) or "the defaults"
+        reason = exc.strerror or str(exc)
+        raise ConfigError(where, f"cannot load TLS material from {files}: {reason}") from None
 
 
 #: compression by name for ``rotator``/``namer`` (the stdlib leaves it to the cookbook)

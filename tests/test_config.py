@@ -597,10 +597,57 @@ def test_tls_context_from_a_ca_file(tmp_path: Path) -> None:
     http = '[sinks.h]\ntype = "http"\nhost = "localhost:8443"\nurl = "/"\nsecure = true\n'
     built = config.loads(http + f'context = {{ cafile = "{ca_file}" }}\n')
     assert isinstance(built.sinks["h"].context, ssl.SSLContext)
-    with pytest.raises(ConfigError, match=r"^sinks\.m\.context: cannot load TLS material"):
+    with pytest.raises(
+        ConfigError, match=r"^sinks\.m\.context: cannot load TLS material from cafile '.*/missing"
+    ):
         config.loads(smtp + f'context = "{tmp_path}/missing.pem"\n')
     with pytest.raises(ConfigError, match=r"^sinks\.m\.context\.cafiles: unknown key"):
         config.loads(smtp + f'context = {{ cafiles = "{ca_file}" }}\n')
+
+
+def test_a_tls_file_that_cannot_be_loaded_is_named_with_its_key(tmp_path: Path) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    client = ca.issue_cert("client.example")
+    cert_file, key_file = tmp_path / "client.pem", tmp_path / "client.key"
+    client.cert_chain_pems[0].write_to_path(str(cert_file))
+    client.private_key_pem.write_to_path(str(key_file))
+    other_key = tmp_path / "other.key"
+    ca.issue_cert("other.example").private_key_pem.write_to_path(str(other_key))
+    http = '[sinks.h]\ntype = "http"\nhost = "localhost:8443"\nurl = "/"\nsecure = true\n'
+
+    def error(context: str) -> str:
+        with pytest.raises(ConfigError) as caught:
+            config.loads(http + f"context = {{ {context} }}\n", file="app.toml")
+        return str(caught.value)
+
+    ok = f'cafile = "{ca_file}", certfile = "{cert_file}", keyfile = "{key_file}"'
+    assert config.loads(http + f"context = {{ {ok} }}\n").sinks["h"].context is not None
+    assert error(f'cafile = "{ca_file}", certfile = "nope.pem"') == (
+        "app.toml: sinks.h.context.certfile: cannot load TLS material from"
+        " certfile 'nope.pem': No such file or directory"
+    )
+    assert error(f'cafile = "{tmp_path}/gone.pem"').startswith(
+        f"app.toml: sinks.h.context.cafile: cannot load TLS material from cafile"
+        f" '{tmp_path}/gone.pem': "
+    )
+    assert error(f'certfile = "{cert_file}", keyfile = "{tmp_path}/gone.key"').startswith(
+        f"app.toml: sinks.h.context.keyfile: cannot load TLS material from keyfile"
+        f" '{tmp_path}/gone.key': "
+    )
+    # both files are there, but the key is not the certificate's: the pair is named
+    mismatch = error(f'certfile = "{cert_file}", keyfile = "{other_key}"')
+    assert mismatch.startswith(
+        f"app.toml: sinks.h.context: cannot load TLS material from certfile '{cert_file}'"
+        f" and keyfile '{other_key}': "
+    )
+    # a file that is not a certificate
+    assert error(f'cafile = "{key_file}"').startswith(
+        f"app.toml: sinks.h.context.cafile: cannot load TLS material from cafile '{key_file}': "
+    )
 
 
 def test_config_has_an_explicit_registry_and_does_not_import_the_package_face() -> None:
