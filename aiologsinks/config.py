@@ -114,6 +114,15 @@ class ConfigError(AiologsinksError, ValueError):
         self.path = path
         #: the configuration file it is in (None for a mapping)
         self.file = file
+        #: the message without the file and the key path
+        self.reason = message
+
+    def in_file(self, file: str | None) -> ConfigError:
+        """This error, naming ``file`` (itself when it names a file already or
+        ``file`` is None)."""
+        if file is None or self.file is not None:
+            return self
+        return ConfigError(self.path, self.reason, file)
 
 
 @dataclass(frozen=True)
@@ -668,7 +677,7 @@ def loads(text: str, file: str | None = None) -> Config:
     try:
         return from_dict(data)
     except ConfigError as exc:
-        raise ConfigError(exc.path, str(exc).removeprefix(f"{exc.path}: "), file) from None
+        raise exc.in_file(file) from None
 
 
 def load(path: str | os.PathLike[str]) -> Config:

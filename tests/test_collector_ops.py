@@ -256,7 +256,40 @@ async def test_bad_config_key_is_named(
     )  # fmt: skip
     _, err = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 2
-    assert err.decode().strip() == f"aiologsinks receive: error: collector.{key}: {message}"
+    assert err.decode().strip() == (
+        f"aiologsinks receive: error: {collector.path}: collector.{key}: {message}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (
+            {"sinks": {"file": {"type": "RotatingFileSink", "filename": "x.log", "max_bytes": 9}}},
+            "sinks.file.max_bytes: unknown parameter of RotatingFileSink",
+        ),
+        ({"formatters": {"full": {"fmt": "%(message)s"}}}, "formatters.full.fmt"),
+        ({"dispatcher": {"queue_size": 0}}, "dispatcher.queue_size"),
+        # received records never pass through the collector's loggers
+        ({"loggers": {"root": {"level": "ERROR"}}}, "loggers: not used by the collector"),
+    ],
+    ids=["sink", "formatter", "dispatcher", "loggers"],
+)
+async def test_a_mistake_in_the_sink_configuration_names_the_file(
+    tmp_path: Path, extra: dict[str, Any], message: str
+) -> None:
+    config = rotating_config(tmp_path)
+    config.update(extra)
+    collector = Collector(config, tmp_path)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiologsinks", "receive", "--config", str(collector.path),
+        stderr=asyncio.subprocess.PIPE, env={"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    text = err.decode()
+    assert proc.returncode == 2, text
+    assert text.startswith(f"aiologsinks receive: error: {collector.path}: {message}"), text
+    assert text.count("\n") == 1, text
 
 
 def test_limits_refuse_timeouts_that_are_not_finite() -> None:

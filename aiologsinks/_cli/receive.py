@@ -23,7 +23,7 @@ from .._collector._daemon import CollectorError, Settings, run, settings_from, s
 from .._collector._receiver import Receiver
 from .._collector._records import parse_syslog
 from .._collector._unpickle import FrameError, Limits, load_record
-from ..config import ConfigError
+from ..config import ConfigError, from_dict
 
 __all__ = [
     "CHANNELS",
@@ -75,7 +75,7 @@ def load_collector_config(source: str | os.PathLike[str] | Mapping[str, Any]) ->
     try:
         data: dict[str, Any] = _toml().loads(text.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError("", f"{os.fspath(source)}: invalid TOML: {exc}") from None
+        raise ConfigError("", f"invalid TOML: {exc}", os.fspath(source)) from None
     return data
 
 
@@ -96,6 +96,8 @@ def run_receive(
     record goes to ``out`` (standard output when None). Ports, ``host`` and the
     ``[collector]`` keys in ``options`` override the configuration.
     """
+    # a mistake in a configuration file names the file (as config.load's do)
+    file = None if config is None or isinstance(config, Mapping) else os.fspath(config)
     try:
         if config is not None and out is not None:
             raise CollectorError("give --config or --out, not both")
@@ -105,9 +107,13 @@ def run_receive(
             data = {**simple_config(out), "collector": {"annotate": True}}
         settings: Settings
         settings, sinks = settings_from(
-            data, tcp=tcp, udp=udp, syslog=syslog, http=http, host=host, **options
+            data, file=file, tcp=tcp, udp=udp, syslog=syslog, http=http, host=host, **options
         )
+        try:
+            built = from_dict(sinks)
+        except ConfigError as exc:
+            raise exc.in_file(file) from None
     except (CollectorError, ConfigError) as exc:
         sys.stderr.write(f"aiologsinks receive: error: {exc}\n")
         return 2
-    return run(settings, sinks)
+    return run(settings, built)

@@ -2,10 +2,11 @@
 
 ``python -m aiologsinks receive --config collector.toml`` reads the same format as
 :func:`aiologsinks.config.install_config` plus one ``[collector]`` table (addresses,
-ports, limits); see :data:`SETTINGS` for its keys. It builds the Dispatcher through
-``install_config``, rebuilds every received record as a ``LogRecord`` and hands it
-to the Dispatcher's shim, so sink levels, filters, formatters, lanes and ``stats()``
-work as in any service.
+ports, limits); see :data:`SETTINGS` for its keys. A ``[loggers]`` table is refused:
+received records go to the sinks directly, never through this process's loggers. It
+builds the Dispatcher through ``install_config``, rebuilds every received record as a
+``LogRecord`` and hands it to the Dispatcher's shim, so sink levels, filters,
+formatters, lanes and ``stats()`` work as in any service.
 
 Operations: SIGHUP makes every file sink reopen its file before its next write
 (for ``logrotate``'s ``postrotate``); SIGTERM and SIGINT stop listening, half-close
@@ -134,24 +135,20 @@ def _check(key: str, value: Any) -> Any:
     return value
 
 
-def settings_from(data: Mapping[str, Any], **overrides: Any) -> tuple[Settings, dict[str, Any]]:
+def settings_from(
+    data: Mapping[str, Any], *, file: str | None = None, **overrides: Any
+) -> tuple[Settings, dict[str, Any]]:
     """Split a collector configuration into :class:`Settings` and the sink
     configuration (everything but ``[collector]``, for ``install_config``).
 
     ``overrides`` (command-line options; None means not given) win over the table.
-    Raises :class:`~aiologsinks.config.ConfigError` naming the key.
+    Raises :class:`~aiologsinks.config.ConfigError` naming the key, and ``file`` (the
+    configuration's path, if any) when the mistake is in the configuration.
     """
-    if not isinstance(data, Mapping):
-        raise ConfigError("", f"expected a table, got {data!r}")
-    rest = dict(data)
-    table = rest.pop("collector", {})
-    if not isinstance(table, Mapping):
-        raise ConfigError("collector", f"expected a table, got {table!r}")
-    values: dict[str, Any] = {}
-    for key, value in table.items():
-        if key not in SETTINGS:
-            raise ConfigError(f"collector.{key}", f"unknown key; expected one of {list(SETTINGS)}")
-        values[key] = _check(key, value)
+    try:
+        values, rest = _table_settings(data)
+    except ConfigError as exc:
+        raise exc.in_file(file) from None
     for key, value in overrides.items():
         if value is not None:
             values[key] = _check(key, value)
@@ -165,6 +162,30 @@ def settings_from(data: Mapping[str, Any], **overrides: Any) -> tuple[Settings, 
     except ValueError as exc:
         raise ConfigError("collector", str(exc)) from None
     return settings, rest
+
+
+def _table_settings(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checked ``[collector]`` keys of ``data``, and the rest of it."""
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"expected a table, got {data!r}")
+    rest = dict(data)
+    table = rest.pop("collector", {})
+    if not isinstance(table, Mapping):
+        raise ConfigError("collector", f"expected a table, got {table!r}")
+    if "loggers" in rest:
+        # received records go to the sinks as they are, not through this process's
+        # loggers: the table would only change the collector's own logging
+        raise ConfigError(
+            "loggers",
+            "not used by the collector (received records go to the sinks directly);"
+            " use a sink's level or filters to choose records",
+        )
+    values: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in SETTINGS:
+            raise ConfigError(f"collector.{key}", f"unknown key; expected one of {list(SETTINGS)}")
+        values[key] = _check(key, value)
+    return values, rest
 
 
 def simple_config(out: str | None) -> dict[str, Any]:
