@@ -31,7 +31,9 @@ configurable as soon as it is exported. Parameters are checked against the
 constructor's signature and annotations; TOML arrays become tuples where a tuple is
 expected (``mailhost = ["127.0.0.1", 25]``), ``socktype`` takes ``"udp"``/``"tcp"``,
 ``flushLevel`` and ``level`` take level names, ``stream`` takes ``"stdout"`` /
-``"stderr"``, and a ``target`` names another sink. Every mistake raises
+``"stderr"``, and a ``target`` names another sink. An import path (a ``"()"``
+factory, a sink ``type``, a ``rotator``/``namer``) is ``"pkg.mod:name"`` or, as in
+``dictConfig``, ``"pkg.mod.name"``. Every mistake raises
 :class:`ConfigError` naming the key path (``sinks.app_file.maxBytes: expected int,
 got 'big'``).
 
@@ -210,22 +212,33 @@ def sink_types() -> dict[str, type[Sink]]:
 def _sink_class(value: object, path: str) -> type[Sink]:
     if not isinstance(value, str):
         raise ConfigError(path, f"expected a sink type name, got {value!r}")
-    if ":" in value:
-        cls = _import(value, path)
-        if not (isinstance(cls, type) and issubclass(cls, Sink)):
-            raise ConfigError(path, f"{value!r} is not a Sink subclass")
-        return cls
-    types_ = sink_types()
-    by_short = {_normal(name): cls for name, cls in types_.items()}
-    cls = types_.get(value) or by_short.get(_normal(value))
-    if cls is None:
-        raise ConfigError(path, f"unknown sink type {value!r}; expected one of {sorted(types_)}")
+    if ":" not in value:
+        types_ = sink_types()
+        by_short = {_normal(name): cls for name, cls in types_.items()}
+        found = types_.get(value) or by_short.get(_normal(value))
+        if found is not None:
+            return found
+        # a registered name first; else a dotted one is dictConfig's "pkg.mod.Class"
+        if "." not in value:
+            raise ConfigError(
+                path,
+                f"unknown sink type {value!r}; expected one of {sorted(types_)}"
+                " or 'pkg.mod:MySink'",
+            )
+    cls = _import(value, path)
+    if not (isinstance(cls, type) and issubclass(cls, Sink)):
+        raise ConfigError(path, f"{value!r} is not a Sink subclass")
     return cls
 
 
 def _import(spec: str, path: str) -> Any:
-    module, _, attr = spec.partition(":")
+    """The object ``spec`` names: ``"pkg.mod:name"``, or dictConfig's ``"pkg.mod.name"``
+    (resolved as ``logging.config`` does: the longest importable module, then
+    attributes)."""
     try:
+        if ":" not in spec:
+            return _resolve_dotted(spec)
+        module, _, attr = spec.partition(":")
         obj: Any = importlib.import_module(module)
         for part in attr.split("."):
             obj = getattr(obj, part)
@@ -234,6 +247,22 @@ def _import(spec: str, path: str) -> Any:
         # (TypeError), a module that raises or does not compile: the key is named
         raise ConfigError(path, f"cannot import {spec!r}: {type(exc).__name__}: {exc}") from None
     return obj
+
+
+def _resolve_dotted(spec: str) -> Any:
+    # logging.config.BaseConfigurator.resolve: import the first name, then take each
+    # next one as an attribute, importing it as a submodule when it is not one yet
+    names = spec.split(".")
+    used = names.pop(0)
+    found: Any = importlib.import_module(used)
+    for name in names:
+        used += "." + name
+        try:
+            found = getattr(found, name)
+        except AttributeError:
+            importlib.import_module(used)
+            found = getattr(found, name)
+    return found
 
 
 # -- building ----------------------------------------------------------------------------
@@ -456,7 +485,7 @@ def _hook(value: object, by_name: Mapping[str, Any], path: str) -> Any:
         raise ConfigError(path, f"expected a name or 'pkg.mod:function', got {value!r}")
     if value in by_name:
         return by_name[value]
-    if ":" not in value:
+    if ":" not in value and "." not in value:
         raise ConfigError(
             path, f"unknown name {value!r}; expected one of {sorted(by_name)} or 'pkg.mod:function'"
         )

@@ -126,7 +126,42 @@ def test_short_type_names_and_import_paths(tmp_path: Path) -> None:
     ]
 
 
+async def test_dotted_import_paths_work_as_in_dictconfig(tmp_path: Path) -> None:
+    # dictConfig's "()" = "logging.Formatter" form, beside our "pkg.mod:name"
+    cfg = config.from_dict(
+        {
+            "formatters": {"f": {"()": "logging.Formatter", "fmt": "[%(levelname)s] %(message)s"}},
+            "filters": {"app": {"()": "logging.Filter", "name": "app"}},
+            "sinks": {
+                "a": {
+                    "type": "aiologsinks.FileSink",
+                    "filename": str(tmp_path / "a.log"),
+                    "formatter": "f",
+                    "filters": ["app"],
+                },
+                "b": {
+                    "type": "aiologsinks.sinks.rotating.RotatingFileSink",
+                    "filename": str(tmp_path / "b.log"),
+                    "namer": "tests.test_config._upper_namer",
+                },
+            },
+            "loggers": {"app": {"level": "INFO", "propagate": False}},
+        }
+    )
+    assert [type(s).__name__ for s in cfg.sinks.values()] == ["FileSink", "RotatingFileSink"]
+    assert cfg.sinks["b"].namer is _upper_namer  # type: ignore[attr-defined]
+    async with config.install_config(cfg) as dispatcher:
+        logging.getLogger("app").info("kept")
+        logging.getLogger("app").debug("below the level")
+        await dispatcher.flush()
+    assert (tmp_path / "a.log").read_text() == "[INFO] kept\n"
+
+
 MISTAKES = [
+    # a dotted path that does not import, or is not a sink
+    ('[sinks.x]\ntype = "aiologsinks.Nope"', "sinks.x.type", "cannot import 'aiologsinks.Nope'"),
+    ('[sinks.x]\ntype = "logging.Formatter"', "sinks.x.type", "is not a Sink subclass"),
+    ('[formatters.f]\n"()" = "logging.Nope"', "formatters.f.()", "cannot import 'logging.Nope'"),
     # (toml, key path, words in the message)
     ('[sinks.x]\ntype = "PigeonSink"', "sinks.x.type", "unknown sink type 'PigeonSink'"),
     ("[sinks.x]\nfilename = 'a'", "sinks.x.type", "missing"),
