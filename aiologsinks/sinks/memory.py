@@ -8,6 +8,7 @@ import threading
 from collections.abc import Sequence
 from contextvars import copy_context
 
+from .._notices import is_notice
 from .._sink import Sink
 from .._validate import check_instance, check_int
 
@@ -172,7 +173,7 @@ class MemorySink(BufferingSink):
 
     def _count_lost(self, records: Sequence[logging.LogRecord], target: object) -> None:
         if records:
-            reason = f"{self!r}: closed before {len(records)} buffered record(s) reached {target!r}"
+            reason = f"{self!r}: closed before {_count(records)} buffered reached {target!r}"
             self._report_lost(records, reason)
 
     async def _aclose(self) -> None:
@@ -186,9 +187,15 @@ class MemorySink(BufferingSink):
             left, self.buffer = self.buffer, []
             if left:
                 why = "no target" if target is None else "flushOnClose=False"
-                self._report_lost(
-                    left, f"{self!r}: closed with {len(left)} record(s) buffered ({why})"
-                )
+                self._report_lost(left, f"{self!r}: closed with {_count(left)} buffered ({why})")
+
+
+def _count(records: Sequence[logging.LogRecord]) -> str:
+    """``"N record(s)"``, as stats() counts them: the pipeline's own notices (a drop
+    announcement the dispatcher delivered to this sink) apart."""
+    notices = sum(1 for record in records if is_notice(record))
+    text = f"{len(records) - notices} record(s)"
+    return f"{text} and {notices} notice(s)" if notices else text
 
 
 def _check_target(target: object) -> None:

@@ -325,6 +325,26 @@ async def test_records_no_target_ever_took_are_counted_at_close() -> None:
     assert_accounted(stats, 5)
 
 
+async def test_the_closing_message_counts_records_as_stats_do_not_notices() -> None:
+    # logged on the loop thread with no await between: the dispatcher's queue of 5
+    # drops the 5 oldest, and its drop notice reaches the sink with the survivors
+    sink = _Reporting(100)
+    log = logging.getLogger("test.memory.notice_at_close")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    with attached(log, sink, queue_size=5, overflow="drop_oldest") as dispatcher:
+        for i in range(10):
+            log.info("m%d", i)
+        await dispatcher.flush()
+        assert any("dropped" in r.getMessage() for r in sink.buffer)
+        await dispatcher.aclose()
+    stats = dispatcher.stats()
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors, stats.dropped) == (0, 5, 5)
+    assert "closed with 5 record(s) and 1 notice(s) buffered (no target)" in sink.reported[0][1]
+    assert_accounted(stats, 10)
+
+
 class _Stuck(logging.Handler):
     """A plain target that never returns until released."""
 
