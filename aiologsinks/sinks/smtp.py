@@ -56,7 +56,9 @@ class SMTPSink(Sink):
     * Digest mode, so that an error storm does not become a mail storm:
       ``digest_interval`` (seconds) collects the records that arrive during that
       window after the first one into one mail; ``digest_max`` sends the digest as
-      soon as it holds that many records. Either one alone enables it.
+      soon as it holds that many records. Either one alone enables it. A digest's
+      subject is the first record's with the count: ``"App errors (12 records)"``,
+      ``"App errors (1 record)"`` (see :meth:`get_digest_subject`).
       :meth:`flush` and :meth:`aclose` send what is pending.
 
     A record's mail is one connection's work; a batch of records shares one
@@ -153,9 +155,11 @@ class SMTPSink(Sink):
         return self.subject
 
     def get_digest_subject(self, records: Sequence[logging.LogRecord]) -> str:
-        """Return the subject of a digest mail: the first record's, with the count."""
+        """Return the subject of a digest mail: the first record's :meth:`getSubject`
+        and the count, ``"App errors (12 records)"`` (``"(1 record)"`` for one)."""
         first = self.getSubject(records[0])
-        return first if len(records) == 1 else f"{first} ({len(records)} records)"
+        count = len(records)
+        return f"{first} ({count} record{'' if count == 1 else 's'})"
 
     def build_message(self, record: logging.LogRecord) -> EmailMessage:
         """Return the mail for ``record`` (the same one ``SMTPHandler`` builds)."""

@@ -276,6 +276,20 @@ async def test_digest_bounds_an_error_storm() -> None:
     assert mails[0].message["Subject"] == "Storm (100 records)"
 
 
+async def test_a_digest_of_one_record_says_so_in_its_subject() -> None:
+    # the same subject shape as every other digest, in the singular
+    async with smtp_peer() as peer:
+        async with SMTPSink(
+            ("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "Storm", digest_max=2
+        ) as sink:
+            await sink.emit_batch([make_record("error %d", 0), make_record("error %d", 1)])
+            await sink.emit_batch([make_record("error %d", 2)])
+        first, second = await peer.wait_for(2)
+    assert first.message["Subject"] == "Storm (2 records)"
+    assert second.message["Subject"] == "Storm (1 record)"
+    assert second.body.splitlines() == ["error 2"]
+
+
 async def test_digest_window_sends_one_mail_after_the_window() -> None:
     async with smtp_peer() as peer:
         async with SMTPSink(
