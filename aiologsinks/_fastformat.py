@@ -284,8 +284,9 @@ class FrozenFormat:
                 indices.append(MSECS)
             elif key == "asctime":
                 tokens.append((_TIME, "%" + conv))
-            elif key in ("message", "msg") and conv == "s":
-                # a covered record's msg is its merged message, as the prepared record's
+            elif key in ("msg", "args"):
+                return None  # as the caller gave them: the real formatter reads them
+            elif key == "message" and conv == "s":
                 messages += 1
                 tokens.append((_MESSAGE, ""))
                 indices.append(_MESSAGE_AT)

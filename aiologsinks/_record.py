@@ -502,7 +502,19 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
     d = record.__dict__.copy()
     cls = type(record)
     if cls is _LogRecord:
-        merged = _merged(d["msg"], d["args"])
+        msg, args = d["msg"], d["args"]
+        if (
+            type(msg) is str
+            and type(args) is tuple
+            and not d["exc_info"]
+            and all(type(a) in _IMMUTABLE for a in args)
+        ):
+            # cannot change after the call: kept as the caller gave them, for the
+            # formatter's own getMessage() (one that reads args, as uvicorn's does),
+            # as freeze() keeps them (it merges where there is exception info too)
+            merged = None
+        else:
+            merged = _merged(msg, args)
     else:  # a LogRecord subclass may build its message differently
         own = cls.getMessage is not _LogRecord.getMessage
         merged = _subclass_message(record, own)
@@ -586,14 +598,20 @@ def own_items(items: list[Item]) -> list[Item]:
 
 
 def thaw(values: Frozen) -> logging.LogRecord:
-    """The ``LogRecord`` a frozen record stands for, with ``msg % args`` merged."""
+    """The ``LogRecord`` a frozen record stands for: deferred arguments are its
+    ``args`` again, beside the unmerged ``msg``, as on the record the caller made (a
+    formatter that reads ``record.args``, as uvicorn's access formatter does, or swaps
+    ``msg`` before ``getMessage()``, gets what it would on a stdlib handler)."""
     record: Any = _new(_LogRecord)
-    record.__dict__ = frozen_dict(values)
+    record.__dict__ = frozen_dict(values, merge=False)
     return record  # type: ignore[no-any-return]
 
 
-def frozen_dict(values: Frozen) -> dict[str, Any]:
-    """The ``__dict__`` of the record :func:`thaw` builds (a new dict)."""
+def frozen_dict(values: Frozen, merge: bool = True) -> dict[str, Any]:
+    """The ``__dict__`` of the record a frozen record stands for (a new dict), with
+    ``msg % args`` merged (``merge``: as ``SocketHandler.makePickle`` sends it; kept
+    unmerged when it fails, for the sink to report) or with the arguments as
+    ``args``."""
     d = dict(zip(FIELDS, values))  # noqa: B905 - deferred arguments and extras follow
     if len(values) > _N:
         args = deferred(values)
@@ -601,10 +619,13 @@ def frozen_dict(values: Frozen) -> dict[str, Any]:
         if type(last) is tuple:  # extra= attributes, after the standard ones
             d.update(zip(last, values[-1 - len(last) : -1]))  # noqa: B905
         if args:
-            try:
-                d["msg"] = d["msg"] % args
-            except Exception:  # noqa: BLE001 - kept unmerged: each sink reports it
+            if not merge:
                 d["args"] = args
+            else:
+                try:
+                    d["msg"] = d["msg"] % args
+                except Exception:  # noqa: BLE001 - kept unmerged: each sink reports it
+                    d["args"] = args
     text = d["exc_text"]
     if type(text) is ExcText:
         d["exc_text"] = text.text()

@@ -143,8 +143,9 @@ class QueueHandler(logging.Handler):
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         """Return a copy of ``record`` that is safe to hand to another thread.
 
-        ``msg % args`` is merged into ``msg`` (so mutating an argument after the
-        logging call cannot change the output) and ``args`` is cleared;
+        ``msg % args`` is merged into ``msg`` and ``args`` cleared when an argument
+        could change after the logging call (so mutating it cannot change the output);
+        arguments of immutable types are kept as given, for each sink's formatter;
         ``exc_info`` is rendered into ``exc_text`` and dropped, as tracebacks hold
         frames that must not outlive the call or cross threads. When the merge
         fails, ``msg`` and ``args`` are kept so that each sink reports the error to

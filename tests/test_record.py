@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import logging
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,6 +44,16 @@ CASES = [
 ]
 
 
+def as_sinks_see(record: logging.LogRecord) -> dict[str, Any]:
+    """The prepared record, with immutable arguments unmerged as the caller gave them
+    (they could not change after the call; a formatter may read ``args``)."""
+    d = prepared(record)
+    args = record.args
+    if type(args) is tuple and args and all(type(a) in (str, int, float) for a in args):
+        d["msg"], d["args"] = record.msg, args
+    return d
+
+
 @pytest.mark.parametrize(("msg", "args"), CASES)
 def test_a_thawed_record_is_the_prepared_record(msg: str, args: tuple[Any, ...]) -> None:
     record = logged(msg, *args)
@@ -51,15 +62,19 @@ def test_a_thawed_record_is_the_prepared_record(msg: str, args: tuple[Any, ...])
     back = thaw(frozen)
     assert type(back) is logging.LogRecord
     # same keys in the same order (pickles and dict dumps match), same values
-    assert list(back.__dict__.items()) == list(prepared(record).items())
+    assert list(back.__dict__.items()) == list(as_sinks_see(record).items())
 
 
-def test_immutable_arguments_are_merged_off_the_call() -> None:
-    # they follow the fields; the merge happens where the record is formatted
+def test_immutable_arguments_travel_unmerged_and_come_back_as_args() -> None:
+    # they follow the fields; the merge happens where the record is formatted, by the
+    # formatter's own getMessage() (a formatter reading record.args gets them)
     record = logged("%s took %.3f ms", "job", 1.5)
     frozen = freeze(record)
     assert type(frozen) is tuple and frozen[len(FIELDS) :] == ("job", 1.5)
-    assert thaw(frozen).__dict__ == prepared(record)
+    back = thaw(frozen)
+    assert (back.msg, back.args) == ("%s took %.3f ms", ("job", 1.5))
+    assert back.getMessage() == "job took 1.500 ms"
+    assert back.__dict__ == as_sinks_see(record)
 
 
 @pytest.mark.parametrize("args", [(), ("job",)], ids=["no-args", "args"])
@@ -105,7 +120,7 @@ def test_extra_attributes_of_immutable_values_are_frozen(msg: str, args: tuple[A
     assert extras(frozen) == {"request_id": "r-1", "status": 200, "ms": 1.5}
     back = thaw(frozen)
     # the extras after the standard attributes, in the call's order, as in the copy
-    assert list(back.__dict__.items()) == list(prepared(record).items())
+    assert list(back.__dict__.items()) == list(as_sinks_see(record).items())
     # the names are shared by the call site's records: once the first collection has
     # seen them, each later record is untracked at its own first collection
     gc.collect()
@@ -162,12 +177,18 @@ def test_the_field_order_is_this_pythons() -> None:
     assert ("taskName" in FIELDS) == (sys.version_info >= (3, 12))
 
 
-async def test_sinks_get_records_with_the_message_merged() -> None:
+async def test_sinks_get_immutable_arguments_as_the_caller_gave_them() -> None:
+    # as a stdlib handler's formatter does: uvicorn's access formatter unpacks args
     sink = ListSink()
     log = fresh_logger("t.record.sink")
     async with als.install(sink, logger=log):
-        log.info("merged %s", "here")
-    assert [(r.msg, r.args) for r in sink.records] == [("merged here", None)]
+        log.info("kept %s", "here")
+        log.info("merged %s", ["a list"])  # could change after the call: merged there
+    assert [(r.msg, r.args) for r in sink.records] == [
+        ("kept %s", ("here",)),
+        ("merged ['a list']", None),
+    ]
+    assert [r.getMessage() for r in sink.records] == ["kept here", "merged ['a list']"]
 
 
 @pytest.mark.parametrize(("msg", "args"), CASES)
@@ -189,3 +210,35 @@ def test_a_frozen_records_pickle_frame_is_the_stdlibs(msg: str, args: tuple[Any,
     finally:
         stdlib.close()
     assert _frame_of(freeze(record), sink.makePickle) == expected  # type: ignore[arg-type]
+
+
+async def test_uvicorns_access_formatter_writes_what_it_writes_on_a_file_handler(
+    tmp_path: Path,
+) -> None:
+    """uvicorn's AccessFormatter unpacks ``record.args``; routed to a FileSink (its
+    dictConfig "class" swapped for aiologsinks.FileSink), every access line was an
+    error once the arguments had been merged."""
+    from uvicorn.logging import AccessFormatter
+
+    fmt = '%(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s'
+    lines = [("127.0.0.1:5000", "GET", "/", "1.1", 200), ("[::1]:6000", "POST", "/a?b=1", "2", 404)]
+
+    def log_all(log: logging.Logger) -> None:
+        for client, method, path, version, status in lines:
+            log.info('%s - "%s %s HTTP/%s" %d', client, method, path, version, status)
+
+    stdlib = logging.FileHandler(tmp_path / "stdlib.log")
+    stdlib.setFormatter(AccessFormatter(fmt, use_colors=False))
+    log = fresh_logger("t.record.uvicorn.stdlib")
+    log.addHandler(stdlib)
+    log_all(log)
+    stdlib.close()
+    sink = als.FileSink(tmp_path / "sink.log")
+    sink.setFormatter(AccessFormatter(fmt, use_colors=False))
+    log = fresh_logger("t.record.uvicorn.sink")
+    async with als.install(sink, logger=log) as dispatcher:
+        log_all(log)
+    assert dispatcher.stats().sinks["FileSink#0"].errors == 0
+    expected = (tmp_path / "stdlib.log").read_text()
+    assert expected.count("\n") == 2
+    assert (tmp_path / "sink.log").read_text() == expected

@@ -27,13 +27,16 @@ def make_record(msg: str = "m %s", args: Any = ("a",), **extra: Any) -> logging.
 
 def test_prepare_copies_merges_args_and_keeps_extras() -> None:
     handler = als.Dispatcher(ListSink()).handler
-    record = make_record("user=%s n=%d", ("ann", 3), request_id="r-1")
+    record = make_record("user=%s n=%s", ("ann", [3]), request_id="r-1")
     prepared = handler.prepare(record)
     assert prepared is not record
-    assert (prepared.msg, prepared.args) == ("user=ann n=3", None)
+    assert (prepared.msg, prepared.args) == ("user=ann n=[3]", None)
     assert prepared.request_id == "r-1"  # type: ignore[attr-defined]
-    assert (record.msg, record.args) == ("user=%s n=%d", ("ann", 3))  # original untouched
+    assert (record.msg, record.args) == ("user=%s n=%s", ("ann", [3]))  # original untouched
     assert prepared.getMessage() == record.getMessage()
+    immutable = make_record("user=%s n=%d", ("ann", 3))
+    kept = handler.prepare(immutable)  # cannot change after the call: kept for the formatter
+    assert (kept.msg, kept.args) == ("user=%s n=%d", ("ann", 3))
 
 
 def test_prepare_renders_exc_info_so_the_record_pickles() -> None:

@@ -16,7 +16,7 @@ from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._hooks import overridden
 from .._http import Disconnected, HTTPClient, check_target
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
-from .._record import ACCELERATED, FIELDS, Item, as_record, travelled
+from .._record import ACCELERATED, FIELDS, Item, as_record, frozen_dict, travelled
 from .._sink import Sink
 from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session, gzip_off_loop
 from .._validate import ArgumentTypeError, ArgumentValueError, check_int, check_number
@@ -306,7 +306,9 @@ class HTTPSink(OutboxSinkMixin, Sink):
             return await self._send_json(records)
         (item,) = records
         headers: dict[str, str] = {}
-        data = _wire.http_form(self.mapLogRecord(as_record(item)))
+        data = _wire.http_form(
+            self.mapLogRecord(as_record(item)) if self._own_mapping() else _sent_dict(item)
+        )
         method, url, body = self.method, self.url, None
         if method == "GET":
             url = _wire.http_get_url(url, data)
@@ -426,14 +428,17 @@ class HTTPSink(OutboxSinkMixin, Sink):
             self._carry = (records[start], rest)
         return pieces[:keep]
 
+    def _own_mapping(self) -> bool:
+        """Whether :meth:`mapLogRecord` is overridden (on the class or the instance)."""
+        return "mapLogRecord" in self.__dict__ or overridden(
+            type(self), "mapLogRecord", HTTPSink.mapLogRecord
+        )
+
     def _json_piece(self, items: Sequence[Item]) -> bytes:
         """Encode ``items`` (objects joined by commas); a record that cannot be mapped
         or encoded goes to handleError alone."""
         fast = _json_run
-        if fast is None or (
-            "mapLogRecord" in self.__dict__
-            or overridden(type(self), "mapLogRecord", HTTPSink.mapLogRecord)
-        ):
+        if fast is None or self._own_mapping():
             return self._json_mapped(items)
         # the common frozen records in C, the same bytes as json.dumps of the
         # record's __dict__; the Python path takes each record it stops at
@@ -459,10 +464,11 @@ class HTTPSink(OutboxSinkMixin, Sink):
         """Encode ``items`` through :meth:`mapLogRecord`; a record that fails goes to
         handleError alone."""
         mapped = []
+        own = self._own_mapping()
         for item in items:
             record = as_record(item)
             try:
-                mapped.append((record, self.mapLogRecord(record)))
+                mapped.append((record, self.mapLogRecord(record) if own else _sent_dict(item)))
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
                 self.report_error(record)
         try:
@@ -628,3 +634,15 @@ def _is_dns_failure(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+def _sent_dict(item: Item) -> Mapping[str, Any]:
+    """What the default :meth:`HTTPSink.mapLogRecord` sends for ``item``: the record's
+    ``__dict__``; for a record that travelled frozen, with ``msg % args`` merged and
+    ``args`` None (as a prepared record has them, and as ``json_run`` writes it) -
+    the message a receiver wants. An override gets the record with ``msg`` and
+    ``args`` as the caller made them, as a formatter does. Kept unmerged when the
+    message does not merge."""
+    if type(item) is tuple:
+        return frozen_dict(item)
+    return item.__dict__
