@@ -280,8 +280,13 @@ class Closing(LoopBinding):
         if self.state is DispatcherState.NEW:
             # never started: the child may start it on its own loop, without the
             # records queued before the fork (the parent delivers those: the child
-            # delivering them too wrote each twice)
+            # delivering them too wrote each twice). A start the parent had pending
+            # on its background loop never happens here: flush() must not wait for
+            # it, and the child's first record schedules a start of its own.
             self._queue.clear()
+            self._starting = None
+            self._auto_scheduled = False
+            self._wake_pending = False
             return
         self._accepting = False
         self._queue.clear()

@@ -46,10 +46,10 @@ class LoopBinding(Pump):
         submitted before ``start()`` were queued and are delivered now. Raises
         :class:`DispatcherStateError` if already started (a second ``start()``) or
         closed. A dispatcher the library started on its background loop (records
-        logged while no loop ran) is adopted: it keeps running there. Called with no
-        loop running on a dispatcher that ``dictConfig`` made and started (the
-        listener of a ``DispatcherQueueHandler``, where the logging cookbook calls
-        ``listener.start()``), it does nothing.
+        logged while no loop ran) is adopted: it keeps running there. On a dispatcher
+        that ``dictConfig`` made and started on the background loop (the listener of
+        a ``DispatcherQueueHandler``, where the logging cookbook calls
+        ``listener.start()``), it does nothing, with or without a running loop.
         """
         try:
             loop = asyncio.get_running_loop()
@@ -65,6 +65,11 @@ class LoopBinding(Pump):
         with self._lock:  # the background loop may be starting it right now
             if self.state is DispatcherState.RUNNING and self._auto:
                 self._auto = False
+                return
+            if self._starting is not None and self.state is not DispatcherState.CLOSED:
+                # dictConfig's, started (or starting) on the background loop: it stays
+                # there whatever the timing (moved onto this loop, it was orphaned when
+                # this loop ended)
                 return
             self._check_startable()
             self._start_on(loop)

@@ -845,6 +845,7 @@ def test_dictconfig_handler_names_a_config_that_is_neither_a_table_nor_a_path(
         config.dictconfig_handler(given)  # type: ignore[arg-type]
 
 
+@pytest.mark.allow_blocking  # holds the background loop on purpose
 def test_a_queued_handlers_listener_flushes_while_its_start_is_pending(tmp_path: Path) -> None:
     """dictConfig before any loop submits the dispatcher's start to the background loop
     without waiting (it holds logging's lock); ``await listener.flush()`` in the first
@@ -928,3 +929,93 @@ def test_a_dispatchers_stop_is_close_and_start_outside_a_loop_still_refuses() ->
         dispatcher.start()  # not made by dictConfig: nothing started it
     dispatcher.stop()
     assert dispatcher.state is als.DispatcherState.CLOSED
+
+
+@pytest.mark.allow_blocking  # holds the background loop on purpose
+def test_the_cookbooks_start_inside_a_loop_leaves_a_pending_start_on_the_background_loop(
+    tmp_path: Path,
+) -> None:
+    """``listener.start()`` in a coroutine, while the start dictConfig submitted is
+    still pending, did move the dispatcher onto that loop: orphaned when the loop
+    ended, every later record went to stderr."""
+    import asyncio
+    import threading
+
+    from aiologsinks import _background
+
+    log_file = tmp_path / "q.log"
+    gate = threading.Event()
+    _background.get_loop().call_soon_threadsafe(gate.wait, 30)  # the start stays pending
+    try:
+        logging.config.dictConfig(_queued_config(log_file, ["file"]))
+        logger = logging.getLogger("dcq")
+        logger.warning("before the loop")
+        (handler,) = logger.handlers
+        dispatcher = handler.listener
+
+        async def main() -> None:
+            dispatcher.start()  # the cookbook's call: does nothing here either
+            assert dispatcher.state is als.DispatcherState.NEW
+            gate.set()
+            logger.warning("in the loop")
+            await dispatcher.flush(timeout=30)
+
+        asyncio.run(main())
+        assert dispatcher.state is als.DispatcherState.RUNNING  # not orphaned by the loop
+        logger.warning("after the loop")
+        asyncio.run(config.aclose_dictconfig())
+    finally:
+        gate.set()
+        _reset(logging.getLogger("dcq"))
+    assert log_file.read_text().splitlines() == ["before the loop", "in the loop", "after the loop"]
+
+
+#: dictConfig, then fork while the start it submitted to the background loop is
+#: pending; the child awaits flush() in a loop of its own
+FORK_PENDING_SCRIPT = """
+import asyncio, logging, logging.config, os, sys, threading
+from aiologsinks import _background
+
+gate = threading.Event()
+_background.get_loop().call_soon_threadsafe(gate.wait, 30)
+logging.config.dictConfig({
+    "version": 1,
+    "handlers": {
+        "file": {"class": "aiologsinks.FileSink", "filename": sys.argv[1]},
+        "q": {"class": "aiologsinks.config.DispatcherQueueHandler", "handlers": ["file"]},
+    },
+    "root": {"level": "INFO", "handlers": ["q"]},
+})
+root = logging.getLogger()
+root.info("parent")
+dispatcher = root.handlers[0].listener
+pid = os.fork()
+if pid == 0:
+    async def child():
+        logging.getLogger("child").info("child")
+        try:
+            await asyncio.wait_for(dispatcher.flush(), 10)
+            print("child: flushed")
+        except TimeoutError:
+            print("child: flush hung")
+        except Exception as exc:
+            print("child:", type(exc).__name__)
+    asyncio.run(child())
+    sys.stdout.flush()
+    os._exit(0)
+gate.set()
+os.waitpid(pid, 0)
+"""
+
+
+def test_a_child_forked_while_the_start_is_pending_does_not_wait_for_it(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FORK_PENDING_SCRIPT), str(tmp_path / "f.log")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "child: DispatcherStateError\n"  # not started here: said at once
+    assert (tmp_path / "f.log").read_text().splitlines()[0] == "parent"
