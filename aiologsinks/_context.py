@@ -126,12 +126,13 @@ def run_in(record: object, fn: Callable[..., T], *args: Any) -> T:
     except RuntimeError as exc:
         # Context.run raises before calling fn when the context is entered already:
         # here (a format() calling the sink's own format, a formatter called from a
-        # filter), where we are in it, or by another sink's lane on its worker thread.
-        # Only then does the traceback end in this frame; fn's own RuntimeError has
-        # fn's frames after it and must not make fn run twice.
+        # filter), or on another thread (a wrapped handler handling the same record
+        # on its worker thread). Only then does the traceback end in this frame;
+        # fn's own RuntimeError has fn's frames after it and must not make fn run
+        # twice. A copy holds the same values and can be entered anywhere.
         if exc.__traceback__ is None or exc.__traceback__.tb_next is not None:
             raise
-        return fn(*args)
+        return ctx.copy().run(fn, *args)
 
 
 class context:  # noqa: N801 - used like a function: `with als.context(...)`

@@ -9,6 +9,7 @@ import logging
 import pickle
 import re
 import sys
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -366,3 +367,50 @@ async def test_a_wrapped_handler_given_a_filter_after_wrapping_sees_the_callers_
         log.removeHandler(dispatcher.handler)
         handler.close()
     check(file_lines(tmp_path / "wrapped.log"))
+
+
+class HoldingFilter(logging.Filter):
+    """Holds the record on the wrapped handler's worker thread, inside the record's
+    context, until told to let it go."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inside = threading.Event()
+        self.release = threading.Event()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.inside.set()
+        self.release.wait(10)
+        return True
+
+
+class ReadingSink(als.Sink):
+    """Formats each record while the held handler is inside that record's context."""
+
+    def __init__(self, holding: HoldingFilter) -> None:
+        super().__init__()
+        self.holding = holding
+        self.lines: list[str] = []
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        assert await asyncio.to_thread(self.holding.inside.wait, 10)
+        try:
+            self.lines.append(self.format(record))
+        finally:
+            self.holding.release.set()
+
+
+async def test_a_formatter_sees_the_callers_context_while_a_wrapped_handler_holds_it() -> None:
+    """A context can be entered on one thread at a time: while a wrapped handler handled
+    the record on its worker thread, another sink's formatter ran outside any context
+    and read the ContextVar's default."""
+    holding = HoldingFilter()
+    handler = logging.StreamHandler(io.StringIO())
+    handler.addFilter(holding)
+    reading = ReadingSink(holding)
+    reading.setFormatter(RequestIdFormatter())
+    log = fresh_logger("t.context.held")
+    async with als.install(handler, reading, logger=log):
+        request_id.set("req-7")
+        log.info("held")
+    assert reading.lines == ["req-7 held"]
