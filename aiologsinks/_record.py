@@ -109,6 +109,8 @@ MSECS = FIELDS.index("msecs")
 
 #: exact types whose values cannot change after the logging call
 _IMMUTABLE = frozenset((str, int, float, bool, bytes, type(None)))
+#: mutable containers an ``extra=`` value is copied out of at the call (one level)
+_COPIED = frozenset((dict, list, set))
 _exc_formatter = logging.Formatter()
 _LogRecord = logging.LogRecord
 _new = object.__new__
@@ -420,6 +422,8 @@ def _freeze_pure(record: logging.LogRecord) -> Item:
         extra += (names,)
     try:
         msg, args, exc_info = d["msg"], d["args"], d["exc_info"]
+        if type(msg) is dict:
+            return prepared_copy(record)  # a structured message: kept a dict (see there)
         if exc_info is None and type(msg) is str and type(args) is tuple and args:
             # Arguments of immutable types cannot change after the call: they travel
             # after the fields, unmerged, and are merged where the record is formatted
@@ -503,7 +507,13 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
     cls = type(record)
     if cls is _LogRecord:
         msg, args = d["msg"], d["args"]
-        if (
+        if type(msg) is dict and not args:
+            # a structured message (structlog's event dict, python-json-logger's
+            # fields): formatters read it as a dict; a copy, so that changing it after
+            # the call does not change the output
+            d["msg"] = msg.copy()
+            merged = None
+        elif (
             type(msg) is str
             and type(args) is tuple
             and not d["exc_info"]
@@ -543,10 +553,14 @@ def prepared_copy(record: logging.LogRecord) -> logging.LogRecord:
 
 
 def _picklable_extras(d: dict[str, Any]) -> None:
-    """Replace each extra value that cannot be pickled by its ``repr()`` (in place)."""
+    """Replace each extra value that cannot be pickled by its ``repr()`` (in place),
+    and each dict, list or set by a copy: a stdlib handler formats the value as it is
+    at the call, and the caller may change it right after."""
     for key, value in d.items():
         if key in _NOT_EXTRA or type(value) in _IMMUTABLE:
             continue
+        if type(value) in _COPIED:
+            value = d[key] = value.copy()
         try:
             pickle.dumps(value)
         except Exception:  # noqa: BLE001 - any failure: the value cannot travel as is

@@ -242,3 +242,55 @@ async def test_uvicorns_access_formatter_writes_what_it_writes_on_a_file_handler
     expected = (tmp_path / "stdlib.log").read_text()
     assert expected.count("\n") == 2
     assert (tmp_path / "sink.log").read_text() == expected
+
+
+class EventDictFormatter(logging.Formatter):
+    """As structlog's ProcessorFormatter reads a record that structlog made: ``msg``
+    is the event dict."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = record.msg.copy()  # type: ignore[union-attr]
+        return " ".join(f"{k}={event[k]}" for k in sorted(event))
+
+
+async def test_a_structured_message_and_mutable_extras_are_written_as_at_the_call(
+    tmp_path: Path,
+) -> None:
+    """A dict ``msg`` reaches formatters as a dict (it was made a str at the call:
+    every structlog record failed in ProcessorFormatter), and a dict, list or set
+    given in ``extra=`` is written as it was at the call, as a FileHandler writes it,
+    whatever the caller does with it afterwards."""
+
+    def log_all(log: logging.Logger) -> None:
+        event = {"event": "order placed", "order_id": 42}
+        log.info(event)
+        event["order_id"] = 43  # after the call: not in the output
+        tags, seen = ["a"], {"x": 1}
+        log.info("tags", extra={"tags": tags, "seen": seen})
+        tags.append("b")
+        seen["x"] = 2
+
+    outputs = []
+    for name, make in (("stdlib", logging.FileHandler), ("sink", als.FileSink)):
+        for formatter in (EventDictFormatter(), logging.Formatter("%(message)s %(tags)s %(seen)s")):
+            path = tmp_path / f"{name}-{type(formatter).__name__}.log"
+            handler = make(path)
+            handler.setFormatter(formatter)
+            if type(formatter) is EventDictFormatter:
+                handler.addFilter(lambda r: isinstance(r.msg, dict))
+            else:
+                handler.addFilter(lambda r: not isinstance(r.msg, dict))
+            log = fresh_logger(f"t.record.structured.{name}.{type(formatter).__name__}")
+            if name == "stdlib":
+                log.addHandler(handler)
+                log_all(log)
+                handler.close()
+            else:
+                async with als.install(handler, logger=log) as dispatcher:
+                    log_all(log)
+                assert dispatcher.stats().lost == 0
+            outputs.append(path.read_text())
+    stdlib_event, stdlib_extra, sink_event, sink_extra = outputs
+    assert stdlib_event == "event=order placed order_id=42\n"
+    assert stdlib_extra == "tags ['a'] {'x': 1}\n"
+    assert (sink_event, sink_extra) == (stdlib_event, stdlib_extra)
