@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from .. import _wire
 from .._exceptions import SinkConnectError
+from .._notices import is_notice
 from .._sink import Sink
 from .._validate import (
     ArgumentTypeError,
@@ -173,13 +174,19 @@ class SMTPSink(Sink):
         A record that cannot be formatted goes to :meth:`handleError` and is left out.
         """
         parts: list[str] = []
+        written: list[logging.LogRecord] = []
         for record in records:
             try:
                 parts.append(self.format(record))
             except Exception:  # noqa: BLE001 - per-record boundary: the digest goes on
                 self.report_error(record)
+            else:
+                written.append(record)
+        # the count is of the records in the body, the library's notices apart (as
+        # stats() counts them)
+        counted = [r for r in written if not is_notice(r)] or written or list(records)
         return _wire.mail_message(
-            self.fromaddr, self.toaddrs, self.get_digest_subject(records), "\n".join(parts)
+            self.fromaddr, self.toaddrs, self.get_digest_subject(counted), "\n".join(parts)
         )
 
     @property

@@ -458,3 +458,18 @@ async def test_a_close_given_up_counts_the_digest_in_flight_when_it_returns() ->
     (share,) = stats.sinks.values()
     assert (share.delivered, share.errors, share.undelivered) == (0, 3, 0)
     assert_accounted(stats, 3)
+
+
+async def test_a_digests_count_is_of_the_records_in_its_body() -> None:
+    # a record that cannot be formatted goes to handleError and is left out of the body
+    async with smtp_peer() as peer:
+        async with SMTPSink(
+            ("127.0.0.1", peer.port), "a@example.com", ["b@example.com"], "Storm", digest_max=3
+        ) as sink:
+            sink.handleError = lambda record: None  # type: ignore[method-assign]
+            await sink.emit_batch(
+                [make_record("error %d", 0), make_record("bad %d", "x"), make_record("error %d", 2)]
+            )
+        (mail,) = await peer.wait_for(1)
+    assert mail.body.splitlines() == ["error 0", "error 2"]
+    assert mail.message["Subject"] == "Storm (2 records)"
