@@ -27,6 +27,7 @@ from collections.abc import Collection
 from typing import Any, NoReturn, TypeVar
 
 __all__ = [
+    "UNIX_PATH_MAX",
     "ArgumentError",
     "ArgumentLookupError",
     "ArgumentPathError",
@@ -42,6 +43,7 @@ __all__ = [
     "check_number",
     "check_path",
     "check_str",
+    "check_unix_path",
     "type_error",
     "value_error",
 ]
@@ -235,3 +237,21 @@ def check_level(param: str, value: object) -> int:
     if not isinstance(number, int):
         raise ArgumentValueError(param, f"unknown level name {value!r}")
     return number
+
+
+#: the longest Unix socket path the kernel takes (``sun_path`` holds 108 bytes, the
+#: last one the terminating NUL)
+UNIX_PATH_MAX = 107
+
+
+def check_unix_path(param: str, path: str) -> str:
+    """``path`` as a Unix socket path, or :class:`ArgumentValueError` when it is
+    longer than a socket address holds (the stdlib's handlers fail on it at once;
+    opening it later would only ever fail). An abstract address (a leading NUL) is
+    taken as it is."""
+    size = len(os.fsencode(path))
+    if not path.startswith("\0") and size > UNIX_PATH_MAX:
+        raise ArgumentValueError(
+            param, f"a Unix socket path holds at most {UNIX_PATH_MAX} bytes, got {size}: {path!r}"
+        )
+    return path

@@ -36,7 +36,7 @@ from .._transport import (
     check_timeout,
     each_record,
 )
-from .._validate import ArgumentTypeError, ArgumentValueError
+from .._validate import ArgumentTypeError, ArgumentValueError, check_unix_path
 
 __all__ = ["MAX_UDP_PAYLOAD", "SEND_SLICE", "DatagramSink", "SocketSink"]
 
@@ -65,7 +65,7 @@ def _peer_address(host: object, port: object) -> tuple[str, int | None, tuple[st
     when ``port`` is None (as ``SocketHandler``'s)."""
     checked_host, checked_port = _check_host(host), _check_port(port)
     if checked_port is None:
-        return checked_host, None, checked_host
+        return check_unix_path("host", checked_host), None, checked_host
     return checked_host, checked_port, (checked_host, checked_port)
 
 

@@ -35,7 +35,7 @@ from .._transport import (
     each_record,
     send_datagrams,
 )
-from .._validate import ArgumentTypeError, ArgumentValueError
+from .._validate import ArgumentTypeError, ArgumentValueError, check_unix_path
 from .._wire import RFC5424Formatter
 
 __all__ = ["RFC5424Formatter", "SysLogSink"]
@@ -164,6 +164,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         if isinstance(address, str):
             if not address:
                 raise ArgumentValueError("address", "expected a Unix socket path or (host, port)")
+            check_unix_path("address", address)
             self.unixsocket = True
         elif (
             isinstance(address, tuple)

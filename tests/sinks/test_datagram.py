@@ -196,3 +196,19 @@ async def test_a_reader_that_stops_reading_gets_each_record_once_or_it_is_counte
     assert not reported & set(ids)  # none both counted and delivered
     final = stats()
     assert final.delivered == len(ids) and final.delivered + final.errors == n
+
+
+@pytest.mark.parametrize("make", ["DatagramSink", "SocketSink", "SysLogSink"])
+def test_a_unix_path_longer_than_a_socket_address_is_refused_at_construction(
+    make: str, tmp_path: Path
+) -> None:
+    # opened later it could only ever fail: every record an outage that never ends
+    path = str(tmp_path / ("x" * 120))
+    with pytest.raises(ValueError, match=r"^(host|address): a Unix socket path holds at most 107"):
+        if make == "SysLogSink":
+            als.SysLogSink(address=path)
+        else:
+            getattr(als, make)(path, None)
+    fits = "/tmp/" + "y" * 100  # 105 bytes: taken (nothing is opened yet)
+    sink = als.SysLogSink(address=fits) if make == "SysLogSink" else getattr(als, make)(fits, None)
+    assert sink is not None
