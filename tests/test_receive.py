@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import logging
 import logging.handlers
@@ -51,7 +52,16 @@ async def wait_count(rx: Receiver, channel: str, n: int, timeout: float = 10.0) 
 
 
 def messages(rx: Receiver, channel: str) -> list[str]:
-    return [str(f["msg"]) for c, f in rx.got if c == channel]  # type: ignore[attr-defined]
+    return [merged(f) for c, f in rx.got if c == channel]  # type: ignore[attr-defined]
+
+
+def merged(fields: dict[str, object]) -> str:
+    """A record's message from its fields: a form (HTTPHandler's, HTTPSink's) sends
+    ``msg`` and ``args`` (``str(tuple)``) apart."""
+    msg, args = str(fields["msg"]), fields.get("args")
+    if isinstance(args, str) and args not in ("None", "()", ""):
+        return msg % ast.literal_eval(args)
+    return msg
 
 
 # -- stdlib senders ------------------------------------------------------------------

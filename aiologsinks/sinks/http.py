@@ -306,9 +306,8 @@ class HTTPSink(OutboxSinkMixin, Sink):
             return await self._send_json(records)
         (item,) = records
         headers: dict[str, str] = {}
-        data = _wire.http_form(
-            self.mapLogRecord(as_record(item)) if self._own_mapping() else _sent_dict(item)
-        )
+        # the record's __dict__, as HTTPHandler sends it: msg and args apart
+        data = _wire.http_form(self.mapLogRecord(as_record(item)))
         method, url, body = self.method, self.url, None
         if method == "GET":
             url = _wire.http_get_url(url, data)
@@ -637,12 +636,18 @@ def _is_dns_failure(exc: BaseException) -> bool:
 
 
 def _sent_dict(item: Item) -> Mapping[str, Any]:
-    """What the default :meth:`HTTPSink.mapLogRecord` sends for ``item``: the record's
-    ``__dict__``; for a record that travelled frozen, with ``msg % args`` merged and
-    ``args`` None (as a prepared record has them, and as ``json_run`` writes it) -
-    the message a receiver wants. An override gets the record with ``msg`` and
-    ``args`` as the caller made them, as a formatter does. Kept unmerged when the
-    message does not merge."""
+    """A JSON batch's object for ``item`` by default: the record's ``__dict__`` with
+    ``msg % args`` merged and ``args`` None, as ``json_run`` writes a frozen record
+    (JSON is not HTTPHandler's format: the message a receiver wants; a
+    ``mapLogRecord`` override gets the record as the caller made it). Kept unmerged
+    when the message does not merge."""
     if type(item) is tuple:
         return frozen_dict(item)
-    return item.__dict__
+    record: Any = item
+    d: dict[str, Any] = record.__dict__
+    if d.get("args"):
+        try:
+            d = {**d, "msg": record.getMessage(), "args": None}
+        except Exception:  # noqa: BLE001, S110 - kept unmerged, as frozen_dict keeps it
+            pass
+    return d

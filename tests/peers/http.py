@@ -8,8 +8,10 @@ stopped and started again on the same port ("down for a while").
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import ssl
+import urllib.parse
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -30,6 +32,17 @@ class Request:
     body: bytes
     headers: CIMultiDict[str]
     status: int
+
+    def message(self) -> str:
+        """The record's message a form request carries, as a receiver reads it:
+        ``msg``, merged with ``args`` when HTTPHandler's form sent them apart
+        (``str(tuple)`` of literals)."""
+        form = urllib.parse.parse_qs(self.body.decode() or self.query, keep_blank_values=True)
+        msg = form["msg"][0]
+        args = form.get("args", ["None"])[0]
+        if args in ("None", "()", ""):
+            return msg
+        return msg % ast.literal_eval(args)  # type: ignore[no-any-return]
 
 
 @dataclass

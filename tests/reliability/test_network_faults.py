@@ -372,7 +372,7 @@ async def heal(proxy: FaultyProxy) -> None:
 
 
 def http_numbers(peer: Any) -> Callable[[], list[int]]:
-    return lambda: [int(m.group(1)) for r in peer.ok if (m := _NUM.search(r.body))]
+    return lambda: [int(m.group(1)) for r in peer.ok if (m := _NUM.search(r.message().encode()))]
 
 
 @pytest.mark.parametrize("fault", FAULTS)

@@ -64,7 +64,13 @@ def make_record(msg: str = "user %s logged in", *args: Any) -> logging.LogRecord
 
 
 def msgs(requests: list[Request]) -> list[str]:
+    """The ``msg`` field each form carries (unmerged, as HTTPHandler sends it)."""
     return [urllib.parse.parse_qs(r.body.decode() or r.query)["msg"][0] for r in requests]
+
+
+def messages(requests: list[Request]) -> list[str]:
+    """Each form's message, merged with its ``args`` as a receiver merges them."""
+    return [r.message() for r in requests]
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +154,7 @@ async def test_connections_are_reused() -> None:
                 await sink.emit(make_record(f"n {i}"))
         await peer.wait_ok(20)
     assert peer.connections == 1
-    assert msgs(peer.requests) == [f"n {i}" for i in range(20)]
+    assert messages(peer.requests) == [f"n {i}" for i in range(20)]
 
 
 async def test_set_formatter_has_no_effect() -> None:
@@ -200,7 +206,7 @@ async def test_error_status_goes_to_handle_error_without_retry() -> None:
             await sink.emit_batch([make_record("a"), make_record("b"), make_record("c")])
         await peer.wait_requests(3)
     assert [r.msg for r in sink.errors] == ["a", "b"]
-    assert msgs(peer.ok) == ["c"]
+    assert messages(peer.ok) == ["c"]
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
@@ -240,7 +246,7 @@ async def test_retry_mode_500_then_200_loses_nothing(json_batch: bool) -> None:
     if json_batch:
         assert [item["msg"] for item in json.loads(ok[0].body)] == [f"n {i}" for i in range(20)]
     else:
-        assert msgs(ok) == [f"n {i}" for i in range(20)]
+        assert messages(ok) == [f"n {i}" for i in range(20)]
     assert len(peer.requests) == expected + 3
 
 
@@ -257,7 +263,7 @@ async def test_retry_mode_survives_a_server_down_for_a_while() -> None:
             await sink.emit(make_record("n 8"))
             ok = await peer.wait_ok(9)
     assert sink.errors == []
-    assert msgs(ok) == [f"n {i}" for i in range(9)]
+    assert messages(ok) == [f"n {i}" for i in range(9)]
 
 
 async def test_retry_buffer_overflow_is_counted() -> None:
@@ -427,7 +433,7 @@ async def test_end_to_end_through_install_per_record() -> None:
     async with http_peer() as peer:
         await _install_and_log(peer, HTTPSink(peer.netloc, "/log", "POST"), 50)
         ok = peer.ok
-    assert msgs(ok) == [f"event {i}" for i in range(50)]
+    assert messages(ok) == [f"event {i}" for i in range(50)]
     assert peer.connections == 1
 
 

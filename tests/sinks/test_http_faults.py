@@ -8,6 +8,7 @@ the server received is never counted as lost.
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
 import gzip
@@ -136,8 +137,11 @@ async def send_then_reset(writer: Writer, data: bytes) -> bool:
 
 
 def form_msg(got: Got) -> str:
+    """The message a form carries, merged with its ``args`` as a receiver does."""
     assert got.body is not None
-    return urllib.parse.parse_qs(got.body.decode())["msg"][0]
+    form = urllib.parse.parse_qs(got.body.decode(), keep_blank_values=True)
+    msg, args = form["msg"][0], form.get("args", ["None"])[0]
+    return msg if args in ("None", "()") else msg % ast.literal_eval(args)
 
 
 def fast() -> Backoff:
