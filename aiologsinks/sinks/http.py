@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import ssl
@@ -646,8 +647,6 @@ def _sent_dict(item: Item) -> Mapping[str, Any]:
     record: Any = item
     d: dict[str, Any] = record.__dict__
     if d.get("args"):
-        try:
+        with contextlib.suppress(Exception):  # kept unmerged, as frozen_dict keeps it
             d = {**d, "msg": record.getMessage(), "args": None}
-        except Exception:  # noqa: BLE001, S110 - kept unmerged, as frozen_dict keeps it
-            pass
     return d
