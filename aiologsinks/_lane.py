@@ -59,6 +59,8 @@ class Lane:
         fallback: FallbackWriter,
     ) -> None:
         self.sink = sink
+        #: it wraps a stdlib handler, whose filters and formatter may change (see _deliver)
+        self._wraps_handler = isinstance(sink, HandlerSink)
         #: the sink formats with a format() of its own, which may change the records
         self._own_format = overridden(type(sink), "format", Sink.format)
         self.name = name
@@ -110,7 +112,7 @@ class Lane:
 
     def start(self) -> None:
         """Start the worker on the running loop."""
-        if isinstance(self.sink, HandlerSink):
+        if self._wraps_handler:
             self.sink._check_context()
         self._has_items = asyncio.Event()
         self._has_room = asyncio.Event()
@@ -271,6 +273,10 @@ class Lane:
 
     async def _deliver(self, batch: list[Item]) -> None:
         sink = self.sink
+        if self._wraps_handler:
+            # the wrapped handler may have got a filter or formatter since: records
+            # logged from now on carry the caller's context for it
+            sink._check_context()
         formatter = sink.formatter
         if (
             sink.filters

@@ -414,3 +414,25 @@ async def test_a_formatter_sees_the_callers_context_while_a_wrapped_handler_hold
         request_id.set("req-7")
         log.info("held")
     assert reading.lines == ["req-7 held"]
+
+
+async def test_a_filter_given_to_a_wrapped_handler_after_the_start_sees_the_context_later(
+    tmp_path: Path,
+) -> None:
+    # the dispatcher runs when the filter comes: from its next batch on, records
+    # carry the caller's context for it
+    handler = logging.FileHandler(tmp_path / "late.log")
+    handler.setFormatter(logging.Formatter(FMT))
+    log = fresh_logger("t.context.wrapped_after_start")
+    try:
+        async with als.install(handler, logger=log) as dispatcher:
+            await dispatcher.flush(timeout=10)  # running, its lane started
+            handler.addFilter(RequestIdFilter())
+            log.info("the batch that sees it")  # logged without the context
+            await dispatcher.flush(timeout=10)
+            await serve(log)
+    finally:
+        handler.close()
+    lines = file_lines(tmp_path / "late.log")
+    assert lines[0] == "- the batch that sees it"
+    check(lines[1:])
