@@ -38,8 +38,8 @@ class HandlerSink(Sink):
         """Make records carry the caller's context if the wrapped handler has filters
         or a formatter of its own class: they may read the caller's contextvars, as
         they would on the logger, and the handler runs in that context. Checked when
-        wrapped and again as the sink's lane starts (the handler may have got them
-        in between, by attribute too)."""
+        wrapped, as the sink's lane starts and before each of its batches (the
+        handler may get them at any time, by attribute too)."""
         formatter = self.handler.formatter
         if self.handler.filters or (
             formatter is not None and type(formatter) is not logging.Formatter

@@ -51,11 +51,14 @@ class LoopBinding(Pump):
         a ``DispatcherQueueHandler``, where the logging cookbook calls
         ``listener.start()``), it does nothing, with or without a running loop.
         """
+        if self._starting is not None and self.state is not DispatcherState.CLOSED:
+            # dictConfig's, started (or starting) on the background loop: it stays there
+            # whatever the timing (moved onto a loop here, it was orphaned when that
+            # loop ended), as QueueListener.start() on a started listener
+            return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
-            if self._starting is not None and self.state is not DispatcherState.CLOSED:
-                return  # started on the background loop already, as QueueListener.start()
             if self.state is not DispatcherState.NEW:
                 self._check_startable()  # the reason it cannot start: it is not new
             raise DispatcherStateError(
@@ -65,11 +68,6 @@ class LoopBinding(Pump):
         with self._lock:  # the background loop may be starting it right now
             if self.state is DispatcherState.RUNNING and self._auto:
                 self._auto = False
-                return
-            if self._starting is not None and self.state is not DispatcherState.CLOSED:
-                # dictConfig's, started (or starting) on the background loop: it stays
-                # there whatever the timing (moved onto this loop, it was orphaned when
-                # this loop ended)
                 return
             self._check_startable()
             self._start_on(loop)

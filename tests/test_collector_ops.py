@@ -233,6 +233,17 @@ async def test_unusable_paths_and_addresses_exit_2_with_one_line(
     assert text.count("\n") == 1 and message in text and "Traceback" not in text, text
 
 
+async def receive_with_config(collector: Collector) -> tuple[int | None, str]:
+    """Run ``python -m aiologsinks receive --config`` on ``collector``'s file until it
+    exits (bounded): its return code and stderr."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aiologsinks", "receive", "--config", str(collector.path),
+        stderr=asyncio.subprocess.PIPE, env={"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(proc.communicate(), 30)
+    return proc.returncode, err.decode()
+
+
 @pytest.mark.parametrize(
     ("key", "value", "message"),
     [
@@ -250,13 +261,9 @@ async def test_bad_config_key_is_named(
 ) -> None:
     config = rotating_config(tmp_path, **{key: value})
     collector = Collector(config, tmp_path)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiologsinks", "receive", "--config", str(collector.path),
-        stderr=asyncio.subprocess.PIPE, env={"PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    assert proc.returncode == 2
-    assert err.decode().strip() == (
+    returncode, err = await receive_with_config(collector)
+    assert returncode == 2
+    assert err.strip() == (
         f"aiologsinks receive: error: {collector.path}: collector.{key}: {message}"
     )
 
@@ -281,13 +288,8 @@ async def test_a_mistake_in_the_sink_configuration_names_the_file(
     config = rotating_config(tmp_path)
     config.update(extra)
     collector = Collector(config, tmp_path)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "aiologsinks", "receive", "--config", str(collector.path),
-        stderr=asyncio.subprocess.PIPE, env={"PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    _, err = await asyncio.wait_for(proc.communicate(), 30)
-    text = err.decode()
-    assert proc.returncode == 2, text
+    returncode, text = await receive_with_config(collector)
+    assert returncode == 2, text
     assert text.startswith(f"aiologsinks receive: error: {collector.path}: {message}"), text
     assert text.count("\n") == 1, text
 

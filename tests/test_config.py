@@ -384,6 +384,17 @@ def test_dictconfig_factory_outside_a_loop_waits_for_start(tmp_path: Path) -> No
     assert log.read_text().splitlines() == ["queued before the loop", "after start"]
 
 
+def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` (indented source) in a fresh interpreter, bounded."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 #: dictConfig at import time, no loop anywhere, with a sink whose aopen() takes
 #: logging's module lock (a new logger, a new handler), on the background loop, while
 #: dictConfig holds that lock in the main thread and calls the factory
@@ -421,13 +432,7 @@ def test_dictconfig_outside_a_loop_does_not_wait_for_the_start_holding_loggings_
     # waiting for the start there deadlocked with the sink's aopen() until a 10 s bound
     # made dictConfig fail: "Unable to configure handler 'als'", nothing set up
     target = tmp_path / "lock.log"
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(LOCK_TAKING_SINK_SCRIPT), str(target)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_script(LOCK_TAKING_SINK_SCRIPT, str(target))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout == "configured\n"
     assert result.stderr == ""
@@ -465,18 +470,7 @@ def test_dictconfig_does_not_wait_for_the_background_thread_holding_loggings_loc
     # the background loop's start waited for the new thread's loop to run: that
     # thread waited for logging's lock, dictConfig's thread for the loop, for ever
     target = tmp_path / "thread.log"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(THREAD_TAKING_LOCK_SCRIPT),
-            str(target),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = run_script(THREAD_TAKING_LOCK_SCRIPT, str(target))
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert result.stdout == "configured\n"
     assert target.read_text() == "delivered at exit\n"
@@ -911,13 +905,7 @@ print("logged")
 
 def test_the_logging_cookbooks_queue_listener_recipe_works(tmp_path: Path) -> None:
     target = tmp_path / "cookbook.log"
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(COOKBOOK_SCRIPT), str(target)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_script(COOKBOOK_SCRIPT, str(target))
     assert (result.returncode, result.stderr) == (0, ""), result.stderr
     assert result.stdout == "logged\n"
     assert target.read_text().splitlines() == [f"record {i}" for i in range(50)]
@@ -1009,13 +997,7 @@ os.waitpid(pid, 0)
 
 
 def test_a_child_forked_while_the_start_is_pending_does_not_wait_for_it(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FORK_PENDING_SCRIPT), str(tmp_path / "f.log")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_script(FORK_PENDING_SCRIPT, str(tmp_path / "f.log"))
     assert result.returncode == 0, result.stderr
     assert result.stdout == "child: DispatcherStateError\n"  # not started here: said at once
     assert (tmp_path / "f.log").read_text().splitlines()[0] == "parent"

@@ -463,24 +463,27 @@ class HTTPSink(OutboxSinkMixin, Sink):
     def _json_mapped(self, items: Sequence[Item]) -> bytes:
         """Encode ``items`` through :meth:`mapLogRecord`; a record that fails goes to
         handleError alone."""
-        mapped = []
+        mapped: list[tuple[Item, Mapping[str, Any]]] = []
         own = self._own_mapping()
         for item in items:
-            record = as_record(item)
             try:
-                mapped.append((record, self.mapLogRecord(record) if own else _sent_dict(item)))
+                # by default a frozen record is mapped without building a LogRecord
+                # (report_error builds one for a record that fails)
+                mapped.append(
+                    (item, self.mapLogRecord(as_record(item)) if own else _sent_dict(item))
+                )
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                self.report_error(record)
+                self.report_error(item)
         try:
             return _wire.json_items(mapping for _, mapping in mapped)
         except Exception:  # noqa: BLE001, S110 - a bad record: encode the piece one by one
             pass
         good = []
-        for record, mapping in mapped:
+        for item, mapping in mapped:
             try:
                 good.append(_wire.json_items((mapping,)))
             except Exception:  # noqa: BLE001 - per-record boundary: the batch goes on
-                self.report_error(record)
+                self.report_error(item)
         return b",".join(good)
 
     async def _request(
