@@ -15,6 +15,8 @@ The API (stable; other modules build on exactly this):
 * :func:`submit` — schedule a coroutine on it; returns a ``concurrent.futures.Future``.
 * :func:`on_exit` — register a callable run at interpreter exit (before the loop
   stops); :func:`shutdown` runs those hooks and stops the loop (tests, ``fork``).
+* :func:`run_here` — run a coroutine to its end on a loop of the calling thread: at
+  exit, where the background loop's thread cannot start.
 * :func:`is_pipeline_thread` / :func:`mark_pipeline_thread` — whether the current
   thread belongs to the pipeline (the background loop, a sink's worker thread, the
   fallback writer). A record logged from such a thread must never wait for room in a
@@ -43,8 +45,10 @@ __all__ = [
     "mark_pipeline_thread",
     "on_exit",
     "run",
+    "run_here",
     "shutdown",
     "submit",
+    "threads_can_start",
 ]
 
 T = TypeVar("T")
@@ -85,7 +89,7 @@ def get_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is not None and not _loop.is_closed():
             return _loop
-        loop = asyncio.new_event_loop()
+        loop = _new_loop()
         thread = threading.Thread(
             target=_serve, args=(loop,), name=f"{THREAD_PREFIX}loop", daemon=True
         )
@@ -96,6 +100,77 @@ def get_loop() -> asyncio.AbstractEventLoop:
         # collection there running a handler's weakref callback): waiting deadlocked.
         _loop, _thread = loop, thread
         return loop
+
+
+class ExitSafeExecutor(concurrent.futures.ThreadPoolExecutor):
+    """The default executor of the loops this module makes: a thread pool that runs a
+    call in the submitting thread, blocking it, when no worker thread can take it.
+
+    That happens only as the interpreter exits: Python 3.12.0-3.12.2 start no thread
+    once exit has begun, and ``concurrent.futures`` takes no job after its own exit
+    hook. The loop then resolves a host name (``getaddrinfo``) or compresses a body
+    here, slowly but delivered, where the stock pool raised and every record queued
+    for the destination went to the fallback.
+    """
+
+    def submit(
+        self, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> concurrent.futures.Future[T]:
+        """``fn(*args, **kwargs)`` on a worker thread, or here when none can run it."""
+        done: concurrent.futures.Future[T] = concurrent.futures.Future()
+        claim = threading.Lock()
+
+        def once() -> None:
+            # a worker may still pick the job up after a failed thread start queued it
+            # (another worker was busy): whoever claims it first runs it
+            if not claim.acquire(blocking=False) or not done.set_running_or_notify_cancel():
+                return
+            try:
+                done.set_result(fn(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 - the awaiting caller gets it
+                done.set_exception(exc)
+
+        try:
+            super().submit(once)
+        except RuntimeError as exc:
+            if "shutdown" not in str(exc):
+                raise
+            once()
+        return done
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    loop.set_default_executor(ExitSafeExecutor(thread_name_prefix=f"{THREAD_PREFIX}executor"))
+    return loop
+
+
+def run_here(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to its end on a new event loop of the calling thread, then close it.
+
+    For the interpreter's exit where the background loop's thread cannot start (Python
+    3.12.0-3.12.2): what a pipeline still holds is delivered by the exiting thread
+    itself, its thread-pool calls made inline (see :class:`ExitSafeExecutor`).
+    """
+    loop = _new_loop()
+    try:
+        return loop.run_until_complete(coro)
+    finally:
+        with contextlib.suppress(Exception):  # best effort: the process is ending
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        loop.close()
+
+
+def threads_can_start() -> bool:
+    """Whether this process can start a thread now (not during Python 3.12.0-3.12.2's
+    interpreter exit): tried with one that ends at once."""
+    try:
+        probe = threading.Thread(target=int, name=f"{THREAD_PREFIX}probe")
+        probe.start()
+    except RuntimeError:
+        return False
+    probe.join()
+    return True
 
 
 def loop_thread_id() -> int | None:

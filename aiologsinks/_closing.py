@@ -69,6 +69,15 @@ class Closing(LoopBinding):
             future.result(bound)
         return self.stats()
 
+    def _close_never_started(self, can_start: bool) -> None:
+        """Close a dispatcher that never started, at interpreter exit: on the
+        background loop, or, where its thread cannot start (Python 3.12.0-3.12.2) and
+        it does not run already, on a loop of this exiting thread."""
+        if can_start or _background.loop_thread_id() is not None:
+            self.close(_EXIT_TIMEOUT)
+        else:
+            _background.run_here(self.aclose(_EXIT_TIMEOUT))
+
     def stop(self) -> None:
         """``QueueListener.stop()`` for code that runs no event loop: :meth:`close`.
 
@@ -319,16 +328,12 @@ def _pump_gone(task: asyncio.Task[None] | None) -> bool:
 def _close_at_exit() -> None:
     """Deliver what dispatchers still hold when the interpreter exits: those never
     started (no loop ever ran), those on the background loop; count the rest."""
-    can_start = _threads_can_start()
+    can_start = _background.threads_can_start()
     for dispatcher in list(live):
         try:
             state = dispatcher.state
             if state is DispatcherState.NEW and dispatcher._queue.depth:
-                if can_start:
-                    dispatcher.close(_EXIT_TIMEOUT)
-                else:
-                    # Python 3.12 starts no thread at exit, and sinks need theirs
-                    dispatcher._orphan("no thread can start at interpreter exit")
+                dispatcher._close_never_started(can_start)
             elif state is not DispatcherState.CLOSED:
                 loop = dispatcher._loop
                 if loop is not None and loop.is_running() and not loop.is_closed():
@@ -339,16 +344,6 @@ def _close_at_exit() -> None:
                 dispatcher._check_orphaned()
         except Exception:  # noqa: BLE001, S112 - exit boundary: every other dispatcher too
             continue
-
-
-def _threads_can_start() -> bool:
-    try:
-        probe = threading.Thread(target=int, name=f"{_background.THREAD_PREFIX}probe")
-        probe.start()
-    except RuntimeError:
-        return False
-    probe.join()
-    return True
 
 
 def _after_fork_in_child() -> None:

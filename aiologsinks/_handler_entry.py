@@ -107,9 +107,9 @@ class HandlerPipeline:
                 self._submit_start()
         except RuntimeError:
             # no thread can start (Python 3.12.0-3.12.2 at interpreter exit, a first
-            # record from an atexit callback): its records go to the fallback, counted,
-            # after one notice, instead of a traceback per record
-            self.dispatcher._orphan("no thread can start at interpreter exit")
+            # record from an atexit callback): its records wait in the queue for the
+            # exit hook's close, which delivers them on the exiting thread
+            pass
         _background.on_exit(self.close)
 
     def _submit_start(self) -> None:
@@ -159,6 +159,15 @@ class HandlerPipeline:
             return  # orphaned (see __init__): its records went to the fallback as they came
         if _on_loop_thread():
             _background.submit(self.dispatcher.aclose(SYNC_TIMEOUT))
+            return
+        if (
+            self.dispatcher.state is DispatcherState.NEW
+            and _background.loop_thread_id() is None
+            and not _background.threads_can_start()
+        ):
+            # its start could not begin (no thread at interpreter exit): the exit hook
+            # that calls this delivers the queued records on the exiting thread
+            _background.run_here(self.dispatcher.aclose(SYNC_TIMEOUT))
             return
         _background.run(self.dispatcher.aclose(SYNC_TIMEOUT), SYNC_TIMEOUT + 2.0)
 

@@ -147,3 +147,27 @@ def test_an_application_loop_never_waits_for_room_in_a_background_dispatcher() -
     # what got past: twice the queue, a lane, the batch the sink holds (not all 200)
     assert share.received <= 5 + 2 * 20 + 20 + 10
     assert share.lost == 0
+
+
+def test_the_exit_safe_executor_runs_a_call_here_when_no_worker_can_take_it() -> None:
+    """As the interpreter exits the pool takes no job (and Python 3.12.0-3.12.2 start
+    no thread): a call then runs in the submitting thread, its outcome in the future,
+    where the stock pool raised and the lookup or compression it carried was lost."""
+    executor = _background.ExitSafeExecutor(thread_name_prefix="test-exit-safe")
+    assert executor.submit(threading.get_ident).result(5) != threading.get_ident()
+    executor.shutdown()  # what the pool says at exit too: no new futures after shutdown
+    assert executor.submit(threading.get_ident).result(0) == threading.get_ident()
+    failed = executor.submit(int, "not a number")
+    assert isinstance(failed.exception(0), ValueError)
+
+
+def test_the_background_loop_runs_its_executor_calls_on_the_exit_safe_pool() -> None:
+    name = _background.run(_executor_thread_name(), timeout=5)
+    assert name.startswith("aiologsinks-executor")
+
+
+async def _executor_thread_name() -> str:
+    def name() -> str:
+        return threading.current_thread().name
+
+    return await asyncio.get_running_loop().run_in_executor(None, name)

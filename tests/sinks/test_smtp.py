@@ -6,6 +6,8 @@ import asyncio
 import logging
 import logging.handlers
 import ssl
+import sys
+import textwrap
 from typing import Any
 
 import pytest
@@ -473,3 +475,35 @@ async def test_a_digests_count_is_of_the_records_in_its_body() -> None:
         (mail,) = await peer.wait_for(1)
     assert mail.body.splitlines() == ["error 0", "error 2"]
     assert mail.message["Subject"] == "Storm (2 records)"
+
+
+EXITING_SCRIPT = """
+import logging, sys
+import aiologsinks as als
+
+log = logging.getLogger("exiting")
+log.propagate = False
+mailhost = ("localhost", int(sys.argv[1]))
+log.addHandler(als.SMTPSink(mailhost, "app@example.com", "ops@example.com", "Exit"))
+for i in range(3):
+    log.error("exiting %d", i)
+"""
+
+
+async def test_a_script_that_exits_at_once_mails_what_it_logged() -> None:
+    """Mailed at exit, by the exit hook's close, to a host name: on Python
+    3.12.0-3.12.2 its lookup needed a thread no one could start then, and every mail
+    went to the fallback instead."""
+    async with smtp_peer() as peer:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            textwrap.dedent(EXITING_SCRIPT),
+            str(peer.port),
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, stderr = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, stderr.decode()
+        assert stderr == b""
+        mails = await peer.wait_for(3)
+    assert sorted(mail.body for mail in mails) == [f"exiting {i}\n" for i in range(3)]

@@ -638,3 +638,64 @@ def test_a_script_that_exits_at_once_delivers_over_udp_to_a_literal_address() ->
         assert "Traceback" not in proc.stderr
         got = sorted(peer.recv(2048).decode() for _ in range(20))
     assert got == sorted(f"<12>exiting {i}\x00" for i in range(20))
+
+
+HOSTNAME_AT_EXIT_SCRIPT = """
+import logging, socket, sys
+import aiologsinks as als
+
+socktype = socket.SOCK_STREAM if sys.argv[2] == "tcp" else socket.SOCK_DGRAM
+sink = als.SysLogSink(("localhost", int(sys.argv[1])), socktype=socktype)
+log = logging.getLogger("exiting")
+log.propagate = False
+# as a plain handler, or behind a dispatcher the first record starts on the
+# background loop: either way the records are still queued when the script ends
+log.addHandler(sink if sys.argv[3] == "handler" else als.Dispatcher(sink).handler)
+for i in range(20):
+    log.warning("exiting %d", i)
+"""
+
+
+@pytest.mark.parametrize("how", ["handler", "dispatcher"])
+@pytest.mark.parametrize("transport", ["tcp", "udp"])
+def test_a_script_that_exits_at_once_delivers_to_a_host_name(transport: str, how: str) -> None:
+    """Connecting to a host name looks it up on a worker thread, which Python
+    3.12.0-3.12.2 cannot start once exit has begun: every record went to the fallback,
+    and over TCP the exit waited out the 30 s of reconnect attempts first. The lookup
+    now runs on the exiting thread."""
+    family = socket.getaddrinfo("localhost", 0, type=socket.SOCK_STREAM)[0][0]
+    kind = socket.SOCK_STREAM if transport == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(family, kind) as peer:
+        peer.bind(("localhost", 0))
+        peer.settimeout(30)
+        if transport == "tcp":
+            peer.listen()
+        port = peer.getsockname()[1]
+        script = textwrap.dedent(HOSTNAME_AT_EXIT_SCRIPT)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script, str(port), transport, how],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            if transport == "tcp":
+                conn, _ = peer.accept()
+                with conn:
+                    conn.settimeout(30)
+                    data = b"".join(iter(lambda: conn.recv(65536), b""))
+                frames = []
+                while data:  # octet counting: "<length> <message>"
+                    size, data = data.split(b" ", 1)
+                    frames.append(data[: int(size)])
+                    data = data[int(size) :]
+            else:
+                frames = [peer.recv(2048) for _ in range(20)]
+            _, stderr = proc.communicate(timeout=60)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, stderr
+    assert stderr == ""
+    # over UDP with the stdlib's trailing NUL; TCP frames count octets instead
+    nul = "\x00" if transport == "udp" else ""
+    assert [f.decode() for f in frames] == [f"<12>exiting {i}{nul}" for i in range(20)]
