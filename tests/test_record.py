@@ -244,6 +244,44 @@ async def test_uvicorns_access_formatter_writes_what_it_writes_on_a_file_handler
     assert (tmp_path / "sink.log").read_text() == expected
 
 
+async def test_uvicorns_coloured_startup_lines_are_written_as_on_a_file_handler(
+    tmp_path: Path,
+) -> None:
+    """uvicorn's DefaultFormatter with colours swaps ``msg`` for the record's
+    ``color_message`` (an ``extra=``) and merges the arguments into that: both must
+    reach it as the caller gave them."""
+    from uvicorn.logging import DefaultFormatter
+
+    def log_all(log: logging.Logger) -> None:
+        started = "Started server process [\x1b[36m%d\x1b[0m]"
+        log.info("Started server process [%d]", 123, extra={"color_message": started})
+        running = "Uvicorn running on \x1b[1m%s://%s:%d\x1b[0m (Press CTRL+C to quit)"
+        log.info(
+            "Uvicorn running on %s://%s:%d (Press CTRL+C to quit)",
+            "http",
+            "127.0.0.1",
+            8000,
+            extra={"color_message": running},
+        )
+        log.warning("no colour message %s", "here")
+
+    stdlib = logging.FileHandler(tmp_path / "stdlib.log")
+    stdlib.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=True))
+    log = fresh_logger("t.record.uvicorn.colours.stdlib")
+    log.addHandler(stdlib)
+    log_all(log)
+    stdlib.close()
+    sink = als.FileSink(tmp_path / "sink.log")
+    sink.setFormatter(DefaultFormatter("%(levelprefix)s %(message)s", use_colors=True))
+    log = fresh_logger("t.record.uvicorn.colours.sink")
+    async with als.install(sink, logger=log) as dispatcher:
+        log_all(log)
+    assert dispatcher.stats().sinks["FileSink#0"].errors == 0
+    expected = (tmp_path / "stdlib.log").read_text()
+    assert "[\x1b[36m123\x1b[0m]" in expected and expected.count("\n") == 3
+    assert (tmp_path / "sink.log").read_text() == expected
+
+
 class EventDictFormatter(logging.Formatter):
     """As structlog's ProcessorFormatter reads a record that structlog made: ``msg``
     is the event dict."""
