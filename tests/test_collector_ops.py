@@ -337,3 +337,13 @@ def test_the_stop_summary_counts_what_never_left_the_queue() -> None:
                             undelivered=7)  # fmt: skip
     assert _sink_summary(stats) == "out 10 written/10 lost, queue 12 lost"
     assert stats.lost == 22
+
+
+def test_the_summary_counts_as_written_only_what_a_network_target_took() -> None:
+    # a network sink emits into its outage buffer: 500 records emitted to a target that
+    # never came up were reported "500 written/500 lost"
+    sink = SinkStats("down", received=500, emitted=500, filtered=0, dropped=0, errors=500,
+                     depth=0, undelivered=0, delivered=0)  # fmt: skip
+    stats = DispatcherStats(queued=0, dropped=0, after_close=0, sinks={"down": sink},
+                            undelivered=0)  # fmt: skip
+    assert _sink_summary(stats) == "down 0 written/500 lost"

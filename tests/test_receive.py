@@ -216,6 +216,29 @@ async def test_http_handler_args_that_are_not_literals_stay_in_the_message(
     ]
 
 
+async def test_http_handler_messages_of_none_and_of_floats_that_are_not_finite(
+    receiver: Receiver,
+) -> None:
+    # a form sends every value as str(): a message that is None (or the text "None")
+    # was written empty, and str() of nan or inf is a name, not a literal
+    handler = ClosingHTTPHandler(f"127.0.0.1:{receiver.ports['http']}", "/log", "POST")
+    sent = [
+        logging.LogRecord("web", logging.INFO, __file__, 1, msg, args, None)
+        for msg, args in [
+            (None, None),
+            ("None", None),
+            ("%s", (None,)),
+            ("%s", (float("nan"),)),
+            ("%s %s", (float("inf"), float("-inf"))),
+        ]
+    ]
+    await asyncio.to_thread(drive, handler, sent)
+    await wait_count(receiver, "http", len(sent))
+    rebuilt = [rebuild(f).getMessage() for c, f in receiver.got]  # type: ignore[attr-defined]
+    assert rebuilt == [record.getMessage() for record in sent]
+    assert rebuilt == ["None", "None", "None", "nan", "inf -inf"]
+
+
 # -- hostile and broken input ------------------------------------------------------------
 
 

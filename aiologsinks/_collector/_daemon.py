@@ -382,7 +382,9 @@ def _sink_summary(stats: Any) -> str:
     parts = []
     for name, s in stats.sinks.items():
         lost = s.dropped + s.errors + s.undelivered
-        parts.append(f"{name} {s.emitted} written/{lost} lost")
+        # delivered, not emitted: a network sink emits into its outage buffer, and a
+        # record given up there is counted lost as well
+        parts.append(f"{name} {s.delivered} written/{lost} lost")
     # and what never reached a sink: dropped from the full queue, or still in it when
     # the drain gave up (both went to the fallback, and count as lost here too)
     queue_lost = stats.dropped + stats.after_close + stats.undelivered

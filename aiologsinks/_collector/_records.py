@@ -157,9 +157,24 @@ def _literal_args(text: str) -> Any:
     if len(text) > 65536:
         return _NOT_LITERAL
     try:
-        return ast.literal_eval(text)
+        try:
+            return ast.literal_eval(text)
+        except ValueError:
+            # str() of a float that is not finite is a name (nan, inf), not a literal
+            tree = _FloatNames().visit(ast.parse(text, mode="eval"))
+            return ast.literal_eval(tree)
     except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return _NOT_LITERAL
+
+
+class _FloatNames(ast.NodeTransformer):
+    """``nan`` and ``inf`` (as ``str(float)`` writes them) made the floats they name;
+    any other name stays, and the text is no literal."""
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if node.id in ("nan", "inf"):
+            return ast.copy_location(ast.Constant(float(node.id)), node)
+        return node
 
 
 #: what :func:`_literal_args` returns for args whose text is not a Python literal
@@ -299,9 +314,11 @@ def _as_sent(d: dict[str, Any]) -> bool:
 def _convert(d: dict[str, Any], now: float) -> None:
     """Give every standard field of ``d`` the type formatters expect and make its
     text safe (see :func:`rebuild`)."""
-    msg = d.get("msg")
+    # none at all: makeLogRecord's empty message; None: getMessage() at the source,
+    # str(msg) ("None", as a form sends it)
+    msg = d.get("msg", "")
     if type(msg) is not str:
-        msg = "" if msg is None else str(msg)
+        msg = str(msg)
     args = d.get("args")
     if type(args) is str:
         text, args = args, _literal_args(args)
