@@ -13,6 +13,8 @@ The API (stable; other modules build on exactly this):
 * :func:`get_loop` — the background loop, starting its thread on first use.
 * :func:`run` — run a coroutine on it from synchronous code and wait, with a timeout.
 * :func:`submit` — schedule a coroutine on it; returns a ``concurrent.futures.Future``.
+* :func:`call_soon` — schedule a callback on it, also while the loop is being made
+  (by a record that making it logged).
 * :func:`on_exit` — register a callable run at interpreter exit (before the loop
   stops); :func:`shutdown` runs those hooks and stops the loop (tests, ``fork``).
 * :func:`run_here` — run a coroutine to its end on a loop of the calling thread: at
@@ -39,6 +41,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 __all__ = [
+    "call_soon",
     "get_loop",
     "is_pipeline_thread",
     "loop_thread_id",
@@ -57,8 +60,11 @@ T = TypeVar("T")
 #: the background loop, the fallback writer), so it is recognised without a registry
 THREAD_PREFIX = "aiologsinks-"
 
-_lock = threading.Lock()
+# re-entrant: making the loop may log, and a record may need the loop (see get_loop)
+_lock = threading.RLock()
 _loop: asyncio.AbstractEventLoop | None = None
+#: callbacks scheduled while this module's lock-holder was making the loop
+_deferred: list[Callable[[], object]] = []
 _thread: threading.Thread | None = None
 _hooks: list[Callable[[], None]] = []
 _local = threading.local()
@@ -81,6 +87,9 @@ def get_loop() -> asyncio.AbstractEventLoop:
     """Return the background event loop, starting its daemon thread on first use.
 
     Safe from any thread. The loop runs until :func:`shutdown` (or the process ends).
+    Raises ``RuntimeError`` when no thread can start (Python 3.12.0-3.12.2 at
+    interpreter exit), or when called again on the thread that is making the loop (a
+    record logged meanwhile: :func:`call_soon` waits for the loop instead).
     """
     global _loop, _thread
     loop = _loop
@@ -89,17 +98,49 @@ def get_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is not None and not _loop.is_closed():
             return _loop
-        loop = _new_loop()
-        thread = threading.Thread(
-            target=_serve, args=(loop,), name=f"{THREAD_PREFIX}loop", daemon=True
-        )
-        thread.start()
+        if getattr(_local, "making", False):
+            raise RuntimeError("aiologsinks: the background loop is being started here")
+        # Making the loop may log (asyncio's "Using selector" at DEBUG), and a sink on
+        # that logger may need this loop for its first record: such a re-entry finds
+        # the flag set, and what it schedules waits in _deferred (a second loop, or
+        # waiting on this lock, hung the process)
+        _local.making = True
+        try:
+            loop = _new_loop()
+            thread = threading.Thread(
+                target=_serve, args=(loop,), name=f"{THREAD_PREFIX}loop", daemon=True
+            )
+            try:
+                thread.start()
+            except RuntimeError:
+                loop.close()
+                raise
+        finally:
+            _local.making = False
         # Not waiting for the loop to run: what is scheduled on it thread-safely before
         # then runs once it does, and a caller may hold logging's lock (dictConfig
         # starting a dispatcher) that the new thread's first steps can need too (a
         # collection there running a handler's weakref callback): waiting deadlocked.
         _loop, _thread = loop, thread
-        return loop
+        deferred = _deferred[:]
+        _deferred.clear()
+    for callback in deferred:
+        loop.call_soon_threadsafe(callback)
+    return loop
+
+
+def call_soon(callback: Callable[[], object]) -> None:
+    """Run ``callback()`` on the background loop, soon (from any thread).
+
+    Also while this thread is making the loop (a record logged by that): then it runs
+    once the loop exists. Raises ``RuntimeError`` when no thread can start (Python
+    3.12.0-3.12.2 at interpreter exit).
+    """
+    with _lock:
+        if getattr(_local, "making", False):
+            _deferred.append(callback)
+            return
+    get_loop().call_soon_threadsafe(callback)
 
 
 class ExitSafeExecutor(concurrent.futures.ThreadPoolExecutor):
@@ -303,8 +344,9 @@ def _after_fork_in_child() -> None:
     # the loop's thread does not exist in the child: forget it (closing it would touch
     # the parent's selector), and start afresh on the next get_loop()
     global _loop, _thread, _lock
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _loop, _thread = None, None
+    _deferred.clear()
 
 
 def _register_exit_hook() -> None:

@@ -220,10 +220,14 @@ class Dispatcher(Closing):
         background loop (which is started now, while threads can still start)."""
         self._auto_scheduled = True
         try:
-            loop = _background.get_loop()
-            loop.call_soon_threadsafe(loop.call_later, _AUTO_START_DELAY, self._auto_start)
+            # not get_loop(): this record may come from making that loop (asyncio
+            # logs as it makes one)
+            _background.call_soon(self._arm_auto_start)
         except RuntimeError:  # no new thread at interpreter exit: the exit hook settles it
             return
+
+    def _arm_auto_start(self) -> None:
+        asyncio.get_running_loop().call_later(_AUTO_START_DELAY, self._auto_start)
 
     def _auto_start(self) -> None:
         with self._lock:

@@ -96,15 +96,14 @@ class HandlerPipeline:
         self.dispatcher = Dispatcher(_Delivery(sink))
         self._closed = False
         self._close_lock = threading.Lock()
-        # start() must run on the loop; records submitted meanwhile wait in the queue
+
+    def start(self) -> None:
+        """Start the private dispatcher on the background loop, without waiting;
+        records submitted before wait in its queue."""
         try:
-            if _background.loop_thread_id() is None and _on_a_running_loop():
-                # starting the background loop waits for its thread: not on this loop
-                threading.Thread(
-                    target=self._submit_start, name="aiologsinks-handler-start", daemon=True
-                ).start()
-            else:
-                self._submit_start()
+            # not get_loop() and a coroutine: this may run while that loop is being
+            # made (a record asyncio logged making it); the callback waits for it
+            _background.call_soon(self._begin)
         except RuntimeError:
             # no thread can start (Python 3.12.0-3.12.2 at interpreter exit, a first
             # record from an atexit callback): its records wait in the queue for the
@@ -112,17 +111,14 @@ class HandlerPipeline:
             pass
         _background.on_exit(self.close)
 
-    def _submit_start(self) -> None:
-        # the loop first: where no thread can start, that raises before a coroutine
-        # exists that nothing would await
-        _background.get_loop()
-        _background.submit(self._start())
-
-    async def _start(self) -> None:
-        # also called by flush(): in a child forked before the parent's start ran,
-        # nothing else starts it (that start was the parent's background loop's)
+    def _begin(self) -> None:
         if self.dispatcher.state is DispatcherState.NEW:
             self.dispatcher.start()
+
+    async def _start(self) -> None:
+        # for flush(): in a child forked before the parent's start ran, nothing else
+        # starts it (that start was the parent's background loop's)
+        self._begin()
 
     def submit(self, item: Any) -> None:
         """Hand over a record (thread-safe; after close it goes to the fallback)."""

@@ -67,6 +67,9 @@ class SinkState(enum.Enum):
 class HandlerEntry(Protocol):
     """The private pipeline behind a sink's synchronous handler entry points."""
 
+    def start(self) -> None:
+        """Start delivering (records submitted before wait for it); never blocks."""
+
     def submit(self, item: Any) -> None:
         """Hand over a record that passed the sink's filters (never blocks a loop)."""
 
@@ -414,6 +417,9 @@ class Sink(_HandlerBase):  # type: ignore[misc]
                     if _entry_factory is None:  # pragma: no cover - set by the package
                         raise RuntimeError("aiologsinks: handler entry not installed")
                     entry = self._entry = _entry_factory(self)
+                    # started once it is in place: starting may log (asyncio, making
+                    # the background loop), and such a record must find this entry
+                    entry.start()
         return entry
 
     # -- the I/O surface ----------------------------------------------------------------

@@ -330,3 +330,40 @@ def test_records_a_close_at_exit_abandons_reach_the_fallback(tmp_path: Path) -> 
     assert [ln for ln in proc.stderr.splitlines() if ln.startswith("stuck")] == [
         f"stuck {i}" for i in range(3)
     ]
+
+
+DEBUG_ROOT_SCRIPT = """
+import asyncio, logging, sys
+import aiologsinks as als
+
+logging.basicConfig(
+    level=logging.DEBUG, handlers=[als.FileSink(sys.argv[1])], format="%(name)s %(message)s"
+)
+if sys.argv[2] == "no loop":
+    logging.info("hello")
+else:
+    async def main():
+        logging.info("hello")
+
+    asyncio.run(main())
+print("returned", flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["no loop", "in a loop"])
+def test_a_sink_on_a_debug_root_logger_starts_without_hanging(tmp_path: Path, where: str) -> None:
+    """Its first record starts the background loop, and making a loop makes asyncio log
+    at DEBUG, into the same sink, whose pipeline was not in place yet: a second one
+    waited for the loop the first was making, and the process hung."""
+    path = tmp_path / "debug.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(DEBUG_ROOT_SCRIPT), str(path), where],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "returned\n", "")
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines.count("root hello") == 1
+    others = [line for line in lines if line != "root hello"]
+    assert others and all(line.startswith("asyncio Using selector: ") for line in others)
