@@ -523,10 +523,15 @@ class Outbox(Generic[T]):
                     if rest:
                         self._lose(rest, Loss.UNSENT)
             finally:
-                # cancelled: the chunk in flight and the ones not tried are lost too
+                # cancelled (a close that gave up on the send): the chunk in flight and
+                # the ones not tried are lost too, and said so, as a close says it
                 rest = self._cut_short() + items[start:]
                 if rest:
                     self._lose(rest, Loss.UNSENT)
+                    self._say(
+                        f"{self.name}: {len(rest)} record(s) undelivered, their send cut"
+                        f" short ({self._last_error or 'no answer yet'})"
+                    )
 
     def _cut_short(self) -> list[T]:
         """Take the chunk in flight: what its send said reached the peer is counted

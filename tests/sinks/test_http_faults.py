@@ -347,6 +347,29 @@ async def test_aclose_with_a_timeout_while_a_request_hangs_returns_in_time_and_c
     assert share.delivered == 0 and share.errors + share.undelivered == n
 
 
+async def test_without_retry_a_close_that_gives_up_on_a_request_says_so() -> None:
+    # the request the close cut short was counted as an error and nothing said so: a
+    # script's last records vanished at exit without a word
+    log = fresh_logger("t.http.faults.cut_short")
+    async with scripted(never_answer) as server:
+        sink = Recording(server.netloc, "/log", "POST")  # no retry: sent once, or lost
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        try:
+            log.info("unanswered")
+            await asyncio.wait_for(server.arrived.wait(), 5)
+        finally:
+            log.removeHandler(dispatcher.handler)
+            stats = await asyncio.wait_for(dispatcher.aclose(timeout=0.5), 5)
+    assert_accounted(stats, logged=1)
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors) == (0, 1)
+    assert [m.split(">: ", 1)[1] for m in sink.notices if "undelivered" in m] == [
+        "1 record(s) undelivered, their send cut short (no answer yet)"
+    ]
+
+
 async def test_without_retry_an_outage_costs_one_timeout_per_back_off_step_not_per_record() -> None:
     # a server that takes the connection and never answers: each record waiting out
     # its own timeout made flush() take n timeouts (10 s each by default), while the
