@@ -9,6 +9,7 @@ delivered is, what cannot is counted and written to the fallback (see
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import threading
@@ -69,14 +70,33 @@ class Closing(LoopBinding):
             future.result(bound)
         return self.stats()
 
-    def _close_never_started(self, can_start: bool) -> None:
-        """Close a dispatcher that never started, at interpreter exit: on the
-        background loop, or, where its thread cannot start (Python 3.12.0-3.12.2) and
-        it does not run already, on a loop of this exiting thread."""
-        if can_start or _background.loop_thread_id() is not None:
-            self.close(_EXIT_TIMEOUT)
-        else:
-            _background.run_here(self.aclose(_EXIT_TIMEOUT))
+    def _begin_exit_close(self, can_start: bool) -> concurrent.futures.Future[Any] | None:
+        """At interpreter exit: begin closing this dispatcher, bounded by
+        ``_EXIT_TIMEOUT``; the close still running is returned, to be waited for
+        together with every other dispatcher's.
+
+        One that never started is started on the background loop, or, where that
+        loop's thread cannot start (Python 3.12.0-3.12.2), closed here on a loop of
+        this exiting thread; one whose loop no longer runs is settled, counted.
+        """
+        state = self.state
+        if state is DispatcherState.CLOSED:
+            self._check_orphaned()
+            return None
+        if state is DispatcherState.NEW and self._queue.depth:
+            if not can_start and _background.loop_thread_id() is None:
+                _background.run_here(self.aclose(_EXIT_TIMEOUT))
+                return None
+            self._start_in_background()
+        loop = self._loop
+        if loop is None or loop.is_closed() or not loop.is_running():
+            self._orphan(
+                "the interpreter exited before it started"
+                if self.state is DispatcherState.NEW
+                else "its event loop ended without aclose()"
+            )
+            return None
+        return asyncio.run_coroutine_threadsafe(self.aclose(_EXIT_TIMEOUT), loop)
 
     def stop(self) -> None:
         """``QueueListener.stop()`` for code that runs no event loop: :meth:`close`.
@@ -294,6 +314,7 @@ class Closing(LoopBinding):
             # it, and the child's first record schedules a start of its own.
             self._queue.clear()
             self._starting = None
+            self._by_dictconfig = False
             self._auto_scheduled = False
             self._wake_pending = False
             return
@@ -329,21 +350,17 @@ def _close_at_exit() -> None:
     """Deliver what dispatchers still hold when the interpreter exits: those never
     started (no loop ever ran), those on the background loop; count the rest."""
     can_start = _background.threads_can_start()
+    closing: list[concurrent.futures.Future[Any]] = []
     for dispatcher in list(live):
         try:
-            state = dispatcher.state
-            if state is DispatcherState.NEW and dispatcher._queue.depth:
-                dispatcher._close_never_started(can_start)
-            elif state is not DispatcherState.CLOSED:
-                loop = dispatcher._loop
-                if loop is not None and loop.is_running() and not loop.is_closed():
-                    dispatcher.close(_EXIT_TIMEOUT)
-                else:
-                    dispatcher._orphan("its event loop ended without aclose()")
-            else:
-                dispatcher._check_orphaned()
+            future = dispatcher._begin_exit_close(can_start)
         except Exception:  # noqa: BLE001, S112 - exit boundary: every other dispatcher too
             continue
+        if future is not None:
+            closing.append(future)
+    # all at once, each within its own bound: one after another, every destination
+    # that was down held the exit for its whole bound
+    concurrent.futures.wait(closing, timeout=_EXIT_TIMEOUT + 2.0)
 
 
 def _after_fork_in_child() -> None:

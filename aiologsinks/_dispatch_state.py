@@ -78,6 +78,7 @@ class DispatcherFields:
     _auto: bool
     _auto_scheduled: bool
     _starting: concurrent.futures.Future[None] | None
+    _by_dictconfig: bool
     _orphaned: str | None
     _pid: int
     # the fallback and its counts

@@ -197,6 +197,9 @@ class Dispatcher(Closing):
         #: a start submitted to the background loop and not waited for (dictConfig
         #: before any loop runs): flush() waits for it
         self._starting: concurrent.futures.Future[None] | None = None
+        #: made and started by dictConfig (a DispatcherQueueHandler's listener): a
+        #: later start() does nothing, as QueueListener.start() in the cookbook recipe
+        self._by_dictconfig = False
         #: why the dispatcher closed without aclose() ("the loop ended", "fork")
         self._orphaned: str | None = None
         self._pid = os.getpid()

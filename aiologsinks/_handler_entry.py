@@ -29,6 +29,7 @@ own ``emit_batch`` and its flush and close to the sink.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -100,16 +101,13 @@ class HandlerPipeline:
     def start(self) -> None:
         """Start the private dispatcher on the background loop, without waiting;
         records submitted before wait in its queue."""
-        try:
+        # no thread can start (RuntimeError: Python 3.12.0-3.12.2 at interpreter exit, a
+        # first record from an exit callback): its records wait in the queue for the
+        # close at exit, which delivers them on the exiting thread
+        with contextlib.suppress(RuntimeError):
             # not get_loop() and a coroutine: this may run while that loop is being
             # made (a record asyncio logged making it); the callback waits for it
             _background.call_soon(self._begin)
-        except RuntimeError:
-            # no thread can start (Python 3.12.0-3.12.2 at interpreter exit, a first
-            # record from an atexit callback): its records wait in the queue for the
-            # exit hook's close, which delivers them on the exiting thread
-            pass
-        _background.on_exit(self.close)
 
     def _begin(self) -> None:
         if self.dispatcher.state is DispatcherState.NEW:
@@ -130,9 +128,27 @@ class HandlerPipeline:
         Returns at once on the background loop's own thread (a sink logging from
         inside the pipeline must not wait for itself) and after close.
         """
-        if self._closed or _on_loop_thread() or self.dispatcher._orphaned is not None:
-            return  # orphaned: nothing to wait for (see _flush)
+        if self._closed or _on_loop_thread() or self._settled():
+            return  # orphaned or closed (at exit): nothing to wait for (see _flush)
+        if self._stranded():
+            return  # close() delivers, on this thread (logging.shutdown() calls it next)
         _background.run(self._flush(), SYNC_TIMEOUT)
+
+    def _settled(self) -> bool:
+        # orphaned, or closed by the exit hook that closes every dispatcher
+        return (
+            self.dispatcher._orphaned is not None or self.dispatcher.state is DispatcherState.CLOSED
+        )
+
+    def _stranded(self) -> bool:
+        # never started, and no background loop runs nor can any thread start
+        # (Python 3.12.0-3.12.2 once exit has begun: a first record from an atexit
+        # callback)
+        return (
+            self.dispatcher.state is DispatcherState.NEW
+            and _background.loop_thread_id() is None
+            and not _background.threads_can_start()
+        )
 
     async def _flush(self) -> None:
         await self._start()
@@ -151,18 +167,15 @@ class HandlerPipeline:
             if self._closed:
                 return
             self._closed = True
-        if self.dispatcher._orphaned is not None:
-            return  # orphaned (see __init__): its records went to the fallback as they came
+        if self._settled():
+            # orphaned (its records went to the fallback as they came), or closed by
+            # the exit hook: nothing left to deliver
+            return
         if _on_loop_thread():
             _background.submit(self.dispatcher.aclose(SYNC_TIMEOUT))
             return
-        if (
-            self.dispatcher.state is DispatcherState.NEW
-            and _background.loop_thread_id() is None
-            and not _background.threads_can_start()
-        ):
-            # its start could not begin (no thread at interpreter exit): the exit hook
-            # that calls this delivers the queued records on the exiting thread
+        if self._stranded():
+            # its start could not begin: the records are delivered on this thread
             _background.run_here(self.dispatcher.aclose(SYNC_TIMEOUT))
             return
         _background.run(self.dispatcher.aclose(SYNC_TIMEOUT), SYNC_TIMEOUT + 2.0)

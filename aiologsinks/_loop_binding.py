@@ -47,14 +47,15 @@ class LoopBinding(Pump):
         :class:`DispatcherStateError` if already started (a second ``start()``) or
         closed. A dispatcher the library started on its background loop (records
         logged while no loop ran) is adopted: it keeps running there. On a dispatcher
-        that ``dictConfig`` made and started on the background loop (the listener of
-        a ``DispatcherQueueHandler``, where the logging cookbook calls
+        that ``dictConfig`` made and started (the listener of a
+        ``DispatcherQueueHandler``, where the logging cookbook calls
         ``listener.start()``), it does nothing, with or without a running loop.
         """
-        if self._starting is not None and self.state is not DispatcherState.CLOSED:
-            # dictConfig's, started (or starting) on the background loop: it stays there
-            # whatever the timing (moved onto a loop here, it was orphaned when that
-            # loop ended), as QueueListener.start() on a started listener
+        if self._by_dictconfig and self.state is not DispatcherState.CLOSED:
+            # dictConfig's, started (or starting) on the running loop or the background
+            # one: it stays there whatever the timing (moved onto a loop here, it was
+            # orphaned when that loop ended), as QueueListener.start() on a started
+            # listener
             return
         try:
             loop = asyncio.get_running_loop()

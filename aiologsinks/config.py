@@ -772,8 +772,6 @@ async def install_config(
 
 #: dispatchers made for dictConfig, and whether each runs on the background loop
 _dictconfig_dispatchers: list[tuple[Dispatcher, bool]] = []
-#: the most a synchronous start or close on the background loop waits
-_SYNC_TIMEOUT = 10.0
 
 
 def _start_for_dictconfig(dispatcher: Dispatcher) -> None:
@@ -794,11 +792,13 @@ def _start_for_dictconfig(dispatcher: Dispatcher) -> None:
         started = _background.submit(dispatcher._start_here())
         dispatcher._starting = started
         started.add_done_callback(functools.partial(_report_start_failure, dispatcher))
-        _background.on_exit(functools.partial(_close_on_background, dispatcher))
+        # closed at exit by the hook that closes every dispatcher, all at once
         _dictconfig_dispatchers.append((dispatcher, True))
     else:
         dispatcher.start()
         _dictconfig_dispatchers.append((dispatcher, False))
+    # started here: a later start() (the cookbook's listener.start()) does nothing
+    dispatcher._by_dictconfig = True
 
 
 def _report_start_failure(dispatcher: Dispatcher, started: concurrent.futures.Future[None]) -> None:
@@ -811,10 +811,6 @@ def _report_start_failure(dispatcher: Dispatcher, started: concurrent.futures.Fu
                 f"aiologsinks: {dispatcher!r} (made for dictConfig) did not start on the "
                 f"background loop: {started.exception()!r}\n"
             )
-
-
-def _close_on_background(dispatcher: Dispatcher) -> None:
-    _background.run(dispatcher.aclose(_SYNC_TIMEOUT), _SYNC_TIMEOUT + 2.0)
 
 
 class _ConfiguredShim(QueueHandler):

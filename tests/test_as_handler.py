@@ -6,10 +6,12 @@ import asyncio
 import logging
 import logging.config
 import logging.handlers
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -367,3 +369,69 @@ def test_a_sink_on_a_debug_root_logger_starts_without_hanging(tmp_path: Path, wh
     assert lines.count("root hello") == 1
     others = [line for line in lines if line != "root hello"]
     assert others and all(line.startswith("asyncio Using selector: ") for line in others)
+
+
+ATEXIT_FIRST_RECORD_SCRIPT = """
+import atexit, logging, sys
+import aiologsinks as als
+
+log = logging.getLogger("app")
+log.propagate = False
+log.setLevel(logging.INFO)
+log.addHandler(als.FileSink(sys.argv[1]))
+# the sink's first records come from an atexit callback: after the package's exit
+# hooks, before logging.shutdown() flushes and closes the handlers
+atexit.register(lambda: [log.info("from atexit %d", i) for i in range(5)])
+"""
+
+
+def test_a_first_record_from_an_atexit_callback_is_written(tmp_path: Path) -> None:
+    """On Python 3.12.0-3.12.2 no thread can start then: logging.shutdown()'s flush
+    raised, which ended the shutdown before the sink's close, and the records were
+    neither written nor counted. Now the close delivers them on the exiting thread."""
+    path = tmp_path / "atexit.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(ATEXIT_FIRST_RECORD_SCRIPT), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert path.read_text(encoding="utf-8").splitlines() == [f"from atexit {i}" for i in range(5)]
+
+
+UNANSWERED_AT_EXIT_SCRIPT = """
+import logging, sys
+import aiologsinks as als
+
+log = logging.getLogger("app")
+log.propagate = False
+for i in range(3):  # the peer takes the requests and never answers
+    log.addHandler(als.HTTPSink("127.0.0.1:" + sys.argv[1], "/log", method="POST"))
+log.warning("unanswered")
+"""
+
+
+def test_the_exit_closes_unanswered_handler_sinks_together() -> None:
+    """Each sink used as a handler was closed at exit one after another, each within
+    its own 10 s: three destinations that never answer held the exit for 30 s. They
+    close together now, within the exit's 5 s bound, each record counted."""
+    with socket.socket() as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.listen(16)  # never accepted: the kernel takes the requests, nobody answers
+        started = time.monotonic()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(UNANSWERED_AT_EXIT_SCRIPT),
+                str(peer.getsockname()[1]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("1 record(s) undelivered") == 3, proc.stderr
+    assert took < 5.0 + 2.0 + 3.0, proc.stderr  # the bound, the close's grace, the interpreter

@@ -911,6 +911,26 @@ def test_the_logging_cookbooks_queue_listener_recipe_works(tmp_path: Path) -> No
     assert target.read_text().splitlines() == [f"record {i}" for i in range(50)]
 
 
+async def test_the_cookbooks_listener_start_does_nothing_after_a_dictconfig_in_a_coroutine(
+    tmp_path: Path,
+) -> None:
+    """dictConfig in a FastAPI lifespan or an aiohttp startup hook starts the
+    dispatcher on the running loop; the recipe's ``listener.start()`` then raised
+    "dispatcher is running, expected new", and the application did not start."""
+    log_file = tmp_path / "q.log"
+    try:
+        logging.config.dictConfig(_queued_config(log_file, ["file"]))
+        logger = logging.getLogger("dcq")
+        (handler,) = logger.handlers
+        handler.listener.start()  # the cookbook's call
+        assert handler.listener.state is als.DispatcherState.RUNNING
+        logger.warning("started")
+        await config.aclose_dictconfig()
+    finally:
+        _reset(logging.getLogger("dcq"))
+    assert log_file.read_text().splitlines() == ["started"]
+
+
 def test_a_dispatchers_stop_is_close_and_start_outside_a_loop_still_refuses() -> None:
     dispatcher = als.Dispatcher(als.NullSink())
     with pytest.raises(als.DispatcherStateError, match="running event loop"):
