@@ -15,6 +15,7 @@ median would not.
 
 from __future__ import annotations
 
+import math
 import random
 import statistics
 from collections.abc import Mapping, Sequence
@@ -46,9 +47,12 @@ class Estimate:
         return f"{f.format(self.median)} [{f.format(self.low)}, {f.format(self.high)}]"
 
 
-def bootstrap(values: Sequence[float], seed: int = 17) -> Estimate | None:
-    """The median of ``values`` and a percentile-bootstrap 95% interval of it."""
-    vals = [v for v in values if v is not None]
+def bootstrap(values: Sequence[float | None], seed: int = 17) -> Estimate | None:
+    """The median of ``values`` and a percentile-bootstrap 95% interval of it; None, NaN
+    and infinite values are left out, so ``rounds`` counts only the rounds it rests on."""
+    # a NaN sorts nowhere in particular: kept, it moved the median and could turn a
+    # verdict to met; a round without a finite value is a missing round
+    vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
         return None
     med = statistics.median(vals)
