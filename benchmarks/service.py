@@ -60,7 +60,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._peers import Peer
-from benchmarks._stats import Estimate, Target, bootstrap, paired
+from benchmarks._stats import MISSED, UNDECIDED, Estimate, Target, bootstrap, paired
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -166,6 +166,11 @@ class Cell:
         vals = [run["lost"] for run in self.runs.values() if run.get("lost") is not None]
         return sum(vals) if vals else None
 
+    def failed(self, side: str = "") -> int:
+        """Failed requests over its rounds (:func:`failed_requests`); ``side="ref_"``:
+        those of the floor's servers beside it."""
+        return sum(failed_requests(run, side) for run in self.runs.values())
+
 
 def unavailable(contender: str, dest: str) -> str | None:
     """Why ``contender`` cannot run for ``dest`` here (a package or peer missing), or None."""
@@ -215,11 +220,11 @@ WRK_LUA = """
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
-    '{"requests": %d, "duration_us": %d, "errors": %d, "timeouts": %d, ' ..
+    '{"requests": %d, "duration_us": %d, "errors": %d, "status": %d, "timeouts": %d, ' ..
     '"p50_us": %d, "p99_us": %d, "p999_us": %d, "max_us": %d}\\n',
     summary.requests, summary.duration, e.connect + e.read + e.write + e.status,
-    e.timeout, latency:percentile(50), latency:percentile(99), latency:percentile(99.9),
-    latency.max))
+    e.status, e.timeout, latency:percentile(50), latency:percentile(99),
+    latency:percentile(99.9), latency.max))
 end
 """
 
@@ -323,18 +328,37 @@ def closed_loop(port: int, seconds: float, connections: int, use_wrk: bool) -> d
         finally:
             os.unlink(f.name)
         line = [x for x in proc.stdout.splitlines() if x.startswith("{")][-1]
-        w = json.loads(line)
-        return {
-            "rps": w["requests"] / (w["duration_us"] / 1e6),
-            "answered": w["requests"],
-            "errors": w["errors"],
-            "timed_out": w["timeouts"],
-            "p50_ms": w["p50_us"] / 1e3,
-            "p99_ms": w["p99_us"] / 1e3,
-            "p999_ms": w["p999_us"] / 1e3,
-            "max_ms": w["max_us"] / 1e3,
-        }
+        return wrk_result(json.loads(line))
     return _loadgen("closed", port, connections, seconds)
+
+
+def wrk_result(w: dict[str, Any]) -> dict[str, Any]:
+    """A closed-loop result from what ``WRK_LUA`` prints: requests/s of the successful
+    responses only. wrk's request count includes the responses with a status of 400 or
+    more (``status``); its latencies do too (its summary cannot separate them), so a
+    run with any failure is judged missed by :func:`verdicts`, not by its percentiles."""
+    seconds = w["duration_us"] / 1e6
+    ok = max(int(w["requests"]) - int(w.get("status", 0)), 0)
+    return {
+        "rps": ok / seconds if seconds else 0.0,
+        "answered": ok,
+        "seconds": seconds,
+        "errors": w["errors"],
+        "timed_out": w["timeouts"],
+        "p50_ms": w["p50_us"] / 1e3,
+        "p99_ms": w["p99_us"] / 1e3,
+        "p999_ms": w["p999_us"] / 1e3,
+        "max_ms": w["max_us"] / 1e3,
+    }
+
+
+def failed_requests(run: dict[str, Any], side: str = "") -> int:
+    """Requests of a round's measured phases that failed: answered with another status
+    than 200 or lost to a socket error (``errors``), or, at saturation, never answered
+    (``timed_out``; the open loop's unanswered requests are in its percentiles, censored).
+    ``side="ref_"``: those of the floor's server beside the option."""
+    keys = (f"open_{side}errors", f"closed_{side}errors", f"closed_{side}timed_out")
+    return sum(int(run.get(k) or 0) for k in keys)
 
 
 def _loadgen(mode: str, port: int | str, *args: float) -> dict[str, Any]:
@@ -511,6 +535,8 @@ def sliced_closed_loop(
     out = merge_slices(ours)
     ref = merge_slices(floors)
     out["ref_rps"] = ref["rps"]
+    out["ref_errors"] = ref["errors"]
+    out["ref_timed_out"] = ref["timed_out"]
     out["ratio"] = out["rps"] / ref["rps"] if ref["rps"] else None
     out["slices"] = [round(x["rps"]) for x in ours]
     out["ref_slices"] = [round(x["rps"]) for x in floors]
@@ -528,7 +554,13 @@ def merge_slices(slices: list[dict[str, Any]]) -> dict[str, Any]:
     slices' total time, latency percentiles the slices' medians (wrk reports no
     histogram to merge)."""
     answered = sum(int(x.get("answered") or 0) for x in slices)
-    seconds = sum(int(x.get("answered") or 0) / x["rps"] for x in slices if x.get("rps"))
+    # a slice that answered nothing still took its time (results saved before slices
+    # kept their seconds: the time from their rate)
+    seconds = sum(
+        float(x["seconds"]) if x.get("seconds") else int(x.get("answered") or 0) / x["rps"]
+        for x in slices
+        if x.get("seconds") or x.get("rps")
+    )
     out: dict[str, Any] = {
         "rps": answered / seconds if seconds else 0.0,
         "answered": answered,
@@ -639,7 +671,7 @@ def run_cell(
 #: what the open loop's result holds that a run does not keep
 _NOT_KEPT = ("mode", "port", "sides")
 #: what a run keeps of the floor's side of its open loop
-_REF_KEPT = ("p50_ms", "p99_ms", "p999_ms", "timed_out")
+_REF_KEPT = ("p50_ms", "p99_ms", "p999_ms", "timed_out", "errors")
 
 
 def p99_vs_floor(cell: Cell, floor: Cell) -> Estimate | None:
@@ -717,9 +749,10 @@ def run_rounds(
             ratio = run.get("closed_ratio")
             log(
                 f"  round {r + 1}/{opts.rounds} {cell.key:<20} "
-                f"open p99 {run['open_p99_ms']:.1f} ms, "
+                f"open p99 {_ms(run['open_p99_ms'])} ms, "
                 f"closed {run['closed_rps']:,.0f} req/s"
                 f"{f' ({ratio:.2f}x the floor beside it)' if ratio else ''}, "
+                f"failed {failed_requests(run)}, "
                 f"lost {run['lost']} ({time.perf_counter() - t0:.1f} s)"
             )
 
@@ -743,9 +776,9 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
     floor = cells[0]
     lines = [
         "| destination | option | req/s at saturation | x floor | p50 ms | p99 ms "
-        "| p99.9 ms | p99 - floor ms | logging CPU µs/request p50 · exc "
+        "| p99.9 ms | p99 - floor ms | failed requests | logging CPU µs/request p50 · exc "
         "| CPU ms per 1k requests: server · destination | lost / logged | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         if not cell.runs:
@@ -774,12 +807,16 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
             else (f"{server_cpu.median:,.0f} · —" if server_cpu else "—")
         )
         ratio_txt = _floor_ratio(ratio) if is_floor else ratio.fmt() if ratio else "—"
+        failed, ref_failed = cell.failed(), cell.failed("ref_")
+        failed_txt = f"**{failed:,}**" if failed else "0"
+        if ref_failed:
+            failed_txt += f" (the floor beside it: **{ref_failed:,}**)"
         lines.append(
             f"| {'any' if is_floor else cell.dest} | {cell.label} "
             f"| {rps.median:,.0f} | {ratio_txt} "
             f"| {_ms(med['open_p50_ms'])} | {_ms(p99.median if p99 else None)} "
             f"| {_ms(p999.median if p999 else None)}{f' ({timeouts} t/o)' if timeouts else ''} "
-            f"| {_p99_diff(diff, is_floor)} "
+            f"| {_p99_diff(diff, is_floor)} | {failed_txt} "
             f"| {cpu_txt} | {machine_txt} | {lost_txt} / {logged:,} "
             f"| {rss.median if rss else 0:.0f} |"
         )
@@ -828,6 +865,18 @@ def _p99_diff(diff: Estimate | None, is_floor: bool) -> str:
     return f"A/A: {text}" if is_floor else text
 
 
+def failures_gate(verdict: str, failed: int, ref_failed: int) -> str:
+    """``verdict`` of a p99 or requests/s target, unless requests failed: any of the
+    option's makes it missed, any of the floor's servers beside it undecided."""
+    # a failed request is answered fast or not at all: its option's requests/s and p99
+    # would flatter it, whatever their intervals say
+    if failed:
+        return f"{MISSED} ({failed:,} failed requests)"
+    if ref_failed:
+        return f"{UNDECIDED} (the floor beside it failed {ref_failed:,} requests)"
+    return verdict
+
+
 def verdicts(cells: list[Cell]) -> list[tuple[str, str, str]]:
     floor = cells[0]
     out: list[tuple[str, str, str]] = []
@@ -842,15 +891,23 @@ def verdicts(cells: list[Cell]) -> list[tuple[str, str, str]]:
         dest = DESTS[cell.dest][0]
         if cell.variant:
             dest = f"{dest}, {cell.variant}"
+
+        def judged(verdict: str, cell: Cell = cell) -> str:
+            return failures_gate(verdict, cell.failed(), cell.failed("ref_"))
+
         out.append(
             (
-                p99_target.verdict(diff),
+                judged(p99_target.verdict(diff)),
                 f"{dest}: {p99_target.what}",
                 diff.fmt(2, " ms", signed=True) if diff else "—",
             )
         )
         out.append(
-            (rps_target.verdict(ratio), f"{dest}: {rps_target.what}", ratio.fmt() if ratio else "—")
+            (
+                judged(rps_target.verdict(ratio)),
+                f"{dest}: {rps_target.what}",
+                ratio.fmt() if ratio else "—",
+            )
         )
         out.append(("met" if lost == 0 else "missed", f"{dest}: 0 lost", f"{lost:,} lost"))
     return out
@@ -1031,8 +1088,12 @@ def main(argv: list[str] | None = None) -> int:
         "both the median over rounds with a bootstrap 95% interval. Latencies: open "
         "loop, from when each "
         "request was due, medians over rounds; t/o: requests not answered 5 s after the "
-        "phase, counted at that lower bound. lost: records logged by the app minus records "
-        "counted at the destination after shutdown (summed over rounds). Logging CPU: the "
+        "phase, counted at that lower bound. failed requests: requests of the measured "
+        "phases answered with another status than 200, lost to a socket error or (at "
+        "saturation) never answered, summed over rounds; they count in neither req/s nor "
+        "the latencies, and any of them makes the option's verdicts missed. lost: records "
+        "logged by the app minus records counted at the destination after shutdown "
+        "(summed over rounds). Logging CPU: the "
         "loop thread's CPU time in a request's logging calls (open and closed loop), p50 "
         "of the requests without an exception · of those that logged one (medians over "
         "rounds). CPU per 1k requests: user + system CPU time during the saturation phase "

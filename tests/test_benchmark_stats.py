@@ -4,8 +4,9 @@ requests, round counts and the A/A gate. Nothing here runs a benchmark or is tim
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from benchmarks import _stats
+from benchmarks import _stats, service
 
 
 def test_bootstrap_leaves_out_nan_and_infinite_rounds_and_counts_only_the_rest() -> None:
@@ -19,3 +20,72 @@ def test_bootstrap_leaves_out_nan_and_infinite_rounds_and_counts_only_the_rest()
     assert _stats.bootstrap([0.95] * 8 + [math.inf]) == _stats.bootstrap([0.95] * 8)
     assert _stats.bootstrap([math.nan] * 9) is None
     assert _stats.bootstrap([None, 1.0, None]) == _stats.Estimate(1.0, 1.0, 1.0, 1)
+
+
+def _cell(contender: str, runs: dict[int, dict[str, Any]]) -> service.Cell:
+    cell = service.Cell(contender, "file")
+    cell.runs = runs
+    return cell
+
+
+GOOD = {
+    "open_p99_ms": 3.0,
+    "open_ref_p99_ms": 3.0,
+    "closed_ratio": 0.95,
+    "closed_rps": 5000.0,
+    "logged": 1000,
+    "delivered": 1000,
+    "lost": 0,
+}
+
+
+def _floor(rounds: int = 9, **kw: Any) -> service.Cell:
+    return _cell("null", {r: dict(GOOD, delivered=None, lost=None, **kw) for r in range(rounds)})
+
+
+def _verdicts(cells: list[service.Cell], **kw: Any) -> dict[str, str]:
+    return {what.split(": ", 1)[1]: v for v, what, _ in service.verdicts(cells, **kw)}
+
+
+def test_wrk_counts_as_requests_per_second_only_the_responses_that_succeeded() -> None:
+    w = {"requests": 1000, "duration_us": 2_000_000, "errors": 600, "status": 600,
+         "timeouts": 3, "p50_us": 100, "p99_us": 900, "p999_us": 950, "max_us": 990}  # fmt: skip
+    res = service.wrk_result(w)
+    assert (res["answered"], res["rps"], res["seconds"]) == (400, 200.0, 2.0)
+    assert (res["errors"], res["timed_out"]) == (600, 3)
+    everything_failed = service.wrk_result(dict(w, status=1000, errors=1000))
+    assert (everything_failed["answered"], everything_failed["rps"]) == (0, 0.0)
+
+
+def test_failed_requests_sum_both_phases_for_the_option_and_the_floor_apart() -> None:
+    run = {"open_errors": 2, "closed_errors": 5, "closed_timed_out": 1,
+           "open_ref_errors": 7, "closed_ref_errors": 0, "closed_ref_timed_out": 4}  # fmt: skip
+    assert service.failed_requests(run) == 8
+    assert service.failed_requests(run, "ref_") == 11
+    assert service.failed_requests({}) == 0  # results saved before errors were kept
+
+
+def test_a_slice_that_answered_nothing_still_counts_its_time() -> None:
+    merged = service.merge_slices(
+        [
+            {"rps": 1000.0, "answered": 1000, "seconds": 1.0},
+            {"rps": 0.0, "answered": 0, "errors": 900, "seconds": 1.0},
+        ]
+    )
+    assert merged["rps"] == 500.0 and merged["errors"] == 900
+
+
+def test_any_failed_request_makes_the_options_latency_and_throughput_verdicts_missed() -> None:
+    cell = _cell("aiologsinks", {r: dict(GOOD) for r in range(9)})
+    assert set(_verdicts([_floor(), cell]).values()) == {_stats.MET}
+    cell.runs[4]["closed_errors"] = 3
+    v = _verdicts([_floor(), cell])
+    assert v["request p99 within 1 ms of the floor"] == "missed (3 failed requests)"
+    assert v["requests/s >= 0.9x the floor"] == "missed (3 failed requests)"
+    # every request failed: no p99 at all, still missed rather than "not measured"
+    for run in cell.runs.values():
+        run.update(open_p99_ms=None, open_errors=100)
+    assert _verdicts([_floor(), cell])["request p99 within 1 ms of the floor"].startswith("missed")
+    # the floor beside it failing leaves the comparison undecided
+    ok = _cell("aiologsinks", {r: dict(GOOD, open_ref_errors=1) for r in range(9)})
+    assert _verdicts([_floor(), ok])["requests/s >= 0.9x the floor"].startswith("undecided")
