@@ -138,34 +138,42 @@ STAGES_TARGET = Target(
 )
 
 
-def targets(cases: list[Case]) -> list[tuple[str, str, str]]:
-    """(verdict, target, value) per target: met / missed / undecided at this noise."""
+def targets(
+    cases: list[Case], rounds: int | None = None, quick: bool = False
+) -> list[tuple[str, str, str]]:
+    """(verdict, target, value) per target: met / missed / undecided at this noise;
+    an estimate from fewer than ``rounds`` rounds says ``(n=...)``; a ``quick`` run
+    judges nothing."""
     by = {c.key: c for c in cases}
     out: list[tuple[str, str, str]] = []
 
     def pair(a: str, b: str, metric: str, op: str = "ratio") -> Estimate | None:
         return _pair(by[a], by[b], metric, op) if a in by and b in by else None
 
-    def add(target: Target, est: Estimate | None, text: str | None = None) -> None:
+    def verdict(target: Target, est: Estimate) -> str:
+        return _stats.QUICK if quick else target.verdict(est)
+
+    def add(target: Target, est: Estimate | None, what: str | None = None, **fmt: Any) -> None:
         if est is not None:
-            out.append((target.verdict(est), target.what, text or est.fmt()))
+            text = est.fmt(**fmt, asked=rounds)
+            out.append((verdict(target, est), what or target.what, text))
 
     add(CALL_TARGET, pair("aiologsinks", "null", "call_us"))
-    cpu = pair("aiologsinks", "null", "call_cpu_us")
-    if cpu is not None:
-        what = CALL_TARGET.what.replace("on the loop", "on the loop, CPU time of the loop thread,")
-        out.append((CALL_TARGET.verdict(cpu), what, cpu.fmt()))
+    what = CALL_TARGET.what.replace("on the loop", "on the loop, CPU time of the loop thread,")
+    add(CALL_TARGET, pair("aiologsinks", "null", "call_cpu_us"), what)
     thread_loop = pair("aiologsinks@thread", "null", "call_us")
-    add(THREAD_TARGET, thread_loop, thread_loop.fmt() + " (loop floor)" if thread_loop else None)
+    if thread_loop is not None:
+        text = thread_loop.fmt(asked=rounds) + " (loop floor)"
+        out.append((verdict(THREAD_TARGET, thread_loop), THREAD_TARGET.what, text))
     thread = pair("aiologsinks@thread", "null@thread", "call_us")
-    if thread is not None:
-        out.append((THREAD_TARGET.verdict(thread), "  (vs the thread floor)", thread.fmt()))
+    add(THREAD_TARGET, thread, "  (vs the thread floor)")
     add(E2E_TARGET, pair("aiologsinks", "stdlib-file", "e2e_rps"))
     for key in ("aiologsinks", "aiologsinks-socket", "aiologsinks-http-batch"):
         over = pair(key, "null", "lag_p99_ms", "diff")
         if over is not None:
             t = Target(f"{key} lag p99 <= floor + 1 ms", "<=", 1.0)
-            out.append((t.verdict(over), t.what, "floor " + over.fmt(1, " ms", signed=True)))
+            text = "floor " + over.fmt(1, " ms", signed=True, asked=rounds)
+            out.append((verdict(t, over), t.what, text))
     add(HTTP_TARGET, pair("aiologsinks-http-batch", "stdlib-http", "e2e_rps"))
     return out
 
@@ -305,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
         run_trial(rss_case, 1000, {"options": RSS_OPTIONS})
         rss = rss_check(rss_case, per_record_kb=PER_RECORD_KB, fixed_mb=FIXED_MB)
     table = markdown(cases, skipped, rss)
-    checks = targets(cases)
+    checks = targets(cases, trials, args.quick)
     extra = ""
     if not args.no_pyperf and importlib.util.find_spec("pyperf") is not None:
         from . import micro_pyperf
@@ -316,19 +324,24 @@ def main(argv: list[str] | None = None) -> int:
         extra += "\n\npyperf, per call on the loop (`benchmarks/micro_pyperf.py`):\n\n" + ptable
         if pest is not None:
             t = micro_pyperf.TARGET
-            checks.insert(0, (t.verdict(pest), t.what + " (pyperf)", pest.fmt()))
+            pv = _stats.QUICK if args.quick else t.verdict(pest)
+            checks.insert(0, (pv, t.what + " (pyperf)", pest.fmt(asked=trials)))
     stage_rounds = args.stages if args.stages is not None else (1 if args.quick else 5)
     if stage_rounds:
         values, stage_table = stages_rounds(stage_rounds, log)
         est = bootstrap(values)
         if est is not None:
-            checks.append((STAGES_TARGET.verdict(est), STAGES_TARGET.what, est.fmt(2, " µs")))
+            sv = _stats.QUICK if args.quick else STAGES_TARGET.verdict(est)
+            text = est.fmt(2, " µs", asked=stage_rounds)
+            checks.append((sv, STAGES_TARGET.what, text))
             extra += (
                 f"\n\n`benchmarks/stages.py` (the last of {len(values)} runs):\n\n{stage_table}"
             )
     check_text = "\n".join(f"- **{verdict}**: {what}: {value}" for verdict, what, value in checks)
     if rss is not None:
-        check_text += f"\n- **{'met' if rss['holds'] else 'missed'}**: peak RSS within the bound"
+        # one trial, no interval: a check of the bound, judged only in a full run
+        held = _stats.QUICK if args.quick else _stats.MET if rss["holds"] else _stats.MISSED
+        check_text += f"\n- **{held}**: peak RSS within the bound (one trial)"
     check_text = (
         "Targets (verdicts: met when the 95% interval is on the right side, missed when it "
         "is on the wrong side, undecided at this noise when it straddles the target):\n\n"

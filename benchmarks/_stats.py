@@ -24,6 +24,8 @@ from dataclasses import dataclass
 #: bootstrap resamples (the interval's ends move by < 0.5 % between seeds at 9 rounds)
 RESAMPLES = 4000
 MET, MISSED, UNDECIDED = "met", "missed", "undecided at this noise"
+#: the verdict of every target in a --quick run, whatever its rounds
+QUICK = "not judged (quick run)"
 #: below this many rounds the bootstrap interval is just the spread of a few values:
 #: no verdict is given (a --quick run is a sanity check, not a measurement)
 MIN_ROUNDS = 5
@@ -38,13 +40,19 @@ class Estimate:
     high: float
     rounds: int
 
-    def fmt(self, digits: int = 2, suffix: str = "x", signed: bool = False) -> str:
-        """``1.33x [1.28, 1.40]``; one round has no interval."""
+    def fmt(
+        self, digits: int = 2, suffix: str = "x", signed: bool = False, asked: int | None = None
+    ) -> str:
+        """``1.33x [1.28, 1.40]``; one round has no interval. With ``asked`` (the rounds
+        the run was asked for), ``(n=7)`` follows when the estimate rests on fewer."""
         sign = "+" if signed else ""
         f = f"{{:{sign}.{digits}f}}{suffix}"
-        if self.rounds < 2:
-            return f.format(self.median)
-        return f"{f.format(self.median)} [{f.format(self.low)}, {f.format(self.high)}]"
+        text = f.format(self.median)
+        if self.rounds >= 2:
+            text += f" [{f.format(self.low)}, {f.format(self.high)}]"
+        if asked is not None and self.rounds != asked:
+            text += f" (n={self.rounds})"
+        return text
 
 
 def bootstrap(values: Sequence[float | None], seed: int = 17) -> Estimate | None:

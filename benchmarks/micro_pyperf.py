@@ -49,7 +49,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._stats import Estimate, Target, bootstrap
+from benchmarks._stats import QUICK, Estimate, Target, bootstrap
 
 FMT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 MSG = "request %d handled in %.3f ms"
@@ -258,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(text)
     print()
-    print(f"- **{TARGET.verdict(ours)}**: {TARGET.what}: {ours.fmt() if ours else '—'}")
+    verdict = QUICK if args.quick else TARGET.verdict(ours)
+    print(f"- **{verdict}**: {TARGET.what}: {ours.fmt(asked=rounds) if ours else '—'}")
     if args.json:
         print(json.dumps(res))
     return 0

@@ -60,7 +60,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._peers import Peer
-from benchmarks._stats import MISSED, UNDECIDED, Estimate, Target, bootstrap, paired
+from benchmarks._stats import MET, MISSED, QUICK, UNDECIDED, Estimate, Target, bootstrap, paired
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
@@ -744,7 +744,11 @@ def run_rounds(
                     run = cell.runs[r] = run_cell(cell, framework, opts, reference)
             except Exception as exc:
                 cell.errors.append(f"round {r + 1}: {exc}")
-                log(f"  round {r + 1}/{opts.rounds} {cell.key:<20} FAILED: {exc}")
+                # on stderr whatever ``log`` is: the verdicts will rest on fewer rounds
+                print(
+                    f"  round {r + 1}/{opts.rounds} {cell.key:<20} FAILED: {exc}",
+                    file=sys.stderr,
+                )
                 continue
             ratio = run.get("closed_ratio")
             log(
@@ -767,13 +771,15 @@ def _us(e: Estimate | None) -> str:
     return "—" if e is None else f"{e.median:,.0f}"
 
 
-def _floor_ratio(ratio: Estimate | None) -> str:
+def _floor_ratio(ratio: Estimate | None, asked: int | None = None) -> str:
     """The floor's row: 1.00x by definition, and the A/A check beside it."""
-    return "1.00x" if ratio is None else f"1.00x (A/A: {ratio.fmt()})"
+    return "1.00x" if ratio is None else f"1.00x (A/A: {ratio.fmt(asked=asked)})"
 
 
-def table(cells: list[Cell], opts: argparse.Namespace) -> str:
+def table(cells: list[Cell], opts: argparse.Namespace | None) -> str:
+    """The main table; an interval from fewer rounds than ``opts.rounds`` says ``(n=...)``."""
     floor = cells[0]
+    asked = opts.rounds if opts is not None else rounds_asked(cells)
     lines = [
         "| destination | option | req/s at saturation | x floor | p50 ms | p99 ms "
         "| p99.9 ms | p99 - floor ms | failed requests | logging CPU µs/request p50 · exc "
@@ -806,7 +812,9 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
             if server_cpu and peer_cpu
             else (f"{server_cpu.median:,.0f} · —" if server_cpu else "—")
         )
-        ratio_txt = _floor_ratio(ratio) if is_floor else ratio.fmt() if ratio else "—"
+        ratio_txt = (
+            _floor_ratio(ratio, asked) if is_floor else ratio.fmt(asked=asked) if ratio else "—"
+        )
         failed, ref_failed = cell.failed(), cell.failed("ref_")
         failed_txt = f"**{failed:,}**" if failed else "0"
         if ref_failed:
@@ -816,7 +824,7 @@ def table(cells: list[Cell], opts: argparse.Namespace) -> str:
             f"| {rps.median:,.0f} | {ratio_txt} "
             f"| {_ms(med['open_p50_ms'])} | {_ms(p99.median if p99 else None)} "
             f"| {_ms(p999.median if p999 else None)}{f' ({timeouts} t/o)' if timeouts else ''} "
-            f"| {_p99_diff(diff, is_floor)} | {failed_txt} "
+            f"| {_p99_diff(diff, is_floor, asked)} | {failed_txt} "
             f"| {cpu_txt} | {machine_txt} | {lost_txt} / {logged:,} "
             f"| {rss.median if rss else 0:.0f} |"
         )
@@ -858,10 +866,10 @@ def spent_table(cells: list[Cell]) -> str:
     return "\n".join(lines)
 
 
-def _p99_diff(diff: Estimate | None, is_floor: bool) -> str:
+def _p99_diff(diff: Estimate | None, is_floor: bool, asked: int | None = None) -> str:
     if diff is None:
         return "—"
-    text = diff.fmt(1, "", signed=True)
+    text = diff.fmt(1, "", signed=True, asked=asked)
     return f"A/A: {text}" if is_floor else text
 
 
@@ -877,39 +885,79 @@ def failures_gate(verdict: str, failed: int, ref_failed: int) -> str:
     return verdict
 
 
-def verdicts(cells: list[Cell]) -> list[tuple[str, str, str]]:
+def rounds_asked(cells: list[Cell]) -> int:
+    """The rounds the run was asked for, as its cells tell it: each round a cell ran
+    either completed (``runs``) or failed (``errors``)."""
+    return max((len(c.runs) + len(c.errors) for c in cells), default=0)
+
+
+def rounds_text(cells: list[Cell], asked: int) -> str:
+    """For the header: ``9 interleaved rounds``, and how many each option completed
+    when some did not complete them all."""
+    text = f"{asked} interleaved rounds"
+    short = [f"{c.key} {len(c.runs)}" for c in cells if len(c.runs) < asked]
+    if not short:
+        return f"{text}, all completed"
+    return f"{text}, completed by all but: {', '.join(short)}"
+
+
+def verdicts(
+    cells: list[Cell], rounds: int | None = None, quick: bool = False
+) -> list[tuple[str, str, str]]:
+    """(verdict, target, value) per aiologsinks row and target. ``rounds``: those the
+    run was asked for (by default as the cells tell it); an estimate from fewer says
+    ``(n=...)``. A ``quick`` run judges nothing."""
     floor = cells[0]
+    asked = rounds if rounds is not None else rounds_asked(cells)
     out: list[tuple[str, str, str]] = []
     p99_target = Target("request p99 within 1 ms of the floor", "<=", 1.0)
     rps_target = Target("requests/s >= 0.9x the floor", ">=", 0.9)
     for cell in cells:
-        if cell.contender != "aiologsinks" or not cell.runs:
+        if cell.contender != "aiologsinks":
+            continue
+        dest = DESTS[cell.dest][0]
+        if cell.variant:
+            dest = f"{dest}, {cell.variant}"
+        whats = (p99_target.what, rps_target.what, "0 lost")
+        if not cell.runs:
+            gone = f"not measured (all {len(cell.errors)} rounds failed)"
+            out.extend((QUICK if quick else gone, f"{dest}: {w}", "—") for w in whats)
             continue
         diff = p99_vs_floor(cell, floor)
         ratio = cell.estimate("closed_ratio")
         lost = cell.lost() or 0
-        dest = DESTS[cell.dest][0]
-        if cell.variant:
-            dest = f"{dest}, {cell.variant}"
+        done = len(cell.runs)
 
         def judged(verdict: str, cell: Cell = cell) -> str:
+            if quick:
+                return QUICK
             return failures_gate(verdict, cell.failed(), cell.failed("ref_"))
 
         out.append(
             (
                 judged(p99_target.verdict(diff)),
                 f"{dest}: {p99_target.what}",
-                diff.fmt(2, " ms", signed=True) if diff else "—",
+                diff.fmt(2, " ms", signed=True, asked=asked) if diff else "—",
             )
         )
         out.append(
             (
                 judged(rps_target.verdict(ratio)),
                 f"{dest}: {rps_target.what}",
-                ratio.fmt() if ratio else "—",
+                ratio.fmt(asked=asked) if ratio else "—",
             )
         )
-        out.append(("met" if lost == 0 else "missed", f"{dest}: 0 lost", f"{lost:,} lost"))
+        over = f"{done} rounds" if done == asked else f"{done} of {asked} rounds"
+        if quick:
+            lost_verdict = QUICK
+        elif lost:
+            lost_verdict = MISSED
+        elif done < asked:
+            # a round that failed may be the very one whose records did not arrive
+            lost_verdict = f"{UNDECIDED} ({asked - done} of {asked} rounds failed)"
+        else:
+            lost_verdict = MET
+        out.append((lost_verdict, f"{dest}: {whats[2]}", f"{lost:,} lost over {over}"))
     return out
 
 
@@ -1068,13 +1116,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     run_rounds(cells, opts.framework, opts, log)
     text = table(cells, opts) + "\n\n" + spent_table(cells)
-    checks = verdicts(cells)
+    checks = verdicts(cells, opts.rounds, opts.quick)
     check_text = "\n".join(f"- **{v}**: {what}: {value}" for v, what, value in checks)
     header = (
         f"{opts.framework} ({'uvicorn, h11' if opts.framework == 'fastapi' else 'aiohttp.web'}),"
         f" Python {platform.python_version()}, {os.cpu_count()} CPUs shared with other work, "
         f"{opts.pinning}; "
-        f"{opts.rounds} interleaved rounds; open loop {opts.rate:g} req/s for {opts.seconds:g} s "
+        f"{rounds_text(cells, opts.rounds)}; open loop {opts.rate:g} req/s for {opts.seconds:g} s "
         f"(+{opts.warmup:g} s warm-up) in 0.5 s slices with the floor's, closed loop "
         f"{'wrk -t1' if opts.wrk else 'python'} -c{opts.connections} for {opts.seconds:g} s; "
         f"{time.perf_counter() - started:.0f} s"
@@ -1120,6 +1168,8 @@ def main(argv: list[str] | None = None) -> int:
             for c in cells
         ],
         "skipped": skipped,
+        "quick": opts.quick,
+        "rounds": {"asked": opts.rounds, "completed": {c.key: len(c.runs) for c in cells}},
         "verdicts": [{"verdict": v, "target": w, "value": x} for v, w, x in checks],
     }
     if not opts.smoke:

@@ -89,3 +89,56 @@ def test_any_failed_request_makes_the_options_latency_and_throughput_verdicts_mi
     # the floor beside it failing leaves the comparison undecided
     ok = _cell("aiologsinks", {r: dict(GOOD, open_ref_errors=1) for r in range(9)})
     assert _verdicts([_floor(), ok])["requests/s >= 0.9x the floor"].startswith("undecided")
+
+
+def test_an_estimate_says_how_many_rounds_it_rests_on_when_fewer_than_asked() -> None:
+    est = _stats.Estimate(0.95, 0.9, 1.0, 7)
+    assert est.fmt(asked=9) == "0.95x [0.90x, 1.00x] (n=7)"
+    assert est.fmt(asked=7) == est.fmt() == "0.95x [0.90x, 1.00x]"
+
+
+def test_verdicts_from_failed_rounds_say_so_and_lost_is_not_met_over_them() -> None:
+    cell = _cell("aiologsinks", {r: dict(GOOD) for r in range(5)})
+    cell.errors = [f"round {r + 1}: server exited" for r in range(5, 9)]
+    checks = {what.split(": ", 1)[1]: (v, value) for v, what, value in
+              service.verdicts([_floor(), cell])}  # fmt: skip
+    assert checks["requests/s >= 0.9x the floor"][1].endswith("(n=5)")
+    assert checks["0 lost"] == ("undecided at this noise (4 of 9 rounds failed)",
+                                "0 lost over 5 of 9 rounds")  # fmt: skip
+    # one round of nine: no interval, no verdict, and the count says why
+    cell.runs = {0: dict(GOOD)}
+    cell.errors = [f"round {r + 1}: server exited" for r in range(1, 9)]
+    v = _verdicts([_floor(), cell])
+    assert v["requests/s >= 0.9x the floor"].startswith("not judged (1 rounds")
+    assert v["0 lost"].startswith("undecided")
+    # every round failed: still three lines, none of them met
+    cell.runs = {}
+    cell.errors.append("round 1: server exited")
+    assert set(_verdicts([_floor(), cell]).values()) == {"not measured (all 9 rounds failed)"}
+
+
+def test_the_header_says_how_many_rounds_each_option_completed() -> None:
+    full = _cell("aiologsinks", {r: dict(GOOD) for r in range(9)})
+    assert service.rounds_text([_floor(), full], 9) == "9 interleaved rounds, all completed"
+    short = _cell("aiologsinks", {r: dict(GOOD) for r in range(7)})
+    assert service.rounds_text([_floor(), short], 9) == (
+        "9 interleaved rounds, completed by all but: file/aiologsinks 7"
+    )
+
+
+def test_a_quick_run_judges_nothing_not_even_lost_records() -> None:
+    cell = _cell("aiologsinks", {r: dict(GOOD) for r in range(9)})
+    assert set(_verdicts([_floor(), cell], quick=True).values()) == {_stats.QUICK}
+
+
+def test_the_micro_benchmarks_judge_nothing_quick_and_count_missing_rounds() -> None:
+    from benchmarks import __main__ as micro
+    from benchmarks._harness import Case
+
+    floor, ours = Case("null", "null", 10), Case("aiologsinks", "aiologsinks", 10)
+    floor.trials = [{"round": r, "call_us": 1.0} for r in range(9)]
+    ours.trials = [{"round": r, "call_us": 1.1} for r in range(7)]  # two rounds failed
+    ((verdict, _, value),) = micro.targets([floor, ours], rounds=9)
+    assert (verdict, value) == (_stats.MET, "1.10x [1.10x, 1.10x] (n=7)")
+    ((verdict, _, _),) = micro.targets([floor, ours], rounds=9, quick=True)
+    assert verdict == _stats.QUICK
