@@ -166,6 +166,14 @@ class Cell:
         vals = [run["lost"] for run in self.runs.values() if run.get("lost") is not None]
         return sum(vals) if vals else None
 
+    def duplicated(self) -> int | None:
+        """Records delivered beyond those logged, summed over its rounds (None: not
+        counted, as for the floor)."""
+        vals = [
+            run["duplicated"] for run in self.runs.values() if run.get("duplicated") is not None
+        ]
+        return sum(vals) if vals else None
+
     def failed(self, side: str = "") -> int:
         """Failed requests over its rounds (:func:`failed_requests`); ``side="ref_"``:
         those of the floor's servers beside it."""
@@ -653,7 +661,10 @@ def run_cell(
             else:
                 delivered = None
             out["delivered"] = delivered
+            # the destination counts records, not which: a batch delivered twice (a
+            # retry) can hide a batch lost, so an excess is kept, never clamped away
             out["lost"] = None if delivered is None else max(logged - delivered, 0)
+            out["duplicated"] = None if delivered is None else max(delivered - logged, 0)
             try:
                 with open(spec["result"]) as f:
                     out.update({k: v for k, v in json.load(f).items() if k != "logged"})
@@ -757,7 +768,9 @@ def run_rounds(
                 f"closed {run['closed_rps']:,.0f} req/s"
                 f"{f' ({ratio:.2f}x the floor beside it)' if ratio else ''}, "
                 f"failed {failed_requests(run)}, "
-                f"lost {run['lost']} ({time.perf_counter() - t0:.1f} s)"
+                f"lost {run['lost']}"
+                f"{f', duplicated {dup}' if (dup := run.get('duplicated')) else ''}"
+                f" ({time.perf_counter() - t0:.1f} s)"
             )
 
 
@@ -783,8 +796,9 @@ def table(cells: list[Cell], opts: argparse.Namespace | None) -> str:
     lines = [
         "| destination | option | req/s at saturation | x floor | p50 ms | p99 ms "
         "| p99.9 ms | p99 - floor ms | failed requests | logging CPU µs/request p50 · exc "
-        "| CPU ms per 1k requests: server · destination | lost / logged | peak RSS MB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| CPU ms per 1k requests: server · destination | lost / logged | duplicated "
+        "| peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for cell in cells:
         if not cell.runs:
@@ -802,6 +816,8 @@ def table(cells: list[Cell], opts: argparse.Namespace | None) -> str:
         timeouts = sum(run.get("open_timed_out", 0) for run in cell.runs.values())
         is_floor = cell is floor
         lost_txt = "—" if lost is None else (f"**{lost:,}**" if lost else "0")
+        dup = cell.duplicated()
+        dup_txt = "—" if dup is None else (f"**{dup:,}**" if dup else "0")
         cpu = cell.estimate("log_cpu_p50_us")
         exc_cpu = cell.estimate("exc_log_cpu_p50_us")
         cpu_txt = f"{_us(cpu)} · {_us(exc_cpu)}"
@@ -825,7 +841,7 @@ def table(cells: list[Cell], opts: argparse.Namespace | None) -> str:
             f"| {_ms(med['open_p50_ms'])} | {_ms(p99.median if p99 else None)} "
             f"| {_ms(p999.median if p999 else None)}{f' ({timeouts} t/o)' if timeouts else ''} "
             f"| {_p99_diff(diff, is_floor, asked)} | {failed_txt} "
-            f"| {cpu_txt} | {machine_txt} | {lost_txt} / {logged:,} "
+            f"| {cpu_txt} | {machine_txt} | {lost_txt} / {logged:,} | {dup_txt} "
             f"| {rss.median if rss else 0:.0f} |"
         )
     return "\n".join(lines)
@@ -952,12 +968,17 @@ def verdicts(
             lost_verdict = QUICK
         elif lost:
             lost_verdict = MISSED
+        elif cell.duplicated():
+            lost_verdict = f"{UNDECIDED} (delivered more than logged: duplicates may hide losses)"
         elif done < asked:
             # a round that failed may be the very one whose records did not arrive
             lost_verdict = f"{UNDECIDED} ({asked - done} of {asked} rounds failed)"
         else:
             lost_verdict = MET
-        out.append((lost_verdict, f"{dest}: {whats[2]}", f"{lost:,} lost over {over}"))
+        value = f"{lost:,} lost over {over}"
+        if cell.duplicated():
+            value += f", {cell.duplicated():,} delivered more than logged"
+        out.append((lost_verdict, f"{dest}: {whats[2]}", value))
     return out
 
 
@@ -1141,7 +1162,9 @@ def main(argv: list[str] | None = None) -> int:
         "saturation) never answered, summed over rounds; they count in neither req/s nor "
         "the latencies, and any of them makes the option's verdicts missed. lost: records "
         "logged by the app minus records counted at the destination after shutdown "
-        "(summed over rounds). Logging CPU: the "
+        "(summed over rounds); duplicated: records counted at the destination beyond "
+        "those logged (a batch delivered twice), which can hide as many lost, so 0 lost "
+        "with any is not met. Logging CPU: the "
         "loop thread's CPU time in a request's logging calls (open and closed loop), p50 "
         "of the requests without an exception · of those that logged one (medians over "
         "rounds). CPU per 1k requests: user + system CPU time during the saturation phase "

@@ -142,3 +142,22 @@ def test_the_micro_benchmarks_judge_nothing_quick_and_count_missing_rounds() -> 
     assert (verdict, value) == (_stats.MET, "1.10x [1.10x, 1.10x] (n=7)")
     ((verdict, _, _),) = micro.targets([floor, ours], rounds=9, quick=True)
     assert verdict == _stats.QUICK
+
+
+def test_records_delivered_beyond_those_logged_leave_zero_lost_undecided() -> None:
+    runs = {r: dict(GOOD, duplicated=0) for r in range(9)}
+    runs[3].update(delivered=1002, duplicated=2)
+    cell = _cell("aiologsinks", runs)
+    assert cell.duplicated() == 2 and cell.lost() == 0
+    checks = {what.split(": ", 1)[1]: (v, value) for v, what, value in
+              service.verdicts([_floor(), cell])}  # fmt: skip
+    verdict, value = checks["0 lost"]
+    assert (
+        verdict
+        == "undecided at this noise (delivered more than logged: duplicates may hide losses)"
+    )
+    assert value == "0 lost over 9 rounds, 2 delivered more than logged"
+    assert "| **2** |" in service.table([_floor(), cell], None)
+    # a loss stays missed, duplicates or not
+    runs[5].update(lost=1)
+    assert _verdicts([_floor(), cell])["0 lost"] == _stats.MISSED
