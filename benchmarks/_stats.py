@@ -119,6 +119,16 @@ class Target:
         return MET if est.low >= self.limit else UNDECIDED
 
 
+def aa_gate(verdict: str, aa: Estimate | None, neutral: float, text: str) -> str:
+    """``verdict`` (met or missed) unless the A/A check ``aa`` (the same comparison made
+    between two floors) has an interval that excludes ``neutral`` (1.0 for a ratio, 0
+    for a difference): then the method itself is biased by about as much as it would
+    have to measure, and the verdict is ``undecided (A/A check biased: <text>)``."""
+    if verdict not in (MET, MISSED) or aa is None or aa.low <= neutral <= aa.high:
+        return verdict
+    return f"undecided (A/A check biased: {text})"
+
+
 def verdict_line(target: Target, est: Estimate | None, fmt: str) -> str:
     """``- met: call on the loop <= 1.3x floor: 1.28x [1.22, 1.35]``"""
     return f"- **{target.verdict(est)}**: {target.what}: {fmt}"

@@ -40,7 +40,9 @@ GOOD = {
 
 
 def _floor(rounds: int = 9, **kw: Any) -> service.Cell:
-    return _cell("null", {r: dict(GOOD, delivered=None, lost=None, **kw) for r in range(rounds)})
+    # a floor against a second floor server: no difference unless ``kw`` says otherwise
+    floor = {**GOOD, "delivered": None, "lost": None, "closed_ratio": 1.0, **kw}
+    return _cell("null", {r: dict(floor) for r in range(rounds)})
 
 
 def _verdicts(cells: list[service.Cell], **kw: Any) -> dict[str, str]:
@@ -161,3 +163,40 @@ def test_records_delivered_beyond_those_logged_leave_zero_lost_undecided() -> No
     # a loss stays missed, duplicates or not
     runs[5].update(lost=1)
     assert _verdicts([_floor(), cell])["0 lost"] == _stats.MISSED
+
+
+def test_an_aa_check_that_leaves_out_no_difference_gates_the_verdicts_it_tests() -> None:
+    cell = _cell("aiologsinks", {r: dict(GOOD) for r in range(9)})
+    # the floor against a second floor server: 0.97x in every round, p99 unbiased
+    biased = _floor(closed_ratio=0.97)
+    v = _verdicts([biased, cell])
+    assert v["requests/s >= 0.9x the floor"] == (
+        "undecided (A/A check biased: 0.97x [0.97x, 0.97x])"
+    )
+    assert v["request p99 within 1 ms of the floor"] == _stats.MET
+    assert v["0 lost"] == _stats.MET
+    late = _floor()
+    for r, run in late.runs.items():
+        run["open_p99_ms"] = 3.5 + r / 100  # the second floor server answers later
+    v = _verdicts([late, cell])
+    assert v["request p99 within 1 ms of the floor"].startswith("undecided (A/A check biased: +0.5")
+    assert v["requests/s >= 0.9x the floor"] == _stats.MET
+
+
+def test_the_aa_gate_leaves_an_aa_interval_around_no_difference_alone() -> None:
+    aa = _stats.Estimate(1.0, 0.97, 1.02, 9)
+    assert _stats.aa_gate(_stats.MISSED, aa, 1.0, aa.fmt()) == _stats.MISSED
+    low = _stats.Estimate(0.97, 0.95, 0.99, 9)
+    assert _stats.aa_gate(_stats.MET, low, 1.0, low.fmt()).startswith("undecided")
+    # nothing to gate in what was not judged
+    assert _stats.aa_gate(_stats.QUICK, low, 1.0, low.fmt()) == _stats.QUICK
+
+
+def test_a_run_names_the_commit_it_measured_and_when() -> None:
+    prov = service.provenance()
+    assert set(prov) == {"commit", "dirty", "date"} and prov["date"].endswith("UTC")
+    text = service.provenance_text({"commit": "abc1234", "dirty": True, "date": "D"})
+    assert text == "on abc1234 (with uncommitted changes), D"
+    assert service.provenance_text({"commit": None, "dirty": None, "date": "D"}) == (
+        "commit unknown, D"
+    )
