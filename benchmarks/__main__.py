@@ -3,7 +3,8 @@
 Every contender runs in its own process; rounds are interleaved; each cell is the
 median with the min-max of the trials; ratios are against the stdlib NullHandler
 floor (call cost) and stdlib FileHandler (throughput) of the same run. Writes
-``benchmarks/results/results.json``, ``results.md`` and ``results.png``. Exits 1
+``benchmarks/results/results.json``, ``results.md`` and ``results.png`` (``--quick``:
+``results-quick.*``). Exits 1
 when a stdlib or aiologsinks contender lost a record or a trial failed (third-party
 peers' losses are reported loudly; ``--strict-peers`` makes them fail too).
 """
@@ -350,8 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     table += extra
     os.makedirs(RESULTS, exist_ok=True)
+    # a sanity run must not replace the full run's results
+    name = "results-quick" if args.quick else "results"
     doc = {
         "python": platform.python_version(),
+        "quick": args.quick,
         "cpus": os.cpu_count(),
         "n": n,
         "trials": trials,
@@ -361,12 +365,12 @@ def main(argv: list[str] | None = None) -> int:
         "rss": rss,
         "targets": [{"target": w, "verdict": ok, "value": v} for ok, w, v in checks],
     }
-    with open(os.path.join(RESULTS, "results.json"), "w") as f:
+    with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
         json.dump(doc, f, indent=1)
-    with open(os.path.join(RESULTS, "results.md"), "w") as f:
+    with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
         f.write(table + "\n\n" + check_text + "\n")
     try:
-        chart(cases, os.path.join(RESULTS, "results.png"))
+        chart(cases, os.path.join(RESULTS, f"{name}.png"))
     except ImportError:
         log("  matplotlib is not installed: no chart")
     if args.json:
@@ -376,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         print(table)
         print()
         print(check_text)
-        print(f"\nwritten to {RESULTS}/results.{{json,md,png}}")
+        print(f"\nwritten to {RESULTS}/{name}.{{json,md,png}}")
     failed = False
     for c in cases:
         lost = c.lost()

@@ -2,6 +2,7 @@
 
     python -m benchmarks.service                # 9 interleaved rounds (about 40 minutes)
     python -m benchmarks.service --quick        # sanity: 2 rounds, 1 s phases, floor + ours
+                                                # (no verdicts; service-*-quick.* results)
     python -m benchmarks.service --smoke        # the code runs (a few seconds; CI)
     python -m benchmarks.service --framework aiohttp --rounds 5
 
@@ -1058,15 +1059,20 @@ def chart(cells: list[Cell], path: str, title: str) -> None:
 
 
 def replot(path: str, out: str) -> int:
-    """Draw the chart of a saved ``service-*.json`` again (e.g. into docs/)."""
+    """Draw the chart of a saved ``service-*.json`` again (e.g. into docs/); a quick
+    run's says so in its title and on stderr."""
     with open(path) as f:
         doc = json.load(f)
+    title = _title(doc["header"])
+    if doc.get("quick"):
+        print(f"{path} is a --quick run (no verdicts): its chart says so", file=sys.stderr)
+        title = f"QUICK RUN, NOT A MEASUREMENT: {title}"
     cells = []
     for c in doc["cells"]:
         cell = Cell(c["contender"], c["dest"])
         cell.runs = {int(r): run for r, run in c["runs"].items()}
         cells.append(cell)
-    chart(cells, out, _title(doc["header"]))
+    chart(cells, out, title)
     return 0
 
 
@@ -1254,7 +1260,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not opts.smoke:
         os.makedirs(RESULTS, exist_ok=True)
-        base = os.path.join(RESULTS, f"service-{opts.framework}")
+        # a sanity run must not replace the full run's results
+        name = f"service-{opts.framework}{'-quick' if opts.quick else ''}"
+        base = os.path.join(RESULTS, name)
         with open(base + ".json", "w") as f:
             json.dump(doc, f, indent=1)
         with open(base + ".md", "w") as f:

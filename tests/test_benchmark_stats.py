@@ -3,8 +3,12 @@ requests, round counts and the A/A gate. Nothing here runs a benchmark or is tim
 
 from __future__ import annotations
 
+import json
 import math
+import pathlib
 from typing import Any
+
+import pytest
 
 from benchmarks import _stats, service
 
@@ -200,3 +204,19 @@ def test_a_run_names_the_commit_it_measured_and_when() -> None:
     assert service.provenance_text({"commit": None, "dirty": None, "date": "D"}) == (
         "commit unknown, D"
     )
+
+
+def test_replotting_a_quick_run_says_it_is_one(
+    tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    drawn: list[str] = []
+    monkeypatch.setattr(service, "chart", lambda cells, out, title: drawn.append(title))
+    doc = {"header": "fastapi; 2 interleaved rounds", "quick": True, "cells": []}
+    path = tmp_path / "service-fastapi-quick.json"
+    path.write_text(json.dumps(doc))
+    assert service.replot(str(path), str(tmp_path / "x.png")) == 0
+    assert drawn[0].startswith("QUICK RUN, NOT A MEASUREMENT")
+    assert "--quick run" in capsys.readouterr().err
+    path.write_text(json.dumps(dict(doc, quick=False)))
+    service.replot(str(path), str(tmp_path / "x.png"))
+    assert drawn[1].startswith("A service logging")
