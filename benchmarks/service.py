@@ -21,7 +21,7 @@ aiologsinks via ``install()``), one server process runs two phases:
 
 A floor (NullHandler) server starts beside each option's server, as fresh as it, and
 both phases alternate between the two, ABBA ABBA ...: the open loop in 0.5 s slices,
-the closed loop in 1 s slices (:func:`sliced_closed_loop`). The option's p99 and
+the closed loop in 1 s slices (:func:`sliced_closed_loop`; BAAB in odd rounds). The option's p99 and
 requests/s are then paired with the floor's within seconds, so the machine's drift
 over a round does not decide them.
 
@@ -523,6 +523,7 @@ def sliced_closed_loop(
     server_pid: int,
     peer_pids: list[int],
     opts: argparse.Namespace,
+    flip: bool = False,
 ) -> tuple[dict[str, Any], Spent, float]:
     """The saturation phase in slices alternating with the floor's server.
 
@@ -530,7 +531,8 @@ def sliced_closed_loop(
     than the differences measured here. The cell's server and the floor's take turns
     in 1 s slices (wrk's smallest), ordered ABBA ABBA ... so that a drift that is
     linear over a few seconds cancels; each cell's ratio to the floor is then paired
-    within seconds rather than across a round. Returns the cell's closed-loop result
+    within seconds rather than across a round; ``flip`` starts with the floor (see
+    :func:`slice_order`). Returns the cell's closed-loop result
     (with ``ref_rps``, the floor's requests/s over its slices, and ``ratio``), what its
     server spent during its own slices, and the CPU seconds its peer spent then.
     """
@@ -540,7 +542,8 @@ def sliced_closed_loop(
     floors: list[dict[str, Any]] = []
     spent = Spent()
     peer_cpu = 0.0
-    for mine in slice_order(n):
+    everyone = [server_pid, reference.server.pid, *peer_pids]
+    for mine in slice_order(n, flip):
         if reference.server.poll() is not None:
             raise RuntimeError(f"the floor's server exited with {reference.server.returncode}")
         if mine:
@@ -549,9 +552,11 @@ def sliced_closed_loop(
             ours.append(closed_loop(port, length, opts.connections, opts.wrk))
             peer_cpu += cpu_seconds(peer_pids) - p0
             spent += server_spent(server_pid, port, before=False) - s0
-            quiesce([server_pid, *peer_pids])
         else:
             floors.append(closed_loop(reference.port, length, opts.connections, opts.wrk))
+        # after every slice, either side's: waiting after the option's alone delayed
+        # its slices only, moving them later in the drift than the floor's
+        quiesce(everyone)
     out = merge_slices(ours)
     ref = merge_slices(floors)
     out["ref_rps"] = ref["rps"]
@@ -563,10 +568,14 @@ def sliced_closed_loop(
     return out, spent, peer_cpu
 
 
-def slice_order(n: int) -> list[bool]:
-    """``n`` slices for the cell (True) and ``n`` for the floor, ABBA ABBA ...: over
-    each four, a drift linear in time moves both sides alike."""
-    return [i % 4 in (0, 3) for i in range(2 * n)]
+def slice_order(n: int, flip: bool = False) -> list[bool]:
+    """``n`` slices for the cell (True) and ``n`` for the floor, ABBA ABBA ... (``flip``:
+    BAAB BAAB ...): over each four, a drift linear in time moves both sides alike.
+
+    With ``n`` odd the last pair is AB, which puts the cell earlier on average (by a
+    third of a slice at ``n=3``, a whole one at ``n=1``); no order of an odd count can
+    balance it. So rounds alternate ``flip``, and each pair of rounds is balanced."""
+    return [(i % 4 in (0, 3)) != flip for i in range(2 * n)]
 
 
 def merge_slices(slices: list[dict[str, Any]]) -> dict[str, Any]:
@@ -595,10 +604,15 @@ def merge_slices(slices: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_cell(
-    cell: Cell, framework: str, opts: argparse.Namespace, reference: Reference | None = None
+    cell: Cell,
+    framework: str,
+    opts: argparse.Namespace,
+    reference: Reference | None = None,
+    round_index: int = 0,
 ) -> dict[str, Any]:
     """One server process, both phases; returns the round's measurements. With a
-    ``reference`` (the floor's server), the saturation phase alternates with it."""
+    ``reference`` (the floor's server), the saturation phase alternates with it, the
+    floor's slice first in odd rounds (``round_index``; see :func:`slice_order`)."""
     kind = DESTS[cell.dest][1] if cell.contender != "null" else None
     stall = (opts.stall_every, opts.stall_ms / 1e3) if kind == "stall" else ()
     peer = start_peer(kind, *stall)
@@ -634,7 +648,7 @@ def run_cell(
                 spent = server_spent(server.pid, port, before=False) - server0
             else:
                 c, spent, peer_cpu = sliced_closed_loop(
-                    port, reference, server.pid, peer_pids, opts
+                    port, reference, server.pid, peer_pids, opts, flip=round_index % 2 == 1
                 )
             kreq = max(float(c.get("answered") or 0), 1.0) / 1e3
             out.update(spent.per_kreq(float(c.get("answered") or 0)))
@@ -764,7 +778,7 @@ def run_rounds(
                 # grew slower than a new one as it aged (an A/A check late in a round
                 # gave up to 1.12x), which favoured every cell run late in a round
                 with reference_server(framework) as reference:
-                    run = cell.runs[r] = run_cell(cell, framework, opts, reference)
+                    run = cell.runs[r] = run_cell(cell, framework, opts, reference, r)
             except Exception as exc:
                 cell.errors.append(f"round {r + 1}: {exc}")
                 # on stderr whatever ``log`` is: the verdicts will rest on fewer rounds

@@ -220,3 +220,22 @@ def test_replotting_a_quick_run_says_it_is_one(
     path.write_text(json.dumps(dict(doc, quick=False)))
     service.replot(str(path), str(tmp_path / "x.png"))
     assert drawn[1].startswith("A service logging")
+
+
+def _mean_positions(order: list[bool]) -> tuple[float, float]:
+    mine = [i for i, m in enumerate(order) if m]
+    floor = [i for i, m in enumerate(order) if not m]
+    return sum(mine) / len(mine), sum(floor) / len(floor)
+
+
+def test_saturation_slices_are_balanced_within_a_round_or_over_two() -> None:
+    assert service.slice_order(1, flip=True) == [False, True]
+    assert service.slice_order(3, flip=True) == [False, True, True, False, False, True]
+    for n in range(1, 9):
+        a, b = service.slice_order(n), service.slice_order(n, flip=True)
+        assert a.count(True) == b.count(True) == n
+        # over a pair of rounds each side's mean position in time is the same
+        pair = _mean_positions(a + b)
+        assert pair[0] == pair[1], n
+        if n % 2 == 0:
+            assert _mean_positions(a)[0] == _mean_positions(a)[1], n
