@@ -344,10 +344,11 @@ def main(argv: list[str] | None = None) -> int:
         held = _stats.QUICK if args.quick else _stats.MET if rss["holds"] else _stats.MISSED
         check_text += f"\n- **{held}**: peak RSS within the bound (one trial)"
     check_text = (
-        "Targets (verdicts: met when the 95% interval is on the right side, missed when it "
-        "is on the wrong side, undecided at this noise when it straddles the target):\n\n"
-        + check_text
-        + notes(cases)
+        "Targets (verdicts: met when the whole 95% interval is on the right side of the "
+        "target, missed when the whole interval is on the wrong side, undecided at this "
+        "noise when it straddles the target; the per-call targets, looser, are met when "
+        "the median is <= 1.3x and the interval's upper end < 1.4x; not judged in a quick "
+        "run or below 5 rounds):\n\n" + check_text + notes(cases)
     )
     table += extra
     os.makedirs(RESULTS, exist_ok=True)

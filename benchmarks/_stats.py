@@ -10,7 +10,10 @@ bootstrap, fixed seed, so a table is reproducible from its raw numbers).
 A target is then *met* when the whole interval is on the right side of it, *missed*
 when the whole interval is on the wrong side, and *undecided at this noise* when the
 interval straddles it: more rounds or a quieter machine would decide, a single
-median would not.
+median would not. A ``<=`` target may instead give its own upper bound for the
+interval (``Target.strict_high``): met then when the *median* is at most the limit and the
+interval's upper end is below that bound, a looser rule than the whole interval at
+most the limit.
 """
 
 from __future__ import annotations
@@ -92,9 +95,12 @@ def paired(
 
 @dataclass(frozen=True)
 class Target:
-    """``value <= limit`` (``op="<="``) or ``value >= limit``; ``strict_high`` adds the
-    issue's extra condition for a *met* of a ``<=`` target: the interval's upper end
-    below that bound (e.g. call cost <= 1.3x with the upper end < 1.4x)."""
+    """``value <= limit`` (``op="<="``) or ``value >= limit``. ``strict_high``, for a
+    ``<=`` target, replaces the rule for *met*: the median at most ``limit`` and the
+    interval's upper end below ``strict_high`` (the issue's per-call target: median
+    <= 1.3x, upper end < 1.4x), where the generic rule wants the whole interval at
+    most ``limit``. It is looser than that rule, not stricter: the upper end may pass
+    the limit. *Missed* is unchanged (the whole interval above ``limit``)."""
 
     what: str
     op: str
@@ -102,7 +108,8 @@ class Target:
     strict_high: float | None = None
 
     def verdict(self, est: Estimate | None) -> str:
-        """met / missed / undecided at this noise (see the module docstring)."""
+        """met / missed / undecided at this noise (see the module docstring); "not
+        judged" below ``MIN_ROUNDS`` rounds, "not measured" without an estimate."""
         if est is None:
             return "not measured"
         if est.rounds < MIN_ROUNDS:

@@ -239,3 +239,10 @@ def test_saturation_slices_are_balanced_within_a_round_or_over_two() -> None:
         assert pair[0] == pair[1], n
         if n % 2 == 0:
             assert _mean_positions(a)[0] == _mean_positions(a)[1], n
+
+
+def test_the_per_call_rule_is_looser_than_the_generic_one_as_its_words_say() -> None:
+    est = _stats.Estimate(1.25, 1.1, 1.35, 9)  # median under 1.3x, upper end past it
+    per_call = _stats.Target("call <= 1.3x, upper end < 1.4x", "<=", 1.3, strict_high=1.4)
+    assert per_call.verdict(est) == _stats.MET
+    assert _stats.Target("call <= 1.3x", "<=", 1.3).verdict(est) == _stats.UNDECIDED
