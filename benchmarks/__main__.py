@@ -280,8 +280,10 @@ def chart(cases: list[Case], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="small N, one round (sanity)")
-    parser.add_argument("--trials", type=int, help="interleaved rounds (3; quick: 1)")
+    parser.add_argument(
+        "--quick", action="store_true", help="small N, 2 rounds (sanity: no verdicts)"
+    )
+    parser.add_argument("--trials", type=int, help="interleaved rounds (9; quick: 2)")
     parser.add_argument("--n", type=int, help="records per trial (100000; quick: 10000)")
     parser.add_argument("--only", help="comma-separated contender keys to run")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")

@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.micro_pyperf")
     parser.add_argument("--rounds", type=int, help="interleaved rounds (9; quick 2)")
-    parser.add_argument("--quick", action="store_true", help="2 rounds, short values")
+    parser.add_argument("--quick", action="store_true", help="2 rounds, short values (no verdict)")
     parser.add_argument("--json", action="store_true", help="print raw per-round values")
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 9)

@@ -1128,7 +1128,9 @@ def _title(header: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.service", description=__doc__)
     parser.add_argument(
-        "--quick", action="store_true", help="2 rounds, 1 s phases, floor and aiologsinks"
+        "--quick",
+        action="store_true",
+        help="2 rounds, 1 s phases, floor and aiologsinks (sanity: no verdicts)",
     )
     parser.add_argument("--smoke", action="store_true", help="the code runs: tiny, no stats")
     parser.add_argument("--framework", choices=("fastapi", "aiohttp"), default="fastapi")
