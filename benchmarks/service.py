@@ -1226,7 +1226,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     notes = (
         "req/s: median over rounds. x floor: per round, the option's requests/s over the "
-        "floor's, from 1 s slices alternating (ABBA) with a floor server running beside it "
+        "floor's, from 1 s slices alternating (ABBA; BAAB in odd rounds) with a floor "
+        "server running beside it "
         "(the floor's own row: the same for a second floor server, an A/A check); "
         "p99 - floor: per round, the option's open-loop p99 minus the floor server's, "
         "from 0.5 s slices alternating (ABBA) in the same way (the floor's row: A/A); "
