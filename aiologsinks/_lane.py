@@ -504,7 +504,14 @@ class Lane:
         elif task is not None:
             abandon(task)  # retrieves its outcome
         self.dead = True
+        before = self.undelivered
         self.take_all()
+        if self.undelivered > before:
+            # the records alone, in the fallback, would not say why they are there
+            self._tell(
+                f"aiologsinks: sink {self.name} ran out of time to deliver"
+                f" {self.undelivered - before} record(s); they went to the fallback"
+            )
 
     async def close_sink(self, timeout: float | None, settle: float = 0.0) -> None:
         """Close the sink, waiting at most ``timeout``; a failure goes to its

@@ -390,6 +390,11 @@ async def test_aclose_timeout_reports_what_a_stalled_sink_did_not_deliver() -> N
     assert [r.getMessage() for r in fallback.records if r.name != "aiologsinks"] == [
         f"s {i}" for i in range(25)
     ]
+    # and why they are there (they had come without a word)
+    assert [r.getMessage() for r in fallback.records if r.name == "aiologsinks"] == [
+        "aiologsinks: sink GatedSink#0 ran out of time to deliver 25 record(s); they went"
+        " to the fallback"
+    ]
     assert stalled.closed
 
 

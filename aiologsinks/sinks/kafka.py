@@ -455,6 +455,8 @@ class KafkaSink(OutboxSinkMixin, Sink):
         producer = AIOKafkaProducer(**options)
         # a task of its own, so that aclose can stop a start that another task awaits
         starting = asyncio.ensure_future(self._start(producer))
+        # seen whatever ends it: a close may cancel this coroutine before it looks
+        starting.add_done_callback(_retrieve)
         self._starting = producer, starting
         timed_out = False
         try:
