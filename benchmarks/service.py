@@ -979,13 +979,13 @@ def verdicts(
             return failures_gate(verdict, cell.failed(), cell.failed("ref_"))
 
         p99_verdict = aa_gate(
-            p99_target.verdict(diff),
+            p99_target,
+            diff,
             aa_diff,
-            0.0,
             aa_diff.fmt(2, " ms", signed=True, asked=asked) if aa_diff else "",
         )
         rps_verdict = aa_gate(
-            rps_target.verdict(ratio), aa_ratio, 1.0, aa_ratio.fmt(asked=asked) if aa_ratio else ""
+            rps_target, ratio, aa_ratio, aa_ratio.fmt(asked=asked) if aa_ratio else ""
         )
         out.append(
             (
@@ -1251,8 +1251,9 @@ def main(argv: list[str] | None = None) -> int:
         "in the cyclic GC (the app's gc.callbacks clock; a full collection traverses "
         "every object of the process, the logging option's own included); medians over "
         "rounds, and their differences from the floor's (not paired). When the A/A "
-        "check's interval leaves out 1.00x (for p99: +0 ms), the run's requests/s (p99) "
-        "verdicts are undecided: the method itself is biased."
+        "check's interval leaves out 1.00x (for p99: +0 ms), each requests/s (p99) "
+        "verdict is judged again with the option's interval widened by the A/A's: one "
+        "that bias could flip is undecided."
     )
     doc = {
         "header": header,
