@@ -70,23 +70,23 @@ class Closing(LoopBinding):
             future.result(bound)
         return self.stats()
 
-    def _begin_exit_close(self, can_start: bool) -> concurrent.futures.Future[Any] | None:
+    def _begin_exit_close(self, can_start: bool) -> concurrent.futures.Future[Any] | bool:
         """At interpreter exit: begin closing this dispatcher, bounded by
         ``_EXIT_TIMEOUT``; the close still running is returned, to be waited for
         together with every other dispatcher's.
 
-        One that never started is started on the background loop, or, where that
-        loop's thread cannot start (Python 3.12.0-3.12.2), closed here on a loop of
-        this exiting thread; one whose loop no longer runs is settled, counted.
+        One that never started is started on the background loop; where that loop's
+        thread cannot start (Python 3.12.0-3.12.2) True says to close it on a loop of
+        this exiting thread, with the others like it. One whose loop no longer runs is
+        settled, counted (False: nothing to wait for).
         """
         state = self.state
         if state is DispatcherState.CLOSED:
             self._check_orphaned()
-            return None
+            return False
         if state is DispatcherState.NEW and self._queue.depth:
             if not can_start and _background.loop_thread_id() is None:
-                _background.run_here(self.aclose(_EXIT_TIMEOUT))
-                return None
+                return True
             self._start_in_background()
         loop = self._loop
         if loop is None or loop.is_closed() or not loop.is_running():
@@ -95,7 +95,7 @@ class Closing(LoopBinding):
                 if self.state is DispatcherState.NEW
                 else "its event loop ended without aclose()"
             )
-            return None
+            return False
         return asyncio.run_coroutine_threadsafe(self.aclose(_EXIT_TIMEOUT), loop)
 
     def stop(self) -> None:
@@ -351,16 +351,45 @@ def _close_at_exit() -> None:
     started (no loop ever ran), those on the background loop; count the rest."""
     can_start = _background.threads_can_start()
     closing: list[concurrent.futures.Future[Any]] = []
+    here: list[Any] = []
     for dispatcher in list(live):
         try:
-            future = dispatcher._begin_exit_close(can_start)
+            how = dispatcher._begin_exit_close(can_start)
         except Exception:  # noqa: BLE001, S112 - exit boundary: every other dispatcher too
             continue
-        if future is not None:
-            closing.append(future)
+        if how is True:
+            here.append(dispatcher)
+        elif how is not False:
+            closing.append(how)
     # all at once, each within its own bound: one after another, every destination
     # that was down held the exit for its whole bound
+    if here:
+        close_here(here)
     concurrent.futures.wait(closing, timeout=_EXIT_TIMEOUT + 2.0)
+
+
+def close_here(dispatchers: list[Any]) -> None:
+    """Close ``dispatchers`` together on a loop of this thread (at exit, where no
+    thread can start: Python 3.12.0-3.12.2), each within ``_EXIT_TIMEOUT``."""
+
+    async def close_all() -> None:
+        await asyncio.gather(
+            *(d.aclose(_EXIT_TIMEOUT) for d in dispatchers), return_exceptions=True
+        )
+
+    _background.run_here(close_all())
+
+
+def close_never_started_here(first: Any) -> None:
+    """``first``, and every other dispatcher that never started and holds records,
+    closed together on this thread (a handler's close at exit where no thread can
+    start: logging.shutdown() closes the handlers one after another)."""
+    others = [
+        d
+        for d in list(live)
+        if d is not first and d.state is DispatcherState.NEW and d._queue.depth
+    ]
+    close_here([first, *others])
 
 
 def _after_fork_in_child() -> None:

@@ -36,6 +36,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _background
+from ._closing import close_never_started_here
 from ._dispatcher import Dispatcher, DispatcherState
 from ._sink import Sink, set_entry_factory
 
@@ -175,8 +176,10 @@ class HandlerPipeline:
             _background.submit(self.dispatcher.aclose(SYNC_TIMEOUT))
             return
         if self._stranded():
-            # its start could not begin: the records are delivered on this thread
-            _background.run_here(self.dispatcher.aclose(SYNC_TIMEOUT))
+            # its start could not begin: the records are delivered on this thread,
+            # with every other pipeline's in that state (closed one after another, each
+            # destination that was down held the exit for its whole bound)
+            close_never_started_here(self.dispatcher)
             return
         _background.run(self.dispatcher.aclose(SYNC_TIMEOUT), SYNC_TIMEOUT + 2.0)
 

@@ -28,6 +28,7 @@ import enum
 import functools
 import inspect
 import logging
+import os
 import sys
 import threading
 import traceback
@@ -84,6 +85,17 @@ class HandlerEntry(Protocol):
 #: Dispatcher: this module must not, or sinks would import the pipeline)
 _entry_factory: Callable[[Sink], HandlerEntry] | None = None
 _entry_lock = threading.RLock()  # re-entrant: a signal handler may log
+
+
+def _reset_entry_lock() -> None:
+    # in a forked child: another thread of the parent may have held it at the fork,
+    # and that thread is not here to release it
+    global _entry_lock
+    _entry_lock = threading.RLock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_entry_lock)
 
 
 def set_entry_factory(factory: Callable[[Sink], HandlerEntry]) -> None:
@@ -413,13 +425,16 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         if entry is None:
             with _entry_lock:
                 entry = self._entry
-                if entry is None:
-                    if _entry_factory is None:  # pragma: no cover - set by the package
-                        raise RuntimeError("aiologsinks: handler entry not installed")
-                    entry = self._entry = _entry_factory(self)
-                    # started once it is in place: starting may log (asyncio, making
-                    # the background loop), and such a record must find this entry
-                    entry.start()
+                if entry is not None:
+                    return entry
+                if _entry_factory is None:  # pragma: no cover - set by the package
+                    raise RuntimeError("aiologsinks: handler entry not installed")
+                entry = self._entry = _entry_factory(self)
+            # Started once it is in place (starting may log: asyncio making the
+            # background loop, and such a record must find this entry), and outside
+            # the lock: the thread making that loop holds its lock and may need this
+            # one for another sink's first record, while starting needs that lock
+            entry.start()
         return entry
 
     # -- the I/O surface ----------------------------------------------------------------

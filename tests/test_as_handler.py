@@ -6,6 +6,7 @@ import asyncio
 import logging
 import logging.config
 import logging.handlers
+import os
 import socket
 import subprocess
 import sys
@@ -425,6 +426,147 @@ def test_the_exit_closes_unanswered_handler_sinks_together() -> None:
                 sys.executable,
                 "-c",
                 textwrap.dedent(UNANSWERED_AT_EXIT_SCRIPT),
+                str(peer.getsockname()[1]),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        took = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("1 record(s) undelivered") == 3, proc.stderr
+    assert took < 5.0 + 2.0 + 3.0, proc.stderr  # the bound, the close's grace, the interpreter
+
+
+FIRST_RECORDS_RACE_SCRIPT = """
+import logging, os, sys, threading
+import aiologsinks as als
+
+sys.setswitchinterval(1e-6)  # as many thread switches as can be: the race comes often
+root = logging.getLogger()
+root.setLevel(logging.DEBUG)  # asyncio's "Using selector" reaches this sink
+root.addHandler(als.FileSink(os.path.join(sys.argv[1], "root.log")))
+first = logging.getLogger("first")
+first.propagate = False
+first.addHandler(als.FileSink(os.path.join(sys.argv[1], "first.log")))
+auto = logging.getLogger("auto")
+auto.propagate = False
+# never started: its first record makes the background loop, which makes asyncio log
+auto.addHandler(als.Dispatcher(als.FileSink(os.path.join(sys.argv[1], "auto.log"))).handler)
+both = threading.Barrier(2)
+
+def log(logger):
+    both.wait()
+    logger.info("from %s", logger.name)
+
+threads = [threading.Thread(target=log, args=(lg,), daemon=True) for lg in (first, auto)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join(10)
+print("hung" if any(t.is_alive() for t in threads) else "returned", flush=True)
+os._exit(0)
+"""
+
+
+def test_two_first_records_while_the_background_loop_is_made_do_not_deadlock(
+    tmp_path: Path,
+) -> None:
+    """One thread gives a sink its first record while another makes the background
+    loop, and asyncio logs into a third sink as it makes it: the first thread held the
+    sinks' entry lock waiting for the loop's, the second the loop's waiting for the
+    entry lock (12 of 20 processes hung). Ten fresh processes, each a new race."""
+    for run in range(10):
+        where = tmp_path / str(run)
+        where.mkdir()
+        proc = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(FIRST_RECORDS_RACE_SCRIPT), str(where)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert (proc.returncode, proc.stdout) == (0, "returned\n"), (run, proc.stderr)
+
+
+FORK_HOLDING_ENTRY_LOCK_SCRIPT = """
+import logging, os, signal, sys, threading
+import aiologsinks as als
+from aiologsinks import _sink
+
+held, release = threading.Event(), threading.Event()
+
+def hold():
+    # another thread giving a sink its first record at the moment of the fork
+    with _sink._entry_lock:
+        held.set()
+        release.wait(30)
+
+threading.Thread(target=hold, daemon=True).start()
+held.wait(10)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # a hung child ends, killed by SIGALRM
+    sink = als.FileSink(sys.argv[1])
+    log = logging.getLogger("child")
+    log.propagate = False
+    log.addHandler(sink)
+    log.warning("from the child")
+    sink.close()
+    os._exit(0)
+release.set()
+_, status = os.waitpid(pid, 0)
+print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
+def test_a_child_forked_while_another_thread_starts_a_sink_gives_its_own_a_record(
+    tmp_path: Path,
+) -> None:
+    """The lock that guards a sink's first record stayed held in the child, by a
+    thread that is not there: the child's first record to a new sink hung for ever."""
+    path = tmp_path / "child.log"
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(FORK_HOLDING_ENTRY_LOCK_SCRIPT), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (proc.returncode, proc.stdout) == (0, "child exit 0\n"), proc.stderr
+    assert path.read_text(encoding="utf-8") == "from the child\n"
+
+
+NEVER_STARTED_UNANSWERED_SCRIPT = """
+import asyncio, logging, sys
+import aiologsinks as als
+
+dispatchers = [
+    als.Dispatcher(als.HTTPSink("127.0.0.1:" + sys.argv[1], "/log", method="POST"))
+    for _ in range(3)
+]
+
+async def main():
+    # logged on a running loop and never started: at exit no background loop runs
+    for d in dispatchers:
+        als.QueueHandler(d).handle(logging.makeLogRecord({"msg": "unanswered"}))
+
+asyncio.run(main())
+"""
+
+
+def test_never_started_dispatchers_to_unanswering_peers_close_together_at_exit() -> None:
+    """Where no thread can start at exit (Python 3.12.0-3.12.2) they are closed on the
+    exiting thread, and were closed one after another: three unanswered destinations
+    held the exit for three bounds. Elsewhere they close on the background loop."""
+    with socket.socket() as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.listen(16)  # never accepted: the kernel takes the requests, nobody answers
+        started = time.monotonic()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                textwrap.dedent(NEVER_STARTED_UNANSWERED_SCRIPT),
                 str(peer.getsockname()[1]),
             ],
             capture_output=True,
