@@ -98,6 +98,17 @@ class Closing(LoopBinding):
             return False
         return asyncio.run_coroutine_threadsafe(self.aclose(_EXIT_TIMEOUT), loop)
 
+    def _close_here_with_the_never_started(self) -> None:
+        """This dispatcher, and every other that never started and holds records,
+        closed together on this thread (a handler's close at exit where no thread can
+        start: logging.shutdown() closes the handlers one after another)."""
+        others = [
+            d
+            for d in list(live)
+            if d is not self and d.state is DispatcherState.NEW and d._queue.depth
+        ]
+        close_here([self, *others])
+
     def stop(self) -> None:
         """``QueueListener.stop()`` for code that runs no event loop: :meth:`close`.
 
@@ -378,18 +389,6 @@ def close_here(dispatchers: list[Any]) -> None:
         )
 
     _background.run_here(close_all())
-
-
-def close_never_started_here(first: Any) -> None:
-    """``first``, and every other dispatcher that never started and holds records,
-    closed together on this thread (a handler's close at exit where no thread can
-    start: logging.shutdown() closes the handlers one after another)."""
-    others = [
-        d
-        for d in list(live)
-        if d is not first and d.state is DispatcherState.NEW and d._queue.depth
-    ]
-    close_here([first, *others])
 
 
 def _after_fork_in_child() -> None:

@@ -36,7 +36,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _background
-from ._closing import close_never_started_here
 from ._dispatcher import Dispatcher, DispatcherState
 from ._sink import Sink, set_entry_factory
 
@@ -179,7 +178,7 @@ class HandlerPipeline:
             # its start could not begin: the records are delivered on this thread,
             # with every other pipeline's in that state (closed one after another, each
             # destination that was down held the exit for its whole bound)
-            close_never_started_here(self.dispatcher)
+            self.dispatcher._close_here_with_the_never_started()
             return
         _background.run(self.dispatcher.aclose(SYNC_TIMEOUT), SYNC_TIMEOUT + 2.0)
 
