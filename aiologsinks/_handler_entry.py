@@ -28,7 +28,6 @@ own ``emit_batch`` and its flush and close to the sink.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -181,14 +180,6 @@ class HandlerPipeline:
             self.dispatcher._close_here_with_the_never_started()
             return
         _background.run(self.dispatcher.aclose(SYNC_TIMEOUT), SYNC_TIMEOUT + 2.0)
-
-
-def _on_a_running_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _on_loop_thread() -> bool:
