@@ -50,7 +50,9 @@ class Closing(LoopBinding):
 
         Blocks the calling thread until the close finished (at most ``timeout`` plus
         a second). Raises :class:`DispatcherStateError` when called on a thread whose
-        event loop is running (``await aclose()`` there).
+        event loop is running (``await aclose()`` there). When the dispatcher's loop
+        stopped without being closed (``run_until_complete()`` returned), that loop
+        is run here until the close finished.
         """
         timeout = check_number("timeout", timeout, none=True)
         if _get_running_loop() is not None:
@@ -61,6 +63,9 @@ class Closing(LoopBinding):
         if self.state is DispatcherState.NEW:
             self._start_in_background()
         loop = self._loop
+        if loop is not None and self._can_run_here(loop):
+            close_on_stopped_loop(loop, [self], timeout)
+            return self.stats()
         if loop is None or loop.is_closed() or not loop.is_running():
             self._orphan("its event loop is not running")
             return self.stats()
@@ -70,15 +75,18 @@ class Closing(LoopBinding):
             future.result(bound)
         return self.stats()
 
-    def _begin_exit_close(self, can_start: bool) -> concurrent.futures.Future[Any] | bool:
+    def _begin_exit_close(
+        self, can_start: bool
+    ) -> concurrent.futures.Future[Any] | asyncio.AbstractEventLoop | bool:
         """At interpreter exit: begin closing this dispatcher, bounded by
         ``_EXIT_TIMEOUT``; the close still running is returned, to be waited for
         together with every other dispatcher's.
 
         One that never started is started on the background loop; where that loop's
         thread cannot start (Python 3.12.0-3.12.2) True says to close it on a loop of
-        this exiting thread, with the others like it. One whose loop no longer runs is
-        settled, counted (False: nothing to wait for).
+        this exiting thread, with the others like it. One whose loop stopped without
+        being closed returns that loop, to be run here to close it. One whose loop
+        ended is settled, counted (False: nothing to wait for).
         """
         state = self.state
         if state is DispatcherState.CLOSED:
@@ -89,6 +97,8 @@ class Closing(LoopBinding):
                 return True
             self._start_in_background()
         loop = self._loop
+        if loop is not None and self._can_run_here(loop):
+            return loop
         if loop is None or loop.is_closed() or not loop.is_running():
             self._orphan(
                 "the interpreter exited before it started"
@@ -97,6 +107,13 @@ class Closing(LoopBinding):
             )
             return False
         return asyncio.run_coroutine_threadsafe(self.aclose(_EXIT_TIMEOUT), loop)
+
+    @staticmethod
+    def _can_run_here(loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether this thread can run ``loop`` to close a dispatcher on it: the loop
+        stopped without being closed (``run_until_complete()`` returned, ``stop()``
+        ended ``run_forever()``) and no loop runs here."""
+        return not loop.is_closed() and not loop.is_running() and _get_running_loop() is None
 
     def _close_here_with_the_never_started(self) -> None:
         """This dispatcher, and every other that never started and holds records,
@@ -363,6 +380,7 @@ def _close_at_exit() -> None:
     can_start = _background.threads_can_start()
     closing: list[concurrent.futures.Future[Any]] = []
     here: list[Any] = []
+    stopped: dict[asyncio.AbstractEventLoop, list[Any]] = {}
     for dispatcher in list(live):
         try:
             how = dispatcher._begin_exit_close(can_start)
@@ -370,12 +388,16 @@ def _close_at_exit() -> None:
             continue
         if how is True:
             here.append(dispatcher)
+        elif isinstance(how, asyncio.AbstractEventLoop):
+            stopped.setdefault(how, []).append(dispatcher)
         elif how is not False:
             closing.append(how)
     # all at once, each within its own bound: one after another, every destination
     # that was down held the exit for its whole bound
     if here:
         close_here(here)
+    for loop, group in stopped.items():
+        close_on_stopped_loop(loop, group, _EXIT_TIMEOUT)
     concurrent.futures.wait(closing, timeout=_EXIT_TIMEOUT + 2.0)
 
 
@@ -389,6 +411,34 @@ def close_here(dispatchers: list[Any]) -> None:
         )
 
     _background.run_here(close_all())
+
+
+def close_on_stopped_loop(
+    loop: asyncio.AbstractEventLoop, dispatchers: list[Any], timeout: float | None
+) -> None:
+    """Close ``dispatchers`` on ``loop``, run by this thread until they are closed.
+
+    The loop stopped without being closed (a script's ``run_until_complete()``
+    returned, a signal handler's ``stop()`` ended ``run_forever()``); their sinks'
+    files, connections and tasks belong to it, so only it can deliver what they hold.
+    Its other tasks run meanwhile, as in a next ``run_until_complete()``. Where it
+    cannot be run here (another thread started it meanwhile) what they hold is
+    settled, counted.
+    """
+
+    async def close_all() -> None:
+        await asyncio.gather(*(d.aclose(timeout) for d in dispatchers), return_exceptions=True)
+
+    task = loop.create_task(close_all())
+    while not task.done():
+        try:
+            loop.run_until_complete(task)
+        except RuntimeError:  # a callback stopped it before the close ended, or it runs elsewhere
+            if loop.is_running() or loop.is_closed():
+                break
+    for dispatcher in dispatchers:
+        if dispatcher.state is not DispatcherState.CLOSED:
+            dispatcher._orphan("its event loop could not be run to close it")
 
 
 def _after_fork_in_child() -> None:

@@ -112,6 +112,80 @@ def test_asyncio_run_ending_without_aclose_delivers_and_warns(tmp_path: Path) ->
     assert "ResourceWarning" in proc.stderr and "was not closed" in proc.stderr
 
 
+#: logs argv[2] records into a FileSink on a loop that then stops without being
+#: closed, the way argv[3] says; the script ends without aclose() or loop.close()
+STOPPED_LOOP_SCRIPT = """
+import asyncio, logging, sys
+
+import aiologsinks as als
+
+sink = als.FileSink(sys.argv[1])
+d = als.Dispatcher(sink)
+log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+loop = asyncio.new_event_loop()
+how = sys.argv[3]
+
+async def stopper():
+    # an application task still pending at exit that stops its loop at every turn
+    while True:
+        loop.stop()
+        await asyncio.sleep(0)
+
+async def main():
+    d.start()
+    for i in range(int(sys.argv[2])):
+        log.warning("r %d", i)
+    if how == "run_forever":
+        loop.call_soon(loop.stop)  # what a signal handler does
+    elif how == "stopper":
+        loop.create_task(stopper())
+
+if how == "run_forever":
+    loop.create_task(main())
+    loop.run_forever()
+else:
+    loop.run_until_complete(main())
+"""
+
+
+@pytest.mark.parametrize("how", ["run_until_complete", "run_forever", "stopper"])
+def test_a_loop_stopped_without_close_is_run_at_exit_to_deliver(tmp_path: Path, how: str) -> None:
+    """5,000 records; the script's loop stops (not closed, no aclose()) and the script
+    ends: every record is in the file. The exit used to send them all to stderr ("its
+    event loop ended without aclose()"), though the loop could still run."""
+    path = tmp_path / "stopped.log"
+    proc = run_script(STOPPED_LOOP_SCRIPT, str(path), "5000", how)
+    assert proc.returncode == 0, proc.stderr
+    assert "fallback" not in proc.stderr, proc.stderr[-2000:]
+    assert count_lines(path) == 5_000
+
+
+def test_close_runs_the_stopped_loop_its_dispatcher_is_on(tmp_path: Path) -> None:
+    """close() after run_until_complete() returned: the loop is run to deliver, 0 lost.
+    It used to settle every record as undelivered ("its event loop is not running")."""
+    path = tmp_path / "close.log"
+    sink = als.FileSink(str(path))
+    dispatcher = als.Dispatcher(sink)
+    logger = fresh_logger("stopped.close")
+    logger.addHandler(dispatcher.handler)
+
+    async def main() -> None:
+        dispatcher.start()
+        for i in range(5_000):
+            logger.info("r %d", i)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+        stats = dispatcher.close()
+    finally:
+        logger.removeHandler(dispatcher.handler)
+        loop.close()
+    assert sink.closed
+    assert stats.lost == 0, stats
+    assert count_lines(path) == 5_000
+
+
 def test_aclose_again_after_its_loop_ended_returns_the_final_stats(tmp_path: Path) -> None:
     """Closed on one loop, which then ended: a second aclose() from another loop (an
     exit hook, a later asyncio.run) has nothing to wait for and returns the stats; it
