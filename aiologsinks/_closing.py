@@ -104,16 +104,24 @@ class Closing(LoopBinding):
                 "the interpreter exited before it started"
                 if self.state is DispatcherState.NEW
                 else "its event loop ended without aclose()"
+                if loop is None or loop.is_closed()
+                else "its event loop was not running at exit"
             )
             return False
         return asyncio.run_coroutine_threadsafe(self.aclose(_EXIT_TIMEOUT), loop)
 
-    @staticmethod
-    def _can_run_here(loop: asyncio.AbstractEventLoop) -> bool:
-        """Whether this thread can run ``loop`` to close a dispatcher on it: the loop
-        stopped without being closed (``run_until_complete()`` returned, ``stop()``
-        ended ``run_forever()``) and no loop runs here."""
-        return not loop.is_closed() and not loop.is_running() and _get_running_loop() is None
+    def _can_run_here(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether this thread can run ``loop`` to close this dispatcher on it: the
+        loop stopped without being closed (``run_until_complete()`` returned,
+        ``stop()`` ended ``run_forever()``), no loop runs here, and the thread that ran
+        it is this one or has ended (a thread that may run its loop again would find
+        it running here, and fail)."""
+        if loop.is_closed() or loop.is_running() or _get_running_loop() is not None:
+            return False
+        owner = self._loop_thread
+        return owner == threading.get_ident() or all(
+            thread.ident != owner for thread in threading.enumerate()
+        )
 
     def _close_here_with_the_never_started(self) -> None:
         """This dispatcher, and every other that never started and holds records,

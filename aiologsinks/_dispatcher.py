@@ -43,8 +43,10 @@ __all__ = [
 _AUTO_START_DELAY = 5.0
 #: with overflow="block", a thread running an event loop other than the dispatcher's
 #: never waits for room: its records go past the bound up to this many times the
-#: queue's size, then are dropped (counted); the dispatcher's own loop thread has no
-#: such limit (the pump drains the queue between its awaits)
+#: queue's size, then are dropped (counted); so are those of any thread while the
+#: dispatcher's loop is stopped (nothing drains the queue then); the dispatcher's own
+#: loop thread, its loop running, has no such limit (the pump drains the queue
+#: between its awaits)
 _LOOP_SLACK = 2
 
 
@@ -397,49 +399,65 @@ class Dispatcher(Closing):
             if not self._wake_pending:
                 self._wake_up()
             return
+        loop = self._loop
         if get_ident() != self._loop_thread:
-            if self._loop is None:
+            if loop is None:
                 if self.state is DispatcherState.NEW and _get_running_loop() is None:
                     # nothing runs a loop here: deliver from the background loop
                     # rather than hold an unbounded backlog until exit
                     self._auto = True
                     self._start_in_background()
             elif not _background.is_pipeline_thread():
-                if _get_running_loop() is None:
-                    self._wait_for_room()
-                elif len(self._items) - queue.controls >= _LOOP_SLACK * queue.size:
+                if _get_running_loop() is None and self._wait_for_room():
+                    pass
+                elif self._accepting and self._dropped_past_slack():
                     # a thread that runs an event loop never waits either, not only
                     # the dispatcher's: the application's loop, when the dispatcher
                     # runs on the background loop (started before any loop ran, or by
-                    # dictConfig). Its awaits do not drain this queue, though: past
-                    # a second bound its records are dropped, counted and announced
-                    with self._lock:
-                        queue.drop_offered()
-                    if not self._wake_pending:
-                        self._wake_up()
+                    # dictConfig). Its awaits do not drain this queue, though; nor does
+                    # waiting while the dispatcher's loop is stopped
                     return
             if not self._accepting:
                 self._to_fallback(record)
                 return
+        elif loop is not None and not loop.is_running() and self._dropped_past_slack():
+            # the loop thread goes on without its loop running (run_until_complete()
+            # returned): nothing drains the queue until the loop runs again
+            return
         # the loop thread, any thread running a loop, the pipeline's own threads, a
-        # dispatcher not started: never wait; accepted past the bound
+        # dispatcher not started: never wait; accepted past the bound, up to a second
         self._items.append(record)
         if not self._wake_pending:
             self._wake_up()
 
-    def _wait_for_room(self) -> None:
+    def _dropped_past_slack(self) -> bool:
+        """Past the second bound (``_LOOP_SLACK`` times the queue's) of a queue whose
+        thread cannot wait for room: drop the record, counted and announced."""
+        queue = self._queue
+        if len(self._items) - queue.controls < _LOOP_SLACK * queue.size:
+            return False
+        with self._lock:
+            queue.drop_offered()
+        if not self._wake_pending:
+            self._wake_up()
+        return True
+
+    def _wait_for_room(self) -> bool:
+        """Wait for room in the queue: True once there is, False when nothing will
+        make room (the dispatcher closed, its loop stopped or ended)."""
         with self._room_cv:
             self._blocked += 1
             try:
                 while self._queue.full():
                     loop = self._loop
-                    if not self._accepting or loop is None or loop.is_closed():
-                        return  # the hand-off re-checks and uses the fallback
+                    if not self._accepting or loop is None or not loop.is_running():
+                        return False  # the hand-off re-checks and uses the fallback
                     if self._pump_task is None or self._pump_task.done():
-                        return
+                        return False
                     self._room_cv.wait(0.05)
             finally:
                 self._blocked -= 1
+        return True
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.state.value} sinks={len(self._lanes)}>"

@@ -119,7 +119,7 @@ class LoopBinding(Pump):
         if loop.is_closed() or not loop.is_running():
             coro.close()
             raise DispatcherStateError(
-                f"{what}: the dispatcher's event loop (another thread's) is not running; "
-                f"call {what}() on the loop that started it"
+                f"{what}: the dispatcher's event loop is not running (it is not the loop"
+                f" this runs on); call {what}() on the loop that started it"
             )
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))

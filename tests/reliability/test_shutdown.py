@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -184,6 +186,86 @@ def test_close_runs_the_stopped_loop_its_dispatcher_is_on(tmp_path: Path) -> Non
     assert sink.closed
     assert stats.lost == 0, stats
     assert count_lines(path) == 5_000
+
+
+def test_close_runs_the_stopped_loop_of_a_thread_that_ended(tmp_path: Path) -> None:
+    """The dispatcher ran on a loop of a thread that ended without closing it: close()
+    on the main thread runs that loop and delivers, 0 lost."""
+    path = tmp_path / "thread.log"
+    sink = als.FileSink(str(path))
+    dispatcher = als.Dispatcher(sink)
+    logger = fresh_logger("stopped.thread")
+    logger.addHandler(dispatcher.handler)
+    loop = asyncio.new_event_loop()
+
+    async def main() -> None:
+        dispatcher.start()
+        for i in range(5_000):
+            logger.info("r %d", i)
+
+    worker = threading.Thread(target=loop.run_until_complete, args=(main(),))
+    worker.start()
+    worker.join(30)
+    try:
+        assert not worker.is_alive()
+        stats = dispatcher.close()
+    finally:
+        logger.removeHandler(dispatcher.handler)
+        loop.close()
+    assert stats.lost == 0, stats
+    assert count_lines(path) == 5_000
+
+
+def _stopped_dispatcher(
+    path: Path, name: str
+) -> tuple[als.Dispatcher, logging.Logger, asyncio.AbstractEventLoop]:
+    """A started dispatcher (queue_size=100) whose loop then stopped, not closed."""
+    dispatcher = als.Dispatcher(als.FileSink(str(path)), queue_size=100)
+    logger = fresh_logger(name)
+    logger.addHandler(dispatcher.handler)
+
+    async def start() -> None:
+        dispatcher.start()
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(start())
+    return dispatcher, logger, loop
+
+
+@pytest.mark.parametrize("thread", ["the loop's", "another"])
+def test_records_logged_while_the_loop_is_stopped_stay_bounded(tmp_path: Path, thread: str) -> None:
+    """The loop stopped (run_until_complete() returned) and 3,000 records are logged
+    with queue_size=100: nothing drains the queue, so past twice its size records are
+    dropped, counted. The loop's own thread used to queue them all (an unbounded
+    backlog), another thread to wait for room for ever (joined: a hang)."""
+    path = tmp_path / "stopped.log"
+    dispatcher, logger, loop = _stopped_dispatcher(path, f"stopped.bounded.{thread[:3]}")
+
+    def burst() -> None:
+        for i in range(3_000):
+            logger.warning("r %d", i)
+
+    try:
+        if thread == "another":
+            worker = threading.Thread(target=burst, daemon=True)
+            worker.start()
+            worker.join(30)
+            assert not worker.is_alive(), "the thread waited for room the stopped loop never makes"
+        else:
+            burst()
+        held = dispatcher.stats()
+        stats = dispatcher.close()
+    finally:
+        logger.removeHandler(dispatcher.handler)
+        loop.close()
+    assert held.queued <= 2 * 100 and held.dropped >= 2_800, held
+    (share,) = stats.sinks.values()
+    assert share.lost == 0 and share.received + stats.dropped == 3_000, stats
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines[:-1] == [f"r {i}" for i in range(share.received)]
+    assert lines[-1].endswith(
+        f"{stats.dropped} record(s) dropped: the dispatcher queue was full (overflow=block)"
+    )
 
 
 def test_aclose_again_after_its_loop_ended_returns_the_final_stats(tmp_path: Path) -> None:
