@@ -3,8 +3,9 @@
 Records that arrive after close, or that a lane could not deliver, go to a fallback
 handler (``logging.lastResort``, i.e. stderr, unless the dispatcher was given one).
 A slow stderr must not stall the event loop, so on a thread that runs an event loop
-the records are queued to one daemon thread that writes them; elsewhere (a foreign
-thread, no loop at all) they are written at once by the caller, which may block.
+the records are queued to one daemon thread, shared by every dispatcher, that writes
+them; elsewhere (a foreign thread, no loop at all) they are written at once by the
+caller, which may block.
 
 :meth:`FallbackWriter.wait` / :meth:`FallbackWriter.drained` let a closing
 dispatcher wait (bounded) until what it spilled is written.
@@ -32,15 +33,63 @@ _Job = tuple[logging.Handler, logging.LogRecord] | concurrent.futures.Future[Non
 _writers: weakref.WeakSet[FallbackWriter] = weakref.WeakSet()
 
 
+class _Spill:
+    """The one daemon thread, shared by every dispatcher, that writes what a thread
+    running an event loop spilled, in the order it was spilled. One per dispatcher
+    left a thread behind for each dispatcher that ever spilled: a process that
+    creates and closes dispatchers gained one for good every time."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
+        self.thread: threading.Thread | None = None
+        self.lock = threading.Lock()
+
+    def put(self, job: _Job) -> None:
+        self.jobs.put(job)
+        if self.thread is not None and self.thread.is_alive():
+            return
+        with self.lock:
+            if self.thread is not None and self.thread.is_alive():
+                return
+            thread = threading.Thread(
+                target=self._serve, name=f"{THREAD_PREFIX}fallback", daemon=True
+            )
+            try:
+                thread.start()
+            except RuntimeError:
+                # no thread can start (Python 3.12.0-3.12.2 at interpreter exit):
+                # written here and now, as off a loop, rather than not at all
+                self.thread = None
+                self._write_queued()
+                return
+            self.thread = thread
+
+    def _write_queued(self) -> None:
+        while True:
+            try:
+                job = self.jobs.get_nowait()
+            except queue.Empty:
+                return
+            _run(job)
+
+    def _serve(self) -> None:
+        mark_pipeline_thread()
+        jobs = self.jobs
+        while True:
+            _run(jobs.get())
+
+
+_spill = _Spill()
+
+
 class FallbackWriter:
     """Writes records to a fallback handler; one per dispatcher."""
 
     def __init__(self, handler: Callable[[], logging.Handler | None]) -> None:
         #: returns the handler to use now (``logging.lastResort`` may be reassigned)
         self._handler = handler
-        self._jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
+        #: whether anything was handed to the spill thread (what wait() waits for)
+        self._spilled = False
         #: records written (or handed to the writer thread)
         self.written = 0
         _writers.add(self)
@@ -57,63 +106,24 @@ class FallbackWriter:
             return
         self.written += len(records) - (notice is not None)
         if asyncio.events._get_running_loop() is None:
+            if self._spilled and threading.current_thread() is not _spill.thread:
+                # what this dispatcher spilled before goes first: the fallback shows
+                # records in the order they reached it
+                self.wait(1.0)
             for record in records:
                 _handle(handler, record)
             return
+        self._spilled = True
         for record in records:
-            self._jobs.put((handler, record))
-        self._ensure_thread()
-
-    def _ensure_thread(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            thread = threading.Thread(
-                target=self._serve, name=f"{THREAD_PREFIX}fallback", daemon=True
-            )
-            try:
-                thread.start()
-            except RuntimeError:
-                # no thread can start (Python 3.12.0-3.12.2 at interpreter exit):
-                # written here and now, as off a loop, rather than not at all
-                self._thread = None
-                self._write_queued()
-                return
-            self._thread = thread
-
-    def _write_queued(self) -> None:
-        while True:
-            try:
-                job = self._jobs.get_nowait()
-            except queue.Empty:
-                return
-            if isinstance(job, concurrent.futures.Future):
-                if not job.done():
-                    job.set_result(None)
-            else:
-                _handle(*job)
-
-    def _serve(self) -> None:
-        mark_pipeline_thread()
-        jobs = self._jobs
-        while True:
-            job = jobs.get()
-            if isinstance(job, concurrent.futures.Future):
-                if not job.done():
-                    job.set_result(None)
-                continue
-            _handle(*job)
+            _spill.put((handler, record))
 
     def marker(self) -> concurrent.futures.Future[None]:
         """A future done once everything queued before it was written."""
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        if self._thread is None:
+        if not self._spilled:
             future.set_result(None)
             return future
-        self._jobs.put(future)
-        self._ensure_thread()
+        _spill.put(future)
         return future
 
     async def drained(self, timeout: float) -> bool:
@@ -134,11 +144,17 @@ class FallbackWriter:
         return True
 
     def _after_fork(self) -> None:
-        # the writer thread does not exist in the child; its queue may hold the
+        # the spill thread does not exist in the child; its queue may hold the
         # parent's records, which the parent writes
-        self._jobs = queue.SimpleQueue()
-        self._thread = None
-        self._lock = threading.Lock()
+        self._spilled = False
+
+
+def _run(job: _Job) -> None:
+    if isinstance(job, concurrent.futures.Future):
+        if not job.done():
+            job.set_result(None)
+    else:
+        _handle(*job)
 
 
 def _handle(handler: logging.Handler, record: logging.LogRecord) -> None:
@@ -148,6 +164,8 @@ def _handle(handler: logging.Handler, record: logging.LogRecord) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _spill
+    _spill = _Spill()
     for writer in list(_writers):
         writer._after_fork()
 

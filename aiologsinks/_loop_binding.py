@@ -16,8 +16,11 @@ from ._supervise import spawn
 
 __all__ = ["LoopBinding", "running_elsewhere"]
 
-#: each sink -> the dispatcher that last started a lane for it
-_started_in: weakref.WeakKeyDictionary[Any, LoopBinding] = weakref.WeakKeyDictionary()
+#: each sink -> the dispatcher that last started a lane for it, weakly: the dispatcher
+#: holds the sink (its lanes), so a strong value kept both alive for ever
+_started_in: weakref.WeakKeyDictionary[Any, weakref.ref[LoopBinding]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def running_elsewhere(sink: Any, dispatcher: object) -> LoopBinding | None:
@@ -26,7 +29,8 @@ def running_elsewhere(sink: Any, dispatcher: object) -> LoopBinding | None:
     Two lanes would open the sink twice (the first file or connection leaks) and the
     first dispatcher to close would close it under the other.
     """
-    other = _started_in.get(sink)
+    ref = _started_in.get(sink)
+    other = None if ref is None else ref()
     if other is None or other is dispatcher:
         return None
     if other.state not in (DispatcherState.RUNNING, DispatcherState.CLOSING):
@@ -92,7 +96,8 @@ class LoopBinding(Pump):
         self._loop_thread = get_ident()
         self._wakeup = asyncio.Event()
         for lane in self._lanes:
-            _started_in[lane.sink] = self
+            _started_in[lane.sink] = weakref.ref(self)
+            lane.sink._reopen()
             lane.start()
         self._pump_task = spawn(self._pump(), "aiologsinks-dispatcher")
         self.state = DispatcherState.RUNNING

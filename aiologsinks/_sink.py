@@ -540,6 +540,23 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     async def _aclose(self) -> None:
         """Close the sink's resources. Called once by :meth:`aclose`."""
 
+    def _reopen(self) -> None:
+        """A closed sink started again, in a new dispatcher (as a closed stdlib handler
+        may be used again): open once more, so that its next close closes what it
+        opens this time (a file opened again by the first write stayed open)."""
+        if self.state is not SinkState.CLOSED:
+            return
+        self.state = SinkState.OPEN
+        cls = type(self)
+        formatter = self._formatter
+        if (
+            self._filters
+            or (formatter is not None and type(formatter) is not logging.Formatter)
+            or overridden(cls, "format", Sink.format)
+            or overridden(cls, "filter", logging.Filterer.filter)
+        ):
+            need_context(self)  # released by the close, as at construction
+
     @property
     def closed(self) -> bool:
         """True once :meth:`aclose` has started."""

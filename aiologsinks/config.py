@@ -801,6 +801,40 @@ def _start_for_dictconfig(dispatcher: Dispatcher) -> None:
     dispatcher._by_dictconfig = True
 
 
+#: closes begun by a replaced dictConfig shim, held until they end (a task is held
+#: weakly by its loop)
+_closing: set[Any] = set()
+
+
+def _close_for_dictconfig(dispatcher: Dispatcher) -> None:
+    """Begin closing a dispatcher dictConfig made, its handler closed: dictConfig
+    closes the handlers a new configuration replaces. What it holds is delivered and
+    its sinks closed on its loop, without waiting here: dictConfig holds logging's
+    lock, which the close may need (a sink's close getting a logger)."""
+    for i, (made, _) in enumerate(_dictconfig_dispatchers):
+        if made is dispatcher:
+            del _dictconfig_dispatchers[i]
+            break
+    loop = dispatcher._loop
+    if dispatcher.state is DispatcherState.CLOSED:
+        return
+    if loop is None:
+        if dispatcher._starting is None:
+            return
+        # its start is still queued on the background loop: the close follows it there
+        closing: Any = _background.submit(dispatcher.aclose())
+    elif loop.is_closed():
+        return
+    elif asyncio.events._get_running_loop() is loop:
+        closing = loop.create_task(dispatcher.aclose())
+    elif loop.is_running():
+        closing = asyncio.run_coroutine_threadsafe(dispatcher.aclose(), loop)
+    else:
+        return  # stopped: the exit closes it (or a close() of its own)
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)
+
+
 def _report_start_failure(dispatcher: Dispatcher, started: concurrent.futures.Future[None]) -> None:
     # nothing else would tell: dictConfig has returned (the way logging reports a
     # handler's own failure, on stderr)
@@ -824,6 +858,13 @@ class _ConfiguredShim(QueueHandler):
     def __init__(self, dispatcher: Dispatcher) -> None:
         super().__init__(dispatcher)
         self._sinks = dispatcher.sinks
+
+    def close(self) -> None:
+        """Close the handler and its Dispatcher (see :func:`dictconfig_handler`)."""
+        super().close()
+        dispatcher = self.dispatcher
+        if isinstance(dispatcher, Dispatcher) and dispatcher._by_dictconfig:
+            _close_for_dictconfig(dispatcher)
 
     def setFormatter(self, fmt: logging.Formatter | None) -> None:
         super().setFormatter(fmt)
@@ -855,6 +896,8 @@ def dictconfig_handler(config: Mapping[str, Any] | str) -> QueueHandler:
     running loop; ``await aclose_dictconfig()`` before the loop ends delivers
     everything and closes the sinks. Otherwise it starts on a private background
     loop, which delivers with or without an application loop and closes it at exit.
+    Closing the shim (as dictConfig does to the handlers a new configuration
+    replaces) closes its Dispatcher too.
     """
     if not isinstance(config, (str, Mapping)):
         raise ConfigError(
@@ -970,6 +1013,15 @@ class DispatcherQueueHandler(logging.handlers.QueueHandler):
         self._dispatcher = value
         if value is not None and value.state is DispatcherState.NEW:
             _start_for_dictconfig(value)
+
+    def close(self) -> None:
+        """Close the handler and the Dispatcher made for it: dictConfig closes the
+        handlers a new configuration replaces (what it holds is delivered, its sinks
+        closed, without waiting here)."""
+        super().close()
+        dispatcher = self._dispatcher
+        if dispatcher is not None and dispatcher._by_dictconfig:
+            _close_for_dictconfig(dispatcher)
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter ``record``, then hand it to the Dispatcher's shim."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import logging.config
 import queue
@@ -829,6 +830,58 @@ def test_dictconfig_queue_handler_keys_build_a_dispatcher(tmp_path: Path) -> Non
     finally:
         _reset(logger)
     assert log_file.read_text() == "dcq delivered\n"
+
+
+@pytest.mark.parametrize("recipe", ["queued", "factory"])
+def test_dictconfig_again_closes_the_dispatchers_it_replaces(tmp_path: Path, recipe: str) -> None:
+    """dictConfig run three times, no loop: each replaced handler's Dispatcher is
+    closed, its records delivered and its file released. Each stayed open for good
+    (two fds and a worker thread per reconfiguration), the file too."""
+    import concurrent.futures
+    import contextlib
+    import os
+
+    log_file = tmp_path / "again.log"
+    sink = {"type": "file", "filename": str(log_file)}
+    handlers: dict[str, Any] = (
+        {
+            "file": {"class": "aiologsinks.FileSink", "filename": str(log_file)},
+            "h": {"class": "aiologsinks.config.DispatcherQueueHandler", "handlers": ["file"]},
+        }
+        if recipe == "queued"
+        else {
+            "h": {"()": "aiologsinks.config.dictconfig_handler", "config": {"sinks": {"f": sink}}}
+        }
+    )
+    logger = logging.getLogger(f"dc.again.{recipe}")
+    replaced = []
+    try:
+        for n in range(3):
+            logging.config.dictConfig(
+                {
+                    "version": 1,
+                    "disable_existing_loggers": False,
+                    "handlers": handlers,
+                    "loggers": {logger.name: {"level": "INFO", "handlers": ["h"]}},
+                }
+            )
+            (handler,) = logger.handlers
+            replaced.append(getattr(handler, "listener", None) or handler.dispatcher)
+            logger.info("configuration %d", n)
+        # the closes begun by the last reconfiguration
+        concurrent.futures.wait(list(config._closing), timeout=10)
+        assert [d.state for d in replaced[:2]] == [als.DispatcherState.CLOSED] * 2
+        assert all(d.sinks[0].closed for d in replaced[:2])
+        fds = []
+        for fd in os.listdir("/proc/self/fd"):
+            with contextlib.suppress(OSError):  # the listing's own, closed by now
+                fds.append(os.readlink(f"/proc/self/fd/{fd}"))
+        assert fds.count(str(log_file)) <= 2  # the running one's (and its writer's)
+    finally:
+        _reset(logger)
+        asyncio.run(config.aclose_dictconfig())
+    # each configuration's in the file (two sinks on one file: no order between them)
+    assert sorted(log_file.read_text().splitlines()) == [f"configuration {n}" for n in range(3)]
 
 
 @pytest.mark.parametrize("given", [5, [1]])

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import logging
 import subprocess
 import sys
 import textwrap
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
@@ -583,6 +585,9 @@ async def test_a_sink_runs_in_one_dispatcher_at_a_time(tmp_path: Path) -> None:
     async with als.install(sink, logger=log_a):
         log_a.info("again")
     assert read_lines(path)[-1] == "again"
+    # and closed again: its first close had left it closed, so the second dispatcher's
+    # close left the file its write opened again open (an fd per reuse)
+    assert sink._file is None
 
 
 def test_a_sink_whose_loop_ended_without_aclose_runs_in_a_new_dispatcher(tmp_path: Path) -> None:
@@ -752,6 +757,28 @@ async def test_the_fallback_is_written_off_the_loop() -> None:
     assert await asyncio.to_thread(fallback.written.wait, 5)
     assert fallback.threads == ["aiologsinks-fallback"]
     assert dispatcher.stats().after_close == stats.after_close + 1
+
+
+async def test_closed_dispatchers_are_freed_and_share_one_fallback_thread() -> None:
+    """50 dispatchers, each closed, then spilling a record to its fallback: all 50
+    records written by one thread, and no dispatcher outlives its last reference.
+    Each left a fallback thread behind for good, and the map from each sink to its
+    dispatcher (weak keys, strong values that hold the key) kept every one alive."""
+    fallback = ThreadRecorder()
+    refs = []
+    for _ in range(50):
+        dispatcher = als.Dispatcher(ListSink(), fallback=fallback)
+        dispatcher.start()
+        await dispatcher.aclose()
+        dispatcher.handler.handle(logging.makeLogRecord({"msg": "late", "levelno": 20}))
+        refs.append(weakref.ref(dispatcher))
+    del dispatcher
+    await wait_until(lambda: len(fallback.threads) == 50, 10)
+    assert set(fallback.threads) == {"aiologsinks-fallback"}
+    spill = [t for t in threading.enumerate() if t.name == "aiologsinks-fallback"]
+    assert len(spill) == 1
+    gc.collect()
+    assert [ref for ref in refs if ref() is not None] == []
 
 
 @pytest.mark.parametrize(

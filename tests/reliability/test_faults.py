@@ -16,6 +16,7 @@ cleanup; an unresolvable host) the same promises are checked:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import logging
 import os
@@ -457,7 +458,7 @@ async def test_a_blocked_pipe_cannot_hold_aclose(tmp_path: Path) -> None:
         log.removeHandler(dispatcher.handler)
         # unblock the abandoned writer thread, so the test process can end
         drained = threading.Event()
-        threading.Thread(target=_drain_pipe, args=(read_fd, drained), daemon=True).start()
+        threading.Thread(target=_drain_pipe, args=(read_fd, drained, stream), daemon=True).start()
     assert len(lines(path)) == 20
     assert_accounted(stats, logged=20)
 
@@ -527,7 +528,9 @@ def test_a_blocked_pipe_cannot_keep_the_process_alive() -> None:
     assert got["delivered"] < 40  # the pipe was full: some records were not written
 
 
-def _drain_pipe(fd: int, done: threading.Event) -> None:
+def _drain_pipe(fd: int, done: threading.Event, stream: Any = None) -> None:
+    """Read the pipe until its writer is quiet for 2 s; then close it, and ``stream``
+    (its write end, which a StreamSink leaves to its owner, as StreamHandler does)."""
     import select
 
     try:
@@ -541,6 +544,9 @@ def _drain_pipe(fd: int, done: threading.Event) -> None:
         pass
     finally:
         os.close(fd)
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):  # its writer gave up on it
+                stream.close()
         done.set()
 
 
