@@ -13,6 +13,7 @@ import concurrent.futures
 import contextlib
 import os
 import threading
+import time
 import weakref
 from asyncio.events import _get_running_loop
 from typing import Any
@@ -404,8 +405,7 @@ def _close_at_exit() -> None:
     # that was down held the exit for its whole bound
     if here:
         close_here(here)
-    for loop, group in stopped.items():
-        close_on_stopped_loop(loop, group, _EXIT_TIMEOUT)
+    close_on_stopped_loops(stopped, _EXIT_TIMEOUT)
     concurrent.futures.wait(closing, timeout=_EXIT_TIMEOUT + 2.0)
 
 
@@ -422,7 +422,11 @@ def close_here(dispatchers: list[Any]) -> None:
 
 
 def close_on_stopped_loop(
-    loop: asyncio.AbstractEventLoop, dispatchers: list[Any], timeout: float | None
+    loop: asyncio.AbstractEventLoop,
+    dispatchers: list[Any],
+    timeout: float | None,
+    *,
+    at_exit: bool = False,
 ) -> None:
     """Close ``dispatchers`` on ``loop``, run by this thread until they are closed.
 
@@ -431,22 +435,65 @@ def close_on_stopped_loop(
     files, connections and tasks belong to it, so only it can deliver what they hold.
     Its other tasks run meanwhile, as in a next ``run_until_complete()``. Where it
     cannot be run here (another thread started it meanwhile) what they hold is
-    settled, counted.
+    settled, counted. One of its tasks raising ``SystemExit`` or
+    ``KeyboardInterrupt`` propagates, what they hold settled, except ``at_exit``:
+    the process is ending already, and the close goes on (it is bounded).
     """
 
     async def close_all() -> None:
         await asyncio.gather(*(d.aclose(timeout) for d in dispatchers), return_exceptions=True)
 
     task = loop.create_task(close_all())
-    while not task.done():
+    try:
+        while not task.done():
+            try:
+                loop.run_until_complete(task)
+            except RuntimeError:  # a callback stopped it before the close ended, or
+                # another thread runs it now
+                if loop.is_running() or loop.is_closed():
+                    break
+            except BaseException:  # one of the loop's own tasks ended the run
+                if not at_exit or loop.is_running() or loop.is_closed():
+                    raise
+    finally:
+        for dispatcher in dispatchers:
+            if dispatcher.state is not DispatcherState.CLOSED:
+                dispatcher._orphan("its event loop could not be run to close it")
+
+
+def close_on_stopped_loops(
+    groups: dict[asyncio.AbstractEventLoop, list[Any]], timeout: float
+) -> None:
+    """At exit: close each group of dispatchers on its stopped loop, all at once (one
+    loop here, each other on a thread of its own), within ``timeout`` in all. Where no
+    thread can start (Python 3.12.0-3.12.2) the rest run here after, in what is left
+    of ``timeout``."""
+    deadline = time.monotonic() + timeout
+
+    def close(loop: asyncio.AbstractEventLoop, group: list[Any], bound: float) -> None:
+        # an exit boundary: every other loop is closed all the same
+        with contextlib.suppress(Exception):
+            close_on_stopped_loop(loop, group, bound, at_exit=True)
+
+    here = list(groups.items())[:1]
+    helpers = []
+    for loop, group in list(groups.items())[1:]:
+        thread = threading.Thread(
+            target=close,
+            args=(loop, group, timeout),
+            name=f"{_background.THREAD_PREFIX}exit",
+            daemon=True,  # bounded by the join below; never one the exit waits for
+        )
         try:
-            loop.run_until_complete(task)
-        except RuntimeError:  # a callback stopped it before the close ended, or it runs elsewhere
-            if loop.is_running() or loop.is_closed():
-                break
-    for dispatcher in dispatchers:
-        if dispatcher.state is not DispatcherState.CLOSED:
-            dispatcher._orphan("its event loop could not be run to close it")
+            thread.start()
+        except RuntimeError:
+            here.append((loop, group))
+        else:
+            helpers.append(thread)
+    for loop, group in here:
+        close(loop, group, max(0.0, deadline - time.monotonic()))
+    for thread in helpers:
+        thread.join(max(0.0, deadline - time.monotonic()) + 2.0)
 
 
 def _after_fork_in_child() -> None:

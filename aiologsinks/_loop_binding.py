@@ -18,9 +18,7 @@ __all__ = ["LoopBinding", "running_elsewhere"]
 
 #: each sink -> the dispatcher that last started a lane for it, weakly: the dispatcher
 #: holds the sink (its lanes), so a strong value kept both alive for ever
-_started_in: weakref.WeakKeyDictionary[Any, weakref.ref[LoopBinding]] = (
-    weakref.WeakKeyDictionary()
-)
+_started_in: weakref.WeakKeyDictionary[Any, weakref.ref[LoopBinding]] = weakref.WeakKeyDictionary()
 
 
 def running_elsewhere(sink: Any, dispatcher: object) -> LoopBinding | None:

@@ -439,6 +439,31 @@ def exits_within_the_bound_counting_three(script: str) -> None:
     assert took < 5.0 + 2.0 + 3.0, proc.stderr  # the bound, the close's grace, the interpreter
 
 
+STOPPED_LOOPS_UNANSWERED_SCRIPT = """
+import asyncio, logging, sys
+import aiologsinks as als
+
+for i in range(3):  # three loops, each stopped (not closed) with its dispatcher open
+    log = logging.getLogger(f"app{i}")
+    log.propagate = False
+    dispatcher = als.Dispatcher(als.HTTPSink("127.0.0.1:" + sys.argv[1], "/log", method="POST"))
+    log.addHandler(dispatcher.handler)
+
+    async def main():
+        dispatcher.start()
+        log.warning("unanswered")
+
+    asyncio.new_event_loop().run_until_complete(main())
+"""
+
+
+def test_the_exit_closes_the_dispatchers_of_stopped_loops_together() -> None:
+    """Three loops stopped without being closed, each with a dispatcher whose peer
+    never answers: the exit runs them together, within its 5 s bound. One after
+    another, each took the whole bound (15 s for three)."""
+    exits_within_the_bound_counting_three(STOPPED_LOOPS_UNANSWERED_SCRIPT)
+
+
 FIRST_RECORDS_RACE_SCRIPT = """
 import logging, os, sys, threading
 import aiologsinks as als

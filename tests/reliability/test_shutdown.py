@@ -133,6 +133,10 @@ async def stopper():
         loop.stop()
         await asyncio.sleep(0)
 
+async def exits():
+    # an application task that ends the program when it next runs (at exit, then)
+    raise SystemExit("from a task")
+
 async def main():
     d.start()
     for i in range(int(sys.argv[2])):
@@ -147,14 +151,18 @@ if how == "run_forever":
     loop.run_forever()
 else:
     loop.run_until_complete(main())
+if how == "exits":
+    loop.create_task(exits())  # first run by the exit's own run of the loop
 """
 
 
-@pytest.mark.parametrize("how", ["run_until_complete", "run_forever", "stopper"])
+@pytest.mark.parametrize("how", ["run_until_complete", "run_forever", "stopper", "exits"])
 def test_a_loop_stopped_without_close_is_run_at_exit_to_deliver(tmp_path: Path, how: str) -> None:
     """5,000 records; the script's loop stops (not closed, no aclose()) and the script
     ends: every record is in the file. The exit used to send them all to stderr ("its
-    event loop ended without aclose()"), though the loop could still run."""
+    event loop ended without aclose()"), though the loop could still run. An
+    application task raising SystemExit as the exit runs the loop used to leave them
+    neither delivered nor counted."""
     path = tmp_path / "stopped.log"
     proc = run_script(STOPPED_LOOP_SCRIPT, str(path), "5000", how)
     assert proc.returncode == 0, proc.stderr
