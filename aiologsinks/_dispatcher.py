@@ -66,8 +66,10 @@ class Dispatcher(Closing):
     * ``overflow``: what a full queue or lane does — ``"block"`` (default: foreign
       threads wait for room, the dispatcher waits for room in a lane; the loop thread
       and the pipeline's own threads never wait, so records they log are accepted
-      past the bound), ``"drop_oldest"`` or ``"drop_newest"``. Every drop is counted
-      in :meth:`stats` and announced by one WARNING notice when delivery resumes.
+      past the bound; while the loop is stopped nothing makes room, and past twice
+      the bound records are dropped), ``"drop_oldest"`` or ``"drop_newest"``. Every
+      drop is counted in :meth:`stats` and announced by one WARNING notice when
+      delivery resumes.
     * ``lanes``: per-sink overrides, ``{sink: {"size": int, "overflow": ...}}``.
     * ``batch_size``: most records per ``emit_batch`` call.
     * ``linger`` (seconds, default 0.005): how long the first record of a burst waits
