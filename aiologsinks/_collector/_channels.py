@@ -21,6 +21,7 @@ framing itself is broken (then only that connection is closed).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import math
 import socket
@@ -34,7 +35,7 @@ from ._frames import frame_length as _unpack_len
 from ._http import HTTPError
 from ._unpickle import Limits
 
-__all__ = ["CHANNELS", "ChannelCounts", "ListenError", "ReceiverLimits"]
+__all__ = ["CHANNELS", "ChannelCounts", "ListenError", "ReceiverLimits", "admit_waiting"]
 
 #: channel names, in display order
 CHANNELS = ("tcp", "udp", "syslog_udp", "syslog_tcp", "http")
@@ -100,6 +101,19 @@ class ChannelCounts:
     dropped: int = 0
 
 
+def admit_waiting(rx: Receiver) -> None:
+    """Serve the connections waiting for a slot, oldest first, while slots are free
+    (all of them once the receiver shuts down: what their peers wrote is read)."""
+    waiting = rx._waiting
+    while waiting and (rx._closing or len(rx._conns) < rx.limits.max_connections):
+        conn = waiting.popleft()
+        transport = conn.transport
+        if transport is None or transport.is_closing():
+            conn.waiting = False
+            continue
+        conn._admit()
+
+
 def _peer(transport: asyncio.BaseTransport) -> str:
     name = transport.get_extra_info("peername")
     if isinstance(name, tuple) and len(name) >= 2:
@@ -115,6 +129,7 @@ class Receiver(Protocol):
     limits: ReceiverLimits
     counts: dict[str, ChannelCounts]
     _conns: set[_Conn]
+    _waiting: collections.deque[_Conn]
     _buffered: int
     _paused: bool
     _closing: bool
@@ -155,6 +170,8 @@ class _Conn(asyncio.Protocol):
         #: an invalid frame came after the last valid record: until the next valid
         #: one, bytes on their way are not taken for progress toward a record
         self.junk = False
+        #: accepted past ``max_connections``: not read until a slot is free
+        self.waiting = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -164,14 +181,32 @@ class _Conn(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)
         self.transport = transport
         rx = self.rx
-        counts = rx.counts[self.channel]
-        if len(rx._conns) >= rx.limits.max_connections:
-            counts.refused += 1
-            self.closing = True
-            transport.abort()
+        limit = rx.limits.max_connections
+        if len(rx._conns) >= limit and not rx._closing:
+            if len(rx._waiting) >= limit:
+                rx.counts[self.channel].refused += 1
+                self.closing = True
+                transport.abort()
+                return
+            # its turn comes when a served connection ends. Reset now, a peer that had
+            # written already lost what it wrote; and a sender that closes each
+            # connection before the next filled the slots with connections whose end
+            # was not read yet (a burst of them: refused though one was open at a time)
+            self.waiting = True
+            transport.pause_reading()
+            rx._waiting.append(self)
             return
-        counts.connections += 1
+        self._admit()
+
+    def _admit(self) -> None:
+        """Serve this connection (a slot is free, or the receiver is shutting down)."""
+        waited, self.waiting = self.waiting, False
+        transport = self.transport
+        assert transport is not None
+        rx = self.rx
+        rx.counts[self.channel].connections += 1
         self.peer = _peer(transport)
+        self.last = self.loop.time()
         rx._conns.add(self)
         rx._activity = self.last
         if rx._closing:
@@ -180,11 +215,19 @@ class _Conn(asyncio.Protocol):
             self.half_close()
         elif rx._paused:
             transport.pause_reading()
+        elif waited:
+            transport.resume_reading()
         rx._changed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         rx = self.rx
+        if self.waiting:
+            self.waiting = False
+            with contextlib.suppress(ValueError):
+                rx._waiting.remove(self)
+            return
         rx._conns.discard(self)
+        admit_waiting(rx)
         rx._activity = self.loop.time()
         if self.settle is not None:
             self.settle.cancel()

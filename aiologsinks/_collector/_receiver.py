@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
@@ -20,6 +21,7 @@ from ._channels import (
     _bind_udp,
     _Conn,
     _Datagrams,
+    admit_waiting,
 )
 from ._records import parse_syslog
 from ._unpickle import load_record
@@ -65,6 +67,8 @@ class Receiver:
         self._adopting: set[asyncio.Task[Any]] = set()
         self._transports: list[asyncio.BaseTransport] = []
         self._conns: set[_Conn] = set()
+        #: connections accepted past ``max_connections``, unread until a slot is free
+        self._waiting: collections.deque[_Conn] = collections.deque()
         self._buffered = 0
         self._paused = False
         #: how many times reading was paused (back-pressure)
@@ -175,7 +179,7 @@ class Receiver:
             task.cancel()
         if self._adopting:
             await asyncio.gather(*self._adopting, return_exceptions=True)
-        for conn in list(self._conns):
+        for conn in [*self._conns, *self._waiting]:
             conn.abort()
         for server in self._servers:
             with contextlib.suppress(Exception):
@@ -203,6 +207,7 @@ class Receiver:
         closed = loop.time()
         for conn in list(self._conns):
             conn.half_close()
+        admit_waiting(self)  # read what their peers wrote too, and tell them to go
         event = self._event
         while event is not None:
             now = loop.time()
