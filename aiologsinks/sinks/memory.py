@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 from collections.abc import Sequence
 from contextvars import copy_context
 
+from .._fileio import off_loop
 from .._notices import is_notice
 from .._sink import Sink
 from .._validate import check_instance, check_int
@@ -155,7 +157,10 @@ class MemorySink(BufferingSink):
         # takes the records one by one, so an interrupted flush knows which ones the
         # thread will never take (counted as lost) and reports what the thread failed
         run = _HandlerRun(target, records)
-        done = asyncio.get_running_loop().run_in_executor(None, copy_context().run, run)
+        # off_loop: where the loop's executor takes no more jobs (its default executor
+        # shut down, or no thread can start as Python 3.12.0-3.12.2 exit) the thread's
+        # part runs here; run_in_executor raised, and the buffer it had taken was lost
+        done = off_loop(None, functools.partial(copy_context().run, run))
         try:
             await asyncio.shield(done)
         except asyncio.CancelledError:

@@ -7,6 +7,7 @@ import logging
 import logging.handlers
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -392,3 +393,38 @@ async def test_records_held_when_aclose_gives_up_are_counted_once(kind: str) -> 
     assert "closed before" in sink.reported[0][1]
     assert stats.lost == share.errors
     assert_accounted(stats, 5)
+
+
+# with no executor left, the target's handle() runs on the loop's thread, as intended
+@pytest.mark.allow_blocking
+def test_a_plain_handler_target_is_reached_after_the_loops_executor_shut_down(
+    tmp_path: Path,
+) -> None:
+    """The loop's default executor was shut down (as asyncio.run() does) but the loop
+    not closed, and close() runs it: the buffer reaches the FileHandler target, here
+    on the calling thread. The flush had taken the buffer and lost it (0 of 100 in the
+    file), stats saying delivered; so did the exit on Python 3.12.0-3.12.2."""
+    path = tmp_path / "target.log"
+    target = logging.FileHandler(path)
+    sink = MemorySink(10_000, target=target)
+    dispatcher = als.Dispatcher(sink)
+    logger = logging.getLogger("t.memory.executor_shut")
+    logger.propagate = False
+    logger.addHandler(dispatcher.handler)
+
+    async def main() -> None:
+        dispatcher.start()
+        for i in range(100):
+            logger.warning("rec %d", i)
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+        loop.run_until_complete(loop.shutdown_default_executor())
+        stats = dispatcher.close()
+    finally:
+        logger.removeHandler(dispatcher.handler)
+        loop.close()
+        target.close()
+    assert path.read_text(encoding="utf-8").splitlines() == [f"rec {i}" for i in range(100)]
+    assert_accounted(stats, logged=100)
