@@ -811,10 +811,6 @@ def _close_for_dictconfig(dispatcher: Dispatcher) -> None:
     closes the handlers a new configuration replaces. What it holds is delivered and
     its sinks closed on its loop, without waiting here: dictConfig holds logging's
     lock, which the close may need (a sink's close getting a logger)."""
-    for i, (made, _) in enumerate(_dictconfig_dispatchers):
-        if made is dispatcher:
-            del _dictconfig_dispatchers[i]
-            break
     loop = dispatcher._loop
     if dispatcher.state is DispatcherState.CLOSED:
         return
@@ -833,6 +829,15 @@ def _close_for_dictconfig(dispatcher: Dispatcher) -> None:
         return  # stopped: the exit closes it (or a close() of its own)
     _closing.add(closing)
     closing.add_done_callback(_closing.discard)
+    # aclose_dictconfig() still waits for it until then (its loop may end next)
+    closing.add_done_callback(lambda _: _forget(dispatcher))
+
+
+def _forget(dispatcher: Dispatcher) -> None:
+    for i, (made, _) in enumerate(_dictconfig_dispatchers):
+        if made is dispatcher:
+            del _dictconfig_dispatchers[i]
+            return
 
 
 def _report_start_failure(dispatcher: Dispatcher, started: concurrent.futures.Future[None]) -> None:

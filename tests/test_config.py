@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -882,6 +883,55 @@ def test_dictconfig_again_closes_the_dispatchers_it_replaces(tmp_path: Path, rec
         asyncio.run(config.aclose_dictconfig())
     # each configuration's in the file (two sinks on one file: no order between them)
     assert sorted(log_file.read_text().splitlines()) == [f"configuration {n}" for n in range(3)]
+
+
+class _SlowListSink(als.Sink):
+    """Takes ``delay`` seconds per batch: a slow destination."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__()
+        self.delay = delay
+        self.lines: list[str] = []
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        await asyncio.sleep(self.delay)
+        self.lines.extend(r.getMessage() for r in records)
+
+
+async def test_aclose_dictconfig_waits_for_the_closes_a_reconfiguration_began() -> None:
+    """dictConfig in a coroutine, then again: the replaced pipeline closes on this
+    loop, and its sink is slow. aclose_dictconfig() returns once it is closed too;
+    it did not wait for it, and the loop's end cut it short (its 20 records went to
+    stderr)."""
+    logger = logging.getLogger("dc.reconfigured.inloop")
+    sinks = {"slow": _SlowListSink(0.5), "fast": _SlowListSink(0)}
+
+    def configure(which: str) -> None:
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {
+                    "s": {"()": lambda: sinks[which]},
+                    "h": {"class": "aiologsinks.config.DispatcherQueueHandler", "handlers": ["s"]},
+                },
+                "loggers": {logger.name: {"level": "INFO", "handlers": ["h"]}},
+            }
+        )
+
+    try:
+        configure("slow")
+        (first,) = logger.handlers
+        for i in range(20):
+            logger.info("first %d", i)
+        configure("fast")
+        logger.info("second")
+        await config.aclose_dictconfig()
+    finally:
+        _reset(logger)
+    assert first.listener.state is als.DispatcherState.CLOSED  # type: ignore[attr-defined]
+    assert sinks["slow"].lines == [f"first {i}" for i in range(20)]
+    assert sinks["fast"].lines == ["second"]
 
 
 @pytest.mark.parametrize("given", [5, [1]])
