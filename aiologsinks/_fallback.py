@@ -3,9 +3,9 @@
 Records that arrive after close, or that a lane could not deliver, go to a fallback
 handler (``logging.lastResort``, i.e. stderr, unless the dispatcher was given one).
 A slow stderr must not stall the event loop, so on a thread that runs an event loop
-the records are queued to one daemon thread, shared by every dispatcher, that writes
-them; elsewhere (a foreign thread, no loop at all) they are written at once by the
-caller, which may block.
+the records are queued to a daemon thread of the dispatcher's that writes them (and
+ends once idle); elsewhere (a foreign thread, no loop at all) they are written at once
+by the caller, which may block.
 
 :meth:`FallbackWriter.wait` / :meth:`FallbackWriter.drained` let a closing
 dispatcher wait (bounded) until what it spilled is written.
@@ -33,11 +33,16 @@ _Job = tuple[logging.Handler, logging.LogRecord] | concurrent.futures.Future[Non
 _writers: weakref.WeakSet[FallbackWriter] = weakref.WeakSet()
 
 
+#: seconds a dispatcher's fallback thread waits for more to write before it ends
+_IDLE = 1.0
+
+
 class _Spill:
-    """The one daemon thread, shared by every dispatcher, that writes what a thread
-    running an event loop spilled, in the order it was spilled. One per dispatcher
-    left a thread behind for each dispatcher that ever spilled: a process that
-    creates and closes dispatchers gained one for good every time."""
+    """The daemon thread of one dispatcher's fallback that writes what a thread running
+    an event loop spilled, in the order it was spilled. It ends once idle for
+    ``_IDLE`` seconds (the next spill starts another): it stayed for good, one more
+    thread each time a process created a dispatcher that ever spilled. One thread per
+    dispatcher rather than one for all: a slow fallback holds up only its own."""
 
     def __init__(self) -> None:
         self.jobs: queue.SimpleQueue[_Job] = queue.SimpleQueue()
@@ -46,10 +51,15 @@ class _Spill:
 
     def put(self, job: _Job) -> None:
         self.jobs.put(job)
-        if self.thread is not None and self.thread.is_alive():
+        self._ensure_thread()
+
+    def _ensure_thread(self) -> None:
+        thread = self.thread
+        if thread is not None and thread.is_alive():
             return
         with self.lock:
-            if self.thread is not None and self.thread.is_alive():
+            thread = self.thread
+            if thread is not None and thread.is_alive():
                 return
             thread = threading.Thread(
                 target=self._serve, name=f"{THREAD_PREFIX}fallback", daemon=True
@@ -76,10 +86,18 @@ class _Spill:
         mark_pipeline_thread()
         jobs = self.jobs
         while True:
-            _run(jobs.get())
-
-
-_spill = _Spill()
+            try:
+                job = jobs.get(timeout=_IDLE)
+            except queue.Empty:
+                with self.lock:
+                    if not jobs.empty():
+                        continue
+                    self.thread = None
+                # a job put as this thread decided to end may have found it alive
+                if not jobs.empty():
+                    self._ensure_thread()
+                return
+            _run(job)
 
 
 class FallbackWriter:
@@ -88,8 +106,9 @@ class FallbackWriter:
     def __init__(self, handler: Callable[[], logging.Handler | None]) -> None:
         #: returns the handler to use now (``logging.lastResort`` may be reassigned)
         self._handler = handler
-        #: whether anything was handed to the spill thread (what wait() waits for)
-        self._spilled = False
+        self._spill = _Spill()
+        #: done once what was spilled last is written (None: nothing spilled yet)
+        self._last_spill: concurrent.futures.Future[None] | None = None
         #: records written (or handed to the writer thread)
         self.written = 0
         _writers.add(self)
@@ -105,25 +124,27 @@ class FallbackWriter:
         if not records:
             return
         self.written += len(records) - (notice is not None)
-        if asyncio.events._get_running_loop() is None:
-            if self._spilled and threading.current_thread() is not _spill.thread:
-                # what this dispatcher spilled before goes first: the fallback shows
-                # records in the order they reached it
-                self.wait(1.0)
+        last = self._last_spill
+        if asyncio.events._get_running_loop() is None and (last is None or last.done()):
             for record in records:
                 _handle(handler, record)
             return
-        self._spilled = True
+        # on a loop's thread; or behind records spilled before, still being written:
+        # queued after them, so the fallback shows records in the order they came
+        spill = self._spill
         for record in records:
-            _spill.put((handler, record))
+            spill.put((handler, record))
+        written: concurrent.futures.Future[None] = concurrent.futures.Future()
+        spill.put(written)
+        self._last_spill = written
 
     def marker(self) -> concurrent.futures.Future[None]:
         """A future done once everything queued before it was written."""
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        if not self._spilled:
+        if self._last_spill is None:
             future.set_result(None)
             return future
-        _spill.put(future)
+        self._spill.put(future)
         return future
 
     async def drained(self, timeout: float) -> bool:
@@ -144,9 +165,10 @@ class FallbackWriter:
         return True
 
     def _after_fork(self) -> None:
-        # the spill thread does not exist in the child; its queue may hold the
+        # the writer thread does not exist in the child; its queue may hold the
         # parent's records, which the parent writes
-        self._spilled = False
+        self._spill = _Spill()
+        self._last_spill = None
 
 
 def _run(job: _Job) -> None:
@@ -164,8 +186,6 @@ def _handle(handler: logging.Handler, record: logging.LogRecord) -> None:
 
 
 def _after_fork_in_child() -> None:
-    global _spill
-    _spill = _Spill()
     for writer in list(_writers):
         writer._after_fork()
 

@@ -759,11 +759,12 @@ async def test_the_fallback_is_written_off_the_loop() -> None:
     assert dispatcher.stats().after_close == stats.after_close + 1
 
 
-async def test_closed_dispatchers_are_freed_and_share_one_fallback_thread() -> None:
+async def test_closed_dispatchers_are_freed_and_their_fallback_threads_end() -> None:
     """50 dispatchers, each closed, then spilling a record to its fallback: all 50
-    records written by one thread, and no dispatcher outlives its last reference.
-    Each left a fallback thread behind for good, and the map from each sink to its
-    dispatcher (weak keys, strong values that hold the key) kept every one alive."""
+    written, the fallback threads end once idle, and no dispatcher outlives its last
+    reference. Each left a fallback thread behind for good, and the map from each
+    sink to its dispatcher (weak keys, strong values that hold the key) kept every
+    one alive."""
     fallback = ThreadRecorder()
     refs = []
     for _ in range(50):
@@ -775,10 +776,37 @@ async def test_closed_dispatchers_are_freed_and_share_one_fallback_thread() -> N
     del dispatcher
     await wait_until(lambda: len(fallback.threads) == 50, 10)
     assert set(fallback.threads) == {"aiologsinks-fallback"}
-    spill = [t for t in threading.enumerate() if t.name == "aiologsinks-fallback"]
-    assert len(spill) == 1
+    await wait_until(
+        lambda: not [t for t in threading.enumerate() if t.name == "aiologsinks-fallback"], 10
+    )
     gc.collect()
     assert [ref for ref in refs if ref() is not None] == []
+
+
+async def test_a_slow_fallback_holds_up_only_its_own_dispatcher() -> None:
+    """One dispatcher's fallback takes a second a record; another's records, logged
+    from a plain thread after its close, behind a spill of its own, are written at
+    once. With one fallback thread for all, each waited a second behind the first's."""
+    gate = threading.Event()
+
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            gate.wait(10)
+
+    slow = als.Dispatcher(ListSink(), fallback=Slow())
+    fast_fallback = CaptureHandler()
+    fast = als.Dispatcher(ListSink(), fallback=fast_fallback)
+    late = logging.makeLogRecord({"msg": "late", "levelno": 20})
+    try:
+        for dispatcher in (slow, fast):
+            dispatcher.start()
+            await dispatcher.aclose()
+            dispatcher.handler.handle(late)  # spilled from the loop's thread
+        for _ in range(10):
+            await asyncio.to_thread(fast.handler.handle, late)
+        await wait_until(lambda: len(fast_fallback.records) >= 11, 5)
+    finally:
+        gate.set()
 
 
 @pytest.mark.parametrize(
