@@ -21,6 +21,12 @@ __all__ = ["LoopBinding", "running_elsewhere"]
 _started_in: weakref.WeakKeyDictionary[Any, weakref.ref[LoopBinding]] = weakref.WeakKeyDictionary()
 
 
+#: the dispatchers running now, held until their pump ends: one whose every other
+#: reference was dropped still delivers what it holds and is closed at exit (collected,
+#: its tasks were destroyed pending)
+_running: set[LoopBinding] = set()
+
+
 def running_elsewhere(sink: Any, dispatcher: object) -> LoopBinding | None:
     """The other dispatcher whose lane runs ``sink`` now, or None.
 
@@ -98,6 +104,10 @@ class LoopBinding(Pump):
             lane.sink._reopen()
             lane.start()
         self._pump_task = spawn(self._pump(), "aiologsinks-dispatcher")
+        # those whose loop was closed under them never end their pump: let them go
+        _running.difference_update([d for d in _running if d.state is DispatcherState.CLOSED])
+        _running.add(self)
+        self._pump_task.add_done_callback(lambda _: _running.discard(self))
         self.state = DispatcherState.RUNNING
         self._wake_pending = True
         self._wakeup.set()

@@ -783,6 +783,26 @@ async def test_closed_dispatchers_are_freed_and_their_fallback_threads_end() -> 
     assert [ref for ref in refs if ref() is not None] == []
 
 
+async def test_a_running_dispatcher_dropped_without_close_runs_until_closed() -> None:
+    """A started dispatcher whose every reference was dropped is not collected while
+    it runs (collected, its tasks were destroyed pending, and the exit no longer
+    closed its sinks); once closed, it is."""
+    sink = ListSink()
+    dispatcher = als.Dispatcher(sink)
+    dispatcher.start()
+    await dispatcher.flush()  # idle: its tasks wait on its own events, nothing else
+    ref = weakref.ref(dispatcher)
+    del dispatcher
+    gc.collect()
+    running = ref()
+    assert running is not None and running.state is als.DispatcherState.RUNNING
+    running.handler.handle(logging.makeLogRecord({"msg": "still here", "levelno": 20}))
+    await running.aclose()
+    assert sink.lines == ["still here"]
+    del running
+    await wait_until(lambda: gc.collect() >= 0 and ref() is None, 5)
+
+
 async def test_a_slow_fallback_holds_up_only_its_own_dispatcher() -> None:
     """One dispatcher's fallback takes a second a record; another's records, logged
     from a plain thread after its close, behind a spill of its own, are written at
