@@ -172,6 +172,8 @@ class Closing(LoopBinding):
             # what a pump cancelled without aclose() handed them (asyncio.run()
             # cancelling every task, this call in a cancelled task's `finally`)
             await self._rescue_done(timeout)
+            # and what went to the fallback since, written (as the close's last step)
+            await self._fallback.drained(_FALLBACK_GRACE)
             return self.stats()
         loop = self._loop
         assert loop is not None

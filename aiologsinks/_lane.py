@@ -192,6 +192,7 @@ class Lane:
     # -- the worker ------------------------------------------------------------------
 
     async def _run(self) -> None:
+        collected = False
         try:
             try:
                 await self.sink.aopen()
@@ -200,8 +201,13 @@ class Lane:
                     raise
                 self._operation_failed("could not open", exc)  # it retries on first write
             await self._supervise()
+        except GeneratorExit:
+            # collected pending, its loop closed under it: nothing can be awaited now
+            # (the dispatcher settled its records when it found the loop closed)
+            collected = True
+            raise
         finally:
-            if not self._stopping and not self.dead:
+            if not collected and not self._stopping and not self.dead:
                 # cancelled by the loop's shutdown, not by Dispatcher.aclose()
                 await self._rescue()
 

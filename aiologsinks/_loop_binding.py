@@ -24,7 +24,12 @@ _started_in: weakref.WeakKeyDictionary[Any, weakref.ref[LoopBinding]] = weakref.
 #: the dispatchers running now, held until their pump ends: one whose every other
 #: reference was dropped still delivers what it holds and is closed at exit (collected,
 #: its tasks were destroyed pending)
-_running: set[LoopBinding] = set()
+_running: set[Any] = set()  # Dispatchers (see Closing._check_orphaned)
+
+
+def _loop_closed(dispatcher: LoopBinding) -> bool:
+    loop = dispatcher._loop
+    return loop is not None and loop.is_closed()
 
 
 def running_elsewhere(sink: Any, dispatcher: object) -> LoopBinding | None:
@@ -105,7 +110,9 @@ class LoopBinding(Pump):
             lane.start()
         self._pump_task = spawn(self._pump(), "aiologsinks-dispatcher")
         # those whose loop was closed under them never end their pump: let them go
-        _running.difference_update([d for d in _running if d.state is DispatcherState.CLOSED])
+        for gone in [d for d in _running if d.state is DispatcherState.CLOSED or _loop_closed(d)]:
+            gone._check_orphaned()  # its loop closed under it: its records settled, counted
+            _running.discard(gone)
         _running.add(self)
         self._pump_task.add_done_callback(lambda _: _running.discard(self))
         self.state = DispatcherState.RUNNING

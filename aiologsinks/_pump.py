@@ -60,10 +60,16 @@ class Pump(DispatcherFields):
                     if items:
                         # let the loop breathe between chunks of a long backlog
                         await asyncio.sleep(0)
-        finally:
+        except GeneratorExit:
+            # collected pending, its loop closed under it: that loop cannot run what
+            # _abandoned() schedules (the dispatcher settled its records when it
+            # found the loop closed)
+            raise
+        except BaseException:
             if self.state is DispatcherState.RUNNING:
                 # cancelled without aclose() (e.g. asyncio.run() ended)
                 self._abandoned()
+            raise
 
     def _room(self) -> tuple[int, Lane | None]:
         """How many records every blocking lane can take now; the first full one."""

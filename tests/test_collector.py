@@ -14,6 +14,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -304,6 +305,42 @@ async def test_connection_limit_waiting_timeouts_and_honest_sender(receiver: Rec
     assert (counts.refused, counts.timeouts, counts.invalid) == (1, 6, 1)
     await receiver.wait_for(lambda r: r.connections == 0)
     assert receiver.buffered == 0 and not receiver._waiting
+
+
+@pytest.mark.parametrize("channel", ["tcp", "http"])
+async def test_a_graceful_shutdown_reads_what_waiting_connections_wrote(channel: str) -> None:
+    """One slot, held by an idle peer; a second peer waits for it, its records
+    written. A graceful shutdown reads them: it left the waiting connections paused,
+    then dropped them as quiet, their records lost uncounted (an HTTP one was closed
+    unanswered)."""
+    got: list[tuple[str, dict[str, Any]]] = []
+    limits = ReceiverLimits(max_connections=1)
+    rx = Receiver(limits=limits, on_record=lambda c, f: got.append((c, f)), **{channel: 0})
+    async with rx:
+        port = rx.ports[channel]
+        _, holder = await asyncio.open_connection("127.0.0.1", port)
+        await rx.wait_for(lambda r: r.connections == 1)
+        reader, waiter = await asyncio.open_connection("127.0.0.1", port)
+        if channel == "tcp":
+            waiter.write(b"".join(frame({"msg": f"waited {i}"}) for i in range(3)))
+        else:
+            body = urllib.parse.urlencode({"msg": "waited 0", "levelno": "20"}).encode()
+            waiter.write(
+                b"POST /log HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b"application/x-www-form-urlencoded\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
+        await waiter.drain()
+        await rx.wait_for(lambda r: len(r._waiting) == 1)
+        await rx.aclose(grace=3)
+    expected = 3 if channel == "tcp" else 1
+    assert [f["msg"] for _, f in got] == [f"waited {i}" for i in range(expected)]
+    if channel == "http":
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 200")
+    for writer in (holder, waiter):
+        writer.close()
 
 
 async def test_a_burst_of_one_at_a_time_connections_loses_nothing() -> None:

@@ -803,6 +803,28 @@ async def test_a_running_dispatcher_dropped_without_close_runs_until_closed() ->
     await wait_until(lambda: gc.collect() >= 0 and ref() is None, 5)
 
 
+def test_dispatchers_whose_loop_was_closed_under_them_are_freed() -> None:
+    """20 loops, each closed (not its tasks cancelled) with a running dispatcher on
+    it: they are let go, as before running dispatchers were held (20 kept, each with
+    its sinks' threads and files)."""
+    refs = []
+    for _ in range(20):
+        dispatcher = als.Dispatcher(ListSink())
+        loop = asyncio.new_event_loop()
+
+        async def start(d: als.Dispatcher = dispatcher) -> None:
+            d.start()
+
+        loop.run_until_complete(start())
+        loop.close()
+        refs.append(weakref.ref(dispatcher))
+        del dispatcher
+    gc.collect()
+    assert (
+        len([ref for ref in refs if ref() is not None]) <= 1
+    )  # the last one, until the next start
+
+
 async def test_a_slow_fallback_holds_up_only_its_own_dispatcher() -> None:
     """One dispatcher's fallback takes a second a record; another's records, logged
     from a plain thread after its close, behind a spill of its own, are written at

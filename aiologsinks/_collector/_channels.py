@@ -172,6 +172,8 @@ class _Conn(asyncio.Protocol):
         self.junk = False
         #: accepted past ``max_connections``: not read until a slot is free
         self.waiting = False
+        #: what was read of it all the same while it waited (at most a read or two)
+        self.pending: list[bytes] = []
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -209,14 +211,20 @@ class _Conn(asyncio.Protocol):
         self.last = self.loop.time()
         rx._conns.add(self)
         rx._activity = self.last
-        if rx._closing:
+        if rx._closing and not waited:
             # accepted by the kernel before the shutdown began: the peer may have
             # written already, so read it, and tell it to go away
             self.half_close()
         elif rx._paused:
             transport.pause_reading()
         elif waited:
+            # what it wrote while waiting is read now (at shutdown too: the drain ends
+            # it once quiet); telling it to go away first closed an HTTP one unread
             transport.resume_reading()
+        if self.pending:
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.data_received(data)
         rx._changed()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -245,6 +253,13 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            return
+        if self.waiting:
+            # read despite the pause (uvloop starts reading after connection_made):
+            # kept for its turn, and reading paused again
+            self.pending.append(data)
+            if self.transport is not None:
+                self.transport.pause_reading()
             return
         self.buf += data
         self._consume(len(data))
