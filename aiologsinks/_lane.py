@@ -91,6 +91,8 @@ class Lane:
         # set while the worker lingers between deliveries (see sink.linger)
         self._lingering: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        #: the loop the worker runs on (set by start())
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._rescuing = False
         #: the worker gave up (or is gone): records go to the fallback
@@ -116,7 +118,15 @@ class Lane:
             self.sink._check_context()
         self._has_items = asyncio.Event()
         self._has_room = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         self._task = spawn(self._run(), f"aiologsinks-lane-{self.name}")
+
+    def _collected(self, exc: BaseException) -> bool:
+        """Whether ``exc`` closes the worker's coroutine itself: GeneratorExit while
+        its loop no longer runs (the task collected pending, its loop closed under
+        it). A sink raising GeneratorExit does so on the running loop: contained."""
+        loop = self._loop
+        return isinstance(exc, GeneratorExit) and (loop is None or not loop.is_running())
 
     def put(self, record: Item) -> bool:
         """Offer a record; False only when the lane is full and its policy is block."""
@@ -201,10 +211,10 @@ class Lane:
                     raise
                 self._operation_failed("could not open", exc)  # it retries on first write
             await self._supervise()
-        except GeneratorExit:
+        except GeneratorExit as exc:
             # collected pending, its loop closed under it: nothing can be awaited now
             # (the dispatcher settled its records when it found the loop closed)
-            collected = True
+            collected = self._collected(exc)
             raise
         finally:
             if not collected and not self._stopping and not self.dead:
@@ -217,7 +227,7 @@ class Lane:
             try:
                 await self._work()
             except BaseException as exc:
-                if not containable(exc):
+                if not containable(exc) or self._collected(exc):
                     raise
                 # a failure of the lane itself (the sink's are contained inside):
                 # what was in flight goes to the fallback, counted, and the lane goes on

@@ -4,6 +4,8 @@ library's background loop, and running a call on the dispatcher's loop from anot
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import weakref
 from _thread import get_ident
 from typing import Any
@@ -25,6 +27,24 @@ _started_in: weakref.WeakKeyDictionary[Any, weakref.ref[LoopBinding]] = weakref.
 #: reference was dropped still delivers what it holds and is closed at exit (collected,
 #: its tasks were destroyed pending)
 _running: set[Any] = set()  # Dispatchers (see Closing._check_orphaned)
+
+
+_running_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    # another thread may have held it at the fork: in the child nothing would release it
+    global _running_lock
+    _running_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _forget_running(dispatcher: LoopBinding) -> None:
+    with _running_lock:
+        _running.discard(dispatcher)
 
 
 def _loop_closed(dispatcher: LoopBinding) -> bool:
@@ -110,11 +130,13 @@ class LoopBinding(Pump):
             lane.start()
         self._pump_task = spawn(self._pump(), "aiologsinks-dispatcher")
         # those whose loop was closed under them never end their pump: let them go
-        for gone in [d for d in _running if d.state is DispatcherState.CLOSED or _loop_closed(d)]:
+        with _running_lock:  # dispatchers start and end on every thread's loop
+            held = list(_running)
+            _running.add(self)
+        for gone in [d for d in held if d.state is DispatcherState.CLOSED or _loop_closed(d)]:
             gone._check_orphaned()  # its loop closed under it: its records settled, counted
-            _running.discard(gone)
-        _running.add(self)
-        self._pump_task.add_done_callback(lambda _: _running.discard(self))
+            _forget_running(gone)
+        self._pump_task.add_done_callback(lambda _: _forget_running(self))
         self.state = DispatcherState.RUNNING
         self._wake_pending = True
         self._wakeup.set()

@@ -62,9 +62,7 @@ def containable(exc: BaseException) -> bool:
     Everything short of the process ending is, except the cancellation of our own
     task (which must propagate).
     """
-    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-        # GeneratorExit: the coroutine itself is being closed (collected pending, its
-        # loop closed under it), and must end without awaiting anything more
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return False
     if isinstance(exc, asyncio.CancelledError):
         return not own_cancel()

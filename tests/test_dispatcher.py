@@ -12,6 +12,7 @@ import textwrap
 import threading
 import weakref
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -1019,3 +1020,52 @@ def test_asyncio_run_ends_when_the_task_that_closes_the_dispatcher_is_cancelled(
     assert proc.stdout == closed + "returned\n"
     n = 3000 if how == "aclose in finally" else 100
     assert path.read_text(encoding="utf-8").splitlines() == [f"r {i}" for i in range(n)]
+
+
+def test_dispatchers_start_and_close_on_many_threads_loops_at_once() -> None:
+    """Four threads, each on its own loop: one keeps 300 dispatchers running while
+    three start and close dispatchers, with thread switches as often as can be. The
+    set of running dispatchers, shared by every loop, was read by one start while
+    another changed it: "Set changed size during iteration", a start failing half
+    done."""
+    errors: list[BaseException] = []
+    held_up = threading.Event()
+    done = threading.Event()
+
+    async def hold() -> None:
+        running = [als.Dispatcher(ListSink()) for _ in range(300)]
+        for dispatcher in running:
+            dispatcher.start()
+        held_up.set()
+        await asyncio.to_thread(done.wait, 60)
+        for dispatcher in running:
+            await dispatcher.aclose()
+
+    async def churn() -> None:
+        held_up.wait(30)
+        for _ in range(150):
+            dispatcher = als.Dispatcher(ListSink())
+            dispatcher.start()
+            await dispatcher.aclose()
+
+    def run(coro: Any) -> None:
+        try:
+            asyncio.run(coro)
+        except BaseException as exc:
+            errors.append(exc)
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)
+    try:
+        holder = threading.Thread(target=run, args=(hold(),))
+        churners = [threading.Thread(target=run, args=(churn(),)) for _ in range(3)]
+        holder.start()
+        for thread in churners:
+            thread.start()
+        for thread in churners:
+            thread.join(60)
+        done.set()
+        holder.join(60)
+    finally:
+        sys.setswitchinterval(before)
+    assert errors == []

@@ -193,3 +193,30 @@ async def test_losses_of_earlier_batches_counted_during_a_smaller_call_are_all_c
         s = dispatcher.stats().sinks["GivesUpOnOlderRecords#0"]
     assert sink.calls == 2
     assert s.errors == 11 and s.delivered == 0
+
+
+async def test_a_sink_raising_generator_exit_is_contained_as_any_error() -> None:
+    """A sink whose first batch raises GeneratorExit: counted as that batch's error,
+    the lane goes on, flush() returns. Taken for the lane's own coroutine being
+    closed, it ended the lane: flush() hung, the other records never delivered."""
+
+    class Exits(ListSink):
+        async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+            if not self.batches:
+                self.batches += 1
+                raise GeneratorExit("a sink's bug")
+            await super().emit_batch(records)
+
+    sink = Exits()
+    sink.handleError = lambda record: None  # type: ignore[method-assign]
+    log = fresh_logger("t.lane.generator_exit")
+    async with als.install(sink, logger=log, linger=0) as dispatcher:
+        log.warning("first")
+        await asyncio.wait_for(dispatcher.flush(), 5)
+        for i in range(5):
+            log.warning("then %d", i)
+        await asyncio.wait_for(dispatcher.flush(), 5)
+    stats = dispatcher.stats()
+    assert sink.lines == [f"then {i}" for i in range(5)]
+    assert_accounted(stats, logged=6)
+    assert stats.sinks["Exits#0"].errors == 1
