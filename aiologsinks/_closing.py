@@ -24,7 +24,7 @@ from ._exceptions import DispatcherStateError
 from ._loop_binding import LoopBinding
 from ._queue import FlushMarker
 from ._stats import DispatcherStats
-from ._supervise import abandon, wait_bounded
+from ._supervise import abandon, end_coroutines, wait_bounded
 from ._validate import check_number
 
 __all__ = ["Closing", "live"]
@@ -336,6 +336,9 @@ class Closing(LoopBinding):
             self._orphaned = why
         with self._room_cv:
             self._room_cv.notify_all()
+        loop = self._loop
+        if loop is not None and loop.is_closed():
+            end_coroutines([self._pump_task, *(lane._task for lane in self._lanes)])
 
     def _after_fork(self) -> None:
         """In a forked child: the parent's loop and threads are not here. The parent

@@ -130,7 +130,11 @@ class _Connection:
         )
 
     def abort(self) -> None:
-        self.writer.transport.abort()
+        # its loop may have been closed under it (the request's task collected
+        # pending): nothing to tell the protocol then, the transport's socket is
+        # closed when the transport is collected
+        with contextlib.suppress(RuntimeError):
+            self.writer.transport.abort()
 
 
 class HTTPClient:

@@ -10,11 +10,13 @@ that counts ``cancel()`` requests.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
-from collections.abc import Coroutine
+import threading
+from collections.abc import Coroutine, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["abandon", "containable", "own_cancel", "spawn", "wait_bounded"]
+__all__ = ["abandon", "containable", "end_coroutines", "own_cancel", "spawn", "wait_bounded"]
 
 T = TypeVar("T")
 
@@ -56,6 +58,27 @@ def own_cancel() -> bool:
     return requests > 0  # pragma: no cover - 3.10
 
 
+#: ``on`` while this thread closes coroutines in :func:`end_coroutines`
+_ending = threading.local()
+
+
+def end_coroutines(tasks: Iterable[asyncio.Task[Any] | None]) -> None:
+    """Close now the coroutines of ``tasks``, pending on a loop that was closed under
+    them: a GeneratorExit ends each, contained nowhere. Left to be collected, they
+    were closed wherever a collection happened, and the sink or lane code they were
+    suspended in took the GeneratorExit for a sink's error (its batch counted twice,
+    "Logging error" tracebacks, a sink called again on the closed loop)."""
+    _ending.on = True
+    try:
+        for task in tasks:
+            if task is None or task.done():
+                continue
+            with contextlib.suppress(BaseException):  # what its finally blocks raise
+                task.get_coro().close()
+    finally:
+        _ending.on = False
+
+
 def containable(exc: BaseException) -> bool:
     """Whether ``exc``, raised by a sink or callback, is contained as that sink's error.
 
@@ -64,6 +87,8 @@ def containable(exc: BaseException) -> bool:
     """
     if isinstance(exc, (KeyboardInterrupt, SystemExit)):
         return False
+    if isinstance(exc, GeneratorExit) and getattr(_ending, "on", False):
+        return False  # end_coroutines() closing it: not a sink's error
     if isinstance(exc, asyncio.CancelledError):
         return not own_cancel()
     return True

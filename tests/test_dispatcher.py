@@ -11,6 +11,7 @@ import sys
 import textwrap
 import threading
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -1069,3 +1070,48 @@ def test_dispatchers_start_and_close_on_many_threads_loops_at_once() -> None:
     finally:
         sys.setswitchinterval(before)
     assert errors == []
+
+
+def test_a_dispatcher_whose_loop_closed_under_a_busy_sink_is_settled_once() -> None:
+    """Its sink waits inside emit_batch when the loop is closed with the tasks still
+    pending; another loop's start settles it: each record counted once, undelivered,
+    and in the fallback, and the sink told of nothing. Collected later, its lane's
+    coroutine got GeneratorExit inside the sink, which took it for the sink's error:
+    each record counted twice, and handleError called."""
+    entered = threading.Event()
+
+    class Stuck(ListSink):
+        async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+            entered.set()
+            await asyncio.Event().wait()  # a peer that never answers
+
+    sink = Stuck()
+    fallback = CaptureHandler()
+    dispatcher = als.Dispatcher(sink, fallback=fallback)
+    log = fresh_logger("t.loop_closed_busy")
+    log.addHandler(dispatcher.handler)
+
+    async def main(started: als.Dispatcher) -> None:
+        started.start()
+        for i in range(3):
+            log.warning("r %d", i)
+        await asyncio.to_thread(entered.wait, 5)
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(main(dispatcher))
+    loop.close()  # its tasks still pending
+    log.removeHandler(dispatcher.handler)
+
+    async def another() -> None:
+        await als.Dispatcher(ListSink()).aclose()
+
+    asyncio.run(another())
+    stats = dispatcher.stats()
+    del dispatcher
+    gc.collect()  # its tasks, and their coroutines with them
+    (share,) = stats.sinks.values()
+    assert (share.received, share.undelivered, share.errors) == (3, 3, 0), share
+    assert (sink.errors, sink.error_count) == ([], 0)
+    assert [r.getMessage() for r in fallback.records if r.name != "aiologsinks"] == [
+        f"r {i}" for i in range(3)
+    ]
