@@ -317,6 +317,8 @@ async def test_emitting_after_aclose_returns_promptly_to_the_fallback() -> None:
     log.info("after %s", "close")
     await asyncio.to_thread(log.info, "from a thread")
     assert [r.getMessage() for r in sink.records] == ["before"]
+    # the first was spilled from the loop's thread; the second, behind it, queued after
+    await wait_until(lambda: len(fallback.records) == 3)
     messages = [r.getMessage() for r in fallback.records]
     assert messages[1:] == ["after close", "from a thread"]
     assert "closed" in messages[0]
