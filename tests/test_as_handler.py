@@ -515,15 +515,16 @@ def test_two_first_records_while_the_background_loop_is_made_do_not_deadlock(
 
 
 FORK_HOLDING_ENTRY_LOCK_SCRIPT = """
-import logging, os, signal, sys, threading
+import importlib, logging, os, signal, sys, threading
 import aiologsinks as als
-from aiologsinks import _sink
 
 held, release = threading.Event(), threading.Event()
+module, name = sys.argv[2].rsplit(".", 1)
 
 def hold():
-    # another thread giving a sink its first record at the moment of the fork
-    with _sink._entry_lock:
+    # another thread giving a sink its first record, or starting a dispatcher, at the
+    # moment of the fork
+    with getattr(importlib.import_module(module), name):
         held.set()
         release.wait(30)
 
@@ -546,14 +547,18 @@ print("child exit", os.waitstatus_to_exitcode(status), flush=True)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="os.fork is POSIX")
+@pytest.mark.parametrize(
+    "lock", ["aiologsinks._sink._entry_lock", "aiologsinks._loop_binding._running_lock"]
+)
 def test_a_child_forked_while_another_thread_starts_a_sink_gives_its_own_a_record(
-    tmp_path: Path,
+    tmp_path: Path, lock: str
 ) -> None:
-    """The lock that guards a sink's first record stayed held in the child, by a
-    thread that is not there: the child's first record to a new sink hung for ever."""
+    """The lock that guards a sink's first record (or the set of running dispatchers)
+    stayed held in the child, by a thread that is not there: the child's first record
+    to a new sink hung for ever."""
     path = tmp_path / "child.log"
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(FORK_HOLDING_ENTRY_LOCK_SCRIPT), str(path)],
+        [sys.executable, "-c", textwrap.dedent(FORK_HOLDING_ENTRY_LOCK_SCRIPT), str(path), lock],
         capture_output=True,
         text=True,
         timeout=60,
