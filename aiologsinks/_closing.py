@@ -288,6 +288,7 @@ class Closing(LoopBinding):
         )
         await asyncio.gather(*closing)
         self.state = DispatcherState.CLOSED
+        self._end_loop_watch()
         self._sweep_late()
         await self._fallback.drained(_FALLBACK_GRACE)
         with self._room_cv:

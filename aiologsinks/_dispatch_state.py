@@ -20,6 +20,7 @@ import enum
 import logging
 import threading
 from collections import deque
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from ._fallback import FallbackWriter
@@ -63,6 +64,9 @@ class DispatcherFields:
     _lanes: list[Lane]
     _wakeup: asyncio.Event | None
     _pump_task: asyncio.Task[None] | None
+    #: the async generator the loop closes at its end, and the cell that points it at
+    #: the dispatcher (see LoopBinding._watch_loop_end)
+    _loop_end_watch: tuple[AsyncGenerator[None, None], list[Any]] | None
     _close_task: asyncio.Task[None] | None
     #: when a running close abandons delivery (loop time; None: no bound), and the
     #: event a later aclose(timeout=...) sets when it moves that earlier

@@ -11,7 +11,7 @@ import threading
 from _thread import get_ident
 from asyncio.events import _get_running_loop
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -183,6 +183,7 @@ class Dispatcher(Closing):
         self.state = DispatcherState.NEW
         self._wakeup: asyncio.Event | None = None
         self._pump_task: asyncio.Task[None] | None = None
+        self._loop_end_watch: tuple[AsyncGenerator[None, None], list[Any]] | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._close_deadline: float | None = None
         self._deadline_moved: asyncio.Event | None = None

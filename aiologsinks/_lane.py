@@ -95,6 +95,9 @@ class Lane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self._rescuing = False
+        #: the worker's coroutine began (a task cancelled before its first step never
+        #: runs its own rescue: see rescue_unstarted)
+        self._ran = False
         #: the worker gave up (or is gone): records go to the fallback
         self.dead = False
         #: seconds a cancelled worker may spend delivering its lane on the way out
@@ -202,14 +205,10 @@ class Lane:
     # -- the worker ------------------------------------------------------------------
 
     async def _run(self) -> None:
+        self._ran = True
         collected = False
         try:
-            try:
-                await self.sink.aopen()
-            except BaseException as exc:
-                if not containable(exc):
-                    raise
-                self._operation_failed("could not open", exc)  # it retries on first write
+            await self._open()
             await self._supervise()
         except GeneratorExit as exc:
             # collected pending, its loop closed under it: nothing can be awaited now
@@ -220,6 +219,14 @@ class Lane:
             if not collected and not self._stopping and not self.dead:
                 # cancelled by the loop's shutdown, not by Dispatcher.aclose()
                 await self._rescue()
+
+    async def _open(self) -> None:
+        try:
+            await self.sink.aopen()
+        except BaseException as exc:
+            if not containable(exc):
+                raise
+            self._operation_failed("could not open", exc)  # it retries on first write
 
     async def _supervise(self) -> None:
         failures = 0
@@ -477,22 +484,36 @@ class Lane:
         self._tell(f"aiologsinks: lane {self.name} gave up; its records go to the fallback")
         self.take_all()
 
-    async def _rescue(self) -> None:
+    async def _rescue(self, opening: bool = False) -> None:
         """Deliver the lane to the sink and close it while the loop shuts down.
 
         The batch that was interrupted may or may not have reached the sink: it is
         counted and left to the fallback rather than risk writing it twice. What
-        cannot be delivered within :attr:`grace` seconds goes to the fallback too.
+        cannot be delivered within :attr:`grace` seconds (``opening``: the sink
+        first) goes to the fallback too.
         """
         self._rescuing = True
         await asyncio.sleep(0)  # the pump hands over the shared queue first
         self._settle_in_flight()
-        task = asyncio.get_running_loop().create_task(self._drain_and_close())
+        task = asyncio.get_running_loop().create_task(self._drain_and_close(opening))
         if not await wait_bounded(task, self.grace):
             abandon(task)
         self.take_all()
 
-    async def _drain_and_close(self) -> None:
+    def rescue_unstarted(self) -> asyncio.Task[None] | None:
+        """A worker cancelled before its first step (its loop ending) ran no rescue:
+        open the sink and deliver the lane in a new task, as that rescue would have
+        (None: the worker ran, or the lane is stopped or dead)."""
+        task = self._task
+        if self._ran or self._stopping or self.dead or task is None or not task.done():
+            return None
+        self._ran = True
+        self._task = spawn(self._rescue(opening=True), f"aiologsinks-lane-{self.name}")
+        return self._task
+
+    async def _drain_and_close(self, opening: bool = False) -> None:
+        if opening:
+            await self._open()
         queue = self.queue
         while queue.items:
             batch, control = queue.take_batch(self.batch_size)

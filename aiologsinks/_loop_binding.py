@@ -4,10 +4,12 @@ library's background loop, and running a call on the dispatcher's loop from anot
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import weakref
 from _thread import get_ident
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from . import _background
@@ -66,6 +68,19 @@ def running_elsewhere(sink: Any, dispatcher: object) -> LoopBinding | None:
         return None
     loop = other._loop
     return None if loop is None or loop.is_closed() else other
+
+
+async def _loop_end_watch(cell: list[Any]) -> AsyncGenerator[None, None]:
+    """Suspended for the dispatcher's life; the loop's ``shutdown_asyncgens()`` (which
+    ``asyncio.run()`` awaits after it cancelled every task) closes it while the loop
+    still runs. ``cell`` holds a weak reference to the dispatcher; emptied, nothing is
+    done (the dispatcher closed, see LoopBinding._end_loop_watch)."""
+    try:
+        yield
+    finally:
+        dispatcher = cell[0]() if cell else None
+        if dispatcher is not None and dispatcher._unstarted_at_loop_end():
+            await dispatcher._deliver_unstarted()
 
 
 class LoopBinding(Pump):
@@ -137,9 +152,40 @@ class LoopBinding(Pump):
             gone._check_orphaned()  # its loop closed under it: its records settled, counted
             _forget_running(gone)
         self._pump_task.add_done_callback(lambda _: _forget_running(self))
+        self._watch_loop_end(loop)
         self.state = DispatcherState.RUNNING
         self._wake_pending = True
         self._wakeup.set()
+
+    def _watch_loop_end(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Have the loop's end reach the dispatcher when its tasks cannot.
+
+        A task created in the step that raises ``SystemExit`` or ``KeyboardInterrupt``
+        out of ``asyncio.run()`` (``sys.exit()`` before the first ``await``) is
+        cancelled before its first step, so the pump's and the lanes' rescue never
+        run and everything logged went to the fallback. An async generator started
+        here is registered by the loop's hooks, and the loop's shutdown closes it
+        after cancelling the tasks, while it can still run the delivery.
+        """
+        if getattr(loop, "_asyncgens_shutdown_called", False):
+            return  # started during the loop's shutdown: a watch now only warns
+        cell: list[Any] = [weakref.ref(self)]
+        watch = _loop_end_watch(cell)
+        # to its yield (StopIteration), which the loop's firstiter hook sees
+        with contextlib.suppress(StopIteration):
+            watch.asend(None).send(None)
+        self._loop_end_watch = (watch, cell)
+
+    def _end_loop_watch(self) -> None:
+        """The dispatcher closed: end its watch now rather than when it is collected
+        (the loop's finalizer hook would schedule a task to close it)."""
+        held, self._loop_end_watch = self._loop_end_watch, None
+        if held is not None:
+            watch, cell = held
+            cell.clear()
+            # RuntimeError: the watch itself is running the delivery that closed it
+            with contextlib.suppress(StopIteration, RuntimeError):
+                watch.aclose().send(None)
 
     async def _start_here(self) -> None:
         with self._lock:

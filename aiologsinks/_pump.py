@@ -134,6 +134,24 @@ class Pump(DispatcherFields):
         for lane in self._lanes:
             lane.put_notice(record)
 
+    def _unstarted_at_loop_end(self) -> bool:
+        """Running, with its pump ended: cancelled before its first step, which is
+        what the loop's shutdown does to tasks created in the step that raised
+        ``SystemExit`` or ``KeyboardInterrupt`` out of ``asyncio.run()``."""
+        pump = self._pump_task
+        return self.state is DispatcherState.RUNNING and pump is not None and pump.done()
+
+    async def _deliver_unstarted(self) -> None:
+        """At the loop's end (its async generators closed, every task cancelled):
+        what the pump's and the lanes' own rescue would have done, had they run."""
+        self._abandoned()
+        rescues = [task for lane in self._lanes if (task := lane.rescue_unstarted())]
+        if rescues:
+            await asyncio.wait(rescues)  # each bounded by its lane's grace
+        for lane in self._lanes:
+            if lane._task is None or lane._task.done():
+                lane.take_all()  # a lane that ran its rescue before the pump handed over
+
     def _abandoned(self) -> None:
         # Hand what is queued to the lanes, past their bounds: each lane worker is
         # being cancelled too, and on its way out it delivers its lane to its sink

@@ -21,6 +21,7 @@ import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 
 from ..helpers import fresh_logger
+from ..peers.records import StdlibReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -168,6 +169,81 @@ def test_a_loop_stopped_without_close_is_run_at_exit_to_deliver(tmp_path: Path, 
     assert proc.returncode == 0, proc.stderr
     assert "fallback" not in proc.stderr, proc.stderr[-2000:]
     assert count_lines(path) == 5_000
+
+
+EXIT_BEFORE_AWAIT_SCRIPT = """
+import asyncio, logging, os, sys
+
+import aiologsinks as als
+
+if os.environ.get("AIOLOGSINKS_TEST_LOOP") == "uvloop":
+    import uvloop
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+class Count(logging.Handler):
+    n = 0
+    def emit(self, record):
+        if record.name != "aiologsinks":
+            Count.n += 1
+
+kind, n, how = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if kind == "file":
+    sink = als.FileSink(sys.argv[1])
+else:  # a TCP peer: its connection too is first made by the shutdown's delivery
+    sink = als.SocketSink("127.0.0.1", int(sys.argv[1]))
+d = als.Dispatcher(sink, fallback=Count())
+log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+
+async def main():
+    d.start()
+    for i in range(n):
+        log.warning("r %d", i)
+    # before the first await: the pump and the lanes never ran a step
+    if how == "exit":
+        sys.exit(0)
+    raise KeyboardInterrupt
+
+try:
+    asyncio.run(main())
+except (SystemExit, KeyboardInterrupt) as exc:
+    print("ended by", type(exc).__name__)
+s = d.stats()
+(sink_stats,) = s.sinks.values()
+print("delivered", sink_stats.delivered, "lost", s.lost, "fallback", Count.n)
+"""
+
+
+@pytest.mark.parametrize("how", ["exit", "interrupt"])
+@pytest.mark.parametrize("kind", ["file", "tcp"])
+def test_asyncio_run_ended_before_the_first_await_delivers(
+    tmp_path: Path, kind: str, how: str
+) -> None:
+    """``sys.exit()`` (or ``KeyboardInterrupt``) in the coroutine that started the
+    dispatcher, before its first await: asyncio.run() cancels the pump and the lanes
+    before their first step, so their own rescue never runs. The loop's shutdown of
+    its async generators delivers what they hold: 2,000 records, all at the
+    destination. Every one used to go to the fallback, counted ("its event loop
+    ended without aclose()"), the file left empty."""
+    n = 2_000
+    path = tmp_path / "exit.log"
+    with contextlib.ExitStack() as stack:
+        if kind == "file":
+            target = str(path)
+        else:
+            receiver = stack.enter_context(StdlibReceiver("tcp"))
+            target = str(receiver.address[1])
+        proc = run_script(EXIT_BEFORE_AWAIT_SCRIPT, target, kind, str(n), how)
+        assert proc.returncode == 0, proc.stderr
+        ended = "SystemExit" if how == "exit" else "KeyboardInterrupt"
+        assert f"ended by {ended}" in proc.stdout, proc.stdout
+        words = proc.stdout.split()
+        delivered, lost, fallback = (int(words[i]) for i in (4, 6, 8))
+        assert (delivered, lost, fallback) == (n, 0, 0), proc.stdout + proc.stderr[-2000:]
+        if kind == "file":
+            assert count_lines(path) == n
+        else:
+            records = asyncio.run(receiver.wait_for(n))
+            assert [r.getMessage() for r in records] == [f"r {i}" for i in range(n)]
 
 
 def test_close_runs_the_stopped_loop_its_dispatcher_is_on(tmp_path: Path) -> None:
