@@ -161,6 +161,9 @@ class Closing(LoopBinding):
         """
         # checked before anything changes: a bad value must not leave it half closed
         timeout = check_number("timeout", timeout, none=True)
+        if self._unstarted_here():
+            # awaited in a cleanup as the loop ends, before the dispatcher's own watch
+            await self._deliver_unstarted(timeout)
         self._check_orphaned()
         if self.state is DispatcherState.NEW:
             self._start_on(asyncio.get_running_loop())  # deliver what was queued
@@ -314,7 +317,15 @@ class Closing(LoopBinding):
         if (
             loop is not None
             and self.state is not DispatcherState.CLOSED
-            and (loop.is_closed() or (self._close_task is None and _pump_gone(self._pump_task)))
+            and (
+                loop.is_closed()
+                or (
+                    self._close_task is None
+                    and _pump_gone(self._pump_task)
+                    # the loop runs its shutdown: its end closes the watch, which delivers
+                    and not (self._loop_end_watch is not None and loop.is_running())
+                )
+            )
         ):
             self._orphan("its event loop ended without aclose()")
         elif self._orphaned is not None and loop is not None and loop.is_closed():
@@ -339,7 +350,9 @@ class Closing(LoopBinding):
             self._room_cv.notify_all()
         loop = self._loop
         if loop is not None and loop.is_closed():
-            end_coroutines([self._pump_task, *(lane._task for lane in self._lanes)])
+            end_coroutines(
+                [self._pump_task, *(t for lane in self._lanes for t in (lane._task, *lane._inner))]
+            )
 
     def _after_fork(self) -> None:
         """In a forked child: the parent's loop and threads are not here. The parent

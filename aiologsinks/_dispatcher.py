@@ -299,6 +299,9 @@ class Dispatcher(Closing):
             timeout = await self._await_start(self._starting, timeout)
             if self.state is DispatcherState.NEW:  # the start found it closed, or taken
                 raise DispatcherStateError("flush: dispatcher was not started")
+        if self._unstarted_here():
+            # awaited in a cleanup as the loop ends: its pump never ran, nor will it
+            await self._deliver_unstarted(timeout)
         self._check_orphaned()
         if self._orphaned is not None:
             raise DispatcherStateError(

@@ -98,6 +98,9 @@ class Lane:
         #: the worker's coroutine began (a task cancelled before its first step never
         #: runs its own rescue: see rescue_unstarted)
         self._ran = False
+        #: the tasks the worker's rescue and close run their steps in: closed with the
+        #: worker's when its loop is closed under them (see Closing._orphan)
+        self._inner: list[asyncio.Task[None]] = []
         #: the worker gave up (or is gone): records go to the fallback
         self.dead = False
         #: seconds a cancelled worker may spend delivering its lane on the way out
@@ -154,11 +157,15 @@ class Lane:
     def force(self, records: list[Any]) -> None:
         """Append records past the bound (shutdown: the lane is drained or spilled next)."""
         if self.dead:
-            self.queue.received += len(records)
-            self._spill(records)
+            self.refuse(records)
             return
         self.queue.force(records)
         self._wake_worker(force=True)
+
+    def refuse(self, records: list[Any]) -> None:
+        """Received, never to be delivered: counted undelivered, to the fallback."""
+        self.queue.received += len(records)
+        self._spill(records)
 
     def put_marker(self, marker: FlushMarker) -> None:
         """Markers bypass the bound: they are tiny and must never be dropped."""
@@ -496,6 +503,7 @@ class Lane:
         await asyncio.sleep(0)  # the pump hands over the shared queue first
         self._settle_in_flight()
         task = asyncio.get_running_loop().create_task(self._drain_and_close(opening))
+        self._inner.append(task)
         if not await wait_bounded(task, self.grace):
             abandon(task)
         self.take_all()
@@ -558,6 +566,7 @@ class Lane:
         its way out it may still count what it held (an outbox giving up on its
         buffer), which the stats read right after should include."""
         task = asyncio.get_running_loop().create_task(self._close_sink())
+        self._inner.append(task)
         if not await wait_bounded(task, timeout):
             abandon(task)
             await wait_bounded(task, settle)

@@ -152,8 +152,8 @@ class LoopBinding(Pump):
             gone._check_orphaned()  # its loop closed under it: its records settled, counted
             _forget_running(gone)
         self._pump_task.add_done_callback(lambda _: _forget_running(self))
-        self._watch_loop_end(loop)
         self.state = DispatcherState.RUNNING
+        self._watch_loop_end(loop)
         self._wake_pending = True
         self._wakeup.set()
 
@@ -171,10 +171,15 @@ class LoopBinding(Pump):
             return  # started during the loop's shutdown: a watch now only warns
         cell: list[Any] = [weakref.ref(self)]
         watch = _loop_end_watch(cell)
-        # to its yield (StopIteration), which the loop's firstiter hook sees
-        with contextlib.suppress(StopIteration):
+        try:
+            # to its yield (StopIteration), which the loop's firstiter hook sees
             watch.asend(None).send(None)
-        self._loop_end_watch = (watch, cell)
+        except StopIteration:
+            self._loop_end_watch = (watch, cell)
+        except Warning:
+            # the hook's warning as an error (-W error): a loop whose shutdown began
+            # (uvloop hides whether it did), which would not close the watch anyway
+            cell.clear()
 
     def _end_loop_watch(self) -> None:
         """The dispatcher closed: end its watch now rather than when it is collected

@@ -114,9 +114,25 @@ class Pump(DispatcherFields):
             start = pos + 1
 
     def _hand_over(self, records: list[Any]) -> None:
-        """Give records to the lanes past their bounds (the loop is shutting down)."""
-        for lane in self._lanes:
-            lane.force(passing(records, lane.sink.level) if self.respect_handler_level else records)
+        """Give records to the lanes past their bounds (the loop is shutting down).
+
+        Taken from the shared queue, the records are in no other place: interrupted
+        (a second Ctrl-C as the loop ends), the lanes not reached yet count them as
+        undelivered, to the fallback, rather than nobody."""
+        lanes = self._lanes
+        # a lane has the records once its count moved (it counts them first)
+        counts = [lane.queue.received for lane in lanes]
+        try:
+            for lane in lanes:
+                lane.force(self._for_lane(records, lane))
+        except BaseException:
+            for lane, count in zip(lanes, counts, strict=True):
+                if lane.queue.received == count:
+                    lane.refuse(self._for_lane(records, lane))
+            raise
+
+    def _for_lane(self, records: list[Any], lane: Lane) -> list[Any]:
+        return passing(records, lane.sink.level) if self.respect_handler_level else records
 
     def _pass_markers(self, controls: list[FlushMarker | Notice]) -> None:
         for item in controls:
@@ -141,32 +157,45 @@ class Pump(DispatcherFields):
         pump = self._pump_task
         return self.state is DispatcherState.RUNNING and pump is not None and pump.done()
 
-    async def _deliver_unstarted(self) -> None:
+    def _unstarted_here(self) -> bool:
+        """Unstarted at its loop's end (see above), and this is that loop."""
+        return self._unstarted_at_loop_end() and self._loop is asyncio.get_running_loop()
+
+    async def _deliver_unstarted(self, timeout: float | None = None) -> None:
         """At the loop's end (its async generators closed, every task cancelled):
-        what the pump's and the lanes' own rescue would have done, had they run."""
-        self._abandoned()
+        what the pump's and the lanes' own rescue would have done, had they run.
+        Waits at most ``timeout`` (the rescues go on, each within its lane's grace)."""
+        pending = self._abandoned(warn=False)
         rescues = [task for lane in self._lanes if (task := lane.rescue_unstarted())]
         if rescues:
-            await asyncio.wait(rescues)  # each bounded by its lane's grace
+            await asyncio.wait(rescues, timeout=timeout)  # each bounded by its grace
         for lane in self._lanes:
             if lane._task is None or lane._task.done():
                 lane.take_all()  # a lane that ran its rescue before the pump handed over
+        # last: a warning raised as an error (-W error) must not cancel the delivery
+        self._warn_abandoned(pending, "delivered")
 
-    def _abandoned(self) -> None:
-        # Hand what is queued to the lanes, past their bounds: each lane worker is
-        # being cancelled too, and on its way out it delivers its lane to its sink
-        # (within the grace period) and closes it. See Lane._rescue().
+    def _abandoned(self, warn: bool = True) -> int:
+        """Hand what is queued to the lanes, past their bounds: each lane worker is
+        being cancelled too, and on its way out it delivers its lane to its sink
+        (within the grace period) and closes it. See Lane._rescue(). Returns how
+        many records the lanes hold."""
         with self._lock:
             self._accepting = False
             records, controls = self._queue.drain()
-        self._hand_over(records)
-        self._pass_markers(controls)
         self.state = DispatcherState.CLOSED
         self._orphaned = "its event loop ended without aclose()"
+        self._hand_over(records)
+        self._pass_markers(controls)
         pending = sum(lane.depth for lane in self._lanes)
+        if warn:
+            self._warn_abandoned(pending, "delivering")
+        return pending
+
+    def _warn_abandoned(self, pending: int, verb: str) -> None:
         warnings.warn(
             f"aiologsinks: {self!r} was not closed before its event loop stopped; "
-            f"delivering {pending} pending record(s) during shutdown (await aclose() "
+            f"{verb} {pending} pending record(s) during shutdown (await aclose() "
             f"or use install() to flush and close deterministically)",
             ResourceWarning,
             stacklevel=1,
