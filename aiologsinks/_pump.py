@@ -173,7 +173,7 @@ class Pump(DispatcherFields):
             if lane._task is None or lane._task.done():
                 lane.take_all()  # a lane that ran its rescue before the pump handed over
         # last: a warning raised as an error (-W error) must not cancel the delivery
-        self._warn_abandoned(pending, "delivered")
+        self._warn_abandoned(pending, "delivered or counted")
 
     def _abandoned(self, warn: bool = True) -> int:
         """Hand what is queued to the lanes, past their bounds: each lane worker is
