@@ -163,7 +163,10 @@ class Closing(LoopBinding):
         timeout = check_number("timeout", timeout, none=True)
         if self._unstarted_here():
             # awaited in a cleanup as the loop ends, before the dispatcher's own watch
-            await self._deliver_unstarted(timeout)
+            self._begin_unstarted()
+        if await self._await_late_delivery(timeout):
+            await self._fallback.drained(_FALLBACK_GRACE)
+            return self.stats()
         self._check_orphaned()
         if self.state is DispatcherState.NEW:
             self._start_on(asyncio.get_running_loop())  # deliver what was queued
@@ -317,17 +320,13 @@ class Closing(LoopBinding):
         if (
             loop is not None
             and self.state is not DispatcherState.CLOSED
-            and (
-                loop.is_closed()
-                or (
-                    self._close_task is None
-                    and _pump_gone(self._pump_task)
-                    # the loop runs its shutdown: its end closes the watch, which delivers
-                    and not (self._loop_end_watch is not None and loop.is_running())
-                )
-            )
+            and (loop.is_closed() or (self._close_task is None and _pump_gone(self._pump_task)))
         ):
-            self._orphan("its event loop ended without aclose()")
+            if self._unstarted_here():
+                # read on its loop as it ends (a cleanup's stats()): deliver, not give up
+                self._begin_unstarted()
+            else:
+                self._orphan("its event loop ended without aclose()")
         elif self._orphaned is not None and loop is not None and loop.is_closed():
             self._orphan(self._orphaned)  # settle what the lanes' rescue left behind
 
@@ -351,7 +350,11 @@ class Closing(LoopBinding):
         loop = self._loop
         if loop is not None and loop.is_closed():
             end_coroutines(
-                [self._pump_task, *(t for lane in self._lanes for t in (lane._task, *lane._inner))]
+                [
+                    self._pump_task,
+                    self._late_delivery,
+                    *(t for lane in self._lanes for t in (lane._task, *lane._inner)),
+                ]
             )
 
     def _after_fork(self) -> None:

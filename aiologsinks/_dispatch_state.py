@@ -67,6 +67,9 @@ class DispatcherFields:
     #: the async generator the loop closes at its end, and the cell that points it at
     #: the dispatcher (see LoopBinding._watch_loop_end)
     _loop_end_watch: tuple[AsyncGenerator[None, None], list[Any]] | None
+    #: what the loop's end delivers for a dispatcher whose tasks never ran (see
+    #: Pump._begin_unstarted)
+    _late_delivery: asyncio.Task[None] | None
     _close_task: asyncio.Task[None] | None
     #: when a running close abandons delivery (loop time; None: no bound), and the
     #: event a later aclose(timeout=...) sets when it moves that earlier

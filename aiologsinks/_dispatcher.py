@@ -184,6 +184,7 @@ class Dispatcher(Closing):
         self._wakeup: asyncio.Event | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._loop_end_watch: tuple[AsyncGenerator[None, None], list[Any]] | None = None
+        self._late_delivery: asyncio.Task[None] | None = None
         self._close_task: asyncio.Task[None] | None = None
         self._close_deadline: float | None = None
         self._deadline_moved: asyncio.Event | None = None
@@ -301,7 +302,8 @@ class Dispatcher(Closing):
                 raise DispatcherStateError("flush: dispatcher was not started")
         if self._unstarted_here():
             # awaited in a cleanup as the loop ends: its pump never ran, nor will it
-            await self._deliver_unstarted(timeout)
+            self._begin_unstarted()
+        await self._await_late_delivery(timeout)
         self._check_orphaned()
         if self._orphaned is not None:
             raise DispatcherStateError(

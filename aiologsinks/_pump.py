@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import warnings
+from asyncio.events import _get_running_loop
 from typing import Any
 
 from ._dispatch_state import DispatcherFields, DispatcherState
 from ._lane import Lane
 from ._queue import FlushMarker, Notice, notice
 from ._record import Item, passing
+from ._supervise import spawn
 
 __all__ = ["Pump"]
 
@@ -158,22 +160,38 @@ class Pump(DispatcherFields):
         return self.state is DispatcherState.RUNNING and pump is not None and pump.done()
 
     def _unstarted_here(self) -> bool:
-        """Unstarted at its loop's end (see above), and this is that loop."""
-        return self._unstarted_at_loop_end() and self._loop is asyncio.get_running_loop()
+        """Unstarted at its loop's end (see above), on that loop's thread, while it runs."""
+        return self._unstarted_at_loop_end() and self._loop is _get_running_loop()
 
-    async def _deliver_unstarted(self, timeout: float | None = None) -> None:
-        """At the loop's end (its async generators closed, every task cancelled):
-        what the pump's and the lanes' own rescue would have done, had they run.
-        Waits at most ``timeout`` (the rescues go on, each within its lane's grace)."""
+    def _begin_unstarted(self) -> None:
+        """What the pump's and the lanes' own rescue would have done, had they run: the
+        records to the lanes now, each lane's rescue in a task, and the end of them
+        in another (``_late_delivery``), which the loop's end awaits (see the watch).
+        On the loop's thread, while it runs (its shutdown, as a rule)."""
         pending = self._abandoned(warn=False)
         rescues = [task for lane in self._lanes if (task := lane.rescue_unstarted())]
+        self._late_delivery = spawn(
+            self._end_unstarted(rescues, pending), "aiologsinks-late-delivery"
+        )
+
+    async def _end_unstarted(self, rescues: list[asyncio.Task[None]], pending: int) -> None:
         if rescues:
-            await asyncio.wait(rescues, timeout=timeout)  # each bounded by its grace
+            await asyncio.wait(rescues)  # each bounded by its lane's grace
         for lane in self._lanes:
             if lane._task is None or lane._task.done():
                 lane.take_all()  # a lane that ran its rescue before the pump handed over
         # last: a warning raised as an error (-W error) must not cancel the delivery
         self._warn_abandoned(pending, "delivered or counted")
+
+    async def _await_late_delivery(self, timeout: float | None) -> bool:
+        """Wait at most ``timeout`` for the late delivery begun on this loop (it goes
+        on, within each lane's grace); False when there is none here."""
+        late = self._late_delivery
+        if late is None or late.get_loop() is not asyncio.get_running_loop():
+            return False
+        if not late.done():
+            await asyncio.wait([late], timeout=timeout)
+        return True
 
     def _abandoned(self, warn: bool = True) -> int:
         """Hand what is queued to the lanes, past their bounds: each lane worker is
@@ -185,8 +203,10 @@ class Pump(DispatcherFields):
             records, controls = self._queue.drain()
         self.state = DispatcherState.CLOSED
         self._orphaned = "its event loop ended without aclose()"
-        self._hand_over(records)
-        self._pass_markers(controls)
+        try:
+            self._hand_over(records)
+        finally:  # interrupted too: a flush waiting for these must see them acknowledged
+            self._pass_markers(controls)
         pending = sum(lane.depth for lane in self._lanes)
         if warn:
             self._warn_abandoned(pending, "delivering")

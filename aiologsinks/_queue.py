@@ -105,13 +105,24 @@ class BoundedQueue:
     consumers take records in bulk.
     """
 
-    __slots__ = ("controls", "dropped", "items", "overflow", "received", "size", "unannounced")
+    __slots__ = (
+        "_draining",
+        "controls",
+        "dropped",
+        "items",
+        "overflow",
+        "received",
+        "size",
+        "unannounced",
+    )
 
     def __init__(self, size: int, overflow: Overflow, items: deque[Any] | None = None) -> None:
         self.size = size
         self.overflow: Overflow = overflow
         self.items: deque[Any] = deque() if items is None else items
         self.controls = 0
+        # what an interrupted drain() had taken (see there)
+        self._draining: tuple[list[Any], list[FlushMarker | Notice]] = ([], [])
         self.received = 0
         self.dropped = 0
         #: drops not yet announced by a notice
@@ -233,19 +244,22 @@ class BoundedQueue:
         return batch, None
 
     def drain(self) -> tuple[list[Any], list[FlushMarker | Notice]]:
-        """Remove everything; return (records, control items)."""
-        records: list[Any] = []
-        controls: list[FlushMarker | Notice] = []
+        """Remove everything; return (records, control items).
+
+        What a drain took before it was interrupted (KeyboardInterrupt, as a loop
+        ends) is kept here and returned by the next one, not lost with its lists."""
+        records, controls = self._draining
         items = self.items
         while items:
             try:
-                item = items.popleft()
+                item = items[0]
             except IndexError:  # pragma: no cover - raced with a foreign pop
                 break
-            if type(item) in CONTROL:
-                controls.append(item)
-            else:
-                records.append(item)
+            # kept before it is removed: interrupted in between, it is counted twice
+            # (delivered or settled) rather than not at all
+            (controls if type(item) in CONTROL else records).append(item)
+            items.popleft()
+        self._draining = ([], [])
         self.controls = 0
         return records, controls
 

@@ -148,3 +148,32 @@ def test_drop_oldest_counts_no_drop_when_the_pump_emptied_the_queue_meanwhile() 
     assert q.put("c")
     assert list(q.items) == ["c"]
     assert (q.received, q.dropped) == (1, 0)
+
+
+class _InterruptedAt(deque):  # type: ignore[type-arg]
+    """A deque whose n-th popleft() is interrupted (a Ctrl-C) once the item is out."""
+
+    def __init__(self, items: list[object], at: int) -> None:
+        super().__init__(items)
+        self.at = at
+
+    def popleft(self) -> object:
+        item = super().popleft()
+        self.at -= 1
+        if self.at == 0:
+            raise KeyboardInterrupt
+        return item
+
+
+def test_an_interrupted_drain_leaves_what_it_took_to_the_next_one() -> None:
+    """A KeyboardInterrupt in the middle of drain() (a second Ctrl-C as the loop's
+    shutdown drains the shared queue): the items it had taken were in its local lists
+    only and were lost, neither delivered nor counted. The next drain returns them,
+    each once, before the rest."""
+    marker = Notice(notice("n"))
+    queue = BoundedQueue(100, "block", _InterruptedAt([0, 1, marker, 3, 4, 5], at=3))
+    queue.controls = 1
+    with pytest.raises(KeyboardInterrupt):
+        queue.drain()
+    assert queue.drain() == ([0, 1, 3, 4, 5], [marker])
+    assert queue.drain() == ([], [])

@@ -7,6 +7,7 @@ is in the file (0 lost), or is counted as undelivered and written to the fallbac
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import subprocess
@@ -20,10 +21,11 @@ import pytest
 import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 
-from ..helpers import fresh_logger
+from ..helpers import ListSink, fresh_logger, wait_until
 from ..peers.records import StdlibReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
+BOUND = 10.0  # what every wait here is bounded by
 
 
 def run_script(script: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -215,6 +217,11 @@ async def cleanup(what):
     finally:
         if what == "stats":
             d.stats()
+        elif what == "flush":
+            try:
+                await d.flush(timeout=0.01)  # bounded: the delivery goes on without it
+            except (TimeoutError, als.DispatcherStateError):
+                pass
         else:
             await d.aclose()
 
@@ -251,6 +258,7 @@ print("delivered", st.delivered, "lost", st.undelivered + st.errors, "failed",
         ("tcp", "interrupt"),
         ("file", "cleanup stats"),
         ("file", "cleanup aclose"),
+        ("file", "cleanup flush"),
     ],
 )
 def test_asyncio_run_ended_before_the_first_await_delivers(
@@ -262,7 +270,8 @@ def test_asyncio_run_ended_before_the_first_await_delivers(
     its async generators delivers what they hold: 2,000 records, all at the
     destination. Every one used to go to the fallback, counted ("its event loop
     ended without aclose()"), the file left empty; also when the application's own
-    cleanup read ``stats()`` or awaited ``aclose()`` first, as the loop ended."""
+    cleanup read ``stats()`` or awaited ``aclose()`` or a bounded ``flush()`` first,
+    as the loop ended."""
     n = 2_000
     path = tmp_path / "exit.log"
     with contextlib.ExitStack() as stack:
@@ -299,6 +308,98 @@ def test_a_filter_ending_that_delivery_leaves_the_other_sink_uncharged(tmp_path:
     assert failed == 0, proc.stdout + proc.stderr[-2000:]
     assert delivered + lost == 2_000
     assert "Logging error" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_aclose_from_another_thread_during_that_shutdown_returns_at_once(tmp_path: Path) -> None:
+    """The dispatcher's loop, on a thread, is in asyncio.run()'s shutdown with its
+    tasks never run; another thread's aclose() (and close()) must not wait for that
+    loop: it returned at once, with the records counted, before the late delivery
+    existed, and then waited for ever for a task the loop never ran."""
+    path = tmp_path / "cross.log"
+    sink = als.FileSink(str(path))
+    seen: list[logging.LogRecord] = []
+    fallback = logging.Handler()
+    fallback.emit = seen.append  # type: ignore[method-assign]
+    dispatcher = als.Dispatcher(sink, fallback=fallback)
+    logger = fresh_logger("shutdown.cross")
+    logger.addHandler(dispatcher.handler)
+    in_cleanup = threading.Event()
+    release: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+    async def cleanup() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:  # holds the loop's shutdown open until the other thread is done
+            in_cleanup.set()
+            await asyncio.wait_for(asyncio.wrap_future(release), BOUND)
+
+    tasks: list[asyncio.Task[None]] = []
+
+    async def main() -> None:
+        tasks.append(asyncio.ensure_future(cleanup()))
+        await asyncio.sleep(0)
+        dispatcher.start()
+        for i in range(500):
+            logger.warning("r %d", i)
+        raise SystemExit(0)
+
+    def run() -> None:
+        with contextlib.suppress(SystemExit):
+            asyncio.run(main())
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        assert in_cleanup.wait(BOUND)
+
+        async def close_here() -> als.DispatcherStats:
+            return await asyncio.wait_for(dispatcher.aclose(), BOUND)
+
+        stats = asyncio.run(close_here())
+        assert dispatcher.close(timeout=None).lost == stats.lost
+    finally:
+        release.set_result(None)
+        thread.join(BOUND)
+        logger.removeHandler(dispatcher.handler)
+    assert not thread.is_alive()
+    (sink_stats,) = dispatcher.stats().sinks.values()
+    assert sink_stats.delivered + dispatcher.stats().lost == 500
+    assert count_lines(path) == sink_stats.delivered if path.exists() else sink_stats.delivered == 0
+
+
+async def test_stats_on_a_loop_that_cancelled_the_tasks_and_runs_on_delivers() -> None:
+    """Every task cancelled (the dispatcher's before their first step) and the loop
+    runs on: a stats() poller on that loop begins the delivery the loop's end would
+    have run; records logged after it go to the fallback, counted. It used to hold
+    them running, unbounded past queue_size, until something closed the loop."""
+    seen: list[logging.LogRecord] = []
+    fallback = logging.Handler()
+    fallback.emit = seen.append  # type: ignore[method-assign]
+    sink = ListSink()
+    dispatcher = als.Dispatcher(sink, queue_size=100, fallback=fallback)
+    logger = fresh_logger("shutdown.runs-on")
+    logger.addHandler(dispatcher.handler)
+    try:
+        dispatcher.start()
+        for i in range(100):
+            logger.warning("r %d", i)
+        assert dispatcher._pump_task is not None
+        for task in (dispatcher._pump_task, *(lane._task for lane in dispatcher._lanes)):
+            assert task is not None
+            task.cancel()
+        await asyncio.sleep(0)  # they end, never having run
+        dispatcher.stats()
+        assert dispatcher._late_delivery is not None
+        with pytest.warns(ResourceWarning, match="delivered or counted 100 pending"):
+            await asyncio.wait_for(dispatcher._late_delivery, BOUND)
+        for i in range(500):
+            logger.warning("later %d", i)
+        stats = dispatcher.stats()
+    finally:
+        logger.removeHandler(dispatcher.handler)
+    assert [r.getMessage() for r in sink.records] == [f"r {i}" for i in range(100)]
+    assert stats.after_close == 500
+    await wait_until(lambda: sum(r.name != "aiologsinks" for r in seen) == 500, BOUND)
 
 
 WARNING_AS_ERROR_SCRIPT = """
