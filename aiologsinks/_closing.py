@@ -91,6 +91,11 @@ class Closing(LoopBinding):
         """
         state = self.state
         if state is DispatcherState.CLOSED:
+            loop = self._loop
+            if loop is not None and loop.is_running() and self._still_delivering():
+                # its lanes' rescue or the late delivery, on another thread's loop:
+                # waited for like a close (that thread may be a daemon, frozen soon)
+                return asyncio.run_coroutine_threadsafe(self.aclose(_EXIT_TIMEOUT), loop)
             self._check_orphaned()
             return False
         if state is DispatcherState.NEW and self._queue.depth:
@@ -110,6 +115,13 @@ class Closing(LoopBinding):
             )
             return False
         return asyncio.run_coroutine_threadsafe(self.aclose(_EXIT_TIMEOUT), loop)
+
+    def _still_delivering(self) -> bool:
+        """Closed, with a late delivery or a lane's rescue still running."""
+        late = self._late_delivery
+        return (late is not None and not late.done()) or any(
+            lane._task is not None and not lane._task.done() for lane in self._lanes
+        )
 
     def _can_run_here(self, loop: asyncio.AbstractEventLoop) -> bool:
         """Whether this thread can run ``loop`` to close this dispatcher on it: the

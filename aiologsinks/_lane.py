@@ -25,7 +25,7 @@ from ._queue import BoundedQueue, FlushMarker, Notice, Overflow, notice
 from ._record import Item, RecordBatch, as_record, own_items
 from ._sink import Sink
 from ._stats import SinkStats
-from ._supervise import abandon, containable, spawn, wait_bounded
+from ._supervise import abandon, containable, interrupt_deferred, spawn, wait_bounded
 
 __all__ = ["Lane"]
 
@@ -508,6 +508,16 @@ class Lane:
             abandon(task)
         self.take_all()
 
+    def _take_in_flight(self) -> tuple[list[Any], FlushMarker | Notice | None]:
+        """A batch from the lane's queue, in flight at once: a second Ctrl-C before the
+        sink's call has it leaves it counted (see _settle_in_flight), not nowhere."""
+        with interrupt_deferred():
+            batch, control = self.queue.take_batch(self.batch_size)
+            self._in_flight = batch
+            self._call_base = None
+            self._taken_base = self.sink._taken_count
+        return batch, control
+
     def rescue_unstarted(self) -> asyncio.Task[None] | None:
         """A worker cancelled before its first step (its loop ending) ran no rescue:
         open the sink and deliver the lane in a new task, as that rescue would have
@@ -524,7 +534,7 @@ class Lane:
             await self._open()
         queue = self.queue
         while queue.items:
-            batch, control = queue.take_batch(self.batch_size)
+            batch, control = self._take_in_flight()
             if batch:
                 await self._deliver(batch)
             if type(control) is FlushMarker:

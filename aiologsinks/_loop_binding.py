@@ -80,16 +80,18 @@ async def _loop_end_watch(cell: list[Any]) -> AsyncGenerator[None, None]:
     finally:
         dispatcher = cell[0]() if cell else None
         if dispatcher is not None:
-            if dispatcher._unstarted_at_loop_end():
-                dispatcher._begin_unstarted()
-            # begun here, or by the application's cleanup (stats(), flush(timeout=...))
-            late = dispatcher._late_delivery
-            if (
-                late is not None
-                and not late.done()
-                and late.get_loop() is asyncio.get_running_loop()
-            ):
-                await late
+            try:
+                if dispatcher._unstarted_at_loop_end():
+                    dispatcher._begin_unstarted()  # its warning may be raised (-W error)
+            finally:
+                # begun here, or by the application's cleanup (stats(), flush(timeout=...))
+                late = dispatcher._late_delivery
+                if (
+                    late is not None
+                    and not late.done()
+                    and late.get_loop() is asyncio.get_running_loop()
+                ):
+                    await late
 
 
 class LoopBinding(Pump):

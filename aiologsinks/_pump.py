@@ -11,7 +11,7 @@ from ._dispatch_state import DispatcherFields, DispatcherState
 from ._lane import Lane
 from ._queue import FlushMarker, Notice, notice
 from ._record import Item, passing
-from ._supervise import spawn
+from ._supervise import interrupt_deferred, spawn
 
 __all__ = ["Pump"]
 
@@ -170,18 +170,16 @@ class Pump(DispatcherFields):
         On the loop's thread, while it runs (its shutdown, as a rule)."""
         pending = self._abandoned(warn=False)
         rescues = [task for lane in self._lanes if (task := lane.rescue_unstarted())]
-        self._late_delivery = spawn(
-            self._end_unstarted(rescues, pending), "aiologsinks-late-delivery"
-        )
+        self._late_delivery = spawn(self._end_unstarted(rescues), "aiologsinks-late-delivery")
+        # last: raised as an error (-W error), it must not stop the delivery begun
+        self._warn_abandoned(pending, "delivering")
 
-    async def _end_unstarted(self, rescues: list[asyncio.Task[None]], pending: int) -> None:
+    async def _end_unstarted(self, rescues: list[asyncio.Task[None]]) -> None:
         if rescues:
             await asyncio.wait(rescues)  # each bounded by its lane's grace
         for lane in self._lanes:
             if lane._task is None or lane._task.done():
                 lane.take_all()  # a lane that ran its rescue before the pump handed over
-        # last: a warning raised as an error (-W error) must not cancel the delivery
-        self._warn_abandoned(pending, "delivered or counted")
 
     async def _await_late_delivery(self, timeout: float | None) -> bool:
         """Wait at most ``timeout`` for the late delivery begun on this loop (it goes
@@ -198,15 +196,16 @@ class Pump(DispatcherFields):
         being cancelled too, and on its way out it delivers its lane to its sink
         (within the grace period) and closes it. See Lane._rescue(). Returns how
         many records the lanes hold."""
-        with self._lock:
-            self._accepting = False
-            records, controls = self._queue.drain()
-        self.state = DispatcherState.CLOSED
-        self._orphaned = "its event loop ended without aclose()"
-        try:
-            self._hand_over(records)
-        finally:  # interrupted too: a flush waiting for these must see them acknowledged
-            self._pass_markers(controls)
+        with interrupt_deferred():  # taken from the queue, they are nowhere else yet
+            with self._lock:
+                self._accepting = False
+                records, controls = self._queue.drain()
+            self.state = DispatcherState.CLOSED
+            self._orphaned = "its event loop ended without aclose()"
+            try:
+                self._hand_over(records)
+            finally:  # interrupted anyway (not the main thread): acknowledged all the same
+                self._pass_markers(controls)
         pending = sum(lane.depth for lane in self._lanes)
         if warn:
             self._warn_abandoned(pending, "delivering")

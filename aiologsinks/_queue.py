@@ -122,7 +122,7 @@ class BoundedQueue:
         self.items: deque[Any] = deque() if items is None else items
         self.controls = 0
         # what an interrupted drain() had taken (see there)
-        self._draining: tuple[list[Any], list[FlushMarker | Notice]] = ([], [])
+        self._draining: list[Any] = []
         self.received = 0
         self.dropped = 0
         #: drops not yet announced by a notice
@@ -246,20 +246,16 @@ class BoundedQueue:
     def drain(self) -> tuple[list[Any], list[FlushMarker | Notice]]:
         """Remove everything; return (records, control items).
 
-        What a drain took before it was interrupted (KeyboardInterrupt, as a loop
-        ends) is kept here and returned by the next one, not lost with its lists."""
-        records, controls = self._draining
+        The items move in one call that runs no Python code (no signal handler can
+        interrupt it, no other thread can run in it), to a list kept here until the
+        drain returns: a KeyboardInterrupt (a second Ctrl-C as a loop ends) before
+        then leaves them to the next drain, neither lost nor taken twice."""
+        taken = self._draining
         items = self.items
-        while items:
-            try:
-                item = items[0]
-            except IndexError:  # pragma: no cover - raced with a foreign pop
-                break
-            # kept before it is removed: interrupted in between, it is counted twice
-            # (delivered or settled) rather than not at all
-            (controls if type(item) in CONTROL else records).append(item)
-            items.popleft()
-        self._draining = ([], [])
+        taken.extend(starmap(items.popleft, repeat((), len(items))))
+        records = [item for item in taken if type(item) not in CONTROL]
+        controls = [item for item in taken if type(item) in CONTROL]
+        self._draining = []
         self.controls = 0
         return records, controls
 

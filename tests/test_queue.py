@@ -151,18 +151,17 @@ def test_drop_oldest_counts_no_drop_when_the_pump_emptied_the_queue_meanwhile() 
 
 
 class _InterruptedAt(deque):  # type: ignore[type-arg]
-    """A deque whose n-th popleft() is interrupted (a Ctrl-C) once the item is out."""
+    """A deque whose n-th popleft() is interrupted (a Ctrl-C) before it takes an item."""
 
     def __init__(self, items: list[object], at: int) -> None:
         super().__init__(items)
         self.at = at
 
     def popleft(self) -> object:
-        item = super().popleft()
         self.at -= 1
         if self.at == 0:
             raise KeyboardInterrupt
-        return item
+        return super().popleft()
 
 
 def test_an_interrupted_drain_leaves_what_it_took_to_the_next_one() -> None:
