@@ -140,10 +140,14 @@ def interrupt_deferred() -> Iterator[None]:
         return
     previous = signal.getsignal(signal.SIGINT)
     caught: list[tuple[int, Any]] = []
-    if previous is None:
+    held = False
+    if previous is not None:
+        with contextlib.suppress(ValueError):  # not the main interpreter: nothing to hold
+            signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
+            held = True
+    if not held:
         yield
         return
-    signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
     try:
         yield
     finally:
