@@ -95,7 +95,11 @@ class Closing(LoopBinding):
             if loop is not None and loop.is_running() and self._still_delivering():
                 # its lanes' rescue or the late delivery, on another thread's loop:
                 # waited for like a close (that thread may be a daemon, frozen soon)
-                return asyncio.run_coroutine_threadsafe(self.aclose(_EXIT_TIMEOUT), loop)
+                closing = self.aclose(_EXIT_TIMEOUT)
+                try:
+                    return asyncio.run_coroutine_threadsafe(closing, loop)
+                except RuntimeError:  # that loop closed meanwhile
+                    closing.close()
             self._check_orphaned()
             return False
         if state is DispatcherState.NEW and self._queue.depth:

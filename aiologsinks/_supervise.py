@@ -133,17 +133,27 @@ def interrupt_deferred() -> Iterator[None]:
     queue and a lane, a lane and the sink's call): a second Ctrl-C landing between
     them left the records in neither, delivered and counted nowhere. Only on the
     main thread (where Python runs signal handlers), and only where the handler was
-    installed from Python (it can then be put back).
+    installed from Python (it can then be put back). Each signal held is given to
+    the displaced handler after the block; a handler the application installs
+    meanwhile stays, and a copy of ours kept by anyone passes signals on afterwards.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = signal.getsignal(signal.SIGINT)
     caught: list[tuple[int, Any]] = []
+    ended = False
+
+    def _pass_on(signum: int, frame: Any) -> None:
+        if ended:
+            _call_handler(previous, signum, frame)
+        else:
+            caught.append((signum, frame))
+
     held = False
     if previous is not None:
         with contextlib.suppress(ValueError):  # not the main interpreter: nothing to hold
-            signal.signal(signal.SIGINT, lambda signum, frame: caught.append((signum, frame)))
+            signal.signal(signal.SIGINT, _pass_on)
             held = True
     if not held:
         yield
@@ -151,9 +161,15 @@ def interrupt_deferred() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if caught:
-            if callable(previous):
-                previous(*caught[0])
-            else:
-                signal.raise_signal(signal.SIGINT)  # SIG_DFL ends the process; SIG_IGN not
+        ended = True
+        if signal.getsignal(signal.SIGINT) is _pass_on:  # else the application's own now
+            signal.signal(signal.SIGINT, previous)
+        for signum, frame in caught:
+            _call_handler(previous, signum, frame)
+
+
+def _call_handler(handler: Any, signum: int, frame: Any) -> None:
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)  # the default action: the process ends

@@ -468,6 +468,31 @@ def test_a_sigint_in_a_deferred_block_is_raised_when_it_ends() -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_deferred_block_leaves_the_applications_sigint_handling_whole() -> None:
+    """Each SIGINT held is given to the application's handler (a "press again to
+    force quit" counts both); a handler the application installs during the block
+    (from another signal's handler) stays; a copy of the block's own handler that
+    someone saved and put back passes signals on. The handler saved at entry used to
+    be put back over the application's, and a saved copy swallowed Ctrl-C for good."""
+    calls: list[str] = []
+    first = signal.signal(signal.SIGINT, lambda signum, frame: calls.append("first"))
+    try:
+        with interrupt_deferred():
+            signal.raise_signal(signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)
+        assert calls == ["first", "first"]
+        with interrupt_deferred():
+            kept = signal.signal(signal.SIGINT, lambda signum, frame: calls.append("second"))
+        assert calls == ["first", "first"]
+        signal.raise_signal(signal.SIGINT)
+        assert calls[-1] == "second"
+        signal.signal(signal.SIGINT, kept)  # a save/restore recipe that ran in a block
+        signal.raise_signal(signal.SIGINT)
+        assert calls[-1] == "first"
+    finally:
+        signal.signal(signal.SIGINT, first)
+
+
 WARNING_AS_ERROR_SCRIPT = """
 import asyncio, logging, os, sys
 
