@@ -22,12 +22,13 @@ import functools
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -364,12 +365,39 @@ def _table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+async def _cancelled_by_ctrl_c(main: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run ``main``; Ctrl-C cancels it (its pipelines then close and deliver) and
+    raises KeyboardInterrupt after. Python 3.11's ``asyncio.run()`` does so itself; on
+    3.10 the KeyboardInterrupt landed in whatever task ran, a lane's among them,
+    whose records then went to stderr."""
+    task = asyncio.ensure_future(main)
+    loop = asyncio.get_running_loop()
+    pressed = []
+
+    def on_ctrl_c() -> None:
+        pressed.append(True)
+        task.cancel()
+
+    try:
+        loop.add_signal_handler(signal.SIGINT, on_ctrl_c)
+    except (NotImplementedError, RuntimeError, ValueError):  # no signals here
+        return await task
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if pressed:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+
+
 def run_demo(records: int = 10_000, as_json: bool = False) -> int:
     """Run the demo; print a table (or JSON); return 0 when nothing was lost, else 1."""
     if records < 1:
         raise SystemExit("--records: expected an int >= 1")
     progress = _Progress(not as_json, records)
     with tempfile.TemporaryDirectory(prefix="aiologsinks-demo-") as tmp:
-        result = asyncio.run(_demo(records, Path(tmp), progress))
+        result = asyncio.run(_cancelled_by_ctrl_c(_demo(records, Path(tmp), progress)))
     print(json.dumps(result, indent=2) if as_json else _table(result))
     return 0 if result["lost"] == 0 else 1
