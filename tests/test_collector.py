@@ -418,6 +418,49 @@ async def test_http_answers_4xx_never_500(receiver: Receiver, raw: bytes, status
     assert receiver.buffered == 0
 
 
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"GET /" + b"a" * 4_000_000 + b" HTTP/1.1\r\n\r\n", 431),
+        (b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n" + b"x" * 4_000_000, 413),
+    ],
+    ids=["head-too-large", "body-too-large"],
+)
+async def test_an_answer_given_while_the_peer_still_sends_reaches_it(
+    receiver: Receiver, raw: bytes, status: int
+) -> None:
+    # answered and closed with the rest unread, the kernel resets the connection, and
+    # a reset throws away the answer the peer has not read yet: the collector reads
+    # and discards the rest (bounded) before it closes
+    answer = await http(receiver.ports["http"], raw)
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:60]
+    await receiver.wait_for(lambda r: r.connections == 0)
+    assert receiver.counts["http"].invalid == 1
+    assert receiver.buffered == 0
+
+
+async def test_a_peer_that_never_stops_sending_is_dropped_after_the_linger_bound() -> None:
+    limits = ReceiverLimits(max_frame=4096, idle_timeout=30, read_timeout=30)
+    async with Receiver(http=0, limits=limits, on_record=lambda c, f: None) as rx:
+        loop = asyncio.get_running_loop()
+        reader, writer = await asyncio.open_connection("127.0.0.1", rx.ports["http"])
+        writer.write(b"POST / HTTP/1.1\r\nContent-Length: 99999999999\r\n\r\n")
+        answered = loop.time()
+        chunk = b"x" * 65536
+        with contextlib.suppress(ConnectionError):
+            # bounded: the collector drops the connection within its linger bound
+            for _ in range(200_000):
+                writer.write(chunk)
+                await writer.drain()
+                if reader.at_eof() or writer.transport.is_closing():
+                    break
+        await rx.wait_for(lambda r: r.connections == 0)
+        assert loop.time() - answered < 10
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
 async def test_invalid_frames_do_not_keep_a_connection_from_idling(receiver: Receiver) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", receiver.ports["tcp"])
 

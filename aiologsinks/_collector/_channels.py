@@ -46,6 +46,10 @@ _LF_SETTLE = 0.2
 #: how long a half-closed connection may stay quiet before shutdown closes it (the
 #: peer may be busy: it writes no more once it saw the end-of-file)
 _QUIET = 0.5
+#: how long an HTTP connection answered before its request ended is read (and what
+#: arrives discarded) before it is dropped: closed with input unread, the kernel resets
+#: the connection, and the reset throws away the answer the peer has not read yet
+_LINGER = 2.0
 
 OnRecord = Callable[[str, dict[str, Any]], None]
 
@@ -174,6 +178,9 @@ class _Conn(asyncio.Protocol):
         self.waiting = False
         #: what was read of it all the same while it waited (at most a read or two)
         self.pending: list[bytes] = []
+        #: answered and told the end (FIN), its input is read and discarded until the
+        #: peer closes too or this timer drops it
+        self.linger: asyncio.TimerHandle | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -229,6 +236,8 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         rx = self.rx
+        if self.linger is not None:
+            self.linger.cancel()
         if self.waiting:
             self.waiting = False
             with contextlib.suppress(ValueError):
@@ -268,7 +277,7 @@ class _Conn(asyncio.Protocol):
         # the peer sends requests without reading the answers: read no more of them
         # until it has, or the answers would pile up in the transport without bound
         self.write_paused = True
-        if self.transport is not None:
+        if self.transport is not None and self.linger is None:
             self.transport.pause_reading()
         self.rx._changed()
 
@@ -327,6 +336,9 @@ class _Conn(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection (its partial frame is counted invalid)."""
+        if self.linger is not None and self.transport is not None:
+            self.transport.abort()  # answered already: only its discarded rest goes
+            return
         if self.closing:
             return
         self.closing = True
@@ -473,15 +485,28 @@ class _Conn(asyncio.Protocol):
 
     def _close_after_write(self) -> None:
         self.closing = True
-        if self.transport is not None:
-            self.transport.close()  # after the answer is written
+        transport = self.transport
+        if transport is None:
+            return
+        if not transport.can_write_eof():
+            transport.close()  # after the answer is written
+            return
+        # a lingering close (as web servers do): the answer, then FIN, then the rest of
+        # the input read and dropped (data_received ignores it once closing) until the
+        # peer closes its end or the bound runs out
+        with contextlib.suppress(OSError, RuntimeError):
+            transport.write_eof()
+        self.last = self.loop.time()
+        self.linger = self.loop.call_later(_LINGER, transport.abort)
+        if not transport.is_closing():
+            transport.resume_reading()
 
     def half_close(self) -> None:
         """Shutdown: tell the peer no more is wanted (FIN), keep reading what it sent."""
         self.half_closed = True
         self.last = self.loop.time()
         transport = self.transport
-        if transport is None or transport.is_closing():
+        if transport is None or transport.is_closing() or self.linger is not None:
             return
         if self.channel == "http" and self.request is None and not self.buf:
             transport.close()

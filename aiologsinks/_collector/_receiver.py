@@ -299,7 +299,13 @@ class Receiver:
         self._paused = True
         self.pauses += 1
         for conn in self._conns:
-            if conn.transport is not None and not conn.transport.is_closing():
+            # a lingering connection's input is discarded, not taken: reading it on
+            # lets its peer finish sending and read the answer
+            if (
+                conn.transport is not None
+                and not conn.transport.is_closing()
+                and conn.linger is None
+            ):
                 conn.transport.pause_reading()
 
     def resume(self) -> None:
