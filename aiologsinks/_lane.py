@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ._fallback import FallbackWriter
@@ -228,12 +228,16 @@ class Lane:
                 await self._rescue()
 
     async def _open(self) -> None:
+        await self._contained(self.sink.aopen, "could not open")  # retried on first write
+
+    async def _contained(self, operation: Callable[[], Awaitable[object]], what: str) -> None:
+        """Await one of the sink's operations; its failure is counted and reported."""
         try:
-            await self.sink.aopen()
+            await operation()
         except BaseException as exc:
             if not containable(exc):
                 raise
-            self._operation_failed("could not open", exc)  # it retries on first write
+            self._operation_failed(what, exc)
 
     async def _supervise(self) -> None:
         failures = 0
@@ -423,12 +427,7 @@ class Lane:
         )
 
     async def _flush(self) -> None:
-        try:
-            await self.sink.flush()
-        except BaseException as exc:
-            if not containable(exc):
-                raise
-            self._operation_failed("flush failed", exc)
+        await self._contained(self.sink.flush, "flush failed")
 
     def _operation_failed(self, what: str, exc: BaseException) -> None:
         # an operation, not a record: counted apart from record errors; called inside
@@ -584,12 +583,7 @@ class Lane:
             self._tell(f"aiologsinks: sink {self.name} did not close within {timeout}s; abandoned")
 
     async def _close_sink(self) -> None:
-        try:
-            await self.sink.aclose()
-        except BaseException as exc:
-            if not containable(exc):
-                raise
-            self._operation_failed("could not close", exc)
+        await self._contained(self.sink.aclose, "could not close")
 
     def stats(self) -> SinkStats:
         """A snapshot of the lane's counters."""
