@@ -46,10 +46,12 @@ _LF_SETTLE = 0.2
 #: how long a half-closed connection may stay quiet before shutdown closes it (the
 #: peer may be busy: it writes no more once it saw the end-of-file)
 _QUIET = 0.5
-#: how long an HTTP connection answered before its request ended is read (and what
-#: arrives discarded) before it is dropped: closed with input unread, the kernel resets
-#: the connection, and the reset throws away the answer the peer has not read yet
-_LINGER = 2.0
+#: an HTTP connection answered before its request ended is read on (and what arrives
+#: discarded) until its peer closes, goes quiet this long, or _LINGER_MAX has passed:
+#: closed with input unread, the kernel resets the connection, and the reset throws
+#: away the answer the peer has not read yet (nginx: 5 s quiet, 30 s in all)
+_LINGER_QUIET = 2.0
+_LINGER_MAX = 10.0
 
 OnRecord = Callable[[str, dict[str, Any]], None]
 
@@ -181,6 +183,9 @@ class _Conn(asyncio.Protocol):
         #: answered and told the end (FIN), its input is read and discarded until the
         #: peer closes too or this timer drops it
         self.linger: asyncio.TimerHandle | None = None
+        self.linger_end = 0.0
+        #: HTTP at a graceful shutdown: the request being read gets the last answer
+        self.last_request = False
 
     # -- asyncio.Protocol -------------------------------------------------------------
 
@@ -228,10 +233,7 @@ class _Conn(asyncio.Protocol):
             # what it wrote while waiting is read now (at shutdown too: the drain ends
             # it once quiet); telling it to go away first closed an HTTP one unread
             transport.resume_reading()
-        if self.pending:
-            data = b"".join(self.pending)
-            self.pending.clear()
-            self.data_received(data)
+        self.read_pending()
         rx._changed()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -262,16 +264,26 @@ class _Conn(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
+            if self.linger is not None:
+                self.last = self.loop.time()  # still sending: the linger goes on
             return
-        if self.waiting:
-            # read despite the pause (uvloop starts reading after connection_made):
-            # kept for its turn, and reading paused again
+        if self.waiting or (self.rx._paused and not self.rx._closing):
+            # read despite the pause (uvloop, and asyncio before 3.11, start reading
+            # after connection_made paused it): kept for its turn, reading paused again
             self.pending.append(data)
             if self.transport is not None:
                 self.transport.pause_reading()
             return
         self.buf += data
         self._consume(len(data))
+
+    def read_pending(self) -> None:
+        """Take what was read while this connection was to wait (its turn has come)."""
+        if self.pending and not self.closing and not (self.rx._paused and not self.rx._closing):
+            data = b"".join(self.pending)
+            self.pending.clear()
+            self.buf += data
+            self._consume(len(data))
 
     def pause_writing(self) -> None:
         # the peer sends requests without reading the answers: read no more of them
@@ -336,14 +348,12 @@ class _Conn(asyncio.Protocol):
 
     def abort(self) -> None:
         """Drop the connection (its partial frame is counted invalid)."""
-        if self.linger is not None and self.transport is not None:
-            self.transport.abort()  # answered already: only its discarded rest goes
-            return
-        if self.closing:
-            return
-        self.closing = True
-        if self.buf:
-            self.rx._invalid(self.channel)
+        if not self.closing:
+            self.closing = True
+            if self.buf:
+                self.rx._invalid(self.channel)
+        # closing already (answered, or broken) and still there: its peer does not read
+        # or does not close, and it goes now
         if self.transport is not None:
             self.transport.abort()
 
@@ -468,8 +478,9 @@ class _Conn(asyncio.Protocol):
             del buf[: request.length]
             self.request = None
             status, text = rx._http_request(request, body, self.peer)
-            self._write(_http.response(status, text, request.keep_alive))
-            if not request.keep_alive:
+            keep_alive = request.keep_alive and not self.last_request
+            self._write(_http.response(status, text, keep_alive))
+            if not keep_alive:
                 self._close_after_write()
                 return
 
@@ -494,12 +505,23 @@ class _Conn(asyncio.Protocol):
         # a lingering close (as web servers do): the answer, then FIN, then the rest of
         # the input read and dropped (data_received ignores it once closing) until the
         # peer closes its end or the bound runs out
+        self.buf.clear()  # what followed is never read as requests (_consume accounts)
         with contextlib.suppress(OSError, RuntimeError):
             transport.write_eof()
-        self.last = self.loop.time()
-        self.linger = self.loop.call_later(_LINGER, transport.abort)
+        now = self.loop.time()
+        self.last = now
+        self.linger_end = now + _LINGER_MAX
+        self.linger = self.loop.call_later(_LINGER_QUIET, self._lingered)
         if not transport.is_closing():
             transport.resume_reading()
+
+    def _lingered(self) -> None:
+        now = self.loop.time()
+        end = min(self.last + _LINGER_QUIET, self.linger_end)
+        if now < end:
+            self.linger = self.loop.call_at(end, self._lingered)
+        elif self.transport is not None:
+            self.transport.abort()
 
     def half_close(self) -> None:
         """Shutdown: tell the peer no more is wanted (FIN), keep reading what it sent."""
@@ -508,8 +530,13 @@ class _Conn(asyncio.Protocol):
         transport = self.transport
         if transport is None or transport.is_closing() or self.linger is not None:
             return
-        if self.channel == "http" and self.request is None and not self.buf:
-            transport.close()
+        if self.channel == "http":
+            if self.request is None and not self.buf:
+                transport.close()
+            else:
+                # a request half read: its answer says the connection ends and goes
+                # first (an end-of-file now leaves no way to write the answer)
+                self.last_request = True
             return
         if transport.can_write_eof():
             with contextlib.suppress(OSError, RuntimeError):

@@ -321,6 +321,8 @@ class Receiver:
             transport = conn.transport
             if transport is not None and not transport.is_closing() and not conn.write_paused:
                 transport.resume_reading()
+        for conn in list(self._conns):
+            conn.read_pending()
 
     @property
     def paused(self) -> bool:
