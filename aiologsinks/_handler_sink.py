@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -60,8 +61,13 @@ class HandlerSink(Sink):
         self.handler.setLevel(level)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        """Pass each record to the handler's ``handle`` on the worker thread."""
-        await self._worker.run(_handle_all, self.handler, records)
+        """Pass each record to the handler's ``handle`` on the worker thread.
+
+        A record whose ``handle`` raises (an ``emit`` that does not catch its own
+        errors) goes to the handler's ``handleError`` and is counted; the next record
+        is handled normally.
+        """
+        self.error_count += await self._worker.run(_handle_all, self.handler, records)
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Pass one record to the handler on the worker thread."""
@@ -81,7 +87,16 @@ class HandlerSink(Sink):
         return f"<HandlerSink {self.handler!r}>"
 
 
-def _handle_all(handler: logging.Handler, records: Sequence[logging.LogRecord]) -> None:
+def _handle_all(handler: logging.Handler, records: Sequence[logging.LogRecord]) -> int:
+    """Handle each record; returns how many raised (each given to ``handleError``)."""
     handle = handler.handle
+    failed = 0
     for record in records:
-        run_in(record, handle, record)
+        try:
+            run_in(record, handle, record)
+        except Exception:  # noqa: BLE001 - per-record boundary: the next record goes on
+            failed += 1
+            # inside the except block: the handler's handleError reports this error
+            with contextlib.suppress(Exception):
+                handler.handleError(record)
+    return failed

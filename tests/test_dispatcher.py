@@ -264,6 +264,39 @@ async def test_a_plain_logging_handler_runs_off_the_loop(tmp_path: Path) -> None
     assert handler.stream is None  # closed by aclose()
 
 
+async def test_a_plain_handler_whose_emit_raises_loses_only_that_record() -> None:
+    """A handler whose emit() does not catch its own errors (as Handler.handle lets
+    them through): the record that raised goes to the handler's handleError and is
+    counted; the batch's other records are handled. The first failure ended the
+    batch: the records after it were never handled, and the whole batch was counted."""
+
+    class Strict(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.got: list[str] = []
+            self.errors: list[object] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.got.append(self.format(record))
+
+        def handleError(self, record: logging.LogRecord) -> None:
+            self.errors.append((record.msg, sys.exc_info()[0]))
+
+    log = fresh_logger("t.strict")
+    handler = Strict()
+    async with als.install(handler, logger=log) as dispatcher:
+        for i in range(100):
+            if i == 50:
+                log.info("bad %d", "not a number")
+            else:
+                log.info("rec %d", i)
+        await dispatcher.flush()
+        stats = next(iter(dispatcher.stats().sinks.values()))
+    assert handler.got == [f"rec {i}" for i in range(100) if i != 50]
+    assert handler.errors == [("bad %d", TypeError)]
+    assert (stats.emitted, stats.errors, stats.delivered) == (99, 1, 99)
+
+
 async def test_mutating_an_argument_after_the_call_does_not_change_the_output() -> None:
     log = fresh_logger("t.mutate")
     sink = ListSink()
