@@ -65,6 +65,15 @@ class _Delivery(Sink):
         if hasattr(self, "sink"):
             self.sink.error_count = value
 
+    @property
+    def _vetoed(self) -> int:
+        return self.sink._vetoed
+
+    @_vetoed.setter
+    def _vetoed(self, value: int) -> None:
+        if hasattr(self, "sink"):
+            self.sink._vetoed = value
+
     def report_error(self, record: Any) -> None:
         """Count and report an error of ``record`` on the sink itself."""
         self.sink.report_error(record)

@@ -343,6 +343,7 @@ class Lane:
         self._in_flight = records
         self._call_base = before = sink.error_count
         self._taken_base = sink._taken_count
+        vetoed = sink._vetoed
         raised = False
         try:
             await sink.emit_batch(records)
@@ -364,6 +365,11 @@ class Lane:
         else:
             errors = min(changed, len(records))
             emitted = len(records) - errors
+        vetoed = min(sink._vetoed - vetoed, emitted)
+        if vetoed:
+            # the class's own handle() returned False for them: filtered
+            emitted -= vetoed
+            self.filtered += vetoed
         self.errors += errors
         self.emitted += emitted
         if self.queue.unannounced and errors < len(records):

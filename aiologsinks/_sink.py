@@ -34,6 +34,7 @@ import threading
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Sequence
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -115,6 +116,63 @@ def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., A
     functools.update_wrapper(entry, hook)
     entry.__dual__ = True  # type: ignore[attr-defined]
     return entry
+
+
+#: set while a subclass's own emit()/handle() runs: the emit_batch its super() call
+#: reaches is the batching one it inherited, not the per-record one (see _per_record)
+_in_override: ContextVar[bool] = ContextVar("aiologsinks_in_override", default=False)
+#: set while the pipeline passes a record to a subclass's own handle(): Sink.handle
+#: does not filter again what the lane filtered
+_filtered: ContextVar[bool] = ContextVar("aiologsinks_filtered", default=False)
+
+#: the I/O hooks the pipeline awaits: an override must be a coroutine function
+_AWAITED_HOOKS = ("emit", "emit_batch", "handle", "flush")
+
+
+def _per_record(cls: type[Sink], batch: Callable[..., Any], own_handle: bool) -> Any:
+    """An ``emit_batch`` for a subclass that overrides ``emit`` or ``handle`` but not
+    ``emit_batch``: each record goes through the override, as a stdlib handler's
+    records do; its ``super().emit(record)`` delivers that record by ``batch``, the
+    ``emit_batch`` the class inherited."""
+
+    async def emit_batch(self: Sink, records: Sequence[logging.LogRecord]) -> None:
+        if _in_override.get():
+            await batch(self, records)  # the override's super() call: deliver them
+            return
+        token = _filtered.set(own_handle)
+        try:
+            for record in records:
+                try:
+                    if own_handle:
+                        if not await self.handle(record):
+                            self._vetoed += 1  # counted as filtered, not delivered
+                    else:
+                        await self.emit(record)
+                except BaseException as exc:
+                    if not containable(exc):
+                        raise
+                    self.report_error(record)
+        finally:
+            _filtered.reset(token)
+
+    emit_batch.__qualname__ = f"{cls.__qualname__}.emit_batch"
+    emit_batch.__doc__ = "Deliver each record through this class's own emit()/handle()."
+    emit_batch.__per_record__ = batch  # type: ignore[attr-defined]
+    return emit_batch
+
+
+def _overriding(hook: Callable[..., Any]) -> Callable[..., Any]:
+    """A subclass's own ``emit``/``handle``, marked as running (see ``_in_override``)."""
+
+    async def marked(self: Sink, record: logging.LogRecord) -> Any:
+        token = _in_override.set(True)
+        try:
+            return await hook(self, record)
+        finally:
+            _in_override.reset(token)
+
+    functools.update_wrapper(marked, hook)
+    return marked
 
 
 def _in_context(format: Callable[[Any, logging.LogRecord], str]) -> Callable[..., str]:
@@ -216,6 +274,8 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         #: records whose fate the sink took over during emit_batch calls (read by the
         #: lane; see :meth:`_take_over`)
         self._taken_count = 0
+        #: records the class's own handle() returned False for (read by the lane)
+        self._vetoed = 0
         #: the private pipeline of handler-mode use, made by the first sync handle()
         self._entry: HandlerEntry | None = None
         cls = type(self)
@@ -226,6 +286,24 @@ class Sink(_HandlerBase):  # type: ignore[misc]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        for name in _AWAITED_HOOKS:
+            hook = cls.__dict__.get(name)
+            if callable(hook) and not inspect.iscoroutinefunction(hook) and not is_dual(hook):
+                raise TypeError(
+                    f"{cls.__qualname__}.{name} must be a coroutine function "
+                    f"(async def {name}): the pipeline awaits a sink's I/O hooks; "
+                    f"call the base as await super().{name}(...)"
+                )
+        overrides = {"emit", "handle"} & cls.__dict__.keys()
+        if overrides and "emit_batch" not in cls.__dict__:
+            inherited = cls.emit_batch
+            batch = getattr(inherited, "__per_record__", inherited)
+            if "handle" in overrides or batch is not Sink.emit_batch:
+                # the pipeline calls emit_batch: without this, an override of emit
+                # or handle in a subclass of a batching sink was never called
+                for name in overrides:
+                    setattr(cls, name, _overriding(cls.__dict__[name]))
+                cls.emit_batch = _per_record(cls, batch, "handle" in overrides)  # type: ignore[method-assign]
         # an `async def handle/flush` override gets the dual entry in front of it, so
         # logging's synchronous calls still work (see the module doc)
         for name, sync in (("handle", Sink._handle_sync), ("flush", Sink._flush_sync)):
@@ -474,7 +552,8 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         A filter may return a replacement record (Python 3.12 semantics), which is
         then emitted instead. Delivery errors go to :meth:`handleError`.
         """
-        rv: Any = self.filter(record)
+        # in the pipeline (a subclass's own handle), the lane has filtered it already
+        rv: Any = True if _filtered.get() else self.filter(record)
         if isinstance(rv, logging.LogRecord):
             record = rv
         if rv:

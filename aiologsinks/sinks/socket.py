@@ -22,6 +22,7 @@ from .._exceptions import SinkConnectError
 from .._outbox import OutboxSinkMixin
 from .._record import RecordBatch
 from .._sink import Sink, overridden
+from .._supervise import containable
 from .._transport import (
     CLOSE_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -104,6 +105,15 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
     512) and exactly-once otherwise. A peer that closed its end is noticed before
     writing (its EOF), so a clean close costs no record and duplicates none.
     """
+
+    #: a subclass overrides send() or createSocket(): records go through them, one
+    #: at a time, as SocketHandler's do, instead of through the buffer
+    _sends_each = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if {"send", "createSocket"} & cls.__dict__.keys():
+            cls._sends_each = True
 
     def __init__(
         self,
@@ -198,10 +208,12 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
     async def send(self, s: bytes) -> None:
         """Write ``s`` now (outside the buffer) and wait until the transport took it.
 
-        Connects first (subject to the back-off) when disconnected. Raises
-        :class:`~aiologsinks.SinkConnectError` when there is no connection, and the
-        ``OSError`` of a broken connection after closing it.
+        Connects first (:meth:`createSocket`, subject to the back-off) when
+        disconnected. Raises :class:`~aiologsinks.SinkConnectError` when there is no
+        connection, and the ``OSError`` of a broken connection after closing it.
         """
+        if self.sock is None:
+            await self.createSocket()
         await self.peer.write_now(s)
 
     # -- delivery ------------------------------------------------------------------------
@@ -218,17 +230,32 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
         bounded by ``write_timeout``), or at once when the peer is unreachable: they
         stay buffered and the retry task delivers them when the back-off allows.
         """
+        if self._sends_each:
+            await self._send_each(records)
+            return
         frames = await self._frames(RecordBatch.of(records))
         self._take_over(len(records))  # the outbox delivers or counts each from here
         await self.peer.outbox.put(frames)
+
+    async def _send_each(self, records: Sequence[logging.LogRecord]) -> None:
+        # SocketHandler.emit: the frame of each record through send(), which a
+        # subclass overrides (no buffer then: a record that cannot be sent now is
+        # reported and counted, where SocketHandler drops it silently)
+        for record in records:
+            try:
+                await self.send(self.encode(record))
+            except BaseException as exc:
+                if not containable(exc):
+                    raise
+                self.report_error(record)
 
     async def flush(self) -> None:
         """Send the buffer now if the back-off allows an attempt; never waits for one."""
         await self.peer.outbox.flush()
 
     async def aopen(self) -> None:
-        """Connect eagerly; a failure only starts the back-off."""
-        await self.peer.connect()
+        """Connect eagerly (:meth:`createSocket`); a failure only starts the back-off."""
+        await self.createSocket()
 
     async def _aclose(self) -> None:
         """One last delivery and the close, each within ``close_timeout`` seconds;
