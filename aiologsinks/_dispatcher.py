@@ -28,7 +28,7 @@ from ._record import Item
 from ._shim import QueueHandler
 from ._sink import Sink
 from ._stats import DispatcherStats, SinkStats
-from ._validate import ArgumentTypeError, ArgumentValueError, check_number
+from ._validate import ArgumentTypeError, ArgumentValueError, check_int, check_number, type_error
 
 __all__ = [
     "Dispatcher",
@@ -490,11 +490,12 @@ def _unique_name(sink: Sink, index: int, taken: set[str]) -> str:
 
 
 def _check_positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ArgumentValueError(name, f"expected an int >= 1, got {value!r}")
+    check_int(name, value, min=1)  # TypeError for a str or a float, ValueError below 1
 
 
 def _check_overflow(name: str, value: object) -> None:
+    if not isinstance(value, str):
+        type_error(name, f"one of {', '.join(OVERFLOWS)}", value)
     if value not in OVERFLOWS:
         raise ArgumentValueError(
             f"{name}", f"expected one of {', '.join(OVERFLOWS)}, got {value!r}"

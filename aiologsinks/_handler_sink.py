@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from ._context import need_context, run_in
 from ._fileio import FileWorker
 from ._sink import Sink
+from ._validate import check_instance
 
 __all__ = ["HandlerSink"]
 
@@ -27,7 +28,7 @@ class HandlerSink(Sink):
     changes_records = True  # its filters, and on its own thread
 
     def __init__(self, handler: logging.Handler) -> None:
-        self.handler = handler
+        self.handler = check_instance("handler", handler, logging.Handler, "a logging.Handler")
         super().__init__(handler.level)
         # not the `name` setter: that would register this wrapper in logging's
         # handler registry under the wrapped handler's name

@@ -71,7 +71,7 @@ from ._exceptions import AiologsinksError
 from ._handler_sink import HandlerSink
 from ._shim import QueueHandler
 from ._sink import Sink
-from ._validate import ArgumentError, check_int, check_number
+from ._validate import ArgumentError, ArgumentTypeError, check_int, check_number
 from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink
 from .sinks.kafka import KafkaSink
@@ -562,6 +562,10 @@ class Builder:
             unknown = param is None or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD)
             if unknown and not open_kwargs:
                 params = [p for p, v in sig.parameters.items() if v.kind is not v.VAR_POSITIONAL]
+                # the keys every sink takes too: a misspelt "levl" finds "level" here
+                params += [m for m in _SINK_META if m not in ("rotator", "namer")]
+                if hasattr(cls, "rotator"):
+                    params += ["rotator", "namer"]
                 raise ConfigError(
                     kpath, f"unknown parameter of {cls.__name__}; expected one of {params}"
                 )
@@ -926,11 +930,16 @@ def dispatcher_listener(
     """A dictConfig ``listener`` for :class:`DispatcherQueueHandler`: a Dispatcher for
     ``handlers`` (what ``QueueListener(queue, *handlers, ...)`` would get). A bounded
     ``queue``'s ``maxsize`` becomes the dispatcher's ``queue_size``."""
+    return Dispatcher(*handlers, respect_handler_level=respect_handler_level, **_bound_of(queue))
+
+
+def _bound_of(queue: Any) -> dict[str, Any]:
+    """The Dispatcher options for a dictConfig ``queue``: its ``maxsize`` when > 0."""
     maxsize = getattr(queue, "maxsize", 0)
-    options: dict[str, Any] = (
-        {"queue_size": maxsize} if isinstance(maxsize, int) and maxsize > 0 else {}
-    )
-    return Dispatcher(*handlers, respect_handler_level=respect_handler_level, **options)
+    if maxsize is not None and (isinstance(maxsize, bool) or not isinstance(maxsize, int)):
+        # queue.Queue takes any maxsize and fails at its first put: said now, not ignored
+        raise ArgumentTypeError("queue.maxsize", f"expected an int, got {maxsize!r}")
+    return {"queue_size": maxsize} if maxsize and maxsize > 0 else {}
 
 
 class DispatcherQueueHandler(logging.handlers.QueueHandler):
@@ -967,6 +976,7 @@ class DispatcherQueueHandler(logging.handlers.QueueHandler):
     ) -> None:
         if handlers is not None:  # Python 3.10/3.11: dictConfig left the specs as they are
             queue, listener = _resolved(queue, call=True), _resolved(listener, call=False)
+            _bound_of(queue)  # a bad maxsize fails the configuration, not a logging call
         super().__init__(queue)
         self._dispatcher: Dispatcher | None = None
         # Python 3.10/3.11 pass the keys as they are (names): resolved at first use,
@@ -1040,13 +1050,22 @@ class DispatcherQueueHandler(logging.handlers.QueueHandler):
         """Hand ``record`` to the Dispatcher's shim (``handle`` normally does)."""
         try:
             dispatcher = self.listener
-        except ConfigError:
+        except Exception:  # noqa: BLE001 - a name that did not resolve, a factory failing
             # a logging call does not raise: this handler's error, reported per record
             # (and tried again with the next one) as for any handler failing to emit
             self.handleError(record)
             return
-        if dispatcher is not None:
-            dispatcher.handler.handle(record)
+        if dispatcher is None:
+            # configured without "handlers" (dictConfig before 3.12 builds it so):
+            # nowhere to deliver, said with each record rather than dropped silently
+            try:
+                raise ConfigError(
+                    f"handlers.{self.name}.handlers", "required: no sink or handler to deliver to"
+                )
+            except ConfigError:
+                self.handleError(record)
+            return
+        dispatcher.handler.handle(record)
 
 
 def _resolved(spec: Any, call: bool) -> Any:

@@ -791,6 +791,46 @@ def test_a_queued_handler_whose_names_do_not_resolve_reports_each_record(
     assert err.count("handlers.by-hand.handlers: no handler 'nowhere'") == 2
 
 
+def test_a_queued_handler_without_handlers_reports_each_record(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # dictConfig before 3.12 builds it so from {"class": ...DispatcherQueueHandler}
+    # alone: there is nowhere to deliver, and the records were dropped silently
+    handler = config.DispatcherQueueHandler()
+    handler.set_name("q")
+    logger = logging.getLogger("t.config.nohandlers")
+    logger.propagate = False
+    logger.addHandler(handler)
+    try:
+        logger.warning("one")
+        logger.warning("two")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert err.count("handlers.q.handlers: required: no sink or handler to deliver to") == 2
+
+
+def test_a_queue_maxsize_that_is_not_an_int_fails_the_configuration(tmp_path: Path) -> None:
+    # it was ignored (the default bound used); queue.Queue itself fails at its first put
+    with pytest.raises(ValueError, match="Unable to configure handler 'queued'") as raised:
+        logging.config.dictConfig(
+            {
+                "version": 1,
+                "disable_existing_loggers": False,
+                "handlers": {
+                    "file": {"class": "aiologsinks.FileSink", "filename": str(tmp_path / "q.log")},
+                    "queued": {
+                        "class": "aiologsinks.config.DispatcherQueueHandler",
+                        "handlers": ["file"],
+                        "queue": {"()": "queue.Queue", "maxsize": "x"},
+                    },
+                },
+                "loggers": {"t.config.maxsize": {"handlers": ["queued"]}},
+            }
+        )
+    assert "queue.maxsize: expected an int, got 'x'" in repr(raised.value.__cause__)
+
+
 def test_dictconfig_queue_handler_keys_build_a_dispatcher(tmp_path: Path) -> None:
     import asyncio
 

@@ -496,17 +496,29 @@ def test_start_needs_a_running_loop() -> None:
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "message"),
+    ("kwargs", "error", "message"),
     [
-        ({"queue_size": 0}, "queue_size: expected an int >= 1, got 0"),
-        ({"lane_size": "10"}, "lane_size: expected an int >= 1"),
-        ({"batch_size": -1}, "batch_size"),
-        ({"overflow": "spill"}, "overflow: expected one of drop_oldest, drop_newest, block"),
+        ({"queue_size": 0}, ValueError, "queue_size: expected an int >= 1, got 0"),
+        ({"lane_size": "10"}, TypeError, "lane_size: expected an int, got '10'"),
+        ({"lane_size": 2.0}, TypeError, "lane_size: expected an int, got 2.0"),
+        ({"batch_size": -1}, ValueError, "batch_size"),
+        ({"overflow": "spill"}, ValueError, "overflow: expected one of drop_oldest, drop_newest"),
+        ({"overflow": 3}, TypeError, "overflow: expected one of drop_oldest, drop_newest"),
     ],
 )
-def test_invalid_options_name_the_parameter(kwargs: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+def test_invalid_options_name_the_parameter(
+    kwargs: dict[str, object], error: type[Exception], message: str
+) -> None:
+    # a value of the wrong type is a TypeError, one out of range a ValueError
+    with pytest.raises(error, match=message) as raised:
         als.Dispatcher(ListSink(), **kwargs)  # type: ignore[arg-type]
+    assert not isinstance(raised.value, ValueError if error is TypeError else TypeError)
+
+
+@pytest.mark.parametrize("value", ["app.log", None])
+def test_handler_sink_names_a_handler_that_is_not_one(value: object) -> None:
+    with pytest.raises(TypeError, match="handler: expected a logging.Handler, got"):
+        als.HandlerSink(value)  # type: ignore[arg-type]
 
 
 def test_a_non_sink_is_rejected_with_its_position() -> None:
