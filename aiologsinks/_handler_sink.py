@@ -28,7 +28,8 @@ class HandlerSink(Sink):
     changes_records = True  # its filters, and on its own thread
 
     def __init__(self, handler: logging.Handler) -> None:
-        self.handler = check_instance("handler", handler, logging.Handler, "a logging.Handler")
+        check_instance("handler", handler, logging.Handler, "a logging.Handler")
+        self.handler = handler
         super().__init__(handler.level)
         # not the `name` setter: that would register this wrapper in logging's
         # handler registry under the wrapped handler's name

@@ -517,7 +517,7 @@ def test_invalid_options_name_the_parameter(
 
 @pytest.mark.parametrize("value", ["app.log", None])
 def test_handler_sink_names_a_handler_that_is_not_one(value: object) -> None:
-    with pytest.raises(TypeError, match="handler: expected a logging.Handler, got"):
+    with pytest.raises(TypeError, match=r"handler: expected a logging\.Handler, got"):
         als.HandlerSink(value)  # type: ignore[arg-type]
 
 
