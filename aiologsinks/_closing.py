@@ -414,6 +414,7 @@ class Closing(LoopBinding):
             after_close=self._after_close,
             sinks={lane.name: lane.stats() for lane in self._lanes},
             undelivered=self._undelivered,
+            rejected=self._rejected,
         )
 
 

@@ -94,6 +94,7 @@ class DispatcherFields:
     _fallback_warned: bool
     _after_close: int
     _undelivered: int
+    _rejected: int
 
     # -- fallback ----------------------------------------------------------------------
 

@@ -195,6 +195,8 @@ class Dispatcher(Closing):
         self._room_cv = threading.Condition(threading.Lock())
         self._blocked = 0
         self._after_close = 0
+        #: records the shim could not take (see DispatcherStats.rejected)
+        self._rejected = 0
         self._undelivered = 0
         self._fallback_warned = False
         #: started by the library on the background loop, not by the user

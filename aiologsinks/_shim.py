@@ -19,6 +19,9 @@ __all__ = ["QueueHandler", "Submitter"]
 class Submitter(Protocol):
     """What the shim hands records to (a :class:`~aiologsinks.Dispatcher`)."""
 
+    #: records the shim could not take (counted here, reported by its handleError)
+    _rejected: int
+
     def submit(self, record: Item) -> None:
         """Queue a prepared record; never raises, never blocks the loop thread."""
 
@@ -130,7 +133,7 @@ class QueueHandler(logging.Handler):
                 else:
                     submit(item)
             except Exception:  # noqa: BLE001 - a logging call must never raise
-                self.handleError(record)
+                self._rejected(record)
             return record
 
         self.handle = handle  # type: ignore[method-assign]
@@ -162,7 +165,7 @@ class QueueHandler(logging.Handler):
         try:
             self.enqueue(self.prepare(record))
         except Exception:  # noqa: BLE001 - a logging call must never raise
-            self.handleError(record)
+            self._rejected(record)
 
     def handle(self, record: logging.LogRecord) -> Any:
         """Filter and emit without the per-record handler lock (enqueue is thread-safe)."""
@@ -180,10 +183,15 @@ class QueueHandler(logging.Handler):
             try:
                 self.dispatcher.submit(freeze(record))
             except Exception:  # noqa: BLE001 - a logging call must never raise
-                self.handleError(record)
+                self._rejected(record)
         else:
             self.emit(record)
         return record
+
+    def _rejected(self, record: logging.LogRecord) -> None:
+        # inside the except block: handleError reports the error; the record is counted
+        self.dispatcher._rejected += 1
+        self.handleError(record)
 
     def __repr__(self) -> str:
         return f"<QueueHandler {self.dispatcher!r}>"

@@ -2188,7 +2188,7 @@ shim_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kw
     }
     Py_DECREF(frozen);
     if (done < 0) {
-        /* as QueueHandler.handle: a logging call never raises */
+        /* as QueueHandler.handle: a logging call never raises (the record is counted) */
         if (!PyErr_ExceptionMatches(PyExc_Exception)) {
             return NULL;
         }
@@ -2765,7 +2765,7 @@ intern_names(void)
         {&s_items, "_items"},      {&s_bound, "_bound"},
         {&s_pending, "_wake_pending"}, {&s_append, "append"},
         {&s_submit, "submit"},     {&s_wake_up, "_wake_up"},
-        {&s_handle_error, "handleError"},
+        {&s_handle_error, "_rejected"}, /* counts the record, then handleError */
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         *names[i].at = PyUnicode_InternFromString(names[i].text);

@@ -66,6 +66,9 @@ class DispatcherStats:
     sinks: dict[str, SinkStats]
     #: records still in the shared queue when close gave up: sent to the fallback
     undelivered: int = 0
+    #: records the shim could not take (a malformed ``exc_info``, a record that cannot
+    #: be copied): each went to the shim's ``handleError``, as QueueHandler's do
+    rejected: int = 0
 
     @property
     def lost(self) -> int:
@@ -74,6 +77,7 @@ class DispatcherStats:
             self.dropped
             + self.after_close
             + self.undelivered
+            + self.rejected
             + sum(s.lost for s in self.sinks.values())
         )
 
@@ -94,10 +98,17 @@ def assert_accounted(stats: DispatcherStats, logged: int | None = None) -> None:
                 f"{s.undelivered} + depth {s.depth} (= {ended})"
             )
         if logged is not None:
-            before = stats.dropped + stats.after_close + stats.undelivered + stats.queued
+            before = (
+                stats.dropped
+                + stats.after_close
+                + stats.undelivered
+                + stats.queued
+                + stats.rejected
+            )
             if logged != s.received + before:
                 raise AssertionError(
                     f"sink {name}: logged {logged} != received {s.received} + queue drops "
                     f"{stats.dropped} + after close {stats.after_close} + queue undelivered "
-                    f"{stats.undelivered} + queued {stats.queued} (= {s.received + before})"
+                    f"{stats.undelivered} + queued {stats.queued} + rejected {stats.rejected} "
+                    f"(= {s.received + before})"
                 )

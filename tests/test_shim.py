@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import aiologsinks as als
+from aiologsinks._stats import assert_accounted
 
 from .helpers import CaptureHandler, ListSink, fresh_logger, wait_until
 
@@ -141,6 +142,28 @@ async def test_handler_filters_and_level_apply_before_the_queue() -> None:
         log.warning("visible")
         await dispatcher.flush()
     assert [r.getMessage() for r in sink.records] == ["visible"]
+
+
+@pytest.mark.parametrize("plain", [True, False])
+async def test_a_record_the_shim_cannot_take_is_reported_and_counted(
+    plain: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a malformed exc_info fails the shim's copy: its handleError reported it, as
+    # QueueHandler's does, but no counter had it (3 logged, 2 accounted for)
+    sink = ListSink()
+    log = fresh_logger(f"t.shimreject.{plain}")
+    async with als.install(sink, logger=log) as dispatcher:
+        if not plain:
+            dispatcher.handler.addFilter(lambda r: True)  # the shim's emit() path
+        log.info("one")
+        log.error("bad exc_info", exc_info=("not", "a", "tuple"))  # type: ignore[arg-type]
+        log.info("two")
+        await dispatcher.flush()
+        stats = dispatcher.stats()
+    assert [r.getMessage() for r in sink.records] == ["one", "two"]
+    assert (stats.rejected, stats.lost) == (1, 1)
+    assert_accounted(stats, logged=3)
+    assert "Message: 'bad exc_info'" in capsys.readouterr().err
 
 
 async def test_records_from_many_threads_all_arrive_exactly_once() -> None:
