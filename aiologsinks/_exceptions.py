@@ -33,7 +33,12 @@ class DispatcherStateError(AiologsinksError, RuntimeError):
 
 
 class SinkConnectError(AiologsinksError, ConnectionError):
-    """A network sink could not connect to its peer (it will retry with back-off)."""
+    """A network sink could not connect to its peer.
+
+    The sinks that buffer (sockets, syslog over TCP, HTTP, OTLP, Kafka) keep the records
+    and try again with back-off; ``SMTPSink``, as ``SMTPHandler``, reports the records
+    of the mail it could not send to ``handleError``.
+    """
 
 
 class SinkDeliveryError(AiologsinksError, OSError):
