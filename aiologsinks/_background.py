@@ -34,6 +34,8 @@ import asyncio
 import concurrent.futures
 import concurrent.futures.thread  # our exit hook must run before this module's
 import contextlib
+import contextvars
+import functools
 import os
 import threading
 import time
@@ -136,6 +138,9 @@ def call_soon(callback: Callable[[], object]) -> None:
     once the loop exists. Raises ``RuntimeError`` when no thread can start (Python
     3.12.0-3.12.2 at interpreter exit).
     """
+    # in a context of its own: the tasks it starts (a handler's private pipeline) would
+    # otherwise keep the first caller's context, and its values, for good
+    callback = functools.partial(contextvars.Context().run, callback)
     with _lock:
         if getattr(_local, "making", False):
             _deferred.append(callback)

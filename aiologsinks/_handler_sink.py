@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from ._context import need_context, run_in
 from ._fileio import FileWorker
+from ._notices import is_notice
 from ._sink import Sink
 from ._validate import check_instance
 
@@ -97,7 +98,7 @@ def _handle_all(handler: logging.Handler, records: Sequence[logging.LogRecord]) 
         try:
             run_in(record, handle, record)
         except Exception:  # noqa: BLE001 - per-record boundary: the next record goes on
-            failed += 1
+            failed += not is_notice(record)  # a notice of ours is not a record logged
             # inside the except block: the handler's handleError reports this error
             with contextlib.suppress(Exception):
                 handler.handleError(record)

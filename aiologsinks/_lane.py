@@ -83,6 +83,8 @@ class Lane:
         self._call_base: int | None = None
         # sink._taken_count when the call in flight began (see Sink._take_over)
         self._taken_base = 0
+        # sink._vetoed when it began (records its own handle() returned False for)
+        self._vetoed_base = sink._vetoed
         self._in_flight: Sequence[Item] = ()
         self._marker: FlushMarker | None = None
         self._idle = False
@@ -330,7 +332,7 @@ class Lane:
             batch = own_items(batch)
         records: Sequence[logging.LogRecord] = RecordBatch(batch)
         failed = 0
-        if sink.filters:
+        if sink.filters and not sink._own_handle:  # its own handle() filters
             # in flight while filtered too: a filter raising SystemExit or
             # KeyboardInterrupt leaves the batch where stop()/rescue settle it
             self._in_flight = records
@@ -343,7 +345,7 @@ class Lane:
         self._in_flight = records
         self._call_base = before = sink.error_count
         self._taken_base = sink._taken_count
-        vetoed = sink._vetoed
+        self._vetoed_base = vetoed = sink._vetoed
         raised = False
         try:
             await sink.emit_batch(records)
@@ -466,8 +468,10 @@ class Lane:
         changed = 0 if before is None else self.sink.error_count - before
         self._seen += min(changed, len(records))  # the rest: later losses (see _deliver)
         errors, emitted, rest = self._split(len(records), changed)
+        vetoed = min(self.sink._vetoed - self._vetoed_base, emitted)
+        self.filtered += vetoed  # its own handle() returned False for them
         self.errors += errors
-        self.emitted += emitted
+        self.emitted += emitted - vetoed
         self.undelivered += rest
         if rest:
             self._fallback.write(list(records[len(records) - rest :]))
@@ -521,6 +525,7 @@ class Lane:
             self._in_flight = batch
             self._call_base = None
             self._taken_base = self.sink._taken_count
+            self._vetoed_base = self.sink._vetoed
         return batch, control
 
     def rescue_unstarted(self) -> asyncio.Task[None] | None:

@@ -19,9 +19,6 @@ __all__ = ["QueueHandler", "Submitter"]
 class Submitter(Protocol):
     """What the shim hands records to (a :class:`~aiologsinks.Dispatcher`)."""
 
-    #: records the shim could not take (counted here, reported by its handleError)
-    _rejected: int
-
     def submit(self, record: Item) -> None:
         """Queue a prepared record; never raises, never blocks the loop thread."""
 
@@ -190,7 +187,9 @@ class QueueHandler(logging.Handler):
 
     def _rejected(self, record: logging.LogRecord) -> None:
         # inside the except block: handleError reports the error; the record is counted
-        self.dispatcher._rejected += 1
+        dispatcher = self.dispatcher
+        if hasattr(dispatcher, "_rejected"):  # a Dispatcher (another Submitter: reported)
+            dispatcher._rejected += 1
         self.handleError(record)
 
     def __repr__(self) -> str:

@@ -118,60 +118,110 @@ def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., A
     return entry
 
 
-#: set while a subclass's own emit()/handle() runs: the emit_batch its super() call
-#: reaches is the batching one it inherited, not the per-record one (see _per_record)
-_in_override: ContextVar[bool] = ContextVar("aiologsinks_in_override", default=False)
-#: set while the pipeline passes a record to a subclass's own handle(): Sink.handle
-#: does not filter again what the lane filtered
-_filtered: ContextVar[bool] = ContextVar("aiologsinks_filtered", default=False)
+#: the sink whose own emit()/handle() runs now: an emit_batch call it makes (its
+#: super().emit(record) does) delivers by the library's batching emit_batch, not by
+#: the per-record one again (see _per_record)
+_in_override: ContextVar[Sink | None] = ContextVar("aiologsinks_in_override", default=None)
 
-#: the I/O hooks the pipeline awaits: an override must be a coroutine function
-_AWAITED_HOOKS = ("emit", "emit_batch", "handle", "flush")
+#: hooks a library sink awaits: an override of one of them must be a coroutine function
+_HOOK_NAMES = (
+    "emit", "emit_batch", "handle", "flush", "aopen", "aclose", "_aclose",
+    "send", "createSocket", "makeSocket", "doRollover", "rotate",
+)  # fmt: skip
 
 
-def _per_record(cls: type[Sink], batch: Callable[..., Any], own_handle: bool) -> Any:
-    """An ``emit_batch`` for a subclass that overrides ``emit`` or ``handle`` but not
-    ``emit_batch``: each record goes through the override, as a stdlib handler's
-    records do; its ``super().emit(record)`` delivers that record by ``batch``, the
-    ``emit_batch`` the class inherited."""
+def is_library(klass: type) -> bool:
+    """Whether ``klass`` is one of aiologsinks' own classes (not an application's)."""
+    return klass.__module__ == "aiologsinks" or klass.__module__.startswith("aiologsinks.")
+
+
+def _defining(cls: type, name: str) -> type | None:
+    """The class of ``cls``'s MRO whose own ``name`` the attribute resolves to."""
+    return next((k for k in cls.__mro__ if name in k.__dict__), None)
+
+
+def _library_attr(cls: type, name: str) -> Any:
+    """``name`` as the library classes of ``cls``'s MRO define it (None: none does)."""
+    klass = next((k for k in cls.__mro__ if is_library(k) and name in k.__dict__), None)
+    return None if klass is None else klass.__dict__[name]
+
+
+def _user_defined(cls: type, name: str) -> bool:
+    klass = _defining(cls, name)
+    return klass is not None and not is_library(klass)
+
+
+def _plain_function(hook: Any) -> bool:
+    """Whether ``hook`` is a plain (not async) function, seen through staticmethod,
+    classmethod, partialmethod and decorators that set ``__wrapped__``."""
+    if is_dual(hook):
+        return False
+    f = getattr(hook, "__func__", hook)
+    f = getattr(f, "func", f)  # partialmethod, partial
+    f = inspect.unwrap(f)
+    return inspect.isfunction(f) and not inspect.iscoroutinefunction(f)
+
+
+def _per_record(batch: Callable[..., Any], own_handle: bool) -> Any:
+    """The ``emit_batch`` of a subclass with its own ``emit`` or ``handle``: each record
+    goes through them, as a stdlib handler's do (``handle`` when it has its own, which
+    filters; a ``False`` from it counts the record as filtered). What they deliver with
+    ``super().emit(record)`` goes by ``batch``, the library's batching ``emit_batch``.
+    """
 
     async def emit_batch(self: Sink, records: Sequence[logging.LogRecord]) -> None:
-        if _in_override.get():
-            await batch(self, records)  # the override's super() call: deliver them
+        if _in_override.get() is self:
+            await batch(self, records)  # its own emit's super() call: deliver them
             return
-        token = _filtered.set(own_handle)
-        try:
-            for record in records:
-                try:
-                    if own_handle:
-                        if not await self.handle(record):
-                            self._vetoed += 1  # counted as filtered, not delivered
-                    else:
-                        await self.emit(record)
-                except BaseException as exc:
-                    if not containable(exc):
-                        raise
-                    self.report_error(record)
-        finally:
-            _filtered.reset(token)
+        start = self._taken_count
+        for i, record in enumerate(records, 1):
+            try:
+                if own_handle:
+                    if (await self.handle(record)) is False:
+                        self._vetoed += 1  # filtered (a None return is not a veto)
+                else:
+                    await self.emit(record)
+            except BaseException as exc:
+                if not containable(exc):
+                    raise
+                self.report_error(record)
+            # settled, each in turn: a batch interrupted now (aclose's timeout) sends
+            # only the records not reached yet to the fallback
+            self._taken_count = max(self._taken_count, start + i)
 
-    emit_batch.__qualname__ = f"{cls.__qualname__}.emit_batch"
-    emit_batch.__doc__ = "Deliver each record through this class's own emit()/handle()."
-    emit_batch.__per_record__ = batch  # type: ignore[attr-defined]
+    emit_batch.__doc__ = "Deliver each record through this class's own emit() or handle()."
+    emit_batch.__per_record__ = True  # type: ignore[attr-defined]
     return emit_batch
 
 
-def _overriding(hook: Callable[..., Any]) -> Callable[..., Any]:
+def _guarded(own: Callable[..., Any], batch: Callable[..., Any]) -> Any:
+    """A subclass's own ``emit_batch`` where an ancestor has its own ``emit``: what that
+    ``emit`` delivers (its ``super().emit``) goes by ``batch``, not through this again."""
+
+    async def emit_batch(self: Sink, records: Sequence[logging.LogRecord]) -> None:
+        if _in_override.get() is self:
+            await batch(self, records)
+            return
+        await own.__get__(self, type(self))(records)
+
+    functools.update_wrapper(emit_batch, own)
+    emit_batch.__guarded__ = True  # type: ignore[attr-defined]
+    return emit_batch
+
+
+def _overriding(hook: Any) -> Any:
     """A subclass's own ``emit``/``handle``, marked as running (see ``_in_override``)."""
 
     async def marked(self: Sink, record: logging.LogRecord) -> Any:
-        token = _in_override.set(True)
+        token = _in_override.set(self)
         try:
-            return await hook(self, record)
+            return await hook.__get__(self, type(self))(record)
         finally:
             _in_override.reset(token)
 
-    functools.update_wrapper(marked, hook)
+    with contextlib.suppress(AttributeError, TypeError):
+        functools.update_wrapper(marked, hook)
+    marked.__overriding__ = True  # type: ignore[attr-defined]
     return marked
 
 
@@ -265,6 +315,9 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     #: copies of its own, as a sink with filters does, so that other sinks' output
     #: does not depend on it
     changes_records: bool = False
+    #: a subclass's own handle() filters each record (the lane does not: see
+    #: _per_record_hooks)
+    _own_handle: bool = False
 
     def __init__(self, level: int | str = logging.NOTSET) -> None:
         super().__init__(_check_level(level))
@@ -286,24 +339,18 @@ class Sink(_HandlerBase):  # type: ignore[misc]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in _AWAITED_HOOKS:
+        for name in _HOOK_NAMES:
             hook = cls.__dict__.get(name)
-            if callable(hook) and not inspect.iscoroutinefunction(hook) and not is_dual(hook):
+            library = _library_attr(cls, name)
+            library = getattr(library, "__wrapped__", library)  # a dual entry
+            if hook is not None and inspect.iscoroutinefunction(library) and _plain_function(hook):
                 raise TypeError(
                     f"{cls.__qualname__}.{name} must be a coroutine function "
                     f"(async def {name}): the pipeline awaits a sink's I/O hooks; "
                     f"call the base as await super().{name}(...)"
                 )
-        overrides = {"emit", "handle"} & cls.__dict__.keys()
-        if overrides and "emit_batch" not in cls.__dict__:
-            inherited = cls.emit_batch
-            batch = getattr(inherited, "__per_record__", inherited)
-            if "handle" in overrides or batch is not Sink.emit_batch:
-                # the pipeline calls emit_batch: without this, an override of emit
-                # or handle in a subclass of a batching sink was never called
-                for name in overrides:
-                    setattr(cls, name, _overriding(cls.__dict__[name]))
-                cls.emit_batch = _per_record(cls, batch, "handle" in overrides)  # type: ignore[method-assign]
+        if not is_library(cls):
+            cls._per_record_hooks()
         # an `async def handle/flush` override gets the dual entry in front of it, so
         # logging's synchronous calls still work (see the module doc)
         for name, sync in (("handle", Sink._handle_sync), ("flush", Sink._flush_sync)):
@@ -315,6 +362,38 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             # a format() of its own runs in the caller's context too, as Sink.format
             # runs the formatter (it may read a ContextVar, as a formatter may)
             cls.format = _in_context(own)  # type: ignore[method-assign]
+
+    @classmethod
+    def _per_record_hooks(cls) -> None:
+        """A subclass's own ``emit`` or ``handle`` is called for each record, as the
+        stdlib calls them: the pipeline calls ``emit_batch``, whose library versions
+        batch and never called them (a ``handle`` vetoing a record let it through)."""
+        own_handle = _user_defined(cls, "handle")
+        cls._own_handle = own_handle
+        if not (own_handle or _user_defined(cls, "emit")):
+            return
+        # they may change the record (stdlib overrides do): copies of their own, so
+        # that what the other sinks write does not depend on them
+        cls.changes_records = True
+        batch = _library_attr(cls, "emit_batch")
+        for name in ("emit", "handle"):
+            klass = _defining(cls, name)
+            if klass is None or is_library(klass):
+                continue
+            hook = klass.__dict__[name]
+            if not getattr(hook, "__overriding__", False):
+                # its own, or a mixin's that is no Sink (no __init_subclass__ marked it)
+                setattr(cls, name, _overriding(hook))
+        own = cls.__dict__.get("emit_batch")
+        if own is not None:
+            cls.emit_batch = _guarded(own, batch)  # type: ignore[method-assign]
+            return
+        mine = {"emit", "handle"} & cls.__dict__.keys()  # marked just now included
+        if getattr(cls.emit_batch, "__guarded__", False) and not mine:
+            return  # a parent's own emit_batch, and nothing of this class's own to call
+        if batch is Sink.emit_batch and not own_handle:
+            return  # Sink.emit_batch calls emit per record already
+        cls.emit_batch = _per_record(batch, own_handle)  # type: ignore[method-assign]
 
     # -- logging.Handler-compatible surface -------------------------------------------
 
@@ -465,8 +544,10 @@ class Sink(_HandlerBase):  # type: ignore[misc]
 
     def _handle_sync(self, record: logging.LogRecord) -> Any:
         """``logging.Handler.handle``: filter now, in the caller's context, then hand
-        the record to the private pipeline. Returns what the filters returned."""
-        rv: Any = self.filter(record)
+        the record to the private pipeline. Returns what the filters returned. A
+        subclass's own ``handle`` filters on the pipeline instead (in the caller's
+        context too): it may change the record first, as a stdlib one may."""
+        rv: Any = True if self._own_handle else self.filter(record)
         if not rv:
             return rv
         if isinstance(rv, logging.LogRecord):
@@ -552,8 +633,9 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         A filter may return a replacement record (Python 3.12 semantics), which is
         then emitted instead. Delivery errors go to :meth:`handleError`.
         """
-        # in the pipeline (a subclass's own handle), the lane has filtered it already
-        rv: Any = True if _filtered.get() else self.filter(record)
+        # in the caller's context, as on a stdlib handler (the pipeline leaves filtering
+        # to a subclass's own handle: it may change the record before)
+        rv: Any = run_in(record, self.filter, record)
         if isinstance(rv, logging.LogRecord):
             record = rv
         if rv:

@@ -930,6 +930,10 @@ def dispatcher_listener(
     """A dictConfig ``listener`` for :class:`DispatcherQueueHandler`: a Dispatcher for
     ``handlers`` (what ``QueueListener(queue, *handlers, ...)`` would get). A bounded
     ``queue``'s ``maxsize`` becomes the dispatcher's ``queue_size``."""
+    if not handlers:
+        # dictConfig (3.13) builds the listener without handlers when none are named:
+        # records would go nowhere, silently
+        raise ConfigError("handlers", "required: the sinks or handlers to deliver to")
     return Dispatcher(*handlers, respect_handler_level=respect_handler_level, **_bound_of(queue))
 
 

@@ -810,6 +810,32 @@ def test_a_queued_handler_without_handlers_reports_each_record(
     assert err.count("handlers.q.handlers: required: no sink or handler to deliver to") == 2
 
 
+def test_a_queued_handler_configured_without_handlers_never_drops_silently(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # 3.12's dictConfig refuses it; 3.13's built a Dispatcher with no sinks (records
+    # gone, counted nowhere); 3.10/3.11 build it unresolved: each record is reported
+    spec = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "handlers": {"q": {"class": "aiologsinks.config.DispatcherQueueHandler"}},
+        "loggers": {"t.config.nosinks": {"handlers": ["q"], "propagate": False}},
+    }
+    try:
+        logging.config.dictConfig(spec)
+    except ValueError as exc:
+        assert "Unable to configure handler 'q'" in str(exc)
+        return
+    logger = logging.getLogger("t.config.nosinks")
+    try:
+        logger.warning("one")
+    finally:
+        for handler in logger.handlers:
+            logger.removeHandler(handler)
+            handler.close()
+    assert "required: no sink or handler to deliver to" in capsys.readouterr().err
+
+
 def test_a_queue_maxsize_that_is_not_an_int_fails_the_configuration(tmp_path: Path) -> None:
     # it was ignored (the default bound used); queue.Queue itself fails at its first put
     with pytest.raises(ValueError, match="Unable to configure handler 'queued'") as raised:

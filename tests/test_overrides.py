@@ -18,8 +18,9 @@ from typing import Any
 import pytest
 
 import aiologsinks as als
+from aiologsinks._stats import assert_accounted
 
-from .helpers import fresh_logger
+from .helpers import CaptureHandler, fresh_logger
 
 
 class Prefixed(logging.FileHandler):
@@ -161,7 +162,8 @@ async def test_a_handle_override_filters_once_and_the_sinks_filters_still_apply(
             log.info(message)
         await dispatcher.flush()
         stats = next(iter(dispatcher.stats().sinks.values()))
-    assert seen == ["kept", "filtered", "secret"]  # each record through the filter once
+    # as on a stdlib handler, the filters run inside handle(): the veto came first
+    assert seen == ["kept", "filtered"]
     assert _lines(tmp_path / "filters.log") == ["kept"]
     assert (stats.emitted, stats.filtered) == (1, 2)
 
@@ -232,3 +234,276 @@ async def test_socket_sink_send_and_create_socket_overrides_are_called() -> None
     assert calls.count("send") == 5
     assert calls[0] == "createSocket"
     assert (stats.delivered, stats.errors) == (5, 0)
+
+
+class _Veto(als.Sink):
+    """A mixin on Sink itself: its handle() vetoes, whatever sink it is mixed with."""
+
+    async def handle(self, record: logging.LogRecord) -> bool:
+        if "secret" in record.getMessage():
+            return False
+        return await super().handle(record)
+
+
+class _MixedIn(_Veto, als.FileSink):
+    pass
+
+
+class _PlainVeto:
+    """A mixin that is no Sink: its handle() is the one a stdlib mixin would have."""
+
+    async def handle(self, record: logging.LogRecord) -> bool:
+        if "secret" in record.getMessage():
+            return False
+        return await super().handle(record)  # type: ignore[misc,no-any-return]
+
+
+class _PlainMixedIn(_PlainVeto, als.FileSink):
+    pass
+
+
+class _VetoThenPrefix(DropSecrets):
+    """The parent vetoes in handle(), the child changes the record in emit()."""
+
+    async def emit(self, record: logging.LogRecord) -> None:
+        record.msg = "[child] " + str(record.msg)
+        await super().emit(record)
+
+
+async def _deliver_three(sink: als.Sink, name: str) -> Any:
+    log = fresh_logger(name)
+    async with als.install(sink, logger=log) as dispatcher:
+        log.info("public")
+        log.info("secret x")
+        log.info("public 2")
+        await dispatcher.flush()
+        stats = dispatcher.stats()
+    assert_accounted(stats, logged=3)
+    return next(iter(stats.sinks.values()))
+
+
+@pytest.mark.parametrize(
+    ("cls", "lines"),
+    [
+        (_MixedIn, ["public", "public 2"]),
+        (_PlainMixedIn, ["public", "public 2"]),
+        (_VetoThenPrefix, ["[child] public", "[child] public 2"]),
+    ],
+    ids=["mixin", "plain-mixin", "parent-handle-child-emit"],
+)
+async def test_overrides_from_every_level_of_the_class_tree_are_called(
+    tmp_path: Path, cls: type[als.FileSink], lines: list[str]
+) -> None:
+    # a mixin's handle on a batching sink recursed without end (every record lost);
+    # a parent's handle was skipped when a child had its own emit
+    stats = await _deliver_three(cls(tmp_path / "tree.log"), f"t.override.{cls.__name__}")
+    assert _lines(tmp_path / "tree.log") == lines
+    assert (stats.delivered, stats.filtered, stats.errors) == (2, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("cls", "lines"),
+    [
+        (_MixedIn, ["public", "public 2"]),
+        (_PlainMixedIn, ["public", "public 2"]),
+        (_VetoThenPrefix, ["[child] public", "[child] public 2"]),
+    ],
+    ids=["mixin", "plain-mixin", "parent-handle-child-emit"],
+)
+def test_overrides_from_every_level_of_the_class_tree_are_called_as_a_handler(
+    tmp_path: Path, cls: type[als.FileSink], lines: list[str]
+) -> None:
+    handler = cls(tmp_path / "tree-handler.log")
+    log = fresh_logger(f"t.override.handler.{cls.__name__}")
+    log.addHandler(handler)
+    try:
+        for message in ("public", "secret x", "public 2"):
+            log.info(message)
+        handler.flush()
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    assert _lines(tmp_path / "tree-handler.log") == lines
+
+
+async def test_a_childs_own_emit_batch_runs_once_under_a_parents_emit(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    class Parent(als.FileSink):
+        async def emit(self, record: logging.LogRecord) -> None:
+            record.msg = "[parent] " + str(record.msg)
+            await super().emit(record)
+
+    class Child(Parent):
+        async def emit_batch(self, records: Any) -> None:
+            calls.append(len(records))
+            await super().emit_batch(records)
+
+    stats = await _deliver_three(Child(tmp_path / "child.log"), "t.override.child")
+    assert calls == [3]  # it ran again for each record its parent's emit delivered
+    assert _lines(tmp_path / "child.log") == [
+        "[parent] public",
+        "[parent] secret x",
+        "[parent] public 2",
+    ]
+    assert stats.delivered == 3
+
+
+async def test_a_handle_override_that_returns_nothing_delivers(tmp_path: Path) -> None:
+    class Forgetful(als.FileSink):
+        async def handle(self, record: logging.LogRecord) -> None:  # type: ignore[override]
+            await super().handle(record)  # no return: the stdlib ignores the value
+
+    stats = await _deliver_three(Forgetful(tmp_path / "none.log"), "t.override.none")
+    assert len(_lines(tmp_path / "none.log")) == 3
+    assert (stats.delivered, stats.filtered) == (3, 0)
+
+
+async def test_a_handle_override_runs_before_the_filters(tmp_path: Path) -> None:
+    class Tagging(als.FileSink):
+        async def handle(self, record: logging.LogRecord) -> bool:
+            record.tag = "set by handle"
+            return await super().handle(record)
+
+    sink = Tagging(tmp_path / "tag.log")
+    sink.addFilter(lambda r: getattr(r, "tag", None) == "set by handle")
+    stats = await _deliver_three(sink, "t.override.tag")
+    assert len(_lines(tmp_path / "tag.log")) == 3  # the filter saw the tag, as in stdlib
+    assert stats.filtered == 0
+
+
+async def test_an_override_from_functools_partialmethod_is_called(tmp_path: Path) -> None:
+    import functools
+
+    class Partial(als.FileSink):
+        async def _emit_with(self, prefix: str, record: logging.LogRecord) -> None:
+            record.msg = prefix + str(record.msg)
+            await als.FileSink.emit(self, record)
+
+        emit = functools.partialmethod(_emit_with, "[pm] ")
+
+    stats = await _deliver_three(Partial(tmp_path / "pm.log"), "t.override.pm")
+    assert _lines(tmp_path / "pm.log")[0] == "[pm] public"
+    assert (stats.delivered, stats.errors) == (3, 0)
+
+
+async def test_aclose_cut_short_in_a_per_record_batch_spills_only_what_was_not_reached(
+    tmp_path: Path,
+) -> None:
+    stuck = asyncio.Event()
+
+    class Slow(DropSecrets):
+        async def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "stuck":
+                await stuck.wait()  # never set: aclose's timeout ends it
+            await super().emit(record)
+
+    fallback = CaptureHandler()
+    sink = Slow(tmp_path / "slow.log")
+    log = fresh_logger("t.override.slow")
+    dispatcher = als.Dispatcher(sink, fallback=fallback)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    try:
+        for message in ("public 1", "secret pw", "public 2", "stuck", "after"):
+            log.info(message)
+        stats = await dispatcher.aclose(timeout=0.5)
+    finally:
+        log.removeHandler(dispatcher.handler)
+    assert _lines(tmp_path / "slow.log") == ["public 1", "public 2"]
+    spilled = [r.getMessage() for r in fallback.records if r.getMessage() in ("stuck", "after")]
+    assert spilled == ["stuck", "after"]
+    assert not any(
+        "secret" in r.getMessage() or "public" in r.getMessage() for r in fallback.records
+    )
+    only = next(iter(stats.sinks.values()))
+    assert (only.delivered, only.filtered, only.undelivered) == (2, 1, 2)
+
+
+async def test_an_override_does_not_change_how_another_sink_filters(tmp_path: Path) -> None:
+    # a MemorySink subclass with its own handle flushes to a DropSecrets target: the
+    # target's veto was skipped (the flag that said "filtered already" leaked to it)
+    class Counting(als.MemorySink):
+        async def handle(self, record: logging.LogRecord) -> bool:
+            return await super().handle(record)
+
+    target = DropSecrets(tmp_path / "target.log")
+    sink = Counting(capacity=10, target=target)
+    stats = await _deliver_three(sink, "t.override.memory")
+    await target.aclose()
+    assert _lines(tmp_path / "target.log") == ["public", "public 2"]
+    assert stats.errors == 0
+
+
+def test_a_handler_pipeline_started_inside_an_override_keeps_no_context(tmp_path: Path) -> None:
+    """A sink's emit override logs to a logger whose handler is a sink with a veto: that
+    handler's private pipeline, started from inside the override, kept its context for
+    good, and from then on its handle() veto was skipped."""
+    audit_sink = DropSecrets(tmp_path / "audit.log")
+    audit = fresh_logger("t.override.audit")
+    audit.addHandler(audit_sink)
+
+    class Forwarding(als.FileSink):
+        async def emit(self, record: logging.LogRecord) -> None:
+            audit.info("forwarded: %s", record.getMessage())
+            await super().emit(record)
+
+    async def main() -> None:
+        sink = Forwarding(tmp_path / "main.log")
+        log = fresh_logger("t.override.forwarding")
+        async with als.install(sink, logger=log) as dispatcher:
+            log.info("hello")
+            await dispatcher.flush()
+
+    try:
+        asyncio.run(main())
+        audit.info("secret token=abc")
+        audit.info("public")
+        audit_sink.flush()
+    finally:
+        audit.removeHandler(audit_sink)
+        audit_sink.close()
+    assert _lines(tmp_path / "audit.log") == ["forwarded: hello", "public"]
+
+
+async def test_datagram_sink_send_override_is_called() -> None:
+    sent: list[bytes] = []
+
+    class Counted(als.DatagramSink):
+        async def send(self, s: bytes) -> None:
+            sent.append(s)
+            await super().send(s)
+
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Peer(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        stats = await _deliver_three(Counted("127.0.0.1", port), "t.override.datagram")
+        frames = [await asyncio.wait_for(got.get(), 5) for _ in range(3)]
+    finally:
+        transport.close()
+    assert len(sent) == 3 and frames == sent
+    assert stats.delivered == 3
+
+
+@pytest.mark.parametrize("hook", ["send", "createSocket"])
+def test_a_socket_hook_override_that_is_not_a_coroutine_is_refused(hook: str) -> None:
+    def plain(self: Any, *args: Any) -> None:
+        return None
+
+    with pytest.raises(TypeError, match=rf"Ported\.{hook} must be a coroutine function"):
+        type("Ported", (als.SocketSink,), {hook: plain})
+
+
+def test_a_staticmethod_coroutine_override_is_accepted() -> None:
+    async def emit(record: logging.LogRecord) -> None:
+        return None
+
+    cls = type("Static", (als.FileSink,), {"emit": staticmethod(emit)})
+    assert issubclass(cls, als.FileSink)

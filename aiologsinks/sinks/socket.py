@@ -21,7 +21,7 @@ from .._backoff import RetryAttributes
 from .._exceptions import SinkConnectError
 from .._outbox import OutboxSinkMixin
 from .._record import RecordBatch
-from .._sink import Sink, overridden
+from .._sink import Sink, is_library, overridden
 from .._supervise import containable
 from .._transport import (
     CLOSE_TIMEOUT,
@@ -78,7 +78,20 @@ def _check_host(host: object) -> str:
     return host
 
 
-class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
+class _SendHooks:
+    """``send``/``createSocket`` as the stdlib handlers' hooks: a subclass that
+    overrides one has its records go through them, one at a time, as
+    ``SocketHandler``'s and ``DatagramHandler``'s do (not by the batched path)."""
+
+    _sends_each = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if {"send", "createSocket"} & cls.__dict__.keys() and not is_library(cls):
+            cls._sends_each = True
+
+
+class SocketSink(_SendHooks, RetryAttributes, OutboxSinkMixin, Sink):
     """Send pickled records over TCP, or a Unix stream socket when ``port`` is None.
 
     The async counterpart of ``logging.handlers.SocketHandler``: same frames
@@ -105,15 +118,6 @@ class SocketSink(RetryAttributes, OutboxSinkMixin, Sink):
     512) and exactly-once otherwise. A peer that closed its end is noticed before
     writing (its EOF), so a clean close costs no record and duplicates none.
     """
-
-    #: a subclass overrides send() or createSocket(): records go through them, one
-    #: at a time, as SocketHandler's do, instead of through the buffer
-    _sends_each = False
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if {"send", "createSocket"} & cls.__dict__.keys():
-            cls._sends_each = True
 
     def __init__(
         self,
@@ -299,7 +303,7 @@ def _peer_gone(link: StreamLink) -> bool:
     return link.peer_gone
 
 
-class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
+class DatagramSink(_SendHooks, RetryAttributes, OutboxSinkMixin, Sink):
     """Send each record as one pickled datagram: UDP, or Unix datagram if ``port`` is None.
 
     The async counterpart of ``logging.handlers.DatagramHandler``: the datagram is
@@ -386,8 +390,14 @@ class DatagramSink(RetryAttributes, OutboxSinkMixin, Sink):
         """
         batch = RecordBatch.of(records)
         cls = type(self)
-        if overridden(cls, "emit", DatagramSink.emit):  # a subclass's own, record by record
-            await Sink.emit_batch(self, batch)
+        if self._sends_each:  # DatagramHandler.emit: each record through send()
+            for record in batch:
+                try:
+                    await DatagramSink.emit(self, record)
+                except BaseException as exc:
+                    if not containable(exc):
+                        raise
+                    self.report_error(record)
             return
         plain = not overridden(cls, "makePickle", DatagramSink.makePickle)
         dicts = batch.pickle_dicts() if plain else [None] * len(batch)
