@@ -778,8 +778,14 @@ def test_a_queued_handler_whose_names_do_not_resolve_reports_each_record(
     # made by hand with a name nothing registered: a logging call does not raise; each
     # record is this handler's error, as for any handler that cannot emit
     handler = config.DispatcherQueueHandler(handlers=["nowhere"])
-    handler.set_name("by-hand")
-    logger = logging.getLogger("t.config.unresolved")
+    _log_twice(handler, "by-hand")
+    err = capsys.readouterr().err
+    assert err.count("handlers.by-hand.handlers: no handler 'nowhere'") == 2
+
+
+def _log_twice(handler: logging.Handler, name: str) -> None:
+    handler.set_name(name)
+    logger = logging.getLogger(f"t.config.{name}")
     logger.propagate = False
     logger.addHandler(handler)
     try:
@@ -787,8 +793,6 @@ def test_a_queued_handler_whose_names_do_not_resolve_reports_each_record(
         logger.warning("two")
     finally:
         logger.removeHandler(handler)
-    err = capsys.readouterr().err
-    assert err.count("handlers.by-hand.handlers: no handler 'nowhere'") == 2
 
 
 def test_a_queued_handler_without_handlers_reports_each_record(
@@ -796,16 +800,7 @@ def test_a_queued_handler_without_handlers_reports_each_record(
 ) -> None:
     # dictConfig before 3.12 builds it so from {"class": ...DispatcherQueueHandler}
     # alone: there is nowhere to deliver, and the records were dropped silently
-    handler = config.DispatcherQueueHandler()
-    handler.set_name("q")
-    logger = logging.getLogger("t.config.nohandlers")
-    logger.propagate = False
-    logger.addHandler(handler)
-    try:
-        logger.warning("one")
-        logger.warning("two")
-    finally:
-        logger.removeHandler(handler)
+    _log_twice(config.DispatcherQueueHandler(), "q")
     err = capsys.readouterr().err
     assert err.count("handlers.q.handlers: required: no sink or handler to deliver to") == 2
 

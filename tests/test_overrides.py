@@ -282,7 +282,8 @@ async def _deliver_three(sink: als.Sink, name: str) -> Any:
     return next(iter(stats.sinks.values()))
 
 
-@pytest.mark.parametrize(
+#: classes whose emit/handle come from each level of the tree, and what they write
+_TREES = pytest.mark.parametrize(
     ("cls", "lines"),
     [
         (_MixedIn, ["public", "public 2"]),
@@ -291,6 +292,9 @@ async def _deliver_three(sink: als.Sink, name: str) -> Any:
     ],
     ids=["mixin", "plain-mixin", "parent-handle-child-emit"],
 )
+
+
+@_TREES
 async def test_overrides_from_every_level_of_the_class_tree_are_called(
     tmp_path: Path, cls: type[als.FileSink], lines: list[str]
 ) -> None:
@@ -301,15 +305,7 @@ async def test_overrides_from_every_level_of_the_class_tree_are_called(
     assert (stats.delivered, stats.filtered, stats.errors) == (2, 1, 0)
 
 
-@pytest.mark.parametrize(
-    ("cls", "lines"),
-    [
-        (_MixedIn, ["public", "public 2"]),
-        (_PlainMixedIn, ["public", "public 2"]),
-        (_VetoThenPrefix, ["[child] public", "[child] public 2"]),
-    ],
-    ids=["mixin", "plain-mixin", "parent-handle-child-emit"],
-)
+@_TREES
 def test_overrides_from_every_level_of_the_class_tree_are_called_as_a_handler(
     tmp_path: Path, cls: type[als.FileSink], lines: list[str]
 ) -> None:
