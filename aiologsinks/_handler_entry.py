@@ -36,7 +36,7 @@ from typing import Any
 
 from . import _background
 from ._dispatcher import Dispatcher, DispatcherState
-from ._sink import Sink, set_entry_factory
+from ._sink import Sink, deliver, per_record_hook, set_entry_factory
 
 __all__ = ["HandlerPipeline"]
 
@@ -85,7 +85,17 @@ class _Delivery(Sink):
         await self.sink.aopen()
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
-        await self.sink.emit_batch(records)
+        sink = self.sink
+        await deliver(sink, records, per_record_hook(sink))
+
+    @property
+    def _taken_count(self) -> int:
+        return self.sink._taken_count
+
+    @_taken_count.setter
+    def _taken_count(self, value: int) -> None:
+        if hasattr(self, "sink"):
+            self.sink._taken_count = value
 
     async def flush(self) -> None:
         await self.sink.flush()

@@ -23,7 +23,7 @@ from ._hooks import overridden
 from ._notices import delivering_notice
 from ._queue import BoundedQueue, FlushMarker, Notice, Overflow, notice
 from ._record import Item, RecordBatch, as_record, own_items
-from ._sink import Sink
+from ._sink import Sink, deliver, per_record_hook
 from ._stats import SinkStats
 from ._supervise import abandon, containable, interrupt_deferred, spawn, wait_bounded
 
@@ -332,7 +332,8 @@ class Lane:
             batch = own_items(batch)
         records: Sequence[logging.LogRecord] = RecordBatch(batch)
         failed = 0
-        if sink.filters and not sink._own_handle:  # its own handle() filters
+        hook = per_record_hook(sink)
+        if sink.filters and hook != "handle":  # its own handle() filters, stdlib order
             # in flight while filtered too: a filter raising SystemExit or
             # KeyboardInterrupt leaves the batch where stop()/rescue settle it
             self._in_flight = records
@@ -348,7 +349,7 @@ class Lane:
         self._vetoed_base = vetoed = sink._vetoed
         raised = False
         try:
-            await sink.emit_batch(records)
+            await deliver(sink, records, hook)
         except BaseException as exc:
             if not containable(exc):
                 raise  # the batch stays in flight: stop()/rescue settle it

@@ -34,7 +34,6 @@ import threading
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Sequence
-from contextvars import ContextVar
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -110,18 +109,14 @@ def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., A
 
     def entry(self: Sink, *args: Any, **kwargs: Any) -> Any:
         if _getframe(1).f_code.co_flags & _CO_ASYNC:
-            return hook(self, *args, **kwargs)
+            # bound as the class would bind it (a partialmethod, a staticmethod)
+            return hook.__get__(self, type(self))(*args, **kwargs)
         return sync(self, *args, **kwargs)
 
     functools.update_wrapper(entry, hook)
     entry.__dual__ = True  # type: ignore[attr-defined]
     return entry
 
-
-#: the sink whose own emit()/handle() runs now: an emit_batch call it makes (its
-#: super().emit(record) does) delivers by the library's batching emit_batch, not by
-#: the per-record one again (see _per_record)
-_in_override: ContextVar[Sink | None] = ContextVar("aiologsinks_in_override", default=None)
 
 #: hooks a library sink awaits: an override of one of them must be a coroutine function
 _HOOK_NAMES = (
@@ -135,7 +130,7 @@ def is_library(klass: type) -> bool:
     return klass.__module__ == "aiologsinks" or klass.__module__.startswith("aiologsinks.")
 
 
-def _defining(cls: type, name: str) -> type | None:
+def defining(cls: type, name: str) -> type | None:
     """The class of ``cls``'s MRO whose own ``name`` the attribute resolves to."""
     return next((k for k in cls.__mro__ if name in k.__dict__), None)
 
@@ -147,7 +142,7 @@ def _library_attr(cls: type, name: str) -> Any:
 
 
 def _user_defined(cls: type, name: str) -> bool:
-    klass = _defining(cls, name)
+    klass = defining(cls, name)
     return klass is not None and not is_library(klass)
 
 
@@ -162,67 +157,48 @@ def _plain_function(hook: Any) -> bool:
     return inspect.isfunction(f) and not inspect.iscoroutinefunction(f)
 
 
-def _per_record(batch: Callable[..., Any], own_handle: bool) -> Any:
-    """The ``emit_batch`` of a subclass with its own ``emit`` or ``handle``: each record
-    goes through them, as a stdlib handler's do (``handle`` when it has its own, which
-    filters; a ``False`` from it counts the record as filtered). What they deliver with
-    ``super().emit(record)`` goes by ``batch``, the library's batching ``emit_batch``.
-    """
-
-    async def emit_batch(self: Sink, records: Sequence[logging.LogRecord]) -> None:
-        if _in_override.get() is self:
-            await batch(self, records)  # its own emit's super() call: deliver them
-            return
-        start = self._taken_count
-        for i, record in enumerate(records, 1):
-            try:
-                if own_handle:
-                    if (await self.handle(record)) is False:
-                        self._vetoed += 1  # filtered (a None return is not a veto)
-                else:
-                    await self.emit(record)
-            except BaseException as exc:
-                if not containable(exc):
-                    raise
-                self.report_error(record)
-            # settled, each in turn: a batch interrupted now (aclose's timeout) sends
-            # only the records not reached yet to the fallback
-            self._taken_count = max(self._taken_count, start + i)
-
-    emit_batch.__doc__ = "Deliver each record through this class's own emit() or handle()."
-    emit_batch.__per_record__ = True  # type: ignore[attr-defined]
-    return emit_batch
+def per_record_hook(sink: Sink) -> str | None:
+    """``"handle"`` or ``"emit"`` when the pipeline delivers ``sink``'s records one at
+    a time through its own hook, as the stdlib calls a handler's: a subclass (or a
+    mixin, or the instance) has its own ``handle`` or ``emit`` and no ``emit_batch`` of
+    its own. ``None``: the pipeline calls ``emit_batch`` (the library's batching one,
+    which never calls them, or the subclass's own, which takes the batch)."""
+    own = sink.__dict__
+    cls = type(sink)
+    if is_library(cls) and "handle" not in own and "emit" not in own:
+        return None  # the library's sinks as they are: the fast path
+    batch = defining(cls, "emit_batch")
+    if batch is not None and not is_library(batch):
+        return None
+    if "handle" in own or _user_defined(cls, "handle"):
+        return "handle"
+    if "emit" in own or _user_defined(cls, "emit"):
+        return "emit"
+    return None
 
 
-def _guarded(own: Callable[..., Any], batch: Callable[..., Any]) -> Any:
-    """A subclass's own ``emit_batch`` where an ancestor has its own ``emit``: what that
-    ``emit`` delivers (its ``super().emit``) goes by ``batch``, not through this again."""
-
-    async def emit_batch(self: Sink, records: Sequence[logging.LogRecord]) -> None:
-        if _in_override.get() is self:
-            await batch(self, records)
-            return
-        await own.__get__(self, type(self))(records)
-
-    functools.update_wrapper(emit_batch, own)
-    emit_batch.__guarded__ = True  # type: ignore[attr-defined]
-    return emit_batch
-
-
-def _overriding(hook: Any) -> Any:
-    """A subclass's own ``emit``/``handle``, marked as running (see ``_in_override``)."""
-
-    async def marked(self: Sink, record: logging.LogRecord) -> Any:
-        token = _in_override.set(self)
+async def deliver(sink: Sink, records: Sequence[logging.LogRecord], hook: str | None) -> None:
+    """Deliver ``records`` as the pipeline does: ``sink.emit_batch(records)``, or with
+    ``hook`` (see :func:`per_record_hook`) each record through the sink's own
+    ``handle`` (which filters; a ``False`` from it counts the record in
+    ``sink._vetoed``) or ``emit``. Their ``super().emit(record)`` delivers that record
+    by the library's batching ``emit_batch``."""
+    if hook is None:
+        await sink.emit_batch(records)
+        return
+    start = sink._taken_count
+    own = sink.handle if hook == "handle" else sink.emit
+    for i, record in enumerate(records, 1):
         try:
-            return await hook.__get__(self, type(self))(record)
-        finally:
-            _in_override.reset(token)
-
-    with contextlib.suppress(AttributeError, TypeError):
-        functools.update_wrapper(marked, hook)
-    marked.__overriding__ = True  # type: ignore[attr-defined]
-    return marked
+            if (await own(record)) is False and hook == "handle":
+                sink._vetoed += 1  # filtered (a None from it is no veto: stdlib)
+        except BaseException as exc:
+            if not containable(exc):
+                raise
+            sink.report_error(record)
+        # settled, each in turn: a batch interrupted now (aclose's timeout) sends only
+        # the records not reached yet to the fallback
+        sink._taken_count = max(sink._taken_count, start + i)
 
 
 def _in_context(format: Callable[[Any, logging.LogRecord], str]) -> Callable[..., str]:
@@ -315,9 +291,6 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     #: copies of its own, as a sink with filters does, so that other sinks' output
     #: does not depend on it
     changes_records: bool = False
-    #: a subclass's own handle() filters each record (the lane does not: see
-    #: _per_record_hooks)
-    _own_handle: bool = False
 
     def __init__(self, level: int | str = logging.NOTSET) -> None:
         super().__init__(_check_level(level))
@@ -339,23 +312,18 @@ class Sink(_HandlerBase):  # type: ignore[misc]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        for name in _HOOK_NAMES:
-            hook = cls.__dict__.get(name)
-            library = _library_attr(cls, name)
-            library = getattr(library, "__wrapped__", library)  # a dual entry
-            if hook is not None and inspect.iscoroutinefunction(library) and _plain_function(hook):
-                raise TypeError(
-                    f"{cls.__qualname__}.{name} must be a coroutine function "
-                    f"(async def {name}): the pipeline awaits a sink's I/O hooks; "
-                    f"call the base as await super().{name}(...)"
-                )
         if not is_library(cls):
-            cls._per_record_hooks()
-        # an `async def handle/flush` override gets the dual entry in front of it, so
-        # logging's synchronous calls still work (see the module doc)
+            cls._check_hooks()
+        # an `async def handle/flush` (a subclass's, a mixin's, or ours) gets the dual
+        # entry in front of it, so logging's synchronous calls still work (module doc)
         for name, sync in (("handle", Sink._handle_sync), ("flush", Sink._flush_sync)):
-            hook = cls.__dict__.get(name)
-            if inspect.iscoroutinefunction(hook):
+            klass = defining(cls, name)
+            hook: Any = None if klass is None else klass.__dict__[name]
+            if (
+                klass is not None
+                and not is_dual(hook)
+                and (inspect.iscoroutinefunction(hook) or not is_library(klass))
+            ):
                 setattr(cls, name, _dual(hook, sync))
         own = cls.__dict__.get("format")
         if callable(own) and not getattr(own, "__in_context__", False):
@@ -364,36 +332,26 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             cls.format = _in_context(own)  # type: ignore[method-assign]
 
     @classmethod
-    def _per_record_hooks(cls) -> None:
-        """A subclass's own ``emit`` or ``handle`` is called for each record, as the
-        stdlib calls them: the pipeline calls ``emit_batch``, whose library versions
-        batch and never called them (a ``handle`` vetoing a record let it through)."""
-        own_handle = _user_defined(cls, "handle")
-        cls._own_handle = own_handle
-        if not (own_handle or _user_defined(cls, "emit")):
-            return
-        # they may change the record (stdlib overrides do): copies of their own, so
-        # that what the other sinks write does not depend on them
-        cls.changes_records = True
-        batch = _library_attr(cls, "emit_batch")
-        for name in ("emit", "handle"):
-            klass = _defining(cls, name)
+    def _check_hooks(cls) -> None:
+        """An application's subclass: its I/O hooks (its own, or a mixin's) must be
+        coroutine functions."""
+        for name in _HOOK_NAMES:
+            klass = defining(cls, name)
             if klass is None or is_library(klass):
                 continue
             hook = klass.__dict__[name]
-            if not getattr(hook, "__overriding__", False):
-                # its own, or a mixin's that is no Sink (no __init_subclass__ marked it)
-                setattr(cls, name, _overriding(hook))
-        own = cls.__dict__.get("emit_batch")
-        if own is not None:
-            cls.emit_batch = _guarded(own, batch)  # type: ignore[method-assign]
-            return
-        mine = {"emit", "handle"} & cls.__dict__.keys()  # marked just now included
-        if getattr(cls.emit_batch, "__guarded__", False) and not mine:
-            return  # a parent's own emit_batch, and nothing of this class's own to call
-        if batch is Sink.emit_batch and not own_handle:
-            return  # Sink.emit_batch calls emit per record already
-        cls.emit_batch = _per_record(batch, own_handle)  # type: ignore[method-assign]
+            library = _library_attr(cls, name)
+            library = getattr(library, "__wrapped__", library)  # a dual entry
+            if inspect.iscoroutinefunction(library) and _plain_function(hook):
+                raise TypeError(
+                    f"{cls.__qualname__}.{name} must be a coroutine function "
+                    f"(async def {name}): the pipeline awaits a sink's I/O hooks; "
+                    f"call the base as await super().{name}(...)"
+                )
+        if _user_defined(cls, "emit") or _user_defined(cls, "handle"):
+            # they may change the record (stdlib overrides do): copies of their own in
+            # a dispatcher, so that what the other sinks write does not depend on them
+            cls.changes_records = True
 
     # -- logging.Handler-compatible surface -------------------------------------------
 
@@ -547,7 +505,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         the record to the private pipeline. Returns what the filters returned. A
         subclass's own ``handle`` filters on the pipeline instead (in the caller's
         context too): it may change the record first, as a stdlib one may."""
-        rv: Any = True if self._own_handle else self.filter(record)
+        rv: Any = True if per_record_hook(self) == "handle" else self.filter(record)
         if not rv:
             return rv
         if isinstance(rv, logging.LogRecord):

@@ -93,12 +93,13 @@ async def test_an_emit_override_called_directly_runs_once_per_record(tmp_path: P
         await sink.emit(logging.makeLogRecord({"msg": "by emit"}))
         assert await sink.handle(logging.makeLogRecord({"msg": "by handle"}))
         await sink.emit_batch([logging.makeLogRecord({"msg": "by emit_batch"})])
+    # emit_batch is the library's batch: the pipeline calls the own emit per record
     assert _lines(tmp_path / "direct.log") == [
         "[overridden] by emit",
         "[overridden] by handle",
-        "[overridden] by emit_batch",
+        "by emit_batch",
     ]
-    assert type(sink).calls == 3
+    assert type(sink).calls == 2
 
 
 def test_an_emit_override_is_called_when_the_sink_is_a_plain_handler(tmp_path: Path) -> None:
@@ -322,7 +323,7 @@ def test_overrides_from_every_level_of_the_class_tree_are_called_as_a_handler(
     assert _lines(tmp_path / "tree-handler.log") == lines
 
 
-async def test_a_childs_own_emit_batch_runs_once_under_a_parents_emit(tmp_path: Path) -> None:
+async def test_a_childs_own_emit_batch_takes_the_batch_under_a_parents_emit(tmp_path: Path) -> None:
     calls: list[int] = []
 
     class Parent(als.FileSink):
@@ -335,13 +336,11 @@ async def test_a_childs_own_emit_batch_runs_once_under_a_parents_emit(tmp_path: 
             calls.append(len(records))
             await super().emit_batch(records)
 
+    # its own emit_batch takes the batch (it ran again for each record its parent's
+    # emit delivered): the parent's emit is no longer the pipeline's to call
     stats = await _deliver_three(Child(tmp_path / "child.log"), "t.override.child")
-    assert calls == [3]  # it ran again for each record its parent's emit delivered
-    assert _lines(tmp_path / "child.log") == [
-        "[parent] public",
-        "[parent] secret x",
-        "[parent] public 2",
-    ]
+    assert calls == [3]
+    assert _lines(tmp_path / "child.log") == ["public", "secret x", "public 2"]
     assert stats.delivered == 3
 
 
@@ -503,3 +502,112 @@ def test_a_staticmethod_coroutine_override_is_accepted() -> None:
 
     cls = type("Static", (als.FileSink,), {"emit": staticmethod(emit)})
     assert issubclass(cls, als.FileSink)
+
+
+async def test_an_own_emit_batch_keeps_the_sinks_filters(tmp_path: Path) -> None:
+    # with handle and emit_batch of its own, the batch is its own: the pipeline
+    # filtered nothing (neither its handle nor the lane ran the filters)
+    class HandleAndBatch(DropSecrets):
+        async def emit_batch(self, records: Any) -> None:
+            await super().emit_batch(records)
+
+    sink = HandleAndBatch(tmp_path / "batch.log")
+    sink.addFilter(lambda r: "x" not in r.getMessage())
+    stats = await _deliver_three(sink, "t.override.batch")
+    assert _lines(tmp_path / "batch.log") == ["public", "public 2"]
+    assert stats.filtered == 1
+
+
+async def test_an_override_delivering_outside_emit_is_not_sent_back_to_it(tmp_path: Path) -> None:
+    # emit keeps the records, flush writes them with emit_batch: that went back to
+    # emit (which kept them again), and the file stayed empty
+    class Deferred(als.FileSink):
+        def __init__(self, *args: Any) -> None:
+            super().__init__(*args)
+            self.kept: list[logging.LogRecord] = []
+
+        async def emit(self, record: logging.LogRecord) -> None:
+            self.kept.append(record)
+
+        async def flush(self) -> None:
+            kept, self.kept = self.kept, []
+            await self.emit_batch(kept)
+            await super().flush()
+
+    stats = await _deliver_three(Deferred(tmp_path / "deferred.log"), "t.override.deferred")
+    assert _lines(tmp_path / "deferred.log") == ["public", "secret x", "public 2"]
+    assert stats.delivered == 3
+
+
+async def test_overrides_set_after_the_class_or_on_the_instance_are_called(tmp_path: Path) -> None:
+    class Late(als.FileSink):
+        pass
+
+    async def late_emit(self: Any, record: logging.LogRecord) -> None:
+        record.msg = "[late] " + str(record.msg)
+        await als.FileSink.emit(self, record)
+
+    Late.emit = late_emit  # type: ignore[method-assign]
+    await _deliver_three(Late(tmp_path / "late.log"), "t.override.late")
+    assert _lines(tmp_path / "late.log")[0] == "[late] public"
+
+    sink = als.FileSink(tmp_path / "instance.log")
+
+    async def veto(record: logging.LogRecord) -> bool:
+        return False if "secret" in record.getMessage() else await als.FileSink.handle(sink, record)
+
+    sink.handle = veto  # type: ignore[method-assign]
+    stats = await _deliver_three(sink, "t.override.instance")
+    assert _lines(tmp_path / "instance.log") == ["public", "public 2"]
+    assert stats.filtered == 1
+
+
+def test_a_plain_handle_in_a_mixin_is_refused_with_its_name() -> None:
+    class StdlibStyle:  # a mixin written for stdlib handlers
+        def handle(self, record: logging.LogRecord) -> bool:
+            return True
+
+    with pytest.raises(TypeError, match=r"Mixed\.handle must be a coroutine function"):
+        type("Mixed", (StdlibStyle, als.FileSink), {})
+
+
+async def test_a_memory_sink_target_with_its_own_handle_filters_once_after_it(
+    tmp_path: Path,
+) -> None:
+    seen: list[str] = []
+
+    def tag(record: logging.LogRecord) -> bool:
+        seen.append(record.getMessage())
+        return True
+
+    target = DropSecrets(tmp_path / "target.log")
+    target.addFilter(tag)
+    stats = await _deliver_three(als.MemorySink(capacity=10, target=target), "t.override.mem")
+    await target.aclose()
+    assert seen == ["public", "public 2"]  # after the veto, once each (stdlib order)
+    assert _lines(tmp_path / "target.log") == ["public", "public 2"]
+    assert stats.errors == 0
+
+
+async def test_a_send_override_from_a_mixin_is_called() -> None:
+    sent: list[bytes] = []
+
+    class SendMixin:
+        async def send(self, s: bytes) -> None:
+            sent.append(s)
+            await super().send(s)  # type: ignore[misc]
+
+    class Mixed(SendMixin, als.SocketSink):
+        pass
+
+    peer = _FrameReceiver()
+    server = await asyncio.start_server(peer.serve, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        await _deliver_three(Mixed("127.0.0.1", port), "t.override.sendmixin")
+        await peer.wait_for(3)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert len(sent) == 3
+    assert peer.messages == ["public", "secret x", "public 2"]

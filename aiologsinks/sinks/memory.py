@@ -11,7 +11,7 @@ from contextvars import copy_context
 
 from .._fileio import off_loop
 from .._notices import is_notice
-from .._sink import Sink
+from .._sink import Sink, deliver, per_record_hook
 from .._validate import check_instance, check_int
 
 __all__ = ["BufferingSink", "MemorySink"]
@@ -128,15 +128,16 @@ class MemorySink(BufferingSink):
                 await self._to_handler(target, records)
 
     async def _to_sink(self, target: Sink, records: list[logging.LogRecord]) -> None:
-        passed: list[logging.LogRecord] = []
-        for record in records:
+        hook = per_record_hook(target)
+        passed: list[logging.LogRecord] = [] if hook != "handle" else records
+        for record in records if hook != "handle" else ():  # its own handle() filters
             try:
                 passed.extend(target.passes((record,)))
             except Exception:  # noqa: BLE001 - per-record boundary: the next one goes on
                 self.report_error(record)
         before = target.error_count
         try:
-            await target.emit_batch(passed)
+            await deliver(target, passed, hook)
         except asyncio.CancelledError:
             # how much of the batch reached the target is unknown: counted as lost
             # (not delivered twice), as the dispatcher counts an interrupted batch

@@ -21,7 +21,7 @@ from .._backoff import RetryAttributes
 from .._exceptions import SinkConnectError
 from .._outbox import OutboxSinkMixin
 from .._record import RecordBatch
-from .._sink import Sink, is_library, overridden
+from .._sink import Sink, defining, is_library, overridden
 from .._supervise import containable
 from .._transport import (
     CLOSE_TIMEOUT,
@@ -87,7 +87,10 @@ class _SendHooks:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if {"send", "createSocket"} & cls.__dict__.keys() and not is_library(cls):
+        if not is_library(cls) and any(
+            (klass := defining(cls, name)) is not None and not is_library(klass)
+            for name in ("send", "createSocket")
+        ):  # its own, or a mixin's
             cls._sends_each = True
 
 
