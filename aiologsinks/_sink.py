@@ -160,20 +160,25 @@ def _plain_function(hook: Any) -> bool:
 def per_record_hook(sink: Sink) -> str | None:
     """``"handle"`` or ``"emit"`` when the pipeline delivers ``sink``'s records one at
     a time through its own hook, as the stdlib calls a handler's: a subclass (or a
-    mixin, or the instance) has its own ``handle`` or ``emit`` and no ``emit_batch`` of
-    its own. ``None``: the pipeline calls ``emit_batch`` (the library's batching one,
-    which never calls them, or the subclass's own, which takes the batch)."""
+    mixin, or the instance) has its own ``handle`` or ``emit``, and no ``emit_batch``
+    of its own below it. ``None``: the pipeline calls ``emit_batch`` (the library's
+    batching one, which never calls them, or a subclass's own, which takes the batch).
+    """
     own = sink.__dict__
     cls = type(sink)
-    if is_library(cls) and "handle" not in own and "emit" not in own:
+    if not cls._user_class and "handle" not in own and "emit" not in own:
         return None  # the library's sinks as they are: the fast path
+    for name in ("handle", "emit"):
+        if name in own:
+            return name
+    mro = cls.__mro__
     batch = defining(cls, "emit_batch")
-    if batch is not None and not is_library(batch):
-        return None
-    if "handle" in own or _user_defined(cls, "handle"):
-        return "handle"
-    if "emit" in own or _user_defined(cls, "emit"):
-        return "emit"
+    below = len(mro) if batch is None or is_library(batch) else mro.index(batch)
+    for name in ("handle", "emit"):
+        klass = defining(cls, name)
+        # its own, a mixin's, or a subclass's over a parent's own emit_batch
+        if klass is not None and not is_library(klass) and mro.index(klass) < below:
+            return name
     return None
 
 
@@ -291,6 +296,8 @@ class Sink(_HandlerBase):  # type: ignore[misc]
     #: copies of its own, as a sink with filters does, so that other sinks' output
     #: does not depend on it
     changes_records: bool = False
+    #: an application's subclass (not one of the library's sinks as they are)
+    _user_class: bool = False
 
     def __init__(self, level: int | str = logging.NOTSET) -> None:
         super().__init__(_check_level(level))
@@ -312,7 +319,8 @@ class Sink(_HandlerBase):  # type: ignore[misc]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if not is_library(cls):
+        cls._user_class = not is_library(cls)
+        if cls._user_class:
             cls._check_hooks()
         # an `async def handle/flush` (a subclass's, a mixin's, or ours) gets the dual
         # entry in front of it, so logging's synchronous calls still work (module doc)
@@ -342,7 +350,9 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             hook = klass.__dict__[name]
             library = _library_attr(cls, name)
             library = getattr(library, "__wrapped__", library)  # a dual entry
-            if inspect.iscoroutinefunction(library) and _plain_function(hook):
+            if inspect.iscoroutinefunction(library) and (
+                _plain_function(hook) or not hasattr(hook, "__get__")  # a callable object
+            ):
                 raise TypeError(
                     f"{cls.__qualname__}.{name} must be a coroutine function "
                     f"(async def {name}): the pipeline awaits a sink's I/O hooks; "

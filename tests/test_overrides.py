@@ -283,6 +283,20 @@ async def _deliver_three(sink: als.Sink, name: str) -> Any:
     return next(iter(stats.sinks.values()))
 
 
+class _Batching(als.FileSink):
+    async def emit_batch(self, records: Any) -> None:
+        await super().emit_batch(records)
+
+
+class _VetoOverBatching(_Batching):
+    """A child's own handle over a parent's own emit_batch: the handle is called."""
+
+    async def handle(self, record: logging.LogRecord) -> bool:
+        if "secret" in record.getMessage():
+            return False
+        return await super().handle(record)
+
+
 #: classes whose emit/handle come from each level of the tree, and what they write
 _TREES = pytest.mark.parametrize(
     ("cls", "lines"),
@@ -290,8 +304,9 @@ _TREES = pytest.mark.parametrize(
         (_MixedIn, ["public", "public 2"]),
         (_PlainMixedIn, ["public", "public 2"]),
         (_VetoThenPrefix, ["[child] public", "[child] public 2"]),
+        (_VetoOverBatching, ["public", "public 2"]),
     ],
-    ids=["mixin", "plain-mixin", "parent-handle-child-emit"],
+    ids=["mixin", "plain-mixin", "parent-handle-child-emit", "child-handle-parent-batch"],
 )
 
 
@@ -611,3 +626,12 @@ async def test_a_send_override_from_a_mixin_is_called() -> None:
         await server.wait_closed()
     assert len(sent) == 3
     assert peer.messages == ["public", "secret x", "public 2"]
+
+
+def test_a_hook_that_is_a_callable_object_is_refused() -> None:
+    class Handle:  # no __get__: never bound to the sink, its calls would all fail
+        async def __call__(self, record: logging.LogRecord) -> bool:
+            return True
+
+    with pytest.raises(TypeError, match=r"Callable\.handle must be a coroutine function"):
+        type("Callable", (als.FileSink,), {"handle": Handle()})
