@@ -44,35 +44,35 @@ __all__ = ["HandlerPipeline"]
 SYNC_TIMEOUT = 10.0
 
 
+class _OnSink:
+    """An attribute of ``_Delivery`` that is its sink's (read and written there)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, delivery: Any, owner: type | None = None) -> Any:
+        return self if delivery is None else getattr(delivery.sink, self.name)
+
+    def __set__(self, delivery: Any, value: int) -> None:
+        if "sink" in delivery.__dict__:  # nothing to set before the sink is there
+            setattr(delivery.sink, self.name, value)
+
+
 class _Delivery(Sink):
     """The lane's view of a sink used as a handler: delivery only (no level, no filters).
 
     Errors are the sink's: its ``handleError`` and ``error_count``.
     """
 
+    # the counters the lane reads are the sink's own: errors are reported once, by it
+    error_count = _OnSink("error_count")
+    _vetoed = _OnSink("_vetoed")
+    _taken_count = _OnSink("_taken_count")
+
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
         super().__init__()
         self._name = f"{sink.name or type(sink).__name__} (handler)"
-
-    @property
-    def error_count(self) -> int:
-        """The sink's own count: errors are reported once, by the sink."""
-        return self.sink.error_count
-
-    @error_count.setter
-    def error_count(self, value: int) -> None:
-        if hasattr(self, "sink"):
-            self.sink.error_count = value
-
-    @property
-    def _vetoed(self) -> int:
-        return self.sink._vetoed
-
-    @_vetoed.setter
-    def _vetoed(self, value: int) -> None:
-        if hasattr(self, "sink"):
-            self.sink._vetoed = value
 
     def report_error(self, record: Any) -> None:
         """Count and report an error of ``record`` on the sink itself."""
@@ -87,15 +87,6 @@ class _Delivery(Sink):
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         sink = self.sink
         await deliver(sink, records, per_record_hook(sink))
-
-    @property
-    def _taken_count(self) -> int:
-        return self.sink._taken_count
-
-    @_taken_count.setter
-    def _taken_count(self, value: int) -> None:
-        if hasattr(self, "sink"):
-            self.sink._taken_count = value
 
     async def flush(self) -> None:
         await self.sink.flush()
