@@ -372,13 +372,24 @@ class DirectWriter:
             except RuntimeError:  # a future of an earlier loop, now closed
                 pass
 
-    async def aclose(self) -> None:
-        """Wait for the chunks still queued (on this loop), then close."""
+    async def aclose(self, worker: FileWorker) -> None:
+        """Wait for the chunks still queued (on this loop), then close: when this
+        returns, the thread has closed its descriptor of the file (unless a write
+        still held it after ``_CLOSE_WAIT`` seconds)."""
         pending = [f for f in self._waiting if not f.done()]
         loop = self._loop
         if pending and loop is asyncio.get_running_loop():
             await asyncio.wait(pending)
-        self.close()
+        if not self.usable:
+            self.close()
+            return
+        self._unbind()
+        try:
+            # on the worker: the thread may still be writing (a slow disk), and a
+            # network file system flushes at the close itself
+            await worker.run(self._writer.close_wait, _CLOSE_WAIT)
+        finally:
+            self.close()  # cancelled before the worker ran it: close without waiting
 
     def close(self) -> None:
         """Stop watching; the thread writes what it still holds, then ends."""
@@ -540,7 +551,7 @@ class AsyncTextFile:
         """Flush and close the file (after what its direct writer still holds)."""
         direct, self._direct = self._direct, None
         if direct is not None:
-            await direct.aclose()
+            await direct.aclose(self._worker)
         await self._worker.run(self._file.close)
 
 
@@ -665,6 +676,8 @@ class ByteCounter:
         return n
 
 
+#: how long closing a file waits for its direct writer's thread to close its descriptor
+_CLOSE_WAIT = 5.0
 #: how often a waiting bounded write checks whether it was abandoned (seconds)
 _CHECK_ABANDONED = 0.05
 #: FIFOs and sockets are written with write_bounded (poll, "\n" written as itself)

@@ -2332,6 +2332,7 @@ static PyTypeObject ShimType = {
 #include <fcntl.h>
 #include <pthread.h>
 #include <unistd.h>
+#include <time.h>
 
 typedef struct Chunk {
     struct Chunk *next;
@@ -2344,6 +2345,7 @@ typedef struct Chunk {
 typedef struct {
     pthread_mutex_t lock;
     pthread_cond_t cond;
+    pthread_cond_t exited; /* broadcast when the thread ends (close_wait waits on it) */
     int refs;          /* the Python object and the thread, while each holds it */
     int fd;            /* our duplicate of the file's descriptor */
     int notify_r, notify_w;
@@ -2379,6 +2381,7 @@ state_free_locked_last(WriterState *st)
     if (st->notify_r >= 0) {
         close(st->notify_r);
     }
+    pthread_cond_destroy(&st->exited);
     pthread_cond_destroy(&st->cond);
     pthread_mutex_destroy(&st->lock);
     PyMem_RawFree(st);
@@ -2450,6 +2453,7 @@ writer_main(void *arg)
     close(st->fd);
     st->fd = -1;
     st->running = 0;
+    pthread_cond_broadcast(&st->exited);
     int last = --st->refs == 0;
     pthread_mutex_unlock(&st->lock);
     if (last) {
@@ -2499,6 +2503,12 @@ fdwriter_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         return PyErr_NoMemory();
     }
     if (pthread_cond_init(&st->cond, NULL) != 0) {
+        pthread_mutex_destroy(&st->lock);
+        PyMem_RawFree(st);
+        return PyErr_NoMemory();
+    }
+    if (pthread_cond_init(&st->exited, NULL) != 0) {
+        pthread_cond_destroy(&st->cond);
         pthread_mutex_destroy(&st->lock);
         PyMem_RawFree(st);
         return PyErr_NoMemory();
@@ -2671,6 +2681,49 @@ fdwriter_close(FdWriter *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+/* close(), then wait (without the GIL) until the thread has written what is queued and
+ * closed its descriptor, or for ``timeout`` seconds: True when it had. For a caller
+ * off the loop: a closed sink should hold no descriptor of its file. */
+static PyObject *
+fdwriter_close_wait(FdWriter *self, PyObject *arg)
+{
+    double timeout = PyFloat_AsDouble(arg);
+    if (timeout == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    WriterState *st = self->st;
+    if (st == NULL || st->owner != getpid()) {
+        fdwriter_close_state(self);
+        Py_RETURN_TRUE;
+    }
+    pthread_mutex_lock(&st->lock);
+    st->refs++; /* ours while we wait: the thread may free it as it ends */
+    pthread_mutex_unlock(&st->lock);
+    fdwriter_close_state(self);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    double whole = timeout > 0 ? (double)(long long)timeout : 0.0;
+    deadline.tv_sec += (time_t)whole;
+    deadline.tv_nsec += (long)((timeout > 0 ? timeout - whole : 0.0) * 1e9);
+    if (deadline.tv_nsec >= 1000000000L) {
+        deadline.tv_sec += 1;
+        deadline.tv_nsec -= 1000000000L;
+    }
+    int ended;
+    Py_BEGIN_ALLOW_THREADS
+    pthread_mutex_lock(&st->lock);
+    while (st->running) {
+        if (pthread_cond_timedwait(&st->exited, &st->lock, &deadline) == ETIMEDOUT) {
+            break;
+        }
+    }
+    ended = !st->running;
+    pthread_mutex_unlock(&st->lock);
+    Py_END_ALLOW_THREADS
+    state_release(st);
+    return PyBool_FromLong(ended);
+}
+
 static void
 fdwriter_dealloc(FdWriter *self)
 {
@@ -2688,6 +2741,9 @@ static PyMethodDef fdwriter_methods[] = {
      "The descriptor that is readable when chunks were written (for add_reader)."},
     {"close", (PyCFunction)fdwriter_close, METH_NOARGS,
      "Write what is queued, then close the duplicate descriptor; nothing is notified."},
+    {"close_wait", (PyCFunction)fdwriter_close_wait, METH_O,
+     "close(), then wait up to the timeout (s, without the GIL) for the thread to end "
+     "with its descriptor closed; True when it did."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -120,6 +120,38 @@ async def test_aclose_is_idempotent_and_closes_the_file(tmp_path: Path) -> None:
     assert sink.closed and sink._file is None
 
 
+def _descriptors_of(path: Path) -> int:
+    count = 0
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            count += os.readlink(f"/proc/self/fd/{fd}") == str(path)
+        except OSError:  # the listing's own descriptor, closed by now
+            pass
+    return count
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs Linux")
+async def test_a_closed_sink_holds_no_descriptor_of_its_file(tmp_path: Path) -> None:
+    """When aclose() returns, every descriptor of the file is closed, the writer
+    thread's duplicate too (it used to close it a moment later, on its own)."""
+    path = tmp_path / "app.log"
+    cpus = os.sched_getaffinity(0)
+    # one CPU for this thread and the writer threads it starts: the one that closes
+    # the duplicate runs only when this one lets it (as on a busy machine)
+    os.sched_setaffinity(0, {min(cpus)})
+    try:
+        for n in range(30):
+            sink = recorder(path)
+            await sink.aopen()
+            await sink.emit_batch(make_records(["a", "b", "c"], 0.0))
+            assert _descriptors_of(path) >= 1
+            await sink.aclose()
+            assert _descriptors_of(path) == 0, n
+    finally:
+        os.sched_setaffinity(0, cpus)
+    assert len(path.read_text().splitlines()) == 90
+
+
 def test_base_filename_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # resolved at construction, as the stdlib (os.getcwd: outside the loop here)
     monkeypatch.chdir(tmp_path)
