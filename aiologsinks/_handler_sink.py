@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
 
 from ._context import need_context, run_in
@@ -23,7 +25,9 @@ class HandlerSink(Sink):
     filters or a formatter of its own class when wrapped, each record is handled in the
     context it was logged in, so those can read the caller's contextvars. Its level
     is the handler's level. ``flush``/``aclose`` call the handler's ``flush``/``close``
-    on that thread.
+    on that thread. A record the handler gives to its ``handleError`` (the stdlib's
+    handlers catch their own errors) is counted in ``stats().errors``: the handler's
+    ``handleError`` is wrapped on the instance to tell.
     """
 
     changes_records = True  # its filters, and on its own thread
@@ -36,6 +40,7 @@ class HandlerSink(Sink):
         # handler registry under the wrapped handler's name
         self._name = handler.get_name()
         self._worker = FileWorker(type(handler).__name__)
+        _count_reports(handler)
         self._check_context()
 
     def _check_context(self) -> None:
@@ -68,9 +73,23 @@ class HandlerSink(Sink):
 
         A record whose ``handle`` raises (an ``emit`` that does not catch its own
         errors) goes to the handler's ``handleError`` and is counted; the next record
-        is handled normally.
+        is handled normally. Interrupted (``aclose(timeout=...)``), the call leaves to
+        the thread the records it took already and returns the others.
         """
-        self.error_count += await self._worker.run(_handle_all, self.handler, records)
+        run = _HandleAll(self.handler, records)
+        done = self._worker.start(run)
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            # a cancelled await does not stop the thread: the records it took are
+            # handled (its failures counted when it is done), the rest go back
+            self._take_over(run.stop())
+            done.add_done_callback(lambda _: self._count_failed(run))
+            raise
+        self._count_failed(run)
+
+    def _count_failed(self, run: _HandleAll) -> None:
+        self.error_count += run.failed
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Pass one record to the handler on the worker thread."""
@@ -90,16 +109,67 @@ class HandlerSink(Sink):
         return f"<HandlerSink {self.handler!r}>"
 
 
-def _handle_all(handler: logging.Handler, records: Sequence[logging.LogRecord]) -> int:
-    """Handle each record; returns how many raised (each given to ``handleError``)."""
-    handle = handler.handle
-    failed = 0
-    for record in records:
+class _HandleAll:
+    """A batch's records through a handler's ``handle``, one by one, on the worker
+    thread; :meth:`stop` ends it after the record in hand."""
+
+    def __init__(self, handler: logging.Handler, records: Sequence[logging.LogRecord]) -> None:
+        self.handler = handler
+        self.records = records
+        #: records whose handle() raised (each given to the handler's handleError)
+        self.failed = 0
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def __call__(self) -> None:
+        handler, records = self.handler, self.records
+        _running.run = self
         try:
-            run_in(record, handle, record)
-        except Exception:  # noqa: BLE001 - per-record boundary: the next record goes on
-            failed += not is_notice(record)  # a notice of ours is not a record logged
-            # inside the except block: the handler's handleError reports this error
-            with contextlib.suppress(Exception):
-                handler.handleError(record)
-    return failed
+            while True:
+                with self._lock:
+                    if self._next >= len(records):
+                        return
+                    record = records[self._next]
+                    self._next += 1
+                self.reported = False
+                try:
+                    run_in(record, handler.handle, record)
+                except Exception:  # noqa: BLE001 - per-record boundary: the next one goes on
+                    self.reported = True
+                    # inside the except block: the handler's handleError reports it
+                    with contextlib.suppress(Exception):
+                        handler.handleError(record)
+                # (a stdlib handler catches its own emit's errors and reports them)
+                if self.reported and not is_notice(record):  # a notice was not logged
+                    self.failed += 1
+        finally:
+            _running.run = None
+
+    def stop(self) -> int:
+        """Take no more records; return how many were taken (in hand or handled)."""
+        with self._lock:
+            taken, self._next = self._next, len(self.records)
+            return taken
+
+
+#: the batch a worker thread is handling (see _count_reports)
+_running = threading.local()
+
+
+def _count_reports(handler: logging.Handler) -> None:
+    """Make ``handler``'s ``handleError`` tell the batch being handled on this thread
+    that its record failed: the stdlib's handlers catch their own ``emit`` errors and
+    report them there, so nothing else would tell (and the record would count as
+    delivered). Elsewhere (the handler used directly too) it only reports."""
+    report = handler.handleError
+    if getattr(report, "__counts_for__", None) is handler:
+        return
+
+    def handleError(record: logging.LogRecord) -> None:
+        run = getattr(_running, "run", None)
+        if run is not None and run.handler is handler:
+            run.reported = True
+        report(record)
+
+    handleError.__counts_for__ = handler  # type: ignore[attr-defined]
+    handler.handleError = handleError  # type: ignore[method-assign]

@@ -19,7 +19,7 @@ from typing import Any
 from ._fallback import FallbackWriter
 from ._fastformat import FORMATTER_HOOKS
 from ._handler_sink import HandlerSink
-from ._hooks import overridden
+from ._hooks import own_hook
 from ._notices import delivering_notice
 from ._queue import BoundedQueue, FlushMarker, Notice, Overflow, notice
 from ._record import Item, RecordBatch, as_record, own_items
@@ -62,7 +62,7 @@ class Lane:
         #: it wraps a stdlib handler, whose filters and formatter may change (see _deliver)
         self._wraps_handler = isinstance(sink, HandlerSink)
         #: the sink formats with a format() of its own, which may change the records
-        self._own_format = overridden(type(sink), "format", Sink.format)
+        self._own_format = own_hook(sink, "format", Sink.format)
         self.name = name
         self.batch_size = batch_size
         self.queue = BoundedQueue(size, overflow)
@@ -314,9 +314,11 @@ class Lane:
             # logged from now on carry the caller's context for it
             sink._check_context()
         formatter = sink.formatter
+        hook = per_record_hook(sink)
         if (
             sink.filters
             or sink.changes_records
+            or hook is not None  # a handle/emit set on the instance, or later on the class
             or self._own_format
             or (
                 formatter is not None
@@ -332,7 +334,6 @@ class Lane:
             batch = own_items(batch)
         records: Sequence[logging.LogRecord] = RecordBatch(batch)
         failed = 0
-        hook = per_record_hook(sink)
         if sink.filters and hook != "handle":  # its own handle() filters, stdlib order
             # in flight while filtered too: a filter raising SystemExit or
             # KeyboardInterrupt leaves the batch where stop()/rescue settle it

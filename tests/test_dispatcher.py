@@ -297,6 +297,76 @@ async def test_a_plain_handler_whose_emit_raises_loses_only_that_record() -> Non
     assert (stats.emitted, stats.errors, stats.delivered) == (99, 1, 99)
 
 
+async def test_a_plain_handler_that_reports_its_own_failure_counts_it() -> None:
+    """The stdlib's handlers catch their emit's errors and call handleError
+    themselves: the record failed, and was counted delivered."""
+
+    class Failing(io.StringIO):
+        def write(self, text: str) -> int:
+            if "bad" in text:
+                raise OSError("disk full")
+            return super().write(text)
+
+    stream = Failing()
+    handler = logging.StreamHandler(stream)
+    reported: list[str] = []
+    handler.handleError = lambda record: reported.append(record.getMessage())  # type: ignore[method-assign]
+    log = fresh_logger("t.selfcaught")
+    async with als.install(handler, logger=log) as dispatcher:
+        for message in ("good 1", "bad 2", "good 3"):
+            log.info(message)
+        await dispatcher.flush()
+        stats = dispatcher.stats()
+    assert stream.getvalue().splitlines() == ["good 1", "good 3"]
+    assert reported == ["bad 2"]
+    only = next(iter(stats.sinks.values()))
+    assert (only.delivered, only.errors) == (2, 1)
+    assert_accounted(stats, logged=3)
+
+
+def test_a_plain_handler_cut_short_by_aclose_writes_no_record_twice() -> None:
+    """aclose(timeout=) gives up on a batch the handler's thread is in: the records
+    the thread took are its own (written, counted delivered), the others go to the
+    fallback. Every record was both written and spilled, and counted undelivered."""
+    release = threading.Event()
+    in_hand = threading.Event()
+
+    class Slow(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.got: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "r2":
+                in_hand.set()
+                release.wait(10)
+            self.got.append(record.getMessage())
+
+    async def main() -> tuple[Any, Any, Any]:
+        handler, fallback = Slow(), CaptureHandler()
+        dispatcher = als.Dispatcher(als.HandlerSink(handler), fallback=fallback)
+        dispatcher.start()
+        log = fresh_logger("t.handler.cut")
+        log.addHandler(dispatcher.handler)
+        try:
+            for i in range(6):
+                log.info("r%d", i)
+            assert await asyncio.to_thread(in_hand.wait, 10)
+            stats = await dispatcher.aclose(timeout=0.2)
+        finally:
+            log.removeHandler(dispatcher.handler)
+            release.set()
+        return handler, fallback, stats
+
+    handler, fallback, stats = asyncio.run(main())
+    spilled = [r.getMessage() for r in fallback.records if not r.name.startswith("aiologsinks")]
+    assert spilled == ["r3", "r4", "r5"]
+    only = next(iter(stats.sinks.values()))
+    assert (only.delivered, only.undelivered) == (3, 3)
+    assert_accounted(stats, logged=6)
+    assert handler.got[:2] == ["r0", "r1"]  # r2 is written when the thread is released
+
+
 async def test_mutating_an_argument_after_the_call_does_not_change_the_output() -> None:
     log = fresh_logger("t.mutate")
     sink = ListSink()
@@ -952,6 +1022,7 @@ class _TaggingSink(als.StreamSink):
         "format()",
         "patched formatter",
         "memory sink's target",
+        "emit set on the instance",
     ],
 )
 @pytest.mark.parametrize("first", [True, False])
@@ -975,6 +1046,14 @@ async def test_what_one_sink_changes_in_a_record_no_other_sink_sees(
         target.setFormatter(_Tagging())
         tagger = als.MemorySink(capacity=1, target=target)
         owned.append(target)  # a MemorySink does not close its target
+    elif changer == "emit set on the instance":
+        tagger = als.StreamSink(io.StringIO())
+
+        async def emit(record: logging.LogRecord) -> None:
+            record.tag = "changed by another sink"
+            await als.StreamSink.emit(tagger, record)
+
+        tagger.emit = emit  # type: ignore[method-assign]
     elif changer == "patched formatter":
         tagger = als.StreamSink(io.StringIO())
         patched = logging.Formatter()
