@@ -26,6 +26,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
+from ._hooks import own_hook
 from ._record import (
     ACCELERATED,
     ARGS,
@@ -45,7 +46,7 @@ from ._record import (
     field_index,
     travelled,
 )
-from ._sink import Sink, _default_formatter, overridden
+from ._sink import Sink, _default_formatter
 
 #: the compiled inner loop of FrozenFormat.lines (see _speedups.c), or None: the
 #: loop in Python is complete
@@ -70,7 +71,7 @@ def plain_percent_format(sink: Sink) -> PlainSpec | None:
     exactly ``logging.Formatter.format`` with %-style, no defaults and local time;
     None otherwise (any override falls back to the formatter itself)."""
     f = sink.formatter or _default_formatter
-    if overridden(type(sink), "format", Sink.format) or type(f) is not logging.Formatter:
+    if own_hook(sink, "format", Sink.format) or type(f) is not logging.Formatter:
         return None
     if f.__dict__.keys() & FORMATTER_HOOKS:
         return None  # a method patched on the instance

@@ -8,7 +8,7 @@ decides it, for the sinks and for the shim alike.
 
 from __future__ import annotations
 
-__all__ = ["is_dual", "overridden"]
+__all__ = ["is_dual", "overridden", "own_hook"]
 
 
 def overridden(cls: type, name: str, *defaults: object) -> bool:
@@ -20,6 +20,12 @@ def overridden(cls: type, name: str, *defaults: object) -> bool:
     attr = _static(cls, name)
     attr = getattr(attr, "__wrapped__", attr) if is_dual(attr) else attr
     return not any(attr is d or attr is getattr(d, "__wrapped__", None) for d in defaults)
+
+
+def own_hook(obj: object, name: str, *defaults: object) -> bool:
+    """:func:`overridden` for ``obj``'s class, or ``name`` set on ``obj`` itself (as
+    ``handler.shouldRollover = ...``, which the stdlib's handlers call too)."""
+    return name in getattr(obj, "__dict__", ()) or overridden(type(obj), name, *defaults)
 
 
 def _static(cls: type, name: str) -> object:

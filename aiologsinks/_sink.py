@@ -146,15 +146,31 @@ def _user_defined(cls: type, name: str) -> bool:
     return klass is not None and not is_library(klass)
 
 
-def _plain_function(hook: Any) -> bool:
-    """Whether ``hook`` is a plain (not async) function, seen through staticmethod,
-    classmethod, partialmethod and decorators that set ``__wrapped__``."""
-    if is_dual(hook):
-        return False
+def _function_of(hook: Any) -> Any:
+    """The function under staticmethod, classmethod, partialmethod and decorators
+    that set ``__wrapped__``."""
     f = getattr(hook, "__func__", hook)
     f = getattr(f, "func", f)  # partialmethod, partial
-    f = inspect.unwrap(f)
+    return inspect.unwrap(f)
+
+
+def _plain_function(hook: Any) -> bool:
+    """Whether ``hook`` is a plain (not async) function (see :func:`_function_of`)."""
+    if is_dual(hook):
+        return False
+    f = _function_of(hook)
     return inspect.isfunction(f) and not inspect.iscoroutinefunction(f)
+
+
+def _base_attr(cls: type, name: str) -> Any:
+    """``name`` as the first of ``cls``'s library or stdlib bases defines it (None:
+    none does): what an application's class overrides."""
+    for klass in cls.__mro__:
+        if name in klass.__dict__ and (
+            is_library(klass) or klass.__module__ in ("logging", "logging.handlers")
+        ):
+            return klass.__dict__[name]
+    return None
 
 
 def per_record_hook(sink: Sink) -> str | None:
@@ -201,9 +217,7 @@ async def deliver(sink: Sink, records: Sequence[logging.LogRecord], hook: str | 
             if not containable(exc):
                 raise
             sink.report_error(record)
-        # settled, each in turn: a batch interrupted now (aclose's timeout) sends only
-        # the records not reached yet to the fallback
-        sink._taken_count = max(sink._taken_count, start + i)
+        sink._settled(start, i)
 
 
 def _in_context(format: Callable[[Any, logging.LogRecord], str]) -> Callable[..., str]:
@@ -358,6 +372,24 @@ class Sink(_HandlerBase):  # type: ignore[misc]
                     f"(async def {name}): the pipeline awaits a sink's I/O hooks; "
                     f"call the base as await super().{name}(...)"
                 )
+        for klass in cls.__mro__:
+            if is_library(klass) or klass.__module__ in ("logging", "logging.handlers"):
+                continue
+            for name, hook in klass.__dict__.items():
+                if name in _HOOK_NAMES or defining(cls, name) is not klass:
+                    continue
+                if not inspect.iscoroutinefunction(_function_of(hook)):
+                    continue
+                base = _base_attr(cls, name)
+                if _plain_function(base):
+                    # the natural slip of a port: the sink calls it and never awaits
+                    # the coroutine, so its answer is always true (a rollover test
+                    # rolling over at every record, a filter passing everything)
+                    raise TypeError(
+                        f"{cls.__qualname__}.{name} must be a plain function (def "
+                        f"{name}, not async def): the sink calls it without awaiting "
+                        "it, as logging.handlers does"
+                    )
         if _user_defined(cls, "emit") or _user_defined(cls, "handle"):
             # they may change the record (stdlib overrides do): copies of their own in
             # a dispatcher, so that what the other sinks write does not depend on them
@@ -469,6 +501,13 @@ class Sink(_HandlerBase):  # type: ignore[misc]
         right before the ``await`` that hands the records over.
         """
         self._taken_count += count
+
+    def _settled(self, start: int, done: int) -> None:
+        """The first ``done`` records of a call that delivers one record at a time
+        (begun when ``_taken_count`` was ``start``) are settled: a batch interrupted
+        now (``aclose(timeout=...)``) sends only the records not reached yet to the
+        fallback. (Their own ``emit_batch`` may have taken some over already.)"""
+        self._taken_count = max(self._taken_count, start + done)
 
     def report_batch_error(self, records: Sequence[Any]) -> None:
         """A failure of a whole batch (one write, one request): count every record,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import logging.handlers
 import pickle
 import struct
 from pathlib import Path
@@ -635,3 +636,159 @@ def test_a_hook_that_is_a_callable_object_is_refused() -> None:
 
     with pytest.raises(TypeError, match=r"Callable\.handle must be a coroutine function"):
         type("Callable", (als.FileSink,), {"handle": Handle()})
+
+
+@pytest.mark.parametrize(
+    ("base", "hook"),
+    [
+        (als.RotatingFileSink, "shouldRollover"),
+        (als.FileSink, "filter"),
+        (als.FileSink, "format"),
+        (als.FileSink, "close"),
+        (als.MemorySink, "shouldFlush"),
+        (als.SocketSink, "makePickle"),
+        (als.HTTPSink, "mapLogRecord"),
+    ],
+)
+def test_an_async_override_of_a_plain_hook_is_refused_with_its_name(
+    base: type[als.Sink], hook: str
+) -> None:
+    """The reverse slip of a port: the sink calls these without awaiting, so an
+    ``async def`` answered with a coroutine (true: a rollover at every record, a
+    filter letting secrets through)."""
+
+    async def coroutine(self: Any, *args: Any) -> bool:
+        return False
+
+    with pytest.raises(TypeError, match=rf"Ported\.{hook} must be a plain function"):
+        type("Ported", (base,), {hook: coroutine})
+    mixin = type("Mixin", (), {hook: coroutine})
+    with pytest.raises(TypeError, match=rf"Ported\.{hook} must be a plain function"):
+        type("Ported", (mixin, base), {})
+
+
+async def test_plain_hooks_set_on_the_instance_are_called_as_the_stdlib_calls_them(
+    tmp_path: Path,
+) -> None:
+    def always(record: logging.LogRecord) -> bool:
+        return True
+
+    reference = logging.handlers.RotatingFileHandler(tmp_path / "std.log", backupCount=5)
+    reference.shouldRollover = always  # type: ignore[method-assign]
+    std = fresh_logger("t.override.instance.std")
+    std.addHandler(reference)
+    for message in ("public", "secret x", "public 2"):  # as _deliver_three logs
+        std.info(message)
+    reference.close()
+    sink = als.RotatingFileSink(tmp_path / "ours.log", backupCount=5)
+    sink.shouldRollover = always  # type: ignore[method-assign]
+    await _deliver_three(sink, "t.override.instance.ours")
+
+    def rotated(name: str) -> list[tuple[str, str]]:
+        files = sorted(tmp_path.glob(f"{name}*"))
+        return [(p.name.removeprefix(name), p.read_text()) for p in files]
+
+    # a rollover before each record, as the stdlib's (the built-in test: one file)
+    assert rotated("ours.log") == rotated("std.log")
+    assert len(rotated("ours.log")) == 4
+
+    loop = asyncio.get_running_loop()
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Peer(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+    port = transport.get_extra_info("sockname")[1]
+    try:
+        datagrams = als.DatagramSink("127.0.0.1", port)
+        datagrams.makePickle = lambda record: b"custom " + record.getMessage().encode()  # type: ignore[method-assign]
+        await _deliver_three(datagrams, "t.override.instance.pickle")
+        frames = [await asyncio.wait_for(got.get(), 5) for _ in range(3)]
+    finally:
+        transport.close()
+    assert frames == [b"custom public", b"custom secret x", b"custom public 2"]
+
+
+@pytest.mark.parametrize("kind", ["socket", "datagram"])
+async def test_aclose_cut_short_in_a_send_override_spills_only_what_was_not_sent(
+    kind: str,
+) -> None:
+    stuck = asyncio.Event()  # never set: aclose's timeout ends the send
+    loop = asyncio.get_running_loop()
+    messages: list[str] = []
+    if kind == "socket":
+        peer = _FrameReceiver()
+        server = await asyncio.start_server(peer.serve, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        messages = peer.messages
+        base: type[als.SocketSink] = als.SocketSink
+        close = server.close
+    else:
+
+        class Peer(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: Any) -> None:
+                messages.append(pickle.loads(data[4:])["msg"])  # our own frames
+
+        transport, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
+        port = transport.get_extra_info("sockname")[1]
+        base = als.DatagramSink
+        close = transport.close
+
+    class Slow(base):  # type: ignore[valid-type,misc]
+        async def send(self, s: bytes) -> None:
+            if b"stuck" in s:
+                await stuck.wait()
+            await super().send(s)
+
+    fallback = CaptureHandler()
+    dispatcher = als.Dispatcher(Slow("127.0.0.1", port), fallback=fallback)
+    dispatcher.start()
+    log = fresh_logger(f"t.override.cut.{kind}")
+    log.addHandler(dispatcher.handler)
+    try:
+        for message in ("one", "two", "stuck", "four"):
+            log.info(message)
+        stats = await dispatcher.aclose(timeout=0.5)
+    finally:
+        log.removeHandler(dispatcher.handler)
+        close()
+    spilled = [r.getMessage() for r in fallback.records if not r.name.startswith("aiologsinks")]
+    assert spilled == ["stuck", "four"]
+    only = next(iter(stats.sinks.values()))
+    assert (only.delivered, only.undelivered) == (2, 2)
+    assert_accounted(stats, logged=4)
+    if kind == "socket":
+        await peer.wait_for(2)
+    assert messages == ["one", "two"]
+
+
+async def test_aclose_cut_short_in_a_memory_sinks_per_record_target_counts_the_rest(
+    tmp_path: Path,
+) -> None:
+    stuck = asyncio.Event()  # never set
+
+    class Target(als.FileSink):
+        async def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "stuck":
+                await stuck.wait()
+            await super().emit(record)
+
+    target = Target(tmp_path / "target.log")
+    memory = als.MemorySink(capacity=5, target=target)
+    dispatcher = als.Dispatcher(memory, fallback=CaptureHandler())
+    dispatcher.start()
+    log = fresh_logger("t.override.memory.cut")
+    log.addHandler(dispatcher.handler)
+    try:
+        for message in ("one", "two", "stuck", "four", "five"):
+            log.info(message)
+        stats = await dispatcher.aclose(timeout=0.5)
+    finally:
+        log.removeHandler(dispatcher.handler)
+        await target.aclose()
+    assert _lines(tmp_path / "target.log") == ["one", "two"]
+    only = next(iter(stats.sinks.values()))
+    # the two the target wrote are not counted lost: the three it never reached are
+    assert only.errors == 3

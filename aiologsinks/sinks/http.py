@@ -14,7 +14,7 @@ from typing import Any
 from .. import _wire
 from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
-from .._hooks import overridden
+from .._hooks import own_hook
 from .._http import Disconnected, HTTPClient, check_target
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._record import ACCELERATED, FIELDS, Item, as_record, frozen_dict, travelled
@@ -430,9 +430,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
 
     def _own_mapping(self) -> bool:
         """Whether :meth:`mapLogRecord` is overridden (on the class or the instance)."""
-        return "mapLogRecord" in self.__dict__ or overridden(
-            type(self), "mapLogRecord", HTTPSink.mapLogRecord
-        )
+        return own_hook(self, "mapLogRecord", HTTPSink.mapLogRecord)
 
     def _json_piece(self, items: Sequence[Item]) -> bytes:
         """Encode ``items`` (objects joined by commas); a record that cannot be mapped

@@ -135,13 +135,15 @@ class MemorySink(BufferingSink):
                 passed.extend(target.passes((record,)))
             except Exception:  # noqa: BLE001 - per-record boundary: the next one goes on
                 self.report_error(record)
-        before = target.error_count
+        before, taken = target.error_count, target._taken_count
         try:
             await deliver(target, passed, hook)
         except asyncio.CancelledError:
-            # how much of the batch reached the target is unknown: counted as lost
-            # (not delivered twice), as the dispatcher counts an interrupted batch
-            self._count_lost(passed, target)
+            # the records the target settled (one at a time through its own hook) or
+            # took over (buffered: it counts them itself) are its own; whether the rest
+            # reached it is unknown: counted as lost (not delivered twice), as the
+            # dispatcher counts an interrupted batch
+            self._count_lost(passed[max(0, target._taken_count - taken) :], target)
             raise
         except Exception:  # noqa: BLE001 - a target that breaks emit_batch's contract
             self.report_batch_error(passed)

@@ -19,8 +19,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from .._fastformat import format_batch
 from .._fileio import AsyncTextFile, ByteCounter, gzip_file, shift_backups
+from .._hooks import own_hook
 from .._record import Item, RecordBatch
-from .._sink import overridden
 from .._validate import check_callable, check_instance, check_int, check_str, value_error
 from .file import FileSink
 
@@ -173,9 +173,8 @@ class BaseRotatingSink(FileSink):
         """A dispatcher's batch formatted up front from its frozen records, when this
         sink's rollover test is the built-in one (it then reads only the text); None
         otherwise, and every record is built and formatted on its own."""
-        cls = type(self)
-        if overridden(cls, "shouldRollover", *_BUILT_IN_CHECKS) or overridden(
-            cls, "_formatted", _formatted
+        if own_hook(self, "shouldRollover", *_BUILT_IN_CHECKS) or own_hook(
+            self, "_formatted", _formatted
         ):
             return None
         fast = format_batch(self, records, "")

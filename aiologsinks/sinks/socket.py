@@ -19,9 +19,10 @@ from typing import Any
 from .. import _wire
 from .._backoff import RetryAttributes
 from .._exceptions import SinkConnectError
+from .._hooks import own_hook
 from .._outbox import OutboxSinkMixin
 from .._record import RecordBatch
-from .._sink import Sink, defining, is_library, overridden
+from .._sink import Sink, defining, is_library
 from .._supervise import containable
 from .._transport import (
     CLOSE_TIMEOUT,
@@ -248,13 +249,15 @@ class SocketSink(_SendHooks, RetryAttributes, OutboxSinkMixin, Sink):
         # SocketHandler.emit: the frame of each record through send(), which a
         # subclass overrides (no buffer then: a record that cannot be sent now is
         # reported and counted, where SocketHandler drops it silently)
-        for record in records:
+        start = self._taken_count
+        for i, record in enumerate(records, 1):
             try:
                 await self.send(self.encode(record))
             except BaseException as exc:
                 if not containable(exc):
                     raise
                 self.report_error(record)
+            self._settled(start, i)
 
     async def flush(self) -> None:
         """Send the buffer now if the back-off allows an attempt; never waits for one."""
@@ -270,10 +273,9 @@ class SocketSink(_SendHooks, RetryAttributes, OutboxSinkMixin, Sink):
         await self.peer.aclose(self.close_timeout)
 
     async def _frames(self, batch: RecordBatch) -> list[bytes]:
-        cls = type(self)
         plain = not (
-            overridden(cls, "makePickle", SocketSink.makePickle)
-            or overridden(cls, "encode", SocketSink.encode)
+            own_hook(self, "makePickle", SocketSink.makePickle)
+            or own_hook(self, "encode", SocketSink.encode)
         )
         dicts = batch.pickle_dicts() if plain else [None] * len(batch)
         frames: list[bytes] = []
@@ -392,17 +394,18 @@ class DatagramSink(_SendHooks, RetryAttributes, OutboxSinkMixin, Sink):
         Returns when every datagram was handed to the kernel.
         """
         batch = RecordBatch.of(records)
-        cls = type(self)
         if self._sends_each:  # DatagramHandler.emit: each record through send()
-            for record in batch:
+            start = self._taken_count
+            for i, record in enumerate(batch, 1):
                 try:
                     await DatagramSink.emit(self, record)
                 except BaseException as exc:
                     if not containable(exc):
                         raise
                     self.report_error(record)
+                self._settled(start, i)
             return
-        plain = not overridden(cls, "makePickle", DatagramSink.makePickle)
+        plain = not own_hook(self, "makePickle", DatagramSink.makePickle)
         dicts = batch.pickle_dicts() if plain else [None] * len(batch)
         payloads: list[bytes] = []
         kept: list[int] = []

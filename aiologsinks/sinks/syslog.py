@@ -19,9 +19,10 @@ from .. import _wire
 from .._backoff import RetryAttributes
 from .._exceptions import RecordTooLargeError
 from .._fastformat import format_batch
+from .._hooks import own_hook
 from .._outbox import OutboxSinkMixin
 from .._record import ACCELERATED, LEVELNAME, RecordBatch
-from .._sink import Sink, overridden
+from .._sink import Sink
 from .._transport import (
     CLOSE_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -356,7 +357,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         """Each record's bytes (see :meth:`encode`) and the batch they stand for; a
         record that fails goes to ``handleError``. A dispatcher's batch is formatted
         without building records."""
-        plain = not overridden(type(self), "encode", SysLogSink.encode)
+        plain = not own_hook(self, "encode", SysLogSink.encode)
         fast = format_batch(self, batch, "") if plain else None
         out: list[bytes] = []
         failed: list[int] = []
