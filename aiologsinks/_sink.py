@@ -52,6 +52,9 @@ _default_formatter = logging.Formatter()
 # a call made straight from one of these runs as a coroutine hook (see the module doc)
 _CO_ASYNC = inspect.CO_COROUTINE | inspect.CO_ITERABLE_COROUTINE | inspect.CO_ASYNC_GENERATOR
 _getframe = sys._getframe
+#: the code of a generator expression, or of a comprehension before Python 3.12 (which
+#: inlines them): a frame of its own, run by the code that holds it
+_COMPREHENSIONS = frozenset({"<genexpr>", "<listcomp>", "<setcomp>", "<dictcomp>"})
 
 
 class SinkState(enum.Enum):
@@ -108,7 +111,11 @@ def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., A
     """``hook`` for a caller that is a coroutine, ``sync`` for plain code."""
 
     def entry(self: Sink, *args: Any, **kwargs: Any) -> Any:
-        if _getframe(1).f_code.co_flags & _CO_ASYNC:
+        frame: Any = _getframe(1)
+        while frame.f_code.co_name in _COMPREHENSIONS and frame.f_back is not None:
+            # gather(*(sink.flush() for sink in sinks)) in a coroutine: the coroutine's
+            frame = frame.f_back
+        if frame.f_code.co_flags & _CO_ASYNC:
             # bound as the class would bind it (a partialmethod, a staticmethod)
             return hook.__get__(self, type(self))(*args, **kwargs)
         return sync(self, *args, **kwargs)

@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,6 +52,30 @@ def test_an_async_override_gets_the_dual_entry() -> None:
     assert sink.flush() is None  # plain call (logging.shutdown): the handler entry
     assert sink.flushed == 1  # nothing was handed over, so nothing to wait for
     sink.close()
+
+
+def test_the_dual_entry_sees_the_coroutine_behind_a_generator_expression() -> None:
+    """gather(*(sink.flush() for sink in sinks)) in a coroutine: the generator
+    expression's frame (a list comprehension's too before 3.12) is a plain one, and
+    the calls took the handler entry: flush() returned None (gather raised TypeError)
+    and handle() started a private pipeline."""
+    sinks = [Recording(), Recording()]
+
+    def consume(calls: Any) -> list[Any]:  # plain code iterating it: plain calls
+        return list(calls)
+
+    async def main() -> None:
+        assert await asyncio.gather(*(s.handle(rec("genexpr")) for s in sinks)) == [True] * 2
+        assert await asyncio.gather(*[s.handle(rec("listcomp")) for s in sinks]) == [True] * 2
+        await asyncio.gather(*(s.flush() for s in sinks))
+        assert [s.flushed for s in sinks] == [1, 1]
+        assert all(s._entry is None for s in sinks)  # no private pipeline
+        assert consume(s.flush() for s in sinks) == [None, None]
+
+    asyncio.run(main())
+    assert [s.got for s in sinks] == [["genexpr", "listcomp"]] * 2
+    for s in sinks:
+        s.close()
 
 
 def test_a_plain_call_is_the_handler_entry_and_filters_at_the_call() -> None:
