@@ -227,6 +227,14 @@ async def deliver(sink: Sink, records: Sequence[logging.LogRecord], hook: str | 
         sink._settled(start, i)
 
 
+async def emit_one(sink: Sink, record: logging.LogRecord) -> None:
+    """A batching sink's ``emit``: ``record`` as a batch of one, by the library's
+    ``emit_batch`` of the sink's class, never an application's (whose own
+    ``emit_batch`` may loop over ``self.emit``, and an ``emit`` calling
+    ``super().emit`` would then go round for good)."""
+    await _library_attr(type(sink), "emit_batch")(sink, (record,))
+
+
 def _in_context(format: Callable[[Any, logging.LogRecord], str]) -> Callable[..., str]:
     """``format`` run in the context its record was logged in (see ``_context``)."""
 

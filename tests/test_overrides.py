@@ -792,3 +792,24 @@ async def test_aclose_cut_short_in_a_memory_sinks_per_record_target_counts_the_r
     only = next(iter(stats.sinks.values()))
     # the two the target wrote are not counted lost: the three it never reached are
     assert only.errors == 3
+
+
+async def test_super_emit_under_an_own_emit_batch_looping_over_emit_writes_once(
+    tmp_path: Path,
+) -> None:
+    """An own emit_batch that loops over self.emit, and an emit that calls
+    super().emit: the record goes by the library's batch, not back to the class's
+    own emit_batch (a RecursionError for each batch, nothing written)."""
+
+    class Tagged(als.FileSink):
+        async def emit_batch(self, records: Any) -> None:
+            for record in records:
+                await self.emit(record)
+
+        async def emit(self, record: logging.LogRecord) -> None:
+            record.msg = "[t] " + str(record.msg)
+            await super().emit(record)
+
+    stats = await _deliver_three(Tagged(tmp_path / "tagged.log"), "t.override.loop")
+    assert _lines(tmp_path / "tagged.log") == ["[t] public", "[t] secret x", "[t] public 2"]
+    assert (stats.delivered, stats.errors) == (3, 0)

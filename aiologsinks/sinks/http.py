@@ -18,7 +18,7 @@ from .._hooks import own_hook
 from .._http import Disconnected, HTTPClient, check_target
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._record import ACCELERATED, FIELDS, Item, as_record, frozen_dict, travelled
-from .._sink import Sink
+from .._sink import Sink, emit_one
 from .._transport import CLOSE_TIMEOUT, check_timeout, close_outbox_and_session, gzip_off_loop
 from .._validate import ArgumentTypeError, ArgumentValueError, check_int, check_number
 
@@ -275,7 +275,7 @@ class HTTPSink(OutboxSinkMixin, Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Send one record (a batch of one)."""
-        await self.emit_batch((record,))
+        await emit_one(self, record)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Send the records: one request each, or one JSON POST for them all.

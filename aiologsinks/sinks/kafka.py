@@ -16,7 +16,7 @@ from .._backoff import Backoff
 from .._exceptions import SinkConnectError, SinkDeliveryError
 from .._json import JSONFormatter
 from .._outbox import Failure, Loss, Outbox, OutboxSinkMixin
-from .._sink import Sink
+from .._sink import Sink, emit_one
 from .._validate import ArgumentTypeError, ArgumentValueError, check_int
 
 if TYPE_CHECKING:
@@ -232,7 +232,7 @@ class KafkaSink(OutboxSinkMixin, Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Produce one record and wait for its acknowledgement."""
-        await self.emit_batch((record,))
+        await emit_one(self, record)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Produce the records; returns when the broker acknowledged them, or they

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from .._sink import Sink
+from .._sink import Sink, emit_one
 from .._validate import ArgumentValueError
 
 __all__ = ["NTEventLogSink"]
@@ -92,7 +92,7 @@ class NTEventLogSink(Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Report one record (a batch of one)."""
-        await self.emit_batch((record,))
+        await emit_one(self, record)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Report each record to the event log, all in one trip to a worker thread.

@@ -18,7 +18,7 @@ from .._http import HTTPClient, ProtocolError, check_header, check_target, decod
 from .._outbox import Failure, Outbox, OutboxSinkMixin, RetryableError
 from .._record import ACCELERATED, Item, as_record
 from .._record import travelled as _travelled
-from .._sink import Sink
+from .._sink import Sink, emit_one
 from .._transport import close_outbox_and_session, gzip_off_loop
 from .._validate import ArgumentTypeError, ArgumentValueError, check_number
 
@@ -360,7 +360,7 @@ class OTLPSink(OutboxSinkMixin, Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Export one record (a batch of one)."""
-        await self.emit_batch((record,))
+        await emit_one(self, record)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Export the records; returns when the collector answered, or they wait in the

@@ -21,6 +21,7 @@ from .._fastformat import format_batch
 from .._fileio import AsyncTextFile, ByteCounter, gzip_file, shift_backups
 from .._hooks import own_hook
 from .._record import Item, RecordBatch
+from .._sink import emit_one
 from .._validate import check_callable, check_instance, check_int, check_str, value_error
 from .file import FileSink
 
@@ -149,7 +150,7 @@ class BaseRotatingSink(FileSink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Roll over if needed, then write one record (a batch of one)."""
-        await self.emit_batch((record,))
+        await emit_one(self, record)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Write ``records`` record by record, rolling over exactly where needed.

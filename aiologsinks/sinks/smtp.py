@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from .. import _wire
 from .._exceptions import SinkConnectError
 from .._notices import is_notice
-from .._sink import Sink
+from .._sink import Sink, emit_one
 from .._validate import (
     ArgumentTypeError,
     ArgumentValueError,
@@ -198,7 +198,7 @@ class SMTPSink(Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Mail one record (or add it to the pending digest)."""
-        await self.emit_batch((record,))
+        await emit_one(self, record)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Mail each record over one connection, or add them to the digest.

@@ -22,7 +22,7 @@ from .._exceptions import SinkConnectError
 from .._hooks import own_hook
 from .._outbox import OutboxSinkMixin
 from .._record import RecordBatch
-from .._sink import Sink, defining, is_library
+from .._sink import Sink, defining, emit_one, is_library
 from .._supervise import containable
 from .._transport import (
     CLOSE_TIMEOUT,
@@ -228,7 +228,7 @@ class SocketSink(_SendHooks, RetryAttributes, OutboxSinkMixin, Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Send one record (or buffer it while the peer is unreachable)."""
-        await self.emit_batch((record,))
+        await emit_one(self, record)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Encode ``records``, queue them in the outbox and send what it holds.

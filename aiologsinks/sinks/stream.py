@@ -15,7 +15,7 @@ from typing import IO, Any
 
 from .._fastformat import PlainFormat, format_batch, plain_percent_format
 from .._fileio import FileWorker, write_bounded
-from .._sink import Sink
+from .._sink import Sink, emit_one
 from .._validate import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["NullSink", "StreamSink"]
@@ -107,7 +107,7 @@ class StreamSink(Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Format and write one record (a batch of one)."""
-        await self.emit_batch((record,))
+        await emit_one(self, record)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Format every record, then write them with one write and one flush.

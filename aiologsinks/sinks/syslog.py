@@ -22,7 +22,7 @@ from .._fastformat import format_batch
 from .._hooks import own_hook
 from .._outbox import OutboxSinkMixin
 from .._record import ACCELERATED, LEVELNAME, RecordBatch
-from .._sink import Sink
+from .._sink import Sink, emit_one
 from .._transport import (
     CLOSE_TIMEOUT,
     CONNECT_TIMEOUT,
@@ -324,7 +324,7 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
 
     async def emit(self, record: logging.LogRecord) -> None:
         """Send one record (see :meth:`emit_batch`)."""
-        await self.emit_batch((record,))
+        await emit_one(self, record)
 
     async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
         """Send ``records``: over UDP one datagram each, otherwise through the outbox.
