@@ -58,7 +58,7 @@ import socket
 import ssl
 import sys
 import typing
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,14 @@ from ._exceptions import AiologsinksError
 from ._handler_sink import HandlerSink
 from ._shim import QueueHandler
 from ._sink import Sink
-from ._validate import ArgumentError, ArgumentTypeError, check_int, check_number
+from ._validate import (
+    ArgumentError,
+    ArgumentTypeError,
+    check_callable,
+    check_int,
+    check_number,
+    check_str,
+)
 from .sinks.file import FileSink, WatchedFileSink
 from .sinks.http import HTTPSink
 from .sinks.kafka import KafkaSink
@@ -778,8 +785,9 @@ async def install_config(
 _dictconfig_dispatchers: list[tuple[Dispatcher, bool]] = []
 
 
-def _start_for_dictconfig(dispatcher: Dispatcher) -> None:
-    """Start ``dispatcher`` on the running loop, or else on the background loop.
+def _start_for_dictconfig(dispatcher: Dispatcher, *, background: bool = False) -> None:
+    """Start ``dispatcher`` on the running loop, or else (or with ``background``) on
+    the background loop.
 
     dictConfig often runs before any loop (uvicorn's parent process, a script): the
     background loop then delivers, and its exit hook closes the dispatcher at exit.
@@ -791,6 +799,8 @@ def _start_for_dictconfig(dispatcher: Dispatcher) -> None:
     """
     try:
         asyncio.get_running_loop()
+        if background:
+            raise RuntimeError("the background loop")
     except RuntimeError:
         dispatcher._check_startable()
         started = _background.submit(dispatcher._start_here())
@@ -937,6 +947,16 @@ def dispatcher_listener(
     return Dispatcher(*handlers, respect_handler_level=respect_handler_level, **_bound_of(queue))
 
 
+def _check_names(handlers: Any) -> None:
+    """``handlers`` (Python 3.10/3.11) is a list of handler names, at least one."""
+    if isinstance(handlers, (str, bytes)) or not isinstance(handlers, Iterable):
+        raise ArgumentTypeError("handlers", f"expected a list of handler names, got {handlers!r}")
+    for name in handlers:
+        check_str("handlers", name, nonempty=True)
+    if not handlers:
+        raise ConfigError("handlers", "required: the sinks or handlers to deliver to")
+
+
 def _bound_of(queue: Any) -> dict[str, Any]:
     """The Dispatcher options for a dictConfig ``queue``: its ``maxsize`` when > 0."""
     maxsize = getattr(queue, "maxsize", 0)
@@ -980,7 +1000,16 @@ class DispatcherQueueHandler(logging.handlers.QueueHandler):
     ) -> None:
         if handlers is not None:  # Python 3.10/3.11: dictConfig left the specs as they are
             queue, listener = _resolved(queue, call=True), _resolved(listener, call=False)
-            _bound_of(queue)  # a bad maxsize fails the configuration, not a logging call
+            # what 3.12's dictConfig refuses fails the configuration here too, not each
+            # logging call once the listener is built from them
+            _bound_of(queue)
+            _check_names(handlers)
+            if not isinstance(respect_handler_level, bool):
+                raise ArgumentTypeError(
+                    "respect_handler_level",
+                    f"expected True or False, got {respect_handler_level!r}",
+                )
+            check_callable("listener", listener, none=True)
         super().__init__(queue)
         self._dispatcher: Dispatcher | None = None
         # Python 3.10/3.11 pass the keys as they are (names): resolved at first use,
@@ -1001,6 +1030,10 @@ class DispatcherQueueHandler(logging.handlers.QueueHandler):
             if handlers is not None
             else None
         )
+        # the loop dictConfig ran on (None: none ran): the listener built at the first
+        # record starts there, as 3.12's, built by dictConfig, does, and not on the loop
+        # that logs first (whose end would close it under the later records)
+        self._configured_on_loop = asyncio.events._get_running_loop() is not None
 
     @property
     def listener(self) -> Dispatcher | None:
@@ -1031,7 +1064,7 @@ class DispatcherQueueHandler(logging.handlers.QueueHandler):
             raise TypeError(f"listener: expected a Dispatcher, got {value!r}")
         self._dispatcher = value
         if value is not None and value.state is DispatcherState.NEW:
-            _start_for_dictconfig(value)
+            _start_for_dictconfig(value, background=not self._configured_on_loop)
 
     def close(self) -> None:
         """Close the handler and the Dispatcher made for it: dictConfig closes the

@@ -772,6 +772,55 @@ def test_a_queued_handler_naming_no_configured_handler_fails_in_dictconfig(
     assert "flie" in repr(info.value.__cause__) or "flie" in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("keys", "named"),
+    [
+        ({"handlers": []}, "handlers: required"),
+        ({"handlers": ["file"], "respect_handler_level": "no"}, "respect_handler_level"),
+        # a string: 3.12+ takes its letters for names, ours says what it expected
+        ({"handlers": "file"}, "handler 'f'|expected a list of handler names"),
+    ],
+)
+def test_a_queued_handlers_bad_keys_fail_in_dictconfig_on_every_python(
+    tmp_path: Path, keys: dict[str, object], named: str
+) -> None:
+    """What 3.12's dictConfig refuses failed on 3.10/3.11 only at each logging call
+    (every record to handleError), the listener being built at the first one."""
+    configuration: Any = _queued_config(tmp_path / "q.log", ["file"])
+    configuration["handlers"]["queued"].update(keys)
+    with pytest.raises(ValueError, match="queued") as info:
+        logging.config.dictConfig(configuration)
+    assert any(part in str(info.value.__cause__) for part in named.split("|"))
+    _reset(logging.getLogger("dcq"))
+
+
+def test_a_queued_handler_configured_before_any_loop_outlives_the_first_loop(
+    tmp_path: Path,
+) -> None:
+    """Configured with no loop running, the first record logged inside asyncio.run():
+    on 3.10/3.11 the listener, built then, started on that loop, and its end closed it
+    under the records logged after it (they went to the fallback)."""
+    import asyncio
+
+    log_file = tmp_path / "q.log"
+    logging.config.dictConfig(_queued_config(log_file, ["file"]))
+    logger = logging.getLogger("dcq")
+
+    async def app() -> None:
+        for i in range(100):
+            logger.info("in the loop %d", i)
+
+    try:
+        asyncio.run(app())
+        for i in range(10):
+            logger.info("after it %d", i)
+        asyncio.run(config.aclose_dictconfig())
+    finally:
+        _reset(logger)
+    lines = log_file.read_text().splitlines()
+    assert lines == [f"in the loop {i}" for i in range(100)] + [f"after it {i}" for i in range(10)]
+
+
 def test_a_queued_handler_whose_names_do_not_resolve_reports_each_record(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
