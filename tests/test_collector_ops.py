@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import logging.handlers
 import math
+import os
 import pickle
 import signal
 import socket
@@ -17,7 +19,13 @@ from typing import Any
 import pytest
 
 from aiologsinks._collector._channels import ReceiverLimits
-from aiologsinks._collector._daemon import MAX_PICKLE_DEPTH, _sink_summary, settings_from
+from aiologsinks._collector._daemon import (
+    MAX_PICKLE_DEPTH,
+    _sink_summary,
+    serve,
+    settings_from,
+    simple_config,
+)
 from aiologsinks._stats import DispatcherStats, SinkStats
 from tests.conftest import require
 from tests.helpers import ClosingHTTPHandler, drive
@@ -347,3 +355,43 @@ def test_the_summary_counts_as_written_only_what_a_network_target_took() -> None
     stats = DispatcherStats(queued=0, dropped=0, after_close=0, sinks={"down": sink},
                             undelivered=0)  # fmt: skip
     assert _sink_summary(stats) == "down 0 written/500 lost"
+
+
+class _Said(io.StringIO):
+    """The daemon's stderr, telling when a line arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def write(self, text: str) -> int:
+        self.changed.set()
+        return super().write(text)
+
+
+async def test_the_collectors_own_logging_stays_out_of_what_it_writes(tmp_path: Path) -> None:
+    """The configuration's shim went on the root logger (none named): the collector
+    process's own records (asyncio's warnings, a library's) were written with the
+    received ones."""
+    out = tmp_path / "out.log"
+    settings, sink_config = settings_from(
+        {"collector": {"tcp": 0, "stats_interval": 0.05}, **simple_config(str(out))}
+    )
+    err = _Said()
+
+    async def said(text: str) -> str:
+        while text not in err.getvalue():
+            err.changed.clear()
+            await asyncio.wait_for(err.changed.wait(), 10)
+        return err.getvalue()
+
+    serving = asyncio.ensure_future(serve(settings, sink_config, err))
+    listening = await said("listening on")
+    port = int(listening.split("tcp 127.0.0.1:", 1)[1].split()[0].rstrip(","))
+    logging.getLogger("t.collector.own").warning("the collector's own")
+    await asyncio.to_thread(send_tcp, port, records(1, "sent"))
+    await said("tcp 1 received")
+    os.kill(os.getpid(), signal.SIGTERM)  # the daemon's stop (its signal handler)
+    assert await asyncio.wait_for(serving, 10) == 0
+    lines = out.read_text().splitlines()
+    assert len(lines) == 1 and "request 0 done" in lines[0], lines

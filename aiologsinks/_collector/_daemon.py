@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import inspect
 import logging
 import math
@@ -401,6 +402,9 @@ async def serve(
     err = err or sys.stderr
     loop = asyncio.get_running_loop()
     config = sink_config if isinstance(sink_config, Config) else from_dict(sink_config)
+    # received records reach the shim directly: no logger gets it, or this process's
+    # own logging (asyncio's warnings, a library's) would be written with them
+    config = dataclasses.replace(config, loggers=[])
     await _check_paths(config)
     stop = asyncio.Event()
     sinks = [*config.sinks.values()]
