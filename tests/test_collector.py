@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from aiologsinks._collector import _channels
+from aiologsinks._collector import _channels, _receiver
 from aiologsinks._collector._channels import ReceiverLimits
 from aiologsinks._collector._receiver import Receiver
 from aiologsinks._collector._records import clean, clean_block, merge_args, rebuild
@@ -533,6 +533,66 @@ async def test_a_request_half_read_at_a_graceful_shutdown_is_answered_once() -> 
     assert rx.counts["http"].invalid == 0
 
 
+HEAD_ONLY = b"POST /log HTTP/1.1\r\nContent-Length: 6\r\n\r\n"
+
+
+async def test_a_request_whose_body_is_late_at_a_graceful_shutdown_is_waited_for() -> None:
+    # once its head was read, the request was nothing in the buffer: the drain took
+    # the connection for quiet and dropped it, the record lost and nothing counted
+    got: list[str] = []
+    async with Receiver(http=0, on_record=lambda c, f: got.append(f["msg"])) as rx:
+        reader, writer = await asyncio.open_connection("127.0.0.1", rx.ports["http"])
+        writer.write(HEAD_ONLY)
+        await writer.drain()
+        await rx.wait_for(lambda r: any(c.request is not None for c in r._conns))
+        closing = asyncio.create_task(rx.aclose(grace=5))
+
+        async def told_to_close() -> None:
+            while not any(c.half_closed for c in rx._conns):
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(told_to_close(), 5)
+        await asyncio.sleep(_receiver._QUIET * 1.6)  # a slow peer: its body comes late
+        writer.write(b"msg=hi")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(), 5)
+        await asyncio.wait_for(closing, 5)
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
+    assert b"Connection: close" in answer
+    assert got == ["hi"]
+    assert (rx.counts["http"].received, rx.counts["http"].invalid) == (1, 0)
+
+
+async def test_a_request_whose_body_does_not_come_is_cut_by_the_read_timeout() -> None:
+    # read_timeout covers a started request: once the head was read, only the idle
+    # timeout (30 s here) ended it, and it was not counted
+    limits = ReceiverLimits(read_timeout=0.3, idle_timeout=30)
+    async with Receiver(http=0, limits=limits, on_record=lambda c, f: None) as rx:
+        reader, writer = await asyncio.open_connection("127.0.0.1", rx.ports["http"])
+        writer.write(HEAD_ONLY)
+        await writer.drain()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        await writer.wait_closed()
+        counts = rx.counts["http"]
+        assert (counts.timeouts, counts.invalid, counts.received) == (1, 1, 0)
+
+
+async def test_a_request_cut_after_its_head_is_counted_invalid() -> None:
+    # cut with part of its body read it was counted; cut right after its head it was not
+    async with Receiver(http=0, on_record=lambda c, f: None) as rx:
+        _, writer = await asyncio.open_connection("127.0.0.1", rx.ports["http"])
+        writer.write(HEAD_ONLY)
+        await writer.drain()
+        await rx.wait_for(lambda r: any(c.request is not None for c in r._conns))
+        writer.close()
+        await writer.wait_closed()
+        await rx.wait_for(lambda r: r.connections == 0)
+        assert (rx.counts["http"].invalid, rx.counts["http"].timeouts) == (1, 0)
+
+
 async def test_a_connection_made_while_paused_is_not_read_until_resumed() -> None:
     # uvloop, and asyncio on 3.10, start reading a connection after connection_made
     # has paused it: what it sent was read and delivered while the receiver was paused
@@ -608,8 +668,6 @@ async def test_a_frame_too_deep_to_read_is_one_invalid_frame_among_good_ones() -
 async def test_a_frame_the_reader_fails_on_unforeseen_is_one_invalid_frame(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from aiologsinks._collector import _receiver
-
     def load(payload: bytes, limits: Limits) -> dict[str, Any]:
         if b"fatal" in payload:
             raise MemoryError

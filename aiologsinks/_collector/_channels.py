@@ -162,7 +162,8 @@ class _Conn(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self.loop = loop
         self.last = loop.time()
-        #: when the partial frame in buf started (None: buf is empty)
+        #: when the partial frame in buf (or the HTTP request being read) started;
+        #: None: nothing is on its way
         self.started: float | None = None
         self.closing = False
         self.half_closed = False
@@ -250,7 +251,7 @@ class _Conn(asyncio.Protocol):
         rx._activity = self.loop.time()
         if self.settle is not None:
             self.settle.cancel()
-        if self.buf and not self.closing:
+        if self.unfinished() and not self.closing:
             if self.channel == "syslog_tcp" and self.buf.strip(b"\x00\r\n"):
                 rx._syslog_message(self.channel, bytes(self.buf), self.peer)
             elif self.channel != "syslog_tcp":
@@ -323,9 +324,11 @@ class _Conn(asyncio.Protocol):
         finally:
             after = len(self.buf)
             rx._buffered += after - before
-            if not after:
+            if not after and self.request is None:
                 self.started = None
-            elif self.started is None or after < before + arrived:
+            elif self.started is None or (self.channel != "http" and after < before + arrived):
+                # HTTP: _http clears it when a request ends; the head taken from buf
+                # does not restart the clock of the request whose body is awaited
                 self.started = now
             # only records, and bytes on their way to one, keep a connection from
             # idling: one that sends nothing but invalid frames still times out
@@ -346,11 +349,16 @@ class _Conn(asyncio.Protocol):
 
     # -- framing ----------------------------------------------------------------------
 
+    def unfinished(self) -> bool:
+        """Whether a frame or request has started and not ended: bytes of it are in
+        buf, or (HTTP) its head was read and its body is awaited."""
+        return bool(self.buf) or self.request is not None
+
     def abort(self) -> None:
         """Drop the connection (its partial frame is counted invalid)."""
         if not self.closing:
             self.closing = True
-            if self.buf:
+            if self.unfinished():
                 self.rx._invalid(self.channel)
         # closing already (answered, or broken) and still there: its peer does not read
         # or does not close, and it goes now
@@ -477,6 +485,7 @@ class _Conn(asyncio.Protocol):
             body = bytes(buf[: request.length])
             del buf[: request.length]
             self.request = None
+            self.started = None  # what follows in buf is the next request
             status, text = rx._http_request(request, body, self.peer)
             keep_alive = request.keep_alive and not self.last_request
             self._write(_http.response(status, text, keep_alive))

@@ -213,12 +213,13 @@ class Receiver:
             now = loop.time()
             if now >= deadline:
                 return
-            quiet = [c for c in self._conns if not c.buf and now - c.last >= _QUIET]
+            # a request whose head was read is not quiet: its body is awaited
+            quiet = [c for c in self._conns if not c.unfinished() and now - c.last >= _QUIET]
             if quiet:
                 # one more turn of the loop reads what already arrived for them
                 await asyncio.sleep(0)
                 for conn in quiet:
-                    if not conn.buf and loop.time() - conn.last >= _QUIET:
+                    if not conn.unfinished() and loop.time() - conn.last >= _QUIET:
                         conn.abort()
             if (
                 not self._conns
