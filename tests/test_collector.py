@@ -344,6 +344,35 @@ async def test_a_graceful_shutdown_reads_what_waiting_connections_wrote(channel:
         writer.close()
 
 
+async def test_an_http_request_in_the_backlog_at_a_graceful_shutdown_is_answered() -> None:
+    """A request sent on a connection the kernel accepted but the receiver had not read
+    yet when the shutdown began: taken from the backlog, it was closed unread, and the
+    input left unread turned the close into a reset (the record lost, nothing counted)."""
+    got: list[str] = []
+    async with Receiver(http=0, on_record=lambda c, f: got.append(f["msg"])) as rx:
+        body = b"msg=backlogged&levelno=20"
+        request = b"POST /log HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+        # connected and sent with no turn of the loop in between: unread when the
+        # shutdown begins
+        peer = socket.create_connection(("127.0.0.1", rx.ports["http"]), timeout=5)
+        with peer:
+            peer.sendall(request)
+            closing = asyncio.create_task(rx.aclose(grace=3))
+
+            def read_all() -> bytes:
+                answer = b""
+                while data := peer.recv(65536):
+                    answer += data
+                return answer
+
+            answer = await asyncio.to_thread(read_all)
+            await asyncio.wait_for(closing, 5)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
+    assert b"Connection: close" in answer
+    assert got == ["backlogged"]
+    assert (rx.counts["http"].received, rx.counts["http"].invalid) == (1, 0)
+
+
 async def test_a_burst_of_one_at_a_time_connections_loses_nothing() -> None:
     """A sender that closes each connection before opening the next (SocketHandler's
     way, one record each): 1,000 in a burst, every record received. Closed

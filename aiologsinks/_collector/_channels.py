@@ -540,12 +540,12 @@ class _Conn(asyncio.Protocol):
         if transport is None or transport.is_closing() or self.linger is not None:
             return
         if self.channel == "http":
-            if self.request is None and not self.buf:
-                transport.close()
-            else:
-                # a request half read: its answer says the connection ends and goes
-                # first (an end-of-file now leaves no way to write the answer)
-                self.last_request = True
+            # the next answer says the connection ends, and goes first: an end-of-file
+            # now leaves no way to write it. Nothing read is no proof that nothing was
+            # sent (a connection taken from the backlog has not been read yet), and a
+            # close with input unread resets the connection, the request lost: the
+            # drain ends the connection once it is quiet
+            self.last_request = True
             return
         if transport.can_write_eof():
             with contextlib.suppress(OSError, RuntimeError):
