@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from aiologsinks._collector import _channels, _receiver
+from aiologsinks._collector import _channels, _http, _receiver
 from aiologsinks._collector._channels import ReceiverLimits
 from aiologsinks._collector._receiver import Receiver
 from aiologsinks._collector._records import clean, clean_block, merge_args, rebuild
@@ -755,6 +755,59 @@ async def test_a_peer_that_reads_no_answers_is_not_read_until_it_does() -> None:
             await asyncio.wait_for(sending, 5)
             assert conn.transport.is_reading()
     assert got == [str(i) for i in range(n)]
+
+
+async def test_a_request_failing_unforeseen_on_a_peer_not_reading_frees_its_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A kept-alive peer stops reading its answers, then sends a request the collector
+    fails on unforeseen: the connection was closed the way that waits for the answers
+    to be written, so it held the only slot for good (timeouts skip a closing
+    connection) and the next client was never served. It is answered 400 and closed
+    within the linger bound."""
+
+    def records_of(request: Any, body: bytes) -> list[dict[str, Any]]:
+        if "boom" in request.target:
+            raise RuntimeError("a failure nobody foresaw")
+        return real_records_of(request, body)
+
+    real_records_of = _http.records_of
+    monkeypatch.setattr(_http, "records_of", records_of)
+    monkeypatch.setattr(_channels, "_LINGER_QUIET", 0.5)
+    monkeypatch.setattr(_channels, "_LINGER_MAX", 1.0)
+    got: list[str] = []
+    limits = ReceiverLimits(max_connections=1, idle_timeout=30, read_timeout=30)
+    async with Receiver(http=0, limits=limits, on_record=lambda c, f: got.append(f["msg"])) as rx:
+        loop = asyncio.get_running_loop()
+        peer = socket.socket()
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.setblocking(False)
+        with peer:
+            await loop.sock_connect(peer, ("127.0.0.1", rx.ports["http"]))
+            await rx.wait_for(lambda r: r.connections == 1)
+            (conn,) = rx._conns
+            transport = conn.transport
+            assert transport is not None
+            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            sent = 0
+            # requests until answers wait in the collector (more than the kernel
+            # buffers still take), well below the limit at which it stops reading
+            while transport.get_write_buffer_size() < 16384:
+                await loop.sock_sendall(peer, b"GET /?msg=ok HTTP/1.1\r\n\r\n" * 20)
+                sent += 20
+                await rx.wait_for(lambda r, sent=sent: r.counts["http"].received == sent)
+            assert not conn.write_paused
+            await loop.sock_sendall(peer, b"GET /boom?msg=x HTTP/1.1\r\n\r\n")
+            await rx.wait_for(lambda r: r.counts["http"].invalid == 1)
+            reader, writer = await asyncio.open_connection("127.0.0.1", rx.ports["http"])
+            writer.write(b"GET /?msg=next HTTP/1.1\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
+    assert got[-1] == "next"
+    assert rx.counts["http"].invalid == 1
 
 
 # -- back-pressure ------------------------------------------------------------------------

@@ -166,6 +166,8 @@ class _Conn(asyncio.Protocol):
         #: None: nothing is on its way
         self.started: float | None = None
         self.closing = False
+        #: when closing began: a connection still there _LINGER_MAX later is aborted
+        self.closed_at = 0.0
         self.half_closed = False
         # syslog framing of this connection once known: "nul" or "lf"
         self.framing: str | None = None
@@ -358,6 +360,7 @@ class _Conn(asyncio.Protocol):
         """Drop the connection (its partial frame is counted invalid)."""
         if not self.closing:
             self.closing = True
+            self.closed_at = self.loop.time()
             if self.unfinished():
                 self.rx._invalid(self.channel)
         # closing already (answered, or broken) and still there: its peer does not read
@@ -367,9 +370,18 @@ class _Conn(asyncio.Protocol):
 
     def _broken(self) -> None:
         # the framing itself is broken: nothing later on this stream can be trusted
+        if self.channel == "http" and not self.closing:
+            # a request the collector failed on unforeseen is still a malformed one to
+            # its peer (a 4xx, never a silent close); and the lingering close is
+            # bounded where close() waits for a peer that does not read its answers to
+            # take them, which holds the connection and its slot for good
+            self.request = None
+            self._answer_error(HTTPError(400, "malformed request", close=True))
+            return
         self.rx._invalid(self.channel)
         self.buf.clear()  # the caller accounts for the bytes it held
         self.closing = True
+        self.closed_at = self.loop.time()
         if self.transport is not None:
             self.transport.close()
 
@@ -505,6 +517,7 @@ class _Conn(asyncio.Protocol):
 
     def _close_after_write(self) -> None:
         self.closing = True
+        self.closed_at = self.loop.time()
         transport = self.transport
         if transport is None:
             return

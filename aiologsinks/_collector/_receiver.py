@@ -10,7 +10,7 @@ import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from . import _http
+from . import _channels, _http
 from ._channels import (
     _QUIET,
     CHANNELS,
@@ -338,11 +338,18 @@ class Receiver:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(tick)
-            if self._paused or self._closing:
+            if self._closing:
                 continue
             now = loop.time()
             for conn in list(self._conns):
                 if conn.closing:
+                    # a close waits for the answers to be written, a peer that reads
+                    # none would hold the connection and its slot for good (paused or
+                    # not: this reads nothing)
+                    if now - conn.closed_at > _channels._LINGER_MAX and conn.transport is not None:
+                        conn.transport.abort()
+                    continue
+                if self._paused:
                     continue
                 started = conn.started
                 if now - conn.last > limits.idle_timeout or (
