@@ -449,6 +449,32 @@ async def test_http_answers_4xx_never_500(receiver: Receiver, raw: bytes, status
 
 
 @pytest.mark.parametrize(
+    ("headers", "keep_alive"),
+    [
+        (b"HTTP/1.1\r\nConnection: keep-alive, close", False),
+        (b"HTTP/1.1\r\nConnection: Close\r\nConnection: keep-alive", False),
+        (b"HTTP/1.0\r\nConnection: Keep-Alive, Upgrade", True),
+        (b"HTTP/1.0\r\nConnection: keep-alive\r\nConnection: upgrade", True),
+    ],
+    ids=["list", "two-headers", "http10-list", "http10-two-headers"],
+)
+def test_the_connection_header_is_a_list_of_tokens(headers: bytes, keep_alive: bool) -> None:
+    # it was compared as one string, the last of several headers winning: a request
+    # saying close was kept alive
+    request = _http.parse_head(b"GET /?msg=x " + headers, 4096)
+    assert request.keep_alive is keep_alive
+
+
+async def test_a_request_listing_close_among_connection_tokens_is_answered_and_closed(
+    receiver: Receiver,
+) -> None:
+    raw = b"GET /?msg=x HTTP/1.1\r\nConnection: keep-alive, close\r\n\r\n"
+    answer = await http(receiver.ports["http"], raw)  # read to the end: closed
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
+    assert b"Connection: close" in answer
+
+
+@pytest.mark.parametrize(
     ("raw", "status"),
     [
         (b"GET /" + b"a" * 4_000_000 + b" HTTP/1.1\r\n\r\n", 431),

@@ -69,6 +69,9 @@ def parse_head(head: bytes, max_body: int) -> Request:
         raise HTTPError(400, "malformed request line", close=True)
     method, target, version = parts
     headers: dict[str, str] = {}
+    # comma-separated, case-insensitive tokens, every Connection header's together
+    # (RFC 9110 7.6.1): "keep-alive, close" closes
+    connection: set[str] = set()
     for line in lines[1:]:
         name, sep, value = line.partition(":")
         if not sep or not name or name != name.strip():
@@ -78,6 +81,8 @@ def parse_head(head: bytes, max_body: int) -> Request:
             # which one frames the body? (RFC 9112 6.3: an error, never a guess)
             raise HTTPError(400, "conflicting Content-Length headers", close=True)
         headers[key] = value
+        if key == "connection":
+            connection.update(token.strip().lower() for token in value.split(","))
     if "transfer-encoding" in headers:
         raise HTTPError(411, "chunked bodies are not accepted: send Content-Length", close=True)
     raw_length = headers.get("content-length", "0")
@@ -87,8 +92,7 @@ def parse_head(head: bytes, max_body: int) -> Request:
     length = int(raw_length)
     if length > max_body:
         raise HTTPError(413, f"body larger than {max_body} bytes", close=True)
-    connection = headers.get("connection", "").lower()
-    keep_alive = connection != "close" and (version == "HTTP/1.1" or connection == "keep-alive")
+    keep_alive = "close" not in connection and (version == "HTTP/1.1" or "keep-alive" in connection)
     return Request(
         method=method.upper(),
         target=target,
