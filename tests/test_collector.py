@@ -408,6 +408,73 @@ async def test_syslog_lf_framing_and_octet_counting(receiver: Receiver) -> None:
     assert msgs == ["one", "two", "three"]
 
 
+@pytest.fixture
+async def patient() -> AsyncIterator[Receiver]:
+    """A receiver whose timeouts are far beyond what the test waits for: whatever it
+    receives was framed, not cut off by a timeout."""
+    got: list[tuple[str, dict[str, Any]]] = []
+    limits = ReceiverLimits(max_frame=65536, idle_timeout=30, read_timeout=30)
+    rx = Receiver(syslog=0, http=0, limits=limits, on_record=lambda c, f: got.append((c, f)))
+    rx.got = got  # type: ignore[attr-defined]
+    async with rx:
+        yield rx
+
+
+def syslog_msgs(rx: Receiver) -> list[str]:
+    return [f["msg"] for c, f in rx.got if c == "syslog_tcp"]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("then_close", [False, True])
+async def test_syslog_lf_a_continuation_line_stays_in_its_message_and_the_rest_go_on(
+    patient: Receiver, then_close: bool
+) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    writer.write(b"<14>first line\n  continuation of first\n<14>second\n<14>third\n")
+    await writer.drain()
+    if then_close:  # the end of the connection ends the last message
+        writer.close()
+        await writer.wait_closed()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 3, timeout=5)
+    if not then_close:  # and the connection goes on
+        writer.write(b"<14>fourth\r\n")
+        await writer.drain()
+        await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 4, timeout=5)
+        writer.close()
+        await writer.wait_closed()
+    assert syslog_msgs(patient)[:3] == ["first line\n  continuation of first", "second", "third"]
+    assert syslog_msgs(patient)[3:] == ([] if then_close else ["fourth"])
+    assert patient.counts["syslog_tcp"].invalid == 0
+
+
+async def test_syslog_lf_a_lone_multi_line_message_is_delivered_while_its_peer_stays(
+    patient: Receiver,
+) -> None:
+    # a forwarder that sent one traceback and idles, its connection open
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    writer.write(b"<11>app: failed\n  Traceback (most recent call last):\n    boom\n")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
+    assert syslog_msgs(patient) == ["app: failed\n  Traceback (most recent call last):\n    boom"]
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_syslog_lf_a_message_start_split_across_reads_ends_the_message_before(
+    patient: Receiver,
+) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    first = b"<14>a\n  b\n<"  # "<" alone may be a continuation line's or a PRI's
+    writer.write(first)
+    await writer.drain()
+    await patient.wait_for(lambda r: r.buffered == len(first), timeout=5)
+    writer.write(b"14>c\n  d\n<14>e\n")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 3, timeout=5)
+    assert syslog_msgs(patient) == ["a\n  b", "c\n  d", "e"]
+    writer.close()
+    await writer.wait_closed()
+
+
 async def http(port: int, raw: bytes) -> bytes:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(raw)

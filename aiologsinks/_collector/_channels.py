@@ -172,6 +172,10 @@ class _Conn(asyncio.Protocol):
         # syslog framing of this connection once known: "nul" or "lf"
         self.framing: str | None = None
         self.settle: asyncio.TimerHandle | None = None
+        #: how far the message at the head of buf was searched for the LF ending it
+        self.scanned = 0
+        #: the settle timer found the connection quiet after an LF: that LF ends
+        self.quiet = False
         # HTTP: the head of the request whose body is awaited
         self.request: _http.Request | None = None
         #: the peer does not read what it is answered: its requests wait unread
@@ -412,6 +416,7 @@ class _Conn(asyncio.Protocol):
                     return
                 msg = bytes(buf[space + 1 : stop])
                 del buf[:stop]
+                self.scanned = 0
             else:
                 end = self._message_end()
                 if end < 0:
@@ -428,48 +433,65 @@ class _Conn(asyncio.Protocol):
         """Where the non-transparently framed message at the head of buf ends, -1
         when that is not known yet. ``SysLogHandler`` ends messages with NUL (an LF
         inside is part of the message), others with LF: the first terminator that
-        is certainly one decides for the connection."""
+        is certainly one decides for the connection. An LF ends a message when the
+        line after it starts like a message, or when nothing follows it (at once, or
+        before the connection ends): the other lines of a multi-line message (a
+        traceback) stay in it, as rsyslog's imptcp reads them with ``multiLine``;
+        split off, they would be lines without a PRI, which are no syslog messages."""
         buf = self.buf
         if self.framing == "nul":
             return buf.find(b"\x00")
-        if self.framing == "lf":
-            lf = buf.find(b"\n")
-            # LF was a guess (a line that looked like the next message, or a pause
-            # after an LF): a NUL before the next LF proves it wrong, and the rest of
-            # the connection is NUL-framed (SysLogHandler never sends a bare NUL
-            # inside a message; an LF-framed sender never sends one at all)
-            nul = buf.find(b"\x00", 0, len(buf) if lf < 0 else lf)
-            if nul < 0:
-                return lf
+        end = self._line_end()
+        # LF was a guess (a line that looked like the next message, or a pause after
+        # an LF): a NUL before the LF that ends the message proves it wrong, and the
+        # rest of the connection is NUL-framed (SysLogHandler never sends a bare NUL
+        # inside a message; an LF-framed sender never sends one at all). Before the
+        # guess, any NUL decides: the LFs before it are inside a message it ends
+        nul = buf.find(b"\x00", 0, len(buf) if end < 0 or self.framing is None else end)
+        if nul >= 0:
             self.framing = "nul"
+            self.scanned = 0
             return nul
-        nul, lf = buf.find(b"\x00"), buf.find(b"\n")
-        if nul >= 0 and (lf < 0 or nul < lf):
-            self.framing = "nul"
-            return nul
-        if lf < 0:
-            return -1
-        if nul >= 0:  # an LF inside a message that NUL ends
-            self.framing = "nul"
-            return nul
-        if lf + 1 < len(buf):
-            if starts_like(buf, lf + 1):
-                self.framing = "lf"
-                return lf
-            return -1  # the LF is inside a message: wait for its end
-        # an LF at the end of what arrived: the end of a message, unless more of it
-        # follows at once
-        if self.settle is None:
+        if end > 1 or (end == 1 and buf[0] != 0x0D):  # not an empty line
+            self.framing = "lf"
+        elif end < 0 and buf.endswith(b"\n") and self.settle is None:
+            # an LF at the end of what arrived: the end of a message, unless more of
+            # it follows at once
             self.settle = self.loop.call_later(_LF_SETTLE, self._settled)
+        return end
+
+    def _line_end(self) -> int:
+        """The first LF of buf that ends the message at its head, -1 if none has yet."""
+        buf = self.buf
+        size = len(buf)
+        if buf[:1] == b"\n" or buf[:2] == b"\r\n":
+            return buf.find(b"\n")  # an empty line: nothing to continue
+        # resumed where the last call stopped: a peer trickling a long multi-line
+        # message must not have it searched from its start at every read
+        lf = buf.find(b"\n", self.scanned)
+        while 0 <= lf < size - 1:
+            if starts_like(buf, lf + 1):
+                self.scanned = 0
+                return lf
+            lf = buf.find(b"\n", lf + 1)
+        if self.quiet and lf == size - 1:
+            self.scanned = 0
+            return lf
+        # an LF among the last two bytes is followed by too little to tell ("<" of "<1")
+        self.scanned = max(size - 2, 0)
         return -1
 
     def _settled(self) -> None:
         self.settle = None
-        if self.closing or self.framing is not None or not self.buf.endswith(b"\n"):
+        if self.closing or self.framing == "nul" or not self.buf.endswith(b"\n"):
             return
         if self.buf.find(b"\x00") < 0:
-            self.framing = "lf"
-            self._consume(0)
+            # quiet after an LF: that LF ended the message before it
+            self.quiet = True
+            try:
+                self._consume(0)
+            finally:
+                self.quiet = False
 
     def _http(self) -> None:
         rx = self.rx
