@@ -515,6 +515,25 @@ async def test_http_answers_4xx_never_500(receiver: Receiver, raw: bytes, status
     assert receiver.buffered == 0
 
 
+def statuses(answer: bytes) -> list[int]:
+    # each answer's plain-text body ends with a bare LF
+    return [int(ln.split(b" ")[1]) for ln in answer.split(b"\n") if ln[:9] == b"HTTP/1.1 "]
+
+
+async def test_http_a_target_urlsplit_refuses_is_a_400_and_the_connection_goes_on(
+    receiver: Receiver,
+) -> None:
+    answer = await http(
+        receiver.ports["http"],
+        b"GET //[/?msg=x HTTP/1.1\r\n\r\n"
+        + b"GET http://[::1/?msg=y HTTP/1.1\r\n\r\n"
+        + b"GET /?msg=ok HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    assert statuses(answer) == [400, 400, 200], answer
+    assert b"malformed request target" in answer
+    assert (receiver.counts["http"].invalid, receiver.counts["http"].received) == (2, 1)
+
+
 @pytest.mark.parametrize(
     ("headers", "keep_alive"),
     [

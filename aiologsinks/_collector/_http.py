@@ -155,7 +155,10 @@ def _form(text: str) -> dict[str, Any]:
 def records_of(request: Request, body: bytes) -> list[dict[str, Any]]:
     """The record dicts a request carries; raises :class:`HTTPError` (400/405)."""
     if request.method == "GET":
-        query = urllib.parse.urlsplit(request.target).query
+        try:
+            query = urllib.parse.urlsplit(request.target).query
+        except ValueError:  # "Invalid IPv6 URL", a bracketed host that is no address
+            raise HTTPError(400, "malformed request target") from None
         if not query:
             raise HTTPError(400, "no record in the query string")
         return [_form(query)]
