@@ -460,10 +460,18 @@ async def _read_to_end(reader: asyncio.StreamReader) -> bytes:
     return bytes(kept)
 
 
-def decode_body(body: bytes, content_encoding: str) -> bytes:
+def decode_body(
+    body: bytes, content_encoding: str, *, limit: int = MAX_BODY, whole: bool = False
+) -> bytes:
     """``body`` decoded by its ``Content-Encoding`` header's value: gzip or deflate
-    (at most :data:`MAX_BODY` bytes of it), any other (or none) left as it is;
-    ``ProtocolError`` when it does not decode."""
+    (at most ``limit`` bytes of it), any other (or none) left as it is;
+    ``ProtocolError`` when it does not decode.
+
+    ``whole`` is for a reader that needs every byte (a request's records): a stream
+    cut short, or followed by anything but more gzip members, does not decode either.
+    A result of ``limit`` bytes may have been cut there: ask for one byte more than
+    is taken to tell.
+    """
     encoding = content_encoding.strip().lower()
     if not body or encoding not in ("gzip", "deflate"):
         return body
@@ -471,7 +479,22 @@ def decode_body(body: bytes, content_encoding: str) -> bytes:
     # servers both call "deflate"
     for wbits in (31,) if encoding == "gzip" else (15, -15):
         try:
-            return zlib.decompressobj(wbits).decompress(body, MAX_BODY)
+            return _inflate(body, wbits, limit, whole)
         except zlib.error:
             continue
     raise ProtocolError(f"an answer whose {encoding} body cannot be decoded")
+
+
+def _inflate(body: bytes, wbits: int, limit: int, whole: bool) -> bytes:
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(body, limit)
+    if not whole:
+        return out
+    # gzip members may follow one another (RFC 1952 2.2: what `cat a.gz b.gz` makes)
+    while wbits == 31 and inflater.eof and inflater.unused_data and len(out) < limit:
+        rest = inflater.unused_data
+        inflater = zlib.decompressobj(wbits)
+        out += inflater.decompress(rest, limit - len(out))
+    if len(out) < limit and (not inflater.eof or inflater.unused_data):
+        raise zlib.error("cut short, or followed by what is no compressed stream")
+    return out

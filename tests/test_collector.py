@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import importlib.util
 import json
 import logging
@@ -15,12 +16,14 @@ import subprocess
 import sys
 import time
 import urllib.parse
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import aiologsinks as als
 from aiologsinks._collector import _channels, _http, _receiver
 from aiologsinks._collector._channels import ReceiverLimits
 from aiologsinks._collector._receiver import Receiver
@@ -532,6 +535,61 @@ async def test_http_a_target_urlsplit_refuses_is_a_400_and_the_connection_goes_o
     assert statuses(answer) == [400, 400, 200], answer
     assert b"malformed request target" in answer
     assert (receiver.counts["http"].invalid, receiver.counts["http"].received) == (2, 1)
+
+
+def post(body: bytes, encoding: str | None, close: bool = False) -> bytes:
+    head = (
+        f"POST /log HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    )
+    if encoding is not None:
+        head += f"Content-Encoding: {encoding}\r\n"
+    return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode() + body
+
+
+async def test_http_bodies_are_decoded_by_their_content_encoding_within_the_frame_limit(
+    receiver: Receiver,
+) -> None:
+    def record(n: int) -> bytes:
+        return json.dumps({"msg": f"r{n}"}).encode()
+
+    deflated = zlib.compress(record(3))
+    bomb = gzip.compress(b" " * 4096 * 64)  # about 300 bytes: the frame limit is 4096
+    assert len(bomb) < 4096
+    answer = await http(
+        receiver.ports["http"],
+        post(record(0), "identity")
+        + post(gzip.compress(record(1)), "gzip")
+        + post(gzip.compress(record(2)[:5]) + gzip.compress(record(2)[5:]), "x-gzip")
+        + post(deflated, "deflate")
+        + post(record(4), "br")
+        + post(gzip.compress(record(5)), "gzip, gzip")
+        + post(bomb, "gzip")
+        + post(gzip.compress(record(6))[:-4], "gzip")  # cut short
+        + post(gzip.compress(record(7)) + b"junk", "gzip")
+        + post(record(8), None, close=True),
+    )
+    assert statuses(answer) == [200, 200, 200, 200, 415, 415, 413, 400, 400, 200], answer
+    assert b"decoded" in answer  # the 413 says why a small body is too large
+    msgs = [f["msg"] for c, f in receiver.got]  # type: ignore[attr-defined]
+    assert msgs == ["r0", "r1", "r2", "r3", "r8"]
+    assert receiver.counts["http"].invalid == 5
+    assert receiver.buffered == 0
+
+
+async def test_http_sink_with_gzip_delivers_to_the_collector(patient: Receiver) -> None:
+    receiver = patient
+    sink = als.HTTPSink(
+        f"127.0.0.1:{receiver.ports['http']}", "/log", "POST", json_batch=True, gzip=True
+    )
+    logger = logging.getLogger("test_collector.gzip")
+    logger.propagate = False
+    async with als.install(sink, logger=logger, level=logging.INFO):
+        for i in range(20):
+            logger.info("record %d", i)
+    await receiver.wait_for(lambda r: r.counts["http"].received == 20, timeout=5)
+    msgs = [f["msg"] for c, f in receiver.got]  # type: ignore[attr-defined]
+    assert sorted(msgs, key=lambda m: int(m.split()[1])) == [f"record {i}" for i in range(20)]
+    assert receiver.counts["http"].invalid == 0
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,11 @@ A minimal HTTP/1.1 server side, enough for ``HTTPHandler`` (GET with a query, or
 url-encoded POST) and ``HTTPSink`` (form or JSON bodies, kept-alive connections):
 the head is limited to :data:`MAX_HEAD` bytes, ``Content-Length`` is required for a
 body and checked against the frame limit before a byte of the body is read,
-chunked bodies are refused (411). Every malformed request gets a 4xx answer; a
-record that cannot be decoded is a 400, never a 500.
+chunked bodies are refused (411). A body in ``Content-Encoding: gzip`` (as
+``HTTPSink(gzip=True)`` sends it) is decoded within the same limit on its decoded
+size (413 past it); ``deflate`` and ``identity`` are taken too, any other coding is
+a 415. Every malformed request gets a 4xx answer; a record that cannot be decoded is
+a 400, never a 500.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Any
 
+from .._http import ProtocolError, decode_body
 from ._records import text_fields
 
 __all__ = ["MAX_HEAD", "HTTPError", "Request", "parse_head", "records_of", "response"]
@@ -31,6 +35,7 @@ _REASONS = {
     405: "Method Not Allowed",
     411: "Length Required",
     413: "Content Too Large",
+    415: "Unsupported Media Type",
     431: "Request Header Fields Too Large",
     503: "Service Unavailable",
 }
@@ -55,6 +60,10 @@ class Request:
     content_type: str
     keep_alive: bool
     expect_continue: bool
+    #: the Content-Encoding header, as sent ("" without one)
+    content_encoding: str
+    #: the largest body, as sent and decoded
+    max_body: int
 
 
 def parse_head(head: bytes, max_body: int) -> Request:
@@ -80,6 +89,8 @@ def parse_head(head: bytes, max_body: int) -> Request:
         if key == "content-length" and headers.get(key, value) != value:
             # which one frames the body? (RFC 9112 6.3: an error, never a guess)
             raise HTTPError(400, "conflicting Content-Length headers", close=True)
+        if key == "content-encoding" and key in headers:
+            value = f"{headers[key]}, {value}"  # the codings in the order applied
         headers[key] = value
         if key == "connection":
             connection.update(token.strip().lower() for token in value.split(","))
@@ -100,6 +111,8 @@ def parse_head(head: bytes, max_body: int) -> Request:
         content_type=headers.get("content-type", "").split(";", 1)[0].strip().lower(),
         keep_alive=keep_alive,
         expect_continue=headers.get("expect", "").lower() == "100-continue",
+        content_encoding=headers.get("content-encoding", ""),
+        max_body=max_body,
     )
 
 
@@ -152,8 +165,34 @@ def _form(text: str) -> dict[str, Any]:
     return text_fields(pairs)
 
 
+_CODINGS = {"gzip": "gzip", "x-gzip": "gzip", "deflate": "deflate"}
+
+
+def _decoded(request: Request, body: bytes) -> bytes:
+    """The body without its content coding; raises :class:`HTTPError` (400/413/415)."""
+    codings = [c.strip().lower() for c in request.content_encoding.split(",")]
+    applied = [c for c in codings if c and c != "identity"]
+    if not applied:
+        return body
+    coding = _CODINGS.get(applied[0]) if len(applied) == 1 else None
+    if coding is None:
+        raise HTTPError(
+            415,
+            f"Content-Encoding {request.content_encoding!r} not accepted: gzip, deflate or none",
+        )
+    limit = request.max_body
+    try:
+        data = decode_body(body, coding, limit=limit + 1, whole=True)
+    except ProtocolError:
+        raise HTTPError(400, f"body is not valid {coding}") from None
+    if len(data) > limit:
+        # the body was checked as sent: a small one may stand for far more (a bomb)
+        raise HTTPError(413, f"body larger than {limit} bytes once decoded")
+    return data
+
+
 def records_of(request: Request, body: bytes) -> list[dict[str, Any]]:
-    """The record dicts a request carries; raises :class:`HTTPError` (400/405)."""
+    """The record dicts a request carries; raises :class:`HTTPError` (400/405/413/415)."""
     if request.method == "GET":
         try:
             query = urllib.parse.urlsplit(request.target).query
@@ -164,6 +203,7 @@ def records_of(request: Request, body: bytes) -> list[dict[str, Any]]:
         return [_form(query)]
     if request.method not in ("POST", "PUT"):
         raise HTTPError(405, f"method {request.method} not allowed")
+    body = _decoded(request, body)
     if request.content_type == "application/json":
         return _json_records(body)
     try:
