@@ -27,7 +27,7 @@ class HandlerSink(Sink):
     is the handler's level. ``flush``/``aclose`` call the handler's ``flush``/``close``
     on that thread. A record the handler gives to its ``handleError`` (the stdlib's
     handlers catch their own errors) is counted in ``stats().errors``: the handler's
-    ``handleError`` is wrapped on the instance to tell.
+    ``handleError`` is wrapped on the instance to tell, until the sink is closed.
     """
 
     changes_records = True  # its filters, and on its own thread
@@ -104,6 +104,7 @@ class HandlerSink(Sink):
             await self._worker.run(self.handler.close)
         finally:
             self._worker.shutdown()
+            _uncount_reports(self.handler)
 
     def __repr__(self) -> str:
         return f"<HandlerSink {self.handler!r}>"
@@ -156,20 +157,50 @@ class _HandleAll:
 _running = threading.local()
 
 
-def _count_reports(handler: logging.Handler) -> None:
-    """Make ``handler``'s ``handleError`` tell the batch being handled on this thread
-    that its record failed: the stdlib's handlers catch their own ``emit`` errors and
-    report them there, so nothing else would tell (and the record would count as
-    delivered). Elsewhere (the handler used directly too) it only reports."""
-    report = handler.handleError
-    if getattr(report, "__counts_for__", None) is handler:
-        return
+class _Counting:
+    """``handleError`` set on a wrapped handler's instance while HandlerSinks use it:
+    it tells the batch being handled on this thread that its record failed (the
+    stdlib's handlers catch their own ``emit`` errors and report them there, so
+    nothing else would tell, and the record would count as delivered), then reports
+    as the handler would have (elsewhere, the handler used directly, only that)."""
 
-    def handleError(record: logging.LogRecord) -> None:
+    def __init__(self, handler: logging.Handler) -> None:
+        self.handler = handler
+        #: the handleError set on the instance before (None: the class's, looked up
+        #: at each call, so that a patch of the class still applies)
+        self.previous = handler.__dict__.get("handleError")
+        #: the HandlerSinks using it (it goes with the last one's close)
+        self.users = 1
+
+    def __call__(self, record: logging.LogRecord) -> None:
         run = getattr(_running, "run", None)
-        if run is not None and run.handler is handler:
+        if run is not None and run.handler is self.handler:
             run.reported = True
-        report(record)
+        if self.previous is not None:
+            self.previous(record)
+        else:
+            type(self.handler).handleError(self.handler, record)
 
-    handleError.__counts_for__ = handler  # type: ignore[attr-defined]
-    handler.handleError = handleError  # type: ignore[method-assign]
+
+def _count_reports(handler: logging.Handler) -> None:
+    """Set :class:`_Counting` on ``handler`` (or count one more user of it)."""
+    current = handler.__dict__.get("handleError")
+    if isinstance(current, _Counting) and current.handler is handler:
+        current.users += 1
+    else:
+        handler.handleError = _Counting(handler)  # type: ignore[method-assign]
+
+
+def _uncount_reports(handler: logging.Handler) -> None:
+    """Take :class:`_Counting` off ``handler`` with its last user (unless the
+    application replaced it since: then it is theirs)."""
+    current = handler.__dict__.get("handleError")
+    if not isinstance(current, _Counting) or current.handler is not handler:
+        return
+    current.users -= 1
+    if current.users:
+        return
+    if current.previous is None:
+        del handler.handleError
+    else:
+        handler.handleError = current.previous  # type: ignore[method-assign]

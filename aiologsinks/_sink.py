@@ -125,6 +125,9 @@ def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., A
     return entry
 
 
+#: plain hooks whose result a library sink awaits when it is awaitable (an async
+#: override is as welcome as a plain one)
+_MAY_BE_ASYNC = frozenset({"rotation_filename"})
 #: hooks a library sink awaits: an override of one of them must be a coroutine function
 _HOOK_NAMES = (
     "emit", "emit_batch", "handle", "flush", "aopen", "aclose", "_aclose",
@@ -228,11 +231,34 @@ async def deliver(sink: Sink, records: Sequence[logging.LogRecord], hook: str | 
 
 
 async def emit_one(sink: Sink, record: logging.LogRecord) -> None:
-    """A batching sink's ``emit``: ``record`` as a batch of one, by the library's
-    ``emit_batch`` of the sink's class, never an application's (whose own
-    ``emit_batch`` may loop over ``self.emit``, and an ``emit`` calling
-    ``super().emit`` would then go round for good)."""
-    await _library_attr(type(sink), "emit_batch")(sink, (record,))
+    """A batching sink's ``emit``: ``record`` as a batch of one, by ``emit_batch``.
+
+    Reached from a class's own ``emit`` (``super().emit(record)``) or own
+    ``emit_batch`` (``self.emit(record)`` in a loop), it is the ``emit_batch`` that
+    ``super()`` finds from that class: a parent's own (which may redact, count, tag)
+    is called, that class's own (or a child's) is not — the record would go round
+    for good. Called from anywhere else (``await sink.emit(record)``), the sink's.
+    """
+    cls = type(sink)
+    batch = _batch_after(cls, _getframe(2).f_code) if cls._user_class else None
+    if batch is None:
+        await sink.emit_batch((record,))
+    else:
+        await batch(sink, (record,))
+
+
+def _batch_after(cls: type, caller: Any) -> Any:
+    """The ``emit_batch`` after the class whose own ``emit`` or ``emit_batch`` has the
+    code ``caller`` in ``cls``'s MRO (None: no class's has it)."""
+    mro = cls.__mro__
+    for i, klass in enumerate(mro):
+        for name in ("emit", "emit_batch"):
+            own = klass.__dict__.get(name)
+            if own is not None and getattr(_function_of(own), "__code__", None) is caller:
+                return next(
+                    k.__dict__["emit_batch"] for k in mro[i + 1 :] if "emit_batch" in k.__dict__
+                )
+    return None
 
 
 def _in_context(format: Callable[[Any, logging.LogRecord], str]) -> Callable[..., str]:
@@ -391,12 +417,17 @@ class Sink(_HandlerBase):  # type: ignore[misc]
             if is_library(klass) or klass.__module__ in ("logging", "logging.handlers"):
                 continue
             for name, hook in klass.__dict__.items():
-                if name in _HOOK_NAMES or defining(cls, name) is not klass:
+                if name in _HOOK_NAMES or name in _MAY_BE_ASYNC or defining(cls, name) is not klass:
                     continue
-                if not inspect.iscoroutinefunction(_function_of(hook)):
+                # only what overrides a plain hook is looked into (any other attribute
+                # may be an object that answers every getattr, or raises)
+                if not _plain_function(_base_attr(cls, name)):
                     continue
-                base = _base_attr(cls, name)
-                if _plain_function(base):
+                try:
+                    coroutine = inspect.iscoroutinefunction(_function_of(hook))
+                except Exception:  # noqa: BLE001 - not a function we could call anyway
+                    coroutine = False
+                if coroutine:
                     # the natural slip of a port: the sink calls it and never awaits
                     # the coroutine, so its answer is always true (a rollover test
                     # rolling over at every record, a filter passing everything)

@@ -322,6 +322,12 @@ async def test_a_plain_handler_that_reports_its_own_failure_counts_it() -> None:
     only = next(iter(stats.sinks.values()))
     assert (only.delivered, only.errors) == (2, 1)
     assert_accounted(stats, logged=3)
+    # closed, the sink leaves the handler as it found it (its own handleError)
+    assert handler.handleError.__name__ == "<lambda>"
+    plain = logging.StreamHandler(io.StringIO())
+    async with als.install(plain, logger=fresh_logger("t.selfcaught.plain")):
+        assert "handleError" in plain.__dict__
+    assert "handleError" not in plain.__dict__
 
 
 def test_a_plain_handler_cut_short_by_aclose_writes_no_record_twice() -> None:
