@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from ._context import need_context, run_in
 from ._fileio import FileWorker
+from ._hooks import _static
 from ._notices import is_notice
 from ._sink import Sink
 from ._validate import check_instance
@@ -40,7 +41,7 @@ class HandlerSink(Sink):
         # handler registry under the wrapped handler's name
         self._name = handler.get_name()
         self._worker = FileWorker(type(handler).__name__)
-        _count_reports(handler)
+        self._counting = _count_reports(handler)
         self._check_context()
 
     def _check_context(self) -> None:
@@ -104,7 +105,7 @@ class HandlerSink(Sink):
             await self._worker.run(self.handler.close)
         finally:
             self._worker.shutdown()
-            _uncount_reports(self.handler)
+            _uncount_reports(self._counting)
 
     def __repr__(self) -> str:
         return f"<HandlerSink {self.handler!r}>"
@@ -179,28 +180,37 @@ class _Counting:
         if self.previous is not None:
             self.previous(record)
         else:
-            type(self.handler).handleError(self.handler, record)
+            # bound as the class binds it (a staticmethod, a classmethod too)
+            cls = type(self.handler)
+            _static(cls, "handleError").__get__(self.handler, cls)(record)  # type: ignore[attr-defined]
 
 
-def _count_reports(handler: logging.Handler) -> None:
-    """Set :class:`_Counting` on ``handler`` (or count one more user of it)."""
+def _count_reports(handler: logging.Handler) -> _Counting | None:
+    """Set :class:`_Counting` on ``handler`` (or count one more user of the one
+    there); returns it, for :func:`_uncount_reports` (None: the handler's class
+    does not let it be set, a property: its failures count as delivered)."""
     current = handler.__dict__.get("handleError")
     if isinstance(current, _Counting) and current.handler is handler:
         current.users += 1
-    else:
-        handler.handleError = _Counting(handler)  # type: ignore[method-assign]
+        return current
+    counting = _Counting(handler)
+    try:
+        handler.handleError = counting  # type: ignore[method-assign]
+    except AttributeError:
+        return None
+    return counting
 
 
-def _uncount_reports(handler: logging.Handler) -> None:
-    """Take :class:`_Counting` off ``handler`` with its last user (unless the
-    application replaced it since: then it is theirs)."""
-    current = handler.__dict__.get("handleError")
-    if not isinstance(current, _Counting) or current.handler is not handler:
+def _uncount_reports(counting: _Counting | None) -> None:
+    """One user less of ``counting``; the last takes it off its handler (unless
+    something else was set there since: then that stays)."""
+    if counting is None:
         return
-    current.users -= 1
-    if current.users:
+    counting.users -= 1
+    handler, previous = counting.handler, counting.previous
+    if counting.users or handler.__dict__.get("handleError") is not counting:
         return
-    if current.previous is None:
+    if previous is None:
         del handler.handleError
     else:
-        handler.handleError = current.previous  # type: ignore[method-assign]
+        handler.handleError = previous  # type: ignore[method-assign]

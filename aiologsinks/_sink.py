@@ -24,6 +24,7 @@ delivered and flushed; ``close`` delivers, flushes and closes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import enum
 import functools
 import inspect
@@ -231,34 +232,48 @@ async def deliver(sink: Sink, records: Sequence[logging.LogRecord], hook: str | 
 
 
 async def emit_one(sink: Sink, record: logging.LogRecord) -> None:
-    """A batching sink's ``emit``: ``record`` as a batch of one, by ``emit_batch``.
-
-    Reached from a class's own ``emit`` (``super().emit(record)``) or own
-    ``emit_batch`` (``self.emit(record)`` in a loop), it is the ``emit_batch`` that
-    ``super()`` finds from that class: a parent's own (which may redact, count, tag)
-    is called, that class's own (or a child's) is not — the record would go round
-    for good. Called from anywhere else (``await sink.emit(record)``), the sink's.
-    """
+    """A batching sink's ``emit``: ``record`` as a batch of one, by the sink's
+    ``emit_batch`` (an application's own, which may redact, count, tag, is called) —
+    unless that ``emit_batch`` of the sink's is what called ``emit`` (a loop over
+    ``self.emit``), here or above: then by the library's, or the record would go
+    round for good."""
     cls = type(sink)
-    batch = _batch_after(cls, _getframe(2).f_code) if cls._user_class else None
-    if batch is None:
+    if not cls._user_class:
         await sink.emit_batch((record,))
-    else:
-        await batch(sink, (record,))
+        return
+    if id(sink) in _emitting.get() or _in_own_batch(sink, _getframe(2)):
+        await _library_attr(cls, "emit_batch")(sink, (record,))
+        return
+    # a call that comes back here through a path the frames do not show (a task of
+    # its own, a decorator hiding the function) still ends at the library's
+    token = _emitting.set(_emitting.get() | {id(sink)})
+    try:
+        await sink.emit_batch((record,))
+    finally:
+        _emitting.reset(token)
 
 
-def _batch_after(cls: type, caller: Any) -> Any:
-    """The ``emit_batch`` after the class whose own ``emit`` or ``emit_batch`` has the
-    code ``caller`` in ``cls``'s MRO (None: no class's has it)."""
-    mro = cls.__mro__
-    for i, klass in enumerate(mro):
-        for name in ("emit", "emit_batch"):
-            own = klass.__dict__.get(name)
-            if own is not None and getattr(_function_of(own), "__code__", None) is caller:
-                return next(
-                    k.__dict__["emit_batch"] for k in mro[i + 1 :] if "emit_batch" in k.__dict__
-                )
-    return None
+#: the sinks whose emit_one() is delivering through their own emit_batch, in this
+#: context (tasks started meanwhile inherit it)
+_emitting: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
+    "aiologsinks_emitting", default=frozenset()
+)
+
+
+def _in_own_batch(sink: Sink, frame: Any) -> bool:
+    """Whether an application's own ``emit_batch`` of ``sink``'s classes runs, for
+    ``sink``, in ``frame`` or one of the frames that called it."""
+    codes = set()
+    for klass in type(sink).__mro__:
+        own = klass.__dict__.get("emit_batch")
+        if own is not None and not is_library(klass):
+            with contextlib.suppress(Exception):  # not a function: no frame of its
+                codes.add(_function_of(own).__code__)
+    while frame is not None:
+        if frame.f_code in codes and frame.f_locals.get("self") is sink:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def _in_context(format: Callable[[Any, logging.LogRecord], str]) -> Callable[..., str]:

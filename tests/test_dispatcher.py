@@ -330,6 +330,49 @@ async def test_a_plain_handler_that_reports_its_own_failure_counts_it() -> None:
     assert "handleError" not in plain.__dict__
 
 
+async def test_a_wrapped_handlers_own_handleerror_stays_its_own() -> None:
+    """A handler class whose handleError is a staticmethod: the count's wrapper
+    called it with the handler as an extra argument (a TypeError in the application's
+    own logging calls). Two sinks on one handler, the application setting its own
+    handleError between them: closing the first took the second's count away."""
+
+    class Quiet(logging.Handler):
+        reported: list[str] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                raise OSError("down")
+            except OSError:  # as the stdlib's handlers do
+                self.handleError(record)
+
+        @staticmethod
+        def handleError(record: logging.LogRecord) -> None:
+            Quiet.reported.append(record.getMessage())
+
+    handler = Quiet()
+    first = als.Dispatcher(als.HandlerSink(handler))
+    first.start()
+    direct = fresh_logger("t.wrapped.direct")
+    direct.addHandler(handler)
+    direct.warning("direct")  # the application's own call: reported, no TypeError
+    handler.handleError = lambda record: Quiet.reported.append("app " + record.getMessage())  # type: ignore[method-assign]
+    second = als.Dispatcher(als.HandlerSink(handler))
+    second.start()
+    await first.aclose()
+    log = fresh_logger("t.wrapped.second")
+    log.addHandler(second.handler)
+    try:
+        log.warning("through the second")
+        stats = await second.aclose()
+    finally:
+        log.removeHandler(second.handler)
+        direct.removeHandler(handler)
+    only = next(iter(stats.sinks.values()))
+    assert (only.delivered, only.errors) == (0, 1)
+    assert Quiet.reported == ["direct", "app through the second"]
+    assert handler.handleError.__name__ == "<lambda>"  # the application's again
+
+
 def test_a_plain_handler_cut_short_by_aclose_writes_no_record_twice() -> None:
     """aclose(timeout=) gives up on a batch the handler's thread is in: the records
     the thread took are its own (written, counted delivered), the others go to the

@@ -879,3 +879,28 @@ def test_an_attribute_that_is_no_hook_is_not_looked_into() -> None:
 
     ported = type("Ported", (als.FileSink,), {"settings": Lazy()})
     assert isinstance(ported.__dict__["settings"], Lazy)
+
+
+def _undecorated(method: Any) -> Any:
+    async def wrapper(self: Any, records: Any) -> None:  # no functools.wraps
+        await method(self, records)
+
+    return wrapper
+
+
+async def test_an_own_emit_batch_hidden_by_a_decorator_does_not_go_round() -> None:
+    """The own emit_batch loops over self.emit, which comes back to emit_batch: with
+    a decorator hiding the function (no __wrapped__), the record went round until
+    RecursionError, nothing written."""
+
+    class Looping(als.StreamSink):
+        @_undecorated
+        async def emit_batch(self, records: Any) -> None:
+            for record in records:
+                record.msg = "[l] " + str(record.msg)
+                await self.emit(record)
+
+    stream = io.StringIO()
+    stats = await _deliver_three(Looping(stream), "t.override.undecorated")
+    assert stream.getvalue().splitlines() == ["[l] public", "[l] secret x", "[l] public 2"]
+    assert (stats.delivered, stats.errors) == (3, 0)
