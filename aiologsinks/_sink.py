@@ -33,8 +33,9 @@ import os
 import sys
 import threading
 import traceback
+import types
 import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -216,7 +217,10 @@ async def deliver(sink: Sink, records: Sequence[logging.LogRecord], hook: str | 
     ``sink._vetoed``) or ``emit``. Their ``super().emit(record)`` delivers that record
     by the library's batching ``emit_batch``."""
     if hook is None:
-        await sink.emit_batch(records)
+        if type(sink)._user_class:
+            await batch_from(sink, records, None)  # marked, if it is the application's
+        else:
+            await sink.emit_batch(records)
         return
     start = sink._taken_count
     own = sink.handle if hook == "handle" else sink.emit
@@ -232,48 +236,80 @@ async def deliver(sink: Sink, records: Sequence[logging.LogRecord], hook: str | 
 
 
 async def emit_one(sink: Sink, record: logging.LogRecord) -> None:
-    """A batching sink's ``emit``: ``record`` as a batch of one, by the sink's
-    ``emit_batch`` (an application's own, which may redact, count, tag, is called) —
-    unless that ``emit_batch`` of the sink's is what called ``emit`` (a loop over
-    ``self.emit``), here or above: then by the library's, or the record would go
-    round for good."""
+    """A batching sink's ``emit``: ``record`` as a batch of one, by ``emit_batch``.
+
+    By the sink's own (an application's, which may redact, count, tag, is called),
+    unless an application's own ``emit_batch`` of the sink's is what called ``emit``
+    (a loop over ``self.emit``): then by the one ``super()`` finds from that class
+    (a parent's own, or the library's), or the record would go round for good. The
+    pipeline and this function mark each such ``emit_batch`` they run, for the calls
+    whose frames do not show it (a task of its own, a decorator hiding it).
+    """
     cls = type(sink)
     if not cls._user_class:
         await sink.emit_batch((record,))
         return
-    if id(sink) in _emitting.get() or _in_own_batch(sink, _getframe(2)):
-        await _library_attr(cls, "emit_batch")(sink, (record,))
+    running = _batching.get().get(id(sink))
+    after = running.klass if running is not None and running.live else None
+    if after is None:
+        after = _own_batch_caller(sink, _getframe(2))
+    await batch_from(sink, (record,), after)
+
+
+async def batch_from(sink: Sink, records: Sequence[logging.LogRecord], after: type | None) -> None:
+    """``records`` by the ``emit_batch`` that ``super(after, sink)`` finds (``after``
+    None: the sink's own); an application's own is marked running meanwhile (see
+    :func:`emit_one`)."""
+    mro = type(sink).__mro__
+    start = 0 if after is None else mro.index(after) + 1
+    klass = next((k for k in mro[start:] if "emit_batch" in k.__dict__), None)
+    method = sink.emit_batch if after is None else super(after, sink).emit_batch  # type: ignore[arg-type]
+    if klass is None or is_library(klass):
+        await method(records)
         return
-    # a call that comes back here through a path the frames do not show (a task of
-    # its own, a decorator hiding the function) still ends at the library's
-    token = _emitting.set(_emitting.get() | {id(sink)})
+    running = _Running(klass)
+    token = _batching.set({**_batching.get(), id(sink): running})
     try:
-        await sink.emit_batch((record,))
+        await method(records)
     finally:
-        _emitting.reset(token)
+        running.live = False  # a task it started and that outlives it is on its own
+        # (closed by the collector, the coroutine runs outside its task's context)
+        with contextlib.suppress(ValueError):
+            _batching.reset(token)
 
 
-#: the sinks whose emit_one() is delivering through their own emit_batch, in this
-#: context (tasks started meanwhile inherit it)
-_emitting: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
-    "aiologsinks_emitting", default=frozenset()
+class _Running:
+    """An application's own ``emit_batch`` (of ``klass``) running for a sink."""
+
+    __slots__ = ("klass", "live")
+
+    def __init__(self, klass: type) -> None:
+        self.klass = klass
+        self.live = True
+
+
+#: per sink (by id), the application's own emit_batch running for it in this context;
+#: a task started meanwhile inherits it while it runs (``live``)
+_batching: contextvars.ContextVar[Mapping[int, _Running]] = contextvars.ContextVar(
+    "aiologsinks_batching", default=types.MappingProxyType({})
 )
 
 
-def _in_own_batch(sink: Sink, frame: Any) -> bool:
-    """Whether an application's own ``emit_batch`` of ``sink``'s classes runs, for
-    ``sink``, in ``frame`` or one of the frames that called it."""
-    codes = set()
+def _own_batch_caller(sink: Sink, frame: Any) -> type | None:
+    """The class whose own ``emit_batch`` runs for ``sink`` in ``frame`` or a frame
+    that called it (the nearest; None: none does)."""
+    codes: dict[Any, type] = {}
     for klass in type(sink).__mro__:
         own = klass.__dict__.get("emit_batch")
         if own is not None and not is_library(klass):
             with contextlib.suppress(Exception):  # not a function: no frame of its
-                codes.add(_function_of(own).__code__)
+                codes.setdefault(_function_of(own).__code__, klass)
     while frame is not None:
-        if frame.f_code in codes and frame.f_locals.get("self") is sink:
-            return True
+        found = codes.get(frame.f_code)
+        if found is not None and frame.f_locals.get("self") is sink:
+            return found
         frame = frame.f_back
-    return False
+    return None
 
 
 def _in_context(format: Callable[[Any, logging.LogRecord], str]) -> Callable[..., str]:

@@ -904,3 +904,51 @@ async def test_an_own_emit_batch_hidden_by_a_decorator_does_not_go_round() -> No
     stats = await _deliver_three(Looping(stream), "t.override.undecorated")
     assert stream.getvalue().splitlines() == ["[l] public", "[l] secret x", "[l] public 2"]
     assert (stats.delivered, stats.errors) == (3, 0)
+
+
+class _LoopingOverRedacting(_Redacting):
+    """Its own emit_batch loops over self.emit: each record goes on by the parent's."""
+
+    async def emit_batch(self, records: Any) -> None:
+        for record in records:
+            record.msg = "[t] " + str(record.msg)
+            await self.emit(record)
+
+
+async def test_an_own_emit_batch_looping_over_emit_goes_on_by_its_parents() -> None:
+    """The record that comes back from the child's loop goes by the emit_batch after
+    the child's (the redacting parent's), in every mode; it went by the library's,
+    and the secret was written."""
+    stream = io.StringIO()
+    stats = await _deliver_three(_LoopingOverRedacting(stream), "t.override.loop.parent")
+    stream.write("--\n")
+    await _LoopingOverRedacting(stream).emit(logging.makeLogRecord({"msg": "pw hunter2"}))
+    assert stream.getvalue().splitlines() == [
+        "[t] public", "[t] secret x", "[t] public 2", "--", "[t] pw ******",
+    ]  # fmt: skip
+    assert (stats.delivered, stats.errors) == (3, 0)
+
+
+async def test_a_task_an_own_emit_batch_started_is_on_its_own_once_it_returned() -> None:
+    """A task started inside the own emit_batch and still emitting after it returned:
+    its records go through the sink's own emit_batch (redacted), as any caller's."""
+    later: list[asyncio.Task[None]] = []
+    go_on = asyncio.Event()
+
+    class Starting(_Redacting):
+        async def emit_batch(self, records: Any) -> None:
+            if not later:
+
+                async def heartbeat() -> None:
+                    await go_on.wait()
+                    await self.emit(logging.makeLogRecord({"msg": "beat hunter2"}))
+
+                later.append(asyncio.ensure_future(heartbeat()))
+            await super().emit_batch(records)
+
+    stream = io.StringIO()
+    sink = Starting(stream)
+    await sink.emit(logging.makeLogRecord({"msg": "first"}))
+    go_on.set()
+    await asyncio.wait_for(later[0], 5)
+    assert stream.getvalue().splitlines() == ["first", "beat ******"]
