@@ -249,10 +249,20 @@ async def emit_one(sink: Sink, record: logging.LogRecord) -> None:
     if not cls._user_class:
         await sink.emit_batch((record,))
         return
+    after = _own_batch_caller(sink, _getframe(2))  # the nearest, where frames show it
     running = _batching.get().get(id(sink))
-    after = running.klass if running is not None and running.live else None
-    if after is None:
-        after = _own_batch_caller(sink, _getframe(2))
+    if (
+        running is not None
+        and running.live
+        and (running.gave(record) or running.depth >= _MAX_ROUNDS)
+        and (after is None or cls.__mro__.index(running.klass) > cls.__mro__.index(after))
+    ):
+        # one of the records it was given, coming back (a fresh one, from a task it
+        # started, goes through the sink's own as any caller's), or a round too many
+        # (records copied on their way back): on past it. The frames may not show it
+        # (a task of its own, a decorator hiding it), or not tell it from a class
+        # above it whose emit_batch has the same code
+        after = running.klass
     await batch_from(sink, (record,), after)
 
 
@@ -267,8 +277,11 @@ async def batch_from(sink: Sink, records: Sequence[logging.LogRecord], after: ty
     if klass is None or is_library(klass):
         await method(records)
         return
-    running = _Running(klass)
-    token = _batching.set({**_batching.get(), id(sink): running})
+    marks = _batching.get()
+    outer = marks.get(id(sink))
+    depth = outer.depth + 1 if outer is not None and outer.live else 0
+    running = _Running(klass, records, depth)
+    token = _batching.set({**marks, id(sink): running})
     try:
         await method(records)
     finally:
@@ -279,13 +292,28 @@ async def batch_from(sink: Sink, records: Sequence[logging.LogRecord], after: ty
 
 
 class _Running:
-    """An application's own ``emit_batch`` (of ``klass``) running for a sink."""
+    """An application's own ``emit_batch`` (of ``klass``) running for a sink, on
+    ``records``, inside ``depth`` others for it."""
 
-    __slots__ = ("klass", "live")
+    __slots__ = ("depth", "ids", "klass", "live", "records")
 
-    def __init__(self, klass: type) -> None:
+    def __init__(self, klass: type, records: Sequence[logging.LogRecord], depth: int) -> None:
         self.klass = klass
+        self.records = records
+        self.depth = depth
         self.live = True
+        self.ids: set[int] | None = None
+
+    def gave(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is one of those it was given (alive while it runs)."""
+        if self.ids is None:
+            self.ids = {id(r) for r in self.records}
+        return id(record) in self.ids
+
+
+#: own emit_batch calls nested for one sink before a record that is none of theirs
+#: goes on past them anyway (a loop that copies its records)
+_MAX_ROUNDS = 8
 
 
 #: per sink (by id), the application's own emit_batch running for it in this context;

@@ -952,3 +952,60 @@ async def test_a_task_an_own_emit_batch_started_is_on_its_own_once_it_returned()
     go_on.set()
     await asyncio.wait_for(later[0], 5)
     assert stream.getvalue().splitlines() == ["first", "beat ******"]
+
+
+async def test_a_task_logging_while_its_own_emit_batch_runs_goes_through_it() -> None:
+    """A task the own emit_batch started logs while that call still runs: its fresh
+    record is no record coming back, and is redacted as any caller's (it went past
+    the redaction, to the library's)."""
+    beat = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+
+    class Beating(als.StreamSink):
+        async def emit_batch(self, records: Any) -> None:
+            for record in records:
+                record.msg = str(record.msg).replace("hunter2", "******")
+            if not tasks:
+
+                async def heartbeat() -> None:
+                    await self.emit(logging.makeLogRecord({"msg": "beat hunter2"}))
+                    beat.set()
+
+                tasks.append(asyncio.ensure_future(heartbeat()))
+                await asyncio.wait_for(beat.wait(), 5)  # still running meanwhile
+            await super().emit_batch(records)
+
+    stream = io.StringIO()
+    await Beating(stream).emit(logging.makeLogRecord({"msg": "first"}))
+    await asyncio.wait_for(tasks[0], 5)
+    assert sorted(stream.getvalue().splitlines()) == ["beat ******", "first"]
+
+
+async def test_a_parents_loop_over_emit_under_a_childs_own_emit_batch_runs_once() -> None:
+    """The child's own emit_batch calls super().emit_batch, the parent's loops over
+    self.emit: the records coming back from the parent's loop went to the parent's
+    again (each tagged twice)."""
+
+    class Parent(als.StreamSink):
+        calls = 0
+
+        async def emit_batch(self, records: Any) -> None:
+            type(self).calls += 1
+            for record in records:
+                record.msg = "[p] " + str(record.msg)
+                await self.emit(record)
+
+    class Child(Parent):
+        async def emit_batch(self, records: Any) -> None:
+            for record in records:
+                record.msg = "[c] " + str(record.msg)
+            await super().emit_batch(records)
+
+    stream = io.StringIO()
+    stats = await _deliver_three(Child(stream), "t.override.parent.loop")
+    assert stream.getvalue().splitlines() == [
+        "[p] [c] public",
+        "[p] [c] secret x",
+        "[p] [c] public 2",
+    ]
+    assert Child.calls == 1 and (stats.delivered, stats.errors) == (3, 0)
