@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Any
 
 from ._context import need_context, run_in
 from ._fileio import FileWorker
@@ -180,24 +181,26 @@ class _Counting:
         if self.previous is not None:
             self.previous(record)
         else:
-            # bound as the class binds it (a staticmethod, a classmethod too)
+            # bound as the class binds it (a staticmethod, a classmethod, a callable
+            # object that is no descriptor)
             cls = type(self.handler)
-            _static(cls, "handleError").__get__(self.handler, cls)(record)  # type: ignore[attr-defined]
+            attr: Any = _static(cls, "handleError")
+            bind = getattr(type(attr), "__get__", None)
+            (attr if bind is None else bind(attr, self.handler, cls))(record)
 
 
 def _count_reports(handler: logging.Handler) -> _Counting | None:
     """Set :class:`_Counting` on ``handler`` (or count one more user of the one
     there); returns it, for :func:`_uncount_reports` (None: the handler's class
-    does not let it be set, a property: its failures count as delivered)."""
+    makes it a property; its failures then count as delivered)."""
     current = handler.__dict__.get("handleError")
     if isinstance(current, _Counting) and current.handler is handler:
         current.users += 1
         return current
+    if hasattr(type(_static(type(handler), "handleError")), "__set__"):
+        return None  # a property: setting it is the class's business, not ours
     counting = _Counting(handler)
-    try:
-        handler.handleError = counting  # type: ignore[method-assign]
-    except AttributeError:
-        return None
+    handler.handleError = counting  # type: ignore[method-assign]
     return counting
 
 

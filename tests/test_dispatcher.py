@@ -373,6 +373,40 @@ async def test_a_wrapped_handlers_own_handleerror_stays_its_own() -> None:
     assert handler.handleError.__name__ == "<lambda>"  # the application's again
 
 
+class _Reporter:
+    """A handler class's handleError that is a callable object, no function."""
+
+    def __init__(self) -> None:
+        self.reported: list[str] = []
+
+    def __call__(self, record: logging.LogRecord) -> None:
+        self.reported.append(record.getMessage())
+
+
+async def test_a_handleerror_that_is_a_callable_object_is_called_as_the_class_has_it() -> None:
+    """It has no __get__: the count's wrapper failed on it (AttributeError in the
+    application's own logging calls through the handler)."""
+
+    class Reporting(logging.StreamHandler):  # type: ignore[type-arg]
+        handleError = _Reporter()  # type: ignore[assignment]
+
+    handler = Reporting(io.StringIO())
+    handler.emit = lambda record: handler.handleError(record)  # type: ignore[method-assign]
+    direct = fresh_logger("t.reporter.direct")
+    direct.addHandler(handler)
+    log = fresh_logger("t.reporter")
+    try:
+        async with als.install(handler, logger=log) as dispatcher:
+            direct.warning("direct")
+            log.warning("through the sink")
+            await dispatcher.flush()
+            stats = dispatcher.stats()
+    finally:
+        direct.removeHandler(handler)
+    assert Reporting.handleError.reported == ["direct", "through the sink"]
+    assert next(iter(stats.sinks.values())).errors == 1
+
+
 def test_a_plain_handler_cut_short_by_aclose_writes_no_record_twice() -> None:
     """aclose(timeout=) gives up on a batch the handler's thread is in: the records
     the thread took are its own (written, counted delivered), the others go to the
