@@ -215,7 +215,7 @@ async def deliver(sink: Sink, records: Sequence[logging.LogRecord], hook: str | 
     ``hook`` (see :func:`per_record_hook`) each record through the sink's own
     ``handle`` (which filters; a ``False`` from it counts the record in
     ``sink._vetoed``) or ``emit``. Their ``super().emit(record)`` delivers that record
-    by the library's batching ``emit_batch``."""
+    by ``emit_batch`` (see :func:`emit_one`)."""
     if hook is None:
         if type(sink)._user_class:
             await batch_from(sink, records, None)  # marked, if it is the application's
