@@ -889,21 +889,31 @@ async def test_a_frame_the_reader_fails_on_unforeseen_is_one_invalid_frame(
     assert got == ["a", "b", "c", "d", "e"]
 
 
+async def _small_windows_peer(rx: Receiver) -> tuple[socket.socket, Any]:
+    """An HTTP peer connected to ``rx`` and its connection there, with 4 KiB socket
+    buffers on both sides: answers the peer does not read soon wait in the collector."""
+    loop = asyncio.get_running_loop()
+    peer = socket.socket()
+    try:
+        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        peer.setblocking(False)
+        await loop.sock_connect(peer, ("127.0.0.1", rx.ports["http"]))
+        await rx.wait_for(lambda r: r.connections == 1)
+    except BaseException:
+        peer.close()
+        raise
+    (conn,) = rx._conns
+    assert conn.transport is not None
+    conn.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    return peer, conn
+
+
 async def test_a_peer_that_reads_no_answers_is_not_read_until_it_does() -> None:
     got: list[str] = []
     async with Receiver(http=0, on_record=lambda c, f: got.append(f["msg"])) as rx:
         loop = asyncio.get_running_loop()
-        peer = socket.socket()
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        peer.setblocking(False)
+        peer, conn = await _small_windows_peer(rx)
         with peer:
-            await loop.sock_connect(peer, ("127.0.0.1", rx.ports["http"]))
-            await rx.wait_for(lambda r: r.connections == 1)
-            (conn,) = rx._conns
-            assert conn.transport is not None
-            conn.transport.get_extra_info("socket").setsockopt(
-                socket.SOL_SOCKET, socket.SO_SNDBUF, 4096
-            )
             n = 20_000
             requests = b"".join(b"GET /?msg=%d HTTP/1.1\r\n\r\n" % i for i in range(n))
             sending = loop.create_task(loop.sock_sendall(peer, requests))
@@ -949,16 +959,10 @@ async def test_a_request_failing_unforeseen_on_a_peer_not_reading_frees_its_slot
     limits = ReceiverLimits(max_connections=1, idle_timeout=30, read_timeout=30)
     async with Receiver(http=0, limits=limits, on_record=lambda c, f: got.append(f["msg"])) as rx:
         loop = asyncio.get_running_loop()
-        peer = socket.socket()
-        peer.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        peer.setblocking(False)
+        peer, conn = await _small_windows_peer(rx)
         with peer:
-            await loop.sock_connect(peer, ("127.0.0.1", rx.ports["http"]))
-            await rx.wait_for(lambda r: r.connections == 1)
-            (conn,) = rx._conns
             transport = conn.transport
             assert transport is not None
-            transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             sent = 0
             # requests until answers wait in the collector (more than the kernel
             # buffers still take), well below the limit at which it stops reading

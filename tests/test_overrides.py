@@ -478,6 +478,20 @@ def test_a_handler_pipeline_started_inside_an_override_keeps_no_context(tmp_path
     assert _lines(tmp_path / "audit.log") == ["forwarded: hello", "public"]
 
 
+async def _udp_peer() -> tuple[asyncio.DatagramTransport, int, asyncio.Queue[bytes]]:
+    """A real UDP peer on 127.0.0.1: its transport, port and the datagrams it got."""
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Peer(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: Any) -> None:
+            got.put_nowait(data)
+
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        Peer, local_addr=("127.0.0.1", 0)
+    )
+    return transport, transport.get_extra_info("sockname")[1], got
+
+
 async def test_datagram_sink_send_override_is_called() -> None:
     sent: list[bytes] = []
 
@@ -486,15 +500,7 @@ async def test_datagram_sink_send_override_is_called() -> None:
             sent.append(s)
             await super().send(s)
 
-    loop = asyncio.get_running_loop()
-    got: asyncio.Queue[bytes] = asyncio.Queue()
-
-    class Peer(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            got.put_nowait(data)
-
-    transport, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
+    transport, port, got = await _udp_peer()
     try:
         stats = await _deliver_three(Counted("127.0.0.1", port), "t.override.datagram")
         frames = [await asyncio.wait_for(got.get(), 5) for _ in range(3)]
@@ -693,15 +699,7 @@ async def test_plain_hooks_set_on_the_instance_are_called_as_the_stdlib_calls_th
     assert rotated("ours.log") == rotated("std.log")
     assert len(rotated("ours.log")) == 4
 
-    loop = asyncio.get_running_loop()
-    got: asyncio.Queue[bytes] = asyncio.Queue()
-
-    class Peer(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: Any) -> None:
-            got.put_nowait(data)
-
-    transport, _ = await loop.create_datagram_endpoint(Peer, local_addr=("127.0.0.1", 0))
-    port = transport.get_extra_info("sockname")[1]
+    transport, port, got = await _udp_peer()
     try:
         datagrams = als.DatagramSink("127.0.0.1", port)
         datagrams.makePickle = lambda record: b"custom " + record.getMessage().encode()  # type: ignore[method-assign]
