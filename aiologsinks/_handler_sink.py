@@ -11,7 +11,7 @@ from typing import Any
 
 from ._context import need_context, run_in
 from ._fileio import FileWorker
-from ._hooks import _static
+from ._hooks import class_attribute
 from ._notices import is_notice
 from ._sink import Sink
 from ._validate import check_instance
@@ -184,7 +184,7 @@ class _Counting:
             # bound as the class binds it (a staticmethod, a classmethod, a callable
             # object that is no descriptor)
             cls = type(self.handler)
-            attr: Any = _static(cls, "handleError")
+            attr: Any = class_attribute(cls, "handleError")
             bind = getattr(type(attr), "__get__", None)
             (attr if bind is None else bind(attr, self.handler, cls))(record)
 
@@ -197,7 +197,7 @@ def _count_reports(handler: logging.Handler) -> _Counting | None:
     if isinstance(current, _Counting) and current.handler is handler:
         current.users += 1
         return current
-    if hasattr(type(_static(type(handler), "handleError")), "__set__"):
+    if hasattr(type(class_attribute(type(handler), "handleError")), "__set__"):
         return None  # a property: setting it is the class's business, not ours
     counting = _Counting(handler)
     handler.handleError = counting  # type: ignore[method-assign]

@@ -8,7 +8,7 @@ decides it, for the sinks and for the shim alike.
 
 from __future__ import annotations
 
-__all__ = ["is_dual", "overridden", "own_hook"]
+__all__ = ["class_attribute", "is_dual", "overridden", "own_hook"]
 
 
 def overridden(cls: type, name: str, *defaults: object) -> bool:
@@ -17,7 +17,7 @@ def overridden(cls: type, name: str, *defaults: object) -> bool:
 
     The one place every fast path asks; a dual-entry hook counts as its coroutine.
     """
-    attr = _static(cls, name)
+    attr = class_attribute(cls, name)
     attr = getattr(attr, "__wrapped__", attr) if is_dual(attr) else attr
     return not any(attr is d or attr is getattr(d, "__wrapped__", None) for d in defaults)
 
@@ -28,7 +28,7 @@ def own_hook(obj: object, name: str, *defaults: object) -> bool:
     return name in getattr(obj, "__dict__", ()) or overridden(type(obj), name, *defaults)
 
 
-def _static(cls: type, name: str) -> object:
+def class_attribute(cls: type, name: str) -> object:
     """``cls.<name>`` as the class dicts hold it (no descriptor runs): what
     ``inspect.getattr_static`` finds for a class, at a tenth of its cost (fast paths
     ask once per batch)."""
