@@ -214,9 +214,19 @@ class HTTPClient:
         """Close every connection (idle ones politely; one in use is aborted)."""
         self._closed = True
         idle, self._idle = self._idle, []
-        for conn in self._busy:
+        busy, self._busy = self._busy, set()
+        if os.getpid() != self._pid:
+            # a forked child: the parent's connections stay untouched (see _acquire)
+            self._forked_away.extend(idle)
+            self._forked_away.extend(busy)
+            return
+        if asyncio.get_running_loop() is not self._loop:
+            # made on a loop that has ended (asyncio.run once per step): no polite
+            # close can run on it any more; each is aborted (see _Connection.abort)
+            busy.update(idle)
+            idle = []
+        for conn in busy:
             conn.abort()
-        self._busy.clear()
         for conn in idle:
             conn.writer.close()
         for conn in idle:

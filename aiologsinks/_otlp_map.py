@@ -266,13 +266,15 @@ def _json_value(value: Any, depth: int = 0) -> dict[str, Any]:
     if isinstance(value, float):
         if math.isfinite(value):
             return {"doubleValue": value}
-        return {
-            "doubleValue": "NaN"
-            if math.isnan(value)
-            else ("Infinity" if value > 0 else "-Infinity")
-        }
+        # proto3's JSON spells them "NaN"/"Infinity" as a doubleValue, which
+        # collectors refuse with the whole request (rotel answers 400): as Python
+        # shows them, in a string (the protobuf encoding keeps the double)
+        return {"stringValue": str(value)}
     if value is None:
-        return {}
+        # only in an array (a kvlist leaves the value out): the empty AnyValue ({})
+        # is valid OTLP/JSON, but rotel refuses the whole request for it; the
+        # position is kept, with the text %s gives None
+        return {"stringValue": "None"}
     if isinstance(value, (bytes, bytearray)):
         return {"bytesValue": base64.b64encode(bytes(value)).decode("ascii")}
     if depth < _MAX_DEPTH:
@@ -280,7 +282,11 @@ def _json_value(value: Any, depth: int = 0) -> dict[str, Any]:
             return {
                 "kvlistValue": {
                     "values": [
+                        # a None value is left out of the pair: the KeyValue's value
+                        # is unset, as the protobuf encoding sends it
                         {"key": _json.key_text(k), "value": _json_value(v, depth + 1)}
+                        if v is not None
+                        else {"key": _json.key_text(k)}
                         for k, v in value.items()
                     ]
                 }

@@ -885,6 +885,38 @@ def test_a_client_carried_to_a_second_event_loop_works_there() -> None:
     assert server.connections == 2
 
 
+def test_a_client_closed_on_a_second_event_loop_lets_the_first_loops_connection_go() -> None:
+    # asyncio.run once per step (a script, a test): the connection kept alive on the
+    # first loop cannot be closed politely on the second; aclose() must not raise
+    # "Event loop is closed", and a second aclose() has nothing left to do
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = ScriptedServer([response(b"first loop")])
+
+    def on_server_loop(coro: Awaitable[object]) -> object:
+        return asyncio.run_coroutine_threadsafe(coro, loop).result(WAIT)  # type: ignore[arg-type]
+
+    try:
+        on_server_loop(server.start())
+        client = server.client()
+        # (the socket is closed by the GC, warning, as in the test above)
+        with pytest.warns(ResourceWarning, match="unclosed|loop is closed"):
+            first = asyncio.run(client.request("GET", "/", {}))
+            asyncio.run(client.aclose())
+            asyncio.run(client.aclose())
+            gc.collect()
+        assert on_server_loop(server.wait_ended(0)) == ["eof"]
+    finally:
+        on_server_loop(server.stop())
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(WAIT)
+        loop.close()
+    assert first.body == b"first loop"
+    with pytest.raises(ConnectionError, match="closed"):
+        asyncio.run(client.request("GET", "/", {}))
+
+
 _FORK = """
 import asyncio, os, sys
 from aiologsinks._http import HTTPClient

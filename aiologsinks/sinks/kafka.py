@@ -7,7 +7,11 @@ import contextlib
 import functools
 import inspect
 import logging
+import math
 import re
+import socket
+import struct
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -126,7 +130,7 @@ class KafkaSink(OutboxSinkMixin, Sink):
         servers = _check_servers(bootstrap_servers)
         if key is not None and not isinstance(key, str) and not callable(key):
             raise ArgumentTypeError("key", f"expected an attribute name or a callable, got {key!r}")
-        if isinstance(acks, bool) or acks not in _ACKS:
+        if isinstance(acks, bool) or not isinstance(acks, (int, str)) or acks not in _ACKS:
             raise ArgumentValueError("acks", f"expected 0, 1 or 'all', got {acks!r}")
         _check_compression("compression", compression)
         if isinstance(linger_ms, bool) or not isinstance(linger_ms, int) or linger_ms < 0:
@@ -136,7 +140,10 @@ class KafkaSink(OutboxSinkMixin, Sink):
             ("request_timeout", request_timeout),
             ("close_timeout", close_timeout),
         ):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            # (not NaN: it expires every record at once; not inf: no producer starts)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ArgumentValueError(name, f"expected a positive number, got {value!r}")
+            if not 0 < value < math.inf:
                 raise ArgumentValueError(name, f"expected a positive number, got {value!r}")
         for name, count in (("max_in_flight", max_in_flight), ("buffer_size", buffer_size)):
             if isinstance(count, bool) or not isinstance(count, int) or count < 1:
@@ -173,6 +180,7 @@ class KafkaSink(OutboxSinkMixin, Sink):
         #: messages sent again after the broker did not acknowledge them (never reset)
         self.resent = 0
         self._producer: AIOKafkaProducer | None = None
+        _check_settings(self._producer_settings())
         #: the producer being started and the task starting it (aclose stops both)
         self._starting: tuple[AIOKafkaProducer, asyncio.Task[None]] | None = None
         #: set once aclose gave up on delivery: no producer may be started after it
@@ -442,17 +450,7 @@ class KafkaSink(OutboxSinkMixin, Sink):
 
         if self._shut:
             raise SinkConnectError(f"{self!r}: closed")
-        options: dict[str, Any] = {
-            "bootstrap_servers": self.bootstrap_servers,
-            "acks": self.acks,
-            "compression_type": self.compression,
-            "enable_idempotence": self.idempotent,
-            "linger_ms": self.linger_ms,
-            "request_timeout_ms": int(self.request_timeout * 1000),
-            "client_id": self.client_id,
-        }
-        options.update(self.producer_options)
-        producer = AIOKafkaProducer(**options)
+        producer = AIOKafkaProducer(**self._producer_settings())
         # a task of its own, so that aclose can stop a start that another task awaits
         starting = asyncio.ensure_future(self._start(producer))
         # seen whatever ends it: a close may cancel this coroutine before it looks
@@ -486,6 +484,20 @@ class KafkaSink(OutboxSinkMixin, Sink):
         if error is not None:
             raise error
         return producer
+
+    def _producer_settings(self) -> dict[str, Any]:
+        """The producer's keyword arguments: the sink's settings, then ``producer_options``."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "acks": self.acks,
+            "compression_type": self.compression,
+            "enable_idempotence": self.idempotent,
+            "linger_ms": self.linger_ms,
+            "request_timeout_ms": int(self.request_timeout * 1000),
+            "client_id": self.client_id,
+        }
+        options.update(self.producer_options)
+        return options
 
     async def _start(self, producer: AIOKafkaProducer) -> None:
         """Start ``producer``; if that fails or is cancelled, stop what it started
@@ -656,6 +668,53 @@ def _check_producer_options(options: object) -> dict[str, Any]:
     return checked
 
 
+def _check_settings(settings: dict[str, Any]) -> None:
+    """Make (never start) a producer with ``settings``, so that aiokafka's own checks
+    (``acks=1`` with ``idempotent=True``, an unknown ``security_protocol``...) fail
+    here rather than at every batch.
+
+    A producer is made in a running loop: the caller's when there is one (its
+    ``stop()``, which connects nothing, then runs as a task), else a loop of its own
+    in a thread (not this thread's: ``asyncio.run`` would unset a loop the caller
+    set for later)."""
+    from aiokafka import AIOKafkaProducer
+
+    failed: list[BaseException] = []
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        loop = None
+    if loop is not None:
+        try:
+            producer = AIOKafkaProducer(**settings)
+        except Exception as exc:  # noqa: BLE001 - reported below, naming the settings
+            failed.append(exc)
+        else:
+            # stopped, never started: no "unclosed" warning when it is collected
+            stopping = loop.create_task(producer.stop())
+            _ABORTED.add(stopping)
+            stopping.add_done_callback(_ABORTED.discard)
+            stopping.add_done_callback(_retrieve)
+    else:
+
+        async def build() -> None:
+            await AIOKafkaProducer(**settings).stop()
+
+        def run() -> None:
+            try:
+                asyncio.run(build())
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's thread
+                failed.append(exc)
+
+        thread = threading.Thread(target=run, name="aiologsinks-kafka-settings")
+        thread.start()
+        thread.join()
+    if failed:
+        raise ArgumentValueError(
+            "producer_options", f"the producer refuses these settings: {failed[0]}"
+        ) from failed[0]
+
+
 @functools.cache
 def _producer_parameters() -> frozenset[str]:
     """The keyword arguments of the installed aiokafka's ``AIOKafkaProducer``
@@ -723,7 +782,32 @@ def _abort(producer: AIOKafkaProducer, stopping: asyncio.Future[Any] | None = No
 
         # its batches fail at once: stop() no longer waits for their acknowledgements
         accumulator.fail_all(ProducerClosed())
+    _reset_connections(producer)
     if stopping is not None and not stopping.done():
         _ABORTED.add(stopping)
         stopping.add_done_callback(_ABORTED.discard)
         stopping.add_done_callback(_retrieve)
+
+
+def _reset_connections(producer: AIOKafkaProducer) -> None:
+    """Reset (RST) the producer's connections: a produce request written to a broker
+    that has not read it yet (stopped, overloaded) is then discarded with the
+    connection, instead of being read and written to the topic once the broker goes
+    on, while the sink counted its records as lost. Its read tasks end with them."""
+    client = getattr(producer, "client", None)
+    for conn in list(getattr(client, "_conns", {}).values()):
+        writer = getattr(conn, "_writer", None)
+        transport = getattr(writer, "transport", None)
+        if transport is not None and not transport.is_closing():
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    # linger on, for 0 s: close() sends RST, and the peer's kernel
+                    # drops what it received and its application did not read
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            transport.abort()
+        with contextlib.suppress(Exception):
+            conn.close(reason="aborted")
+
+
+_RESET = struct.pack("ii", 1, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import math
 import os
 import time
 import urllib.parse
@@ -185,11 +186,17 @@ class OTLPSink(OutboxSinkMixin, Sink):
             try:
                 timeout = float(env_timeout) / 1000 if env_timeout else 10.0
             except ValueError:
+                timeout = math.nan
+            if not 0 < timeout < math.inf:
                 raise ArgumentValueError(
-                    "OTEL_EXPORTER_OTLP_TIMEOUT", f"expected milliseconds, got {env_timeout!r}"
-                ) from None
+                    "OTEL_EXPORTER_OTLP_TIMEOUT",
+                    f"expected a positive number of milliseconds, got {env_timeout!r}",
+                )
         for name, value in (("timeout", timeout), ("close_timeout", close_timeout)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+            # (NaN fails the comparison: a request with a NaN timeout never times out)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ArgumentValueError(name, f"expected a positive number, got {value!r}")
+            if not 0 < value < math.inf:
                 raise ArgumentValueError(name, f"expected a positive number, got {value!r}")
         for name, count in (
             ("max_batch_records", max_batch_records),
@@ -204,6 +211,9 @@ class OTLPSink(OutboxSinkMixin, Sink):
             )
         if resource is not None and not isinstance(resource, Mapping):
             raise ArgumentTypeError("resource", f"expected a mapping, got {type(resource)}")
+        for key in resource or ():
+            if not isinstance(key, str):
+                raise ArgumentTypeError("resource", f"expected str keys, got {key!r}")
         env_headers = _env(environ, "HEADERS")
         self.headers: dict[str, str] = _parse_headers(env_headers) if env_headers else {}
         for header, text in (headers or {}).items():

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import threading
@@ -267,6 +268,10 @@ async def test_one_odd_record_does_not_cost_a_real_collectors_whole_request(
         {"otelTraceID": "0" * 32, "otelSpanID": "0" * 16},
         {"otelTraceID": trace, "otelSpanID": span, "otelTraceSampled": True},
         {"user": None},
+        # what OTLP/JSON spells as proto3 does ("NaN", {} for null) a collector
+        # refuses with the whole request: as strings, and a kvlist's value left out
+        {"ratio": math.nan, "big": math.inf, "small": -math.inf},
+        {"tags": ["a", None], "ctx": {"user": None, "id": 1}},
     ]
 
     class BeforeEpoch(logging.Filter):
@@ -296,6 +301,19 @@ async def test_one_odd_record_does_not_cost_a_real_collectors_whole_request(
     assert by_body["odd 3"].span_id == bytes.fromhex(span)
     user = [a for a in by_body["odd 4"].attributes if a.key == "user"]
     assert user == [] if encoding == "json" else len(user) == 1
+    floats = {k: v for k, v in attrs(by_body["odd 5"].attributes).items() if k in odd[5]}
+    if encoding == "json":
+        assert floats == {"ratio": "nan", "big": "inf", "small": "-inf"}
+    else:  # doubles, as protobuf's JSON shows them
+        assert floats == {"ratio": "NaN", "big": "Infinity", "small": "-Infinity"}
+    nested = attrs(by_body["odd 6"].attributes)
+    tags = nested["tags"]["values"]
+    assert tags[0] == {"stringValue": "a"} and len(tags) == 2
+    assert tags[1] == ({"stringValue": "None"} if encoding == "json" else {})
+    assert [(kv["key"], kv.get("value")) for kv in nested["ctx"]["values"]] in (
+        [("user", {}), ("id", {"intValue": "1"})],
+        [("user", None), ("id", {"intValue": "1"})],
+    )
     assert reported == ["odd time"]
     (share,) = stats.sinks.values()
     assert (share.delivered, share.errors) == (len(odd) + 1, 1)
@@ -392,6 +410,11 @@ async def test_standard_environment_variables_configure_the_sink(
         ({"encoding": "grpc"}, ValueError, "encoding"),
         ({"compression": "br"}, ValueError, "compression"),
         ({"timeout": 0}, ValueError, "timeout"),
+        # a NaN timeout never times out: a silent collector would hold the sink
+        ({"timeout": math.nan}, ValueError, "timeout"),
+        ({"close_timeout": math.nan}, ValueError, "close_timeout"),
+        ({"timeout": math.inf}, ValueError, "timeout"),
+        ({"resource": {1: "x"}}, TypeError, "resource"),
         ({"max_batch_records": 0}, ValueError, "max_batch_records"),
         ({"max_batch_bytes": True}, ValueError, "max_batch_bytes"),
         ({"buffer_size": -1}, ValueError, "buffer_size"),
@@ -410,6 +433,15 @@ def test_bad_arguments_name_the_parameter(
 ) -> None:
     with pytest.raises(error, match=name):
         als.OTLPSink(**kwargs)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-5", "0", "soon"])
+def test_a_bad_timeout_in_the_environment_names_the_variable(
+    value: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", value)
+    with pytest.raises(ValueError, match=r"^OTEL_EXPORTER_OTLP_TIMEOUT: expected a positive"):
+        als.OTLPSink()
 
 
 async def test_user_and_password_in_the_endpoint_are_basic_authentication() -> None:
