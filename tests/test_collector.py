@@ -221,6 +221,18 @@ def test_merge_refuses_expansions_beyond_the_budget() -> None:
     many = "%(a)s" * 200
     assert merge_args(many, {"a": "x" * 10_000}).startswith(many)  # 2 MB: not merged
     assert merge_args("%s %s", (1,)) == "%s %s (1,)"
+    long_key = "k" * 300
+    assert merge_args(f"%({long_key})s", {long_key: 1}) == f"%({long_key})s {{{long_key!r}: 1}}"
+
+
+@pytest.mark.timeout(20)
+def test_unclosed_keys_are_not_scanned_again_for_each_argument() -> None:
+    # one request's "%(" * n with n args: each spec scanned to the end of the message
+    # took the loop for n² steps (37 s at n = 60,000, minutes at the frame bound)
+    n = 300_000
+    msg = "%(" * n
+    assert merge_args(msg, [""] * n) == msg + " " + repr(("",) * n)[:4096] + "..."
+    assert merge_args(msg, {"a": 1}) == msg + " {'a': 1}"
 
 
 def test_text_cannot_forge_lines_or_send_escapes() -> None:
@@ -254,6 +266,50 @@ async def receiver() -> AsyncIterator[Receiver]:
     rx.got = got  # type: ignore[attr-defined]
     async with rx:
         yield rx
+
+
+def has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+async def test_udp_listens_on_every_address_a_host_name_has_and_names_ipv6_peers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "localhost" is ::1 and 127.0.0.1 on most systems (::1 first), as a TCP listener
+    # serves both: UDP bound ::1 alone, and DatagramHandler's IPv4 datagrams were lost
+    require(has_ipv6_loopback(), "an IPv6 loopback (::1)")
+    resolve = socket.getaddrinfo
+
+    def both(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "dual.test":
+            return resolve("::1", *args, **kwargs) + resolve("127.0.0.1", *args, **kwargs)
+        return resolve(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", both)
+    got: list[tuple[str, str]] = []
+
+    class Peers(Receiver):
+        def deliver(self, channel: str, fields: dict[str, Any], peer: str) -> None:
+            got.append((channel, peer))
+
+    async with Peers(host="dual.test", udp=0, syslog=0) as rx:
+        for n, (family, host) in enumerate(
+            ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"))
+        ):
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.bind((host, 0))
+                sock.sendto(b"<14>over " + host.encode(), (host, rx.ports["syslog"]))
+                data = pickle.dumps({"msg": "over " + host}, 1)
+                sock.sendto(struct.pack(">L", len(data)) + data, (host, rx.ports["udp"]))
+                port = sock.getsockname()[1]
+            await rx.wait_for(lambda r: len(got) == 2 * (n + 1), timeout=5)
+            shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            assert sorted(got[-2:]) == [("syslog_udp", shown), ("udp", shown)]
 
 
 def frame(obj: Any) -> bytes:
@@ -449,6 +505,25 @@ async def test_syslog_lf_a_continuation_line_stays_in_its_message_and_the_rest_g
     assert patient.counts["syslog_tcp"].invalid == 0
 
 
+async def test_syslog_a_first_message_holding_a_line_like_a_message_is_not_split_before_its_nul(
+    patient: Receiver,
+) -> None:
+    # SysLogHandler's first message on a connection, its NUL in a later segment: the
+    # logged text's "\n<0>..." must not become a record of its own (of any priority)
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    # (no LF at the end of the first segment: a pause after one would decide it)
+    first = b"<11>user input:\n<0>forged emergency"
+    writer.write(first)
+    await writer.drain()
+    await patient.wait_for(lambda r: r.buffered == len(first), timeout=5)
+    writer.write(b"\nmore\x00<14>next\x00")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
+    assert syslog_msgs(patient) == ["user input:\n<0>forged emergency\nmore", "next"]
+    writer.close()
+    await writer.wait_closed()
+
+
 async def test_syslog_lf_a_lone_multi_line_message_is_delivered_while_its_peer_stays(
     patient: Receiver,
 ) -> None:
@@ -516,6 +591,21 @@ async def test_http_answers_4xx_never_500(receiver: Receiver, raw: bytes, status
     assert receiver.counts["http"].received == 1
     await receiver.wait_for(lambda r: r.connections == 0)
     assert receiver.buffered == 0
+
+
+async def test_http_a_head_request_is_answered_without_a_body_and_the_connection_goes_on(
+    receiver: Receiver,
+) -> None:
+    # a body after the answer to HEAD is read by its client as the next answer
+    answer = await http(
+        receiver.ports["http"],
+        b"HEAD /?msg=x HTTP/1.1\r\n\r\n" + b"GET /?msg=ok HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    head, sep, rest = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 ") and sep, answer
+    assert b"\r\nAllow: GET, POST, PUT\r\n" in head + b"\r\n"
+    assert rest.startswith(b"HTTP/1.1 200 "), answer
+    assert (receiver.counts["http"].invalid, receiver.counts["http"].received) == (1, 1)
 
 
 def statuses(answer: bytes) -> list[int]:

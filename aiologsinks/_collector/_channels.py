@@ -121,7 +121,11 @@ def admit_waiting(rx: Receiver) -> None:
 
 
 def _peer(transport: asyncio.BaseTransport) -> str:
-    name = transport.get_extra_info("peername")
+    return address_text(transport.get_extra_info("peername"))
+
+
+def address_text(name: object) -> str:
+    """A socket address as ``host:port``, an IPv6 host in brackets (``[::1]:514``)."""
     if isinstance(name, tuple) and len(name) >= 2:
         host = str(name[0])
         return f"[{host}]:{name[1]}" if ":" in host else f"{host}:{name[1]}"
@@ -258,6 +262,11 @@ class _Conn(asyncio.Protocol):
         if self.settle is not None:
             self.settle.cancel()
         if self.unfinished() and not self.closing:
+            if self.channel == "syslog_tcp" and self.framing is None:
+                # the end of the connection ends the last line: LF framing decides
+                # the messages an undecided connection still holds (see _message_end)
+                self.quiet = True
+                self._consume(0)
             if self.channel == "syslog_tcp" and self.buf.strip(b"\x00\r\n"):
                 rx._syslog_message(self.channel, bytes(self.buf), self.peer)
             elif self.channel != "syslog_tcp":
@@ -452,6 +461,19 @@ class _Conn(asyncio.Protocol):
             self.framing = "nul"
             self.scanned = 0
             return nul
+        if (
+            end >= 0
+            and self.framing is None
+            and not self.quiet
+            and len(buf) <= self.rx.limits.max_frame
+        ):
+            # Undecided, a line that looks like the next message is no proof: the
+            # first message of a SysLogHandler may hold "\n<0>..." (logged user
+            # input), its NUL still on its way, and split there it would forge a
+            # record of any priority. The LF decides once the peer is quiet after one
+            # (or ends the connection), or once more than a frame arrived with no NUL.
+            end = -1
+            self.scanned = 0
         if end > 1 or (end == 1 and buf[0] != 0x0D):  # not an empty line
             self.framing = "lf"
         elif end < 0 and buf.endswith(b"\n") and self.settle is None:
@@ -522,7 +544,7 @@ class _Conn(asyncio.Protocol):
             self.started = None  # what follows in buf is the next request
             status, text = rx._http_request(request, body, self.peer)
             keep_alive = request.keep_alive and not self.last_request
-            self._write(_http.response(status, text, keep_alive))
+            self._write(_http.response(status, text, keep_alive, request.method))
             if not keep_alive:
                 self._close_after_write()
                 return
@@ -600,7 +622,7 @@ class _Datagrams(asyncio.DatagramProtocol):
             rx.counts[self.channel].dropped += 1
             rx._changed()
             return
-        peer = f"{addr[0]}:{addr[1]}" if isinstance(addr, tuple) else str(addr)
+        peer = address_text(addr)
         if len(data) > rx.limits.max_frame + 4:
             rx._invalid(self.channel)
         elif self.channel == "udp":
@@ -613,20 +635,32 @@ class _Datagrams(asyncio.DatagramProtocol):
         rx._after_data()
 
 
-def _bind_udp(host: str, port: int) -> socket.socket:
-    info = socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)[0]
-    sock = socket.socket(info[0], socket.SOCK_DGRAM)
+def _bind_udp(host: str, port: int) -> list[socket.socket]:
+    """One socket per address ``host`` resolves to (``localhost``: ::1 and 127.0.0.1),
+    as ``create_server`` listens on each for TCP; a port 0 picked by the first is
+    the port of the others. Nothing is left open when one cannot be bound."""
+    socks: list[socket.socket] = []
+    seen: set[tuple[int, Any]] = set()
     try:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
-        if info[0] == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        sock.bind(info[4])
-        sock.setblocking(False)
+        for family, _, _, _, address in socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM):
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            socks.append(sock)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, UDP_RCVBUF)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if len(socks) > 1:
+                address = (address[0], socks[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.setblocking(False)
     except OSError:
-        sock.close()
+        for sock in socks:
+            sock.close()
         raise
-    return sock
+    return socks
 
 
 class ListenError(OSError):

@@ -215,12 +215,14 @@ def records_of(request: Request, body: bytes) -> list[dict[str, Any]]:
     return [_form(text)]
 
 
-def response(status: int, text: str, keep_alive: bool) -> bytes:
-    """A complete HTTP/1.1 response with a short plain-text body."""
+def response(status: int, text: str, keep_alive: bool, method: str = "POST") -> bytes:
+    """A complete HTTP/1.1 response with a short plain-text body (none to a HEAD
+    request: its client reads no body, and would take this one for the next answer)."""
     body = (text + "\n").encode("utf-8", "replace")
+    allow = "Allow: GET, POST, PUT\r\n" if status == 405 else ""  # RFC 9110 15.5.6
     head = (
         f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
         f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-        f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
+        f"{allow}Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n"
     )
-    return head.encode("ascii") + body
+    return head.encode("ascii") + (b"" if method == "HEAD" else body)

@@ -110,14 +110,15 @@ class Receiver:
     async def _listen_udp(self, channel: str, host: str, port: int) -> int:
         loop = asyncio.get_running_loop()
         try:
-            sock = _bind_udp(host, port)
+            socks = _bind_udp(host, port)
         except (OSError, socket.gaierror) as exc:
             raise ListenError(_where(channel, host, port, exc)) from exc
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Datagrams(self, channel), sock=sock
-        )
-        self._transports.append(transport)
-        return int(sock.getsockname()[1])
+        for sock in socks:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Datagrams(self, channel), sock=sock
+            )
+            self._transports.append(transport)
+        return int(socks[0].getsockname()[1])
 
     async def _start(self) -> None:
         for name, channel in (("tcp", "tcp"), ("http", "http")):

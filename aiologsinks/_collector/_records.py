@@ -86,8 +86,14 @@ def clean_block(text: str) -> str:
 
 # -- msg % args within a budget ---------------------------------------------------------
 
+#: the longest mapping key a spec is read with: past it (or with no ")" at all) the
+#: message is not merged (the key's scan is bounded: unbounded, every unclosed "%("
+#: scanned to the end of the message, and one request took the loop for seconds)
+_MAX_KEY = 256
+
 _SPEC = re.compile(
-    r"%(?:\((?P<key>[^)]*)\))?[#0+ -]*(?P<width>\*|\d+)?(?:\.(?P<prec>\*|\d*))?[hlL]?(?P<conv>.?)",
+    rf"%(?:\((?P<key>[^)]{{0,{_MAX_KEY}}})\))?"
+    + r"[#0+ -]*(?P<width>\*|\d+)?(?:\.(?P<prec>\*|\d*))?[hlL]?(?P<conv>.?)",
     re.S,
 )
 
@@ -116,8 +122,11 @@ def merge_args(msg: str, args: Any) -> str:
     total = len(msg)
     index = 0
     for spec in _SPEC.finditer(msg):
-        if spec["conv"] == "%":
+        conv = spec["conv"]
+        if conv == "%":
             continue
+        if conv == "(":  # a key longer than _MAX_KEY, or never closed
+            return _unmerged(msg, args)
         width, prec = spec["width"] or "", spec["prec"] or ""
         if width == "*" or prec == "*" or len(width) > 6 or len(prec) > 6:
             return _unmerged(msg, args)
