@@ -302,11 +302,13 @@ async def test_a_mistake_in_the_sink_configuration_names_the_file(
     assert text.count("\n") == 1, text
 
 
-def test_limits_refuse_timeouts_that_are_not_finite() -> None:
+def test_limits_refuse_infinite_timeouts_and_a_buffer_smaller_than_a_frame() -> None:
     for name in ("idle_timeout", "read_timeout"):
         for value in (math.nan, math.inf):
             with pytest.raises(ValueError, match=name):
                 ReceiverLimits(**{name: value})
+    with pytest.raises(ValueError, match=r"^max_buffered: expected at least max_frame \(4096\)"):
+        ReceiverLimits(max_frame=4096, max_buffered=4095)
     settings, _ = settings_from({"collector": {"tcp": 0, "max_pickle_depth": MAX_PICKLE_DEPTH}})
     assert settings.limits().unpickle.max_depth == MAX_PICKLE_DEPTH
 

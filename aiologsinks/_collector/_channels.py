@@ -78,6 +78,13 @@ class ReceiverLimits:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name}: expected an int >= 1, got {value!r}")
+        if self.max_buffered < self.max_frame:
+            # a frame within max_frame but over max_buffered would cost its connection
+            # (refused as holding too much), whatever max_frame promised
+            raise ValueError(
+                f"max_buffered: expected at least max_frame ({self.max_frame}), "
+                f"got {self.max_buffered!r}"
+            )
         for name in ("idle_timeout", "read_timeout"):
             value = getattr(self, name)
             if (
