@@ -1076,6 +1076,20 @@ async def test_a_bad_header_is_refused_before_anything_is_sent(headers: dict[str
     assert [r.lines[0] for r in requests] == [b"GET /ok HTTP/1.1"]
 
 
+async def test_the_bodys_own_length_given_is_written_where_and_as_given() -> None:
+    # HTTPHandler writes "Content-length" before its Authorization; HTTPSink does too
+    async with served(response(b"fine")) as (server, client):
+        headers = {"Content-type": "text/plain", "Content-length": "4", "Authorization": "x"}
+        await client.request("POST", "/", headers, b"body")
+        (request,) = await server.wait_requests(1)
+    assert request.lines[1:] == [
+        f"Host: {client.authority}".encode(),
+        b"Content-type: text/plain",
+        b"Content-length: 4",
+        b"Authorization: x",
+    ]
+
+
 # -- Host -------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from typing import IO
 
 from .._fileio import AsyncTextFile, FileWorker, check_directory, resolve_encoding
 from .._validate import check_encoding, check_errors, check_path, check_str, value_error
@@ -62,6 +63,15 @@ class FileSink(StreamSink):
         self.delay = delay
         self._file: AsyncTextFile | None = None
         self._worker = FileWorker(os.path.basename(self.baseFilename))
+
+    def setStream(self, stream: IO[str]) -> IO[str] | None:
+        """Not for a file sink: it writes :attr:`baseFilename` through a file of its own
+        (``FileHandler.setStream`` swaps the open file). Raises ``NotImplementedError``;
+        a :class:`~aiologsinks.StreamSink` writes to a stream given to it."""
+        raise NotImplementedError(
+            f"{type(self).__name__}.setStream: a file sink writes {self.baseFilename!r}"
+            " through its own file; give the stream to a StreamSink instead"
+        )
 
     async def aopen(self) -> None:
         """Open the file now unless ``delay`` is true (errors go to the caller)."""

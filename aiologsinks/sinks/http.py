@@ -313,9 +313,10 @@ class HTTPSink(OutboxSinkMixin, Sink):
         if method == "GET":
             url = _wire.http_get_url(url, data)
         else:
-            # Header name spelled as HTTPHandler spells it; the value is what matters.
-            headers["Content-type"] = _FORM
+            # Header names spelled, and ordered, as HTTPHandler writes them
             body = data.encode("utf-8")
+            headers["Content-type"] = _FORM
+            headers["Content-length"] = str(len(body))
         if self.credentials:
             headers["Authorization"] = _wire.basic_auth(self.credentials)
         await self._request(method, url, body, headers)

@@ -79,6 +79,24 @@ class StreamSink(Sink):
         # (stream, fd): the stream last checked, and its pipe/socket fd (None: not one)
         self._pollable: tuple[object, int | None] | None = None
 
+    def setStream(self, stream: IO[str]) -> IO[str] | None:
+        """Write to ``stream`` from the next batch on; return the old stream, or None
+        when it is the same one (as ``StreamHandler.setStream``).
+
+        The stdlib writes every record before it returns, so records logged before a
+        ``setStream`` went to the old stream. Here they may still wait in the
+        dispatcher: ``await dispatcher.flush()`` first to keep that order. Every batch
+        is flushed as it is written, so the old stream holds nothing of ours.
+        """
+        if not callable(getattr(stream, "write", None)):
+            raise ArgumentTypeError(
+                "stream", f"expected a stream with a write() method, got {stream!r}"
+            )
+        if stream is self.stream:
+            return None
+        old, self.stream = self.stream, stream
+        return old
+
     def formatter_for_batch(self) -> Callable[[logging.LogRecord], str]:
         """The function that formats one record for the batch about to be written.
 

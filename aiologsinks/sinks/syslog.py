@@ -190,10 +190,15 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
                 "facility", f"expected a LOG_* int or a facility name, got {facility!r}"
             )
         self.facility = facility
+        if socktype is not None and (isinstance(socktype, bool) or not isinstance(socktype, int)):
+            raise ArgumentTypeError(
+                "socktype",
+                f"expected socket.SOCK_DGRAM, socket.SOCK_STREAM or None, got {socktype!r}",
+            )
         if socktype not in (None, socket.SOCK_DGRAM, socket.SOCK_STREAM):
-            raise ValueError(
-                "socktype: expected socket.SOCK_DGRAM, socket.SOCK_STREAM or None,"
-                f" got {socktype!r}"
+            raise ArgumentValueError(
+                "socktype",
+                f"expected socket.SOCK_DGRAM, socket.SOCK_STREAM or None, got {socktype!r}",
             )
         # Unix: a stream only when forced; otherwise datagram first, then stream
         self._force_stream = socktype == socket.SOCK_STREAM

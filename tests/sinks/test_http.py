@@ -374,6 +374,40 @@ def test_a_host_that_is_not_a_str_is_a_type_error() -> None:
         HTTPSink(("127.0.0.1", 80), "/log")  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+async def test_the_request_head_is_httphandlers_byte_for_byte(method: str) -> None:
+    # the names as written too ("Content-type", "Content-length": http.client's), which
+    # a server that canonicalises them (aiohttp) does not show
+    heads: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while head := await reader.readuntil(b"\r\n\r\n"):
+            length = next(
+                (int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
+                 if ln.lower().startswith(b"content-length:")), 0)  # fmt: skip
+            await reader.readexactly(length)
+            await heads.put(head)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    netloc = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    record = logging.makeLogRecord({"msg": "hello %s", "args": ("you",), "created": 1.5})
+    try:
+        stdlib = ClosingHTTPHandler(netloc, "/log", method, credentials=("bob", "pw"))
+        await asyncio.to_thread(stdlib.handle_and_close, record)
+        with pytest.warns(InsecureCredentialsWarning, match="clear text"):
+            ours = HTTPSink(netloc, "/log", method, credentials=("bob", "pw"))
+        await ours.emit(record)
+        await ours.aclose()
+        theirs = await asyncio.wait_for(heads.get(), 5)
+        mine = await asyncio.wait_for(heads.get(), 5)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert mine == theirs
+
+
 _NO_AIOHTTP = """
 import asyncio, logging, sys
 import aiologsinks as als

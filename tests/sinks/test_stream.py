@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,24 @@ async def test_stream_sink_writes_formatted_records_with_the_terminator() -> Non
         sink.terminator = "|"
         log.error("three")
     assert stream.getvalue() == "INFO one\nWARNING two\nERROR three|"
+
+
+async def test_set_stream_swaps_the_stream_as_stream_handler_does(tmp_path: Path) -> None:
+    first, second = io.StringIO(), io.StringIO()
+    sink, stdlib = als.StreamSink(first), logging.StreamHandler(io.StringIO())
+    log = fresh_logger("t.stream.set")
+    async with als.install(sink, logger=log) as dispatcher:
+        log.info("one")
+        await dispatcher.flush()  # what was logged before goes to the old stream
+        assert sink.setStream(second) is first
+        assert stdlib.setStream(second) is not None  # the stdlib's return, for comparison
+        assert sink.setStream(second) is None and stdlib.setStream(second) is None
+        log.info("two")
+    assert (first.getvalue(), second.getvalue()) == ("one\n", "two\n")
+    with pytest.raises(TypeError, match=r"^stream: "):
+        sink.setStream("stdout")  # type: ignore[arg-type]
+    with pytest.raises(NotImplementedError, match="StreamSink instead"):
+        als.FileSink(tmp_path / "app.log").setStream(second)
 
 
 async def test_stream_sink_defaults_to_stderr() -> None:

@@ -518,6 +518,7 @@ def test_priority_maps_and_hooks_match_the_stdlib() -> None:
         ({"facility": "nope"}, ValueError, "facility"),
         ({"facility": 1.5}, TypeError, "facility"),
         ({"socktype": 99}, ValueError, "socktype"),
+        ({"socktype": "udp"}, TypeError, "socktype"),
         ({"framing": "nul"}, ValueError, "framing"),
         ({"max_size": 0}, ValueError, "max_size"),
         ({"buffer_size": -1}, ValueError, "buffer_size"),
@@ -526,8 +527,9 @@ def test_priority_maps_and_hooks_match_the_stdlib() -> None:
 def test_bad_arguments_name_the_parameter(
     kwargs: dict[str, object], error: type[Exception], name: str
 ) -> None:
-    with pytest.raises(error, match=name):
+    with pytest.raises(error, match=name) as raised:
         SysLogSink(**kwargs)  # type: ignore[arg-type]
+    assert getattr(raised.value, "param", None) == name
 
 
 # -- a real rsyslogd ---------------------------------------------------------------------
