@@ -691,10 +691,7 @@ def _check_settings(settings: dict[str, Any]) -> None:
             failed.append(exc)
         else:
             # stopped, never started: no "unclosed" warning when it is collected
-            stopping = loop.create_task(producer.stop())
-            _ABORTED.add(stopping)
-            stopping.add_done_callback(_ABORTED.discard)
-            stopping.add_done_callback(_retrieve)
+            _hold(producer, loop.create_task(producer.stop()))
     else:
 
         async def build() -> None:
@@ -750,32 +747,65 @@ async def _stop_quietly(producer: AIOKafkaProducer, timeout: float) -> None:
     """Stop ``producer`` within ``timeout``; a broker that does not answer cannot hold
     the close (what was not acknowledged is already counted by the caller).
 
-    Past ``timeout``, or cancelled (a dispatcher giving up on the sink's close), the
-    producer is aborted: ``stop()`` waits for its batches to be acknowledged, and a
-    ``stop()`` merely cancelled left its sender running, to deliver records already
-    counted as lost once the broker came back."""
-    stopping = asyncio.ensure_future(producer.stop())
-    try:
-        done, _ = await asyncio.wait({stopping}, timeout=timeout)
-    except asyncio.CancelledError:
-        _abort(producer, stopping)
-        raise
-    if not done:
-        _abort(producer, stopping)
-    await asyncio.gather(stopping, return_exceptions=True)
+    Past ``timeout``, failed, or cancelled (a dispatcher giving up on the sink's close),
+    the producer is aborted (:func:`_abort`): ``stop()`` waits for its batches to be
+    acknowledged, and a ``stop()`` merely cancelled left its sender running. An aborted
+    producer (here or before) ends by itself; this waits for that within ``timeout``."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    ending = _ENDING.get(producer)
+    if ending is None:
+        stopping = asyncio.ensure_future(producer.stop())
+        stopping.add_done_callback(_retrieve)
+        try:
+            done, _ = await asyncio.wait({stopping}, timeout=timeout)
+        except asyncio.CancelledError:
+            _abort(producer, stopping)
+            raise
+        if done and not stopping.cancelled() and stopping.exception() is None:
+            return
+        # (a stop() that raised may have ended before closing the client)
+        ending = _abort(producer, stopping)
+    # the end of an aborted producer waits for no answer of the broker: it is short,
+    # and were this wait cut, it would go on by itself
+    await asyncio.wait({ending}, timeout=max(end - loop.time(), 0.05))
 
 
-#: stops of aborted producers, finishing by themselves (held: a task nobody
-#: references may be collected before it ends)
-_ABORTED: set[asyncio.Future[Any]] = set()
+#: producers ending by themselves, and the task ending each (held: a task nobody
+#: references may be collected before it ends): aborted producers, and those made
+#: only to check settings (their stop())
+_ENDING: dict[AIOKafkaProducer, asyncio.Future[Any]] = {}
 
 
-def _abort(producer: AIOKafkaProducer, stopping: asyncio.Future[Any] | None = None) -> None:
-    """End ``producer``'s sending now; a ``stopping`` of it then finishes by itself."""
+def _hold(producer: AIOKafkaProducer, ending: asyncio.Future[Any]) -> None:
+    _ENDING[producer] = ending
+    ending.add_done_callback(lambda _: _ENDING.pop(producer, None))
+    ending.add_done_callback(_retrieve)
+
+
+def _abort(
+    producer: AIOKafkaProducer, stopping: asyncio.Future[Any] | None = None
+) -> asyncio.Future[Any]:
+    """End ``producer``'s sending now, without waiting for the broker: its sender
+    cancelled, its batches failed, its connections reset, and no new connection
+    made. Returns the task that waits for the rest of the producer (and for
+    ``stopping``, a ``stop()`` of it under way) to end and closes its client: the
+    same task for a producer aborted before."""
+    ending = _ENDING.get(producer)
+    if ending is not None:
+        return ending
     sender = getattr(producer, "_sender", None)
-    task = getattr(sender, "sender_task", None)
-    if task is not None and not task.done():
-        task.cancel()  # no batch goes out any more
+    sender_task = getattr(sender, "sender_task", None)
+    if sender_task is not None and not sender_task.done():
+        sender_task.cancel()  # no batch goes out any more
+    client = getattr(producer, "client", None)
+    if client is not None:
+        # aiokafka's own answer for a broker it cannot reach: the metadata task, or a
+        # produce request drained before the abort, would otherwise open a connection
+        # again once these are reset (and send on it, or wait for the broker's answer
+        # for request_timeout). The metadata task then fails its updates at once, so
+        # that what waits for one ends; closing the client ends it.
+        client._get_conn = _no_connection
     accumulator = getattr(producer, "_message_accumulator", None)
     if accumulator is not None:
         from aiokafka.errors import ProducerClosed  # loaded with the producer
@@ -783,10 +813,35 @@ def _abort(producer: AIOKafkaProducer, stopping: asyncio.Future[Any] | None = No
         # its batches fail at once: stop() no longer waits for their acknowledgements
         accumulator.fail_all(ProducerClosed())
     _reset_connections(producer)
-    if stopping is not None and not stopping.done():
-        _ABORTED.add(stopping)
-        stopping.add_done_callback(_ABORTED.discard)
-        stopping.add_done_callback(_retrieve)
+    ending = asyncio.ensure_future(_end(producer, (sender_task, stopping)))
+    _hold(producer, ending)
+    return ending
+
+
+async def _no_connection(*args: Any, **kwargs: Any) -> None:
+    """What an aborted producer's client gets for a connection: none (as for a broker
+    that cannot be reached)."""
+    return None
+
+
+async def _end(producer: AIOKafkaProducer, tasks: tuple[asyncio.Future[Any] | None, ...]) -> None:
+    """Wait for an aborted producer's ``tasks`` to end, then close its client (the
+    metadata task, the connections). Nothing here waits for the broker: its sender
+    ends once its produce requests failed with the reset (within aiokafka's retry
+    back-off); the bound is there for an aiokafka that would wait anyway."""
+    client = producer.client
+    bound = 2 * getattr(client, "_request_timeout_ms", 40_000) / 1000 + 1.0
+    running = {task for task in tasks if task is not None and not task.done()}
+    if running:
+        await asyncio.wait(running, timeout=bound)
+    _reset_connections(producer)  # (none is made after the abort; none is left)
+    # stop() marks the producer closed (no "Unclosed AIOKafkaProducer" warning); a
+    # stop() that ran already may have ended before closing the client
+    closing = asyncio.ensure_future(
+        client.close() if getattr(producer, "_closed", True) else producer.stop()
+    )
+    closing.add_done_callback(_retrieve)
+    await asyncio.wait({closing}, timeout=bound)
 
 
 def _reset_connections(producer: AIOKafkaProducer) -> None:

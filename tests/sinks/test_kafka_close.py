@@ -9,7 +9,9 @@ with whether its ``stop()`` ran to the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,37 @@ async def test_a_dispatcher_closed_while_the_sink_connects_leaves_no_producer(
         assert not kafka_tasks() and sink._producer is None
         (stats,) = dispatcher.stats().sinks.values()
         assert stats.received == 10 and stats.delivered == 0
+
+
+async def test_a_dispatcher_closed_while_the_broker_is_frozen_leaves_no_producer_running(
+    tmp_path: Path,
+) -> None:
+    # the broker stops reading (SIGSTOP) with the producer connected: the dispatcher's
+    # bound cuts the sink's close, which aborts the producer; nothing of it may go on
+    async with tansu_broker(tmp_path) as broker:
+        assert broker.proc is not None
+        sink = Sink("frozen", broker.bootstrap)
+        log = fresh_logger("app.kafka.frozen")
+        dispatcher = als.Dispatcher(sink)
+        dispatcher.start()
+        log.addHandler(dispatcher.handler)
+        log.info("warm-up")
+        await asyncio.wait_for(dispatcher.flush(), 10)
+        broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(300):
+                log.info("m%d", i)
+            await asyncio.wait_for(dispatcher.aclose(timeout=1.0), 10)
+            # the abort waits for no answer of the broker: its tasks end at once
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(_until(lambda: not kafka_tasks()), 2.0)
+            assert not kafka_tasks()
+            (stats,) = dispatcher.stats().sinks.values()
+            assert stats.received == 301
+            assert stats.delivered + stats.lost == 301
+            assert stats.delivered == 1  # the warm-up: a stopped broker acknowledges nothing
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
 
 
 async def test_a_start_failing_with_any_error_stops_the_producer(
