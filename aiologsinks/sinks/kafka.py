@@ -93,7 +93,11 @@ class KafkaSink(OutboxSinkMixin, Sink):
     acknowledged or counted; :meth:`aclose` makes one last attempt within
     ``close_timeout`` seconds (waiting for a delivery in progress, even one whose
     producer is still connecting), counts what is left, and stops the producer, also
-    one still starting. An outage
+    one still starting. What it counts as lost is what the broker did not
+    acknowledge: records already written to a broker that did not answer (stopped,
+    overloaded) may still arrive in the topic when it goes on (and be in both places
+    if a fallback or :meth:`handleError` kept them); only what had not left this host
+    is discarded. An outage
     is reported by :meth:`report_outage` as a few notices (down, still down with
     counts, back). Counts are in ``stats()`` and ``outbox.statistics()``; ``resent``
     counts messages handed to the producer again.
@@ -280,8 +284,13 @@ class KafkaSink(OutboxSinkMixin, Sink):
     async def aclose(self, timeout: float | None = None) -> None:
         """Close within ``timeout`` seconds (default ``close_timeout``): wait for a
         delivery in progress and make one last attempt at what waits, then count what
-        is left as lost and stop the producer (also one still starting: no producer
-        runs once this returns); idempotent."""
+        is left as lost and stop the producer (also one still starting); idempotent.
+
+        A producer that does not stop in time (a broker that does not answer) is
+        aborted: it sends nothing more, and its tasks end without waiting for the
+        broker, within aiokafka's retry back-off (0.1 s by default); this waits for
+        that while ``timeout`` allows, and a close cut short leaves them to end by
+        themselves."""
         if timeout is not None:
             self.close_timeout = timeout
         await super().aclose()
@@ -294,8 +303,9 @@ class KafkaSink(OutboxSinkMixin, Sink):
             clean = await self.outbox.aclose(self.close_timeout)
         finally:
             # what the producer still holds was counted by the outbox: a broker that
-            # does not answer cannot hold the close beyond its bound, and a broker
-            # coming back must not get it (a graceful stop() would send it)
+            # does not answer cannot hold the close beyond its bound, and a graceful
+            # stop() would send it again to a broker coming back (what was already
+            # written to the broker's socket, it may still read: see _reset_connections)
             self._shut = True
             if not clean and self._producer is not None:
                 _abort(self._producer)
@@ -845,10 +855,13 @@ async def _end(producer: AIOKafkaProducer, tasks: tuple[asyncio.Future[Any] | No
 
 
 def _reset_connections(producer: AIOKafkaProducer) -> None:
-    """Reset (RST) the producer's connections: a produce request written to a broker
-    that has not read it yet (stopped, overloaded) is then discarded with the
-    connection, instead of being read and written to the topic once the broker goes
-    on, while the sink counted its records as lost. Its read tasks end with them."""
+    """Reset (RST) the producer's connections at once: what of a produce request has
+    not left this host yet (the transport's buffer, the kernel's send buffer) is
+    discarded with the connection, instead of reaching a broker that has not read it
+    (stopped, overloaded) after the sink counted its records as lost. What the
+    broker's host received already stays in its receive queue: on Linux a broker
+    that goes on reads it before it sees the reset, and writes those records to the
+    topic. Its read tasks end with them."""
     client = getattr(producer, "client", None)
     for conn in list(getattr(client, "_conns", {}).values()):
         writer = getattr(conn, "_writer", None)
@@ -857,8 +870,8 @@ def _reset_connections(producer: AIOKafkaProducer) -> None:
             sock = transport.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
-                    # linger on, for 0 s: close() sends RST, and the peer's kernel
-                    # drops what it received and its application did not read
+                    # linger on, for 0 s: close() sends RST and drops what the
+                    # kernel has not sent yet (not what the peer's kernel holds)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
             transport.abort()
         with contextlib.suppress(Exception):
