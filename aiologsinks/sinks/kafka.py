@@ -367,6 +367,9 @@ class KafkaSink(OutboxSinkMixin, Sink):
                 except Exception as exc:  # noqa: BLE001 - settled below, with what went
                     handoff_error = exc  # (e.g. no room in the producer within request_timeout)
                     break
+                # seen whatever happens to it: a delivery cancelled (a close cut
+                # short) before it looked left "exception was never retrieved"
+                future.add_done_callback(_retrieve)
                 window.append(future)
                 batches.append((future, run[start:end]))
                 if end < len(run):
@@ -741,8 +744,8 @@ def _cancel_once(task: asyncio.Task[None]) -> None:
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark the error of a start (or a stop) given up on as seen: its caller reports
-    the failure."""
+    """Mark the error of a start, a stop or a batch's delivery given up on as seen:
+    its caller reports (or counted) the failure."""
     if task.done() and not task.cancelled():
         task.exception()
 
