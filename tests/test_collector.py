@@ -524,6 +524,75 @@ async def test_syslog_a_first_message_holding_a_line_like_a_message_is_not_split
     await writer.wait_closed()
 
 
+async def test_syslog_undecided_whole_lines_go_on_though_the_last_one_is_still_coming(
+    patient: Receiver,
+) -> None:
+    # the framing decided by a pause though what arrived ends mid-line: the whole
+    # lines are delivered (they waited for read_timeout, then went with the partial)
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    writer.write(b"<14>a\n<14>b\n<14>c\n<14>still being wri")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 3, timeout=5)
+    writer.write(b"tten\n")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 4, timeout=5)
+    assert syslog_msgs(patient) == ["a", "b", "c", "still being written"]
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_syslog_undecided_connections_bursting_past_max_buffered_lose_nothing() -> None:
+    # whole lines held for the framing decision are no partial frame: past
+    # max_buffered, LF decides for the connection instead of it going with them
+    got: list[str] = []
+    limits = ReceiverLimits(max_frame=65536, max_buffered=131072, read_timeout=30)
+    async with Receiver(syslog=0, limits=limits, on_record=lambda c, f: got.append(f["msg"])) as rx:
+        writers = []
+        for c in range(4):
+            _, writer = await asyncio.open_connection("127.0.0.1", rx.ports["syslog"])
+            writer.write(b"".join(b"<14>%d line %05d\n" % (c, i) for i in range(2800)))
+            writers.append(writer)
+        for writer in writers:
+            await writer.drain()
+        await rx.wait_for(lambda r: len(got) == 4 * 2800, timeout=10)
+        counts = rx.counts["syslog_tcp"]
+        assert (counts.invalid, counts.refused) == (0, 0)
+        for writer in writers:
+            writer.close()
+            await writer.wait_closed()
+
+
+async def test_syslog_undecided_a_trickling_peer_is_not_scanned_again_at_each_read(
+    patient: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # many continuation lines, then one that starts like a message, then a byte per
+    # read: each read searched every line again (seconds of the loop per 300 reads)
+    calls = 0
+    starts_like = _channels.starts_like
+
+    def counted(buf: bytearray, at: int) -> bool:
+        nonlocal calls
+        calls += 1
+        return starts_like(buf, at)
+
+    monkeypatch.setattr(_channels, "starts_like", counted)
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    head = b"<14>x" + b"\na" * 2000 + b"\n<14>y"
+    writer.write(head)
+    await writer.drain()
+    await patient.wait_for(lambda r: r.buffered == len(head), timeout=5)
+    for n in range(1, 51):
+        writer.write(b"z")
+        await writer.drain()
+        await patient.wait_for(
+            lambda r: r.buffered >= len(head) + n or r.counts["syslog_tcp"].received, timeout=5
+        )
+    assert calls < 3 * 2000, calls  # (it was 2,000 per read)
+    writer.close()
+    await writer.wait_closed()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
+
+
 async def test_syslog_lf_a_lone_multi_line_message_is_delivered_while_its_peer_stays(
     patient: Receiver,
 ) -> None:

@@ -185,6 +185,10 @@ class _Conn(asyncio.Protocol):
         self.settle: asyncio.TimerHandle | None = None
         #: how far the message at the head of buf was searched for the LF ending it
         self.scanned = 0
+        #: framing undecided, and a line that starts like a message waits for the
+        #: decision (see _message_end); the bytes of buf already searched for a NUL
+        self.deferred = False
+        self.nul_scanned = 0
         #: the settle timer found the connection quiet after an LF: that LF ends
         self.quiet = False
         # HTTP: the head of the request whose body is awaited
@@ -363,7 +367,12 @@ class _Conn(asyncio.Protocol):
             ):
                 self.last = now
             rx._after_data()
-        if rx._buffered > rx.limits.max_buffered and self.buf and not self.closing:
+        if rx._buffered > rx.limits.max_buffered and self.deferred and not self.closing:
+            # what it holds are whole lines kept only for the framing decision: LF
+            # decides now rather than the connection going with them
+            self._decide("lf")
+            self._consume(0)
+        elif rx._buffered > rx.limits.max_buffered and self.buf and not self.closing:
             # too much held in partial frames: this connection (the one that pushed it
             # over) goes, the others are served
             rx.counts[self.channel].refused += 1
@@ -457,6 +466,16 @@ class _Conn(asyncio.Protocol):
         buf = self.buf
         if self.framing == "nul":
             return buf.find(b"\x00")
+        if self.deferred:
+            # only the new bytes are searched: a peer trickling must not have buf
+            # scanned again at every read
+            nul = buf.find(b"\x00", self.nul_scanned)
+            self.nul_scanned = len(buf)
+            if nul < 0 and not self.quiet and len(buf) <= self.rx.limits.max_frame:
+                return -1
+            self._decide("nul" if nul >= 0 else "lf")
+            if nul >= 0:
+                return nul
         end = self._line_end()
         # LF was a guess (a line that looked like the next message, or a pause after
         # an LF): a NUL before the LF that ends the message proves it wrong, and the
@@ -477,10 +496,14 @@ class _Conn(asyncio.Protocol):
             # Undecided, a line that looks like the next message is no proof: the
             # first message of a SysLogHandler may hold "\n<0>..." (logged user
             # input), its NUL still on its way, and split there it would forge a
-            # record of any priority. The LF decides once the peer is quiet after one
-            # (or ends the connection), or once more than a frame arrived with no NUL.
-            end = -1
-            self.scanned = 0
+            # record of any priority. The connection's framing is decided by a NUL,
+            # or as LF after _LF_SETTLE, past max_frame bytes, at its end, or when
+            # the lines it holds would cost it (max_buffered, see _consume).
+            self.deferred = True
+            self.nul_scanned = len(buf)  # (searched just above)
+            if self.settle is None:
+                self.settle = self.loop.call_later(_LF_SETTLE, self._settled)
+            return -1
         if end > 1 or (end == 1 and buf[0] != 0x0D):  # not an empty line
             self.framing = "lf"
         elif end < 0 and buf.endswith(b"\n") and self.settle is None:
@@ -510,9 +533,23 @@ class _Conn(asyncio.Protocol):
         self.scanned = max(size - 2, 0)
         return -1
 
+    def _decide(self, framing: str) -> None:
+        self.framing = framing
+        self.deferred = False
+        self.scanned = 0
+
     def _settled(self) -> None:
         self.settle = None
-        if self.closing or self.framing == "nul" or not self.buf.endswith(b"\n"):
+        if self.closing:
+            return
+        if self.deferred:
+            # no NUL came: the LFs ended the messages; what they end goes on now
+            # (the last line, if not ended yet, waits as on any LF connection)
+            if self.buf.find(b"\x00", self.nul_scanned) < 0:
+                self._decide("lf")
+                self._consume(0)
+            return
+        if self.framing == "nul" or not self.buf.endswith(b"\n"):
             return
         if self.buf.find(b"\x00") < 0:
             # quiet after an LF: that LF ended the message before it
