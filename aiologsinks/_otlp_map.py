@@ -259,17 +259,19 @@ def _json_value(value: Any, depth: int = 0) -> dict[str, Any]:
         return {"stringValue": value}
     if isinstance(value, bool):
         return {"boolValue": value}
+    # (an int or float subclass as its number: an IntEnum's str() is its name on
+    # 3.10, and a collector refuses the whole request for an intValue of "Status.OK")
     if isinstance(value, int):
         if _INT64[0] <= value <= _INT64[1]:
-            return {"intValue": str(value)}
-        return {"stringValue": str(value)}
+            return {"intValue": int.__repr__(value)}
+        return {"stringValue": int.__repr__(value)}
     if isinstance(value, float):
         if math.isfinite(value):
-            return {"doubleValue": value}
+            return {"doubleValue": float(value)}
         # proto3's JSON spells them "NaN"/"Infinity" as a doubleValue, which
         # collectors refuse with the whole request (rotel answers 400): as Python
         # shows them, in a string (the protobuf encoding keeps the double)
-        return {"stringValue": str(value)}
+        return {"stringValue": float.__repr__(value)}
     if value is None:
         # only in an array (a kvlist leaves the value out): the empty AnyValue ({})
         # is valid OTLP/JSON, but rotel refuses the whole request for it; the
@@ -376,7 +378,7 @@ def _proto_value(value: Any, depth: int = 0) -> bytes:
     if isinstance(value, int):
         if _INT64[0] <= value <= _INT64[1]:
             return b"\x18" + _varint(value & 0xFFFFFFFFFFFFFFFF)  # int_value = 3
-        return _field(0x0A, str(value).encode())
+        return _field(0x0A, int.__repr__(value).encode())
     if isinstance(value, float):
         return b"\x21" + _pack_double(value)  # double_value = 4
     if value is None:

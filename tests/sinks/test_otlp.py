@@ -52,6 +52,20 @@ def attrs(kvs: Any) -> dict[str, Any]:
 ENCODINGS = ["protobuf", "json"]
 
 
+class _Named(int):
+    def __str__(self) -> str:
+        return f"Named.{int(self)}"
+
+    __repr__ = __str__
+
+
+class _NamedFloat(float):
+    def __str__(self) -> str:
+        return "weird"
+
+    __repr__ = __str__
+
+
 @pytest.mark.parametrize("encoding", ENCODINGS)
 async def test_every_field_of_a_record_is_mapped(encoding: str) -> None:
     from opentelemetry.sdk.trace import TracerProvider
@@ -272,6 +286,8 @@ async def test_one_odd_record_does_not_cost_a_real_collectors_whole_request(
         # refuses with the whole request: as strings, and a kvlist's value left out
         {"ratio": math.nan, "big": math.inf, "small": -math.inf},
         {"tags": ["a", None], "ctx": {"user": None, "id": 1}},
+        # numbers whose str()/repr() are not their digits (an IntEnum's on 3.10)
+        {"status": _Named(200), "share": _NamedFloat(0.5), "big": _Named(2**70)},
     ]
 
     class BeforeEpoch(logging.Filter):
@@ -310,6 +326,8 @@ async def test_one_odd_record_does_not_cost_a_real_collectors_whole_request(
     tags = nested["tags"]["values"]
     assert tags[0] == {"stringValue": "a"} and len(tags) == 2
     assert tags[1] == ({"stringValue": "None"} if encoding == "json" else {})
+    named = {k: v for k, v in attrs(by_body["odd 7"].attributes).items() if k in odd[7]}
+    assert named == {"status": 200, "share": 0.5, "big": str(2**70)}
     assert [(kv["key"], kv.get("value")) for kv in nested["ctx"]["values"]] in (
         [("user", {}), ("id", {"intValue": "1"})],
         [("user", None), ("id", {"intValue": "1"})],
