@@ -370,6 +370,7 @@ class KafkaSink(OutboxSinkMixin, Sink):
                 # seen whatever happens to it: a delivery cancelled (a close cut
                 # short) before it looked left "exception was never retrieved"
                 future.add_done_callback(_retrieve)
+                _seen(producer, batch)
                 window.append(future)
                 batches.append((future, run[start:end]))
                 if end < len(run):
@@ -741,6 +742,21 @@ def _cancel_once(task: asyncio.Task[None]) -> None:
     cancelling = getattr(task, "cancelling", None)  # 3.11+
     if not task.done() and not (cancelling is not None and cancelling()):
         task.cancel()
+
+
+def _seen(producer: AIOKafkaProducer, builder: Any) -> None:
+    """Mark the failure of the batch just queued for ``builder`` as seen, whenever it
+    comes. ``send_batch`` hands out a shield of the batch's own future, and aiokafka
+    leaves the batch API's futures to the caller: with the shield cancelled (a close
+    cut short), a failure coming later (the abort's, a request timing out) was
+    "never retrieved"."""
+    accumulator = getattr(producer, "_message_accumulator", None)
+    for queue in getattr(accumulator, "_batches", {}).values():
+        for batch in reversed(queue):
+            if getattr(batch, "_builder", None) is builder:
+                batch.future.add_done_callback(_retrieve)
+                batch._drain_waiter.add_done_callback(_retrieve)
+                return
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
