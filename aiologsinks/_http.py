@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import socket
 import ssl
 import urllib.parse
 import zlib
@@ -130,11 +131,18 @@ class _Connection:
         )
 
     def abort(self) -> None:
-        # its loop may have been closed under it (the request's task collected
-        # pending): nothing to tell the protocol then, the transport's socket is
-        # closed when the transport is collected
-        with contextlib.suppress(RuntimeError):
-            self.writer.transport.abort()
+        transport = self.writer.transport
+        try:
+            transport.abort()
+        except RuntimeError:
+            # its loop was closed under it (a request's task collected pending, an
+            # asyncio.run that ended): the transport cannot close its socket any
+            # more (the GC will); the connection itself ends now, so the server is
+            # not left holding it
+            sock = transport.get_extra_info("socket")
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
 
 class HTTPClient:
