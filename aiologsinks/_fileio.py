@@ -40,7 +40,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from ._record import ACCELERATED
 from ._validate import ArgumentPathError
@@ -59,9 +59,11 @@ __all__ = [
     "FileWorker",
     "check_directory",
     "gzip_file",
+    "pipe_encoder",
     "resolve_encoding",
     "shift_backups",
     "write_bounded",
+    "write_encoded",
 ]
 
 T = TypeVar("T")
@@ -480,7 +482,7 @@ class AsyncTextFile:
             raise
         opened = cls(f, worker, direct)
         if _POLLABLE_WRITES and (stat.S_ISFIFO(st_mode) or stat.S_ISSOCK(st_mode)):
-            opened._pipe_encoder = codecs.getincrementalencoder(f.encoding)(f.errors or "strict")
+            opened._pipe_encoder = pipe_encoder(f.encoding, f.errors)
         return opened
 
     async def write(self, data: str) -> None:
@@ -593,6 +595,30 @@ def _encodable_then(write: Callable[[io.TextIOBase, str], T], f: io.TextIOBase, 
 
 
 def _write_pipe(f: io.TextIOBase, encoder: Any, data: str, abandoned: threading.Event) -> None:
+    write_encoded(f, encoder, data, None, abandoned)
+
+
+def pipe_encoder(encoding: str, errors: str | None) -> codecs.IncrementalEncoder:
+    """The encoder of a text stream over a pipe or socket, kept for the stream's life
+    and starting as ``TextIOWrapper`` starts for one: a stream it cannot seek on is
+    never at its start, so utf-16 and utf-32 write no BOM (native byte order), while
+    utf-8-sig writes its BOM once. (A fresh encoder per write put a BOM before every
+    batch.)"""
+    encoder = codecs.getincrementalencoder(encoding)(errors or "strict")
+    if codecs.lookup(encoding).name in ("utf-16", "utf-32"):
+        encoder.setstate(0)
+    return encoder
+
+
+def write_encoded(
+    f: IO[str] | io.TextIOBase,
+    encoder: Any,
+    data: str,
+    timeout: float | None,
+    abandoned: threading.Event,
+) -> None:
+    """``data`` encoded by ``encoder`` (see :func:`pipe_encoder`), written to the pipe or
+    socket under ``f`` with :func:`write_bounded` after what ``f`` holds."""
     # encode first: a text that cannot be encoded fails before anything is written;
     # a failed encode must not use up the encoder's start-of-stream BOM
     state = encoder.getstate()
@@ -602,7 +628,7 @@ def _write_pipe(f: io.TextIOBase, encoder: Any, data: str, abandoned: threading.
         encoder.setstate(state)
         raise
     f.flush()
-    write_bounded(f.fileno(), encoded, None, abandoned)
+    write_bounded(f.fileno(), encoded, timeout, abandoned)
 
 
 def write_bounded(fd: int, data: bytes, timeout: float | None, abandoned: threading.Event) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import io
 import logging
 import os
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import IO, Any
 
 from .._fastformat import PlainFormat, format_batch, plain_percent_format
-from .._fileio import FileWorker, write_bounded
+from .._fileio import FileWorker, pipe_encoder, write_encoded
 from .._sink import Sink, emit_one
 from .._validate import ArgumentTypeError, ArgumentValueError
 
@@ -44,8 +45,11 @@ class StreamSink(Sink):
     or as soon as the dispatcher abandons the batch (``aclose(timeout=...)``): the
     worker thread is then free within a fraction of a second and the records are
     counted (``errors`` on a timeout, ``undelivered`` when abandoned); a record cut
-    off mid-write may reach the peer truncated. A regular file, a terminal or any
-    other stream is written with ``write`` and ``flush`` exactly as
+    off mid-write may reach the peer truncated. The batch is encoded as the stream
+    encodes (its encoding and errors, one encoder for the stream's life: no BOM
+    repeated), but ``\n`` goes out as itself: the newline translation a stream was
+    opened with (``newline='\r\n'``) cannot be read from it. A regular file, a
+    terminal or any other stream is written with ``write`` and ``flush`` exactly as
     ``StreamHandler`` does.
     """
 
@@ -76,8 +80,9 @@ class StreamSink(Sink):
         #: seconds a pipe or socket may take nothing before a write gives up (None: wait)
         self.write_timeout = write_timeout
         self._worker = FileWorker(type(self).__name__)
-        # (stream, fd): the stream last checked, and its pipe/socket fd (None: not one)
-        self._pollable: tuple[object, int | None] | None = None
+        # (stream, encoder): the stream last checked, and its pipe/socket writes
+        # encoder (None: not a pipe or socket)
+        self._pollable: tuple[object, codecs.IncrementalEncoder | None] | None = None
 
     def setStream(self, stream: IO[str]) -> IO[str] | None:
         """Write to ``stream`` from the next batch on; return the old stream, or None
@@ -173,15 +178,12 @@ class StreamSink(Sink):
 
     def _write_on_worker(self, text: str, abandoned: threading.Event) -> None:
         stream = self.stream
-        fd = self._pollable_fd(stream)
-        if fd is None:
+        encoder = self._pipe_encoder(stream)
+        if encoder is None:
             _write_flush(stream, text)
             return
-        # encode first: a text that cannot be encoded fails before anything is written
-        wrapper: Any = stream  # an io.TextIOWrapper (checked by _pollable_fd)
-        data = text.encode(wrapper.encoding, wrapper.errors or "strict")
-        stream.flush()  # what the stream holds goes out before this batch
-        write_bounded(fd, data, self.write_timeout, abandoned)
+        # (what the stream holds goes out before this batch)
+        write_encoded(stream, encoder, text, self.write_timeout, abandoned)
 
     async def flush(self) -> None:
         """Flush the stream (on the worker thread)."""
@@ -196,23 +198,24 @@ class StreamSink(Sink):
         finally:
             self._worker.shutdown()
 
-    def _pollable_fd(self, stream: IO[str]) -> int | None:
-        """The fd of ``stream`` when it is a text file over a pipe, FIFO or socket."""
+    def _pipe_encoder(self, stream: IO[str]) -> codecs.IncrementalEncoder | None:
+        """The encoder of ``stream`` when it is a text file over a pipe, FIFO or
+        socket (one for the stream's life: a stateful encoding goes on from batch to
+        batch, as in the stream itself); None for any other stream."""
         cached = self._pollable
         if cached is not None and cached[0] is stream:
             return cached[1]
-        fd: int | None = None
+        encoder: codecs.IncrementalEncoder | None = None
         if isinstance(stream, io.TextIOWrapper) and hasattr(select, "poll"):
             try:
-                candidate = stream.fileno()
-                mode = os.fstat(candidate).st_mode
+                mode = os.fstat(stream.fileno()).st_mode
             except (OSError, ValueError):
                 pass
             else:
                 if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-                    fd = candidate
-        self._pollable = (stream, fd)
-        return fd
+                    encoder = pipe_encoder(stream.encoding, stream.errors)
+        self._pollable = (stream, encoder)
+        return encoder
 
     def __repr__(self) -> str:
         name = getattr(self.stream, "name", "")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -293,6 +295,37 @@ def test_a_fifo_nobody_reads_lets_the_process_exit_with_every_record_counted(
     assert received == 3000
     assert delivered + errors + undelivered == received
     assert undelivered > 0  # what the FIFO never took went to the fallback
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are POSIX")
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig"])
+async def test_a_fifo_gets_the_bytes_file_handler_writes(tmp_path: Path, encoding: str) -> None:
+    # FileHandler's file cannot seek on a FIFO: utf-16/32 write no BOM there
+    def read_all(path: Path, got: list[bytes]) -> None:
+        with open(path, "rb") as fifo:
+            got.append(fifo.read())
+
+    outputs: list[bytes] = []
+    for kind in ("stdlib", "ours"):
+        path = tmp_path / f"{kind}.fifo"
+        os.mkfifo(path)
+        got: list[bytes] = []
+        reader = threading.Thread(target=read_all, args=(path, got))
+        reader.start()
+        records = [logging.makeLogRecord({"msg": text}) for text in ("one", "two")]
+        if kind == "stdlib":
+            handler = logging.FileHandler(path, encoding=encoding)
+            for record in records:
+                handler.handle(record)
+            handler.close()
+        else:
+            sink = als.FileSink(path, encoding=encoding)
+            async with sink:
+                for record in records:
+                    await sink.emit_batch([record])
+        await asyncio.to_thread(reader.join, 10)
+        outputs.append(got[0])
+    assert outputs[1] == outputs[0]
 
 
 class WatchedRecorder(als.WatchedFileSink):

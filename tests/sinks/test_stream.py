@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import pytest
 
@@ -45,6 +48,43 @@ async def test_set_stream_swaps_the_stream_as_stream_handler_does(tmp_path: Path
         sink.setStream("stdout")  # type: ignore[arg-type]
     with pytest.raises(NotImplementedError, match="StreamSink instead"):
         als.FileSink(tmp_path / "app.log").setStream(second)
+
+
+def _piped(encoding: str, write: Callable[[IO[str]], None]) -> bytes:
+    """What ``write`` wrote to a text stream over a pipe, as the reader got it."""
+    read_fd, write_fd = os.pipe()
+    got: list[bytes] = []
+    reader = threading.Thread(
+        target=lambda: got.append(b"".join(iter(lambda: os.read(read_fd, 65536), b"")))
+    )
+    reader.start()
+    with open(write_fd, "w", encoding=encoding) as stream:
+        write(stream)
+    reader.join(10)
+    os.close(read_fd)
+    return got[0]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-32", "utf-8-sig", "utf-8"])
+def test_a_pipe_gets_the_bytes_stream_handler_writes_batch_after_batch(encoding: str) -> None:
+    # one encoder for the stream's life: a BOM (utf-16/32 write none to what cannot
+    # seek, utf-8-sig one) came before every batch when each was encoded afresh
+    def stdlib(stream: IO[str]) -> None:
+        handler = logging.StreamHandler(stream)
+        for text in ("one", "two", "three"):
+            handler.handle(logging.makeLogRecord({"msg": text}))
+
+    def ours(stream: IO[str]) -> None:
+        async def run() -> None:
+            log = fresh_logger("t.stream.pipe")
+            async with als.install(als.StreamSink(stream), logger=log) as dispatcher:
+                for text in ("one", "two", "three"):
+                    log.warning(text)
+                    await dispatcher.flush()  # a batch each
+
+        asyncio.run(run())
+
+    assert _piped(encoding, ours) == _piped(encoding, stdlib)
 
 
 async def test_stream_sink_defaults_to_stderr() -> None:
