@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import logging.handlers
@@ -381,6 +382,13 @@ async def test_the_request_head_is_httphandlers_byte_for_byte(method: str) -> No
     heads: asyncio.Queue[bytes] = asyncio.Queue()
 
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError):  # the client closed
+                await answer_each(reader, writer)
+        finally:
+            writer.close()
+
+    async def answer_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while head := await reader.readuntil(b"\r\n\r\n"):
             length = next(
                 (int(ln.split(b":")[1]) for ln in head.split(b"\r\n")
