@@ -297,19 +297,20 @@ async def test_udp_listens_on_every_address_a_host_name_has_and_names_ipv6_peers
         def deliver(self, channel: str, fields: dict[str, Any], peer: str) -> None:
             got.append((channel, peer))
 
-    async with Peers(host="dual.test", udp=0, syslog=0) as rx:
+    # (UDP channels only: uvloop's TCP listener resolves names without socket's
+    # getaddrinfo; both UDP channels bind through the same code)
+    async with Peers(host="dual.test", udp=0) as rx:
         for n, (family, host) in enumerate(
             ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1"))
         ):
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
                 sock.bind((host, 0))
-                sock.sendto(b"<14>over " + host.encode(), (host, rx.ports["syslog"]))
                 data = pickle.dumps({"msg": "over " + host}, 1)
                 sock.sendto(struct.pack(">L", len(data)) + data, (host, rx.ports["udp"]))
                 port = sock.getsockname()[1]
-            await rx.wait_for(lambda r: len(got) == 2 * (n + 1), timeout=5)
+            await rx.wait_for(lambda r: len(got) == n + 1, timeout=5)
             shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-            assert sorted(got[-2:]) == [("syslog_udp", shown), ("udp", shown)]
+            assert got[-1] == ("udp", shown)
 
 
 def frame(obj: Any) -> bytes:
@@ -591,6 +592,99 @@ async def test_syslog_undecided_a_trickling_peer_is_not_scanned_again_at_each_re
     writer.close()
     await writer.wait_closed()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
+
+
+def _only_conn(rx: Receiver) -> Any:
+    (conn,) = rx._conns
+    return conn
+
+
+async def test_syslog_undecided_the_wait_for_the_framing_is_its_own(
+    patient: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a timer armed by an earlier LF (the pause after a line) ended the wait a moment
+    # after it began: a NUL coming soon after was too late, the message split
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # (no wait runs out in this test)
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    writer.write(b"<14>user said: hi\n")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.buffered == 18, timeout=5)
+    armed = _only_conn(patient).settle
+    writer.write(b"<0>forged")  # a line that starts like a message: the wait begins
+    await writer.drain()
+    await patient.wait_for(lambda r: r.buffered == 27, timeout=5)
+    conn = _only_conn(patient)
+    assert conn.deferred and conn.settle is not armed and armed.cancelled()
+    writer.write(b"\x00")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
+    assert syslog_msgs(patient) == ["user said: hi\n<0>forged"]
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_syslog_undecided_the_wait_does_not_run_out_while_the_receiver_reads_nothing(
+    patient: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # paused (its sinks behind), the receiver reads nothing: the NUL that decides may
+    # be waiting in the socket, and the wait must not end for the peer meanwhile
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # (run out below, by hand)
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    writer.write(b"<14>user said: hi\n<0>forged")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.buffered == 27, timeout=5)
+    conn = _only_conn(patient)
+    patient.pause()
+    writer.write(b"\x00")
+    await writer.drain()
+    # the wait runs out while paused (as its timer would): it begins again
+    conn.settle.cancel()
+    conn._settled()
+    assert conn.deferred and conn.settle is not None
+    assert patient.counts["syslog_tcp"].received == 0
+    patient.resume()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
+    assert syslog_msgs(patient) == ["user said: hi\n<0>forged"]
+    writer.close()
+    await writer.wait_closed()
+
+
+@pytest.mark.parametrize("grace", [0.0, 0.1])
+async def test_syslog_undecided_whole_lines_are_delivered_when_the_receiver_closes(
+    grace: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # undecided until the close
+    got: list[str] = []
+    limits = ReceiverLimits(idle_timeout=30, read_timeout=30)
+    rx = Receiver(syslog=0, limits=limits, on_record=lambda c, f: got.append(f["msg"]))
+    await rx.start()
+    _, writer = await asyncio.open_connection("127.0.0.1", rx.ports["syslog"])
+    lines = b"".join(b"<14>line %d\n" % i for i in range(10))
+    writer.write(lines + b"<14>parti")
+    await writer.drain()
+    await rx.wait_for(lambda r: r.buffered == len(lines) + 9, timeout=5)
+    await rx.aclose(grace)
+    assert got == [f"line {i}" for i in range(10)]
+    assert (rx.counts["syslog_tcp"].received, rx.counts["syslog_tcp"].invalid) == (10, 1)
+    writer.close()
+
+
+async def test_syslog_a_partial_nul_message_is_not_searched_again_at_each_read(
+    patient: Receiver,
+) -> None:
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    writer.write(b"<14>first\x00<14>" + b"x" * 30_000)
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
+    await patient.wait_for(lambda r: r.buffered == 30_004, timeout=5)
+    conn = _only_conn(patient)
+    assert conn.framing == "nul" and conn.nul_free == 30_004  # the next read starts there
+    writer.write(b"end\x00")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
+    assert conn.nul_free == 0
+    writer.close()
+    await writer.wait_closed()
 
 
 async def test_syslog_lf_a_lone_multi_line_message_is_delivered_while_its_peer_stays(

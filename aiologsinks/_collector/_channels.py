@@ -186,9 +186,12 @@ class _Conn(asyncio.Protocol):
         #: how far the message at the head of buf was searched for the LF ending it
         self.scanned = 0
         #: framing undecided, and a line that starts like a message waits for the
-        #: decision (see _message_end); the bytes of buf already searched for a NUL
+        #: decision (see _message_end)
         self.deferred = False
-        self.nul_scanned = 0
+        #: how many bytes at the head of buf are known to hold no NUL: each read
+        #: searches only what follows (a peer trickling a long message must not have
+        #: it searched from its start at every read)
+        self.nul_free = 0
         #: the settle timer found the connection quiet after an LF: that LF ends
         self.quiet = False
         # HTTP: the head of the request whose body is awaited
@@ -276,8 +279,7 @@ class _Conn(asyncio.Protocol):
             if self.channel == "syslog_tcp" and self.framing is None:
                 # the end of the connection ends the last line: LF framing decides
                 # the messages an undecided connection still holds (see _message_end)
-                self.quiet = True
-                self._consume(0)
+                self._deliver_lines()
             if self.channel == "syslog_tcp" and self.buf.strip(b"\x00\r\n"):
                 rx._syslog_message(self.channel, bytes(self.buf), self.peer)
             elif self.channel != "syslog_tcp":
@@ -390,6 +392,11 @@ class _Conn(asyncio.Protocol):
         if not self.closing:
             self.closing = True
             self.closed_at = self.loop.time()
+            if self.channel == "syslog_tcp" and self.framing != "nul" and self.buf:
+                # whole lines it holds (the framing undecided, or the last line
+                # awaiting a pause) are messages: delivered before it goes, and what
+                # is left is the partial one
+                self._deliver_lines()
             if self.unfinished():
                 self.rx._invalid(self.channel)
         # closing already (answered, or broken) and still there: its peer does not read
@@ -441,7 +448,7 @@ class _Conn(asyncio.Protocol):
                     return
                 msg = bytes(buf[space + 1 : stop])
                 del buf[:stop]
-                self.scanned = 0
+                self.scanned = self.nul_free = 0
             else:
                 end = self._message_end()
                 if end < 0:
@@ -450,6 +457,7 @@ class _Conn(asyncio.Protocol):
                     return
                 msg = bytes(buf[:end])
                 del buf[: end + 1]
+                self.nul_free = 0
                 if not msg.strip(b"\r"):
                     continue
             rx._syslog_message(self.channel, msg, self.peer)
@@ -465,12 +473,9 @@ class _Conn(asyncio.Protocol):
         split off, they would be lines without a PRI, which are no syslog messages."""
         buf = self.buf
         if self.framing == "nul":
-            return buf.find(b"\x00")
+            return self._find_nul(len(buf))
         if self.deferred:
-            # only the new bytes are searched: a peer trickling must not have buf
-            # scanned again at every read
-            nul = buf.find(b"\x00", self.nul_scanned)
-            self.nul_scanned = len(buf)
+            nul = self._find_nul(len(buf))
             if nul < 0 and not self.quiet and len(buf) <= self.rx.limits.max_frame:
                 return -1
             self._decide("nul" if nul >= 0 else "lf")
@@ -482,7 +487,7 @@ class _Conn(asyncio.Protocol):
         # rest of the connection is NUL-framed (SysLogHandler never sends a bare NUL
         # inside a message; an LF-framed sender never sends one at all). Before the
         # guess, any NUL decides: the LFs before it are inside a message it ends
-        nul = buf.find(b"\x00", 0, len(buf) if end < 0 or self.framing is None else end)
+        nul = self._find_nul(len(buf) if end < 0 or self.framing is None else end)
         if nul >= 0:
             self.framing = "nul"
             self.scanned = 0
@@ -500,9 +505,10 @@ class _Conn(asyncio.Protocol):
             # or as LF after _LF_SETTLE, past max_frame bytes, at its end, or when
             # the lines it holds would cost it (max_buffered, see _consume).
             self.deferred = True
-            self.nul_scanned = len(buf)  # (searched just above)
-            if self.settle is None:
-                self.settle = self.loop.call_later(_LF_SETTLE, self._settled)
+            # its own wait: a timer armed by an earlier LF would cut it short
+            if self.settle is not None:
+                self.settle.cancel()
+            self.settle = self.loop.call_later(_LF_SETTLE, self._settled)
             return -1
         if end > 1 or (end == 1 and buf[0] != 0x0D):  # not an empty line
             self.framing = "lf"
@@ -533,6 +539,22 @@ class _Conn(asyncio.Protocol):
         self.scanned = max(size - 2, 0)
         return -1
 
+    def _deliver_lines(self) -> None:
+        """Take the messages the LFs in buf end, the last one too (as at a pause)."""
+        self.quiet = True
+        try:
+            self._consume(0)
+        finally:
+            self.quiet = False
+
+    def _find_nul(self, stop: int) -> int:
+        """The first NUL in buf before ``stop``, -1 if none (what is searched is
+        remembered as free of one)."""
+        nul = self.buf.find(b"\x00", self.nul_free, stop)
+        if nul < 0:
+            self.nul_free = max(self.nul_free, stop)
+        return nul
+
     def _decide(self, framing: str) -> None:
         self.framing = framing
         self.deferred = False
@@ -543,21 +565,22 @@ class _Conn(asyncio.Protocol):
         if self.closing:
             return
         if self.deferred:
+            if self.rx._paused and not self.rx._closing:
+                # the receiver is not reading: a NUL may be waiting unread in the
+                # socket. The wait is the peer's to use, not the receiver's
+                self.settle = self.loop.call_later(_LF_SETTLE, self._settled)
+                return
             # no NUL came: the LFs ended the messages; what they end goes on now
             # (the last line, if not ended yet, waits as on any LF connection)
-            if self.buf.find(b"\x00", self.nul_scanned) < 0:
+            if self._find_nul(len(self.buf)) < 0:
                 self._decide("lf")
                 self._consume(0)
             return
         if self.framing == "nul" or not self.buf.endswith(b"\n"):
             return
-        if self.buf.find(b"\x00") < 0:
+        if self._find_nul(len(self.buf)) < 0:
             # quiet after an LF: that LF ended the message before it
-            self.quiet = True
-            try:
-                self._consume(0)
-            finally:
-                self.quiet = False
+            self._deliver_lines()
 
     def _http(self) -> None:
         rx = self.rx
