@@ -598,14 +598,17 @@ def _write_pipe(f: io.TextIOBase, encoder: Any, data: str, abandoned: threading.
     write_encoded(f, encoder, data, None, abandoned)
 
 
-def pipe_encoder(encoding: str, errors: str | None) -> codecs.IncrementalEncoder:
+def pipe_encoder(
+    encoding: str, errors: str | None, *, started: bool = False
+) -> codecs.IncrementalEncoder:
     """The encoder of a text stream over a pipe or socket, kept for the stream's life
     and starting as ``TextIOWrapper`` starts for one: a stream it cannot seek on is
     never at its start, so utf-16 and utf-32 write no BOM (native byte order), while
-    utf-8-sig writes its BOM once. (A fresh encoder per write put a BOM before every
-    batch.)"""
+    utf-8-sig writes its BOM once, unless ``started`` (the stream wrote it). (A fresh
+    encoder per write put a BOM before every batch.)"""
     encoder = codecs.getincrementalencoder(encoding)(errors or "strict")
-    if codecs.lookup(encoding).name in ("utf-16", "utf-32"):
+    name = codecs.lookup(encoding).name
+    if name in ("utf-16", "utf-32") or (started and name == "utf-8-sig"):
         encoder.setstate(0)
     return encoder
 

@@ -11,6 +11,7 @@ import select
 import stat
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import IO, Any
 
@@ -80,9 +81,11 @@ class StreamSink(Sink):
         #: seconds a pipe or socket may take nothing before a write gives up (None: wait)
         self.write_timeout = write_timeout
         self._worker = FileWorker(type(self).__name__)
-        # (stream, encoder): the stream last checked, and its pipe/socket writes
+        # each stream written to: its (encoding, errors) and its pipe/socket writes'
         # encoder (None: not a pipe or socket)
-        self._pollable: tuple[object, codecs.IncrementalEncoder | None] | None = None
+        self._encoders: weakref.WeakKeyDictionary[
+            IO[str], tuple[tuple[str, str | None], codecs.IncrementalEncoder | None]
+        ] = weakref.WeakKeyDictionary()
 
     def setStream(self, stream: IO[str]) -> IO[str] | None:
         """Write to ``stream`` from the next batch on; return the old stream, or None
@@ -200,21 +203,29 @@ class StreamSink(Sink):
 
     def _pipe_encoder(self, stream: IO[str]) -> codecs.IncrementalEncoder | None:
         """The encoder of ``stream`` when it is a text file over a pipe, FIFO or
-        socket (one for the stream's life: a stateful encoding goes on from batch to
-        batch, as in the stream itself); None for any other stream."""
-        cached = self._pollable
-        if cached is not None and cached[0] is stream:
-            return cached[1]
+        socket; None for any other stream.
+
+        One per stream and its encoding (a stateful encoding goes on from batch to
+        batch, as in the stream itself; a stream swapped back by :meth:`setStream`
+        finds its own; one ``reconfigure()``-d gets a new one, as the stream does).
+        The stream writes its own start (utf-8-sig's BOM) first, so that it and the
+        application's own writes to it count it once."""
+        if not (isinstance(stream, io.TextIOWrapper) and hasattr(select, "poll")):
+            return None
+        key = (stream.encoding, stream.errors)
+        known = self._encoders.get(stream)
+        if known is not None and known[0] == key:
+            return known[1]
         encoder: codecs.IncrementalEncoder | None = None
-        if isinstance(stream, io.TextIOWrapper) and hasattr(select, "poll"):
-            try:
-                mode = os.fstat(stream.fileno()).st_mode
-            except (OSError, ValueError):
-                pass
-            else:
-                if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
-                    encoder = pipe_encoder(stream.encoding, stream.errors)
-        self._pollable = (stream, encoder)
+        try:
+            mode = os.fstat(stream.fileno()).st_mode
+        except (OSError, ValueError):
+            pass
+        else:
+            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+                stream.write("")  # (its BOM, if it has one and has not written it)
+                encoder = pipe_encoder(stream.encoding, stream.errors, started=True)
+        self._encoders[stream] = (key, encoder)
         return encoder
 
     def __repr__(self) -> str:

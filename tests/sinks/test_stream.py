@@ -87,6 +87,62 @@ def test_a_pipe_gets_the_bytes_stream_handler_writes_batch_after_batch(encoding:
     assert _piped(encoding, ours) == _piped(encoding, stdlib)
 
 
+def test_a_pipe_shared_with_the_application_and_reconfigured_gets_stream_handlers_bytes() -> None:
+    # the application writes to the same stream between batches (utf-8-sig: one BOM
+    # for both), then reconfigures it (ascii errors: the sink follows, as the stream)
+    def steps(stream: IO[str], emit: Callable[[str], None]) -> None:
+        emit("one")
+        stream.write("app\n")
+        stream.flush()
+        emit("two")
+        stream.reconfigure(encoding="ascii", errors="backslashreplace")  # type: ignore[attr-defined]
+        emit("café")
+
+    def stdlib(stream: IO[str]) -> None:
+        handler = logging.StreamHandler(stream)
+        steps(stream, lambda text: handler.handle(logging.makeLogRecord({"msg": text})))
+
+    def ours(stream: IO[str]) -> None:
+        async def run() -> None:
+            log = fresh_logger("t.stream.shared")
+            async with als.install(als.StreamSink(stream), logger=log) as dispatcher:
+                loop = asyncio.get_running_loop()
+
+                def emit(text: str) -> None:
+                    log.warning(text)
+                    asyncio.run_coroutine_threadsafe(dispatcher.flush(), loop).result(10)
+
+                await asyncio.to_thread(steps, stream, emit)
+
+        asyncio.run(run())
+
+    assert _piped("utf-8-sig", ours) == _piped("utf-8-sig", stdlib)
+
+
+def test_a_pipe_swapped_away_and_back_goes_on_where_it_was() -> None:
+    # setStream A, B, then A again: A's BOM once (its encoder is A's, kept)
+    def stdlib(stream: IO[str]) -> None:
+        handler = logging.StreamHandler(stream)
+        for text in ("a1", "a2"):
+            handler.handle(logging.makeLogRecord({"msg": text}))
+
+    def ours(stream: IO[str]) -> None:
+        async def run() -> None:
+            log = fresh_logger("t.stream.swap")
+            other = io.StringIO()
+            sink = als.StreamSink(stream)
+            async with als.install(sink, logger=log) as dispatcher:
+                for text, to in (("a1", other), ("b1", stream), ("a2", other)):
+                    log.warning(text)
+                    await dispatcher.flush()
+                    sink.setStream(to)
+            assert other.getvalue() == "b1\n"
+
+        asyncio.run(run())
+
+    assert _piped("utf-8-sig", ours) == _piped("utf-8-sig", stdlib)
+
+
 async def test_stream_sink_defaults_to_stderr() -> None:
     import sys
 
