@@ -650,23 +650,63 @@ async def test_syslog_undecided_the_wait_does_not_run_out_while_the_receiver_rea
 
 
 @pytest.mark.parametrize("grace", [0.0, 0.1])
-async def test_syslog_undecided_whole_lines_are_delivered_when_the_receiver_closes(
+async def test_syslog_at_the_receivers_close_whole_lines_go_on_and_nothing_is_forged(
     grace: float, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # undecided until the close
+    # an LF connection's last line awaiting its pause is a message; an undecided
+    # connection's lines may be one NUL message whose NUL is on its way: cut, it is
+    # one invalid frame, never a record of the priority of its second line
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 0.05)
     got: list[str] = []
     limits = ReceiverLimits(idle_timeout=30, read_timeout=30)
     rx = Receiver(syslog=0, limits=limits, on_record=lambda c, f: got.append(f["msg"]))
     await rx.start()
-    _, writer = await asyncio.open_connection("127.0.0.1", rx.ports["syslog"])
-    lines = b"".join(b"<14>line %d\n" % i for i in range(10))
-    writer.write(lines + b"<14>parti")
-    await writer.drain()
-    await rx.wait_for(lambda r: r.buffered == len(lines) + 9, timeout=5)
+    _, lf = await asyncio.open_connection("127.0.0.1", rx.ports["syslog"])
+    lf.write(b"<14>a\n<14>b\n")
+    await lf.drain()
+    await rx.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # no pause runs out from here
+    lf.write(b"<14>last\n<")  # (and the first byte of the next: a partial one)
+    await lf.drain()
+    await rx.wait_for(lambda r: r.buffered == 10, timeout=5)
+    _, nul = await asyncio.open_connection("127.0.0.1", rx.ports["syslog"])
+    nul.write(b"<14>user said: hi\n<0>forged")
+    await nul.drain()
+    await rx.wait_for(lambda r: r.buffered == 10 + 27, timeout=5)
     await rx.aclose(grace)
-    assert got == [f"line {i}" for i in range(10)]
-    assert (rx.counts["syslog_tcp"].received, rx.counts["syslog_tcp"].invalid) == (10, 1)
+    assert got == ["a", "b", "last"]
+    assert (rx.counts["syslog_tcp"].received, rx.counts["syslog_tcp"].invalid) == (3, 2)
+    lf.close()
+    nul.close()
+
+
+async def test_syslog_lf_the_pause_after_a_line_does_not_run_out_while_the_receiver_reads_nothing(
+    patient: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a traceback's next line waits unread in the socket while the receiver is paused:
+    # the line before it must not be taken as ended meanwhile
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 0.05)
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    writer.write(b"<14>a\n<14>b\n")  # LF framing, decided
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # (run out below, by hand)
+    writer.write(b"<11>Traceback\n")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.buffered == 14, timeout=5)
+    conn = _only_conn(patient)
+    patient.pause()
+    writer.write(b'  File "x.py", line 1\n<14>after\n')
+    await writer.drain()
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 0.05)  # (for the waits from here)
+    conn.settle.cancel()
+    conn._settled()  # the pause after the line runs out while paused: it begins again
+    assert patient.counts["syslog_tcp"].received == 2 and conn.settle is not None
+    patient.resume()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 4, timeout=5)
+    assert syslog_msgs(patient)[2:] == ['Traceback\n  File "x.py", line 1', "after"]
     writer.close()
+    await writer.wait_closed()
 
 
 async def test_syslog_a_partial_nul_message_is_not_searched_again_at_each_read(

@@ -185,6 +185,8 @@ class _Conn(asyncio.Protocol):
         self.settle: asyncio.TimerHandle | None = None
         #: how far the message at the head of buf was searched for the LF ending it
         self.scanned = 0
+        #: connection_lost is handling what the connection holds
+        self.lost = False
         #: framing undecided, and a line that starts like a message waits for the
         #: decision (see _message_end)
         self.deferred = False
@@ -275,6 +277,8 @@ class _Conn(asyncio.Protocol):
         rx._activity = self.loop.time()
         if self.settle is not None:
             self.settle.cancel()
+        # what it holds is handled here, once: not refused meanwhile (max_buffered)
+        self.lost = True
         if self.unfinished() and not self.closing:
             if self.channel == "syslog_tcp" and self.framing is None:
                 # the end of the connection ends the last line: LF framing decides
@@ -369,12 +373,13 @@ class _Conn(asyncio.Protocol):
             ):
                 self.last = now
             rx._after_data()
-        if rx._buffered > rx.limits.max_buffered and self.deferred and not self.closing:
+        over = rx._buffered > rx.limits.max_buffered and not self.closing and not self.lost
+        if over and self.deferred:
             # what it holds are whole lines kept only for the framing decision: LF
             # decides now rather than the connection going with them
             self._decide("lf")
             self._consume(0)
-        elif rx._buffered > rx.limits.max_buffered and self.buf and not self.closing:
+        elif over and self.buf:
             # too much held in partial frames: this connection (the one that pushed it
             # over) goes, the others are served
             rx.counts[self.channel].refused += 1
@@ -392,10 +397,11 @@ class _Conn(asyncio.Protocol):
         if not self.closing:
             self.closing = True
             self.closed_at = self.loop.time()
-            if self.channel == "syslog_tcp" and self.framing != "nul" and self.buf:
-                # whole lines it holds (the framing undecided, or the last line
-                # awaiting a pause) are messages: delivered before it goes, and what
-                # is left is the partial one
+            if self.channel == "syslog_tcp" and self.framing == "lf" and self.buf:
+                # whole lines it holds (the last one awaiting a pause) are messages:
+                # delivered before it goes, and what is left is the partial one. Not
+                # while the framing is undecided: the NUL that decides may be on its
+                # way, and the LFs inside one message (see _message_end)
                 self._deliver_lines()
             if self.unfinished():
                 self.rx._invalid(self.channel)
@@ -532,9 +538,15 @@ class _Conn(asyncio.Protocol):
                 self.scanned = 0
                 return lf
             lf = buf.find(b"\n", lf + 1)
-        if self.quiet and lf == size - 1:
-            self.scanned = 0
-            return lf
+        if self.quiet:
+            # the connection ends (or paused after an LF): an LF at the very end ends
+            # the message, and so does one followed by the first byte of a PRI only
+            if lf == size - 1:
+                self.scanned = 0
+                return lf
+            if size >= 2 and buf[size - 2 :] == b"\n<" and buf[:1] == b"<":
+                self.scanned = 0
+                return size - 2
         # an LF among the last two bytes is followed by too little to tell ("<" of "<1")
         self.scanned = max(size - 2, 0)
         return -1
@@ -564,12 +576,13 @@ class _Conn(asyncio.Protocol):
         self.settle = None
         if self.closing:
             return
+        if self.rx._paused and not self.rx._closing:
+            # the receiver is not reading: what tells (a NUL, a continuation line)
+            # may be waiting unread in the socket. The wait is the peer's to use,
+            # not the receiver's
+            self.settle = self.loop.call_later(_LF_SETTLE, self._settled)
+            return
         if self.deferred:
-            if self.rx._paused and not self.rx._closing:
-                # the receiver is not reading: a NUL may be waiting unread in the
-                # socket. The wait is the peer's to use, not the receiver's
-                self.settle = self.loop.call_later(_LF_SETTLE, self._settled)
-                return
             # no NUL came: the LFs ended the messages; what they end goes on now
             # (the last line, if not ended yet, waits as on any LF connection)
             if self._find_nul(len(self.buf)) < 0:
