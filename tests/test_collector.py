@@ -709,6 +709,46 @@ async def test_syslog_lf_the_pause_after_a_line_does_not_run_out_while_the_recei
     await writer.wait_closed()
 
 
+async def test_syslog_the_wait_begins_again_when_the_receiver_reads_again(
+    patient: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # what waited in the socket during a pause is read on the loop's next pass after
+    # resume(): a timer due in the same pass would decide without it
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # (no wait runs out here)
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    writer.write(b"<14>user said: hi\n<0>forged")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.buffered == 27, timeout=5)
+    conn = _only_conn(patient)
+    patient.pause()
+    waiting = conn.settle
+    patient.resume()
+    assert conn.deferred and waiting.cancelled() and conn.settle is not waiting
+    writer.write(b"\x00")
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
+    assert syslog_msgs(patient) == ["user said: hi\n<0>forged"]
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_syslog_lf_a_peer_closing_after_a_line_and_a_byte_of_the_next(
+    patient: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # as when the collector cuts it: the line is a message, the byte a partial one
+    monkeypatch.setattr(_channels, "_LF_SETTLE", 0.05)
+    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
+    writer.write(b"<14>a\n<14>b\n")  # LF framing, decided
+    await writer.drain()
+    await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
+    writer.write(b"<14>last\n<")
+    writer.close()
+    await writer.wait_closed()
+    await patient.wait_for(lambda r: r.connections == 0, timeout=5)
+    assert syslog_msgs(patient) == ["a", "b", "last"]
+    assert patient.counts["syslog_tcp"].invalid == 1
+
+
 async def test_syslog_a_partial_nul_message_is_not_searched_again_at_each_read(
     patient: Receiver,
 ) -> None:

@@ -280,9 +280,10 @@ class _Conn(asyncio.Protocol):
         # what it holds is handled here, once: not refused meanwhile (max_buffered)
         self.lost = True
         if self.unfinished() and not self.closing:
-            if self.channel == "syslog_tcp" and self.framing is None:
+            if self.channel == "syslog_tcp" and self.framing in (None, "lf"):
                 # the end of the connection ends the last line: LF framing decides
-                # the messages an undecided connection still holds (see _message_end)
+                # the messages an undecided connection still holds (see _message_end),
+                # and what is left after the last LF is a message of its own
                 self._deliver_lines()
             if self.channel == "syslog_tcp" and self.buf.strip(b"\x00\r\n"):
                 rx._syslog_message(self.channel, bytes(self.buf), self.peer)
@@ -550,6 +551,12 @@ class _Conn(asyncio.Protocol):
         # an LF among the last two bytes is followed by too little to tell ("<" of "<1")
         self.scanned = max(size - 2, 0)
         return -1
+
+    def restart_settle(self) -> None:
+        """Begin again a wait for what ends a syslog message (see :meth:`_settled`)."""
+        if self.settle is not None:
+            self.settle.cancel()
+            self.settle = self.loop.call_later(_LF_SETTLE, self._settled)
 
     def _deliver_lines(self) -> None:
         """Take the messages the LFs in buf end, the last one too (as at a pause)."""

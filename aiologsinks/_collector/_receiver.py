@@ -320,6 +320,10 @@ class Receiver:
             conn.last = now
             if conn.started is not None:
                 conn.started = now
+            # a wait for what tells a syslog message's end begins again: the bytes
+            # waiting in the socket are read on the loop's next pass, and a timer
+            # due in this one would decide without them
+            conn.restart_settle()
             transport = conn.transport
             if transport is not None and not transport.is_closing() and not conn.write_paused:
                 transport.resume_reading()
