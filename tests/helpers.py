@@ -7,6 +7,7 @@ import contextlib
 import logging
 import logging.handlers
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -112,6 +113,18 @@ class CaptureHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+def has_ipv6_loopback() -> bool:
+    """Whether this machine can bind ::1 (some containers have no IPv6 at all)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
 
 
 def fresh_logger(name: str) -> logging.Logger:

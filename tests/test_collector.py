@@ -31,6 +31,7 @@ from aiologsinks._collector._records import clean, clean_block, merge_args, rebu
 from aiologsinks._collector._unpickle import FrameError, Limits, load_record
 
 from .conftest import require
+from .helpers import has_ipv6_loopback
 
 # -- the pickle reader -------------------------------------------------------------------
 
@@ -266,15 +267,6 @@ async def receiver() -> AsyncIterator[Receiver]:
     rx.got = got  # type: ignore[attr-defined]
     async with rx:
         yield rx
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 async def test_udp_listens_on_every_address_a_host_name_has_and_names_ipv6_peers(

@@ -28,7 +28,7 @@ from aiologsinks._collector._daemon import (
 )
 from aiologsinks._stats import DispatcherStats, SinkStats
 from tests.conftest import require
-from tests.helpers import ClosingHTTPHandler, drive
+from tests.helpers import ClosingHTTPHandler, drive, has_ipv6_loopback
 from tests.peers.collector import ROOT, Collector
 from tests.peers.logrotate import Logrotate
 
@@ -311,15 +311,6 @@ def test_limits_refuse_infinite_timeouts_and_a_buffer_smaller_than_a_frame() -> 
         ReceiverLimits(max_frame=4096, max_buffered=4095)
     settings, _ = settings_from({"collector": {"tcp": 0, "max_pickle_depth": MAX_PICKLE_DEPTH}})
     assert settings.limits().unpickle.max_depth == MAX_PICKLE_DEPTH
-
-
-def has_ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 async def test_listens_on_ipv4_and_ipv6_and_prints_stats(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from aiologsinks._http import (
     decode_body,
 )
 from tests.conftest import IN_CI
+from tests.helpers import has_ipv6_loopback
 from tests.peers._waiting import wait_until
 from tests.peers.http import http_peer
 from tests.peers.smtp import TLSMaterial, make_tls
@@ -1141,17 +1142,6 @@ def test_the_host_header_omits_the_default_port_and_brackets_ipv6(
 def test_a_bad_origin_is_refused(scheme: str, netloc: str) -> None:
     with pytest.raises(ValueError):
         HTTPClient(scheme, netloc)
-
-
-def has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 async def test_the_host_header_of_an_ipv6_server_is_bracketed_on_the_wire() -> None:
