@@ -476,23 +476,34 @@ def syslog_msgs(rx: Receiver) -> list[str]:
     return [f["msg"] for c, f in rx.got if c == "syslog_tcp"]  # type: ignore[attr-defined]
 
 
+async def syslog_peer(rx: Receiver, data: bytes) -> asyncio.StreamWriter:
+    """A connection to ``rx``'s syslog TCP port that has sent ``data``."""
+    _, writer = await asyncio.open_connection("127.0.0.1", rx.ports["syslog"])
+    writer.write(data)
+    await writer.drain()
+    return writer
+
+
+async def shut(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    await writer.wait_closed()
+
+
 @pytest.mark.parametrize("then_close", [False, True])
 async def test_syslog_lf_a_continuation_line_stays_in_its_message_and_the_rest_go_on(
     patient: Receiver, then_close: bool
 ) -> None:
-    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
-    writer.write(b"<14>first line\n  continuation of first\n<14>second\n<14>third\n")
-    await writer.drain()
+    writer = await syslog_peer(
+        patient, b"<14>first line\n  continuation of first\n<14>second\n<14>third\n"
+    )
     if then_close:  # the end of the connection ends the last message
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 3, timeout=5)
     if not then_close:  # and the connection goes on
         writer.write(b"<14>fourth\r\n")
         await writer.drain()
         await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 4, timeout=5)
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
     assert syslog_msgs(patient)[:3] == ["first line\n  continuation of first", "second", "third"]
     assert syslog_msgs(patient)[3:] == ([] if then_close else ["fourth"])
     assert patient.counts["syslog_tcp"].invalid == 0
@@ -513,8 +524,7 @@ async def test_syslog_a_first_message_holding_a_line_like_a_message_is_not_split
     await writer.drain()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
     assert syslog_msgs(patient) == ["user input:\n<0>forged emergency\nmore", "next"]
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 async def test_syslog_undecided_whole_lines_go_on_though_the_last_one_is_still_coming(
@@ -522,16 +532,13 @@ async def test_syslog_undecided_whole_lines_go_on_though_the_last_one_is_still_c
 ) -> None:
     # the framing decided by a pause though what arrived ends mid-line: the whole
     # lines are delivered (they waited for read_timeout, then went with the partial)
-    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
-    writer.write(b"<14>a\n<14>b\n<14>c\n<14>still being wri")
-    await writer.drain()
+    writer = await syslog_peer(patient, b"<14>a\n<14>b\n<14>c\n<14>still being wri")
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 3, timeout=5)
     writer.write(b"tten\n")
     await writer.drain()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 4, timeout=5)
     assert syslog_msgs(patient) == ["a", "b", "c", "still being written"]
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 async def test_syslog_undecided_connections_bursting_past_max_buffered_lose_nothing() -> None:
@@ -551,8 +558,7 @@ async def test_syslog_undecided_connections_bursting_past_max_buffered_lose_noth
         counts = rx.counts["syslog_tcp"]
         assert (counts.invalid, counts.refused) == (0, 0)
         for writer in writers:
-            writer.close()
-            await writer.wait_closed()
+            await shut(writer)
 
 
 async def test_syslog_undecided_a_trickling_peer_is_not_scanned_again_at_each_read(
@@ -581,8 +587,7 @@ async def test_syslog_undecided_a_trickling_peer_is_not_scanned_again_at_each_re
             lambda r: r.buffered >= len(head) + n or r.counts["syslog_tcp"].received, timeout=5
         )
     assert calls < 3 * 2000, calls  # (it was 2,000 per read)
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
 
 
@@ -597,9 +602,7 @@ async def test_syslog_undecided_the_wait_for_the_framing_is_its_own(
     # a timer armed by an earlier LF (the pause after a line) ended the wait a moment
     # after it began: a NUL coming soon after was too late, the message split
     monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # (no wait runs out in this test)
-    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
-    writer.write(b"<14>user said: hi\n")
-    await writer.drain()
+    writer = await syslog_peer(patient, b"<14>user said: hi\n")
     await patient.wait_for(lambda r: r.buffered == 18, timeout=5)
     armed = _only_conn(patient).settle
     writer.write(b"<0>forged")  # a line that starts like a message: the wait begins
@@ -611,8 +614,7 @@ async def test_syslog_undecided_the_wait_for_the_framing_is_its_own(
     await writer.drain()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
     assert syslog_msgs(patient) == ["user said: hi\n<0>forged"]
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 async def test_syslog_undecided_the_wait_does_not_run_out_while_the_receiver_reads_nothing(
@@ -621,9 +623,7 @@ async def test_syslog_undecided_the_wait_does_not_run_out_while_the_receiver_rea
     # paused (its sinks behind), the receiver reads nothing: the NUL that decides may
     # be waiting in the socket, and the wait must not end for the peer meanwhile
     monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # (run out below, by hand)
-    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
-    writer.write(b"<14>user said: hi\n<0>forged")
-    await writer.drain()
+    writer = await syslog_peer(patient, b"<14>user said: hi\n<0>forged")
     await patient.wait_for(lambda r: r.buffered == 27, timeout=5)
     conn = _only_conn(patient)
     patient.pause()
@@ -637,8 +637,7 @@ async def test_syslog_undecided_the_wait_does_not_run_out_while_the_receiver_rea
     patient.resume()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
     assert syslog_msgs(patient) == ["user said: hi\n<0>forged"]
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 @pytest.mark.parametrize("grace", [0.0, 0.1])
@@ -653,17 +652,13 @@ async def test_syslog_at_the_receivers_close_whole_lines_go_on_and_nothing_is_fo
     limits = ReceiverLimits(idle_timeout=30, read_timeout=30)
     rx = Receiver(syslog=0, limits=limits, on_record=lambda c, f: got.append(f["msg"]))
     await rx.start()
-    _, lf = await asyncio.open_connection("127.0.0.1", rx.ports["syslog"])
-    lf.write(b"<14>a\n<14>b\n")
-    await lf.drain()
+    lf = await syslog_peer(rx, b"<14>a\n<14>b\n")
     await rx.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
     monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # no pause runs out from here
     lf.write(b"<14>last\n<")  # (and the first byte of the next: a partial one)
     await lf.drain()
     await rx.wait_for(lambda r: r.buffered == 10, timeout=5)
-    _, nul = await asyncio.open_connection("127.0.0.1", rx.ports["syslog"])
-    nul.write(b"<14>user said: hi\n<0>forged")
-    await nul.drain()
+    nul = await syslog_peer(rx, b"<14>user said: hi\n<0>forged")
     await rx.wait_for(lambda r: r.buffered == 10 + 27, timeout=5)
     await rx.aclose(grace)
     assert got == ["a", "b", "last"]
@@ -697,8 +692,7 @@ async def test_syslog_lf_the_pause_after_a_line_does_not_run_out_while_the_recei
     patient.resume()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 4, timeout=5)
     assert syslog_msgs(patient)[2:] == ['Traceback\n  File "x.py", line 1', "after"]
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 async def test_syslog_the_wait_begins_again_when_the_receiver_reads_again(
@@ -707,9 +701,7 @@ async def test_syslog_the_wait_begins_again_when_the_receiver_reads_again(
     # what waited in the socket during a pause is read on the loop's next pass after
     # resume(): a timer due in the same pass would decide without it
     monkeypatch.setattr(_channels, "_LF_SETTLE", 5.0)  # (no wait runs out here)
-    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
-    writer.write(b"<14>user said: hi\n<0>forged")
-    await writer.drain()
+    writer = await syslog_peer(patient, b"<14>user said: hi\n<0>forged")
     await patient.wait_for(lambda r: r.buffered == 27, timeout=5)
     conn = _only_conn(patient)
     patient.pause()
@@ -720,8 +712,7 @@ async def test_syslog_the_wait_begins_again_when_the_receiver_reads_again(
     await writer.drain()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
     assert syslog_msgs(patient) == ["user said: hi\n<0>forged"]
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 async def test_syslog_lf_a_peer_closing_after_a_line_and_a_byte_of_the_next(
@@ -734,8 +725,7 @@ async def test_syslog_lf_a_peer_closing_after_a_line_and_a_byte_of_the_next(
     await writer.drain()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
     writer.write(b"<14>last\n<")
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
     await patient.wait_for(lambda r: r.connections == 0, timeout=5)
     assert syslog_msgs(patient) == ["a", "b", "last"]
     assert patient.counts["syslog_tcp"].invalid == 1
@@ -744,9 +734,7 @@ async def test_syslog_lf_a_peer_closing_after_a_line_and_a_byte_of_the_next(
 async def test_syslog_a_partial_nul_message_is_not_searched_again_at_each_read(
     patient: Receiver,
 ) -> None:
-    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
-    writer.write(b"<14>first\x00<14>" + b"x" * 30_000)
-    await writer.drain()
+    writer = await syslog_peer(patient, b"<14>first\x00<14>" + b"x" * 30_000)
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
     await patient.wait_for(lambda r: r.buffered == 30_004, timeout=5)
     conn = _only_conn(patient)
@@ -755,21 +743,19 @@ async def test_syslog_a_partial_nul_message_is_not_searched_again_at_each_read(
     await writer.drain()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 2, timeout=5)
     assert conn.nul_free == 0
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 async def test_syslog_lf_a_lone_multi_line_message_is_delivered_while_its_peer_stays(
     patient: Receiver,
 ) -> None:
     # a forwarder that sent one traceback and idles, its connection open
-    _, writer = await asyncio.open_connection("127.0.0.1", patient.ports["syslog"])
-    writer.write(b"<11>app: failed\n  Traceback (most recent call last):\n    boom\n")
-    await writer.drain()
+    writer = await syslog_peer(
+        patient, b"<11>app: failed\n  Traceback (most recent call last):\n    boom\n"
+    )
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 1, timeout=5)
     assert syslog_msgs(patient) == ["app: failed\n  Traceback (most recent call last):\n    boom"]
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 async def test_syslog_lf_a_message_start_split_across_reads_ends_the_message_before(
@@ -784,8 +770,7 @@ async def test_syslog_lf_a_message_start_split_across_reads_ends_the_message_bef
     await writer.drain()
     await patient.wait_for(lambda r: r.counts["syslog_tcp"].received == 3, timeout=5)
     assert syslog_msgs(patient) == ["a\n  b", "c\n  d", "e"]
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 async def http(port: int, raw: bytes) -> bytes:
@@ -793,8 +778,7 @@ async def http(port: int, raw: bytes) -> bytes:
     writer.write(raw)
     await writer.drain()
     data = await asyncio.wait_for(reader.read(), 5)
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
     return data
 
 
@@ -1005,8 +989,7 @@ async def test_a_slow_upload_answered_early_still_reads_its_answer(
             await asyncio.sleep(0.1)
         answer = await asyncio.wait_for(reader.read(), 5)
         assert answer.startswith(b"HTTP/1.1 413 "), answer[:60]
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
         await rx.wait_for(lambda r: r.connections == 0)
 
 
@@ -1021,8 +1004,7 @@ async def test_what_follows_a_closing_request_is_dropped_at_once(receiver: Recei
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
     assert receiver.buffered == 0  # the connection still open: the peer has not closed
     assert receiver.counts["http"].received == 1
-    writer.close()
-    await writer.wait_closed()
+    await shut(writer)
 
 
 async def test_a_request_half_read_at_a_graceful_shutdown_is_answered_once() -> None:
@@ -1047,8 +1029,7 @@ async def test_a_request_half_read_at_a_graceful_shutdown_is_answered_once() -> 
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), 5)
         await asyncio.wait_for(closing, 5)
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
     # it was half-closed (FIN) with the request half read: the answer could not be
     # written after it, and the request was counted invalid though its record was taken
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
@@ -1081,8 +1062,7 @@ async def test_a_request_whose_body_is_late_at_a_graceful_shutdown_is_waited_for
         await writer.drain()
         answer = await asyncio.wait_for(reader.read(), 5)
         await asyncio.wait_for(closing, 5)
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
     assert b"Connection: close" in answer
     assert got == ["hi"]
@@ -1098,8 +1078,7 @@ async def test_a_request_whose_body_does_not_come_is_cut_by_the_read_timeout() -
         writer.write(HEAD_ONLY)
         await writer.drain()
         assert await asyncio.wait_for(reader.read(), 5) == b""
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
         counts = rx.counts["http"]
         assert (counts.timeouts, counts.invalid, counts.received) == (1, 1, 0)
 
@@ -1111,8 +1090,7 @@ async def test_a_request_cut_after_its_head_is_counted_invalid() -> None:
         writer.write(HEAD_ONLY)
         await writer.drain()
         await rx.wait_for(lambda r: any(c.request is not None for c in r._conns))
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
         await rx.wait_for(lambda r: r.connections == 0)
         assert (rx.counts["http"].invalid, rx.counts["http"].timeouts) == (1, 0)
 
@@ -1140,8 +1118,7 @@ async def test_a_connection_made_while_paused_is_not_read_until_resumed() -> Non
         answer = await asyncio.wait_for(reader.read(), 5)
         assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
         assert [f["msg"] for _, f in got] == ["held"]
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
 
 
 async def test_invalid_frames_do_not_keep_a_connection_from_idling(receiver: Receiver) -> None:
@@ -1183,8 +1160,7 @@ async def test_a_frame_too_deep_to_read_is_one_invalid_frame_among_good_ones() -
         writer.write(good[15])  # the connection goes on
         await writer.drain()
         await rx.wait_for(lambda r: r.counts["tcp"].received == 16)
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
         assert rx.counts["tcp"].invalid == 1
     assert got == [f"g{i}" for i in range(16)]
 
@@ -1208,8 +1184,7 @@ async def test_a_frame_the_reader_fails_on_unforeseen_is_one_invalid_frame(
         writer.write(frame({"msg": "e"}))  # the connection goes on
         await writer.drain()
         await rx.wait_for(lambda r: r.counts["tcp"].received == 5)
-        writer.close()
-        await writer.wait_closed()
+        await shut(writer)
         assert rx.counts["tcp"].invalid == 1
     assert got == ["a", "b", "c", "d", "e"]
 
@@ -1302,8 +1277,7 @@ async def test_a_request_failing_unforeseen_on_a_peer_not_reading_frees_its_slot
             writer.write(b"GET /?msg=next HTTP/1.1\r\nConnection: close\r\n\r\n")
             await writer.drain()
             answer = await asyncio.wait_for(reader.read(), 10)
-            writer.close()
-            await writer.wait_closed()
+            await shut(writer)
     assert answer.startswith(b"HTTP/1.1 200 "), answer[:60]
     assert got[-1] == "next"
     assert rx.counts["http"].invalid == 1
