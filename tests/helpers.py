@@ -174,15 +174,24 @@ def need_compiled(present: bool) -> None:
     pytest.fail("the compiled accelerator was not built")
 
 
+def started(
+    log: logging.Logger, *sinks: als.Sink | logging.Handler, **options: Any
+) -> als.Dispatcher:
+    """A started Dispatcher for ``sinks`` whose handler is on ``log`` (closing it
+    and taking the handler off are the test's)."""
+    dispatcher = als.Dispatcher(*sinks, **options)
+    dispatcher.start()
+    log.addHandler(dispatcher.handler)
+    return dispatcher
+
+
 @contextlib.contextmanager
 def attached(
     log: logging.Logger, *sinks: als.Sink | logging.Handler, **options: Any
 ) -> Iterator[als.Dispatcher]:
     """A started Dispatcher for ``sinks`` whose handler is on ``log`` for the block
     (closing it is the test's)."""
-    dispatcher = als.Dispatcher(*sinks, **options)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, *sinks, **options)
     try:
         yield dispatcher
     finally:

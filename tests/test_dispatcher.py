@@ -20,7 +20,15 @@ import pytest
 import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 
-from .helpers import CaptureHandler, GatedSink, ListSink, RaisingSink, fresh_logger, wait_until
+from .helpers import (
+    CaptureHandler,
+    GatedSink,
+    ListSink,
+    RaisingSink,
+    fresh_logger,
+    started,
+    wait_until,
+)
 
 
 def read_lines(path: Path) -> list[str]:
@@ -59,9 +67,7 @@ async def test_aclose_after_200k_records_keeps_everything_in_order_per_producer(
 ) -> None:
     log = fresh_logger("t.bulk")
     path = tmp_path / "bulk.log"
-    dispatcher = als.Dispatcher(als.FileSink(path))
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, als.FileSink(path))
 
     def produce(k: int) -> None:
         for i in range(50_000):
@@ -136,9 +142,7 @@ async def test_a_sink_sleeping_one_second_per_record_does_not_delay_others(
     log = fresh_logger("t.sleepy")
     path = tmp_path / "fast.log"
     sleepy = SleepySink()
-    dispatcher = als.Dispatcher(sleepy, als.FileSink(path))
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sleepy, als.FileSink(path))
     for i in range(20):
         log.info("r %d", i)
     await wait_until(lambda: dispatcher.stats().sinks["FileSink#1"].emitted == 20)
@@ -189,9 +193,7 @@ async def test_overflow_drops_per_policy_counts_exactly_and_announces_once(
 async def test_block_policy_makes_a_foreign_thread_wait_and_loses_nothing() -> None:
     log = fresh_logger("t.block")
     stalled = GatedSink()
-    dispatcher = als.Dispatcher(stalled, queue_size=5, lane_size=5, batch_size=5)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, stalled, queue_size=5, lane_size=5, batch_size=5)
     done = threading.Event()
 
     def produce() -> None:
@@ -495,9 +497,7 @@ async def test_emitting_after_aclose_returns_promptly_to_the_fallback() -> None:
     log = fresh_logger("t.afterclose")
     fallback = CaptureHandler()
     sink = ListSink()
-    dispatcher = als.Dispatcher(sink, fallback=fallback)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sink, fallback=fallback)
     log.info("before")
     await dispatcher.aclose()
     log.info("after %s", "close")
@@ -682,9 +682,7 @@ def test_a_non_sink_is_rejected_with_its_position() -> None:
 async def test_per_sink_lane_overrides() -> None:
     quiet, loud = GatedSink(), ListSink()
     log = fresh_logger("t.lanes")
-    dispatcher = als.Dispatcher(quiet, loud, lanes={quiet: {"size": 2, "overflow": "drop_newest"}})
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, quiet, loud, lanes={quiet: {"size": 2, "overflow": "drop_newest"}})
     log.info("x0")
     await asyncio.wait_for(quiet.entered.wait(), 5)
     for i in range(1, 10):

@@ -12,7 +12,7 @@ import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 
 from .conftest import require
-from .helpers import CaptureHandler, GatedSink, ListSink, fresh_logger, wait_until
+from .helpers import CaptureHandler, GatedSink, ListSink, fresh_logger, started, wait_until
 from .peers.faulty import blackhole
 
 
@@ -141,9 +141,7 @@ async def test_a_batch_a_sink_buffered_before_close_gave_up_on_it_is_counted_onc
     log = fresh_logger("t.lane.blackhole")
     async with blackhole() as (host, port):
         sink = als.SocketSink(host, port)
-        dispatcher = als.Dispatcher(sink, fallback=fallback, batch_size=100)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink, fallback=fallback, batch_size=100)
         for i in range(1500):
             log.info("rec %05d %s", i, "p" * 8000)
             if not i % 100:

@@ -14,7 +14,7 @@ import aiologsinks as als
 from aiologsinks import _lane
 from aiologsinks._stats import assert_accounted
 
-from .helpers import ListSink, fresh_logger, wait_until
+from .helpers import ListSink, fresh_logger, started, wait_until
 
 FOREVER = 3600.0  # a linger nothing in these tests may wait out
 BOUND = 10.0  # what every wait here is bounded by
@@ -112,9 +112,7 @@ async def test_a_full_batch_ends_a_sinks_linger() -> None:
 async def test_close_ends_a_sinks_linger_and_delivers_everything() -> None:
     sink = LingeringSink(FOREVER)
     log = fresh_logger("t.linger.close")
-    dispatcher = als.Dispatcher(sink, linger=0)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sink, linger=0)
     try:
         log.info("first")
         await asyncio.wait_for(sink.delivered.wait(), BOUND)

@@ -22,7 +22,7 @@ import pytest
 import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 
-from .helpers import CaptureHandler, fresh_logger
+from .helpers import CaptureHandler, fresh_logger, started
 
 
 class Prefixed(logging.FileHandler):
@@ -413,9 +413,7 @@ async def test_aclose_cut_short_in_a_per_record_batch_spills_only_what_was_not_r
     fallback = CaptureHandler()
     sink = Slow(tmp_path / "slow.log")
     log = fresh_logger("t.override.slow")
-    dispatcher = als.Dispatcher(sink, fallback=fallback)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sink, fallback=fallback)
     try:
         for message in ("public 1", "secret pw", "public 2", "stuck", "after"):
             log.info(message)

@@ -34,7 +34,7 @@ import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 
 from ..conftest import require
-from ..helpers import CaptureHandler, ListSink, fresh_logger
+from ..helpers import CaptureHandler, ListSink, fresh_logger, started
 from ..peers.faulty import FaultyProxy
 from ..peers.records import AsyncReceiver
 
@@ -54,9 +54,7 @@ def start_beside(
     """A started Dispatcher with ``faulty`` beside a FileSink at ``path``, wired to a
     fresh ``logger``."""
     log = fresh_logger(logger)
-    dispatcher = als.Dispatcher(faulty, als.FileSink(path), fallback=CaptureHandler(), **options)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, faulty, als.FileSink(path), fallback=CaptureHandler(), **options)
     return dispatcher, log
 
 
@@ -713,9 +711,7 @@ def test_a_dispatcher_used_in_a_second_loop_says_how_to_fix_it(tmp_path: Path) -
 async def test_flush_from_another_threads_loop_completes_thread_safely(tmp_path: Path) -> None:
     path = tmp_path / "foreign.log"
     log = fresh_logger("t.faults.foreign")
-    dispatcher = als.Dispatcher(als.FileSink(path))
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, als.FileSink(path))
 
     async def elsewhere() -> als.DispatcherStats:
         for i in range(100):

@@ -41,7 +41,7 @@ import aiologsinks as als
 from aiologsinks._record import prepared_copy
 from aiologsinks.sinks.socket import MAX_UDP_PAYLOAD
 
-from ..helpers import fresh_logger
+from ..helpers import fresh_logger, started
 from ..peers.http import HTTPPeer, http_peer
 from ..peers.records import AsyncReceiver, StdlibReceiver
 from ..peers.smtp import SMTPPeer, smtp_peer
@@ -244,9 +244,7 @@ async def run_through(sink: als.Sink, records: list[logging.LogRecord]) -> tuple
     """Log ``records`` through the shim into ``sink`` (and a capture sink); close."""
     capture = Capture()
     log = fresh_logger("t.fuzz")
-    dispatcher = als.Dispatcher(sink, capture, batch_size=5)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sink, capture, batch_size=5)
     try:
         for record in records:
             log.handle(record)

@@ -33,7 +33,7 @@ import aiologsinks as als
 from aiologsinks._backoff import Backoff
 from aiologsinks._stats import assert_accounted
 
-from ..helpers import fresh_logger, wait_until
+from ..helpers import fresh_logger, started, wait_until
 from ..peers.faulty import FaultyProxy, blackhole
 from ..peers.http import http_peer
 from ..peers.records import AsyncReceiver, SyslogTCPReceiver, free_port
@@ -115,9 +115,7 @@ async def rig(
     sink.failed = []
     path = tmp_path / "beside.log"
     log = fresh_logger(f"t.faults.{id(sink)}")
-    dispatcher = als.Dispatcher(sink, als.FileSink(path), **options)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sink, als.FileSink(path), **options)
     r = Rig(sink, proxy, dispatcher, log, path, arrived)
     try:
         yield r
@@ -317,9 +315,9 @@ async def test_a_blackholed_peer_with_a_drop_lane_never_stalls_the_pipeline(
             log.info("rec %05d %s", i, "p" * 1000)
         await wait_until(lambda: path.exists() and len(path.read_bytes().splitlines()) == 5000)
         log.removeHandler(dispatcher.handler)
-        started = time.monotonic()
+        began = time.monotonic()
         stats = await dispatcher.aclose(timeout=0.5)
-        took = time.monotonic() - started
+        took = time.monotonic() - began
         await proxy.kill()
     s = stats.sinks[type(sink).__name__ + "#0"]
     print(f"{kind}: emitted {s.emitted} (into a peer that never read), dropped {s.dropped}")
@@ -534,9 +532,7 @@ async def test_a_5000_record_outage_prints_a_handful_of_lines_and_never_stalls_t
     their own on a 2-core machine: the figure here is the network sink's)."""
     sink = outage_sink(kind, free_port())
     log = fresh_logger(f"t.faults.outage.{kind}")
-    dispatcher = als.Dispatcher(sink, als.NullSink())
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sink, als.NullSink())
     async with LoopLag() as lag:
         await log_in_slices(log, 5000)
         await asyncio.wait_for(dispatcher.flush(), 10)
@@ -582,9 +578,9 @@ async def test_closing_a_stream_sink_stuck_on_a_peer_that_never_reads_is_bounded
         stuck = asyncio.create_task(sink.emit_batch(records))
         await wait_until(lambda: sink.peer.outbox.statistics().pending > 0 and not stuck.done())
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        began = loop.time()
         await asyncio.wait_for(sink.aclose(), 5)
-        took = loop.time() - started
+        took = loop.time() - began
         await asyncio.wait_for(stuck, 5)
     s = sink.peer.outbox.statistics()
     assert took < 3, took  # close_timeout 1 s plus a margin for a loaded machine
@@ -602,9 +598,9 @@ async def test_closing_an_http_sink_waiting_on_a_server_that_never_answers_is_bo
         stuck = asyncio.create_task(sink.emit(logging.makeLogRecord({"msg": "hello"})))
         await wait_until(lambda: sink.outbox.pending == 1)
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        began = loop.time()
         await asyncio.wait_for(sink.aclose(), 5)
-        took = loop.time() - started
+        took = loop.time() - began
         await asyncio.wait_for(stuck, 5)
     assert took < 3, took
     assert sink.error_count == 1 and sink.outbox.statistics().abandoned == 1
@@ -620,9 +616,7 @@ async def test_a_dispatcher_with_a_blackholed_sink_closes_within_its_timeout(
         sink = als.SocketSink(host, port)
         path = tmp_path / "beside.log"
         log = fresh_logger("t.faults.blackhole.dispatcher")
-        dispatcher = als.Dispatcher(sink, als.FileSink(path))
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink, als.FileSink(path))
         for i in range(2000):
             log.info("rec %05d %s", i, "p" * 8000)
             if not i % 100:
@@ -630,9 +624,9 @@ async def test_a_dispatcher_with_a_blackholed_sink_closes_within_its_timeout(
         await wait_until(lambda: path.exists() and len(path.read_bytes().splitlines()) == 2000)
         log.removeHandler(dispatcher.handler)
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        began = loop.time()
         stats = await asyncio.wait_for(dispatcher.aclose(timeout=1), 10)
-        took = loop.time() - started
+        took = loop.time() - began
     s = stats.sinks["SocketSink#0"]
     print(f"closed in {took:.2f}s; {s.errors} errors, {s.undelivered} undelivered")
     assert took < 4, took
@@ -697,9 +691,7 @@ async def test_an_unresolvable_host_costs_one_lookup_per_back_off_not_one_per_re
         sink = unresolvable_sink(kind)
         path = tmp_path / "beside.log"
         log = fresh_logger(f"t.faults.dns.{kind}")
-        dispatcher = als.Dispatcher(sink, als.FileSink(path))
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink, als.FileSink(path))
         for _ in range(3):
             for i in range(100):
                 log.info("rec %05d", i)

@@ -24,7 +24,7 @@ import aiologsinks as als
 from aiologsinks._stats import assert_accounted
 from aiologsinks._supervise import interrupt_deferred
 
-from ..helpers import ListSink, fresh_logger, wait_until
+from ..helpers import ListSink, fresh_logger, started, wait_until
 from ..peers.records import StdlibReceiver
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -52,9 +52,7 @@ async def test_cancelling_the_task_awaiting_aclose_still_flushes_and_closes(
     path = tmp_path / "cancel.log"
     sink = als.FileSink(path)
     log = fresh_logger("t.cancelclose")
-    dispatcher = als.Dispatcher(sink)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sink)
     for i in range(20_000):
         log.info("c %d", i)
     closer = asyncio.ensure_future(dispatcher.aclose())
@@ -779,9 +777,7 @@ async def test_cancelling_the_closer_at_any_await_of_shutdown_loses_nothing(
     path = tmp_path / "steps.log"
     sink = als.FileSink(path)
     log = fresh_logger("t.cancelsteps")
-    dispatcher = als.Dispatcher(sink, batch_size=100)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sink, batch_size=100)
     for i in range(1000):
         log.info("c %d", i)
     closer = asyncio.ensure_future(dispatcher.aclose(timeout=5))

@@ -27,7 +27,7 @@ from aiologsinks._transport import DatagramLink
 from aiologsinks.sinks.socket import DatagramSink, SocketSink
 from aiologsinks.sinks.syslog import SysLogSink
 from tests.conftest import RecordingSinkMixin, require
-from tests.helpers import fresh_logger, wait_until
+from tests.helpers import fresh_logger, started, wait_until
 
 T = TypeVar("T")
 
@@ -444,9 +444,7 @@ def test_closing_during_a_unix_reader_stall_counts_each_record_once(
 
     async def main() -> als.DispatcherStats:
         log = fresh_logger(f"t.close_stalled.{loop}.{kind}")
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink)
         try:
             for i in range(n):
                 log.warning("rec %05d", i)

@@ -19,7 +19,7 @@ import aiologsinks as als
 from aiologsinks._exceptions import SinkDeliveryError
 from aiologsinks._stats import assert_accounted
 from aiologsinks.sinks.http import MAX_BATCH_BYTES, HTTPSink
-from tests.helpers import fresh_logger
+from tests.helpers import fresh_logger, started
 from tests.peers.http import Request, http_peer
 
 from .test_http import RecordingHTTPSink, make_record
@@ -218,9 +218,7 @@ async def test_close_bounds_a_split_backlog_in_retry_mode_and_counts_what_is_lef
             buffer_size=N,
             timeout=None,
         )
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink)
         try:
             for i in range(N):
                 log.info("n %d", i)

@@ -28,7 +28,7 @@ import aiologsinks as als
 from aiologsinks._backoff import Backoff
 from aiologsinks._stats import assert_accounted
 from aiologsinks.sinks.http import HTTPSink
-from tests.helpers import fresh_logger, wait_until
+from tests.helpers import fresh_logger, started, wait_until
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -271,9 +271,9 @@ async def test_an_answer_whose_head_trickles_in_past_the_timeout_is_counted() ->
     async with scripted(slow_head) as server:
         sink = Recording(server.netloc, "/log", "POST", timeout=0.3)
         async with sink:
-            started = time.monotonic()
+            began = time.monotonic()
             await asyncio.wait_for(sink.emit(record("slow")), 5)
-            took = time.monotonic() - started
+            took = time.monotonic() - began
         assert trickling.is_set()
     assert took < 2.0  # bounded by timeout, not reset by each byte
     assert sink.error_count == 1
@@ -308,9 +308,7 @@ async def log_in_flushed_batches(
     """Log each batch of messages through a Dispatcher for ``sink``, flushing after
     each, then close it (bounded); its final stats."""
     log = fresh_logger(name)
-    dispatcher = als.Dispatcher(sink)
-    dispatcher.start()
-    log.addHandler(dispatcher.handler)
+    dispatcher = started(log, sink)
     try:
         for batch in batches:
             for message in batch:
@@ -327,18 +325,16 @@ async def test_aclose_with_a_timeout_while_a_request_hangs_returns_in_time_and_c
     log = fresh_logger("t.http.faults.hung_close")
     async with scripted(never_answer) as server:
         sink = Recording(server.netloc, "/log", "POST", retry=True, timeout=None)
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink)
         try:
             for i in range(n):
                 log.info("n %d", i)
             await asyncio.wait_for(server.arrived.wait(), 5)
         finally:
             log.removeHandler(dispatcher.handler)
-            started = time.monotonic()
+            began = time.monotonic()
             stats = await asyncio.wait_for(dispatcher.aclose(timeout=0.5), 5)
-            took = time.monotonic() - started
+            took = time.monotonic() - began
         # the hung request, and maybe close's last attempt: the first record each time
         assert {form_msg(g) for g in server.requests} == {"n 0"}
     assert took < 2.0
@@ -353,9 +349,7 @@ async def test_without_retry_a_close_that_gives_up_on_a_request_says_so() -> Non
     log = fresh_logger("t.http.faults.cut_short")
     async with scripted(never_answer) as server:
         sink = Recording(server.netloc, "/log", "POST")  # no retry: sent once, or lost
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink)
         try:
             log.info("unanswered")
             await asyncio.wait_for(server.arrived.wait(), 5)

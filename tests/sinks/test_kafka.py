@@ -22,7 +22,7 @@ from aiologsinks._backoff import Backoff
 from aiologsinks._stats import assert_accounted
 from aiologsinks._validate import ArgumentError, ArgumentValueError
 
-from ..helpers import fresh_logger
+from ..helpers import fresh_logger, started
 from ..peers.kafka import ObjectStore, object_store, tansu_broker, tansu_program
 
 __all__ = ["object_store"]  # the session fixture, used by name
@@ -133,9 +133,7 @@ async def test_a_close_given_up_during_an_outage_leaves_no_producer_sending(
         sink = Sink("given_up", broker.bootstrap, delivery_timeout=20.0, request_timeout=1.0,
                     close_timeout=2.0, backoff=Backoff(0.05, 2.0, 0.5))  # fmt: skip
         log = fresh_logger("app.close_given_up")
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink)
         try:
             for i in range(100):
                 log.info("before", extra={"i": i})

@@ -19,11 +19,10 @@ from typing import Any
 
 import pytest
 
-import aiologsinks as als
 from aiologsinks import _supervise
 from aiologsinks.sinks import kafka as kafka_module
 
-from ..helpers import fresh_logger
+from ..helpers import fresh_logger, started
 from ..peers.kafka import HeldProxy, tansu_broker, tansu_program
 from .test_kafka import Sink
 
@@ -149,9 +148,7 @@ async def test_a_dispatcher_closed_while_the_sink_connects_leaves_no_producer(
     async with HeldProxy(("127.0.0.1", 9)) as proxy:
         sink = Sink("t", proxy.netloc, request_timeout=60.0)
         log = fresh_logger("app.kafka.close")
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink)
         for i in range(10):
             log.info("m%d", i)
         await asyncio.wait_for(proxy.connected.wait(), 10)
@@ -171,9 +168,7 @@ async def test_a_dispatcher_closed_while_the_broker_is_frozen_leaves_no_producer
         assert broker.proc is not None
         sink = Sink("frozen", broker.bootstrap)
         log = fresh_logger("app.kafka.frozen")
-        dispatcher = als.Dispatcher(sink)
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, sink)
         log.info("warm-up")
         await asyncio.wait_for(dispatcher.flush(), 10)
         broker.proc.send_signal(signal.SIGSTOP)
@@ -217,9 +212,7 @@ async def test_a_close_cut_short_leaves_no_batch_failure_unseen(tmp_path: Path) 
             sink = Sink("cut", broker.bootstrap, delivery_timeout=5.0, request_timeout=1.0,
                         close_timeout=1.5)  # fmt: skip
             log = fresh_logger("app.kafka.cut")
-            dispatcher = als.Dispatcher(sink)
-            dispatcher.start()
-            log.addHandler(dispatcher.handler)
+            dispatcher = started(log, sink)
             for i in range(200):
                 log.info("a%d", i)
             await asyncio.wait_for(dispatcher.flush(), 10)

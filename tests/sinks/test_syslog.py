@@ -381,7 +381,7 @@ async def close_on_a_daemon_that_does_not_read(
 ) -> tuple[als.DispatcherStats, list[bytes]]:
     """Log ``n`` small records to a Unix datagram daemon that reads nothing until the
     dispatcher closed (after a flush, or not); its stats and what the daemon got."""
-    from ..helpers import fresh_logger
+    from ..helpers import fresh_logger, started
 
     path = str(tmp_path / "log.sock")
     daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -389,9 +389,7 @@ async def close_on_a_daemon_that_does_not_read(
     daemon.setblocking(False)
     log = fresh_logger(f"t.syslog.unread_daemon.{write_timeout}.{flush}")
     try:
-        dispatcher = als.Dispatcher(RecordingSysLogSink(path, write_timeout=write_timeout))
-        dispatcher.start()
-        log.addHandler(dispatcher.handler)
+        dispatcher = started(log, RecordingSysLogSink(path, write_timeout=write_timeout))
         for i in range(n):
             log.info("rec %05d", i)
         if flush:
