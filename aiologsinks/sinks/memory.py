@@ -12,6 +12,7 @@ from contextvars import copy_context
 from .._fileio import off_loop
 from .._notices import is_notice
 from .._sink import Sink, deliver, per_record_hook
+from .._supervise import containable
 from .._validate import check_instance, check_int
 
 __all__ = ["BufferingSink", "MemorySink"]
@@ -138,7 +139,10 @@ class MemorySink(BufferingSink):
         before, taken = target.error_count, target._taken_count
         try:
             await deliver(target, passed, hook)
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as exc:
+            if containable(exc):  # the target's own, not our task's: its error
+                self.report_batch_error(passed)
+                return
             # the records the target settled (one at a time through its own hook) or
             # took over (buffered: it counts them itself) are its own; whether the rest
             # reached it is unknown: counted as lost (not delivered twice), as the
@@ -176,7 +180,7 @@ class MemorySink(BufferingSink):
         for record, exc in failed:
             try:
                 raise exc
-            except Exception:  # noqa: BLE001 - reported with its own traceback
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - with its own traceback
                 self.report_error(record)
 
     def _count_lost(self, records: Sequence[logging.LogRecord], target: object) -> None:
@@ -232,7 +236,9 @@ class _HandlerRun:
                 self._next += 1
             try:
                 self.handler.handle(record)
-            except Exception as exc:  # noqa: BLE001 - the next record goes on
+            except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the next goes on
+                # (a CancelledError on this thread is the handler's own: no task of
+                # ours runs here)
                 self.failed.append((record, exc))
 
     def stop(self) -> list[logging.LogRecord]:

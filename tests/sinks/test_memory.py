@@ -428,3 +428,52 @@ def test_a_plain_handler_target_is_reached_after_the_loops_executor_shut_down(
         target.close()
     assert path.read_text(encoding="utf-8").splitlines() == [f"rec {i}" for i in range(100)]
     assert_accounted(stats, logged=100)
+
+
+class _CancellingHandler(logging.Handler):
+    """A target whose handle() raises CancelledError of its own on one record."""
+
+    def __init__(self, refused: str) -> None:
+        super().__init__()
+        self.refused = refused
+        self.got: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == self.refused:
+            raise asyncio.CancelledError(f"{self.refused} cancelled itself")
+        self.got.append(record.getMessage())
+
+
+class _CancellingSink(ListSink):
+    """A Sink target whose emit_batch raises CancelledError of its own (no task of
+    the pipeline was cancelled)."""
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        if any(r.getMessage() == "m2" for r in records):
+            raise asyncio.CancelledError("the target cancelled itself")
+        await super().emit_batch(records)
+
+
+async def test_a_target_raising_its_own_cancelled_error_is_its_error_counted_once() -> None:
+    # it was counted lost as an interrupted flush and then again, as the record being
+    # emitted, by the containment around the memory sink: two counts, and the
+    # record that raised never reported
+    handler_target = _CancellingHandler("m2")
+    sink_target = _CancellingSink()
+    by_handler = _Reporting(5, target=handler_target)
+    by_sink = _Reporting(5, target=sink_target)
+    log = logging.getLogger("test.memory.own_cancel")
+    log.propagate = False
+    async with als.install(by_handler, by_sink, logger=log, level=logging.INFO) as dispatcher:
+        for i in range(10):
+            log.info("m%d", i)
+        await asyncio.wait_for(dispatcher.flush(), 10)
+        stats = dispatcher.stats()
+    assert handler_target.got == ["m0", "m1", "m3", "m4", "m5", "m6", "m7", "m8", "m9"]
+    assert by_handler.reported == [("m2", "m2 cancelled itself")]
+    assert sink_target.got == ["m5", "m6", "m7", "m8", "m9"]
+    assert by_sink.reported == [("m0", "the target cancelled itself")]
+    share = {name.split("#")[1]: s for name, s in stats.sinks.items()}
+    assert (share["0"].delivered, share["0"].errors) == (9, 1)
+    assert (share["1"].delivered, share["1"].errors) == (5, 5)
+    assert_accounted(stats, 10)
