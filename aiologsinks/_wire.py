@@ -396,12 +396,14 @@ def safe_subject(subject: str) -> str:
 
 
 def check_address(name: str, value: str) -> str:
-    """Return ``value``, or raise ``ValueError`` naming ``name`` when it has CR/LF.
+    """Return ``value``, or raise ``ValueError`` naming ``name`` when it holds a line
+    break (CR, LF, or any other that ``str.splitlines`` and so the email package split
+    a header at: such an address would fail every mail).
 
     An address is never repaired: a mangled recipient is worse than no mail.
     """
-    if "\r" in value or "\n" in value:
-        raise ArgumentValueError(name, "an address must not contain CR or LF")
+    if _CRLF_RUN.search(value):
+        raise ArgumentValueError(name, "an address must not contain CR, LF or another line break")
     return value
 
 

@@ -138,8 +138,9 @@ class SMTPSink(Sink):
         self.digest_interval = digest_interval
         self.digest_max = digest_max
         self._pending: list[logging.LogRecord] = []
-        #: the digest being sent (its records), until the server answered
-        self._sending: list[logging.LogRecord] | None = None
+        #: the digests being sent or waiting for the session to send them (their
+        #: records), until the server answered: the timer's and the lane's may both be
+        self._sending: list[list[logging.LogRecord]] = []
         self._timer: asyncio.Task[None] | None = None
         # True once the digest timer's window is over and it sends: from then on
         # aclose() lets it finish its mail (before, it may cancel it: a timer not
@@ -255,8 +256,8 @@ class SMTPSink(Sink):
     def _give_up(self) -> None:
         """Count the digest being sent and the pending records as lost, now: the
         close was given up, and whether the server takes that mail is unknown."""
-        records = (self._sending or []) + self._pending
-        self._sending, self._pending = None, []
+        records = [r for digest in self._sending for r in digest] + self._pending
+        self._sending, self._pending = [], []
         if records:
             self._report_lost(
                 records, f"{self!r}: closed before a digest of {len(records)} record(s) was sent"
@@ -286,19 +287,18 @@ class SMTPSink(Sink):
             except Exception:  # noqa: BLE001 - per-mail boundary: later digests go on
                 self.report_batch_error(records)
                 continue
-            self._sending = records
+            self._sending.append(records)
             try:
                 await self._deliver([(mail, records)])
             except asyncio.CancelledError:
                 # aclose(timeout=...) gave up on the mail: whether the server took it
                 # is unknown; it and the digests after it are counted as lost (unless
                 # the close counted them already: see _give_up)
-                if self._sending is records:
+                if _holds(self._sending, records):
                     self._give_up()
                 raise
             finally:
-                if self._sending is records:
-                    self._sending = None
+                self._sending = [d for d in self._sending if d is not records]
 
     async def _deliver(self, mails: list[tuple[EmailMessage, Sequence[logging.LogRecord]]]) -> None:
         """Send ``mails`` over one connection; a failure goes to ``handleError``."""
@@ -409,9 +409,10 @@ class SMTPSink(Sink):
         return f"<{type(self).__name__} {self.mailhost}{port} ({level})>"
 
 
+def _holds(digests: list[list[logging.LogRecord]], records: list[logging.LogRecord]) -> bool:
+    return any(d is records for d in digests)
+
+
 def _check_address(param: str, value: object) -> str:
     # an address is never repaired: a mangled recipient is worse than no mail
-    address: str = check_str(param, value, nonempty=True)
-    if "\r" in address or "\n" in address:
-        raise ArgumentValueError(param, "an address must not contain CR or LF")
-    return address
+    return _wire.check_address(param, check_str(param, value, nonempty=True))

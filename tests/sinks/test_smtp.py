@@ -237,6 +237,17 @@ async def test_crlf_in_address_is_refused_and_the_pipeline_goes_on() -> None:
     assert mail.body == "kept\n"
 
 
+@pytest.mark.parametrize("brk", ["\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"])
+def test_every_line_break_the_email_package_splits_at_is_refused_in_an_address(
+    brk: str,
+) -> None:
+    # accepted, each made every mail fail at delivery (a header may not hold one)
+    with pytest.raises(ValueError, match=r"^toaddrs: "):
+        SMTPSink("localhost", "a@example.com", [f"b{brk}@example.com"], "s")
+    with pytest.raises(ValueError, match=r"^fromaddr: "):
+        SMTPSink("localhost", f"a@example.com{brk}", ["b@example.com"], "s")
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -460,6 +471,46 @@ async def test_a_close_given_up_counts_the_digest_in_flight_when_it_returns() ->
     (share,) = stats.sinks.values()
     assert (share.delivered, share.errors, share.undelivered) == (0, 3, 0)
     assert_accounted(stats, 3)
+
+
+async def test_a_close_given_up_counts_both_digests_when_a_second_waits_for_the_first() -> None:
+    # the timer's digest hangs in DATA while the lane's, full at digest_max, waits for
+    # the session: the second took the first's place as "the digest being sent", so
+    # the close counted only the second, and the first was counted delivered
+    from aiologsinks._stats import assert_accounted
+
+    from ..helpers import attached, fresh_logger, wait_until
+
+    async with smtp_peer() as peer:
+        entered = gate_data(peer, asyncio.Event())  # never released
+        sink = RecordingSMTPSink(
+            ("127.0.0.1", peer.port),
+            "a@example.com",
+            ["b@example.com"],
+            "s",
+            timeout=30,
+            digest_interval=0.01,
+            digest_max=3,
+        )
+        log = fresh_logger("t.smtp.digest.two_in_flight")
+        with attached(log, sink) as dispatcher:
+            log.error("a0")
+            await asyncio.wait_for(entered.wait(), 5)
+            for i in range(3):
+                log.error("b%d", i)
+            # the lane took the second digest (it waits for the session)
+            await wait_until(
+                lambda: (
+                    dispatcher.stats().sinks["RecordingSMTPSink#0"].received == 4
+                    and not sink._pending
+                )
+            )
+            await dispatcher.aclose(timeout=0.3)
+            stats = dispatcher.stats()
+        assert peer.mails == []
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors, share.undelivered) == (0, 4, 0)
+    assert_accounted(stats, 4)
 
 
 async def test_a_digests_count_is_of_the_records_in_its_body() -> None:
