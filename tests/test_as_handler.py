@@ -590,3 +590,72 @@ def test_never_started_dispatchers_to_unanswering_peers_close_together_at_exit()
     exiting thread, and were closed one after another: three unanswered destinations
     held the exit for three bounds. Elsewhere they close on the background loop."""
     exits_within_the_bound_counting_three(NEVER_STARTED_UNANSWERED_SCRIPT)
+
+
+MEMORY_TARGET_SCRIPT = """
+import logging, logging.config, sys, time
+mode, path, ini = sys.argv[1:]
+if mode == "dict":
+    logging.config.dictConfig({
+        "version": 1,
+        "handlers": {
+            # named before its target: dictConfig configures handlers in name order
+            "a_mem": {"class": "aiologsinks.MemorySink", "capacity": 10, "target": "z_file"},
+            "z_file": {"class": "aiologsinks.FileSink", "filename": path},
+        },
+        "loggers": {"app": {"level": "INFO", "handlers": ["a_mem"], "propagate": False}},
+    })
+else:
+    with open(ini, "w") as f:
+        f.write(f'''[loggers]
+keys=root,app
+[handlers]
+keys=f,m
+[formatters]
+keys=
+[logger_root]
+handlers=
+[logger_app]
+level=INFO
+handlers=m
+qualname=app
+propagate=0
+[handler_f]
+class=aiologsinks.FileSink
+args=({path!r},)
+[handler_m]
+class=aiologsinks.MemorySink
+args=(10, ERROR)
+kwargs=dict(target="f")
+''')
+    logging.config.fileConfig(ini)
+for i in range(12):
+    logging.getLogger("app").info("mem %d", i)
+# a reconfiguration empties logging's handler registry, then closes the handlers
+began = time.monotonic()
+logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+print(time.monotonic() - began)
+"""
+
+
+@pytest.mark.parametrize("mode", ["dict", "file"])
+def test_a_memory_sinks_target_is_named_in_dictconfig_and_fileconfig(
+    tmp_path: Path, mode: str
+) -> None:
+    # as MemoryHandler's: dictConfig refused the name ("target: expected a Sink, a
+    # Handler or None"); fileConfig has no other way to name it
+    target = tmp_path / "target.log"
+    result = subprocess.run(
+        [sys.executable, "-c", MEMORY_TARGET_SCRIPT, mode, str(target), str(tmp_path / "c.ini")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    assert lines(target) == [f"mem {i}" for i in range(12)]
+    # a hang guard, not a speed: the target, freed on the pipeline's thread, waited
+    # for logging's lock, which the reconfiguration held while it waited for that
+    # close, until the close's 10 s bound ran out
+    assert float(result.stdout) < 5, result.stdout

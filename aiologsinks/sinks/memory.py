@@ -78,6 +78,14 @@ class MemorySink(BufferingSink):
     Records a Sink target gives to its own ``handleError`` while it takes the batch
     are counted by this sink too, as a plain handler's failures are; what a target
     that buffers (a network sink's outbox) loses later is in its own counts only.
+
+    The target may also be given by its name (a ``str``): the handler of that name
+    (``logging.getHandlerByName``), looked up at construction and, until found, at
+    each flush; then kept. ``dictConfig`` passes a ``MemoryHandler``'s ``target``
+    that way (``"target": "file"``), and ``fileConfig`` through
+    ``kwargs=dict(target="file")`` (its ``target =`` key is read for ``MemoryHandler``
+    subclasses only). While no handler has that name, the records stay buffered, as
+    without a target.
     """
 
     #: its target may change the records it is given (its filters, its formatter, a
@@ -88,24 +96,26 @@ class MemorySink(BufferingSink):
         self,
         capacity: int,
         flushLevel: int = logging.ERROR,
-        target: Sink | logging.Handler | None = None,
+        target: Sink | logging.Handler | str | None = None,
         flushOnClose: bool = True,
     ) -> None:
         super().__init__(capacity)
         check_int("flushLevel", flushLevel)
         _check_target(target)
         self.flushLevel = flushLevel
-        self.target = target
+        self.target = _resolve(target)
         self.flushOnClose = flushOnClose
+        self._former_target: _Target = None
 
     def shouldFlush(self, record: logging.LogRecord) -> bool:
         """True when the buffer is full or ``record`` is at ``flushLevel`` or above."""
         return len(self.buffer) >= self.capacity or record.levelno >= self.flushLevel
 
-    def setTarget(self, target: Sink | logging.Handler | None) -> None:
-        """Set the target the buffered records go to (``None``: keep buffering)."""
+    def setTarget(self, target: Sink | logging.Handler | str | None) -> None:
+        """Set the target the buffered records go to (``None``: keep buffering; a
+        ``str``: the handler of that name at each flush)."""
         _check_target(target)
-        self.target = target
+        self.target = _resolve(target)
 
     async def flush(self) -> None:
         """Hand the buffered records to the target, in order, and clear the buffer.
@@ -119,8 +129,8 @@ class MemorySink(BufferingSink):
         not handed over yet as lost.
         """
         async with self._lock():
-            target = self.target
-            if not target or not self.buffer:
+            self.target = target = _resolve(self.target)
+            if not target or isinstance(target, str) or not self.buffer:
                 return
             records, self.buffer = self.buffer, []
             if isinstance(target, Sink):
@@ -193,13 +203,29 @@ class MemorySink(BufferingSink):
             if self.flushOnClose:
                 await self.flush()
         finally:
-            target, self.target = self.target, None
+            target, self.target = _resolve(self.target), None
+            if self._entry is not None:
+                # closed as a plain handler, on the handler pipeline's thread: the
+                # last reference to the target may be this one, and a handler freed
+                # runs logging's weakref callback, which takes logging's lock. A
+                # reconfiguration (dictConfig) holds that lock while it waits for this
+                # close: it goes in close(), on the caller's thread
+                self._former_target = target
             # The stdlib leaves them in the list; the sink is closed, so free them,
             # counted: no target took them (none set, or flushOnClose=False)
             left, self.buffer = self.buffer, []
             if left:
                 why = "no target" if target is None else "flushOnClose=False"
+                if isinstance(target, str):
+                    why = f"no handler named {target!r}"
                 self._report_lost(left, f"{self!r}: closed with {_count(left)} buffered ({why})")
+
+    def close(self) -> None:
+        """``logging.Handler.close`` (see :meth:`~aiologsinks.Sink.close`)."""
+        try:
+            super().close()
+        finally:
+            self._former_target = None
 
 
 def _count(records: Sequence[logging.LogRecord]) -> str:
@@ -212,7 +238,32 @@ def _count(records: Sequence[logging.LogRecord]) -> str:
 
 def _check_target(target: object) -> None:
     if target is not None:
-        check_instance("target", target, (Sink, logging.Handler), "a Sink, a Handler or None")
+        check_instance(
+            "target",
+            target,
+            (Sink, logging.Handler, str),
+            "a Sink, a Handler, a handler name or None",
+        )
+
+
+_Target = Sink | logging.Handler | str | None
+
+
+def _resolve(target: _Target) -> _Target:
+    """The target itself; for a name, the handler of that name, or the name while
+    there is none."""
+    if not isinstance(target, str):
+        return target
+    # (logging.getHandlerByName is 3.12+: the same registry, read directly)
+    found: logging.Handler | None = logging._handlers.get(target)  # type: ignore[attr-defined]
+    if found is None:
+        # a reconfiguration (dictConfig, fileConfig) empties the registry, then closes
+        # the handlers it held, this one first: its target is still among them
+        for ref in list(logging._handlerList):  # type: ignore[attr-defined]
+            handler = ref()
+            if handler is not None and handler.name == target:
+                found = handler
+    return target if found is None else found
 
 
 class _HandlerRun:

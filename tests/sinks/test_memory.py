@@ -477,3 +477,28 @@ async def test_a_target_raising_its_own_cancelled_error_is_its_error_counted_onc
     assert (share["0"].delivered, share["0"].errors) == (9, 1)
     assert (share["1"].delivered, share["1"].errors) == (5, 5)
     assert_accounted(stats, 10)
+
+
+async def test_a_target_named_is_the_handler_of_that_name_once_there_is_one() -> None:
+    target = ListSink()
+    sink = _Reporting(2, target="t.memory.named")
+    log = logging.getLogger("test.memory.named")
+    log.propagate = False
+    async with als.install(sink, logger=log, level=logging.INFO) as dispatcher:
+        for i in range(3):  # a full buffer: no handler of that name yet, kept
+            log.info("m%d", i)
+        await dispatcher.flush()
+        assert len(sink.buffer) == 3 and sink.target == "t.memory.named"
+        target.set_name("t.memory.named")
+        log.info("m3")
+        await dispatcher.flush()
+        assert sink.target is target and sink.buffer == []
+        sink.setTarget("t.memory.nobody")
+        log.info("m4")
+        stats = await dispatcher.aclose()
+    assert target.got == ["m0", "m1", "m2", "m3"]
+    assert sink.reported == [
+        ("m4", f"{sink!r}: closed with 1 record(s) buffered (no handler named 't.memory.nobody')")
+    ]
+    assert_accounted(stats, 5)
+    target.set_name(None)  # type: ignore[arg-type]
