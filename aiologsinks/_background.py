@@ -42,6 +42,8 @@ import time
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from ._supervise import in_pipeline
+
 __all__ = [
     "call_soon",
     "get_loop",
@@ -79,8 +81,10 @@ def mark_pipeline_thread() -> None:
 
 
 def is_pipeline_thread() -> bool:
-    """True on a thread the pipeline owns: its records never wait for queue room."""
-    if getattr(_local, "pipeline", False):
+    """True on a thread the pipeline owns, or running the pipeline's work with its
+    context (a sink's ``asyncio.to_thread``): its records never wait for queue room
+    (the pipeline would wait for itself)."""
+    if getattr(_local, "pipeline", False) or in_pipeline.get():
         return True
     return threading.current_thread().name.startswith(THREAD_PREFIX)
 

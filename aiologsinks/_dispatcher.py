@@ -194,6 +194,8 @@ class Dispatcher(Closing):
         # foreign threads waiting for room (overflow="block") sleep on this
         self._room_cv = threading.Condition(threading.Lock())
         self._blocked = 0
+        #: of those, threads of the loop's default executor (see _wait_for_room)
+        self._executor_waiting = 0
         self._after_close = 0
         #: records the shim could not take (see DispatcherStats.rejected)
         self._rejected = 0
@@ -425,7 +427,9 @@ class Dispatcher(Closing):
                     # the dispatcher's: the application's loop, when the dispatcher
                     # runs on the background loop (started before any loop ran, or by
                     # dictConfig). Its awaits do not drain this queue, though; nor does
-                    # waiting while the dispatcher's loop is stopped
+                    # waiting while the dispatcher's loop is stopped. Nor does the
+                    # last free thread of the loop's default executor (see
+                    # _wait_for_room)
                     return
             if not self._accepting:
                 self._to_fallback(record)
@@ -454,7 +458,12 @@ class Dispatcher(Closing):
 
     def _wait_for_room(self) -> bool:
         """Wait for room in the queue: True once there is, False when nothing will
-        make room (the dispatcher closed, its loop stopped or ended)."""
+        make room (the dispatcher closed, its loop stopped or ended), or when this
+        thread is the last of the loop's default executor's not waiting here already.
+        A sink may need one (``asyncio.to_thread``, aiofiles, a host name's lookup):
+        with all of them waiting here, nothing drained the queue, for good.
+        """
+        counted = False
         with self._room_cv:
             self._blocked += 1
             try:
@@ -464,13 +473,40 @@ class Dispatcher(Closing):
                         return False  # the hand-off re-checks and uses the fallback
                     if self._pump_task is None or self._pump_task.done():
                         return False
+                    if not counted:
+                        # asked at each turn: an executor counts a thread of its own
+                        # only once the thread has begun its first job
+                        slots = _executor_slots(loop)
+                        if slots:
+                            if self._executor_waiting >= slots - 1:
+                                return False
+                            self._executor_waiting += 1
+                            counted = True
                     self._room_cv.wait(0.05)
             finally:
                 self._blocked -= 1
+                if counted:
+                    self._executor_waiting -= 1
         return True
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.state.value} sinks={len(self._lanes)}>"
+
+
+def _executor_slots(loop: asyncio.AbstractEventLoop) -> int:
+    """How many threads ``loop``'s default executor may have when this thread is one
+    of them, else 0."""
+    thread = threading.current_thread()
+    executor = getattr(loop, "_default_executor", None)
+    threads = getattr(executor, "_threads", None)
+    if threads is not None and thread in threads:
+        return int(getattr(executor, "_max_workers", 1))
+    # asyncio names its own executor's threads asyncio_N; uvloop, which keeps its
+    # executor to itself, makes a ThreadPoolExecutor() of the default size and names
+    # them uvloop_N
+    if thread.name.startswith(("asyncio_", "uvloop_")):
+        return min(32, (os.cpu_count() or 1) + 4)
+    return 0
 
 
 def _as_sink(obj: object, where: str) -> Sink:

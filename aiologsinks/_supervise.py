@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import signal
 import sys
 import threading
@@ -38,12 +39,26 @@ class _CountingTask(asyncio.Task):  # type: ignore[type-arg]  # pragma: no cover
         return super().cancel(msg)
 
 
+#: True in the pipeline's tasks (:func:`spawn`), and so in what they run on other
+#: threads with their context (a sink's ``asyncio.to_thread``): see
+#: :func:`~aiologsinks._background.is_pipeline_thread`
+in_pipeline: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "aiologsinks_in_pipeline", default=False
+)
+
+
 def spawn(coro: Coroutine[Any, Any, T], name: str) -> asyncio.Task[T]:
-    """Create a task on the running loop whose own cancellation :func:`own_cancel` sees."""
+    """Create a pipeline task on the running loop (:data:`in_pipeline` set in its
+    context) whose own cancellation :func:`own_cancel` sees."""
     loop = asyncio.get_running_loop()
+    context = contextvars.copy_context()
+    context.run(in_pipeline.set, True)
+    # (a task takes a copy of the context it is made in: 3.10's takes no context=)
     if _HAS_CANCELLING:
-        return loop.create_task(coro, name=name)
-    task: asyncio.Task[T] = _CountingTask(coro, loop=loop, name=name)  # pragma: no cover
+        return context.run(loop.create_task, coro, name=name)
+    task: asyncio.Task[T] = context.run(
+        _CountingTask, coro, loop=loop, name=name
+    )  # pragma: no cover
     return task  # pragma: no cover
 
 

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import io
 import logging
+import os
 import subprocess
 import sys
 import textwrap
@@ -214,6 +215,51 @@ async def test_block_policy_makes_a_foreign_thread_wait_and_loses_nothing() -> N
     log.removeHandler(dispatcher.handler)
     assert [r.getMessage() for r in stalled.records] == [f"b {i}" for i in range(200)]
     assert stats.lost == 0
+
+
+class _ToThreadSink(ListSink):
+    """Writes through asyncio.to_thread (the loop's default executor, as aiofiles
+    does), and logs from that thread on what it writes."""
+
+    def __init__(self, log: logging.Logger) -> None:
+        super().__init__()
+        self.log = log
+        self.logged = 0
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        def write() -> None:
+            for record in records:
+                if record.getMessage().startswith("job 0 "):
+                    self.logged += 1
+                    self.log.info("written %s", record.getMessage())
+
+        await asyncio.to_thread(write)
+        await super().emit_batch(records)
+
+
+async def test_block_policy_never_makes_the_loops_executor_threads_wait() -> None:
+    # every thread of the default executor waited for room, and the sink's write
+    # waited for one of them (or a thread of it logged): nothing drained, for good
+    log = fresh_logger("t.block.executor")
+    sink = _ToThreadSink(log)
+    dispatcher = started(log, sink, queue_size=10, lane_size=10, batch_size=10)
+    loop = asyncio.get_running_loop()
+    jobs = 2 * (min(32, (os.cpu_count() or 1) + 4))  # more than the executor's threads
+
+    def job(k: int) -> None:
+        for i in range(300):
+            log.info("job %d %d", k, i)
+
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*(loop.run_in_executor(None, job, k) for k in range(jobs))), 60
+        )
+        await asyncio.wait_for(dispatcher.flush(), 30)
+    finally:
+        stats = await dispatcher.aclose(timeout=5)
+        log.removeHandler(dispatcher.handler)
+    assert_accounted(stats, logged=jobs * 300 + sink.logged)
+    assert stats.sinks["_ToThreadSink#0"].delivered > 0
 
 
 async def test_levels_filters_and_formatters_are_per_sink() -> None:
