@@ -315,8 +315,10 @@ class Lane:
             sink._check_context()
         formatter = sink.formatter
         hook = per_record_hook(sink)
+        # its filters, or a filter() of its own (a subclass's, or set on it)
+        filtering = bool(sink.filters) or own_hook(sink, "filter", logging.Filterer.filter)
         if (
-            sink.filters
+            filtering
             or sink.changes_records
             or hook is not None  # a handle/emit set on the instance, or later on the class
             or self._own_format
@@ -334,7 +336,7 @@ class Lane:
             batch = own_items(batch)
         records: Sequence[logging.LogRecord] = RecordBatch(batch)
         failed = 0
-        if sink.filters and hook != "handle":  # its own handle() filters, stdlib order
+        if filtering and hook != "handle":  # its own handle() filters, stdlib order
             # in flight while filtered too: a filter raising SystemExit or
             # KeyboardInterrupt leaves the batch where stop()/rescue settle it
             self._in_flight = records

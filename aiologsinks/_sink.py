@@ -41,7 +41,7 @@ from typing import Any, Protocol
 
 from ._context import context_of, need_context, release_context, remember, run_in
 from ._exceptions import SinkDeliveryError
-from ._hooks import is_dual, overridden
+from ._hooks import is_dual, overridden, own_hook
 from ._notices import is_notice
 from ._record import Frozen, as_record, freeze
 from ._supervise import containable
@@ -781,7 +781,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
 
     def passes(self, records: Iterable[logging.LogRecord]) -> list[logging.LogRecord]:
         """Return the records that pass this sink's filters (replacements applied)."""
-        if not self.filters:
+        if not self.filters and not own_hook(self, "filter", logging.Filterer.filter):
             return list(records)
         out: list[logging.LogRecord] = []
         for record in records:

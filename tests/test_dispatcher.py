@@ -262,6 +262,28 @@ async def test_block_policy_never_makes_the_loops_executor_threads_wait() -> Non
     assert stats.sinks["_ToThreadSink#0"].delivered > 0
 
 
+class _OnlyEven(ListSink):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return int(record.getMessage().split()[-1]) % 2 == 0
+
+
+async def test_a_sinks_own_filter_method_is_applied_as_on_a_handler() -> None:
+    # applied only when a filter was also added (the lane asked sink.filters)
+    log = fresh_logger("t.own_filter")
+    by_class = _OnlyEven()
+    by_instance = ListSink()
+    by_instance.filter = lambda record: record.getMessage().endswith("3")
+    async with als.install(by_class, by_instance, logger=log) as dispatcher:
+        for i in range(6):
+            log.info("m %d", i)
+        await dispatcher.flush()
+        stats = dispatcher.stats()
+    assert [r.getMessage() for r in by_class.records] == ["m 0", "m 2", "m 4"]
+    assert [r.getMessage() for r in by_instance.records] == ["m 3"]
+    assert stats.sinks["_OnlyEven#0"].filtered == 3
+    assert stats.sinks["ListSink#1"].filtered == 5
+
+
 async def test_levels_filters_and_formatters_are_per_sink() -> None:
     log = fresh_logger("t.levels")
     everything, errors_only, filtered = ListSink(), ListSink(logging.ERROR), ListSink()
