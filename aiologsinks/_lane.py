@@ -515,7 +515,9 @@ class Lane:
         self._rescuing = True
         await asyncio.sleep(0)  # the pump hands over the shared queue first
         self._settle_in_flight()
-        task = asyncio.get_running_loop().create_task(self._drain_and_close(opening))
+        # spawned: on 3.10 only such a task tells its own cancellation from a
+        # CancelledError a sink raises (see own_cancel)
+        task = spawn(self._drain_and_close(opening), f"aiologsinks-rescue-{self.name}")
         self._inner.append(task)
         if not await wait_bounded(task, self.grace):
             abandon(task)
@@ -589,7 +591,7 @@ class Lane:
         An abandoned close is cancelled, and waited for ``settle`` seconds more: on
         its way out it may still count what it held (an outbox giving up on its
         buffer), which the stats read right after should include."""
-        task = asyncio.get_running_loop().create_task(self._close_sink())
+        task = spawn(self._close_sink(), f"aiologsinks-close-{self.name}")  # (see _rescue)
         self._inner.append(task)
         if not await wait_bounded(task, timeout):
             abandon(task)

@@ -142,6 +142,27 @@ class CancellingEmit(als.Sink):
         self.lines.append(record.getMessage())
 
 
+class CancellingClose(ListSink):
+    """Its close raises CancelledError on its own (nobody cancelled anything)."""
+
+    async def _aclose(self) -> None:
+        raise asyncio.CancelledError("the sink's own")
+
+
+async def test_a_close_raising_its_own_cancelled_error_is_a_failed_operation() -> None:
+    # on 3.10 the close task was a plain one, which took any CancelledError for its
+    # own cancellation: not counted, and the rescue at the loop's end never closed
+    log = fresh_logger("t.faults.cancel_close")
+    sink = CancellingClose()
+    dispatcher = started(log, sink)
+    log.info("x")
+    stats = await asyncio.wait_for(dispatcher.aclose(timeout=1), 10)
+    log.removeHandler(dispatcher.handler)
+    assert stats.sinks["CancellingClose#0"].failed_operations == 1
+    assert sink.lines == ["x"]
+    assert_accounted(stats, logged=1)
+
+
 class HalfFailingSink(ListSink):
     """Reports half its batch to handleError, then raises: each record counted once."""
 
