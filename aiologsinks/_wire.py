@@ -186,8 +186,13 @@ def syslog_message(pri: int, msg: str, ident: str = "", append_nul: bool = True)
 
 
 def syslog_head(pri: int, ident: str = "") -> str:
-    """What precedes the formatted record in a syslog message: ``<PRI>`` + ident."""
-    return f"<{pri}>{ident}"
+    """What precedes the formatted record in a syslog message: ``<PRI>`` + ident.
+
+    As ``SysLogHandler``: ``%d`` of the priority, no ident when it is empty or None,
+    and a ``TypeError`` for one that is not a str (bytes, an int), which the sink gives
+    to ``handleError`` with the record."""
+    head = "<%d>" % pri  # noqa: UP031 - the stdlib's own format (a float priority truncated)
+    return head + ident if ident else head
 
 
 def nul_terminated(msg: bytes) -> bytes:

@@ -162,6 +162,10 @@ class SysLogSink(RetryAttributes, OutboxSinkMixin, Sink):
         super().__init__()
         if isinstance(address, os.PathLike):
             address = os.fspath(address)
+        elif isinstance(address, list) and len(address) == 2:
+            # [host, port]: dictConfig makes a tuple of it for SysLogHandler's
+            # subclasses only, and JSON or YAML can write no tuple
+            address = (address[0], address[1])
         if isinstance(address, str):
             if not address:
                 raise ArgumentValueError("address", "expected a Unix socket path or (host, port)")

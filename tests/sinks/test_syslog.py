@@ -120,6 +120,59 @@ async def test_datagram_bytes_equal_syslog_handler_for_many_combinations(
     assert len(COMBOS) == 120
 
 
+@pytest.mark.parametrize("ident", [None, b"app: ", 42])
+async def test_an_ident_that_is_none_or_not_a_str_is_what_the_stdlib_makes_of_it(
+    ident: object,
+) -> None:
+    # it was sent as its text ("<14>None...", "<14>b'app: '..."): the stdlib adds no
+    # ident for None, and fails the record (handleError) for bytes or an int
+    async with datagram_peer() as (peer, address):
+        stdlib = SH(address)  # type: ignore[arg-type]
+        failed: list[logging.LogRecord] = []
+        stdlib.handleError = failed.append  # type: ignore[method-assign]
+        sink = RecordingSysLogSink(address)  # type: ignore[arg-type]
+        try:
+            stdlib.ident = sink.ident = ident  # type: ignore[assignment]
+            stdlib.emit(record(logging.INFO))
+            async with sink:
+                await sink.emit(record(logging.INFO))
+            stdlib.ident = ""
+            stdlib.emit(record(logging.INFO, "end", ()))  # what follows them, if anything
+        finally:
+            stdlib.close()
+        sent = [await peer.get()]
+        while sent[-1] != b"<14>end\x00":
+            sent.append(await peer.get())
+    if ident is None:
+        assert sent == [b"<14>hello w\xc3\xb6rld\x00"] * 2 + [b"<14>end\x00"]
+        assert failed == [] and sink.errors == []
+    else:
+        assert sent == [b"<14>end\x00"]
+        assert len(failed) == 1 and [r.getMessage() for r in sink.errors] == ["hello wörld"]
+
+
+def test_a_list_address_from_dictconfig_is_host_and_port() -> None:
+    # dictConfig makes a tuple of a list address for SysLogHandler subclasses only;
+    # a JSON or YAML configuration can write no tuple
+    import logging.config
+
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "sys": {"class": "aiologsinks.SysLogSink", "address": ["127.0.0.1", 5514]}
+            },
+        }
+    )
+    sink = logging.getHandlerByName("sys") if hasattr(logging, "getHandlerByName") else None
+    sink = sink or logging._handlers["sys"]  # type: ignore[attr-defined]
+    try:
+        assert isinstance(sink, SysLogSink) and sink.address == ("127.0.0.1", 5514)
+    finally:
+        sink.close()
+
+
 async def test_tcp_frames_are_octet_counted_or_lf_terminated() -> None:
     received, done, serve = read_until_eof()
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
