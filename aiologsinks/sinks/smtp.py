@@ -122,6 +122,8 @@ class SMTPSink(Sink):
         if "\r" in subject or "\n" in subject:
             raise ArgumentValueError("subject", "must not contain CR or LF")
         self.subject = subject
+        if isinstance(secure, list):
+            secure = tuple(secure)  # as a JSON or YAML configuration writes it (dictConfig)
         if secure is not None and (not isinstance(secure, tuple) or len(secure) > 2):
             value_error("secure", "None, (), (keyfile,) or (keyfile, certfile)", secure)
         if secure and context is not None:

@@ -237,6 +237,36 @@ async def test_crlf_in_address_is_refused_and_the_pipeline_goes_on() -> None:
     assert mail.body == "kept\n"
 
 
+def test_lists_from_a_json_dictconfig_are_taken_as_smtphandler_takes_them() -> None:
+    # JSON and YAML write no tuple: dictConfig makes one of mailhost only (for
+    # SMTPHandler's subclasses); SMTPHandler takes credentials and secure as lists too
+    import logging.config
+
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "mail": {
+                    "class": "aiologsinks.SMTPSink",
+                    "mailhost": ["127.0.0.1", 2525],
+                    "fromaddr": "a@example.com",
+                    "toaddrs": ["b@example.com"],
+                    "subject": "s",
+                    "credentials": ["alice", "s3cret"],
+                    "secure": [],
+                }
+            },
+        }
+    )
+    sink = logging._handlers["mail"]  # type: ignore[attr-defined]
+    try:
+        assert (sink.mailhost, sink.mailport) == ("127.0.0.1", 2525)
+        assert (sink.username, sink.secure) == ("alice", ())
+    finally:
+        sink.close()
+
+
 @pytest.mark.parametrize("brk", ["\x0b", "\x0c", "\x1c", "\x85", "\u2028", "\u2029"])
 def test_every_line_break_the_email_package_splits_at_is_refused_in_an_address(
     brk: str,
