@@ -28,10 +28,11 @@ own ``emit_batch`` and its flush and close to the sink.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from . import _background
@@ -142,6 +143,22 @@ class HandlerPipeline:
         if self._stranded():
             return  # close() delivers, on this thread (logging.shutdown() calls it next)
         _background.run(self._flush(), SYNC_TIMEOUT)
+
+    def aflush(self) -> Coroutine[Any, Any, None] | None:
+        """:meth:`flush` for a coroutine on another loop (None: nothing to wait for
+        here, as where :meth:`flush` returns at once)."""
+        if self._closed or _on_loop_thread() or self._settled() or self._stranded():
+            return None
+        return self._flush_from_elsewhere()
+
+    async def _flush_from_elsewhere(self) -> None:
+        future = _background.submit(self._flush())
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(future), SYNC_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"aiologsinks: {self.sink!r} did not flush within {SYNC_TIMEOUT}s"
+            ) from None
 
     def _settled(self) -> bool:
         # orphaned, or closed by the exit hook that closes every dispatcher

@@ -35,7 +35,7 @@ import threading
 import traceback
 import types
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -82,6 +82,11 @@ class HandlerEntry(Protocol):
     def flush(self) -> None:
         """Wait (bounded) until everything submitted was delivered and flushed."""
 
+    def aflush(self) -> Coroutine[Any, Any, None] | None:
+        """The same wait for a coroutine (``await sink.flush()`` of a sink used as a
+        handler); None where there is nothing to wait for here (the pipeline's own
+        loop, a closed or settled pipeline): the sink's own flush hook then runs."""
+
     def close(self) -> None:
         """Deliver, flush and close the sink (bounded)."""
 
@@ -109,8 +114,14 @@ def set_entry_factory(factory: Callable[[Sink], HandlerEntry]) -> None:
     _entry_factory = factory
 
 
-def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., Any]:
-    """``hook`` for a caller that is a coroutine, ``sync`` for plain code."""
+def _dual(
+    hook: Callable[..., Any], sync: Callable[..., Any], awaits_entry: bool = False
+) -> Callable[..., Any]:
+    """``hook`` for a caller that is a coroutine, ``sync`` for plain code.
+
+    ``awaits_entry`` (flush): a coroutine's call on a sink used as a handler waits
+    for the records handed to its pipeline, as the synchronous call does; the hook
+    alone flushed what the sink had written, before they reached it."""
 
     def entry(self: Sink, *args: Any, **kwargs: Any) -> Any:
         frame: Any = _getframe(1)
@@ -118,6 +129,11 @@ def _dual(hook: Callable[..., Any], sync: Callable[..., Any]) -> Callable[..., A
             # gather(*(sink.flush() for sink in sinks)) in a coroutine: the coroutine's
             frame = frame.f_back
         if frame.f_code.co_flags & _CO_ASYNC:
+            handler_entry = self._entry if awaits_entry else None
+            if handler_entry is not None:
+                waiting = handler_entry.aflush()
+                if waiting is not None:
+                    return waiting
             # bound as the class would bind it (a partialmethod, a staticmethod)
             return hook.__get__(self, type(self))(*args, **kwargs)
         return sync(self, *args, **kwargs)
@@ -466,7 +482,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
                 and not is_dual(hook)
                 and (inspect.iscoroutinefunction(hook) or not is_library(klass))
             ):
-                setattr(cls, name, _dual(hook, sync))
+                setattr(cls, name, _dual(hook, sync, awaits_entry=name == "flush"))
         own = cls.__dict__.get("format")
         if callable(own) and not getattr(own, "__in_context__", False):
             # a format() of its own runs in the caller's context too, as Sink.format
@@ -874,7 +890,7 @@ class Sink(_HandlerBase):  # type: ignore[misc]
 
 # the base class's own hooks get the dual entry too (subclasses get it at definition)
 Sink.handle = _dual(Sink.__dict__["handle"], Sink._handle_sync)  # type: ignore[method-assign]
-Sink.flush = _dual(Sink.__dict__["flush"], Sink._flush_sync)  # type: ignore[method-assign]
+Sink.flush = _dual(Sink.__dict__["flush"], Sink._flush_sync, awaits_entry=True)  # type: ignore[method-assign]
 
 
 def _check_level(level: int | str) -> int:

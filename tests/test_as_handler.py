@@ -659,3 +659,28 @@ def test_a_memory_sinks_target_is_named_in_dictconfig_and_fileconfig(
     # for logging's lock, which the reconfiguration held while it waited for that
     # close, until the close's 10 s bound ran out
     assert float(result.stdout) < 5, result.stdout
+
+
+def test_awaiting_flush_of_a_sink_used_as_a_handler_waits_for_its_records(
+    tmp_path: Path,
+) -> None:
+    # it ran the sink's own flush hook alone, before the records handed to the
+    # handler's pipeline had reached the sink: the file was not even there
+    target = tmp_path / "awaited.log"
+    sink = als.FileSink(target)
+    log = logging.getLogger("t.as_handler.await_flush")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(sink)
+
+    async def main() -> list[str]:
+        for i in range(N):
+            log.info("a%d", i)
+        await sink.flush()
+        return lines(target)
+
+    try:
+        assert asyncio.run(main()) == [f"a{i}" for i in range(N)]
+    finally:
+        log.removeHandler(sink)
+        sink.close()
