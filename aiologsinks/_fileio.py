@@ -245,7 +245,10 @@ def check_directory(param: str, path: str, mkdir: bool) -> None:
     ``NotADirectoryError``, and a file name that is a directory ``IsADirectoryError``
     (what the stdlib handler's ``open`` raises).
     """
-    directory = os.path.dirname(path) or os.curdir
+    # where open() will write: a symbolic link to a file in a missing directory is
+    # such a path too
+    real = os.path.realpath(path) if os.path.islink(path) else path
+    directory = os.path.dirname(real) or os.curdir
     if os.path.isdir(directory):
         if os.path.isdir(path):
             raise IsADirectoryError(errno.EISDIR, f"{param}: {path!r} is a directory", path)

@@ -595,7 +595,15 @@ class Builder:
             # the sink's check names its parameter: put it in the key path
             where = f"{path}.{exc.param}" if exc.param in sig.parameters else path
             raise ConfigError(where, exc.reason if where != path else str(exc)) from None
-        except (TypeError, ValueError, LookupError, OSError) as exc:
+        except OSError as exc:
+            # a check of the sink's own naming its parameter (check_directory's
+            # "filename: '/tmp' is a directory"): that key, without the errno
+            text = exc.strerror if isinstance(exc.strerror, str) else ""
+            key, named, reason = text.partition(": ")
+            if named and key in sig.parameters:
+                raise ConfigError(f"{path}.{key}", reason) from None
+            raise ConfigError(path, str(exc)) from None
+        except (TypeError, ValueError, LookupError) as exc:
             raise ConfigError(path, str(exc)) from None
         sink.name = name
         for key, by_name in (("rotator", _ROTATORS), ("namer", _NAMERS)):

@@ -51,9 +51,10 @@ def blockbuster(request: pytest.FixtureRequest) -> Iterator[BlockBuster | None]:
         # resolving a relative log file name asks the kernel for the cwd: no disk I/O,
         # and FileSink("app.log") inside async code must stay possible
         bb.functions["os.getcwd"].can_block_in("aiologsinks/sinks/file.py", "_abspath")
-        # a file sink's constructor checks (or creates) its directory once, so a wrong
-        # path fails at startup, as the stdlib handler's open() in its constructor does
-        for name in ("os.stat", "os.mkdir"):
+        # a file sink's constructor checks (or creates) its directory once (the one a
+        # symbolic link names, for a link), so a wrong path fails at startup, as the
+        # stdlib handler's open() in its constructor does
+        for name in ("os.stat", "os.mkdir", "os.path.islink", "os.readlink", "os.path.abspath"):
             bb.functions[name].can_block_in("aiologsinks/_fileio.py", "check_directory")
         yield bb
 

@@ -202,8 +202,14 @@ async def test_every_channel_writes_one_safe_line_per_record(tmp_path: Path) -> 
     [
         (
             ["--tcp", "0", "--out", "/nonexistent/dir/x.log"],
-            "/nonexistent/dir' of '/nonexistent/dir/x.log' does not exist",
+            "argument --out: directory '/nonexistent/dir' of '/nonexistent/dir/x.log' does not"
+            " exist\n",
         ),
+        # a link to a missing directory, a file system refusing new files, a file that
+        # takes no writes: they ran, every record lost, and exited 0
+        (["--tcp", "0", "--out", "DANGLING"], "argument --out: directory 'MISSING' of 'DANGLING'"),
+        (["--tcp", "0", "--out", "/proc/version"], "argument --out: /proc/version: cannot be"),
+        (["--tcp", "0", "--out", "/proc"], "argument --out: '/proc' is a directory\n"),
         (["--config", "/nonexistent/collector.toml"], "cannot read /nonexistent/collector.toml"),
         (["--out", "x.log"], "no channel to listen on"),
         (["--tcp", "0", "--host", "no-such-host.invalid"], "unknown address"),
@@ -229,7 +235,9 @@ async def test_unusable_paths_and_addresses_exit_2_with_one_line(
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        given = {"PORT": port, "BADTYPE": str(bad_type)}
+        dangling = tmp_path / "dangling.log"
+        dangling.symlink_to(tmp_path / "missing" / "real.log")
+        given = {"PORT": port, "BADTYPE": str(bad_type), "DANGLING": str(dangling)}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "aiologsinks", "receive",
             *[given.get(a, a) for a in args],
@@ -237,6 +245,8 @@ async def test_unusable_paths_and_addresses_exit_2_with_one_line(
         )  # fmt: skip
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     text = err.decode()
+    message = message.replace("DANGLING", given["DANGLING"])
+    message = message.replace("MISSING", str(tmp_path / "missing"))
     assert proc.returncode == 2, text
     assert text.count("\n") == 1 and message in text and "Traceback" not in text, text
 

@@ -130,3 +130,20 @@ async def test_aiohttp_example_cleanup_ctx_delivers(tmp_path: Path) -> None:
         await asyncio.wait_for(proc.communicate(), 20)
     text = await asyncio.to_thread(log.read_text)
     assert "hello ann" in text and "hello bob" in text
+
+
+def test_the_collector_configuration_example_is_valid(tmp_path: Path) -> None:
+    # the README's daemon command; its file's directory is the one thing changed
+    from aiologsinks._cli.receive import load_collector_config
+    from aiologsinks._collector._daemon import settings_from
+    from aiologsinks.config import from_dict
+
+    data = load_collector_config(EXAMPLES / "collector.toml")
+    assert data["sinks"]["app"]["mkdir"] is True  # a fresh machine has no /var/log/myapp
+    data["sinks"]["app"]["filename"] = str(tmp_path / "myapp" / "app.log")
+    settings, sinks = settings_from(data, file="collector.toml")
+    config = from_dict(sinks)
+    assert (tmp_path / "myapp").is_dir()
+    assert sorted(config.sinks) == ["app", "errors"] and settings.tcp is not None
+    for sink in config.sinks.values():
+        sink.close()

@@ -98,6 +98,7 @@ def run_receive(
     """
     # a mistake in a configuration file names the file (as config.load's do)
     file = None if config is None or isinstance(config, Mapping) else os.fspath(config)
+    explain = _as_out if out is not None and config is None else str
     try:
         if config is not None and out is not None:
             raise CollectorError("give --config or --out, not both")
@@ -114,6 +115,16 @@ def run_receive(
         except ConfigError as exc:
             raise exc.in_file(file) from None
     except (CollectorError, ConfigError) as exc:
-        sys.stderr.write(f"aiologsinks receive: error: {exc}\n")
+        sys.stderr.write(f"aiologsinks receive: error: {explain(str(exc))}\n")
         return 2
-    return run(settings, built)
+    return run(settings, built, explain)
+
+
+def _as_out(message: str) -> str:
+    """An error about the sink ``--out`` makes, naming the option the user gave (not
+    the configuration key it becomes, nor the constructor's ``mkdir``)."""
+    for key in ("sinks.out.filename: ", "sinks.out: "):
+        if message.startswith(key):
+            message = "argument --out: " + message[len(key) :]
+            break
+    return message.replace(" (pass mkdir=True to create it)", "")

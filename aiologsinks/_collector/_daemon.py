@@ -25,8 +25,9 @@ import logging
 import math
 import os
 import signal
+import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import IO, Any
 
@@ -248,21 +249,31 @@ class LineFormatter(logging.Formatter):
 
 
 async def _check_paths(config: Config) -> None:
-    """Refuse, before listening, file sinks whose file cannot be written."""
+    """Refuse, before listening, file sinks whose file cannot be written: each is
+    opened for appending as the sink will open it (a link to a missing directory, a
+    file system that refuses new files, a file that takes no writes), creating it as
+    ``FileHandler`` does; a FIFO is left alone (its open would wait for a reader)."""
 
     def check() -> None:
         for name, sink in config.sinks.items():
             path = getattr(sink, "baseFilename", None)
             if not isinstance(path, str):
                 continue
-            folder = os.path.dirname(path) or "."
-            if not os.path.isdir(folder):
-                raise CollectorError(f"sinks.{name}: {path}: the directory does not exist")
-            if os.path.exists(path):
-                if os.path.isdir(path) or not os.access(path, os.W_OK):
-                    raise CollectorError(f"sinks.{name}: {path}: not a writable file")
-            elif not os.access(folder, os.W_OK | os.X_OK):
-                raise CollectorError(f"sinks.{name}: {path}: the directory is not writable")
+            if os.path.isdir(path):
+                raise CollectorError(f"sinks.{name}: {path}: a directory, not a file")
+            try:
+                if stat.S_ISFIFO(os.stat(path).st_mode):
+                    continue
+            except OSError:
+                pass  # not there yet: the open below says whether it can be
+            if str(getattr(sink, "mode", "a")).startswith("x"):
+                continue  # created by the sink itself, and only if it is not there
+            try:
+                with open(path, "a", encoding="utf-8"):
+                    pass
+            except OSError as exc:
+                why = exc.strerror or str(exc)
+                raise CollectorError(f"sinks.{name}: {path}: cannot be written ({why})") from None
 
     await asyncio.to_thread(check)
 
@@ -483,12 +494,17 @@ async def _print_stats(receiver: Receiver, dispatcher: Any, every: float, err: I
         )
 
 
-def run(settings: Settings, sink_config: Config | Mapping[str, Any]) -> int:
-    """Run :func:`serve` in a new event loop; mistakes print one line, exit code 2."""
+def run(
+    settings: Settings,
+    sink_config: Config | Mapping[str, Any],
+    explain: Callable[[str], str] = str,
+) -> int:
+    """Run :func:`serve` in a new event loop; mistakes print one line (through
+    ``explain``: the command line names what the user gave), exit code 2."""
     try:
         return asyncio.run(serve(settings, sink_config))
     except (CollectorError, ConfigError) as exc:
-        _say(f"aiologsinks receive: error: {exc}", file=sys.stderr, flush=True)
+        _say(f"aiologsinks receive: error: {explain(str(exc))}", file=sys.stderr, flush=True)
         return 2
     except KeyboardInterrupt:  # pragma: no cover - a second Ctrl-C during shutdown
         return 130

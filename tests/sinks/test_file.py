@@ -184,6 +184,17 @@ def test_a_missing_directory_fails_at_construction_naming_the_path(
     assert not (tmp_path / "no").exists()
 
 
+def test_a_link_to_a_file_in_a_missing_directory_fails_at_construction(tmp_path: Path) -> None:
+    # FileHandler's open() raises there; the sink was made, and lost every record
+    link = tmp_path / "app.log"
+    link.symlink_to(tmp_path / "gone" / "real.log")
+    with pytest.raises(FileNotFoundError, match=r"filename: directory .*gone' of") as info:
+        als.FileSink(link)
+    assert info.value.filename == str(tmp_path / "gone")
+    als.FileSink(link, mkdir=True).close()  # mkdir makes the directory the link names
+    assert (tmp_path / "gone").is_dir()
+
+
 async def test_mkdir_creates_the_directory_and_the_file_is_written(tmp_path: Path) -> None:
     target = tmp_path / "logs" / "deep" / "app.log"
     async with als.TimedRotatingFileSink(target, mkdir=True) as sink:
