@@ -200,7 +200,7 @@ class Closing(LoopBinding):
         loop = self._loop
         assert loop is not None
         if loop is not asyncio.get_running_loop():
-            await self._on_own_loop(self.aclose(timeout), "aclose")
+            await self._on_own_loop(self.aclose(timeout), "aclose", timeout)
             return self.stats()
         if self._close_task is None:
             with self._lock:

@@ -319,7 +319,7 @@ class Dispatcher(Closing):
         loop = self._loop
         assert loop is not None
         if loop is not asyncio.get_running_loop():
-            await self._on_own_loop(self._flush_here(timeout), "flush")
+            await self._on_own_loop(self._flush_here(timeout), "flush", timeout)
             return
         await self._flush_here(timeout)
 

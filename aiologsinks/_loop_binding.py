@@ -20,6 +20,11 @@ from ._supervise import spawn
 
 __all__ = ["LoopBinding", "running_elsewhere"]
 
+#: seconds a flush()/aclose() awaited on another loop waits past its timeout for the
+#: dispatcher's own loop to answer, and how often it looks whether that loop still runs
+_CROSS_LOOP_GRACE = 1.0
+_CROSS_LOOP_POLL = 0.05
+
 #: each sink -> the dispatcher that last started a lane for it, weakly: the dispatcher
 #: holds the sink (its lanes), so a strong value kept both alive for ever
 _started_in: weakref.WeakKeyDictionary[Any, weakref.ref[LoopBinding]] = weakref.WeakKeyDictionary()
@@ -216,8 +221,14 @@ class LoopBinding(Pump):
         except (DispatcherStateError, RuntimeError, TimeoutError):
             coro.close()  # e.g. no new thread at interpreter exit (Python 3.12)
 
-    async def _on_own_loop(self, coro: Any, what: str) -> Any:
-        """Run ``coro`` on the dispatcher's loop (another thread's) and await it here."""
+    async def _on_own_loop(self, coro: Any, what: str, timeout: float | None) -> Any:
+        """Run ``coro`` on the dispatcher's loop (another thread's) and await it here.
+
+        ``timeout`` bounds the wait here too (a second more, for what ``coro`` does
+        past its own deadline): that loop may be blocked, and ``coro``'s own bound
+        runs on it. A loop that stops or closes meanwhile ends the wait at once, with
+        :class:`DispatcherStateError` (nothing would finish it).
+        """
         loop = self._loop
         assert loop is not None
         if loop.is_closed() or not loop.is_running():
@@ -226,4 +237,34 @@ class LoopBinding(Pump):
                 f"{what}: the dispatcher's event loop is not running (it is not the loop"
                 f" this runs on); call {what}() on the loop that started it"
             )
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, loop))
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        waiting = asyncio.wrap_future(future)
+        here = asyncio.get_running_loop()
+        deadline = None if timeout is None else here.time() + timeout + _CROSS_LOOP_GRACE
+        try:
+            while not waiting.done():
+                left = None if deadline is None else deadline - here.time()
+                if left is not None and left <= 0:
+                    raise TimeoutError(
+                        f"{what}: the dispatcher's event loop (another thread's) did not"
+                        f" answer within {timeout:g}s"
+                    )
+                if loop.is_closed() or not loop.is_running():
+                    raise DispatcherStateError(
+                        f"{what}: the dispatcher's event loop (another thread's) stopped"
+                        " before it finished"
+                    )
+                # (polled: a loop that stops tells no other thread)
+                step = _CROSS_LOOP_POLL if left is None else min(_CROSS_LOOP_POLL, left)
+                await asyncio.wait({waiting}, timeout=step)
+        except BaseException:
+            future.cancel()
+            raise
+        try:
+            return waiting.result()
+        except asyncio.CancelledError:
+            # cancelled there (that loop's end cancelled it), not here
+            raise DispatcherStateError(
+                f"{what}: cancelled on the dispatcher's event loop (another thread's), which"
+                " is ending"
+            ) from None

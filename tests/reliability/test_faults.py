@@ -749,6 +749,89 @@ async def test_flush_from_another_threads_loop_completes_thread_safely(tmp_path:
     assert_accounted(stats, logged=100)
 
 
+class _HeldSink(ListSink):
+    """Holds its first batch until ``gate`` is set; ``entered`` (a thread's event)
+    says it holds one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.gate: asyncio.Event | None = None
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        self.gate = self.gate or asyncio.Event()
+        self.entered.set()
+        await self.gate.wait()
+        await super().emit_batch(records)
+
+
+@pytest.mark.parametrize("what", ["flush", "aclose"])
+@pytest.mark.parametrize("then", ["stops", "blocks"])
+def test_flush_and_aclose_from_another_loop_are_bounded_when_the_dispatchers_loop_stops(
+    what: str, then: str
+) -> None:
+    # awaited on loop B, the dispatcher's loop A stopping left B waiting for good
+    # (timeout=0.5 was no bound), and one A's end cancelled raised a bare CancelledError
+    log = fresh_logger(f"t.faults.other_loop.{what}.{then}")
+    held = _HeldSink()
+    dispatcher = als.Dispatcher(held)
+    loop_a = asyncio.new_event_loop()
+    ready, release = threading.Event(), threading.Event()
+
+    def run_a() -> None:
+        async def begin() -> None:
+            dispatcher.start()
+            ready.set()
+
+        loop_a.run_until_complete(begin())
+        loop_a.run_forever()
+
+    thread_a = threading.Thread(target=run_a, daemon=True)
+    thread_a.start()
+    assert ready.wait(10)
+    log.addHandler(dispatcher.handler)
+    log.info("held")  # the sink holds it: the flush or close cannot end by itself
+    assert held.entered.wait(10)
+
+    async def on_b() -> BaseException | None:
+        if then == "stops":
+            loop_a.call_soon_threadsafe(loop_a.stop)
+        else:  # the application blocks loop A for longer than the bound
+            loop_a.call_soon_threadsafe(release.wait, 30)
+        try:
+            if what == "flush":
+                await dispatcher.flush(timeout=0.5)
+            else:
+                await dispatcher.aclose(timeout=0.5)
+        except (als.DispatcherStateError, TimeoutError) as exc:
+            return exc
+        return None
+
+    try:
+        got = asyncio.run(asyncio.wait_for(on_b(), 20))
+    finally:
+        release.set()
+        log.removeHandler(dispatcher.handler)
+        if loop_a.is_running():  # (stopped already where it "stops")
+            loop_a.call_soon_threadsafe(loop_a.stop)
+        thread_a.join(10)
+
+    async def end_on_a() -> als.DispatcherStats:
+        assert held.gate is not None
+        held.gate.set()
+        return await dispatcher.aclose(timeout=5)
+
+    try:
+        stats = loop_a.run_until_complete(end_on_a())
+    finally:
+        loop_a.close()
+    if then == "stops":
+        assert isinstance(got, als.DispatcherStateError), got
+    else:
+        assert isinstance(got, TimeoutError) and "did not answer within 0.5s" in str(got), got
+    assert_accounted(stats, logged=1)
+
+
 THREADS_SCRIPT = """
 import asyncio, logging, sys, threading
 import aiologsinks as als
