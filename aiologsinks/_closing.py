@@ -22,6 +22,7 @@ from . import _background
 from ._dispatch_state import _EXIT_TIMEOUT, DispatcherState
 from ._exceptions import DispatcherStateError
 from ._loop_binding import LoopBinding
+from ._notices import is_notice
 from ._queue import FlushMarker
 from ._stats import DispatcherStats
 from ._supervise import abandon, end_coroutines, wait_bounded
@@ -396,6 +397,10 @@ class Closing(LoopBinding):
         self._accepting = False
         self._queue.clear()
         for lane in self._lanes:
+            # what the lane held is the parent's to deliver: not received here, or
+            # the child's stats counted it as neither delivered nor lost
+            held = lane.queue.depth + sum(1 for r in lane._in_flight if not is_notice(r))
+            lane.queue.received -= held
             lane.queue.clear()
             lane._in_flight = ()
             lane.dead = True

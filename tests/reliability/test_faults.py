@@ -629,6 +629,61 @@ def test_a_forked_child_never_hangs_and_counts_its_records(tmp_path: Path) -> No
     assert "forked" in proc.stderr and "child 99" in proc.stderr
 
 
+FORK_IN_FLIGHT_SCRIPT = """
+import asyncio, logging, os, sys
+import aiologsinks as als
+from aiologsinks._stats import assert_accounted
+
+class Held(als.Sink):
+    def __init__(self):
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.got = 0
+    async def emit_batch(self, records):
+        if self.got:
+            self.entered.set()
+            await self.gate.wait()
+        self.got += len(records)
+
+async def main():
+    sink = Held()
+    d = als.Dispatcher(sink, batch_size=50)
+    d.start()
+    log = logging.getLogger("x"); log.propagate = False; log.addHandler(d.handler)
+    log.warning("first")
+    await d.flush()
+    for i in range(200):
+        log.warning("held %d", i)  # a batch in flight, the rest in the lane
+    await sink.entered.wait()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            assert_accounted(d.stats())
+            print("child accounted", flush=True)
+        except AssertionError as exc:
+            print("child", exc, flush=True)
+        os._exit(0)
+    await asyncio.to_thread(os.waitpid, pid, 0)
+    sink.gate.set()
+    stats = await d.aclose()
+    assert_accounted(stats, logged=201)
+    print("parent delivered", sink.got, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_forked_childs_stats_leave_out_what_the_parent_holds(tmp_path: Path) -> None:
+    # the records in the lanes at the fork (the parent's to deliver) were received in
+    # the child's stats and then neither delivered nor lost
+    require(hasattr(os, "fork"), "os.fork")
+    proc = run_script(FORK_IN_FLIGHT_SCRIPT)
+    assert proc.returncode == 0, proc.stderr
+    assert "child accounted" in proc.stdout, proc.stdout
+    assert "parent delivered 201" in proc.stdout, proc.stdout
+
+
 FORK_BEFORE_START_SCRIPT = """
 import asyncio, logging, os, sys
 import aiologsinks as als
