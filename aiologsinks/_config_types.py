@@ -45,6 +45,9 @@ def _type_name(hint: Any) -> str:
         return "None"
     if isinstance(hint, type) and not typing.get_args(hint):
         return hint.__name__
+    if typing.get_origin(hint) is typing.Literal:
+        # as the constructors say it: "one of block, drop_oldest, drop_newest"
+        return "one of " + ", ".join(str(v) for v in typing.get_args(hint))
     return str(hint).replace("typing.", "").replace("collections.abc.", "")
 
 

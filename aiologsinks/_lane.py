@@ -597,7 +597,9 @@ class Lane:
             abandon(task)
             await wait_bounded(task, settle)
             self.failed_operations += 1
-            self._tell(f"aiologsinks: sink {self.name} did not close within {timeout}s; abandoned")
+            self._tell(
+                f"aiologsinks: sink {self.name} did not close within {timeout:.3g}s; abandoned"
+            )
 
     async def _close_sink(self) -> None:
         await self._contained(self.sink.aclose, "could not close")
