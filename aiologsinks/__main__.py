@@ -102,7 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         type=_interval,
         help="print counters every N seconds on stderr (0: none)",
     )
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # the command's own usage and error (argparse reports an unknown option of a
+        # subcommand with the top-level usage)
+        {"demo": demo, "receive": recv}[args.command].error(
+            f"unrecognized arguments: {' '.join(extra)}"
+        )
     if args.command == "demo":
         from ._cli.demo import run_demo
 

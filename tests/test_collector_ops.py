@@ -220,6 +220,8 @@ async def test_every_channel_writes_one_safe_line_per_record(tmp_path: Path) -> 
         ),
         (["--tcp", "0", "--idle-timeout", "nan"], "--idle-timeout: expected seconds > 0, got nan"),
         (["--tcp", "abc"], "--tcp: expected a port 0-65535, got 'abc'"),
+        # the command's own line, not the top-level usage
+        (["--tpc", "1"], "aiologsinks receive: error: unrecognized arguments: --tpc 1"),
         (["--tcp", "0", "--max-frame", "1k"], "--max-frame: expected an int >= 1, got '1k'"),
         (["--tcp", "0", "--stats-interval", "-1"], "--stats-interval: expected seconds >= 0"),
         # a configured sink type that importlib refuses with a ValueError, not ImportError
