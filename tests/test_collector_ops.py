@@ -220,6 +220,11 @@ async def test_every_channel_writes_one_safe_line_per_record(tmp_path: Path) -> 
         ),
         (["--tcp", "0", "--idle-timeout", "nan"], "--idle-timeout: expected seconds > 0, got nan"),
         (["--tcp", "abc"], "--tcp: expected a port 0-65535, got 'abc'"),
+        # syslog listens on UDP and TCP: a clash of the user's own ports, said as such
+        (
+            ["--udp", "PORT", "--syslog", "PORT"],
+            "collector.syslog: port PORT is udp's already (syslog and udp both listen on UDP",
+        ),
         # the command's own line, not the top-level usage
         (["--tpc", "1"], "aiologsinks receive: error: unrecognized arguments: --tpc 1"),
         (["--tcp", "0", "--max-frame", "1k"], "--max-frame: expected an int >= 1, got '1k'"),
@@ -247,7 +252,7 @@ async def test_unusable_paths_and_addresses_exit_2_with_one_line(
         )  # fmt: skip
         _, err = await asyncio.wait_for(proc.communicate(), 30)
     text = err.decode()
-    message = message.replace("DANGLING", given["DANGLING"])
+    message = message.replace("DANGLING", given["DANGLING"]).replace("PORT", port)
     message = message.replace("MISSING", str(tmp_path / "missing"))
     assert proc.returncode == 2, text
     assert text.count("\n") == 1 and message in text and "Traceback" not in text, text

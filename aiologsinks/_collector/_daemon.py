@@ -159,6 +159,22 @@ def settings_from(
         raise ConfigError(
             "collector", "no channel to listen on: give tcp, udp, syslog or http (--tcp PORT ...)"
         )
+    # syslog listens on its port over UDP and TCP, the others on one protocol each: a
+    # port given twice for one protocol is the user's own clash, said as such
+    taken: dict[tuple[str, int], str] = {}
+    for channel, protocols in (("tcp", "t"), ("udp", "u"), ("syslog", "ut"), ("http", "t")):
+        port = getattr(settings, channel)
+        if not port:
+            continue  # not listened on, or any free port
+        for protocol in protocols:
+            other = taken.setdefault((protocol, port), channel)
+            if other != channel:
+                kind = "TCP" if protocol == "t" else "UDP"
+                raise ConfigError(
+                    f"collector.{channel}",
+                    f"port {port} is {other}'s already ({channel} and {other} both listen"
+                    f" on {kind} there)",
+                )
     try:
         settings.limits()
     except ValueError as exc:
