@@ -381,7 +381,7 @@ class Closing(LoopBinding):
         self._pid = os.getpid()
         self._lock = threading.Lock()
         self._room_cv = threading.Condition(threading.Lock())
-        self._blocked = self._executor_waiting = 0
+        self._blocked = 0
         if self.state is DispatcherState.NEW:
             # never started: the child may start it on its own loop, without the
             # records queued before the fork (the parent delivers those: the child

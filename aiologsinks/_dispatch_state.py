@@ -82,7 +82,8 @@ class DispatcherFields:
     #: foreign threads waiting for room (overflow="block") sleep on this
     _room_cv: threading.Condition
     _blocked: int
-    _executor_waiting: int
+    _drained: int
+    _stalled_at: int
     _auto: bool
     _auto_scheduled: bool
     _starting: concurrent.futures.Future[None] | None

@@ -8,6 +8,7 @@ import concurrent.futures
 import logging
 import os
 import threading
+import time
 from _thread import get_ident
 from asyncio.events import _get_running_loop
 from collections import deque
@@ -41,6 +42,9 @@ __all__ = [
 #: seconds a dispatcher that receives records while no loop runs waits for start()
 #: before it starts on the background loop
 _AUTO_START_DELAY = 5.0
+#: with overflow="block", seconds an executor's thread waits for room while the queue
+#: does not drain at all (see Dispatcher._wait_for_room)
+_STALLED = 1.0
 #: with overflow="block", a thread running an event loop other than the dispatcher's
 #: never waits for room: its records go past the bound up to this many times the
 #: queue's size, then are dropped (counted); so are those of any thread while the
@@ -194,8 +198,10 @@ class Dispatcher(Closing):
         # foreign threads waiting for room (overflow="block") sleep on this
         self._room_cv = threading.Condition(threading.Lock())
         self._blocked = 0
-        #: of those, threads of the loop's default executor (see _wait_for_room)
-        self._executor_waiting = 0
+        #: records the pump took from the queue so far, and that count when a thread
+        #: last found the queue not draining (see _wait_for_room)
+        self._drained = 0
+        self._stalled_at = -1
         self._after_close = 0
         #: records the shim could not take (see DispatcherStats.rejected)
         self._rejected = 0
@@ -427,8 +433,8 @@ class Dispatcher(Closing):
                     # the dispatcher's: the application's loop, when the dispatcher
                     # runs on the background loop (started before any loop ran, or by
                     # dictConfig). Its awaits do not drain this queue, though; nor does
-                    # waiting while the dispatcher's loop is stopped. Nor does the
-                    # last free thread of the loop's default executor (see
+                    # waiting while the dispatcher's loop is stopped. Nor does an
+                    # executor's thread once the queue stopped draining (see
                     # _wait_for_room)
                     return
             if not self._accepting:
@@ -458,55 +464,50 @@ class Dispatcher(Closing):
 
     def _wait_for_room(self) -> bool:
         """Wait for room in the queue: True once there is, False when nothing will
-        make room (the dispatcher closed, its loop stopped or ended), or when this
-        thread is the last of the loop's default executor's not waiting here already.
-        A sink may need one (``asyncio.to_thread``, aiofiles, a host name's lookup):
-        with all of them waiting here, nothing drained the queue, for good.
+        make room (the dispatcher closed, its loop stopped or ended).
+
+        A thread of an executor (the loop's default one above all) waits only while
+        the queue drains: after ``_STALLED`` seconds without a record taken, it goes
+        on (its record past the bound, then dropped and counted). A sink may need such
+        a thread to make room (``asyncio.to_thread``, aiofiles, a host name's lookup),
+        and with every one of them waiting here or busy, nothing drained the queue,
+        for good.
         """
-        counted = False
         with self._room_cv:
             self._blocked += 1
             try:
+                seen, since = self._drained, time.monotonic()
+                if seen == self._stalled_at and _executor_thread(self._loop):
+                    return False  # found stalled already, and nothing drained since
                 while self._queue.full():
                     loop = self._loop
                     if not self._accepting or loop is None or not loop.is_running():
                         return False  # the hand-off re-checks and uses the fallback
                     if self._pump_task is None or self._pump_task.done():
                         return False
-                    if not counted:
-                        # asked at each turn: an executor counts a thread of its own
-                        # only once the thread has begun its first job
-                        slots = _executor_slots(loop)
-                        if slots:
-                            if self._executor_waiting >= slots - 1:
-                                return False
-                            self._executor_waiting += 1
-                            counted = True
+                    if self._drained != seen:
+                        seen, since = self._drained, time.monotonic()
+                    elif time.monotonic() - since >= _STALLED and _executor_thread(loop):
+                        self._stalled_at = seen
+                        return False
                     self._room_cv.wait(0.05)
             finally:
                 self._blocked -= 1
-                if counted:
-                    self._executor_waiting -= 1
         return True
 
     def __repr__(self) -> str:
         return f"<Dispatcher {self.state.value} sinks={len(self._lanes)}>"
 
 
-def _executor_slots(loop: asyncio.AbstractEventLoop) -> int:
-    """How many threads ``loop``'s default executor may have when this thread is one
-    of them, else 0."""
+def _executor_thread(loop: asyncio.AbstractEventLoop | None) -> bool:
+    """Whether this thread is an executor's: ``loop``'s default one, or any
+    ``ThreadPoolExecutor`` by its threads' names (uvloop keeps its default executor to
+    itself, and one set with ``set_default_executor`` names its threads as any pool)."""
     thread = threading.current_thread()
-    executor = getattr(loop, "_default_executor", None)
-    threads = getattr(executor, "_threads", None)
-    if threads is not None and thread in threads:
-        return int(getattr(executor, "_max_workers", 1))
-    # asyncio names its own executor's threads asyncio_N; uvloop, which keeps its
-    # executor to itself, makes a ThreadPoolExecutor() of the default size and names
-    # them uvloop_N
-    if thread.name.startswith(("asyncio_", "uvloop_")):
-        return min(32, (os.cpu_count() or 1) + 4)
-    return 0
+    if thread.name.startswith(("asyncio_", "uvloop_", "ThreadPoolExecutor-")):
+        return True
+    threads = getattr(getattr(loop, "_default_executor", None), "_threads", None)
+    return threads is not None and thread in threads
 
 
 def _as_sink(obj: object, where: str) -> Sink:

@@ -54,6 +54,7 @@ class Pump(DispatcherFields):
                         self._pump_each(n)
                     else:
                         self._pump_bulk(queue.take(n))
+                    self._drained += n
                     if self._blocked:
                         with self._room_cv:
                             self._room_cv.notify_all()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import gc
 import io
 import logging
@@ -237,14 +238,20 @@ class _ToThreadSink(ListSink):
         await super().emit_batch(records)
 
 
-async def test_block_policy_never_makes_the_loops_executor_threads_wait() -> None:
+@pytest.mark.parametrize("workers", [None, 1])
+async def test_block_policy_never_makes_the_loops_executor_threads_wait_for_good(
+    workers: int | None,
+) -> None:
     # every thread of the default executor waited for room, and the sink's write
-    # waited for one of them (or a thread of it logged): nothing drained, for good
-    log = fresh_logger("t.block.executor")
+    # waited for one of them (or a thread of it logged): nothing drained, for good.
+    # (1: a default executor of one thread, set by the application)
+    log = fresh_logger(f"t.block.executor.{workers}")
     sink = _ToThreadSink(log)
     dispatcher = started(log, sink, queue_size=10, lane_size=10, batch_size=10)
     loop = asyncio.get_running_loop()
-    jobs = 2 * (min(32, (os.cpu_count() or 1) + 4))  # more than the executor's threads
+    if workers is not None:
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(workers))
+    jobs = 2 * (workers or min(32, (os.cpu_count() or 1) + 4))  # more than its threads
 
     def job(k: int) -> None:
         for i in range(300):
