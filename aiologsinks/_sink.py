@@ -44,7 +44,7 @@ from ._exceptions import SinkDeliveryError
 from ._hooks import is_dual, overridden, own_hook
 from ._notices import is_notice
 from ._record import Frozen, as_record, freeze
-from ._supervise import containable
+from ._supervise import containable, in_pipeline
 from ._validate import check_level
 
 __all__ = ["HandlerEntry", "Sink", "SinkState", "is_dual", "overridden"]
@@ -129,7 +129,8 @@ def _dual(
             # gather(*(sink.flush() for sink in sinks)) in a coroutine: the coroutine's
             frame = frame.f_back
         if frame.f_code.co_flags & _CO_ASYNC:
-            handler_entry = self._entry if awaits_entry else None
+            # (not the pipeline's own call: a Dispatcher's lane flushing the sink)
+            handler_entry = self._entry if awaits_entry and not in_pipeline.get() else None
             if handler_entry is not None:
                 waiting = handler_entry.aflush()
                 if waiting is not None:

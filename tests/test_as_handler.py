@@ -13,7 +13,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -683,4 +683,43 @@ def test_awaiting_flush_of_a_sink_used_as_a_handler_waits_for_its_records(
         assert asyncio.run(main()) == [f"a{i}" for i in range(N)]
     finally:
         log.removeHandler(sink)
+        sink.close()
+
+
+class _FlushThreads(als.Sink):
+    """Says on which thread its flush hook ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed_on: list[str] = []
+
+    async def emit_batch(self, records: Sequence[logging.LogRecord]) -> None:
+        pass
+
+    async def flush(self) -> None:
+        self.flushed_on.append(threading.current_thread().name)
+
+
+def test_a_dispatchers_flush_of_a_sink_once_used_as_a_handler_runs_in_its_lane() -> None:
+    # the lane's await sink.flush() was taken for the application's and handed to the
+    # handler's pipeline: the hook ran on the background loop's thread, beside the lane
+    sink = _FlushThreads()
+    log = logging.getLogger("t.as_handler.then_dispatcher")
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    log.addHandler(sink)
+    log.info("as a handler")
+    sink.flush()
+    log.removeHandler(sink)
+
+    async def main() -> None:
+        async with als.install(sink, logger=log) as dispatcher:
+            log.info("in a dispatcher")
+            sink.flushed_on.clear()
+            await dispatcher.flush()
+
+    try:
+        asyncio.run(main())
+        assert sink.flushed_on and set(sink.flushed_on) == {threading.current_thread().name}
+    finally:
         sink.close()
