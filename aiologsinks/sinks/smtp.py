@@ -255,11 +255,17 @@ class SMTPSink(Sink):
                 raise
         await self._send_digest()
 
-    def _give_up(self) -> None:
-        """Count the digest being sent and the pending records as lost, now: the
-        close was given up, and whether the server takes that mail is unknown."""
-        records = [r for digest in self._sending for r in digest] + self._pending
-        self._sending, self._pending = [], []
+    def _give_up(self, digest: list[logging.LogRecord] | None = None) -> None:
+        """Count the digests being sent (or only ``digest``, one whose send was
+        cancelled) and the pending records as lost, now: the close was given up, and
+        whether the server takes that mail is unknown."""
+        if digest is None:
+            sending, self._sending = self._sending, []
+        else:
+            sending = [digest]
+            self._sending = [d for d in self._sending if d is not digest]
+        records = [r for d in sending for r in d] + self._pending
+        self._pending = []
         if records:
             self._report_lost(
                 records, f"{self!r}: closed before a digest of {len(records)} record(s) was sent"
@@ -297,7 +303,9 @@ class SMTPSink(Sink):
                 # is unknown; it and the digests after it are counted as lost (unless
                 # the close counted them already: see _give_up)
                 if _holds(self._sending, records):
-                    self._give_up()
+                    # its own and the pending ones: another digest in flight (the
+                    # timer's, the lane's) is its sender's to count
+                    self._give_up(records)
                 raise
             finally:
                 self._sending = [d for d in self._sending if d is not records]
