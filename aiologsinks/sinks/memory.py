@@ -103,7 +103,9 @@ class MemorySink(BufferingSink):
         check_int("flushLevel", flushLevel)
         _check_target(target)
         self.flushLevel = flushLevel
-        self.target = _resolve(target)
+        #: a handler name's lookup (flush) and setTarget() on another thread
+        self._target_lock = threading.Lock()
+        self.target = _resolve(target, self)
         self.flushOnClose = flushOnClose
         self._former_target: _Target = None
 
@@ -115,7 +117,8 @@ class MemorySink(BufferingSink):
         """Set the target the buffered records go to (``None``: keep buffering; a
         ``str``: the handler of that name at each flush)."""
         _check_target(target)
-        self.target = _resolve(target)
+        with self._target_lock:
+            self.target = _resolve(target, self)
 
     async def flush(self) -> None:
         """Hand the buffered records to the target, in order, and clear the buffer.
@@ -129,7 +132,13 @@ class MemorySink(BufferingSink):
         not handed over yet as lost.
         """
         async with self._lock():
-            self.target = target = _resolve(self.target)
+            named = self.target
+            found = _resolve(named, self)
+            with self._target_lock:
+                if self.target is named:
+                    self.target = found  # found: kept from now on
+                # else a setTarget() from another thread meanwhile, which wins
+                target = self.target
             if not target or isinstance(target, str) or not self.buffer:
                 return
             records, self.buffer = self.buffer, []
@@ -203,7 +212,7 @@ class MemorySink(BufferingSink):
             if self.flushOnClose:
                 await self.flush()
         finally:
-            target, self.target = _resolve(self.target), None
+            target, self.target = _resolve(self.target, self), None
             if self._entry is not None:
                 # closed as a plain handler, on the handler pipeline's thread: the
                 # last reference to the target may be this one, and a handler freed
@@ -249,9 +258,9 @@ def _check_target(target: object) -> None:
 _Target = Sink | logging.Handler | str | None
 
 
-def _resolve(target: _Target) -> _Target:
+def _resolve(target: _Target, sink: MemorySink) -> _Target:
     """The target itself; for a name, the handler of that name, or the name while
-    there is none."""
+    there is none (``sink`` itself is none: it would hand its buffer to itself)."""
     if not isinstance(target, str):
         return target
     # (logging.getHandlerByName is 3.12+: the same registry, read directly)
@@ -261,9 +270,9 @@ def _resolve(target: _Target) -> _Target:
         # the handlers it held, this one first: its target is still among them
         for ref in list(logging._handlerList):  # type: ignore[attr-defined]
             handler = ref()
-            if handler is not None and handler.name == target:
+            if handler is not None and handler.name == target and handler is not sink:
                 found = handler
-    return target if found is None else found
+    return target if found is None or found is sink else found
 
 
 class _HandlerRun:

@@ -502,3 +502,24 @@ async def test_a_target_named_is_the_handler_of_that_name_once_there_is_one() ->
     ]
     assert_accounted(stats, 5)
     target.set_name(None)  # type: ignore[arg-type]
+
+
+async def test_a_target_naming_the_memory_sink_itself_is_no_target() -> None:
+    # it handed its buffer to itself: a flush that waited for itself, then records
+    # counted delivered that went nowhere
+    sink = _Reporting(2, target="t.memory.itself")
+    sink.set_name("t.memory.itself")
+    log = logging.getLogger("test.memory.itself")
+    log.propagate = False
+    try:
+        async with als.install(sink, logger=log, level=logging.INFO) as dispatcher:
+            for i in range(3):
+                log.info("m%d", i)
+            await asyncio.wait_for(dispatcher.flush(), 10)
+            assert len(sink.buffer) == 3
+            stats = await asyncio.wait_for(dispatcher.aclose(timeout=5), 10)
+    finally:
+        sink.set_name(None)  # type: ignore[arg-type]
+    (share,) = stats.sinks.values()
+    assert (share.delivered, share.errors) == (0, 3)
+    assert "no handler named 't.memory.itself'" in sink.reported[0][1]
