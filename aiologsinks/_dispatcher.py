@@ -29,6 +29,7 @@ from ._record import Item
 from ._shim import QueueHandler
 from ._sink import Sink
 from ._stats import DispatcherStats, SinkStats
+from ._supervise import in_pipeline
 from ._validate import ArgumentTypeError, ArgumentValueError, check_int, check_number, type_error
 
 __all__ = [
@@ -437,6 +438,11 @@ class Dispatcher(Closing):
                     # executor's thread once the queue stopped draining (see
                     # _wait_for_room)
                     return
+            elif in_pipeline.get() and self._accepting and self._dropped_past_slack():
+                # a sink's own work on another thread (asyncio.to_thread): it never
+                # waits (the sink waits for it), and what it logs has the same second
+                # bound as another loop's, not none
+                return
             if not self._accepting:
                 self._to_fallback(record)
                 return
