@@ -181,6 +181,21 @@ def test_dictconfig_class_entry_delivers_every_record(tmp_path: Path) -> None:
         sink.close()
 
 
+def run_quietly(script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a new interpreter with ``args``; it must exit 0 and print
+    nothing on stderr."""
+    result = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    return result
+
+
 SCRIPT = """
 import logging, logging.config, sys
 logging.config.dictConfig({
@@ -249,15 +264,7 @@ def test_a_thread_that_outlives_the_main_thread_still_writes_to_the_sink(tmp_pat
     expected = ["main done"] + [f"worker {i}" for i in range(200)]
     for kind in ("stdlib", "sink"):
         target = tmp_path / f"{kind}.log"
-        result = subprocess.run(
-            [sys.executable, "-c", THREAD_SCRIPT, str(target), kind],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr
-        assert result.stderr == ""
+        run_quietly(THREAD_SCRIPT, str(target), kind)
         assert lines(target) == expected, kind
 
 
@@ -645,15 +652,7 @@ def test_a_memory_sinks_target_is_named_in_dictconfig_and_fileconfig(
     # as MemoryHandler's: dictConfig refused the name ("target: expected a Sink, a
     # Handler or None"); fileConfig has no other way to name it
     target = tmp_path / "target.log"
-    result = subprocess.run(
-        [sys.executable, "-c", MEMORY_TARGET_SCRIPT, mode, str(target), str(tmp_path / "c.ini")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stderr == ""
+    result = run_quietly(MEMORY_TARGET_SCRIPT, mode, str(target), str(tmp_path / "c.ini"))
     assert lines(target) == [f"mem {i}" for i in range(12)]
     # a hang guard, not a speed: the target, freed on the pipeline's thread, waited
     # for logging's lock, which the reconfiguration held while it waited for that

@@ -226,8 +226,11 @@ class _Refusing(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.getMessage() == self.refused:
-            raise RuntimeError(f"cannot take {self.refused}")
+            raise self.refusal()
         self.got.append(record.getMessage())
+
+    def refusal(self) -> BaseException:
+        return RuntimeError(f"cannot take {self.refused}")
 
 
 class _Reporting(MemorySink):
@@ -430,18 +433,11 @@ def test_a_plain_handler_target_is_reached_after_the_loops_executor_shut_down(
     assert_accounted(stats, logged=100)
 
 
-class _CancellingHandler(logging.Handler):
+class _CancellingHandler(_Refusing):
     """A target whose handle() raises CancelledError of its own on one record."""
 
-    def __init__(self, refused: str) -> None:
-        super().__init__()
-        self.refused = refused
-        self.got: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.getMessage() == self.refused:
-            raise asyncio.CancelledError(f"{self.refused} cancelled itself")
-        self.got.append(record.getMessage())
+    def refusal(self) -> BaseException:
+        return asyncio.CancelledError(f"{self.refused} cancelled itself")
 
 
 class _CancellingSink(ListSink):

@@ -471,6 +471,22 @@ async def test_flush_waits_for_the_digest_the_timer_is_sending() -> None:
             assert [m.body for m in peer.mails] == ["one\n"]
 
 
+def held_digests(peer: Any, **options: Any) -> tuple[asyncio.Event, RecordingSMTPSink]:
+    """A digest sink (a window of 10 ms) whose server holds every DATA for good, and
+    the event set when one arrives."""
+    entered = gate_data(peer, asyncio.Event())  # never released
+    sink = RecordingSMTPSink(
+        ("127.0.0.1", peer.port),
+        "a@example.com",
+        ["b@example.com"],
+        "s",
+        timeout=30,
+        digest_interval=0.01,
+        **options,
+    )
+    return entered, sink
+
+
 async def test_a_close_given_up_counts_the_digest_in_flight_when_it_returns() -> None:
     # the timer's digest hangs in DATA; aclose(timeout=...) gives up on it: its records
     # and the pending one are counted by the time aclose returns (they were counted
@@ -480,15 +496,7 @@ async def test_a_close_given_up_counts_the_digest_in_flight_when_it_returns() ->
     from ..helpers import attached, fresh_logger
 
     async with smtp_peer() as peer:
-        entered = gate_data(peer, asyncio.Event())  # never released
-        sink = RecordingSMTPSink(
-            ("127.0.0.1", peer.port),
-            "a@example.com",
-            ["b@example.com"],
-            "s",
-            timeout=30,
-            digest_interval=0.01,
-        )
+        entered, sink = held_digests(peer)
         log = fresh_logger("t.smtp.digest.in_flight")
         with attached(log, sink) as dispatcher:
             log.error("one")
@@ -512,16 +520,7 @@ async def test_a_close_given_up_counts_both_digests_when_a_second_waits_for_the_
     from ..helpers import attached, fresh_logger, wait_until
 
     async with smtp_peer() as peer:
-        entered = gate_data(peer, asyncio.Event())  # never released
-        sink = RecordingSMTPSink(
-            ("127.0.0.1", peer.port),
-            "a@example.com",
-            ["b@example.com"],
-            "s",
-            timeout=30,
-            digest_interval=0.01,
-            digest_max=3,
-        )
+        entered, sink = held_digests(peer, digest_max=3)
         log = fresh_logger("t.smtp.digest.two_in_flight")
         with attached(log, sink) as dispatcher:
             log.error("a0")
