@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.thread
 import logging
 import os
 import threading
@@ -505,6 +506,10 @@ class Dispatcher(Closing):
         return f"<Dispatcher {self.state.value} sinks={len(self._lanes)}>"
 
 
+#: what a ThreadPoolExecutor's threads run (CPython's own, the same from 3.10 to 3.13)
+_POOL_WORKER = getattr(concurrent.futures.thread, "_worker", None)
+
+
 def _executor_thread(loop: asyncio.AbstractEventLoop | None) -> bool:
     """Whether this thread is an executor's: ``loop``'s default one, or any
     ``ThreadPoolExecutor`` by its threads' names (uvloop keeps its default executor to
@@ -512,6 +517,8 @@ def _executor_thread(loop: asyncio.AbstractEventLoop | None) -> bool:
     thread = threading.current_thread()
     if thread.name.startswith(("asyncio_", "uvloop_", "ThreadPoolExecutor-")):
         return True
+    if getattr(thread, "_target", None) is _POOL_WORKER:
+        return True  # a ThreadPoolExecutor's thread under any name
     threads = getattr(getattr(loop, "_default_executor", None), "_threads", None)
     return threads is not None and thread in threads
 

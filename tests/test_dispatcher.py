@@ -250,7 +250,9 @@ async def test_block_policy_never_makes_the_loops_executor_threads_wait_for_good
     dispatcher = started(log, sink, queue_size=10, lane_size=10, batch_size=10)
     loop = asyncio.get_running_loop()
     if workers is not None:
-        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(workers))
+        # (named as the application likes: uvloop tells no one its default executor)
+        executor = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix="io")
+        loop.set_default_executor(executor)
     jobs = 2 * (workers or min(32, (os.cpu_count() or 1) + 4))  # more than its threads
 
     def job(k: int) -> None:
